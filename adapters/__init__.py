@@ -1,0 +1,27 @@
+"""Adapters: one module per agency over a shared port, retry wrapper and error classifiers.
+
+Importing this package loads no contract and opens no connection; builders do that, once.
+"""
+
+from adapters.base import (
+    AgencyAdapter,
+    DeliveryResult,
+    RetryPolicy,
+    TryRecord,
+    deliver_with_retries,
+)
+from adapters.registry import ADAPTER_BUILDERS, build_adapter
+from adapters.rest import classify_http
+from adapters.soap import classify_soap
+
+__all__ = [
+    "ADAPTER_BUILDERS",
+    "AgencyAdapter",
+    "DeliveryResult",
+    "RetryPolicy",
+    "TryRecord",
+    "build_adapter",
+    "classify_http",
+    "classify_soap",
+    "deliver_with_retries",
+]

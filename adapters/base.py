@@ -1,0 +1,395 @@
+"""The agency adapter port, the HTTP failure table both protocols share, and the retry wrapper."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Protocol, runtime_checkable
+
+import httpx
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+from tenacity.stop import stop_base
+
+from domain.errors import (
+    AdapterMisconfigured,
+    AgencyProtocolError,
+    AgencyRejected,
+    AgencyThrottled,
+    AgencyUnreachable,
+    DeliveryError,
+    MessageRejectedAsInvalid,
+    OutcomeUnknown,
+    TransientDeliveryError,
+)
+from domain.messages import OutgoingMessage, Receipt
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "AgencyAdapter",
+    "DeliveryResult",
+    "ErrorContext",
+    "RetryPolicy",
+    "TryRecord",
+    "check_fault_overrides",
+    "classify_httpx_error",
+    "classify_status",
+    "deliver_with_retries",
+    "effective_timeout",
+    "parse_retry_after",
+]
+
+log = structlog.get_logger(__name__)
+
+
+@runtime_checkable
+class AgencyAdapter(Protocol):
+    """Speaks one agency's protocol. Fakes may subclass this port explicitly."""
+
+    agency: str
+
+    async def deliver(self, message: OutgoingMessage) -> Receipt:
+        """Send one message and return the agency's receipt.
+
+        Raises:
+            DeliveryError: only its subclasses; any other exception is a bug of the adapter.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the adapter owns (never the injected HTTP client)."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared classification helpers
+# ---------------------------------------------------------------------------------------------
+
+#: Used for any timeout the injected client leaves unset: an operation never waits forever.
+DEFAULT_TIMEOUT = httpx.Timeout(connect=2.0, read=10.0, write=5.0, pool=5.0)
+
+
+def effective_timeout(timeout: httpx.Timeout) -> httpx.Timeout:
+    """The client's timeouts, with any unset one taken from `DEFAULT_TIMEOUT`."""
+    return httpx.Timeout(
+        connect=timeout.connect if timeout.connect is not None else DEFAULT_TIMEOUT.connect,
+        read=timeout.read if timeout.read is not None else DEFAULT_TIMEOUT.read,
+        write=timeout.write if timeout.write is not None else DEFAULT_TIMEOUT.write,
+        pool=timeout.pool if timeout.pool is not None else DEFAULT_TIMEOUT.pool,
+    )
+
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorContext:
+    """Who the error is about: copied into every `DeliveryError` a classifier builds."""
+
+    agency: str = ""
+    operation: str = ""
+    delivery_id: str = ""
+
+    def build(self, cls: type[DeliveryError], text: str, **extra: object) -> DeliveryError:
+        """Instantiate `cls` with this context."""
+        return cls(
+            text,
+            agency=self.agency,
+            operation=self.operation,
+            delivery_id=self.delivery_id,
+            **extra,  # type: ignore[arg-type]
+        )
+
+
+#: Fault-override kinds accepted from `config/` (`{"R999": "transient"}`), and the class each
+#: one produces. "transient" and "permanent" are the two spellings the config documents.
+OVERRIDE_KINDS: Mapping[str, type[DeliveryError]] = {
+    "transient": AgencyUnreachable,
+    "unreachable": AgencyUnreachable,
+    "unknown": OutcomeUnknown,
+    "protocol": AgencyProtocolError,
+    "permanent": AgencyRejected,
+    "rejected": AgencyRejected,
+    "invalid": MessageRejectedAsInvalid,
+    "misconfigured": AdapterMisconfigured,
+}
+
+
+def check_fault_overrides(overrides: Mapping[str, str]) -> dict[str, type[DeliveryError]]:
+    """Resolve a `{code: kind}` mapping once, failing fast on an unknown kind.
+
+    Raises:
+        ValueError: a kind that is not one of `OVERRIDE_KINDS`.
+    """
+    resolved: dict[str, type[DeliveryError]] = {}
+    for code, kind in overrides.items():
+        try:
+            resolved[code] = OVERRIDE_KINDS[kind.lower()]
+        except KeyError:
+            raise ValueError(
+                f"fault override {code!r}: unknown kind {kind!r}, expected one of "
+                f"{sorted(OVERRIDE_KINDS)}"
+            ) from None
+    return resolved
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date, RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _caused_by_tls(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+#: httpx exceptions in lookup order, in the manner of httpx's own `map_httpcore_exceptions`.
+#: Whether the request may have reached the agency decides between "unreachable" (never sent)
+#: and "outcome unknown" (maybe processed: retry only with the same message id).
+_HTTPX_TABLE: tuple[tuple[type[Exception], type[DeliveryError], str], ...] = (
+    (httpx.ConnectTimeout, AgencyUnreachable, "connect timeout"),
+    (httpx.PoolTimeout, AgencyUnreachable, "no free connection in the pool"),
+    (httpx.ConnectError, AgencyUnreachable, "connection failed"),
+    (httpx.ProxyError, AgencyUnreachable, "proxy failed"),
+    (httpx.ReadTimeout, OutcomeUnknown, "read timeout after the request was sent"),
+    (httpx.WriteTimeout, OutcomeUnknown, "write timeout while sending"),
+    (httpx.RemoteProtocolError, OutcomeUnknown, "the agency broke the HTTP exchange"),
+    (httpx.ReadError, OutcomeUnknown, "read failed after the request was sent"),
+    (httpx.WriteError, OutcomeUnknown, "write failed while sending"),
+    (httpx.CloseError, OutcomeUnknown, "connection close failed"),
+    (httpx.UnsupportedProtocol, AdapterMisconfigured, "unsupported URL scheme"),
+    (httpx.LocalProtocolError, AdapterMisconfigured, "invalid request on our side"),
+    (httpx.DecodingError, AgencyProtocolError, "undecodable reply body"),
+    (httpx.TooManyRedirects, AdapterMisconfigured, "too many redirects"),
+    (httpx.InvalidURL, AdapterMisconfigured, "invalid endpoint URL"),
+    (httpx.TimeoutException, OutcomeUnknown, "timeout"),
+    (httpx.NetworkError, OutcomeUnknown, "network error"),
+    (httpx.TransportError, AgencyUnreachable, "transport error"),
+)
+
+
+def classify_httpx_error(exc: Exception, ctx: ErrorContext) -> DeliveryError | None:
+    """Translate an httpx exception, or return None when `exc` is not one."""
+    if not isinstance(exc, (httpx.HTTPError, httpx.InvalidURL)):
+        return None
+    if isinstance(exc, httpx.ConnectError) and _caused_by_tls(exc):
+        return ctx.build(AdapterMisconfigured, f"TLS failure: {exc}")
+    for exc_type, error_cls, text in _HTTPX_TABLE:
+        if isinstance(exc, exc_type):
+            return ctx.build(error_cls, f"{text} ({type(exc).__name__})")
+    return ctx.build(AgencyProtocolError, f"unexpected httpx error ({type(exc).__name__})")
+
+
+def classify_status(
+    status: int, headers: Mapping[str, str], ctx: ErrorContext
+) -> DeliveryError | None:
+    """The statuses whose meaning does not depend on the body, for SOAP and REST alike."""
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    if status == 429 or (status in (502, 503, 504) and retry_after is not None):
+        return ctx.build(AgencyThrottled, f"HTTP {status}, retry after {retry_after}s",
+                         retry_after=retry_after, code=f"HTTP{status}")
+    if status in (502, 503, 504):
+        return ctx.build(AgencyUnreachable, f"HTTP {status}", code=f"HTTP{status}")
+    if status in (401, 403, 404, 405, 406, 415) or 300 <= status < 400:
+        return ctx.build(AdapterMisconfigured, f"HTTP {status}", code=f"HTTP{status}")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Retry wrapper
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Short in-process retries (seconds); longer outages go to the persisted schedule."""
+
+    attempts: int = 3
+    initial_wait: float = 0.2
+    max_wait: float = 2.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if min(self.initial_wait, self.max_wait, self.jitter) < 0:
+            raise ValueError("waits must not be negative")
+
+    @classmethod
+    def without_waits(cls, attempts: int = 3) -> RetryPolicy:
+        """A policy that retries immediately: for tests."""
+        return cls(attempts=attempts, initial_wait=0.0, max_wait=0.0, jitter=0.0)
+
+
+@dataclass
+class TryRecord:
+    """One call to the adapter."""
+
+    number: int
+    started_at: datetime
+    duration_ms: float
+    error: DeliveryError | None
+
+
+@dataclass
+class DeliveryResult:
+    """What `deliver_with_retries` returns: a receipt or the last error, and every try."""
+
+    receipt: Receipt | None
+    error: DeliveryError | None
+    tries: list[TryRecord] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.receipt is not None
+
+
+class _stop_if_retry_after_not_reached(stop_base):
+    """Stop when the planned wait would call the agency before its Retry-After.
+
+    The caller then schedules the delivery persistently, which never holds a worker slot for
+    the agency's requested pause.
+    """
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        retry_after = getattr(exc, "retry_after", None)
+        if not isinstance(exc, AgencyThrottled) or retry_after is None:
+            return False
+        return retry_state.upcoming_sleep < retry_after
+
+
+def _log_retry(message: OutgoingMessage):
+    def before_sleep(retry_state: RetryCallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        log.info(
+            "delivery_retry_scheduled",
+            agency=message.agency,
+            operation=message.operation,
+            delivery_id=message.delivery_id,
+            attempt=retry_state.attempt_number,
+            wait_s=round(retry_state.upcoming_sleep, 3),
+            error_class=type(exc).__name__,
+            error_code=getattr(exc, "code", ""),
+        )
+
+    return before_sleep
+
+
+async def deliver_with_retries(
+    adapter: AgencyAdapter, message: OutgoingMessage, policy: RetryPolicy
+) -> DeliveryResult:
+    """Deliver `message`, retrying transient errors in process as `policy` allows.
+
+    Every retry sends the same message with the same id, which is what lets the agency drop a
+    duplicate after an `OutcomeUnknown`. A throttled reply whose Retry-After is longer than the
+    next planned wait ends the loop instead: nothing is sent before Retry-After.
+
+    Args:
+        adapter: the agency's adapter.
+        message: the stored message to send.
+        policy: attempts and waits; `RetryPolicy.without_waits()` for tests.
+
+    Returns:
+        The receipt, or the last error (permanent, or transient once retries are exhausted),
+        with one `TryRecord` per call. Never raises, except on cancellation.
+    """
+    tries: list[TryRecord] = []
+
+    async def attempt() -> Receipt:
+        started_at = datetime.now(UTC)
+        t0 = time.perf_counter()
+        error: DeliveryError | None = None
+        finished = False
+        try:
+            receipt = await adapter.deliver(message)
+            finished = True
+            return receipt
+        except DeliveryError as exc:
+            error = exc
+            raise
+        except Exception as exc:
+            # An exception outside the tree is a bug in the adapter: keep its traceback, and
+            # treat it as transient so the bounded retries and the dead letter still apply.
+            log.exception(
+                "delivery_unclassified_error",
+                agency=message.agency,
+                operation=message.operation,
+                delivery_id=message.delivery_id,
+                error_class=type(exc).__name__,
+            )
+            error = AgencyProtocolError(
+                f"unclassified {type(exc).__name__} in the {message.agency} adapter",
+                agency=message.agency,
+                operation=message.operation,
+                delivery_id=message.delivery_id,
+                code="UNCLASSIFIED",
+            )
+            raise error from exc
+        finally:
+            # A cancelled try (finished False, no error) is not recorded: it has no outcome.
+            if finished or error is not None:
+                elapsed_ms = (time.perf_counter() - t0) * 1000
+                tries.append(TryRecord(len(tries) + 1, started_at, elapsed_ms, error))
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(TransientDeliveryError),
+        stop=stop_after_attempt(policy.attempts) | _stop_if_retry_after_not_reached(),
+        wait=wait_exponential_jitter(
+            multiplier=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter
+        ),
+        before_sleep=_log_retry(message),
+        reraise=True,
+    )
+    try:
+        receipt = await retrying(attempt)
+    except DeliveryError as exc:
+        log.warning(
+            "delivery_failed",
+            agency=message.agency,
+            operation=message.operation,
+            delivery_id=message.delivery_id,
+            attempts=len(tries),
+            error_class=type(exc).__name__,
+            error_code=exc.code,
+            transient=isinstance(exc, TransientDeliveryError),
+            retry_after=getattr(exc, "retry_after", None),
+        )
+        return DeliveryResult(receipt=None, error=exc, tries=tries)
+    log.info(
+        "delivery_sent",
+        agency=message.agency,
+        operation=message.operation,
+        delivery_id=message.delivery_id,
+        attempts=len(tries),
+        protocol_number=receipt.protocol_number,
+    )
+    return DeliveryResult(receipt=receipt, error=None, tries=tries)

@@ -1,0 +1,539 @@
+"""SOAP machinery for the SOAP agencies: stored contracts, the zeep-built delivery, `classify_soap`."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import requests
+import structlog
+import zeep
+import zeep.exceptions as zx
+from lxml import etree
+from zeep import ns as zeep_ns
+from zeep.wsdl.bindings.soap import Soap12Binding
+
+from adapters.base import (
+    DEFAULT_TIMEOUT,
+    ErrorContext,
+    check_fault_overrides,
+    classify_httpx_error,
+    classify_status,
+    effective_timeout,
+)
+from domain.errors import (
+    AdapterMisconfigured,
+    AgencyProtocolError,
+    AgencyRejected,
+    AgencyUnreachable,
+    DeliveryError,
+    MessageRejectedAsInvalid,
+    OutcomeUnknown,
+)
+from domain.messages import OutgoingMessage, Receipt
+
+__all__ = [
+    "SCHEMAS_DIR",
+    "SoapAgencyAdapter",
+    "SoapContract",
+    "classify_soap",
+    "load_soap_contract",
+]
+
+log = structlog.get_logger(__name__)
+
+#: Root of the stored contracts (`schemas/` at the top of the project).
+SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+_ENV_NS = {"1.1": zeep_ns.SOAP_ENV_11, "1.2": zeep_ns.SOAP_ENV_12}
+
+
+@dataclass(frozen=True, slots=True)
+class SoapContract:
+    """Where an agency's stored SOAP contract lives and what the adapter may call in it."""
+
+    agency: str
+    wsdl: Path
+    xsd: Path
+    binding: str  #: the binding QName, `{namespace}LocalName`
+    soap_version: str  #: "1.1" or "1.2"
+    operations: frozenset[str]
+
+
+# ---------------------------------------------------------------------------------------------
+# Contract loading (once per contract)
+# ---------------------------------------------------------------------------------------------
+
+
+class _NoNetworkAdapter(requests.adapters.BaseAdapter):
+    """Refuses every request: stored contracts are read from disk, never fetched."""
+
+    def send(self, request, *args: Any, **kwargs: Any):  # type: ignore[override]
+        raise requests.exceptions.ConnectionError(
+            f"network access is disabled while loading a stored contract ({request.url})"
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def _offline_session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, _NoNetworkAdapter())
+    return session
+
+
+def _hardened_parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Operation:
+    name: str
+    binding_operation: Any  # zeep SoapOperation, kept for process_reply
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _LoadedContract:
+    contract: SoapContract
+    client: zeep.Client
+    binding: Any  # zeep SoapBinding
+    schema: etree.XMLSchema
+    operations: Mapping[str, _Operation]
+    body_tag: str
+
+
+def _http_headers(version: str, action: str | None) -> dict[str, str]:
+    if version == "1.2":
+        # SOAP 1.2 carries the action as a media-type parameter (RFC 3902), not a header.
+        content_type = "application/soap+xml; charset=utf-8"
+        if action:
+            content_type += f'; action="{action}"'
+        return {"Content-Type": content_type, "Accept": "application/soap+xml, text/xml"}
+    # SOAP 1.1 section 6.1.1: SOAPAction is a quoted URI, possibly empty.
+    return {
+        "Content-Type": "text/xml; charset=utf-8",
+        "SOAPAction": f'"{action or ""}"',
+        "Accept": "text/xml",
+    }
+
+
+@functools.cache
+def load_soap_contract(contract: SoapContract) -> _LoadedContract:
+    """Parse a stored WSDL and XSD once; later calls return the same objects.
+
+    Raises:
+        ValueError: the files disagree with `contract` (binding, version or operations).
+        OSError / zeep or lxml errors: a missing or broken contract file.
+    """
+    settings = zeep.Settings(
+        strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
+        xml_huge_tree=False,
+    )
+    transport = zeep.Transport(
+        session=_offline_session(),
+        timeout=DEFAULT_TIMEOUT.read,
+        operation_timeout=DEFAULT_TIMEOUT.read,
+    )
+    client = zeep.Client(str(contract.wsdl), transport=transport, settings=settings)
+    try:
+        binding = client.wsdl.bindings[contract.binding]
+    except KeyError:
+        raise ValueError(
+            f"{contract.agency}: binding {contract.binding} not in {contract.wsdl.name}"
+        ) from None
+    actual = "1.2" if isinstance(binding, Soap12Binding) else "1.1"
+    if actual != contract.soap_version:
+        raise ValueError(
+            f"{contract.agency}: {contract.binding} is SOAP {actual}, not {contract.soap_version}"
+        )
+    operations: dict[str, _Operation] = {}
+    for name in sorted(contract.operations):
+        operation = binding.get(name)  # zeep raises ValueError on an unknown name
+        headers = _http_headers(actual, operation.soapaction)
+        operations[name] = _Operation(name, operation, headers)
+    schema = etree.XMLSchema(etree.parse(str(contract.xsd), _hardened_parser()))
+    return _LoadedContract(
+        contract=contract,
+        client=client,
+        binding=binding,
+        schema=schema,
+        operations=operations,
+        body_tag=f"{{{_ENV_NS[actual]}}}Body",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification
+# ---------------------------------------------------------------------------------------------
+
+
+def _local(name: object) -> str:
+    """`soap:Client`, `{ns}Client` or a QName → `Client`."""
+    if name is None:
+        return ""
+    localname = getattr(name, "localname", None)
+    if localname is not None:
+        return str(localname)
+    text = str(name).strip()
+    return text.rsplit("}", 1)[-1].rsplit(":", 1)[-1]
+
+
+def _local_tag(element: Any) -> str:
+    tag = element.tag
+    return etree.QName(tag).localname if isinstance(tag, str) else ""
+
+
+def _read_rejection(detail: Any) -> tuple[str, str]:
+    """`(codice, motivo)` from the `<Rifiuto>` in a fault detail, or empty strings."""
+    if not isinstance(detail, etree._Element):
+        return "", ""
+    for node in detail.iter():
+        if _local_tag(node) == "Rifiuto":
+            found = {_local_tag(child): (child.text or "").strip() for child in node}
+            return found.get("codice", ""), found.get("motivo", "")
+    return "", ""
+
+
+def _read_fault(content: bytes) -> zx.Fault | None:
+    """The SOAP 1.1 or 1.2 fault in a reply body, as zeep would raise it, or None."""
+    try:
+        root = etree.fromstring(content, _hardened_parser())
+    except (etree.XMLSyntaxError, ValueError):
+        return None
+    if root.getroottree().docinfo.doctype:
+        return None  # DTDs are forbidden in replies, as in zeep's own loader
+    version = {v: k for k, v in _ENV_NS.items()}.get(etree.QName(root).namespace)
+    if version is None:
+        return None
+    env = _ENV_NS[version]
+    fault = root.find(f"{{{env}}}Body/{{{env}}}Fault")
+    if fault is None:
+        return None
+    if version == "1.1":
+        # Fault children are unqualified in SOAP 1.1 (section 4.4).
+        children = {_local_tag(child): child for child in fault}
+        text = {k: (v.text or "").strip() for k, v in children.items()}
+        return zx.Fault(
+            message=text.get("faultstring"), code=text.get("faultcode"),
+            actor=text.get("faultactor"), detail=children.get("detail"),
+        )
+    subcodes = []
+    subcode = fault.find(f"{{{env}}}Code/{{{env}}}Subcode")
+    while subcode is not None:
+        subcodes.append(_local(subcode.findtext(f"{{{env}}}Value")))
+        subcode = subcode.find(f"{{{env}}}Subcode")
+    return zx.Fault(
+        message=fault.findtext(f"{{{env}}}Reason/{{{env}}}Text"),
+        code=fault.findtext(f"{{{env}}}Code/{{{env}}}Value"),
+        detail=fault.find(f"{{{env}}}Detail"),
+        subcodes=subcodes,
+    )
+
+
+def _from_fault(
+    fault: zx.Fault, ctx: ErrorContext, overrides: Mapping[str, type[DeliveryError]]
+) -> DeliveryError:
+    fault_code = _local(fault.code)
+    kind = fault_code.split(".", 1)[0]  # SOAP 1.1 dotted codes: `Client.Authentication`
+    subcodes = [_local(s) for s in (fault.subcodes or [])]
+    codice, motivo = _read_rejection(fault.detail)
+    text = motivo or (fault.message or "").strip() or "SOAP fault without a reason"
+    code = codice or fault_code or "SOAP_FAULT"
+    for key in (codice, fault_code, *subcodes):
+        if key and key in overrides:
+            return ctx.build(overrides[key], text, code=code)
+    if "SCHEMA" in {codice.upper(), kind.upper(), *(s.upper() for s in subcodes)}:
+        return ctx.build(MessageRejectedAsInvalid, text, code=code)
+    if kind in ("Client", "Sender"):
+        return ctx.build(AgencyRejected, text, code=code)
+    if kind in ("Server", "Receiver"):
+        # A technical failure the agency reported: it answered, so it is not an unknown
+        # outcome, and like a 503 it should count against the agency's circuit breaker.
+        return ctx.build(AgencyUnreachable, text, code=code)
+    if kind in ("VersionMismatch", "MustUnderstand", "DataEncodingUnknown"):
+        return ctx.build(AdapterMisconfigured, text, code=code)
+    return ctx.build(AgencyProtocolError, f"SOAP fault with unknown code {fault_code!r}: {text}")
+
+
+def _from_status(status: int, ctx: ErrorContext) -> DeliveryError:
+    """A non-200 reply that carried no SOAP fault."""
+    code = f"HTTP{status}"
+    if status >= 500 or status == 408:
+        return ctx.build(AgencyUnreachable, f"HTTP {status} without a SOAP fault", code=code)
+    if status in (400, 413, 414):
+        return ctx.build(MessageRejectedAsInvalid, f"HTTP {status} without a SOAP fault", code=code)
+    if 400 <= status < 500:
+        return ctx.build(AdapterMisconfigured, f"HTTP {status} without a SOAP fault", code=code)
+    return ctx.build(AgencyProtocolError, f"unexpected HTTP {status}", code=code)
+
+
+def _from_transport_error(exc: zx.TransportError, ctx: ErrorContext) -> DeliveryError:
+    status = exc.status_code or 0
+    if status and status != 200:
+        return classify_status(status, {}, ctx) or _from_status(status, ctx)
+    return ctx.build(AgencyProtocolError, "the reply is not a SOAP envelope")
+
+
+def _from_requests_connection_error(
+    exc: requests.exceptions.ConnectionError, ctx: ErrorContext
+) -> DeliveryError:
+    # requests folds "never connected" and "connection dropped after sending" into one class;
+    # urllib3's NewConnectionError (DNS, refused) tells them apart.
+    from urllib3.exceptions import NewConnectionError
+
+    reason = exc.args[0] if exc.args else None
+    for candidate in (reason, getattr(reason, "reason", None)):
+        if isinstance(candidate, NewConnectionError):
+            return ctx.build(AgencyUnreachable, "connection failed (requests)")
+    return ctx.build(OutcomeUnknown, "connection dropped (requests)")
+
+
+_Handler = Callable[[Any, ErrorContext, Mapping[str, type[DeliveryError]]], DeliveryError]
+
+
+def _fixed(cls: type[DeliveryError], text: str) -> _Handler:
+    def handler(exc: Any, ctx: ErrorContext, _overrides: Any) -> DeliveryError:
+        return ctx.build(cls, f"{text}: {exc}")
+
+    return handler
+
+
+#: Exceptions in lookup order (subclasses before their bases), httpx excepted: it has its own
+#: table in `adapters.base`. requests appears because zeep lets its exceptions through.
+_SOAP_TABLE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], _Handler], ...] = (
+    (zx.Fault, _from_fault),
+    (zx.ValidationError, _fixed(MessageRejectedAsInvalid, "the message fails the contract")),
+    (etree.DocumentInvalid, _fixed(MessageRejectedAsInvalid, "the message fails the agency XSD")),
+    (zx.TransportError, lambda exc, ctx, _o: _from_transport_error(exc, ctx)),
+    ((zx.DTDForbidden, zx.EntitiesForbidden, zx.ExternalReferenceForbidden),
+     _fixed(AgencyProtocolError, "the reply uses forbidden XML constructs")),
+    ((zx.XMLSyntaxError, etree.XMLSyntaxError),
+     _fixed(AgencyProtocolError, "the reply is not well-formed XML")),
+    ((zx.XMLParseError, zx.UnexpectedElementError),
+     _fixed(AgencyProtocolError, "the reply does not match the contract")),
+    ((zx.LookupError, zx.NamespaceError, zx.IncompleteOperation),
+     _fixed(AdapterMisconfigured, "the contract cannot serve this operation")),
+    (requests.exceptions.SSLError, _fixed(AdapterMisconfigured, "TLS failure")),
+    (requests.exceptions.ConnectTimeout, _fixed(AgencyUnreachable, "connect timeout")),
+    (requests.exceptions.ReadTimeout, _fixed(OutcomeUnknown, "read timeout after sending")),
+    (requests.exceptions.Timeout, _fixed(OutcomeUnknown, "timeout")),
+    (requests.exceptions.ConnectionError,
+     lambda exc, ctx, _o: _from_requests_connection_error(exc, ctx)),
+    (requests.exceptions.ChunkedEncodingError, _fixed(OutcomeUnknown, "truncated reply")),
+    (requests.exceptions.ContentDecodingError, _fixed(AgencyProtocolError, "undecodable reply")),
+    ((requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+      requests.exceptions.InvalidSchema, requests.exceptions.TooManyRedirects),
+     _fixed(AdapterMisconfigured, "bad endpoint")),
+    (requests.exceptions.RequestException, _fixed(OutcomeUnknown, "request failed")),
+    (zx.Error, _fixed(AgencyProtocolError, "unexpected zeep error")),
+)
+
+
+def _is_xml(response: httpx.Response) -> bool:
+    media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media_type.endswith("/xml") or media_type.endswith("+xml")
+
+
+def _classify_response(
+    response: httpx.Response, ctx: ErrorContext, overrides: Mapping[str, type[DeliveryError]]
+) -> DeliveryError:
+    status = response.status_code
+    error = classify_status(status, response.headers, ctx)
+    if error is not None:
+        return error
+    fault = _read_fault(response.content) if response.content else None
+    if fault is not None:
+        return _from_fault(fault, ctx, overrides)
+    if status == 200:
+        what = "an XML body that is not a SOAP reply" if _is_xml(response) else "a non-XML body"
+        return ctx.build(AgencyProtocolError, f"HTTP 200 with {what}", code="PROTOCOL")
+    return _from_status(status, ctx)
+
+
+def _classify(
+    exc_or_response: BaseException | httpx.Response,
+    ctx: ErrorContext,
+    overrides: Mapping[str, type[DeliveryError]],
+) -> DeliveryError:
+    if isinstance(exc_or_response, httpx.Response):
+        return _classify_response(exc_or_response, ctx, overrides)
+    exc = exc_or_response
+    if isinstance(exc, DeliveryError):
+        return exc
+    error = classify_httpx_error(exc, ctx) if isinstance(exc, Exception) else None
+    if error is None:
+        for types, handler in _SOAP_TABLE:
+            if isinstance(exc, types):
+                error = handler(exc, ctx, overrides)
+                break
+        else:
+            log.error("delivery_unclassified_error", agency=ctx.agency,
+                      operation=ctx.operation, error_class=type(exc).__name__, exc_info=exc)
+            error = ctx.build(AgencyProtocolError, f"unclassified {type(exc).__name__}",
+                              code="UNCLASSIFIED")
+    error.__cause__ = exc  # callers also write `raise ... from exc`; this keeps it if they don't
+    return error
+
+
+def classify_soap(
+    exc_or_response: BaseException | httpx.Response,
+    *,
+    agency: str = "",
+    operation: str = "",
+    delivery_id: str = "",
+    fault_overrides: Mapping[str, str] | None = None,
+) -> DeliveryError:
+    """Translate a SOAP exchange's failure into the delivery error tree.
+
+    Args:
+        exc_or_response: an httpx, zeep, lxml or requests exception, or an httpx reply that
+            is not a usable receipt (status-only failures, SOAP 1.1/1.2 fault bodies).
+        agency, operation, delivery_id: copied into the error.
+        fault_overrides: `{fault or Rifiuto code: kind}`, kinds as in `adapters.base`.
+
+    Returns:
+        The error to raise (`raise classify_soap(exc) from exc`). Its `__cause__` is set.
+    """
+    ctx = ErrorContext(agency, operation, delivery_id)
+    return _classify(exc_or_response, ctx, check_fault_overrides(fault_overrides or {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter
+# ---------------------------------------------------------------------------------------------
+
+
+def _field(value: Any, name: str) -> Any:
+    try:
+        return value[name]
+    except (KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return "" if value is None else str(value)
+
+
+class SoapAgencyAdapter:
+    """Delivers messages to one SOAP agency through its stored contract.
+
+    Args:
+        contract: the agency's stored WSDL/XSD and the operations it may call.
+        endpoint: the service address (overrides the WSDL's).
+        http: the hub's client; its timeouts apply, unset ones default to `DEFAULT_TIMEOUT`.
+        fault_overrides: `{code: kind}` for this agency's fault codes.
+    """
+
+    def __init__(
+        self,
+        contract: SoapContract,
+        *,
+        endpoint: str,
+        http: httpx.AsyncClient,
+        fault_overrides: Mapping[str, str] | None = None,
+    ) -> None:
+        self.agency = contract.agency
+        self._loaded = load_soap_contract(contract)
+        self._service = self._loaded.client.create_service(contract.binding, endpoint)
+        self._endpoint = endpoint
+        self._http = http
+        self._timeout = effective_timeout(http.timeout)
+        self._overrides = check_fault_overrides(fault_overrides or {})
+
+    def __repr__(self) -> str:
+        return f"SoapAgencyAdapter(agency={self.agency!r}, endpoint={self._endpoint!r})"
+
+    def _serialize(self, message: OutgoingMessage, ctx: ErrorContext) -> bytes:
+        header = message.content.get("messageHeader")
+        if isinstance(header, Mapping) and header.get("messageId") != message.message_id:
+            raise ctx.build(MessageRejectedAsInvalid,
+                            "messageHeader.messageId differs from the delivery's message id")
+        client = self._loaded.client
+        try:
+            envelope = client.create_message(self._service, message.operation, **message.content)
+        except (zx.Error, TypeError, ValueError) as exc:
+            # TypeError/ValueError: zeep's answer to unknown or unconvertible fields.
+            raise ctx.build(MessageRejectedAsInvalid, f"the message does not fit the contract: "
+                                                      f"{exc}") from exc
+        body = envelope.find(self._loaded.body_tag)
+        if body is None or len(body) == 0:
+            raise ctx.build(AdapterMisconfigured, "zeep built an envelope without a body element")
+        try:
+            self._loaded.schema.assertValid(body[0])
+        except etree.DocumentInvalid as exc:
+            raise ctx.build(MessageRejectedAsInvalid,
+                            f"the message fails the {self.agency} XSD: {exc}") from exc
+        return etree.tostring(envelope, encoding="utf-8", xml_declaration=True)
+
+    def _read_receipt(self, result: Any, message: OutgoingMessage, ctx: ErrorContext) -> Receipt:
+        ricevuta = _field(result, "ricevuta")
+        if ricevuta is None:
+            ricevuta = result  # zeep unwraps a response element with a single child
+        protocol_number = _text(_field(ricevuta, "protocollo"))
+        if not protocol_number:
+            raise ctx.build(AgencyProtocolError, "the reply holds no protocol number")
+        echoed = _text(_field(ricevuta, "messageId"))
+        if echoed and echoed != message.message_id:
+            raise ctx.build(AgencyProtocolError, "the receipt is for another message id")
+        references = {}
+        for item in _field(ricevuta, "riferimento") or []:
+            references[_text(_field(item, "nome"))] = _text(_field(item, "valore"))
+        return Receipt(
+            protocol_number=protocol_number,
+            protocolled_at=_text(_field(ricevuta, "dataProtocollo")),
+            outcome=_text(_field(ricevuta, "esito")) or "ACQUISITA",
+            references=references,
+        )
+
+    async def deliver(self, message: OutgoingMessage) -> Receipt:
+        """Validate, send and read the receipt of one message.
+
+        Raises:
+            MessageRejectedAsInvalid: the message fails the contract; nothing was sent.
+            AdapterMisconfigured: the operation is not in the contract, or 401/403/404.
+            DeliveryError: any other failure, classified by `classify_soap`.
+        """
+        ctx = ErrorContext(self.agency, message.operation, message.delivery_id)
+        operation = self._loaded.operations.get(message.operation)
+        if operation is None:
+            raise ctx.build(AdapterMisconfigured,
+                            f"operation {message.operation!r} is not in the {self.agency} contract",
+                            code="UNKNOWN_OPERATION")
+        payload = self._serialize(message, ctx)
+        started = time.perf_counter()
+        try:
+            response = await self._http.post(
+                self._endpoint, content=payload, headers=operation.headers, timeout=self._timeout
+            )
+        except httpx.HTTPError as exc:
+            raise _classify(exc, ctx, self._overrides) from exc
+        log.debug("soap_reply_received", agency=self.agency, operation=message.operation,
+                  status=response.status_code,
+                  duration_ms=round((time.perf_counter() - started) * 1000, 1))
+        status_error = classify_status(response.status_code, response.headers, ctx)
+        if status_error is not None:
+            raise status_error
+        try:
+            result = self._loaded.binding.process_reply(
+                self._loaded.client, operation.binding_operation, response
+            )
+        except (zx.Error, etree.LxmlError) as exc:
+            raise _classify(exc, ctx, self._overrides) from exc
+        return self._read_receipt(result, message, ctx)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the HTTP client belongs to the hub, the contract is shared."""

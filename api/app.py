@@ -1,0 +1,277 @@
+"""The intake and status API (Starlette).
+
+Parsing, validation and the store run in the thread pool: the event loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+import structlog
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import PortalAuthenticator
+from api.problems import problem_response
+from domain.intake import FilingRefused, MalformedDocument
+from routing.routes import RouteTable
+from service.intake import NoRecipients, accept_filing
+from service.ports import FilingView, IdempotencyConflict, NewFiling, Store
+
+__all__ = ["ApiContext", "create_app"]
+
+log = structlog.get_logger("crocevia.api")
+
+_XML_TYPES = {"application/xml", "text/xml"}
+_JSON_TYPES = {"application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    store: Store
+    validator: Any  # schemas.filing.FilingValidator
+    routes: RouteTable
+    authenticator: PortalAuthenticator
+    max_body_bytes: int = 1_048_576
+    on_accepted: Callable[[], None] | None = None  # wakes an in-process worker
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _filing_json(view: FilingView) -> dict[str, Any]:
+    return {
+        "reference": view.reference,
+        "kind": view.kind,
+        "state": view.state,
+        "createdAt": view.created_at.isoformat(),
+        "updatedAt": view.updated_at.isoformat(),
+        "recipients": [
+            {
+                "agency": d.agency,
+                "operation": d.operation,
+                "messageId": d.message_id,
+                "state": d.state,
+                "protocolNumber": d.protocol_number,
+                "protocolledAt": d.protocolled_at,
+                "outcomeCode": d.outcome_code,
+                "outcomeText": d.outcome_text,
+                "references": d.references,
+                "attempts": d.attempts,
+                "lastError": d.last_error,
+                "nextAttemptAt": (
+                    datetime.fromtimestamp(d.next_attempt_at, timezone.utc).isoformat()
+                    if d.next_attempt_at
+                    else None
+                ),
+            }
+            for d in view.deliveries
+        ],
+    }
+
+
+def _unauthorized(request: Request) -> Response:
+    return problem_response(
+        401,
+        "unauthenticated",
+        "Unauthenticated",
+        "a valid portal credential is required (Authorization: Bearer <key>)",
+        instance=request.url.path,
+        headers={"WWW-Authenticate": 'Bearer realm="crocevia"'},
+    )
+
+
+def _unavailable(request: Request) -> Response:
+    return problem_response(
+        503,
+        "store-unavailable",
+        "Service Unavailable",
+        "the filing store is not reachable; nothing was recorded, retry later",
+        instance=request.url.path,
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(ctx: ApiContext) -> Starlette:
+    async def submit_filing(request: Request) -> Response:
+        portal = ctx.authenticator.portal_for(request.headers.get("authorization"))
+        if portal is None:
+            await run_in_threadpool(
+                _audit_quietly, ctx.store, "anonymous", "authentication_failed", "", "refused", {"path": request.url.path}
+            )
+            return _unauthorized(request)
+        structlog.contextvars.bind_contextvars(portal=portal, request_id=uuid.uuid4().hex[:16])
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in _XML_TYPES | _JSON_TYPES:
+            return problem_response(
+                415,
+                "unsupported-media-type",
+                "Unsupported Media Type",
+                "send the filing as application/xml or application/json",
+                instance=request.url.path,
+            )
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key is not None and not (1 <= len(idempotency_key) <= 255):
+            return problem_response(
+                400, "invalid-idempotency-key", "Bad Request",
+                "Idempotency-Key must be 1 to 255 characters", instance=request.url.path,
+            )
+        try:
+            body = await _read_body(request, ctx.max_body_bytes)
+        except _TooLarge:
+            return await _refuse(request, portal, 413, "document-too-large", "Content Too Large",
+                                 f"the filing exceeds {ctx.max_body_bytes} bytes", [])
+        try:
+            return await run_in_threadpool(_accept, request, portal, media_type, body, idempotency_key)
+        except FilingRefused as refused:
+            return await _refuse(
+                request, portal, refused.status, refused.problem, refused.title, str(refused),
+                [_violation_json(v) for v in refused.violations],
+            )
+        except (OperationalError, DBAPIError):
+            log.warning("store_unavailable", exc_info=True)
+            return _unavailable(request)
+
+    def _accept(request: Request, portal: str, media_type: str, body: bytes, key: str | None) -> Response:
+        if media_type in _JSON_TYPES:
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise MalformedDocument.json(str(exc)) from exc
+            body_xml = ctx.validator.json_to_xml(document)
+        else:
+            body_xml = body
+        parsed = ctx.validator.parse(body_xml)
+        new = NewFiling(
+            kind=parsed.kind,
+            portal=portal,
+            subject_tax_code=parsed.subject_tax_code,
+            subject_name=parsed.subject_name,
+            declarant_tax_code=parsed.declarant_tax_code,
+            declarant_role=parsed.declarant_role,
+            document=parsed.xml,
+            digest=parsed.digest,
+            received_at=datetime.now(timezone.utc),
+            idempotency_key=key,
+            request_digest=hashlib.sha256(media_type.encode() + b"\n" + body).hexdigest() if key else None,
+        )
+        try:
+            accepted = accept_filing(ctx.store, ctx.routes, parsed.root, new)
+        except IdempotencyConflict as conflict:
+            return problem_response(
+                422, "idempotency-key-reused", "Unprocessable Content", str(conflict),
+                instance=request.url.path, extra={"reference": conflict.reference},
+            )
+        except NoRecipients as exc:
+            return problem_response(422, "no-route", "Unprocessable Content", str(exc), instance=request.url.path)
+        location = f"/v1/filings/{accepted.reference}"
+        headers = {"Location": location}
+        if accepted.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        else:
+            log.info("filing_accepted", filing_ref=accepted.reference, kind=new.kind,
+                     recipients=[r["agency"] for r in accepted.recipients])
+            if ctx.on_accepted is not None:
+                ctx.on_accepted()
+        return _json(
+            {
+                "reference": accepted.reference,
+                "state": accepted.state,
+                "recipients": accepted.recipients,
+                "links": {"self": location},
+            },
+            202,
+            headers,
+        )
+
+    async def _refuse(request: Request, portal: str, status: int, slug: str, title: str,
+                      detail: str, errors: list[dict[str, Any]]) -> Response:
+        log.info("filing_refused", problem=slug, violations=len(errors))
+        try:
+            await run_in_threadpool(
+                ctx.store.audit, f"portal:{portal}", "filing_refused", "", slug,
+                {"status": status, "violations": [e.get("code") for e in errors][:50]},
+            )
+        except (OperationalError, DBAPIError):
+            log.warning("audit_unavailable", exc_info=True)
+        return problem_response(status, slug, title, detail, instance=request.url.path, errors=errors)
+
+    async def get_filing(request: Request) -> Response:
+        portal = ctx.authenticator.portal_for(request.headers.get("authorization"))
+        if portal is None:
+            return _unauthorized(request)
+        reference = request.path_params["reference"]
+        try:
+            view = await run_in_threadpool(ctx.store.get_filing, reference, portal)
+        except (OperationalError, DBAPIError):
+            return _unavailable(request)
+        if view is None:
+            return problem_response(404, "not-found", "Not Found", f"no filing {reference}", instance=request.url.path)
+        return _json(_filing_json(view))
+
+    async def health(_: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return problem_response(exc.status_code, f"http-{exc.status_code}", str(exc.detail), str(exc.detail),
+                                instance=request.url.path)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("request_failed", exc_info=exc)
+        return problem_response(500, "internal-error", "Internal Server Error",
+                                "the hub failed to process the request; nothing was recorded",
+                                instance=request.url.path)
+
+    return Starlette(
+        routes=[
+            Route("/v1/filings", submit_filing, methods=["POST"]),
+            Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+
+
+def _violation_json(v: Any) -> dict[str, Any]:
+    item = {"code": v.code, "location": v.location, "detail": v.detail}
+    if v.line is not None:
+        item["line"] = v.line
+    return item
+
+
+def _audit_quietly(store: Store, actor: str, action: str, subject: str, outcome: str, detail: dict[str, Any]) -> None:
+    try:
+        store.audit(actor, action, subject, outcome, detail)
+    except (OperationalError, DBAPIError):
+        log.warning("audit_unavailable", exc_info=True)

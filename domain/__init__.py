@@ -1,0 +1,1 @@
+"""The domain: filings, deliveries, their states and errors. Pure Python, no I/O."""

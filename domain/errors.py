@@ -1,0 +1,83 @@
+"""Errors of the domain, split by what the hub must do next.
+
+Delivery errors follow one rule: a *transient* error is retried, a *permanent* one is recorded
+and never retried. Adapters translate their library's exceptions into this tree once.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AdapterMisconfigured",
+    "AgencyProtocolError",
+    "AgencyRejected",
+    "AgencyThrottled",
+    "AgencyUnreachable",
+    "DeliveryError",
+    "MessageRejectedAsInvalid",
+    "OutcomeUnknown",
+    "PermanentDeliveryError",
+    "TransientDeliveryError",
+]
+
+
+class DeliveryError(Exception):
+    """A delivery to an agency failed; `code` and `text` are what the audit keeps."""
+
+    def __init__(
+        self,
+        text: str,
+        *,
+        agency: str = "",
+        operation: str = "",
+        delivery_id: str = "",
+        code: str = "",
+    ) -> None:
+        super().__init__(text)
+        self.text = text
+        self.agency = agency
+        self.operation = operation
+        self.delivery_id = delivery_id
+        self.code = code or type(self).__name__
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.text}" if self.code else self.text
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth another attempt later."""
+
+
+class AgencyUnreachable(TransientDeliveryError):
+    """Connection refused, connect timeout, 502/503/504, circuit open."""
+
+
+class AgencyThrottled(TransientDeliveryError):
+    """429 or 503 with Retry-After: no new attempt before `retry_after` seconds."""
+
+    def __init__(self, text: str, *, retry_after: float | None = None, **kw: str) -> None:
+        super().__init__(text, **kw)
+        self.retry_after = retry_after
+
+
+class OutcomeUnknown(TransientDeliveryError):
+    """The request may have reached the agency; retry only with the same message id."""
+
+
+class AgencyProtocolError(TransientDeliveryError):
+    """The agency answered something that is not a valid reply (truncated, not XML)."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The agency will never accept this message as it is: record, do not retry."""
+
+
+class AgencyRejected(PermanentDeliveryError):
+    """A business rejection with the agency's own code and reason."""
+
+
+class MessageRejectedAsInvalid(PermanentDeliveryError):
+    """Our message failed the agency's schema (ours or theirs)."""
+
+
+class AdapterMisconfigured(PermanentDeliveryError):
+    """401/403/404, an operation missing from the contract, a TLS failure."""

@@ -1,0 +1,131 @@
+"""A declarative field map: XPath over the unified filing → the agency message as dicts.
+
+The format is documented in config/mappings/README.md. Every XPath is compiled once when the
+route table loads, so a typo fails at start-up and the hot path only evaluates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from lxml import etree
+
+__all__ = ["FieldMap", "MappingError", "compile_field_map"]
+
+FILING_NAMESPACES = {"f": "urn:crocevia:filing:v1"}
+
+_Converter = Callable[[Any], Any]
+
+
+class MappingError(ValueError):
+    """A mapping file is not well formed (raised at load time, naming the field)."""
+
+
+def _text_of(result: Any) -> Any:
+    """Reduce an XPath result to a scalar: first node's text, a string, number or boolean."""
+    if isinstance(result, list):
+        if not result:
+            return None
+        first = result[0]
+        text = first if isinstance(first, str) else first.text
+        return text.strip() if text is not None else None
+    if isinstance(result, str):
+        return result or None
+    return result
+
+
+def _to_int(value: Any) -> int | None:
+    return None if value is None else int(float(value))
+
+
+def _to_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+_CONVERTERS: dict[str, _Converter] = {"int": _to_int, "bool": bool, "str": _to_str}
+
+
+@dataclass(frozen=True, slots=True)
+class _Scalar:
+    xpath: etree.XPath
+    convert: _Converter | None
+
+    def apply(self, node: etree._Element) -> Any:
+        value = _text_of(self.xpath(node))
+        return self.convert(value) if self.convert is not None else value
+
+
+@dataclass(frozen=True, slots=True)
+class _Const:
+    value: Any
+
+    def apply(self, node: etree._Element) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class _Each:
+    xpath: etree.XPath
+    item: FieldMap | None
+
+    def apply(self, node: etree._Element) -> Any:
+        found = self.xpath(node)
+        if not isinstance(found, list):
+            raise MappingError(f"`each` must select nodes, got {type(found).__name__}")
+        if self.item is None:
+            return [_text_of([child]) for child in found] or None
+        return [self.item.apply(child) for child in found] or None
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMap:
+    """A compiled record mapping: field name → rule."""
+
+    rules: tuple[tuple[str, Any], ...]
+
+    def apply(self, node: etree._Element) -> dict[str, Any] | None:
+        record: dict[str, Any] = {}
+        for name, rule in self.rules:
+            value = rule.apply(node)
+            if value is not None:
+                record[name] = value
+        return record or None
+
+
+def _compile_xpath(expr: str, where: str) -> etree.XPath:
+    try:
+        return etree.XPath(expr, namespaces=FILING_NAMESPACES, smart_strings=False)
+    except etree.XPathSyntaxError as exc:
+        raise MappingError(f"{where}: invalid XPath {expr!r}: {exc}") from exc
+
+
+def _compile_rule(spec: Any, where: str) -> Any:
+    if isinstance(spec, str):
+        return _Scalar(_compile_xpath(spec, where), None)
+    if not isinstance(spec, Mapping):
+        raise MappingError(f"{where}: expected a string or a table, got {spec!r}")
+    if "const" in spec:
+        return _Const(spec["const"])
+    if "each" in spec:
+        item = compile_field_map(spec["fields"], where) if "fields" in spec else None
+        return _Each(_compile_xpath(spec["each"], where), item)
+    if "xpath" in spec:
+        kind = spec.get("type", "str")
+        if kind not in _CONVERTERS:
+            raise MappingError(f"{where}: unknown type {kind!r} (int, bool, str)")
+        return _Scalar(_compile_xpath(spec["xpath"], where), _CONVERTERS[kind])
+    return compile_field_map(spec, where)
+
+
+def compile_field_map(spec: Mapping[str, Any], where: str = "") -> FieldMap:
+    """Compile a `[fields]` table; `where` names the file for error messages."""
+    rules = tuple(
+        (name, _compile_rule(value, f"{where}.{name}" if where else name))
+        for name, value in spec.items()
+    )
+    return FieldMap(rules)

@@ -1,0 +1,1 @@
+"""Use cases: accept a filing, deliver a job, record an outcome; and the ports they need."""

@@ -1,0 +1,30 @@
+"""When to try again after a transient failure, and when to give up."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+__all__ = ["SchedulePolicy"]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePolicy:
+    """The persisted schedule: exponential backoff with jitter up to a cap, bounded in
+    worker passes (`max_rounds`) and in age; past either bound a delivery is undeliverable."""
+
+    initial_delay: float = 5.0
+    max_delay: float = 600.0
+    jitter: float = 0.2
+    max_rounds: int = 8
+    max_age_seconds: float = 86_400.0
+
+    def delay_after(self, rounds: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        """Seconds to wait after the `rounds`-th failed pass (1-based); never before Retry-After."""
+        base = min(self.max_delay, self.initial_delay * (2 ** max(0, rounds - 1)))
+        spread = base * self.jitter * (rng or random).random()
+        delay = min(self.max_delay, base + spread)
+        return max(delay, retry_after or 0.0)
+
+    def gives_up(self, rounds: int, age_seconds: float) -> bool:
+        return rounds >= self.max_rounds or age_seconds >= self.max_age_seconds

@@ -1,0 +1,126 @@
+"""The tables, in SQLAlchemy Core so the hot path stays lean.
+
+Queue timing columns are epoch seconds (floats): compared on every claim, they stay cheap and
+portable between SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = ["metadata", "filings", "deliveries", "attempts", "outbox", "audit_log"]
+
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+filings = Table(
+    "filings",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("reference", String(32), unique=True),
+    Column("kind", String(40), nullable=False),
+    Column("portal", String(64), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("subject_tax_code", String(16), nullable=False),
+    Column("subject_name", String(200), nullable=False),
+    Column("declarant_tax_code", String(16), nullable=False),
+    Column("declarant_role", String(32), nullable=False),
+    Column("document", LargeBinary, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("idempotency_key", String(255)),
+    Column("request_digest", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("portal", "idempotency_key", name="uq_filings_portal_idempotency_key"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("filing_id", _ID, ForeignKey("filings.id"), nullable=False, index=True),
+    Column("agency", String(32), nullable=False),
+    Column("operation", String(64), nullable=False),
+    Column("message_id", String(32), nullable=False, unique=True),
+    Column("state", String(32), nullable=False),
+    Column("content", JSON, nullable=False),
+    Column("protocol_number", String(64)),
+    Column("protocolled_at", String(40)),
+    Column("outcome", String(32)),
+    Column("outcome_code", String(64)),
+    Column("outcome_text", Text),
+    Column("references", JSON),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("rounds", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("next_attempt_at", Float),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(32), ForeignKey("deliveries.id"), nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("result", String(16), nullable=False),  # ok | transient | permanent
+    Column("error_code", String(64)),
+    Column("error_text", Text),
+    Column("worker", String(64)),
+)
+
+# The outbox is also the embedded transport's queue: one row per job, never updated after
+# `done_at`; a retry is a new row with a later `available_at`.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(32), ForeignKey("deliveries.id"), nullable=False),
+    Column("agency", String(32), nullable=False),
+    Column("available_at", Float, nullable=False),
+    Column("lease_owner", String(64)),
+    Column("leased_until", Float),
+    Column("claims", Integer, nullable=False, default=0),
+    Column("published_at", Float),
+    Column("done_at", Float),
+    Column("created_at", Float, nullable=False),
+    Index("ix_outbox_pending", "done_at", "agency", "available_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(64), nullable=False, default=""),
+    Column("outcome", String(32), nullable=False),
+    Column("detail", JSON),
+)

@@ -1,0 +1,122 @@
+"""Start a real hub (API + embedded worker on loopback) inside the test process."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select
+
+from config.settings import PortalSettings, Settings, load_settings
+
+TEST_PORTAL_KEY = "test-portal-key-not-a-secret"
+OTHER_PORTAL_KEY = "other-portal-key-not-a-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def hub_settings(database_url: str, endpoints: dict[str, str], **worker: Any) -> Settings:
+    """Settings for tests: the given store and endpoints, fast schedules, two test portals."""
+    base = load_settings()
+    agencies = {
+        name: conf.model_copy(
+            update={
+                "endpoint": endpoints.get(name, conf.endpoint),
+                "read_timeout": 2.0,
+                "retry": conf.retry.model_copy(update={"initial_wait": 0.01, "max_wait": 0.05, "jitter": 0.01}),
+                "schedule": conf.schedule.model_copy(
+                    update={"initial_delay": 0.2, "max_delay": 0.5, "jitter": 0.1, "max_rounds": 3}
+                ),
+            }
+        )
+        for name, conf in base.agencies.items()
+    }
+    return base.model_copy(
+        update={
+            "database": base.database.model_copy(update={"url": database_url}),
+            "agencies": agencies,
+            "worker": base.worker.model_copy(update={"poll_interval": 0.02, "max_poll_interval": 0.1, **worker}),
+            "portals": {
+                "test": PortalSettings(api_key_sha256=hashlib.sha256(TEST_PORTAL_KEY.encode()).hexdigest()),
+                "other": PortalSettings(api_key_sha256=hashlib.sha256(OTHER_PORTAL_KEY.encode()).hexdigest()),
+            },
+        }
+    )
+
+
+class RunningHub:
+    """The API and one embedded worker in a background event loop; `with` stops them."""
+
+    def __init__(self, settings: Settings, *, with_workers: bool = True) -> None:
+        from bootstrap import build_hub
+
+        self.settings = settings
+        self.hub = build_hub(settings)
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._with_workers = with_workers
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> RunningHub:
+        from bootstrap import run_api_and_workers
+
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            started = asyncio.Event()
+            task = asyncio.create_task(run_api_and_workers(
+                self.hub, self._stop, host="127.0.0.1", port=self.port,
+                with_workers=self._with_workers, started=started))
+            waiter = asyncio.create_task(started.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            ready.set()
+            await task
+
+        def run() -> None:
+            try:
+                self._loop.run_until_complete(main())
+            except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+                errors.append(exc)
+                ready.set()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        if not ready.wait(30) or errors:
+            raise RuntimeError(f"hub did not start: {errors}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(30)
+        self.hub.dispose()
+
+    def count(self, table: Any) -> int:
+        with self.hub.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+    """Wait on a condition with a bound; returns its first truthy value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)

@@ -1,0 +1,1 @@
+"""How delivery jobs travel from the store to the workers: embedded (the database) or RabbitMQ."""
