@@ -36,6 +36,7 @@ from domain.messages import OutgoingMessage, Receipt
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "OVERRIDE_KINDS",
     "AgencyAdapter",
     "DeliveryResult",
     "ErrorContext",
@@ -89,7 +90,6 @@ def effective_timeout(timeout: httpx.Timeout) -> httpx.Timeout:
     )
 
 
-
 @dataclass(frozen=True, slots=True)
 class ErrorContext:
     """Who the error is about: copied into every `DeliveryError` a classifier builds."""
@@ -109,8 +109,8 @@ class ErrorContext:
         )
 
 
-#: Fault-override kinds accepted from `config/` (`{"R999": "transient"}`), and the class each
-#: one produces. "transient" and "permanent" are the two spellings the config documents.
+#: Fault-override kinds accepted from `config/` (`{"R999": "transient"}`) and the class each
+#: produces: "transient"/"permanent" for the common case, the others to pick a precise class.
 OVERRIDE_KINDS: Mapping[str, type[DeliveryError]] = {
     "transient": AgencyUnreachable,
     "unreachable": AgencyUnreachable,
@@ -271,7 +271,7 @@ class DeliveryResult:
         return self.receipt is not None
 
 
-class _stop_if_retry_after_not_reached(stop_base):
+class _StopBeforeRetryAfter(stop_base):
     """Stop when the planned wait would call the agency before its Retry-After.
 
     The caller then schedules the delivery persistently, which never holds a worker slot for
@@ -362,7 +362,7 @@ async def deliver_with_retries(
 
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(TransientDeliveryError),
-        stop=stop_after_attempt(policy.attempts) | _stop_if_retry_after_not_reached(),
+        stop=stop_after_attempt(policy.attempts) | _StopBeforeRetryAfter(),
         wait=wait_exponential_jitter(
             multiplier=policy.initial_wait, max=policy.max_wait, jitter=policy.jitter
         ),

@@ -250,7 +250,8 @@ def _from_fault(
     subcodes = [_local(s) for s in (fault.subcodes or [])]
     codice, motivo = _read_rejection(fault.detail)
     text = motivo or (fault.message or "").strip() or "SOAP fault without a reason"
-    code = codice or fault_code or "SOAP_FAULT"
+    # The most specific code wins: the agency's own, then the innermost SOAP 1.2 subcode.
+    code = codice or (subcodes[-1] if subcodes else "") or fault_code or "SOAP_FAULT"
     for key in (codice, fault_code, *subcodes):
         if key and key in overrides:
             return ctx.build(overrides[key], text, code=code)

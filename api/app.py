@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from api.auth import PortalAuthenticator
 from api.problems import problem_response
-from domain.intake import FilingRefused, MalformedDocument
+from domain.intake import FilingRefused
 from routing.routes import RouteTable
 from service.intake import NoRecipients, accept_filing
 from service.ports import FilingView, IdempotencyConflict, NewFiling, Store
@@ -164,14 +164,9 @@ def create_app(ctx: ApiContext) -> Starlette:
 
     def _accept(request: Request, portal: str, media_type: str, body: bytes, key: str | None) -> Response:
         if media_type in _JSON_TYPES:
-            try:
-                document = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise MalformedDocument.json(str(exc)) from exc
-            body_xml = ctx.validator.json_to_xml(document)
+            parsed = ctx.validator.parse_json(body)
         else:
-            body_xml = body
-        parsed = ctx.validator.parse(body_xml)
+            parsed = ctx.validator.parse(body)
         new = NewFiling(
             kind=parsed.kind,
             portal=portal,

@@ -127,6 +127,11 @@ class MalformedDocument(_SingleProblem):
             code = code or "malformed_json"
         super().__init__(detail, line=line, location=location, code=code)
 
+    @classmethod
+    def json(cls, detail: str, *, line: int | None = None) -> MalformedDocument:
+        """A body that is not well-formed JSON (problem "malformed-json")."""
+        return cls(detail, line=line, problem="malformed-json")
+
 
 class UnsafeDocument(_SingleProblem):
     """The document uses a construct we never process: DTD, entities, external references."""

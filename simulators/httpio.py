@@ -70,5 +70,10 @@ def gateway_response(status: int, retry_after: float | int | None = None) -> Res
         title = f"{status} {HTTPStatus(status).phrase}"
     except ValueError:
         title = str(status)
-    page = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
+    # Shaped like a reverse proxy's page, `<hr>` included: HTML, not XML, as in real outages.
+    page = (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>gateway</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
     return Response(page, status_code=status, headers=headers, media_type="text/html")

@@ -1,0 +1,31 @@
+# Two commands on a fresh machine (Python 3.11+ with venv):
+#   make demo   installs what is needed and runs the main job on the embedded default
+#   make test   installs what is needed and runs the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo serve test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) hub.py demo $(ARGS)
+
+serve: $(STAMP)
+	$(PY) hub.py serve --with-simulators $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/embedded_e2e.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

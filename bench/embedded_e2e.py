@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark on the embedded default (SQLite + database queue + simulators).
+
+The hub runs as its own process (`hub.py serve`, API + embedded worker), the four agency
+simulators in another, and this script is the portal: it submits a mix of the four filing
+kinds over HTTP with bounded concurrency, then reads from the store when each filing's last
+protocol number arrived. It prints filings/s accepted, filings/s fully delivered, latency
+percentiles from submit to last protocol number, the hub's CPU per filing and peak memory.
+
+    .venv/bin/python bench/embedded_e2e.py --filings 2000 --concurrency 32
+    .venv/bin/python bench/embedded_e2e.py --agency-latency-ms 500   # slow agencies
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from simulators.launcher import start_simulators  # noqa: E402
+
+EXAMPLES = ROOT / "schemas" / "filing" / "v1" / "examples"
+MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml"]
+KEY = "bench-portal-key"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc_stats(pid: int) -> tuple[float, int]:
+    """CPU seconds (user+system) and peak resident memory (bytes) of a live process."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    hwm = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1]) * 1024
+    return cpu, hwm
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+async def _submit_all(base: str, n: int, concurrency: int) -> tuple[float, float, int]:
+    docs = [(EXAMPLES / name).read_bytes() for name in MIX]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    refused = 0
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60, trust_env=False,
+                                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/xml"}) as client:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(n):
+            queue.put_nowait(i)
+
+        async def one() -> None:
+            nonlocal refused
+            while not queue.empty():
+                i = queue.get_nowait()
+                r = await client.post("/v1/filings", content=docs[i % len(docs)])
+                if r.status_code != 202:
+                    refused += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(concurrency)))
+        return start, time.perf_counter(), refused
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--filings", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--agency-latency-ms", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="crocevia-bench-"))
+    db_url = f"sqlite:///{workdir / 'bench.db'}"
+    sims = start_simulators()
+    hub = None
+    try:
+        if args.agency_latency_ms:
+            for agency in sims.urls:
+                sims.set_faults(agency, [{"operation": "*", "kind": "latency", "delay_ms": args.agency_latency_ms}])
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENCIES__", "DATABASE__", "PORTALS__"))}
+        env.update({"DATABASE__URL": db_url, "LOG_LEVEL": "warning",
+                    "PORTALS__BENCH__API_KEY_SHA256": hashlib.sha256(KEY.encode()).hexdigest()})
+        for agency in sims.urls:
+            env[f"AGENCIES__{agency.upper()}__ENDPOINT"] = sims.soap_endpoint(agency)
+            env[f"AGENCIES__{agency.upper()}__CONCURRENCY"] = "128"
+        hub = subprocess.Popen([sys.executable, str(ROOT / "hub.py"), "serve", "--port", str(port)],
+                               env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health", trust_env=False).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("hub did not start")
+            time.sleep(0.1)
+        cpu0, _ = _proc_stats(hub.pid)
+        t0_wall = datetime.now(timezone.utc)
+        start, end, refused = asyncio.run(_submit_all(base, args.filings, args.concurrency))
+        engine = create_engine(db_url)
+        open_q = text("SELECT count(*) FROM deliveries WHERE state NOT IN ('protocolled','rejected','undeliverable')")
+        deadline = time.monotonic() + args.timeout
+        with engine.connect() as conn:
+            while conn.execute(open_q).scalar_one() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        cpu1, hub_peak = _proc_stats(hub.pid)
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT f.created_at, max(d.updated_at), count(*) FROM filings f JOIN deliveries d "
+                "ON d.filing_id = f.id WHERE d.state = 'protocolled' GROUP BY f.id")).all()
+            states = dict(conn.execute(text("SELECT state, count(*) FROM deliveries GROUP BY state")).all())
+        engine.dispose()
+        _, sims_peak = _proc_stats(sims.process.pid)
+
+        def ts(v: object) -> float:
+            d = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+            return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()
+
+        latencies = [(ts(last) - ts(created)) * 1000 for created, last, _ in rows]
+        deliveries = sum(c for *_, c in rows)
+        last_done = max(ts(last) for _, last, _ in rows)
+        first = t0_wall.timestamp()
+        n = args.filings
+        print(f"filings submitted            {n} ({refused} refused), concurrency {args.concurrency}, "
+              f"agency latency {args.agency_latency_ms} ms")
+        print(f"deliveries                   {deliveries} protocolled; states {states}")
+        print(f"accepted filings/s           {n / (end - start):8.1f}")
+        print(f"fully delivered filings/s    {len(rows) / (last_done - first):8.1f}")
+        print(f"deliveries/s                 {deliveries / (last_done - first):8.1f}")
+        print(f"latency submit→last protocol p50 {statistics.median(latencies):.0f} ms  "
+              f"p95 {_percentile(latencies, 95):.0f} ms  p99 {_percentile(latencies, 99):.0f} ms")
+        print(f"hub CPU per filing           {(cpu1 - cpu0) / n * 1000:8.2f} ms (API + worker, one process)")
+        print(f"peak memory                  hub {hub_peak / 2**20:.0f} MiB, simulators {sims_peak / 2**20:.0f} MiB")
+        print(f"reproduce: .venv/bin/python bench/embedded_e2e.py --filings {n} --concurrency {args.concurrency}"
+              + (f" --agency-latency-ms {args.agency_latency_ms}" if args.agency_latency_ms else ""))
+        return 0
+    finally:
+        if hub is not None:
+            hub.terminate()
+            hub.wait(30)
+        sims.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

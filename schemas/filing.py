@@ -1,0 +1,518 @@
+"""Intake of a unified filing: hardened parse, XSD validation, content checks, JSON intake.
+
+`FilingValidator` is built once per process and shared by all threads.
+
+JSON shape. A filing in JSON is the natural xmlschema encoding of the XML, without namespaces:
+each element is a key holding an object (complex elements) or a string/number/boolean (simple
+ones); repeated elements are lists under their own name inside their wrapper; the root
+attribute is "@schemaVersion" and may be left out ("1.0" is implied). Keys may come in any
+order. Example::
+
+    {"@schemaVersion": "1.0",
+     "subject": {"taxCode": "09182730581", "name": "Alfa Esempio S.r.l.", "legalForm": "SRL",
+                 "registeredOffice": {"address": "...", "municipalityCode": "H501",
+                                      "postalCode": "00184", "province": "RM"},
+                 "pec": "alfa@pec.example.it", "atecoCodes": {"ateco": ["62.01.00"]}},
+     "legalRepresentative": {"taxCode": "...", "givenName": "...", "familyName": "...",
+                             "birthDate": "1985-03-14"},
+     "declarant": {"taxCode": "...", "givenName": "...", "familyName": "...",
+                   "role": "legal_representative"},
+     "employees": {"employee": [{"taxCode": "...", "hireDate": "2025-03-03",
+                                 "contractType": "indeterminato"}]},
+     "businessStart": {"registrationSection": "ordinaria", "shareCapital": 10000.00}}
+
+`XMLSchema.to_dict(xml, namespaces={"": FILING_NS}, strip_namespaces=True)` produces exactly
+this. Violations found in JSON are located with the same `/f:...` paths as for XML (the element
+the field becomes) and carry no line number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from lxml import etree
+
+from domain.intake import (
+    ContentViolation,
+    DocumentTooDeep,
+    DocumentTooLarge,
+    MalformedDocument,
+    SchemaViolation,
+    Violation,
+)
+from schemas.content_checks import FILING_NS, NSMAP, check_content, location_of
+from schemas.xml_safety import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DEPTH,
+    make_hardened_parser,
+    parse_untrusted_xml,
+)
+
+__all__ = [
+    "FILING_KINDS",
+    "FILING_NS",
+    "FILING_XSD",
+    "NSMAP",
+    "FilingValidator",
+    "ParsedFiling",
+]
+
+#: The filing schema, version 1.
+FILING_XSD = Path(__file__).resolve().parent / "filing" / "v1" / "filing.xsd"
+
+#: Filing kind for each kind block, in schema order.
+FILING_KINDS: dict[str, str] = {
+    "businessStart": "business_start",
+    "runtsRegistration": "runts_registration",
+    "durcRequest": "durc_request",
+    "responsibilityDeclaration": "responsibility_declaration",
+}
+
+#: Generated XML is larger than the JSON it comes from; this bounds it relative to max_bytes.
+_JSON_EXPANSION = 4
+
+_SCHEMA_VERSION = "1.0"
+
+_NOT_XML_TEXT = "The text has characters that XML cannot carry."
+
+_LIBXML_MESSAGE = re.compile(r"^Element '[^']*'(?:, attribute '([^']*)')?: (.*)$", re.DOTALL)
+
+_PATTERN_FAILURE = re.compile(r"is not accepted by the pattern '(.*)'\.$", re.DOTALL)
+
+# What each XSD pattern means, so a refusal reads as a sentence rather than a regex.
+_PATTERN_HINTS = {
+    r"[\s\S]*\S[\s\S]*": "the text is blank",
+    "[0-9]{11}|[A-Z0-9]{16}": "expected 11 digits or 16 upper-case letters and digits",
+    "[A-Z0-9]{16}": "expected 16 upper-case letters and digits",
+    "[0-9]{11}": "expected 11 digits",
+    "[A-Z][0-9]{3}": "expected a cadastral municipality code such as H501",
+    "[0-9]{5}": "expected 5 digits",
+    "[A-Z]{2}": "expected a two-letter province code such as RM",
+    r"[0-9]{2}\.[0-9]{2}(\.[0-9]{1,2})?": "expected an ATECO code such as 62.01 or 62.01.00",
+    "[0-9]{4}-[0-9]{2}-[0-9]{2}": "expected a date as YYYY-MM-DD without time zone",
+    "[0-9a-f]{64}": "expected 64 lower-case hexadecimal digits",
+    "[0-9]{4}(-(0[1-9]|1[0-2]))?": "expected a year (YYYY) or a month (YYYY-MM)",
+}
+
+
+def _today_in_rome() -> date:
+    """Today's date where the agencies are: deadlines and ages are judged in Italian time."""
+    try:
+        return datetime.now(ZoneInfo("Europe/Rome")).date()
+    except ZoneInfoNotFoundError:  # no tz database on this host: local date is the best guess
+        return date.today()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFiling:
+    """A filing that passed every intake check, with what routing and storage need first."""
+
+    root: etree._Element
+    xml: bytes
+    kind: str
+    subject_tax_code: str
+    subject_name: str
+    declarant_tax_code: str
+    declarant_role: str
+    digest: str
+
+
+class FilingValidator:
+    """Parses and validates unified filings; one instance serves all threads.
+
+    The XSD is read once. lxml validators keep their error log on the instance, so two threads
+    validating with one `XMLSchema` would mix their errors: each thread compiles its own
+    validator from the same bytes on first use.
+    """
+
+    def __init__(
+        self,
+        *,
+        xsd_path: Path = FILING_XSD,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        clock: Callable[[], date] = _today_in_rome,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+        self._clock = clock
+        self._xsd_path = xsd_path
+        self._xsd_bytes = xsd_path.read_bytes()
+        self._local = threading.local()
+        self._model_lock = threading.Lock()
+        self._model: Any = None
+        self._validator()  # compile now, so a broken schema fails at startup, not on a filing
+
+    # -- XML -------------------------------------------------------------------------------
+
+    def parse(self, data: bytes, *, today: date | None = None) -> ParsedFiling:
+        """Parse, validate and check an XML filing.
+
+        Raises:
+            DocumentTooLarge, UnsafeDocument, MalformedDocument, DocumentTooDeep: from the
+                hardened parse.
+            SchemaViolation: every XSD error at once, located and with its line.
+            ContentViolation: every content error at once (check digits, dates, coherence).
+        """
+        return self._parse(
+            data,
+            digest=hashlib.sha256(data).hexdigest(),
+            today=today,
+            max_bytes=self.max_bytes,
+        )
+
+    def _parse(
+        self, data: bytes, *, digest: str, today: date | None, max_bytes: int
+    ) -> ParsedFiling:
+        root = parse_untrusted_xml(data, max_bytes=max_bytes, max_depth=self.max_depth)
+        errors = self.schema_violations(root)
+        if errors:
+            raise SchemaViolation(errors)
+        problems = check_content(root, today=today or self._clock())
+        if problems:
+            raise ContentViolation(problems)
+        return _summarise(root, digest)
+
+    def _validator(self) -> etree.XMLSchema:
+        """This thread's compiled schema."""
+        validator = getattr(self._local, "validator", None)
+        if validator is None:
+            document = etree.fromstring(
+                self._xsd_bytes, parser=make_hardened_parser(), base_url=str(self._xsd_path)
+            )
+            validator = self._local.validator = etree.XMLSchema(document)
+        return validator
+
+    def schema_violations(self, root: etree._Element) -> list[Violation]:
+        """Every XSD error of the document, each located at its element with its line."""
+        validator = self._validator()
+        tree = root.getroottree()
+        if validator.validate(tree):
+            return []
+        prefixes: dict[str, str] | None = None
+        found: list[Violation] = []
+        seen: set[tuple[str, str]] = set()
+        for entry in validator.error_log:
+            if prefixes is None and ":" in (entry.path or ""):
+                prefixes = _declared_prefixes(root)
+            element = _resolve(tree, entry.path, prefixes or {})
+            location, detail = _describe(entry.message, element, entry.path)
+            if (location, detail) in seen:
+                continue
+            seen.add((location, detail))
+            line = entry.line if entry.line and entry.line > 0 else None
+            found.append(Violation("schema", location, detail, line))
+        return found
+
+    # -- JSON ------------------------------------------------------------------------------
+
+    def parse_json(self, data: bytes, *, today: date | None = None) -> ParsedFiling:
+        """Parse a JSON filing (the shape in the module docstring) through the same checks.
+
+        `digest` is the hash of the JSON bytes, so a repeated body has a repeated digest.
+
+        Raises:
+            DocumentTooLarge, DocumentTooDeep, MalformedDocument (problem "malformed-json"),
+            SchemaViolation, ContentViolation.
+        """
+        obj = _load_json(data, self.max_bytes)
+        try:
+            return self._parse(
+                self.json_to_xml(obj),
+                digest=hashlib.sha256(data).hexdigest(),
+                today=today,
+                max_bytes=self.max_bytes * _JSON_EXPANSION,
+            )
+        except (SchemaViolation, ContentViolation) as exc:
+            # Lines point into XML generated here, which the sender never saw.
+            raise type(exc)([replace(v, line=None) for v in exc.violations]) from None
+
+    def json_to_xml(self, obj: Mapping[str, Any]) -> bytes:
+        """The XML document for a JSON filing; its fields are ordered as the schema wants.
+
+        Raises:
+            SchemaViolation: the structure cannot be encoded (unknown fields, an object where
+                a value belongs, a list for a single element, null); all problems at once.
+        """
+        problems: list[Violation] = []
+        if not isinstance(obj, Mapping):
+            raise SchemaViolation(
+                Violation("schema", "/f:filing", "The filing must be a JSON object.")
+            )
+        declaration = self._json_model().elements["filing"]
+        obj = {"@schemaVersion": _SCHEMA_VERSION, **obj}
+        root = _encode(declaration, obj, None, "/f:filing", problems)
+        if problems:
+            raise SchemaViolation(problems)
+        return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+    def xml_to_json(self, data: bytes) -> dict[str, Any]:
+        """The JSON form (module docstring) of an XML filing that matches the schema.
+
+        The inverse of `json_to_xml`, for portals and tests that build JSON samples. Content
+        is not checked; amounts come back as strings so that no decimal is rounded.
+
+        Raises:
+            The parse refusals of `parse_untrusted_xml`, and SchemaViolation.
+        """
+        root = parse_untrusted_xml(data, max_bytes=self.max_bytes, max_depth=self.max_depth)
+        errors = self.schema_violations(root)
+        if errors:
+            raise SchemaViolation(errors)
+        decoded = self._json_model().to_dict(
+            root, namespaces={"": FILING_NS}, strip_namespaces=True, decimal_type=str
+        )
+        return dict(decoded)
+
+    def _json_model(self) -> Any:
+        """The xmlschema model, built on first JSON use (it takes a few hundred ms)."""
+        if self._model is not None:
+            return self._model
+        with self._model_lock:
+            if self._model is None:
+                import xmlschema  # only JSON intake needs it
+
+                self._model = xmlschema.XMLSchema(
+                    self._xsd_bytes.decode("utf-8"), base_url=str(self._xsd_path.parent)
+                )
+            return self._model
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _summarise(root: etree._Element, digest: str) -> ParsedFiling:
+    """The accepted filing with the fields routing and storage read first."""
+    kind = next(
+        FILING_KINDS[etree.QName(child).localname]
+        for child in root
+        if isinstance(child.tag, str) and etree.QName(child).localname in FILING_KINDS
+    )
+
+    def text(path: str) -> str:
+        return (root.findtext(path, default="", namespaces=NSMAP) or "").strip()
+
+    return ParsedFiling(
+        root=root,
+        xml=etree.tostring(root, method="c14n2", with_comments=False),
+        kind=kind,
+        subject_tax_code=text("f:subject/f:taxCode"),
+        subject_name=text("f:subject/f:name"),
+        declarant_tax_code=text("f:declarant/f:taxCode"),
+        declarant_role=text("f:declarant/f:role"),
+        digest=digest,
+    )
+
+
+def _declared_prefixes(root: etree._Element) -> dict[str, str]:
+    """Every prefix declared in the document, to evaluate libxml2's prefixed error paths."""
+    prefixes: dict[str, str] = {}
+    for element in root.iter():
+        if isinstance(element.tag, str):
+            prefixes.update((p, ns) for p, ns in element.nsmap.items() if p)
+    return prefixes
+
+
+def _resolve(
+    tree: etree._ElementTree, path: str | None, prefixes: dict[str, str]
+) -> etree._Element | None:
+    """The element a libxml2 error path ("/*/*[2]" or "/q:filing/q:subject") points at."""
+    if not path:
+        return None
+    try:
+        found = tree.xpath(path, namespaces=prefixes)
+    except (etree.XPathError, TypeError):
+        return None
+    if isinstance(found, list) and found and isinstance(found[0], etree._Element):
+        return found[0]
+    return None
+
+
+def _describe(message: str, element: etree._Element | None, path: str | None) -> tuple[str, str]:
+    """Location and a readable detail for one libxml2 schema error."""
+    message = message.replace(f"{{{FILING_NS}}}", "f:").strip()
+    match = _LIBXML_MESSAGE.match(message)
+    attribute, detail = (match.group(1), match.group(2)) if match else (None, message)
+    detail = re.sub(r"^\[facet '[^']*'\]\s*", "", detail)
+    failure = _PATTERN_FAILURE.search(detail)
+    if failure:
+        hint = _PATTERN_HINTS.get(failure.group(1))
+        if hint == "the text is blank":
+            detail = "The text is blank."
+        elif hint:
+            detail = f"{detail[: failure.start()]}is not accepted: {hint}."
+        elif "@" in failure.group(1):
+            detail = f"{detail[: failure.start()]}is not an e-mail address."
+        elif "/" in failure.group(1):
+            detail = f"{detail[: failure.start()]}is not a media type (type/subtype)."
+    location = location_of(element) if element is not None else (path or "/")
+    if attribute:
+        location = f"{location}/@{attribute}"
+    return location, detail
+
+
+def _load_json(data: bytes, max_bytes: int) -> Any:
+    """Decode a JSON body strictly: bounded size and depth, no NaN, no duplicate keys."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected the raw bytes of the document, got {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise DocumentTooLarge(f"the document has {len(data)} bytes; the limit is {max_bytes}")
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise MalformedDocument(f"duplicate key '{key}'", problem="malformed-json")
+            result[key] = value
+        return result
+
+    def no_constants(name: str) -> Any:
+        raise MalformedDocument(f"{name} is not a JSON number", problem="malformed-json")
+
+    try:
+        return json.loads(
+            bytes(data),
+            parse_float=Decimal,
+            parse_constant=no_constants,
+            object_pairs_hook=no_duplicates,
+        )
+    except json.JSONDecodeError as exc:
+        raise MalformedDocument(
+            f"{exc.msg} (line {exc.lineno}, column {exc.colno})",
+            line=exc.lineno,
+            problem="malformed-json",
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise MalformedDocument(
+            "the document is not UTF-8, UTF-16 or UTF-32 text", problem="malformed-json"
+        ) from exc
+    except RecursionError as exc:
+        raise DocumentTooDeep("the JSON document is nested too deeply") from exc
+
+
+def _scalar_text(value: Any) -> str | None:
+    """The XML text for a JSON scalar, or None if `value` is not one."""
+    if isinstance(value, bool):  # before int: bool is an int
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal) and value.is_finite():
+        return format(value, "f")
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    return None
+
+
+def _structure(location: str, detail: str) -> Violation:
+    """A JSON structure problem, reported like a schema violation of the element it becomes."""
+    return Violation("schema", location, detail)
+
+
+def _kind_of(value: Any) -> str:
+    """How a JSON value is named in messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _encode(
+    declaration: Any,
+    value: Any,
+    parent: etree._Element | None,
+    location: str,
+    problems: list[Violation],
+) -> etree._Element:
+    """Append the element for `value` under `parent` (or make the root), following the schema.
+
+    Children are written in schema order whatever the key order; problems are collected rather
+    than raised, so one answer lists them all.
+    """
+    name = declaration.local_name
+    tag = f"{{{FILING_NS}}}{name}"
+    element = (
+        etree.Element(tag, nsmap={None: FILING_NS})
+        if parent is None
+        else etree.SubElement(parent, tag)
+    )
+    if value is None:
+        problems.append(_structure(location, "null is not allowed; leave the field out."))
+        return element
+    xsd_type = declaration.type
+    if xsd_type.is_simple() or xsd_type.has_simple_content():
+        text = _scalar_text(value)
+        if text is None:
+            problems.append(_structure(location, f"Expected a text value, not {_kind_of(value)}."))
+            return element
+        try:
+            element.text = text
+        except ValueError:
+            problems.append(_structure(location, _NOT_XML_TEXT))
+        return element
+    if not isinstance(value, Mapping):
+        problems.append(_structure(location, f"Expected an object, not {_kind_of(value)}."))
+        return element
+    children = {child.local_name: child for child in xsd_type.content.iter_elements()}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            continue
+        if key.startswith("@"):
+            _encode_attribute(element, xsd_type, key[1:], item, location, problems)
+        elif key not in children:
+            problems.append(_structure(f"{location}/f:{key}", f"Unknown field '{key}'."))
+    for child_name, child in children.items():
+        if child_name not in value:
+            continue
+        item = value[child_name]
+        if child.is_multiple():
+            items = item if isinstance(item, list) else [item]
+            for index, one in enumerate(items, start=1):
+                _encode(child, one, element, f"{location}/f:{child_name}[{index}]", problems)
+        elif isinstance(item, list):
+            where = f"{location}/f:{child_name}"
+            problems.append(_structure(where, "Expected one value, not a list."))
+        else:
+            _encode(child, item, element, f"{location}/f:{child_name}", problems)
+    return element
+
+
+def _encode_attribute(
+    element: etree._Element,
+    xsd_type: Any,
+    name: str,
+    value: Any,
+    location: str,
+    problems: list[Violation],
+) -> None:
+    """Set one "@name" key as an attribute; namespace declarations from to_dict are ignored."""
+    if name == "xmlns" or name.startswith("xmlns:"):
+        return
+    where = f"{location}/@{name}"
+    if name not in xsd_type.attributes:
+        problems.append(_structure(where, f"Unknown attribute '{name}'."))
+        return
+    text = _scalar_text(value)
+    if text is None:
+        problems.append(_structure(where, f"Expected a text value, not {_kind_of(value)}."))
+        return
+    try:
+        element.set(name, text)
+    except ValueError:
+        problems.append(_structure(where, _NOT_XML_TEXT))
+

@@ -1,0 +1,142 @@
+"""The simulated RUNTS: REST/JSON iscrizioni as in schemas/agencies/runts/v1/openapi.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any
+
+import orjson
+import yaml
+from jsonschema import Draft7Validator
+from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from simulators.contracts import RUNTS_OPENAPI, RUNTS_OPERATION, served_openapi
+from simulators.control import control_routes
+from simulators.desk import AgencyDesk, InvalidMessageError, Submission
+from simulators.faults import FaultRule, as_text
+from simulators.httpio import BodyTooLargeError, read_body
+from simulators.ledger import Effect
+
+__all__ = ["request_validator", "runts_app"]
+
+_BASE_URI = "urn:crocevia:agency:runts:v1:openapi"
+_PROBLEM = "application/problem+json"
+
+
+def request_validator() -> Draft7Validator:
+    """A validator of the request body, reading the schema from the OpenAPI components."""
+    document = yaml.safe_load(RUNTS_OPENAPI.read_text(encoding="utf-8"))
+    registry = Registry().with_resource(_BASE_URI, Resource(document, DRAFT7))
+    schema = {"$ref": f"{_BASE_URI}#/components/schemas/IscrizioneRequest"}
+    return Draft7Validator(schema, registry=registry, format_checker=Draft7Validator.FORMAT_CHECKER)
+
+
+def _values(data: Any, name: str) -> Iterator[Any]:
+    """Every value stored under key `name`, at any depth."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == name and not isinstance(value, (dict, list)):
+                yield value
+            yield from _values(value, name)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _values(item, name)
+
+
+def _problem(status: int, title: str, detail: str, **extra: str) -> Response:
+    """RFC 9457 problem details."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return Response(orjson.dumps(body), status_code=status, media_type=_PROBLEM)
+
+
+class _RuntsEndpoint:
+    """`POST /v1/iscrizioni`; also the desk's replies in REST form."""
+
+    def __init__(self, desk: AgencyDesk) -> None:
+        self.desk = desk
+        self.validator = request_validator()
+        self.openapi = lru_cache(maxsize=8)(served_openapi)
+
+    async def contract(self, request: Request) -> Response:
+        base = f"{request.url.scheme}://{request.url.netloc}"
+        return Response(self.openapi(base), media_type="application/yaml")
+
+    def _refuse(self, status: int, code: str, error: str) -> Response:
+        self.desk.ledger.record_invalid(RUNTS_OPERATION, code, error)
+        return _problem(status, "Richiesta non valida", error, codice=code)
+
+    async def iscrizioni(self, request: Request) -> Response:
+        self.desk.ledger.calls += 1
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media != "application/json":
+            return self._refuse(415, "MEDIA_TYPE", f"tipo {media!r} non accettato")
+        try:
+            data = orjson.loads(await read_body(request))
+        except BodyTooLargeError as exc:
+            return self._refuse(413, "JSON", str(exc))
+        except orjson.JSONDecodeError as exc:
+            return self._refuse(400, "JSON", f"JSON non valido: {exc}")
+
+        def matches(name: str, value: str) -> bool:
+            return any(as_text(v) == value for v in _values(data, name))
+
+        def lookup(name: str) -> str | None:
+            return next((as_text(v) for v in _values(data, name)), None)
+
+        def check() -> Submission:
+            error = best_match(self.validator.iter_errors(data))
+            if error is not None:
+                where = "/".join(str(p) for p in error.absolute_path) or "(corpo)"
+                raise InvalidMessageError("SCHEMA", f"{where}: {error.message}")
+            header = data["messageHeader"]
+            if request.headers.get("idempotency-key") != header["messageId"]:
+                raise InvalidMessageError(
+                    "IDEMPOTENCY_KEY", "l'intestazione Idempotency-Key deve essere il messageId"
+                )
+            return Submission(
+                RUNTS_OPERATION, header["messageId"], header["filingReference"], lookup
+            )
+
+        return await self.desk.process(request, RUNTS_OPERATION, matches, check, self)
+
+    # ----- replies (simulators.desk.Replies) -----
+
+    def technical_fault(self, operation: str, rule: FaultRule) -> Response:
+        return _problem(500, "Internal Server Error", rule.text or "Errore interno del servizio")
+
+    def invalid(self, operation: str | None, exc: InvalidMessageError) -> Response:
+        return _problem(400, "Richiesta non valida", exc.error, codice=exc.code)
+
+    def rejection(self, operation: str, code: str, reason: str) -> Response:
+        return _problem(422, "Iscrizione respinta", reason, codice=code, motivo=reason)
+
+    def receipt(self, effect: Effect, first: bool) -> Response:
+        receipt = {
+            "messageId": effect.message_id,
+            "protocollo": effect.protocol_number,
+            "dataProtocollo": effect.protocolled_at,
+            "esito": "ACQUISITA",
+            "riferimenti": dict(effect.references),
+        }
+        return Response(
+            orjson.dumps(receipt), status_code=201 if first else 200, media_type="application/json"
+        )
+
+
+def runts_app(desk: AgencyDesk) -> Starlette:
+    """The Starlette app of the simulated RUNTS."""
+    endpoint = _RuntsEndpoint(desk)
+    return Starlette(
+        routes=[
+            Route("/v1/iscrizioni", endpoint.iscrizioni, methods=["POST"]),
+            Route("/openapi.yaml", endpoint.contract, methods=["GET"]),
+            *control_routes(desk),
+        ]
+    )

@@ -1,0 +1,183 @@
+"""A simulated SOAP agency (INPS, INAIL, CCIAA): its WSDL, its endpoint, its control API."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from lxml import etree
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from simulators.contracts import SoapContract
+from simulators.control import control_routes
+from simulators.desk import AgencyDesk, InvalidMessageError, Submission
+from simulators.faults import FaultRule
+from simulators.httpio import BodyTooLargeError, read_body
+from simulators.ledger import Effect
+from simulators.soap import (
+    ENVELOPE_NS,
+    MEDIA_TYPE,
+    envelope_version,
+    fault_response,
+    receipt_response,
+    version_mismatch,
+)
+from simulators.xmlsafe import UnsafeXmlError, make_parser, parse_untrusted
+
+__all__ = ["soap_app"]
+
+_CRV = "urn:crocevia:envelope:v1"
+#: The reason of a technical fault when the rule gives none.
+DEFAULT_TECHNICAL_FAULT = "Errore interno del servizio, riprovare più tardi"
+
+
+def _media_type(header: str) -> tuple[str, dict[str, str]]:
+    """Split a Content-Type into its media type and its parameters."""
+    media, *params = header.split(";")
+    pairs = (p.split("=", 1) for p in params if "=" in p)
+    return media.strip().lower(), {k.strip().lower(): v.strip().strip('"') for k, v in pairs}
+
+
+class _SoapEndpoint:
+    """Parses, checks and answers SOAP calls for one agency; built once per server."""
+
+    def __init__(self, contract: SoapContract, desk: AgencyDesk) -> None:
+        self.contract = contract
+        self.desk = desk
+        self.version = contract.soap_version
+        self.namespace = contract.namespace
+        self.parser = make_parser()
+        self.schema = contract.load_schema()
+        self.documents = lru_cache(maxsize=8)(contract.served_documents)
+
+    # ----- contract -----
+
+    async def document(self, request: Request) -> Response:
+        name = request.path_params.get("name", "wsdl")
+        base = f"{request.url.scheme}://{request.url.netloc}"
+        content = self.documents(base).get(name if name == "wsdl" else f"{name}.xsd")
+        if content is None:
+            return PlainTextResponse("Not Found", status_code=404)
+        return Response(content, headers={"content-type": "text/xml; charset=utf-8"})
+
+    async def soap(self, request: Request) -> Response:
+        if request.method == "GET":  # the usual `?wsdl` of SOAP stacks
+            if "wsdl" in request.query_params:
+                return await self.document(request)
+            return PlainTextResponse("Method Not Allowed", status_code=405)
+        return await self.call(request)
+
+    # ----- calls -----
+
+    def _refuse(self, operation: str | None, code: str, error: str) -> Response:
+        self.desk.ledger.record_invalid(operation, code, error)
+        return self.invalid(operation, InvalidMessageError(code, error))
+
+    async def call(self, request: Request) -> Response:
+        self.desk.ledger.calls += 1
+        media, params = _media_type(request.headers.get("content-type", ""))
+        if media not in MEDIA_TYPE.values():
+            self.desk.ledger.record_invalid(None, "MEDIA_TYPE", media)
+            return PlainTextResponse("Unsupported Media Type", status_code=415)
+        try:
+            root = parse_untrusted(await read_body(request), self.parser)
+        except (BodyTooLargeError, UnsafeXmlError) as exc:
+            return self._refuse(None, "XML", str(exc))
+        version = envelope_version(root)
+        if version != self.version:
+            if version is None and etree.QName(root).localname != "Envelope":
+                return self._refuse(None, "XML", "il documento non è una busta SOAP")
+            self.desk.ledger.record_invalid(None, "VERSION", str(etree.QName(root).namespace))
+            return version_mismatch(self.version)
+        if media != MEDIA_TYPE[version]:
+            self.desk.ledger.record_invalid(None, "MEDIA_TYPE", media)
+            return PlainTextResponse("Unsupported Media Type", status_code=415)
+        body = root.find(f"{{{ENVELOPE_NS[version]}}}Body")
+        payload = list(body) if body is not None else []
+        if len(payload) != 1:
+            return self._refuse(None, "XML", "il Body deve contenere esattamente un elemento")
+        element = payload[0]
+        qname = etree.QName(element)
+        operation = qname.localname.removesuffix("Request")
+        known = qname.localname.endswith("Request") and operation in self.contract.actions
+        if qname.namespace != self.namespace or not known:
+            return self._refuse(None, "SCHEMA", f"elemento {element.tag} non previsto")
+        action_error = self._action_error(request, params, operation)
+        if action_error:
+            return self._refuse(operation, "ACTION", action_error)
+
+        def matches(name: str, value: str) -> bool:
+            return any((el.text or "").strip() == value for el in element.iter(f"{{*}}{name}"))
+
+        def lookup(name: str) -> str | None:
+            found = next(element.iter(f"{{*}}{name}"), None)
+            return None if found is None else (found.text or "").strip()
+
+        def check() -> Submission:
+            if not self.schema.validate(element):
+                error = self.schema.error_log.last_error
+                raise InvalidMessageError("SCHEMA", f"riga {error.line}: {error.message}")
+            return Submission(
+                operation=operation,
+                message_id=element.findtext(f"{{{_CRV}}}messageHeader/{{{_CRV}}}messageId"),
+                filing_reference=element.findtext(
+                    f"{{{_CRV}}}messageHeader/{{{_CRV}}}filingReference"
+                ),
+                lookup=lookup,
+            )
+
+        return await self.desk.process(request, operation, matches, check, self)
+
+    def _action_error(self, request: Request, params: dict[str, str], operation: str) -> str:
+        """Dispatch the way real stacks do: a SOAPAction that names another operation is refused.
+
+        SOAP 1.1 requires the header (§6.1.1), though "" is allowed; SOAP 1.2 makes the `action`
+        media-type parameter optional.
+        """
+        expected = self.contract.actions[operation]
+        if self.version == "1.1":
+            if "soapaction" not in request.headers:
+                return "intestazione HTTP SOAPAction mancante"
+            action = request.headers["soapaction"].strip().strip('"')
+        else:
+            action = params.get("action", "")
+        if action and action != expected:
+            return f"azione SOAP {action!r} non corrisponde a {operation} ({expected})"
+        return ""
+
+    # ----- replies (simulators.desk.Replies) -----
+
+    def _rejection(self, code: str, reason: str) -> tuple[str, str, str, str]:
+        return self.namespace, self.contract.agency, code, reason
+
+    def technical_fault(self, operation: str, rule: FaultRule) -> Response:
+        return fault_response(self.version, sender=False, text=rule.text or DEFAULT_TECHNICAL_FAULT)
+
+    def invalid(self, operation: str | None, exc: InvalidMessageError) -> Response:
+        text = f"Messaggio non valido ({exc.code}): {exc.error}"
+        return fault_response(
+            self.version, sender=True, text=text, rejection=self._rejection(exc.code, exc.error)
+        )
+
+    def rejection(self, operation: str, code: str, reason: str) -> Response:
+        return fault_response(
+            self.version, sender=True, text=reason, rejection=self._rejection(code, reason)
+        )
+
+    def receipt(self, effect: Effect, first: bool) -> Response:
+        return receipt_response(self.version, self.namespace, self.contract.agency, effect)
+
+
+def soap_app(contract: SoapContract, desk: AgencyDesk) -> Starlette:
+    """The Starlette app of one simulated SOAP agency."""
+    endpoint = _SoapEndpoint(contract, desk)
+    return Starlette(
+        routes=[
+            Route("/soap", endpoint.soap, methods=["GET", "POST"]),
+            Route("/wsdl", endpoint.document, methods=["GET"]),
+            Route("/{name:str}.xsd", endpoint.document, methods=["GET"]),
+            *control_routes(desk),
+        ]
+    )

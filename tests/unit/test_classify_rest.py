@@ -1,0 +1,233 @@
+"""`classify_http` and the REST (RUNTS) adapter over httpx.MockTransport."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from adapters.rest import classify_http
+from adapters.runts import build_runts_adapter
+from domain.errors import (
+    AdapterMisconfigured,
+    AgencyProtocolError,
+    AgencyRejected,
+    AgencyThrottled,
+    AgencyUnreachable,
+    DeliveryError,
+    MessageRejectedAsInvalid,
+    OutcomeUnknown,
+)
+from domain.messages import OutgoingMessage
+
+ENDPOINT = "http://127.0.0.1:9"
+MESSAGE_ID = "fedcba9876543210fedcba9876543210"
+TAX_CODE = "RSSMRA80A01H501U"
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def runts_message(**ente_changes: object) -> OutgoingMessage:
+    ente: dict[str, Any] = {
+        "codiceFiscale": "97012345678",
+        "denominazione": "Amici del Parco APS",
+        "sezione": "aps",
+        "sede": {"indirizzo": "Via Verdi 3", "codiceComune": "F205", "cap": "20121",
+                 "provincia": "MI"},
+        "pec": "amicidelparco@pec.it",
+        "legaleRappresentante": {"codiceFiscale": TAX_CODE, "nome": "Mario", "cognome": "Rossi"},
+    }
+    ente.update(ente_changes)
+    header = {
+        "messageId": MESSAGE_ID,
+        "filingReference": "CRV-2026-000043",
+        "filingKind": "runts_registration",
+        "operation": "IscrizioneEnte",
+        "portal": "demo",
+        "declarant": {"taxCode": TAX_CODE, "role": "legal_representative"},
+        "sentAt": "2026-11-28T09:00:00+00:00",
+    }
+    return OutgoingMessage(MESSAGE_ID, "dlv-9", "CRV-2026-000043", "runts", "IscrizioneEnte",
+                           {"messageHeader": header, "ente": ente})
+
+
+RECEIPT = {
+    "messageId": MESSAGE_ID,
+    "protocollo": "RUNTS-2026-0000123",
+    "dataProtocollo": "2026-11-28T09:00:01+00:00",
+    "esito": "ACQUISITA",
+    "riferimenti": {"numeroRepertorio": "0000042"},
+}
+
+
+def _problem(status: int, **extra: object) -> httpx.Response:
+    body = {"type": "about:blank", "title": "Errore", "status": status, **extra}
+    return httpx.Response(status, content=json.dumps(body).encode(),
+                          headers={"content-type": "application/problem+json"})
+
+
+def _client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler),
+                             timeout=httpx.Timeout(connect=1, read=2, write=1, pool=1))
+
+
+class _Recorder:
+    """A mock-transport handler that records requests and answers from a script."""
+
+    def __init__(self, *replies: httpx.Response | Exception) -> None:
+        self.replies = list(replies)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+async def _through_mock(reply: httpx.Response) -> httpx.Response:
+    """The reply as the hub's client receives it from httpx.MockTransport."""
+    async with _client(_Recorder(reply)) as http:
+        return await http.post(ENDPOINT + "/v1/iscrizioni", content=b"{}")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("reply", "expected", "code"),
+    [
+        (_problem(400, detail="ente.cap: pattern", codice="SCHEMA"), MessageRejectedAsInvalid,
+         "SCHEMA"),
+        (_problem(422, codice="R001", motivo="Ente gia' iscritto"), AgencyRejected, "R001"),
+        (_problem(409, detail="conflitto"), AgencyRejected, "HTTP409"),
+        (httpx.Response(429, headers={"Retry-After": "3"}), AgencyThrottled, "HTTP429"),
+        (httpx.Response(503, headers={"Retry-After": "5"}), AgencyThrottled, "HTTP503"),
+        (httpx.Response(503), AgencyUnreachable, "HTTP503"),
+        (_problem(500, detail="errore tecnico"), AgencyUnreachable, "HTTP500"),
+        (httpx.Response(502, text="<html>bad gateway</html>"), AgencyUnreachable, "HTTP502"),
+        (httpx.Response(401), AdapterMisconfigured, "HTTP401"),
+        (httpx.Response(403), AdapterMisconfigured, "HTTP403"),
+        (_problem(404), AdapterMisconfigured, "HTTP404"),
+        (httpx.Response(200, text="<html>ok</html>"), AgencyProtocolError, "PROTOCOL"),
+    ],
+)
+async def test_replies_follow_the_table(reply, expected, code) -> None:
+    """Each failed RUNTS reply (mock transport) maps to one class with its code."""
+    error = classify_http(await _through_mock(reply), agency="runts", operation="IscrizioneEnte")
+    assert type(error) is expected
+    assert error.code == code
+    assert error.agency == "runts"
+
+
+@pytest.mark.anyio
+async def test_business_rejection_keeps_the_agency_reason() -> None:
+    """422 problem+json: `codice` is the code, `motivo` the text (mock transport)."""
+    reply = _problem(422, codice="R001", motivo="Ente gia' iscritto", detail="generico")
+    error = classify_http(await _through_mock(reply))
+    assert (error.code, error.text) == ("R001", "Ente gia' iscritto")
+
+
+@pytest.mark.anyio
+async def test_throttle_carries_retry_after() -> None:
+    """429 with Retry-After: the delay survives into the error (mock transport)."""
+    error = classify_http(await _through_mock(httpx.Response(429, headers={"Retry-After": "12"})))
+    assert isinstance(error, AgencyThrottled) and error.retry_after == 12.0
+
+
+@pytest.mark.anyio
+async def test_codice_override_applies_to_rest_rejections() -> None:
+    """`{"R999": "transient"}` turns that 422 into a retry (mock transport)."""
+    reply = _problem(422, codice="R999", motivo="manutenzione")
+    error = classify_http(await _through_mock(reply), fault_overrides={"R999": "transient"})
+    assert isinstance(error, AgencyUnreachable)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (httpx.ConnectError("refused"), AgencyUnreachable),
+        (httpx.ConnectTimeout("slow"), AgencyUnreachable),
+        (httpx.ReadTimeout("slow"), OutcomeUnknown),
+        (httpx.RemoteProtocolError("closed"), OutcomeUnknown),
+        (ValueError("Expecting value"), AgencyProtocolError),
+    ],
+)
+def test_exceptions_follow_the_table(exc: Exception, expected: type) -> None:
+    """Transport and decoding exceptions keep their cause."""
+    error = classify_http(exc, agency="runts")
+    assert type(error) is expected and error.__cause__ is exc
+
+
+# --- the adapter over a mock transport ---------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [201, 200])
+async def test_adapter_reads_receipt_and_sends_idempotency_key(status: int) -> None:
+    """201 (first) and 200 (repeat) both carry the receipt (mock transport)."""
+    recorder = _Recorder(httpx.Response(status, json=RECEIPT))
+    async with _client(recorder) as http:
+        receipt = await build_runts_adapter(endpoint=ENDPOINT, http=http).deliver(runts_message())
+    assert receipt.protocol_number == "RUNTS-2026-0000123"
+    assert receipt.references == {"numeroRepertorio": "0000042"}
+    sent = recorder.requests[0]
+    assert (sent.method, sent.url.path) == ("POST", "/v1/iscrizioni")
+    assert sent.headers["Idempotency-Key"] == MESSAGE_ID
+    assert json.loads(sent.content) == runts_message().content
+
+
+@pytest.mark.anyio
+async def test_conflict_carrying_the_first_receipt_is_a_success() -> None:
+    """A 409 whose body is our receipt means the agency already has it (mock transport)."""
+    async with _client(_Recorder(httpx.Response(409, json=RECEIPT))) as http:
+        receipt = await build_runts_adapter(endpoint=ENDPOINT, http=http).deliver(runts_message())
+    assert receipt.protocol_number == RECEIPT["protocollo"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "changes", [{"sezione": "circolo"}, {"pec": "non-una-pec"}, {"extra": 1}],
+)
+async def test_invalid_body_never_leaves(changes: dict[str, object]) -> None:
+    """The OpenAPI request schema is checked before sending (mock transport never called)."""
+    recorder = _Recorder()
+    async with _client(recorder) as http:
+        with pytest.raises(MessageRejectedAsInvalid):
+            await build_runts_adapter(endpoint=ENDPOINT, http=http).deliver(
+                runts_message(**changes))
+    assert recorder.requests == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (_problem(422, codice="R001", motivo="Ente gia' iscritto"), AgencyRejected),
+        (httpx.Response(201, json={**RECEIPT, "messageId": "0" * 32}), AgencyProtocolError),
+        (httpx.Response(201, json={**RECEIPT, "protocollo": "X"}), AgencyProtocolError),
+        (httpx.Response(201, text="not json"), AgencyProtocolError),
+        (httpx.ReadTimeout("slow"), OutcomeUnknown),
+    ],
+)
+async def test_adapter_raises_only_delivery_errors(reply, expected) -> None:
+    """Rejections, bad receipts and timeouts (mock transport) are DeliveryErrors."""
+    async with _client(_Recorder(reply)) as http:
+        with pytest.raises(DeliveryError) as caught:
+            await build_runts_adapter(endpoint=ENDPOINT, http=http).deliver(runts_message())
+    assert type(caught.value) is expected
+
+
+@pytest.mark.anyio
+async def test_adapter_logs_no_payload_or_tax_code() -> None:
+    """Whatever the adapter logs carries neither the content nor a tax code (mock transport)."""
+    with capture_logs() as logs:
+        async with _client(_Recorder(httpx.Response(201, json=RECEIPT))) as http:
+            await build_runts_adapter(endpoint=ENDPOINT, http=http).deliver(runts_message())
+    assert TAX_CODE not in repr(logs)
