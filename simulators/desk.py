@@ -104,13 +104,14 @@ class AgencyDesk:
             )
             return Outcome(None, code=rule.code, reason=reason)
         protocol, references = NUMBERING[self.agency](self.counters, submission.lookup)
+        stamp = now_utc()
         effect = Effect(
             message_id=submission.message_id,
             operation=submission.operation,
             protocol_number=protocol,
-            protocolled_at=now_utc(),
+            protocolled_at=stamp,
             references=references,
-            received_at=now_utc(),
+            received_at=stamp,
             filing_reference=submission.filing_reference,
         )
         self.ledger.effects[submission.message_id] = effect

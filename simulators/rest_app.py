@@ -27,6 +27,11 @@ from simulators.ledger import Effect
 __all__ = ["request_validator", "runts_app"]
 
 _BASE_URI = "urn:crocevia:agency:runts:v1:openapi"
+#: Deepest JSON nesting accepted; the contract needs 4. Deeper bodies would overflow the
+#: recursive checks of jsonschema (and repr) long before the parser's own limit.
+MAX_JSON_DEPTH = 32
+#: Longest error text returned; a schema error quotes the offending value.
+_MAX_ERROR = 300
 _PROBLEM = "application/problem+json"
 
 
@@ -39,15 +44,36 @@ def request_validator() -> Draft7Validator:
 
 
 def _values(data: Any, name: str) -> Iterator[Any]:
-    """Every value stored under key `name`, at any depth."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if key == name and not isinstance(value, (dict, list)):
-                yield value
-            yield from _values(value, name)
-    elif isinstance(data, list):
-        for item in data:
-            yield from _values(item, name)
+    """Every scalar stored under key `name`, at any depth.
+
+    A loop, not recursion: the JSON parser accepts nesting deeper than Python's stack.
+    """
+    pending = [data]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, (dict, list)):
+                    pending.append(value)
+                elif key == name:
+                    yield value
+        elif isinstance(node, list):
+            pending.extend(node)
+
+
+def _too_deep(data: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `data` nests objects/arrays more than `limit` levels."""
+    pending = [(data, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        for child in node if isinstance(node, list) else ():
+            if isinstance(child, (dict, list)):
+                if depth >= limit:
+                    return True
+                pending.append((child, depth + 1))
+    return False
 
 
 def _problem(status: int, title: str, detail: str, **extra: str) -> Response:
@@ -83,6 +109,8 @@ class _RuntsEndpoint:
             return self._refuse(413, "JSON", str(exc))
         except orjson.JSONDecodeError as exc:
             return self._refuse(400, "JSON", f"JSON non valido: {exc}")
+        if _too_deep(data):
+            return self._refuse(400, "JSON", f"annidamento oltre {MAX_JSON_DEPTH} livelli")
 
         def matches(name: str, value: str) -> bool:
             return any(as_text(v) == value for v in _values(data, name))
@@ -94,7 +122,7 @@ class _RuntsEndpoint:
             error = best_match(self.validator.iter_errors(data))
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "(corpo)"
-                raise InvalidMessageError("SCHEMA", f"{where}: {error.message}")
+                raise InvalidMessageError("SCHEMA", f"{where}: {error.message}"[:_MAX_ERROR])
             header = data["messageHeader"]
             if request.headers.get("idempotency-key") != header["messageId"]:
                 raise InvalidMessageError(

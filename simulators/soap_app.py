@@ -29,6 +29,8 @@ from simulators.xmlsafe import UnsafeXmlError, make_parser, parse_untrusted
 __all__ = ["soap_app"]
 
 _CRV = "urn:crocevia:envelope:v1"
+#: Longest error text returned in a fault; schema errors quote the offending value.
+_MAX_ERROR = 300
 #: The reason of a technical fault when the rule gives none.
 DEFAULT_TECHNICAL_FAULT = "Errore interno del servizio, riprovare più tardi"
 
@@ -118,7 +120,8 @@ class _SoapEndpoint:
         def check() -> Submission:
             if not self.schema.validate(element):
                 error = self.schema.error_log.last_error
-                raise InvalidMessageError("SCHEMA", f"riga {error.line}: {error.message}")
+                message = f"riga {error.line}: {error.message}"
+                raise InvalidMessageError("SCHEMA", message[:_MAX_ERROR])
             return Submission(
                 operation=operation,
                 message_id=element.findtext(f"{{{_CRV}}}messageHeader/{{{_CRV}}}messageId"),

@@ -6,8 +6,10 @@ completions is a handful of statements in one transaction.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -48,10 +50,20 @@ class SqlStore:
         self._engine = engine
         self._clock = clock
         self._skip_locked = engine.dialect.name == "postgresql"
+        # SQLite has one writer at a time. Queuing this process's writers on a Python lock
+        # hands the database over at once, instead of SQLite's busy handler sleeping in
+        # steps of up to 100 ms; other processes still meet the busy handler.
+        self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
 
     # -- transactions -------------------------------------------------------------------
-    def _write(self) -> Connection:
-        return self._engine.connect().execution_options(write=True)
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        if self._write_lock is None:
+            with self._engine.connect().execution_options(write=True) as conn:
+                yield conn
+            return
+        with self._write_lock, self._engine.connect().execution_options(write=True) as conn:
+            yield conn
 
     def _read(self) -> Connection:
         return self._engine.connect()

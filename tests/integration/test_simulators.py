@@ -388,12 +388,18 @@ def test_runts_schema_violation_is_a_400_problem(sims: SimulatorHandle, http: ht
 
 @pytest.mark.parametrize(
     ("data", "codice"),
-    [(b"{not json", "JSON"), (json.dumps([1, 2]).encode(), "SCHEMA")],
+    [
+        (b"{not json", "JSON"),
+        (json.dumps([1, 2]).encode(), "SCHEMA"),
+        (b"[" * 1000 + b"]" * 1000, "JSON"),  # deeper than Python's recursion limit
+    ],
+    ids=["malformed", "array", "deep"],
 )
 def test_runts_refuses_what_is_not_a_request(
     sims: SimulatorHandle, http: httpx.Client, data: bytes, codice: str
 ) -> None:
-    """Malformed JSON and a JSON that is no object are 400s, never 500s."""
+    """Malformed, non-object and absurdly nested JSON are 400s, never 500s."""
+    sims.set_faults("runts", [{"kind": "latency", "delay_ms": 1, "match": {"x": "y"}}])
     response = http.post(
         f"{sims.urls['runts']}/v1/iscrizioni", content=data,
         headers={"Content-Type": "application/json", "Idempotency-Key": "0" * 32},
