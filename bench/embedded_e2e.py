@@ -64,7 +64,8 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-async def _submit_all(base: str, n: int, concurrency: int) -> tuple[float, float, int]:
+async def _submit_all(base: str, n: int, concurrency: int, rate: float = 0.0) -> tuple[float, float, int]:
+    """Submit `n` filings with at most `concurrency` in flight; `rate` > 0 paces them (open loop)."""
     docs = [(EXAMPLES / name).read_bytes() for name in MIX]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     refused = 0
@@ -78,6 +79,8 @@ async def _submit_all(base: str, n: int, concurrency: int) -> tuple[float, float
             nonlocal refused
             while not queue.empty():
                 i = queue.get_nowait()
+                if rate:
+                    await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
                 r = await client.post("/v1/filings", content=docs[i % len(docs)])
                 if r.status_code != 202:
                     refused += 1
@@ -91,6 +94,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--filings", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=0.0, help="filings/s to offer (0: as fast as accepted)")
     parser.add_argument("--agency-latency-ms", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
@@ -125,7 +129,7 @@ def main() -> int:
             time.sleep(0.1)
         cpu0, _ = _proc_stats(hub.pid)
         t0_wall = datetime.now(timezone.utc)
-        start, end, refused = asyncio.run(_submit_all(base, args.filings, args.concurrency))
+        start, end, refused = asyncio.run(_submit_all(base, args.filings, args.concurrency, args.rate))
         engine = create_engine(db_url)
         open_q = text("SELECT count(*) FROM deliveries WHERE state NOT IN ('protocolled','rejected','undeliverable')")
         deadline = time.monotonic() + args.timeout
@@ -151,6 +155,7 @@ def main() -> int:
         first = t0_wall.timestamp()
         n = args.filings
         print(f"filings submitted            {n} ({refused} refused), concurrency {args.concurrency}, "
+              f"offered rate {args.rate or 'max'}, "
               f"agency latency {args.agency_latency_ms} ms")
         print(f"deliveries                   {deliveries} protocolled; states {states}")
         print(f"accepted filings/s           {n / (end - start):8.1f}")
@@ -161,6 +166,7 @@ def main() -> int:
         print(f"hub CPU per filing           {(cpu1 - cpu0) / n * 1000:8.2f} ms (API + worker, one process)")
         print(f"peak memory                  hub {hub_peak / 2**20:.0f} MiB, simulators {sims_peak / 2**20:.0f} MiB")
         print(f"reproduce: .venv/bin/python bench/embedded_e2e.py --filings {n} --concurrency {args.concurrency}"
+              + (f" --rate {args.rate:g}" if args.rate else "")
               + (f" --agency-latency-ms {args.agency_latency_ms}" if args.agency_latency_ms else ""))
         return 0
     finally:
