@@ -1,0 +1,50 @@
+"""Lockout after repeated authentication failures: the agencies' own rule, as pure functions.
+
+Ten consecutive failures for the same caller lock it out for five minutes; each further
+failure while locked adds five minutes. A success (while not locked) clears the count; a
+failure long after the previous one (more than `window_seconds`) starts a new count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["FailureState", "LockoutPolicy", "locked_until", "register_failure"]
+
+
+@dataclass(frozen=True, slots=True)
+class LockoutPolicy:
+    threshold: int = 10  #: consecutive failures that lock the caller out
+    lock_seconds: float = 300.0  #: how long a lock lasts, and what each failure while locked adds
+    window_seconds: float = 300.0  #: a failure older than this no longer counts
+
+
+@dataclass(frozen=True, slots=True)
+class FailureState:
+    """One caller's record; times are epoch seconds."""
+
+    failures: int
+    last_failure_at: float
+    locked_until: float | None = None
+
+
+def locked_until(state: FailureState | None, now: float) -> float | None:
+    """When the caller's lock ends, or None when it is not locked at `now`."""
+    if state is None or state.locked_until is None or state.locked_until <= now:
+        return None
+    return state.locked_until
+
+
+def register_failure(state: FailureState | None, now: float, policy: LockoutPolicy) -> FailureState:
+    """The caller's record after one more failure at `now`."""
+    current = locked_until(state, now)
+    if state is not None and current is not None:
+        return FailureState(state.failures + 1, now, current + policy.lock_seconds)
+    fresh = (
+        state is None
+        or state.locked_until is not None  # a lock that has ended starts a new count
+        or now - state.last_failure_at > policy.window_seconds
+    )
+    failures = 1 if fresh else state.failures + 1  # type: ignore[union-attr]
+    lock = now + policy.lock_seconds if failures >= policy.threshold else None
+    return FailureState(failures, now, lock)
