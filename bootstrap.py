@@ -6,9 +6,10 @@ Everything below receives objects, never the settings themselves.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,21 +18,42 @@ import httpx
 import structlog
 from sqlalchemy import Engine
 
-from adapters.base import RetryPolicy, deliver_with_retries
-from adapters.registry import ADAPTER_BUILDERS
+from adapters.base import RetryPolicy, deliver_with_retries, poll_once
+from adapters.contracts import load_agency_catalog
+from adapters.factory import ContractSet, build_agency_adapter
+from adapters.webhook import WebhookSender, WebhookTarget
 from api.app import ApiContext, create_app
-from api.auth import PortalAuthenticator
+from api.auth import RequestGuard
+from api.modi import ModiVerifier, PortalKey
 from config.settings import AgencySettings, Settings
+from domain.lockout import LockoutPolicy
 from routing.routes import RouteTable, load_route_table
 from schemas.filing import FilingValidator
-from service.schedule import SchedulePolicy
+from service.circuit import CircuitBreaker
+from service.maintenance import MaintenanceCalendar, MaintenanceWindow
+from service.notifier import EventNotifier
+from service.schedule import LateOutcomePolicy, SchedulePolicy
 from service.worker import DeliveryWorker
+from security.keys import algorithm_of, ensure_private_key, ensure_self_signed_certificate, load_public_key
+from security.modi import ModiSigner
+from security.wssecurity import WsSecurityPlugin
 from storage.engine import build_engine
+from storage.identity import SqlIdentityStore
 from storage.migrate import upgrade_to_head
 from storage.store import SqlStore
 from transport.embedded import EmbeddedQueue
 
-__all__ = ["Hub", "build_hub", "portal_key", "run_api_and_workers", "run_workers"]
+__all__ = [
+    "Hub",
+    "build_hub",
+    "build_hub_when_ready",
+    "check_dependencies",
+    "portal_callback_secret",
+    "portal_signer",
+    "run_api_and_workers",
+    "run_relay",
+    "run_workers",
+]
 
 log = structlog.get_logger("crocevia.bootstrap")
 
@@ -43,38 +65,69 @@ class Hub:
     store: SqlStore
     routes: RouteTable
     validator: FilingValidator
-    authenticator: PortalAuthenticator
+    guard: RequestGuard
+    identity: SqlIdentityStore
     _closers: list[Any] = field(default_factory=list)
+    #: The agency declarations, loaded on demand (config/agencies, docs/agencies-as-configuration.md).
+    contracts: ContractSet | None = None
+    clock: Callable[[], float] = time.time  # identity's clock: token expiry, lockout, delegations
+    #: The delivery schedule's clock: outbox due times, backoff, circuits, maintenance windows.
+    delivery_clock: Callable[[], float] = time.time
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-def portal_key(settings: Settings, portal: str) -> str:
-    """The portal's API key from its key file, created with a random key on first use."""
+def portal_signer(settings: Settings, portal: str, *, clock: Callable[[], float] = time.time) -> ModiSigner:
+    """How the embedded portal `portal` signs its requests (the demo, `hub.py submit`): with
+    its private key file, generated on first run beside the database."""
     conf = settings.portals[portal]
-    if conf.api_key_file is None:
-        raise KeyError(f"portal {portal!r} has no key file (production portals register a digest)")
-    path = settings.path(conf.api_key_file)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
+    if conf.private_key_file is None:
+        raise KeyError(f"portal {portal!r} has no private key file here (production portals sign "
+                       "their own requests; the hub holds only their public key)")
+    key = ensure_private_key(settings.path(conf.private_key_file), conf.algorithm)
+    return ModiSigner(issuer=portal, private_key=key, audience=settings.identity.audience, clock=clock)
 
 
-def _portal_digests(settings: Settings) -> dict[str, str]:
-    digests: dict[str, str] = {}
+def _portal_keys(settings: Settings) -> dict[str, PortalKey]:
+    keys: dict[str, PortalKey] = {}
     for portal, conf in settings.portals.items():
-        if conf.api_key_sha256:
-            digests[portal] = conf.api_key_sha256
-        elif conf.api_key_file:
-            digests[portal] = hashlib.sha256(portal_key(settings, portal).encode()).hexdigest()
-    return digests
+        if conf.public_key:
+            public = load_public_key(conf.public_key.encode())
+        elif conf.public_key_file:
+            public = load_public_key(settings.path(conf.public_key_file).read_bytes())
+        elif conf.private_key_file:
+            public = ensure_private_key(settings.path(conf.private_key_file), conf.algorithm).public_key()
+        else:
+            raise ValueError(f"portal {portal!r} registers no public key")
+        algorithm = algorithm_of(public)
+        if algorithm != conf.algorithm and not conf.private_key_file:
+            raise ValueError(f"portal {portal!r}: its key signs {algorithm}, the configuration says {conf.algorithm}")
+        keys[portal] = PortalKey(portal=portal, public_key=public, algorithm=algorithm)
+    return keys
 
 
-def build_hub(settings: Settings, *, migrate: bool = True) -> Hub:
+def _agency_signer(settings: Settings, name: str, conf: AgencySettings) -> Any:
+    """The outgoing identity an agency's profile asks for (config `[agencies.NAME.identity]`)."""
+    profile = conf.identity.profile
+    if profile == "none":
+        return None
+    ident = settings.identity
+    key = ensure_private_key(settings.path(ident.signing_key_file), ident.signing_algorithm)
+    if profile == "wss":
+        certificate = ensure_self_signed_certificate(settings.path(ident.signing_certificate_file), key,
+                                                     ident.issuer)
+        return WsSecurityPlugin(key, certificate, ttl=conf.identity.ttl_seconds)
+    if profile == "modi":
+        return ModiSigner(issuer=ident.issuer, private_key=key,
+                          audience=conf.identity.audience or conf.endpoint, lifetime=conf.identity.ttl_seconds)
+    raise ValueError(f"agency {name!r}: unknown identity profile {profile!r} (none, modi or wss)")
+
+
+def build_hub(
+    settings: Settings, *, migrate: bool = True, clock: Callable[[], float] = time.time,
+    delivery_clock: Callable[[], float] = time.time,
+) -> Hub:
     engine = build_engine(
         settings.database.url,
         base_dir=settings.path("."),
@@ -87,14 +140,68 @@ def build_hub(settings: Settings, *, migrate: bool = True) -> Hub:
     unknown = routes.agencies - settings.agencies.keys()
     if unknown:
         raise ValueError(f"routes name agencies with no configuration: {', '.join(sorted(unknown))}")
+    validator = FilingValidator(max_bytes=settings.api.max_body_bytes, max_depth=settings.api.max_depth)
+    contracts = load_contracts(settings)
+    # Every route's mapping, on the sample filings, must give a message its contract accepts:
+    # a broken mapping stops the start, naming route, mapping file and violation.
+    routes = checked_routes(settings, routes, contracts, validator)
+    store = SqlStore(engine, clock=delivery_clock)
+    identity = SqlIdentityStore(engine, store.writer)
+    ident = settings.identity
+    guard = RequestGuard(
+        ModiVerifier(_portal_keys(settings), ident.audience, max_lifetime=ident.max_token_seconds,
+                     leeway=ident.leeway_seconds),
+        identity,
+        clock=clock,
+        policy=LockoutPolicy(threshold=ident.lockout_threshold, lock_seconds=ident.lockout_seconds,
+                             window_seconds=ident.failure_window_seconds),
+        leeway=ident.leeway_seconds,
+    )
     return Hub(
         settings=settings,
         engine=engine,
-        store=SqlStore(engine),
+        store=store,
         routes=routes,
-        validator=FilingValidator(max_bytes=settings.api.max_body_bytes, max_depth=settings.api.max_depth),
-        authenticator=PortalAuthenticator(_portal_digests(settings)),
+        validator=validator,
+        guard=guard,
+        identity=identity,
+        contracts=contracts,
+        clock=clock,
+        delivery_clock=delivery_clock,
     )
+
+
+def load_contracts(settings: Settings) -> ContractSet:
+    """The agency declarations of `settings.agencies_dir` (documents load when first used)."""
+    catalog = load_agency_catalog(settings.path(settings.agencies_dir), project_root=settings.path("."),
+                                  external_dir=settings.path(settings.external_dir))
+    return ContractSet(catalog)
+
+
+def checked_routes(settings: Settings, routes: RouteTable, contracts: ContractSet,
+                   validator: FilingValidator) -> RouteTable:
+    """The routes with their contract versions resolved, once every route has mapped the
+    sample filings into a message its contract accepts.
+
+    Raises:
+        ContractCheckFailed: naming each failing route, mapping file and violation.
+    """
+    from schemas.samples import load_sample_filings
+    from service.contracts_check import ContractCheckFailed, check_routes, resolve_routes
+
+    resolved = resolve_routes(routes, contracts)
+    report = check_routes(resolved, contracts, load_sample_filings(settings.path(settings.samples_dir), validator))
+    if not report.ok:
+        raise ContractCheckFailed(report.problems)
+    return resolved
+
+
+def _agency_adapter(hub: Hub, name: str, http: httpx.AsyncClient, **options: Any) -> Any:
+    """The adapter of agency `name`, speaking every contract version its file declares."""
+    conf = hub.settings.agencies[name]
+    contracts = hub.contracts or load_contracts(hub.settings)
+    return build_agency_adapter(contracts.catalog.agency(name), endpoint=conf.endpoint, endpoints=conf.endpoints,
+                                http=http, fault_overrides=conf.fault_overrides, **options)
 
 
 def _retry_policy(conf: AgencySettings) -> RetryPolicy:
@@ -113,81 +220,301 @@ def _schedule(conf: AgencySettings) -> SchedulePolicy:
     )
 
 
-def _http_client(conf: AgencySettings) -> httpx.AsyncClient:
+def _late_policy(conf: AgencySettings) -> LateOutcomePolicy:
+    late = conf.late
+    return LateOutcomePolicy(poll_initial=late.poll_initial, poll_max=late.poll_max,
+                             callback_timeout=late.callback_timeout, max_wait_seconds=late.max_wait_seconds)
+
+
+def _breaker(conf: AgencySettings) -> CircuitBreaker:
+    c = conf.circuit
+    return CircuitBreaker(failure_threshold=c.failure_threshold, cool_down=c.cool_down, probe_wait=c.probe_wait)
+
+
+def _calendar(conf: AgencySettings) -> MaintenanceCalendar:
+    return MaintenanceCalendar(MaintenanceWindow.parse(w.days, w.start, w.end, w.tz) for w in conf.maintenance)
+
+
+def _public_url(settings: Settings, host: str | None = None, port: int | None = None) -> str:
+    """Where agencies reach the hub (their callbacks): configured, or the API's own address."""
+    if settings.api.public_url:
+        return settings.api.public_url.rstrip("/")
+    return f"http://{host or settings.api.host}:{port or settings.api.port}"
+
+
+def _secret(path: Path) -> bytes:
+    """A callback secret from its file, created with a random secret (mode 0600) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it meanwhile
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32))
+    return path.read_text().strip().encode()
+
+
+def portal_callback_secret(settings: Settings, portal: str) -> bytes | None:
+    """The secret the hub signs `portal`'s callbacks with (what the portal verifies with)."""
+    conf = settings.portals[portal]
+    if conf.callback_secret is not None:
+        return conf.callback_secret.get_secret_value().encode()
+    if conf.callback_secret_file:
+        return _secret(settings.path(conf.callback_secret_file))
+    return None
+
+
+def _notifier(hub: Hub) -> tuple[EventNotifier, httpx.AsyncClient]:
+    s = hub.settings
+    n = s.notifications
+    targets = {}
+    for portal, conf in s.portals.items():
+        if not conf.callback_url:
+            continue
+        secret = portal_callback_secret(s, portal)
+        if secret is None:
+            raise ValueError(f"portal {portal!r} has a callback_url but no callback_secret(_file)")
+        targets[portal] = WebhookTarget(conf.callback_url, secret)
+    client = httpx.AsyncClient(timeout=httpx.Timeout(n.timeout), trust_env=False,
+                               transport=httpx.AsyncHTTPTransport(retries=0))
+    notifier = EventNotifier(
+        store=hub.store,
+        sender=WebhookSender(client, targets),
+        backoff=SchedulePolicy(initial_delay=n.initial_delay, max_delay=n.max_delay, jitter=n.jitter),
+        concurrency=n.concurrency,
+        lease_seconds=n.lease_seconds,
+        poll_interval=n.poll_interval,
+        max_poll_interval=n.max_poll_interval,
+        clock=hub.delivery_clock,
+    )
+    return notifier, client
+
+
+def _http_client(conf: AgencySettings, concurrency: int | None = None) -> httpx.AsyncClient:
+    size = concurrency or conf.concurrency
     return httpx.AsyncClient(
         timeout=httpx.Timeout(conf.read_timeout, connect=conf.connect_timeout),
-        limits=httpx.Limits(max_connections=conf.concurrency, max_keepalive_connections=conf.concurrency),
+        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
         transport=httpx.AsyncHTTPTransport(retries=0),
         trust_env=False,
     )
 
 
-class _WorkerSet:
-    """The adapters and HTTP clients one worker process owns."""
+def _uses_rabbitmq(settings: Settings) -> bool:
+    kind = settings.transport.kind
+    if kind not in ("embedded", "rabbitmq"):
+        raise ValueError(f"transport.kind must be 'embedded' or 'rabbitmq', not {kind!r}")
+    return kind == "rabbitmq"
 
-    def __init__(self, hub: Hub, agencies: list[str] | None) -> None:
+
+def _topology(hub: Hub) -> Any:
+    from transport.rabbitmq import Topology
+
+    t = hub.settings.transport
+    return Topology(prefix=t.prefix, agencies=tuple(sorted(hub.routes.agencies)), delivery_limit=t.delivery_limit)
+
+
+def _amqp(hub: Hub, role: str) -> Any:
+    from transport.rabbitmq import amqp_parameters
+
+    t = hub.settings.transport
+    return amqp_parameters(t.url.get_secret_value(), name=f"crocevia-{role}-{os.getpid()}", heartbeat=t.heartbeat)
+
+
+class _WorkerSet:
+    """The adapters, HTTP clients and job source one worker process owns."""
+
+    def __init__(self, hub: Hub, agencies: list[str] | None, concurrency: int | None = None,
+                 public_url: str | None = None) -> None:
         names = agencies or sorted(hub.routes.agencies)
+        s = hub.settings
+        callbacks = public_url or _public_url(s)
+        limits = {n: concurrency or s.agencies[n].concurrency for n in names}
         self.clients: list[httpx.AsyncClient] = []
         self.adapters: dict[str, Any] = {}
         for name in names:
-            conf = hub.settings.agencies[name]
-            client = _http_client(conf)
+            conf = s.agencies[name]
+            client = _http_client(conf, limits[name])
             self.clients.append(client)
-            self.adapters[name] = ADAPTER_BUILDERS[name](
-                endpoint=conf.endpoint, http=client, fault_overrides=conf.fault_overrides
+            self.adapters[name] = _agency_adapter(
+                hub, name, client,
+                signer=_agency_signer(s, name, conf),
+                reply_to=f"{callbacks}/v1/callbacks/{name}",
             )
-        s = hub.settings
+        self.rabbit: Any = None
+        source: Any
+        if _uses_rabbitmq(s):
+            from transport.rabbitmq import RabbitJobSource
+
+            t = s.transport
+            self.rabbit = source = RabbitJobSource(
+                parameters=_amqp(hub, "worker"),
+                topology=_topology(hub),
+                prefetch={n: s.agencies[n].prefetch or limits[n] for n in names},
+                store=hub.store,
+                lease_seconds=s.worker.lease_seconds,
+                reconnect_initial=t.reconnect_initial,
+                reconnect_max=t.reconnect_max,
+            )
+        else:
+            source = EmbeddedQueue(hub.store, lease_seconds=s.worker.lease_seconds)
         self.worker = DeliveryWorker(
-            source=EmbeddedQueue(hub.store, lease_seconds=s.worker.lease_seconds),
+            source=source,
             adapters=self.adapters,
             retry_policies={n: _retry_policy(s.agencies[n]) for n in names},
             schedules={n: _schedule(s.agencies[n]) for n in names},
-            concurrency={n: s.agencies[n].concurrency for n in names},
+            concurrency=limits,
             deliver=deliver_with_retries,
             batch_size=s.worker.batch_size,
             commit_batch=s.worker.commit_batch,
             poll_interval=s.worker.poll_interval,
             max_poll_interval=s.worker.max_poll_interval,
+            clock=hub.delivery_clock,
+            poll=poll_once,
+            late={n: _late_policy(s.agencies[n]) for n in names},
+            breakers={n: _breaker(s.agencies[n]) for n in names},
+            maintenance={n: _calendar(s.agencies[n]) for n in names},
+            report_circuit=lambda agency, snapshot, owner: asyncio.to_thread(
+                hub.store.report_agency_status, agency, snapshot, owner),
         )
+        self.notifier, notifier_client = _notifier(hub)
+        self.clients.append(notifier_client)
+
+        if self.rabbit is not None:
+            self.rabbit.listen(self.worker.notify)
+
+    async def start(self) -> None:
+        if self.rabbit is not None:
+            await self.rabbit.start()
 
     async def close(self) -> None:
+        # The worker has drained and committed by now: closing acknowledges what remains.
+        if self.rabbit is not None:
+            await self.rabbit.close()
         for adapter in self.adapters.values():
             await adapter.aclose()
         for client in self.clients:
             await client.aclose()
 
 
-async def run_workers(hub: Hub, stop: asyncio.Event, agencies: list[str] | None = None) -> None:
+async def run_workers(
+    hub: Hub, stop: asyncio.Event, agencies: list[str] | None = None, concurrency: int | None = None
+) -> None:
     """Run one delivery worker until `stop` is set, then drain in-flight deliveries."""
-    workers = _WorkerSet(hub, agencies)
+    workers = _WorkerSet(hub, agencies, concurrency)
     try:
-        await workers.worker.run(stop)
+        await workers.start()
+        await asyncio.gather(workers.worker.run(stop), workers.notifier.run(stop))
     finally:
         await workers.close()
+
+
+def build_hub_when_ready(settings: Settings, *, timeout: float = 120.0) -> Hub:
+    """`build_hub`, waiting with backoff while the database is unreachable.
+
+    A process started while PostgreSQL restarts (or before it is up) waits for it instead of
+    exiting; past `timeout` the last error is raised.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    delay, deadline = 0.5, time.monotonic() + timeout
+    while True:
+        try:
+            return build_hub(settings)
+        except OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database_unavailable", error=str(exc).splitlines()[0], retry_in=delay)
+            time.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+
+def check_dependencies(settings: Settings) -> list[str]:
+    """What this process depends on and cannot reach now (empty: healthy). For health checks."""
+    from sqlalchemy import text
+
+    from service.relay import TransportError
+
+    problems: list[str] = []
+    engine = build_engine(settings.database.url, base_dir=settings.path("."), pool_size=1)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        problems.append(f"database: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    finally:
+        engine.dispose()
+    if _uses_rabbitmq(settings):
+        from transport.rabbitmq import probe
+
+        try:
+            probe(settings.transport.url.get_secret_value())
+        except TransportError as exc:
+            problems.append(f"broker: {exc}")
+    return problems
+
+
+async def run_relay(hub: Hub, stop: asyncio.Event) -> None:
+    """Publish committed outbox rows to RabbitMQ when due, until `stop` is set."""
+    from service.relay import OutboxRelay
+    from transport.rabbitmq import RabbitPublisher
+
+    s = hub.settings
+    if not _uses_rabbitmq(s):
+        raise ValueError("the relay runs with transport.kind = 'rabbitmq' (the embedded queue needs none)")
+    relay = OutboxRelay(
+        store=hub.store,
+        publisher=RabbitPublisher(_amqp(hub, "relay"), _topology(hub), confirm_timeout=s.transport.confirm_timeout),
+        batch_size=s.relay.batch_size,
+        lease_seconds=s.relay.lease_seconds,
+        poll_interval=s.relay.poll_interval,
+        max_poll_interval=s.relay.max_poll_interval,
+        backoff_initial=s.transport.reconnect_initial,
+        backoff_max=s.transport.reconnect_max,
+        hold_before_mark=s.relay.hold_before_mark,
+    )
+    await relay.run(stop)
 
 
 async def run_api_and_workers(
     hub: Hub, stop: asyncio.Event, *, host: str, port: int, with_workers: bool = True,
     started: asyncio.Event | None = None,
 ) -> None:
-    """The API and (embedded mode) a worker in the same event loop; returns when `stop` is set."""
+    """The API and (optionally) a worker in the same event loop; returns when `stop` is set.
+
+    With RabbitMQ, the workers are a relay and a worker in this process (the API never talks
+    to the broker: accepted filings wait in the outbox).
+    """
     import uvicorn
 
-    workers = _WorkerSet(hub, None) if with_workers else None
+    public_url = _public_url(hub.settings, host, port)
+    workers = _WorkerSet(hub, None, public_url=public_url) if with_workers else None
+    relay_task = (
+        asyncio.create_task(run_relay(hub, stop)) if with_workers and _uses_rabbitmq(hub.settings) else None
+    )
+    if workers is not None:
+        await workers.start()
     loop = asyncio.get_running_loop()
 
     def wake() -> None:
         if workers is not None:
             loop.call_soon_threadsafe(workers.worker.notify)
+            loop.call_soon_threadsafe(workers.notifier.notify)
+
+    readers, readers_client = _outcome_readers(hub, workers)
 
     app = create_app(
         ApiContext(
             store=hub.store,
             validator=hub.validator,
             routes=hub.routes,
-            authenticator=hub.authenticator,
+            guard=hub.guard,
+            identity=hub.identity,
             max_body_bytes=hub.settings.api.max_body_bytes,
             on_accepted=wake,
+            outcome_readers=readers,
         )
     )
     server = uvicorn.Server(
@@ -195,6 +522,7 @@ async def run_api_and_workers(
     )
     server_task = asyncio.create_task(server.serve())
     worker_task = asyncio.create_task(workers.worker.run(stop)) if workers else None
+    notifier_task = asyncio.create_task(workers.notifier.run(stop)) if workers else None
     try:
         while not server.started:
             if server_task.done():
@@ -210,5 +538,21 @@ async def run_api_and_workers(
         await asyncio.gather(server_task, return_exceptions=True)
         if worker_task is not None:
             await asyncio.gather(worker_task, return_exceptions=True)
+        if notifier_task is not None:
+            await asyncio.gather(notifier_task, return_exceptions=True)
+        if readers_client is not None:
+            await readers_client.aclose()
+        if relay_task is not None:
+            await asyncio.gather(relay_task, return_exceptions=True)
         if workers is not None:
             await workers.close()
+
+
+def _outcome_readers(hub: Hub, workers: _WorkerSet | None) -> tuple[dict[str, Any], httpx.AsyncClient | None]:
+    """What reads agencies' callbacks in the API: the workers' adapters, or (API only) adapters
+    built for reading, whose HTTP client never sends anything."""
+    if workers is not None:
+        return dict(workers.adapters), None
+    client = httpx.AsyncClient(trust_env=False)
+    readers = {name: _agency_adapter(hub, name, client) for name in sorted(hub.routes.agencies)}
+    return readers, client

@@ -44,42 +44,84 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
 @click.option("--port", type=int, default=None, help="Port (default from config).")
 @click.option("--with-simulators", is_flag=True, help="Also start the four agency simulators.")
 @click.option("--no-workers", is_flag=True, help="Serve the API only (workers run elsewhere).")
+@click.option("--with-workers", is_flag=True,
+              help="RabbitMQ: also run a relay and a worker in this process (default: the API only).")
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, with_simulators: bool, no_workers: bool) -> None:
-    """Serve the intake and status API with embedded workers."""
-    from bootstrap import build_hub, run_api_and_workers
+def serve(ctx: click.Context, host: str | None, port: int | None, with_simulators: bool, no_workers: bool,
+          with_workers: bool) -> None:
+    """Serve the intake and status API (embedded: with a worker; RabbitMQ: the API only)."""
+    from bootstrap import build_hub_when_ready, run_api_and_workers
 
     settings = _settings(ctx)
+    if settings.transport.kind == "rabbitmq" and not with_workers:
+        no_workers = True
     configure_logging(settings.log_level)
-    sims = None
+    sims = sandbox = None
     if with_simulators:
+        from cli.contracts import sandbox_ports
         from simulators.launcher import start_simulators
+        from simulators.sandbox_server import start_sandbox
 
-        sims = start_simulators({name: _port_of(conf.endpoint) for name, conf in settings.agencies.items()})
-    hub = build_hub(settings)
+        sims = start_simulators(_simulated_ports(settings))
+        sandboxed = sandbox_ports(settings, ())
+        if sandboxed:  # agencies configured with sandbox = true, on their endpoints' ports
+            sandbox = start_sandbox(list(sandboxed), ports=sandboxed,
+                                    agencies_dir=settings.path(settings.agencies_dir),
+                                    external_dir=settings.path(settings.external_dir))
+    hub = build_hub_when_ready(settings)
     try:
         _run_until_signal(lambda stop: run_api_and_workers(
             hub, stop, host=host or settings.api.host, port=port or settings.api.port, with_workers=not no_workers))
     finally:
         hub.dispose()
-        if sims is not None:
-            sims.stop()
+        for handle in (sims, sandbox):
+            if handle is not None:
+                handle.stop()
 
 
 @cli.command()
 @click.option("--agency", "agencies", multiple=True, help="Deliver only to these agencies (repeatable).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Calls in flight per agency (default from config; RabbitMQ prefetch follows it).")
 @click.pass_context
-def worker(ctx: click.Context, agencies: tuple[str, ...]) -> None:
+def worker(ctx: click.Context, agencies: tuple[str, ...], concurrency: int | None) -> None:
     """Run a delivery worker process until SIGTERM."""
-    from bootstrap import build_hub, run_workers
+    from bootstrap import build_hub_when_ready, run_workers
 
     settings = _settings(ctx)
     configure_logging(settings.log_level)
-    hub = build_hub(settings)
+    hub = build_hub_when_ready(settings)
     try:
-        _run_until_signal(lambda stop: run_workers(hub, stop, list(agencies) or None))
+        _run_until_signal(lambda stop: run_workers(hub, stop, list(agencies) or None, concurrency))
     finally:
         hub.dispose()
+
+
+@cli.command()
+@click.pass_context
+def relay(ctx: click.Context) -> None:
+    """Publish committed outbox rows to RabbitMQ when due (also the retry scheduler), until SIGTERM."""
+    from bootstrap import build_hub_when_ready, run_relay
+
+    settings = _settings(ctx)
+    configure_logging(settings.log_level)
+    hub = build_hub_when_ready(settings)
+    try:
+        _run_until_signal(lambda stop: run_relay(hub, stop))
+    finally:
+        hub.dispose()
+
+
+@cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Exit 0 if the database (and, with RabbitMQ, the broker) answer; 1 otherwise. For health checks."""
+    from bootstrap import check_dependencies
+
+    problems = check_dependencies(_settings(ctx))
+    for problem in problems:
+        click.echo(problem, err=True)
+    sys.exit(1 if problems else 0)
 
 
 @cli.command()
@@ -90,7 +132,47 @@ def simulators(ctx: click.Context, host: str) -> None:
     from simulators.launcher import serve_simulators
 
     settings = _settings(ctx)
-    serve_simulators({name: _port_of(conf.endpoint) for name, conf in settings.agencies.items()}, host)
+    serve_simulators(_simulated_ports(settings), host)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1")
+@click.option("--agency", "agencies", multiple=True,
+              help="Sandbox this agency (repeatable; default: those configured with sandbox = true).")
+@click.pass_context
+def sandbox(ctx: click.Context, host: str, agencies: tuple[str, ...]) -> None:
+    """Serve agencies from the schema-driven sandbox on the ports of their endpoints."""
+    from bootstrap import load_contracts
+    from cli.contracts import sandbox_ports
+    from simulators.sandbox_server import serve_sandboxes
+
+    settings = _settings(ctx)
+    try:
+        ports = sandbox_ports(settings, agencies)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not ports:
+        raise click.UsageError("no agency to sandbox: name one with --agency, or set sandbox = true")
+    click.echo("sandbox: " + ", ".join(f"{ref} on port {port}" for ref, port in ports.items()))
+    serve_sandboxes(load_contracts(settings).catalog, ports, host)
+
+
+@cli.group()
+def contracts() -> None:
+    """The agency contracts (config/agencies): check them against the routes."""
+
+
+@contracts.command("check")
+@click.option("--routes", "routes_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Routes file to check (default: the configured one).")
+@click.pass_context
+def contracts_check(ctx: click.Context, routes_file: str | None) -> None:
+    """Load every WSDL and OpenAPI document, resolve every route's operation, build a sample
+    message per route; exit 1 naming file and operation on a failure."""
+    from cli.contracts import run_contracts_check
+
+    code = run_contracts_check(_settings(ctx), Path(routes_file) if routes_file else None, click.echo)
+    sys.exit(code)
 
 
 @cli.command()
@@ -125,20 +207,28 @@ def demo(ctx: click.Context, faults: tuple[str, ...], timeout: float) -> None:
 @click.option("--url", default=None, help="Hub base URL (default from config).")
 @click.option("--portal", default="demo", show_default=True)
 @click.option("--idempotency-key", default=None)
+@click.option("--user", default=None, metavar="TAX_CODE",
+              help="The user the portal vouches for (default: each filing's declarant, as the demo portal).")
+@click.option("--auth", default="SPID2", show_default=True, help="How the user logged in: SPID1..3, CIE or CNS.")
 @click.pass_context
-def submit(ctx: click.Context, files: tuple[str, ...], url: str | None, portal: str, idempotency_key: str | None) -> None:
-    """Submit filings (XML or JSON files) to a running hub and print its answers."""
-    from bootstrap import portal_key
-    from cli.client import PortalClient
+def submit(ctx: click.Context, files: tuple[str, ...], url: str | None, portal: str, idempotency_key: str | None,
+           user: str | None, auth: str) -> None:
+    """Submit filings (XML or JSON files) to a running hub, ModI-signed, and print its answers."""
+    from bootstrap import portal_signer
+    from cli.client import PortalClient, declarant_of, demo_user
 
     settings = _settings(ctx)
     base = url or f"http://{settings.api.host}:{settings.api.port}"
     failed = False
-    with PortalClient(base, portal_key(settings, portal)) as client:
+    with PortalClient(base, portal_signer(settings, portal)) as client:
         for name in files:
             data = Path(name).read_bytes()
             ctype = "application/json" if name.endswith(".json") else "application/xml"
-            response = client.submit(data, content_type=ctype, idempotency_key=idempotency_key)
+            tax_code = user or declarant_of(data, ctype)
+            if not tax_code:
+                raise click.UsageError(f"{name}: no declarant tax code found; name the user with --user")
+            who = demo_user(tax_code, auth)
+            response = client.submit(data, content_type=ctype, idempotency_key=idempotency_key, user=who)
             failed |= response.status_code >= 400
             click.echo(f"{name}: {response.status_code} {response.text}")
     sys.exit(1 if failed else 0)
@@ -148,16 +238,18 @@ def submit(ctx: click.Context, files: tuple[str, ...], url: str | None, portal: 
 @click.argument("references", nargs=-1, required=True)
 @click.option("--url", default=None, help="Hub base URL (default from config).")
 @click.option("--portal", default="demo", show_default=True)
+@click.option("--user", required=True, metavar="TAX_CODE", help="Who is asking (they must be allowed to see it).")
+@click.option("--auth", default="SPID2", show_default=True, help="How the user logged in: SPID1..3, CIE or CNS.")
 @click.pass_context
-def status(ctx: click.Context, references: tuple[str, ...], url: str | None, portal: str) -> None:
+def status(ctx: click.Context, references: tuple[str, ...], url: str | None, portal: str, user: str, auth: str) -> None:
     """Show filings and every recipient's state."""
-    from bootstrap import portal_key
-    from cli.client import PortalClient
+    from bootstrap import portal_signer
+    from cli.client import PortalClient, demo_user
     from cli.table import filings_table
 
     settings = _settings(ctx)
     base = url or f"http://{settings.api.host}:{settings.api.port}"
-    with PortalClient(base, portal_key(settings, portal)) as client:
+    with PortalClient(base, portal_signer(settings, portal), user=demo_user(user, auth)) as client:
         views = []
         for reference in references:
             response = client.status(reference)
@@ -179,6 +271,40 @@ def migrate(ctx: click.Context) -> None:
     engine = build_engine(settings.database.url, base_dir=settings.path("."))
     upgrade_to_head(engine)
     click.echo("database at head")
+
+
+@cli.group()
+def audit() -> None:
+    """The hash-chained audit trail."""
+
+
+@audit.command("verify")
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Recompute the audit chain: print OK, or the first line edited or whose predecessor is gone."""
+    from storage.audit import verify_audit_chain
+    from storage.engine import build_engine
+
+    settings = _settings(ctx)
+    engine = build_engine(settings.database.url, base_dir=settings.path("."))
+    try:
+        result = verify_audit_chain(engine)
+    finally:
+        engine.dispose()
+    if result.ok:
+        click.echo(f"OK: {result.checked} audit lines, chain intact")
+        return
+    click.echo(f"BROKEN at audit line {result.broken_id}: {result.reason} "
+               f"({result.checked} lines before it verified)", err=True)
+    sys.exit(1)
+
+
+def _simulated_ports(settings: Settings) -> dict[str, int]:
+    """Ports of the four built-in simulators (agencies added as configuration use the sandbox)."""
+    from simulators import AGENCIES
+
+    return {name: _port_of(conf.endpoint) for name, conf in settings.agencies.items()
+            if name in AGENCIES and not conf.sandbox}
 
 
 def _port_of(endpoint: str) -> int:

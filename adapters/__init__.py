@@ -1,4 +1,5 @@
-"""Adapters: one module per agency over a shared port, retry wrapper and error classifiers.
+"""Adapters: SOAP and REST machinery driven by each agency's declaration (config/agencies),
+over a shared port, retry wrapper and error classifiers.
 
 Importing this package loads no contract and opens no connection; builders do that, once.
 """

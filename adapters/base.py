@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Protocol, runtime_checkable
+from urllib.parse import urljoin
 
 import httpx
 import structlog
@@ -35,7 +36,13 @@ from domain.errors import (
 from domain.messages import OutgoingMessage, Receipt
 
 __all__ = [
+    "CORRELATION_HEADER",
     "DEFAULT_TIMEOUT",
+    "REPLY_TO_HEADER",
+    "LateOutcomeAdapter",
+    "acknowledgment",
+    "fetch_late_result",
+    "poll_once",
     "OVERRIDE_KINDS",
     "AgencyAdapter",
     "DeliveryResult",
@@ -393,3 +400,119 @@ async def deliver_with_retries(
         protocol_number=receipt.protocol_number,
     )
     return DeliveryResult(receipt=receipt, error=None, tries=tries)
+
+
+# ---------------------------------------------------------------------------------------------
+# Late outcomes (AgID non-blocking patterns)
+# ---------------------------------------------------------------------------------------------
+
+#: The consumer's callback address in a NONBLOCK_PUSH request (ModI guidelines).
+REPLY_TO_HEADER = "X-ReplyTo"
+#: The provider's id of a non-blocking exchange: in its 202, and in its callback.
+CORRELATION_HEADER = "X-Correlation-ID"
+
+
+@runtime_checkable
+class LateOutcomeAdapter(Protocol):
+    """An adapter that also reads late outcomes: by polling (PULL) or from a callback (PUSH)."""
+
+    agency: str
+
+    async def poll(self, message: OutgoingMessage, poll_url: str) -> Receipt:
+        """Ask the status resource once: an acknowledgment while the agency works, else the receipt.
+
+        Raises:
+            DeliveryError: as `deliver` does.
+        """
+        ...
+
+    def read_result(self, operation: str, content_type: str, body: bytes, message_id: str) -> Receipt:
+        """Read the receipt an agency POSTed to the hub's callback.
+
+        Raises:
+            DeliveryError: AgencyRejected for a refusal, AgencyProtocolError for a body that is
+                not a receipt of `operation` for `message_id`.
+        """
+        ...
+
+
+def acknowledgment(response: httpx.Response, base_url: str) -> Receipt:
+    """A 202 Accepted: the agency took the message in charge; its protocol number comes later.
+
+    `X-Correlation-ID` names the exchange in the agency's callback (PUSH); `Location`, resolved
+    against `base_url`, is the status resource to poll (PULL).
+    """
+    location = response.headers.get("location")
+    return Receipt.acknowledgment(
+        correlation_id=response.headers.get(CORRELATION_HEADER) or None,
+        poll_url=urljoin(base_url, location) if location else None,
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+    )
+
+
+async def fetch_late_result(
+    http: httpx.AsyncClient, poll_url: str, *, timeout: httpx.Timeout, ctx: ErrorContext, accept: str
+) -> httpx.Response | Receipt:
+    """Poll a status resource once (NONBLOCK_PULL).
+
+    Returns:
+        An acknowledgment while the agency still works (200 or 202, with its Retry-After), or
+        the result's reply once the status answers 303 (the result fetched from Location).
+
+    Raises:
+        DeliveryError: the status or the result could not be read (404/410: the resource is
+            gone, a permanent misconfiguration; 5xx, timeouts: transient).
+    """
+    try:
+        status = await http.get(poll_url, timeout=timeout, follow_redirects=False,
+                                headers={"Accept": "application/json, */*"})
+    except httpx.HTTPError as exc:
+        raise (classify_httpx_error(exc, ctx) or ctx.build(AgencyProtocolError, str(exc))) from exc
+    if status.status_code in (200, 202):
+        return Receipt.acknowledgment(poll_url=poll_url,
+                                      retry_after=parse_retry_after(status.headers.get("retry-after")))
+    location = status.headers.get("location")
+    if status.status_code == 303 and location:
+        try:
+            result = await http.get(urljoin(poll_url, location), timeout=timeout, headers={"Accept": accept})
+        except httpx.HTTPError as exc:
+            raise (classify_httpx_error(exc, ctx) or ctx.build(AgencyProtocolError, str(exc))) from exc
+        if result.status_code == 200:
+            return result
+        status = result
+    code = status.status_code
+    error = classify_status(code, status.headers, ctx)
+    if error is not None:
+        raise error
+    if code in (404, 410):
+        raise ctx.build(AdapterMisconfigured, f"the late outcome at {poll_url} is gone (HTTP {code})",
+                        code=f"HTTP{code}")
+    if code >= 500:
+        raise ctx.build(AgencyUnreachable, f"HTTP {code} while polling", code=f"HTTP{code}")
+    raise ctx.build(AgencyProtocolError, f"unexpected HTTP {code} while polling", code=f"HTTP{code}")
+
+
+async def poll_once(adapter: AgencyAdapter, message: OutgoingMessage, poll_url: str) -> DeliveryResult:
+    """Poll a late outcome once, recorded like one try. No retry in process: the persisted
+    poll schedule is the backoff. Never raises, except on cancellation."""
+    started_at = datetime.now(UTC)
+    t0 = time.perf_counter()
+    receipt: Receipt | None = None
+    error: DeliveryError | None = None
+    try:
+        if not isinstance(adapter, LateOutcomeAdapter):
+            raise AdapterMisconfigured(f"the {message.agency} adapter cannot poll a late outcome",
+                                       agency=message.agency, operation=message.operation,
+                                       delivery_id=message.delivery_id)
+        receipt = await adapter.poll(message, poll_url)
+    except DeliveryError as exc:
+        error = exc
+    except Exception as exc:  # a bug of the adapter: keep the traceback, retry later
+        log.exception("late_outcome_poll_crashed", agency=message.agency, delivery_id=message.delivery_id)
+        error = AgencyProtocolError(f"unclassified {type(exc).__name__} while polling",
+                                    agency=message.agency, operation=message.operation,
+                                    delivery_id=message.delivery_id, code="UNCLASSIFIED")
+    elapsed_ms = (time.perf_counter() - t0) * 1000
+    log.info("late_outcome_polled", agency=message.agency, delivery_id=message.delivery_id,
+             pending=bool(receipt and receipt.acknowledged_only), error_code=getattr(error, "code", None))
+    return DeliveryResult(receipt=receipt, error=error, tries=[TryRecord(1, started_at, elapsed_ms, error)])

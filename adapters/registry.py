@@ -1,29 +1,70 @@
-"""Which builder makes each agency's adapter, keyed by the agency's config name."""
+"""Which builder makes each agency's adapter, keyed by the agency's config name.
+
+The builders come from the agency declarations (`config/agencies/*.toml`, see
+docs/agencies-as-configuration.md): no agency has a module of its own any more, because none
+differs from the others beyond what its declaration says. `bootstrap` builds adapters from
+the catalog it loads with the configured paths; `ADAPTER_BUILDERS` and `build_adapter` read
+the default catalog, for tools and tests.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import httpx
 
 from adapters.base import AgencyAdapter
-from adapters.cciaa import build_cciaa_adapter
-from adapters.inail import build_inail_adapter
-from adapters.inps import build_inps_adapter
-from adapters.runts import build_runts_adapter
+from adapters.contracts import AgencyCatalog, load_agency_catalog
+from adapters.factory import build_agency_adapter
 
-__all__ = ["ADAPTER_BUILDERS", "AdapterBuilder", "build_adapter"]
+__all__ = ["ADAPTER_BUILDERS", "AdapterBuilder", "build_adapter", "default_catalog"]
 
-#: Every builder takes `endpoint=`, `http=` and `fault_overrides=` as keywords.
+_ROOT = Path(__file__).resolve().parent.parent
+#: Where the repository keeps its agency files and where third-party documents stay in place.
+DEFAULT_AGENCIES_DIR = _ROOT / "config" / "agencies"
+DEFAULT_EXTERNAL_DIR = _ROOT.parent / "shared" / "external"
+
+#: Every builder takes `endpoint=`, `http=`, `fault_overrides=`, `signer=` (the agency's
+#: outgoing identity, or None) and `reply_to=` (the hub's callback address for the agency's
+#: late outcomes, or None) as keywords.
 AdapterBuilder = Callable[..., AgencyAdapter]
 
+
+@functools.cache
+def default_catalog() -> AgencyCatalog:
+    """The repository's own declarations (read once, on first use)."""
+    return load_agency_catalog(DEFAULT_AGENCIES_DIR, project_root=_ROOT,
+                               external_dir=DEFAULT_EXTERNAL_DIR)
+
+
+class _Builders(Mapping[str, AdapterBuilder]):
+    """Agency name → builder, read from the default catalog when first looked at."""
+
+    def _names(self) -> list[str]:
+        return sorted(default_catalog().agencies)
+
+    def __getitem__(self, agency: str) -> AdapterBuilder:
+        spec = default_catalog().agencies[agency]
+
+        def build(*, endpoint: str, http: httpx.AsyncClient,
+                  fault_overrides: Mapping[str, str] | None = None, **options: Any) -> AgencyAdapter:
+            return build_agency_adapter(spec, endpoint=endpoint, http=http,
+                                        fault_overrides=fault_overrides, **options)
+
+        return build
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
 #: Agency name (the key under `[agencies.*]` in config) → adapter builder.
-ADAPTER_BUILDERS: dict[str, AdapterBuilder] = {
-    "inps": build_inps_adapter,
-    "inail": build_inail_adapter,
-    "cciaa": build_cciaa_adapter,
-    "runts": build_runts_adapter,
-}
+ADAPTER_BUILDERS: Mapping[str, AdapterBuilder] = _Builders()
 
 
 def build_adapter(
@@ -32,14 +73,17 @@ def build_adapter(
     endpoint: str,
     http: httpx.AsyncClient,
     fault_overrides: Mapping[str, str] | None = None,
+    signer: Any = None,
+    reply_to: str | None = None,
 ) -> AgencyAdapter:
-    """Build the adapter of `agency`.
+    """Build the adapter of `agency` from the default catalog.
 
     Raises:
-        KeyError: no adapter is known for `agency`.
+        KeyError: no agency file declares `agency`.
     """
     try:
         builder = ADAPTER_BUILDERS[agency]
     except KeyError:
         raise KeyError(f"no adapter for agency {agency!r}; known: {sorted(ADAPTER_BUILDERS)}") from None
-    return builder(endpoint=endpoint, http=http, fault_overrides=fault_overrides or {})
+    return builder(endpoint=endpoint, http=http, fault_overrides=fault_overrides or {}, signer=signer,
+                   reply_to=reply_to)

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
 import orjson
 import structlog
-import yaml
-from jsonschema import Draft4Validator
 from jsonschema.exceptions import best_match
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT4
 
 from adapters.base import (
+    REPLY_TO_HEADER,
     ErrorContext,
+    acknowledgment,
     check_fault_overrides,
     classify_httpx_error,
     classify_status,
     effective_timeout,
+    fetch_late_result,
 )
 from domain.errors import (
     AdapterMisconfigured,
@@ -33,87 +29,16 @@ from domain.errors import (
     DeliveryError,
     MessageRejectedAsInvalid,
 )
+from adapters.contracts import ContractError
+from adapters.openapi import OpenApiContract, RestOperation
 from domain.messages import OutgoingMessage, Receipt
 
-__all__ = ["RestAgencyAdapter", "RestContract", "classify_http", "load_rest_contract"]
+__all__ = ["RestAgencyAdapter", "classify_http"]
 
 log = structlog.get_logger(__name__)
 
-#: Statuses whose JSON body is the agency's receipt (docs/agency-contracts.md: 201 first
-#: filing, 200 the first receipt again for a repeated messageId).
-_RECEIPT_STATUSES = ("201", "200")
-
-
-@dataclass(frozen=True, slots=True)
-class RestContract:
-    """Where an agency's stored OpenAPI document lives and which operationIds the hub calls."""
-
-    agency: str
-    openapi: Path
-    operations: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class _Operation:
-    name: str
-    method: str
-    path: str
-    request: Draft4Validator
-    receipts: Mapping[int, Draft4Validator]
-
-
-def _pointer(*parts: str) -> str:
-    # RFC 6901: "~" then "/" are escaped inside a reference token.
-    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
-
-
-@functools.cache
-def load_rest_contract(contract: RestContract) -> Mapping[str, _Operation]:
-    """Read the OpenAPI document once and build one validator per request and receipt body.
-
-    OpenAPI 3.0 schema objects are validated as JSON Schema draft 4, whose keywords they
-    extend; references resolve inside the document.
-
-    Raises:
-        ValueError: an operationId of `contract` is missing from the document.
-    """
-    with open(contract.openapi, "rb") as fh:
-        document = yaml.safe_load(fh)
-    base = f"urn:crocevia:openapi:{contract.agency}"
-    registry = Registry().with_resource(base, Resource(document, specification=DRAFT4))
-
-    def validator(*parts: str) -> Draft4Validator:
-        return Draft4Validator(
-            {"$ref": f"{base}#{_pointer(*parts)}"},
-            registry=registry,
-            format_checker=Draft4Validator.FORMAT_CHECKER,
-        )
-
-    operations: dict[str, _Operation] = {}
-    for path, item in (document.get("paths") or {}).items():
-        for method, spec in item.items():
-            name = spec.get("operationId") if isinstance(spec, dict) else None
-            if name not in contract.operations:
-                continue
-            responses = spec.get("responses") or {}
-            receipts = {
-                int(status): validator("paths", path, method, "responses", status, "content",
-                                       "application/json", "schema")
-                for status in _RECEIPT_STATUSES
-                if "application/json" in ((responses.get(status) or {}).get("content") or {})
-            }
-            operations[name] = _Operation(
-                name=name,
-                method=method.upper(),
-                path=path,
-                request=validator("paths", path, method, "requestBody", "content",
-                                  "application/json", "schema"),
-                receipts=receipts,
-            )
-    missing = contract.operations - operations.keys()
-    if missing:
-        raise ValueError(f"{contract.agency}: {sorted(missing)} not in {contract.openapi.name}")
-    return operations
+# Loading a declared contract lives in `adapters.openapi` (shared with the contracts check).
+_Operation = RestOperation
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,61 +150,110 @@ def classify_http(
 
 
 class RestAgencyAdapter:
-    """Delivers messages to one REST agency through its stored OpenAPI contract.
+    """Delivers messages to one REST agency through one declared OpenAPI contract version.
 
     Args:
-        contract: the agency's OpenAPI document and the operationIds the hub calls.
+        contract: the loaded contract (`adapters.openapi.load_openapi_contract`): operations,
+            request and receipt schemas, receipt mapping, from `config/agencies/`.
         endpoint: the base URL; the document's paths are appended to it.
         http: the hub's client; its timeouts apply, unset ones default to `DEFAULT_TIMEOUT`.
-        fault_overrides: `{codice: kind}` for this agency's rejection codes.
+        fault_overrides: `{codice: kind}` for this agency's rejection codes; they win over the
+            contract's own `fault_overrides`.
+        timeout: this contract's timeouts, or None for the client's.
+        signer: signs each request the ModI way (`security.modi.ModiSigner`: ID_AUTH_REST_02
+            token, Digest and Agid-JWT-Signature), or None.
+        reply_to: the hub's callback address for this agency's late outcomes (`X-ReplyTo`,
+            AgID NONBLOCK_PUSH), or None.
     """
 
     def __init__(
         self,
-        contract: RestContract,
+        contract: OpenApiContract,
         *,
         endpoint: str,
         http: httpx.AsyncClient,
         fault_overrides: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+        signer: Any = None,
+        reply_to: str | None = None,
     ) -> None:
-        self.agency = contract.agency
-        self._operations = load_rest_contract(contract)
+        self.agency = contract.spec.agency
+        self.contract = contract
+        self._signer = signer
+        self._reply_to = reply_to
+        self._operations = contract.operations
         self._endpoint = endpoint.rstrip("/")
         self._http = http
-        self._timeout = effective_timeout(http.timeout)
-        self._overrides = check_fault_overrides(fault_overrides or {})
+        self._timeout = effective_timeout(timeout or http.timeout)
+        self._overrides = check_fault_overrides(
+            {**dict(contract.spec.fault_overrides), **(fault_overrides or {})}
+        )
 
     def __repr__(self) -> str:
-        return f"RestAgencyAdapter(agency={self.agency!r}, endpoint={self._endpoint!r})"
+        return (f"RestAgencyAdapter(contract={self.contract.spec.ref!r}, "
+                f"endpoint={self._endpoint!r})")
 
     def _read_receipt(
         self, response: httpx.Response, operation: _Operation, message: OutgoingMessage,
         ctx: ErrorContext,
     ) -> Receipt | None:
-        """The receipt in a 200/201 (or a 409 repeating one); None when it is not a receipt."""
+        """The receipt in a receipt status (201/200 unless the contract says otherwise), or
+        in a 409 repeating one; None when the reply is not a receipt."""
         status = response.status_code
         validator = operation.receipts.get(status)
         if validator is None and status == 409:
             validator = next(iter(operation.receipts.values()), None)
-        if validator is None:
+            if validator is None:
+                return None
+        elif status not in operation.receipt_statuses:
             return None
-        body = _json_object(response)
-        error = best_match(validator.iter_errors(body)) if body is not None else None
+        body = _json_object(response) if validator is not None or response.content else {}
+        error = (best_match(validator.iter_errors(body))
+                 if body is not None and validator is not None else None)
         if body is None or error is not None:
             if status == 409:
                 return None  # an ordinary conflict: classified as a rejection
             reason = error.message if error is not None else "not a JSON object"
             raise ctx.build(AgencyProtocolError, f"HTTP {status} receipt fails the contract: "
                                                  f"{reason}", code="PROTOCOL")
-        if body["messageId"] != message.message_id:
-            raise ctx.build(AgencyProtocolError, "the receipt is for another message id",
-                            code="PROTOCOL")
-        return Receipt(
-            protocol_number=body["protocollo"],
-            protocolled_at=body["dataProtocollo"],
-            outcome=body["esito"],
-            references={str(k): str(v) for k, v in (body.get("riferimenti") or {}).items()},
-        )
+        return self.contract.receipt.receipt(body, response.headers, message.message_id, ctx)
+
+    def _operation(self, name: str, ctx: ErrorContext) -> _Operation:
+        try:
+            return self.contract.operation(name)
+        except ContractError as exc:
+            raise ctx.build(AdapterMisconfigured, str(exc), code="UNKNOWN_OPERATION") from exc
+
+    async def poll(self, message: OutgoingMessage, poll_url: str) -> Receipt:
+        """Ask the agency's status resource for a late outcome (NONBLOCK_PULL), once.
+
+        Raises:
+            DeliveryError: the status or result could not be read, or is not a receipt.
+        """
+        ctx = ErrorContext(self.agency, message.operation, message.delivery_id)
+        operation = self._operation(message.operation, ctx)
+        found = await fetch_late_result(self._http, poll_url, timeout=self._timeout, ctx=ctx,
+                                        accept="application/json, application/problem+json")
+        if isinstance(found, Receipt):
+            return found
+        receipt = self._read_receipt(found, operation, message, ctx)
+        if receipt is not None:
+            return receipt
+        raise _classify(found, ctx, self._overrides)
+
+    def read_result(self, operation: str, content_type: str, body: bytes, message_id: str) -> Receipt:
+        """Read the receipt an agency POSTed to the hub's callback (NONBLOCK_PUSH).
+
+        Raises:
+            DeliveryError: AgencyProtocolError for a body that is not a receipt for `message_id`.
+        """
+        ctx = ErrorContext(self.agency, operation)
+        message = OutgoingMessage(message_id, "", "", self.agency, operation, {})
+        response = httpx.Response(200, headers={"content-type": content_type}, content=body)
+        receipt = self._read_receipt(response, self._operation(operation, ctx), message, ctx)
+        if receipt is None:  # pragma: no cover - the contract always describes a 200 receipt
+            raise ctx.build(AgencyProtocolError, "the callback holds no receipt", code="PROTOCOL")
+        return receipt
 
     async def deliver(self, message: OutgoingMessage) -> Receipt:
         """Validate, send and read the receipt of one message.
@@ -290,31 +264,24 @@ class RestAgencyAdapter:
             DeliveryError: any other failure, classified by `classify_http`.
         """
         ctx = ErrorContext(self.agency, message.operation, message.delivery_id)
-        operation = self._operations.get(message.operation)
-        if operation is None:
-            raise ctx.build(AdapterMisconfigured,
-                            f"operation {message.operation!r} is not in the {self.agency} contract",
-                            code="UNKNOWN_OPERATION")
+        operation = self._operation(message.operation, ctx)
         header = message.content.get("messageHeader")
         if isinstance(header, Mapping) and header.get("messageId") != message.message_id:
             raise ctx.build(MessageRejectedAsInvalid,
                             "messageHeader.messageId differs from the delivery's message id")
-        invalid = best_match(operation.request.iter_errors(message.content))
-        if invalid is not None:
-            where = invalid.json_path
-            raise ctx.build(MessageRejectedAsInvalid,
-                            f"the message fails the {self.agency} contract at {where}: "
-                            f"{invalid.message}") from invalid
-        try:
-            body = orjson.dumps(message.content)
-        except TypeError as exc:
-            raise ctx.build(MessageRejectedAsInvalid, f"the message is not JSON: {exc}") from exc
+        body = self.contract.serialize(message.operation, message.content, ctx)
         headers = {
             "Content-Type": "application/json",
             "Accept": "application/json, application/problem+json",
-            # The agency drops a repeat with the same key (docs/agency-contracts.md).
-            "Idempotency-Key": message.message_id,
         }
+        if self.contract.spec.message_id_header:
+            # The agency drops a repeat with the same key (RUNTS: Idempotency-Key).
+            headers[self.contract.spec.message_id_header] = message.message_id
+        if self._reply_to:
+            headers[REPLY_TO_HEADER] = self._reply_to
+        if self._signer is not None:
+            # New tokens for every try: each carries its own jti.
+            headers.update(self._signer.headers(body=body, content_type=headers["Content-Type"]))
         try:
             response = await self._http.request(
                 operation.method, self._endpoint + operation.path,
@@ -324,6 +291,9 @@ class RestAgencyAdapter:
             raise _classify(exc, ctx, self._overrides) from exc
         log.debug("rest_reply_received", agency=self.agency, operation=message.operation,
                   status=response.status_code)
+        if response.status_code == 202:
+            # Taken in charge, protocol number later (AgID non-blocking patterns).
+            return acknowledgment(response, self._endpoint + operation.path)
         receipt = self._read_receipt(response, operation, message, ctx)
         if receipt is not None:
             return receipt

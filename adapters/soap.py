@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +13,16 @@ import structlog
 import zeep
 import zeep.exceptions as zx
 from lxml import etree
-from zeep import ns as zeep_ns
-from zeep.wsdl.bindings.soap import Soap12Binding
 
 from adapters.base import (
-    DEFAULT_TIMEOUT,
+    REPLY_TO_HEADER,
     ErrorContext,
+    acknowledgment,
     check_fault_overrides,
     classify_httpx_error,
     classify_status,
     effective_timeout,
+    fetch_late_result,
 )
 from domain.errors import (
     AdapterMisconfigured,
@@ -36,14 +33,14 @@ from domain.errors import (
     MessageRejectedAsInvalid,
     OutcomeUnknown,
 )
+from adapters.contracts import ContractError
+from adapters.wsdl import ENVELOPE_NS, WsdlContract, hardened_parser
 from domain.messages import OutgoingMessage, Receipt
 
 __all__ = [
     "SCHEMAS_DIR",
     "SoapAgencyAdapter",
-    "SoapContract",
     "classify_soap",
-    "load_soap_contract",
 ]
 
 log = structlog.get_logger(__name__)
@@ -51,127 +48,9 @@ log = structlog.get_logger(__name__)
 #: Root of the stored contracts (`schemas/` at the top of the project).
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
-_ENV_NS = {"1.1": zeep_ns.SOAP_ENV_11, "1.2": zeep_ns.SOAP_ENV_12}
-
-
-@dataclass(frozen=True, slots=True)
-class SoapContract:
-    """Where an agency's stored SOAP contract lives and what the adapter may call in it."""
-
-    agency: str
-    wsdl: Path
-    xsd: Path
-    binding: str  #: the binding QName, `{namespace}LocalName`
-    soap_version: str  #: "1.1" or "1.2"
-    operations: frozenset[str]
-
-
-# ---------------------------------------------------------------------------------------------
-# Contract loading (once per contract)
-# ---------------------------------------------------------------------------------------------
-
-
-class _NoNetworkAdapter(requests.adapters.BaseAdapter):
-    """Refuses every request: stored contracts are read from disk, never fetched."""
-
-    def send(self, request, *args: Any, **kwargs: Any):  # type: ignore[override]
-        raise requests.exceptions.ConnectionError(
-            f"network access is disabled while loading a stored contract ({request.url})"
-        )
-
-    def close(self) -> None:
-        pass
-
-
-def _offline_session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    for prefix in ("http://", "https://"):
-        session.mount(prefix, _NoNetworkAdapter())
-    return session
-
-
-def _hardened_parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Operation:
-    name: str
-    binding_operation: Any  # zeep SoapOperation, kept for process_reply
-    headers: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class _LoadedContract:
-    contract: SoapContract
-    client: zeep.Client
-    binding: Any  # zeep SoapBinding
-    schema: etree.XMLSchema
-    operations: Mapping[str, _Operation]
-    body_tag: str
-
-
-def _http_headers(version: str, action: str | None) -> dict[str, str]:
-    if version == "1.2":
-        # SOAP 1.2 carries the action as a media-type parameter (RFC 3902), not a header.
-        content_type = "application/soap+xml; charset=utf-8"
-        if action:
-            content_type += f'; action="{action}"'
-        return {"Content-Type": content_type, "Accept": "application/soap+xml, text/xml"}
-    # SOAP 1.1 section 6.1.1: SOAPAction is a quoted URI, possibly empty.
-    return {
-        "Content-Type": "text/xml; charset=utf-8",
-        "SOAPAction": f'"{action or ""}"',
-        "Accept": "text/xml",
-    }
-
-
-@functools.cache
-def load_soap_contract(contract: SoapContract) -> _LoadedContract:
-    """Parse a stored WSDL and XSD once; later calls return the same objects.
-
-    Raises:
-        ValueError: the files disagree with `contract` (binding, version or operations).
-        OSError / zeep or lxml errors: a missing or broken contract file.
-    """
-    settings = zeep.Settings(
-        strict=True, forbid_dtd=True, forbid_entities=True, forbid_external=True,
-        xml_huge_tree=False,
-    )
-    transport = zeep.Transport(
-        session=_offline_session(),
-        timeout=DEFAULT_TIMEOUT.read,
-        operation_timeout=DEFAULT_TIMEOUT.read,
-    )
-    client = zeep.Client(str(contract.wsdl), transport=transport, settings=settings)
-    try:
-        binding = client.wsdl.bindings[contract.binding]
-    except KeyError:
-        raise ValueError(
-            f"{contract.agency}: binding {contract.binding} not in {contract.wsdl.name}"
-        ) from None
-    actual = "1.2" if isinstance(binding, Soap12Binding) else "1.1"
-    if actual != contract.soap_version:
-        raise ValueError(
-            f"{contract.agency}: {contract.binding} is SOAP {actual}, not {contract.soap_version}"
-        )
-    operations: dict[str, _Operation] = {}
-    for name in sorted(contract.operations):
-        operation = binding.get(name)  # zeep raises ValueError on an unknown name
-        headers = _http_headers(actual, operation.soapaction)
-        operations[name] = _Operation(name, operation, headers)
-    schema = etree.XMLSchema(etree.parse(str(contract.xsd), _hardened_parser()))
-    return _LoadedContract(
-        contract=contract,
-        client=client,
-        binding=binding,
-        schema=schema,
-        operations=operations,
-        body_tag=f"{{{_ENV_NS[actual]}}}Body",
-    )
+# Loading a declared contract lives in `adapters.wsdl` (shared with the contracts check).
+_ENV_NS = ENVELOPE_NS
+_hardened_parser = hardened_parser
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,89 +295,113 @@ def classify_soap(
 # ---------------------------------------------------------------------------------------------
 
 
-def _field(value: Any, name: str) -> Any:
-    try:
-        return value[name]
-    except (KeyError, TypeError, IndexError, AttributeError):
-        return None
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return "" if value is None else str(value)
-
-
 class SoapAgencyAdapter:
-    """Delivers messages to one SOAP agency through its stored contract.
+    """Delivers messages to one SOAP agency through one declared contract version.
 
     Args:
-        contract: the agency's stored WSDL/XSD and the operations it may call.
+        contract: the loaded contract (`adapters.wsdl.load_wsdl_contract`): WSDL, binding,
+            operations, pre-send schema and receipt mapping, from `config/agencies/`.
         endpoint: the service address (overrides the WSDL's).
         http: the hub's client; its timeouts apply, unset ones default to `DEFAULT_TIMEOUT`.
-        fault_overrides: `{code: kind}` for this agency's fault codes.
+        fault_overrides: `{code: kind}` for this agency's fault codes; they win over the
+            contract's own `fault_overrides`.
+        timeout: this contract's timeouts, or None for the client's.
+        signer: a zeep egress plugin applied to each envelope after validation (the agency's
+            WS-Security profile, `security.wssecurity.WsSecurityPlugin`), or None.
+        reply_to: the hub's callback address for this agency's late outcomes (`X-ReplyTo`,
+            AgID NONBLOCK_PUSH), or None.
     """
 
     def __init__(
         self,
-        contract: SoapContract,
+        contract: WsdlContract,
         *,
         endpoint: str,
         http: httpx.AsyncClient,
         fault_overrides: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+        signer: zeep.Plugin | None = None,
+        reply_to: str | None = None,
     ) -> None:
-        self.agency = contract.agency
-        self._loaded = load_soap_contract(contract)
-        self._service = self._loaded.client.create_service(contract.binding, endpoint)
+        self.agency = contract.spec.agency
+        self.contract = contract
+        self._signer = signer
+        self._reply_to = reply_to
+        self._loaded = contract
         self._endpoint = endpoint
         self._http = http
-        self._timeout = effective_timeout(http.timeout)
-        self._overrides = check_fault_overrides(fault_overrides or {})
+        self._timeout = effective_timeout(timeout or http.timeout)
+        self._overrides = check_fault_overrides(
+            {**dict(contract.spec.fault_overrides), **(fault_overrides or {})}
+        )
 
     def __repr__(self) -> str:
-        return f"SoapAgencyAdapter(agency={self.agency!r}, endpoint={self._endpoint!r})"
+        return (f"SoapAgencyAdapter(contract={self.contract.spec.ref!r}, "
+                f"endpoint={self._endpoint!r})")
 
     def _serialize(self, message: OutgoingMessage, ctx: ErrorContext) -> bytes:
         header = message.content.get("messageHeader")
         if isinstance(header, Mapping) and header.get("messageId") != message.message_id:
             raise ctx.build(MessageRejectedAsInvalid,
                             "messageHeader.messageId differs from the delivery's message id")
-        client = self._loaded.client
-        try:
-            envelope = client.create_message(self._service, message.operation, **message.content)
-        except (zx.Error, TypeError, ValueError) as exc:
-            # TypeError/ValueError: zeep's answer to unknown or unconvertible fields.
-            raise ctx.build(MessageRejectedAsInvalid, f"the message does not fit the contract: "
-                                                      f"{exc}") from exc
-        body = envelope.find(self._loaded.body_tag)
-        if body is None or len(body) == 0:
-            raise ctx.build(AdapterMisconfigured, "zeep built an envelope without a body element")
-        try:
-            self._loaded.schema.assertValid(body[0])
-        except etree.DocumentInvalid as exc:
-            raise ctx.build(MessageRejectedAsInvalid,
-                            f"the message fails the {self.agency} XSD: {exc}") from exc
+        # zeep (strict) builds the envelope, the contract's schema validates its body.
+        envelope = self._loaded.build(message.operation, message.content, ctx)
+        if self._signer is not None:
+            # Signed last, over exactly the bytes that leave (zeep's egress plugin contract).
+            envelope, _ = self._signer.egress(envelope, {}, message.operation, {})
         return etree.tostring(envelope, encoding="utf-8", xml_declaration=True)
 
-    def _read_receipt(self, result: Any, message: OutgoingMessage, ctx: ErrorContext) -> Receipt:
-        ricevuta = _field(result, "ricevuta")
-        if ricevuta is None:
-            ricevuta = result  # zeep unwraps a response element with a single child
-        protocol_number = _text(_field(ricevuta, "protocollo"))
-        if not protocol_number:
-            raise ctx.build(AgencyProtocolError, "the reply holds no protocol number")
-        echoed = _text(_field(ricevuta, "messageId"))
-        if echoed and echoed != message.message_id:
-            raise ctx.build(AgencyProtocolError, "the receipt is for another message id")
-        references = {}
-        for item in _field(ricevuta, "riferimento") or []:
-            references[_text(_field(item, "nome"))] = _text(_field(item, "valore"))
-        return Receipt(
-            protocol_number=protocol_number,
-            protocolled_at=_text(_field(ricevuta, "dataProtocollo")),
-            outcome=_text(_field(ricevuta, "esito")) or "ACQUISITA",
-            references=references,
-        )
+    def _read_receipt(self, response: httpx.Response, message: OutgoingMessage,
+                      ctx: ErrorContext) -> Receipt:
+        """The receipt, read with the contract's receipt mapping from the reply's body."""
+        payload = self._loaded.payload(response.content)
+        if payload is None:
+            raise ctx.build(AgencyProtocolError, "the reply has no body element", code="PROTOCOL")
+        return self._loaded.receipt.receipt(payload, response.headers, message.message_id, ctx)
+
+    def _operation(self, name: str, ctx: ErrorContext) -> Any:
+        try:
+            return self._loaded.operation(name)
+        except ContractError as exc:
+            raise ctx.build(AdapterMisconfigured, str(exc), code="UNKNOWN_OPERATION") from exc
+
+    def _receipt_from(self, response: httpx.Response, operation: Any, message: OutgoingMessage,
+                      ctx: ErrorContext) -> Receipt:
+        try:
+            # zeep raises the agency's fault and checks the reply against the contract; the
+            # receipt itself is read with the declared mapping.
+            self._loaded.binding.process_reply(
+                self._loaded.client, operation.binding_operation, response
+            )
+        except (zx.Error, etree.LxmlError) as exc:
+            raise _classify(exc, ctx, self._overrides) from exc
+        return self._read_receipt(response, message, ctx)
+
+    async def poll(self, message: OutgoingMessage, poll_url: str) -> Receipt:
+        """Ask the agency's status resource for a late outcome (NONBLOCK_PULL), once.
+
+        Raises:
+            DeliveryError: the status or result could not be read, or the result is a fault.
+        """
+        ctx = ErrorContext(self.agency, message.operation, message.delivery_id)
+        operation = self._operation(message.operation, ctx)
+        found = await fetch_late_result(self._http, poll_url, timeout=self._timeout, ctx=ctx,
+                                        accept=operation.headers.get("Accept", "text/xml"))
+        if isinstance(found, Receipt):
+            return found
+        return self._receipt_from(found, operation, message, ctx)
+
+    def read_result(self, operation: str, content_type: str, body: bytes, message_id: str) -> Receipt:
+        """Read the reply an agency POSTed to the hub's callback (NONBLOCK_PUSH).
+
+        Raises:
+            DeliveryError: AgencyRejected for a refusal (a SOAP fault), AgencyProtocolError for
+                a body that is not this operation's reply for `message_id`.
+        """
+        ctx = ErrorContext(self.agency, operation)
+        message = OutgoingMessage(message_id, "", "", self.agency, operation, {})
+        response = httpx.Response(200, headers={"content-type": content_type}, content=body)
+        return self._receipt_from(response, self._operation(operation, ctx), message, ctx)
 
     async def deliver(self, message: OutgoingMessage) -> Receipt:
         """Validate, send and read the receipt of one message.
@@ -509,16 +412,17 @@ class SoapAgencyAdapter:
             DeliveryError: any other failure, classified by `classify_soap`.
         """
         ctx = ErrorContext(self.agency, message.operation, message.delivery_id)
-        operation = self._loaded.operations.get(message.operation)
-        if operation is None:
-            raise ctx.build(AdapterMisconfigured,
-                            f"operation {message.operation!r} is not in the {self.agency} contract",
-                            code="UNKNOWN_OPERATION")
+        operation = self._operation(message.operation, ctx)
         payload = self._serialize(message, ctx)
+        headers = dict(operation.headers)
+        if self._loaded.spec.message_id_header:  # contracts without our envelope
+            headers[self._loaded.spec.message_id_header] = message.message_id
+        if self._reply_to:
+            headers[REPLY_TO_HEADER] = self._reply_to
         started = time.perf_counter()
         try:
             response = await self._http.post(
-                self._endpoint, content=payload, headers=operation.headers, timeout=self._timeout
+                self._endpoint, content=payload, headers=headers, timeout=self._timeout
             )
         except httpx.HTTPError as exc:
             raise _classify(exc, ctx, self._overrides) from exc
@@ -528,13 +432,10 @@ class SoapAgencyAdapter:
         status_error = classify_status(response.status_code, response.headers, ctx)
         if status_error is not None:
             raise status_error
-        try:
-            result = self._loaded.binding.process_reply(
-                self._loaded.client, operation.binding_operation, response
-            )
-        except (zx.Error, etree.LxmlError) as exc:
-            raise _classify(exc, ctx, self._overrides) from exc
-        return self._read_receipt(result, message, ctx)
+        if response.status_code == 202:
+            # Taken in charge, protocol number later (AgID non-blocking patterns).
+            return acknowledgment(response, self._endpoint)
+        return self._receipt_from(response, operation, message, ctx)
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP client belongs to the hub, the contract is shared."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,10 +22,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import PortalAuthenticator
+from api.auth import Caller, RequestGuard, authenticate
+from api.delegations import delegation_routes
+from api.deliveries import delivery_routes, recipient_json
 from api.problems import problem_response
 from domain.intake import FilingRefused
 from routing.routes import RouteTable
+from service.identity import IdentityStore, RecipientsNotAuthorized, authorize_filing
 from service.intake import NoRecipients, accept_filing
 from service.ports import FilingView, IdempotencyConflict, NewFiling, Store
 
@@ -42,9 +45,12 @@ class ApiContext:
     store: Store
     validator: Any  # schemas.filing.FilingValidator
     routes: RouteTable
-    authenticator: PortalAuthenticator
+    guard: RequestGuard  # ModI signatures, replayed tokens, lockout (api.auth)
+    identity: IdentityStore  # delegations and the identity audit lines
     max_body_bytes: int = 1_048_576
     on_accepted: Callable[[], None] | None = None  # wakes an in-process worker
+    #: agency → reads its late-outcome callbacks (`service.recipients.OutcomeReader`)
+    outcome_readers: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -58,38 +64,21 @@ def _filing_json(view: FilingView) -> dict[str, Any]:
         "state": view.state,
         "createdAt": view.created_at.isoformat(),
         "updatedAt": view.updated_at.isoformat(),
-        "recipients": [
-            {
-                "agency": d.agency,
-                "operation": d.operation,
-                "messageId": d.message_id,
-                "state": d.state,
-                "protocolNumber": d.protocol_number,
-                "protocolledAt": d.protocolled_at,
-                "outcomeCode": d.outcome_code,
-                "outcomeText": d.outcome_text,
-                "references": d.references,
-                "attempts": d.attempts,
-                "lastError": d.last_error,
-                "nextAttemptAt": (
-                    datetime.fromtimestamp(d.next_attempt_at, timezone.utc).isoformat()
-                    if d.next_attempt_at
-                    else None
-                ),
-            }
-            for d in view.deliveries
-        ],
+        "recipients": [recipient_json(d) for d in view.deliveries],
     }
 
 
-def _unauthorized(request: Request) -> Response:
+def _not_authorized(request: Request, exc: RecipientsNotAuthorized) -> Response:
     return problem_response(
-        401,
-        "unauthenticated",
-        "Unauthenticated",
-        "a valid portal credential is required (Authorization: Bearer <key>)",
-        instance=request.url.path,
-        headers={"WWW-Authenticate": 'Bearer realm="crocevia"'},
+        403, "recipients-not-authorized", "Forbidden", str(exc), instance=request.url.path,
+        errors=[
+            {"code": reason.code, "location": f"agency:{refusal.agency}", "detail": reason.detail}
+            for refusal in exc.refusals for reason in refusal.reasons
+        ],
+        extra={"agencies": [
+            {"agency": r.agency, "reasons": [{"code": x.code, "detail": x.detail} for x in r.reasons]}
+            for r in exc.refusals
+        ]},
     )
 
 
@@ -124,12 +113,15 @@ class _TooLarge(Exception):
 
 def create_app(ctx: ApiContext) -> Starlette:
     async def submit_filing(request: Request) -> Response:
-        portal = ctx.authenticator.portal_for(request.headers.get("authorization"))
-        if portal is None:
-            await run_in_threadpool(
-                _audit_quietly, ctx.store, "anonymous", "authentication_failed", "", "refused", {"path": request.url.path}
-            )
-            return _unauthorized(request)
+        # The body is read first: its Digest is part of the signature (INTEGRITY_REST_01).
+        try:
+            body: bytes | None = await _read_body(request, ctx.max_body_bytes)
+        except _TooLarge:
+            body = None
+        caller = await authenticate(ctx.guard, request, body or b"")
+        if isinstance(caller, Response):
+            return caller
+        portal = caller.portal
         structlog.contextvars.bind_contextvars(portal=portal, request_id=uuid.uuid4().hex[:16])
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in _XML_TYPES | _JSON_TYPES:
@@ -146,27 +138,34 @@ def create_app(ctx: ApiContext) -> Starlette:
                 400, "invalid-idempotency-key", "Bad Request",
                 "Idempotency-Key must be 1 to 255 characters", instance=request.url.path,
             )
-        try:
-            body = await _read_body(request, ctx.max_body_bytes)
-        except _TooLarge:
-            return await _refuse(request, portal, 413, "document-too-large", "Content Too Large",
+        if body is None:
+            return await _refuse(request, caller, 413, "document-too-large", "Content Too Large",
                                  f"the filing exceeds {ctx.max_body_bytes} bytes", [])
         try:
-            return await run_in_threadpool(_accept, request, portal, media_type, body, idempotency_key)
+            return await run_in_threadpool(_accept, request, caller, media_type, body, idempotency_key)
         except FilingRefused as refused:
             return await _refuse(
-                request, portal, refused.status, refused.problem, refused.title, str(refused),
+                request, caller, refused.status, refused.problem, refused.title, str(refused),
                 [_violation_json(v) for v in refused.violations],
             )
+        except RecipientsNotAuthorized as exc:
+            await _refuse(request, caller, 403, "recipients-not-authorized", "Forbidden", str(exc),
+                          [{"code": x.code, "location": f"agency:{r.agency}"}
+                           for r in exc.refusals for x in r.reasons])
+            return _not_authorized(request, exc)
         except (OperationalError, DBAPIError):
             log.warning("store_unavailable", exc_info=True)
             return _unavailable(request)
 
-    def _accept(request: Request, portal: str, media_type: str, body: bytes, key: str | None) -> Response:
+    def _accept(request: Request, caller: Caller, media_type: str, body: bytes, key: str | None) -> Response:
+        portal = caller.portal
         if media_type in _JSON_TYPES:
             parsed = ctx.validator.parse_json(body)
         else:
             parsed = ctx.validator.parse(body)
+        assert caller.user is not None  # filings always name the user
+        granted = authorize_filing(ctx.identity, ctx.routes, parsed.kind, parsed.root, caller.user,
+                                   ctx.guard.now())
         new = NewFiling(
             kind=parsed.kind,
             portal=portal,
@@ -178,7 +177,15 @@ def create_app(ctx: ApiContext) -> Starlette:
             digest=parsed.digest,
             received_at=datetime.now(timezone.utc),
             idempotency_key=key,
-            request_digest=hashlib.sha256(media_type.encode() + b"\n" + body).hexdigest() if key else None,
+            # The same key from another user is another request, not a replay.
+            request_digest=hashlib.sha256(
+                media_type.encode() + b"\n" + caller.user.tax_code.encode() + b"\n" + body
+            ).hexdigest() if key else None,
+            filed_by=caller.user.tax_code,
+            responsible_tax_code=granted.responsible_tax_code,
+            authorization=granted.as_json(),
+            viewers=granted.viewers,
+            auth_context=caller.audit_context(),
         )
         try:
             accepted = accept_filing(ctx.store, ctx.routes, parsed.root, new)
@@ -209,25 +216,32 @@ def create_app(ctx: ApiContext) -> Starlette:
             headers,
         )
 
-    async def _refuse(request: Request, portal: str, status: int, slug: str, title: str,
+    async def _refuse(request: Request, caller: Caller, status: int, slug: str, title: str,
                       detail: str, errors: list[dict[str, Any]]) -> Response:
         log.info("filing_refused", problem=slug, violations=len(errors))
         try:
             await run_in_threadpool(
-                ctx.store.audit, f"portal:{portal}", "filing_refused", "", slug,
-                {"status": status, "violations": [e.get("code") for e in errors][:50]},
+                ctx.store.audit, caller.actor, "filing_refused", "", slug,
+                {"status": status, "violations": [e.get("code") for e in errors][:50],
+                 "agencies": sorted({e["location"][7:] for e in errors
+                                     if str(e.get("location", "")).startswith("agency:")}),
+                 **caller.audit_context()},
             )
         except (OperationalError, DBAPIError):
             log.warning("audit_unavailable", exc_info=True)
         return problem_response(status, slug, title, detail, instance=request.url.path, errors=errors)
 
     async def get_filing(request: Request) -> Response:
-        portal = ctx.authenticator.portal_for(request.headers.get("authorization"))
-        if portal is None:
-            return _unauthorized(request)
+        caller = await authenticate(ctx.guard, request, await request.body())
+        if isinstance(caller, Response):
+            return caller
+        assert caller.user is not None
         reference = request.path_params["reference"]
         try:
-            view = await run_in_threadpool(ctx.store.get_filing, reference, portal)
+            # Another portal's or another user's filing is as absent as an unknown one.
+            view = await run_in_threadpool(ctx.store.get_filing, reference, caller.portal, caller.user.tax_code)
+            await run_in_threadpool(ctx.store.audit, caller.actor, "filing_read", reference,
+                                    "ok" if view is not None else "not_found", caller.audit_context())
         except (OperationalError, DBAPIError):
             return _unavailable(request)
         if view is None:
@@ -252,6 +266,8 @@ def create_app(ctx: ApiContext) -> Starlette:
         routes=[
             Route("/v1/filings", submit_filing, methods=["POST"]),
             Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
+            *delegation_routes(ctx),
+            *delivery_routes(ctx),
             Route("/health", health, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
@@ -264,9 +280,3 @@ def _violation_json(v: Any) -> dict[str, Any]:
         item["line"] = v.line
     return item
 
-
-def _audit_quietly(store: Store, actor: str, action: str, subject: str, outcome: str, detail: dict[str, Any]) -> None:
-    try:
-        store.audit(actor, action, subject, outcome, detail)
-    except (OperationalError, DBAPIError):
-        log.warning("audit_unavailable", exc_info=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import statistics
 import subprocess
@@ -31,11 +30,15 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cli.client import declarant_of, demo_user  # noqa: E402
+from security.keys import generate_private_key, public_pem  # noqa: E402
+from security.modi import ModiSigner  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
 
 EXAMPLES = ROOT / "schemas" / "filing" / "v1" / "examples"
 MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml"]
-KEY = "bench-portal-key"
+#: The bench portal signs like any portal (ModI, ES256); its key is made per run.
+BENCH_KEY = generate_private_key("ES256")
 
 
 def _free_port() -> int:
@@ -67,10 +70,12 @@ def _percentile(values: list[float], p: float) -> float:
 async def _submit_all(base: str, n: int, concurrency: int, rate: float = 0.0) -> tuple[float, float, int]:
     """Submit `n` filings with at most `concurrency` in flight; `rate` > 0 paces them (open loop)."""
     docs = [(EXAMPLES / name).read_bytes() for name in MIX]
+    users = [demo_user(declarant_of(doc)) for doc in docs]  # each example's declarant files it
+    signer = ModiSigner(issuer="bench", private_key=BENCH_KEY, audience="crocevia")
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     refused = 0
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60, trust_env=False,
-                                 headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/xml"}) as client:
+                                 headers={"Content-Type": "application/xml"}) as client:
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(n):
             queue.put_nowait(i)
@@ -81,7 +86,9 @@ async def _submit_all(base: str, n: int, concurrency: int, rate: float = 0.0) ->
                 i = queue.get_nowait()
                 if rate:
                     await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-                r = await client.post("/v1/filings", content=docs[i % len(docs)])
+                doc = docs[i % len(docs)]
+                signed = signer.headers(body=doc, content_type="application/xml", user=users[i % len(docs)])
+                r = await client.post("/v1/filings", content=doc, headers=signed)
                 if r.status_code != 202:
                     refused += 1
 
@@ -110,7 +117,8 @@ def main() -> int:
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENCIES__", "DATABASE__", "PORTALS__"))}
         env.update({"DATABASE__URL": db_url, "LOG_LEVEL": "warning",
-                    "PORTALS__BENCH__API_KEY_SHA256": hashlib.sha256(KEY.encode()).hexdigest()})
+                    "PORTALS__BENCH__ALGORITHM": "ES256",
+                    "PORTALS__BENCH__PUBLIC_KEY": public_pem(BENCH_KEY).decode()})
         for agency in sims.urls:
             env[f"AGENCIES__{agency.upper()}__ENDPOINT"] = sims.soap_endpoint(agency)
             env[f"AGENCIES__{agency.upper()}__CONCURRENCY"] = "128"

@@ -1,4 +1,10 @@
-"""A small portal client for the hub's HTTP API (used by the CLI, the demo and benchmarks)."""
+"""A small portal client for the hub's HTTP API (used by the CLI, the demo and benchmarks).
+
+Every request is ModI-signed (`security.modi.ModiSigner`) and names the user the portal
+vouches for. Like the demo portal it stands for, the client can vouch for a filing's own
+declarant, as if they had just logged in with SPID level 2 (`demo_user`): a real portal names
+the user its SPID/CIE/CNS login authenticated.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,73 @@ import time
 from typing import Any
 
 import httpx
+import orjson
+from lxml import etree
 
-__all__ = ["PortalClient", "TERMINAL_FILING_STATES"]
+from domain.identity import User, level_from_loa, normalise_user_id
+from security.modi import ModiSigner
+
+__all__ = ["DEMO_OPERATOR", "PortalClient", "TERMINAL_FILING_STATES", "declarant_of", "demo_user"]
+
+#: Who the demo portal vouches for when a document names no readable declarant (a fictitious
+#: person: the operator at the portal's desk).
+DEMO_OPERATOR = "DMOPRT80A01H501I"
 
 TERMINAL_FILING_STATES = frozenset({"protocolled", "partially_rejected", "rejected", "undeliverable"})
 
 
+def demo_user(tax_code: str, auth: str = "SPID2", location: str = "127.0.0.1") -> User:
+    """A user as a portal would vouch for them: `auth` is SPID1..3, CIE or CNS."""
+    upper = auth.strip().upper()
+    method = "SPID" if upper.startswith("SPID") else upper[:3]
+    level = upper[4:] if upper.startswith("SPID") else upper[3:]
+    auth_method, number = level_from_loa(method, level or None)
+    return User(tax_code=normalise_user_id(tax_code), auth_method=auth_method, level=number,
+                idp="https://demo.spid.example/idp" if auth_method.value == "SPID" else "",
+                location=location)
+
+
+def declarant_of(document: bytes, content_type: str = "application/xml") -> str:
+    """The declarant's tax code in a unified filing (XML or JSON), or "" when absent."""
+    try:
+        if content_type.split(";")[0].strip() == "application/json":
+            data = orjson.loads(document)
+            return str(((data or {}).get("declarant") or {}).get("taxCode") or "")
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+        root = etree.fromstring(document, parser)
+        return (root.findtext("{urn:crocevia:filing:v1}declarant/{urn:crocevia:filing:v1}taxCode") or "").strip()
+    except (etree.XMLSyntaxError, orjson.JSONDecodeError, ValueError, AttributeError):
+        return ""
+
+
 class PortalClient:
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 10.0) -> None:
-        self._http = httpx.Client(
-            base_url=base_url,
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=timeout,
-            trust_env=False,
-        )
+    """Talks to the hub as one portal.
+
+    Args:
+        base_url: the hub's address.
+        signer: the portal's ModI signer.
+        user: the user every request names; when None, a submit vouches for the filing's
+            declarant (`demo_user`; `DEMO_OPERATOR` when it names none) and a status read
+            names whoever submitted that filing through this client.
+    """
+
+    def __init__(self, base_url: str, signer: ModiSigner, *, user: User | None = None,
+                 timeout: float = 10.0) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, trust_env=False)
+        self.signer = signer
+        self.user = user
+        self._submitted_by: dict[str, User] = {}
+
+    def _send(self, method: str, path: str, *, user: User | None, content: bytes = b"",
+              headers: dict[str, str] | None = None, params: dict[str, str] | None = None) -> httpx.Response:
+        headers = dict(headers or {})
+        headers.update(self.signer.headers(body=content, content_type=headers.get("Content-Type"), user=user))
+        return self._http.request(method, path, content=content or None, headers=headers, params=params)
+
+    def _json(self, method: str, path: str, body: dict[str, Any] | None, user: User | None) -> httpx.Response:
+        content = orjson.dumps(body) if body is not None else b""
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        return self._send(method, path, user=user or self.user, content=content, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -31,14 +90,67 @@ class PortalClient:
         self.close()
 
     def submit(self, document: bytes, *, content_type: str = "application/xml",
-               idempotency_key: str | None = None) -> httpx.Response:
+               idempotency_key: str | None = None, user: User | None = None) -> httpx.Response:
         headers = {"Content-Type": content_type}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        return self._http.post("/v1/filings", content=document, headers=headers)
+        who = user or self.user
+        if who is None:
+            declarant = declarant_of(document, content_type)
+            try:
+                who = demo_user(declarant)
+            except ValueError:  # unreadable document or declarant: the desk's operator files it
+                who = demo_user(DEMO_OPERATOR)
+        response = self._send("POST", "/v1/filings", user=who, content=document, headers=headers)
+        if response.status_code == 202 and who is not None:
+            self._submitted_by[response.json()["reference"]] = who
+        return response
 
-    def status(self, reference: str) -> httpx.Response:
-        return self._http.get(f"/v1/filings/{reference}")
+    def status(self, reference: str, *, user: User | None = None) -> httpx.Response:
+        who = user or self.user or self._submitted_by.get(reference)
+        return self._send("GET", f"/v1/filings/{reference}", user=who)
+
+    # -- one recipient, events, agencies ----------------------------------------------------------
+    def resend(self, reference: str, agency: str, *, corrected: bytes | None = None,
+               content_type: str = "application/xml", user: User | None = None) -> httpx.Response:
+        """Resend one recipient (same message); with `corrected`, a corrected filing: the
+        recipient's refused message is replaced by one mapped from it (a new message id)."""
+        who = user or self.user or self._submitted_by.get(reference)
+        headers = {"Content-Type": content_type} if corrected else {}
+        return self._send("POST", f"/v1/filings/{reference}/recipients/{agency}/resend", user=who,
+                          content=corrected or b"", headers=headers)
+
+    def events(self, reference: str, *, after: int = 0, user: User | None = None) -> httpx.Response:
+        """The filing's event feed (the same events its portal callback receives)."""
+        who = user or self.user or self._submitted_by.get(reference)
+        return self._send("GET", f"/v1/filings/{reference}/events", user=who, params={"after": str(after)})
+
+    def agencies(self, *, user: User | None = None) -> httpx.Response:
+        """Each agency's circuit breaker."""
+        return self._send("GET", "/v1/agencies", user=user or self.user or demo_user(DEMO_OPERATOR))
+
+    # -- delegations --------------------------------------------------------------------------
+    def grant_delegation(self, *, subject: str, delegate: str, agencies: list[str], valid_to: str,
+                         valid_from: str | None = None, user: User | None = None) -> httpx.Response:
+        body: dict[str, Any] = {"subject": subject, "delegate": delegate, "agencies": agencies, "validTo": valid_to}
+        if valid_from:
+            body["validFrom"] = valid_from
+        return self._json("POST", "/v1/delegations", body, user)
+
+    def subdelegate(self, delegation_id: str, *, collaborator: str, agencies: list[str] | None = None,
+                    valid_from: str | None = None, valid_to: str | None = None,
+                    user: User | None = None) -> httpx.Response:
+        body: dict[str, Any] = {"collaborator": collaborator}
+        for key, value in (("agencies", agencies), ("validFrom", valid_from), ("validTo", valid_to)):
+            if value is not None:
+                body[key] = value
+        return self._json("POST", f"/v1/delegations/{delegation_id}/subdelegations", body, user)
+
+    def revoke_delegation(self, delegation_id: str, *, user: User | None = None) -> httpx.Response:
+        return self._json("POST", f"/v1/delegations/{delegation_id}/revoke", None, user)
+
+    def delegations(self, subject: str, *, user: User | None = None) -> httpx.Response:
+        return self._send("GET", "/v1/delegations", user=user or self.user, params={"subject": subject})
 
     def wait_settled(self, references: list[str], *, timeout: float = 60.0, interval: float = 0.1) -> dict[str, Any]:
         """Poll until every filing is in a final state (or `timeout`); returns the last views."""

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bootstrap import build_hub, portal_key, run_api_and_workers
+from bootstrap import build_hub, portal_signer, run_api_and_workers
 from cli.client import PortalClient
 from cli.table import filings_table
 from config.settings import PROJECT_ROOT, Settings
@@ -55,6 +55,7 @@ def _demo_settings(settings: Settings, endpoints: dict[str, str], database_url: 
                 "endpoint": endpoints.get(name, conf.endpoint),
                 "read_timeout": 3.0,
                 "schedule": conf.schedule.model_copy(update={"initial_delay": 0.5, "max_delay": 2.0, "max_rounds": 3}),
+                "circuit": conf.circuit.model_copy(update={"cool_down": 2.0}),
             }
         )
     update["agencies"] = agencies
@@ -91,7 +92,7 @@ def run_demo(settings: Settings, *, faults: dict[str, str], database_url: str | 
             print("the hub did not start", file=out)
             return 1
         try:
-            with PortalClient(f"http://127.0.0.1:{port}", portal_key(settings, "demo")) as client:
+            with PortalClient(f"http://127.0.0.1:{port}", portal_signer(settings, "demo")) as client:
                 references = []
                 for name in DEMO_FILES:
                     response = client.submit((EXAMPLES_DIR / name).read_bytes())

@@ -39,7 +39,7 @@ def configure_logging(level: str = "info", stream: IO[str] | None = None) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
-    for noisy in ("uvicorn.access", "httpx", "httpcore", "zeep", "alembic"):
+    for noisy in ("uvicorn.access", "httpx", "httpcore", "zeep", "alembic", "pika"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[

@@ -21,8 +21,15 @@ from pydantic_settings import (
 __all__ = [
     "AgencySettings",
     "ApiSettings",
+    "AgencyIdentitySettings",
+    "CircuitSettings",
     "DatabaseSettings",
+    "LateOutcomeSettings",
+    "MaintenanceWindowSettings",
+    "NotificationSettings",
+    "IdentitySettings",
     "PortalSettings",
+    "RelaySettings",
     "RetrySettings",
     "ScheduleSettings",
     "Settings",
@@ -47,11 +54,33 @@ class ApiSettings(BaseModel):
     port: int = 8080
     max_body_bytes: int = 1_048_576
     max_depth: int = 32
+    #: Where agencies reach the hub's callbacks (`X-ReplyTo` = `<public_url>/v1/callbacks/<agency>`);
+    #: default `http://<host>:<port>`.
+    public_url: str | None = None
 
 
 class TransportSettings(BaseModel):
     kind: str = "embedded"  # "embedded" (the database queue) or "rabbitmq"
     url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F")
+    #: Names of the exchanges and queues start with this (one prefix per deployment or test).
+    prefix: str = "crocevia"
+    #: Deliveries of one message before the quorum queue dead-letters it (poison cap).
+    delivery_limit: int = 20
+    heartbeat: int = 30
+    confirm_timeout: float = 30.0
+    reconnect_initial: float = 0.2
+    reconnect_max: float = 5.0
+
+
+class RelaySettings(BaseModel):
+    """The outbox relay: publishes committed jobs when due (it is also the retry scheduler)."""
+
+    batch_size: int = 500
+    lease_seconds: float = 15.0
+    poll_interval: float = 0.02
+    max_poll_interval: float = 0.2
+    #: Fault injection for tests only: seconds to wait between the broker's confirm and the mark.
+    hold_before_mark: float = 0.0
 
 
 class WorkerSettings(BaseModel):
@@ -81,20 +110,119 @@ class ScheduleSettings(BaseModel):
     max_age_seconds: float = 86_400.0
 
 
+class CircuitSettings(BaseModel):
+    """The agency's circuit breaker: opens after `failure_threshold` consecutive transient
+    failures, lets one probe through after `cool_down` seconds."""
+
+    failure_threshold: int = 5
+    cool_down: float = 30.0
+    probe_wait: float = 1.0  #: how long other passes wait while the probe is in flight
+
+
+class MaintenanceWindowSettings(BaseModel):
+    """No call inside the window; `days` like "sun", "mon-fri", "sat,sun" or "*"; `end` at or
+    before `start` runs past midnight."""
+
+    days: str = "*"
+    start: str
+    end: str
+    tz: str = "Europe/Rome"
+
+
+class LateOutcomeSettings(BaseModel):
+    """When the agency acknowledges first and protocols later (AgID non-blocking patterns)."""
+
+    poll_initial: float = 1.0  #: PULL: first poll of the status resource, then doubling
+    poll_max: float = 300.0
+    callback_timeout: float = 300.0  #: PUSH: re-send the same message id if no callback by then
+    max_wait_seconds: float = 604_800.0  #: then the delivery is parked as undeliverable
+
+
 class AgencySettings(BaseModel):
     endpoint: str
     connect_timeout: float = 2.0
     read_timeout: float = 10.0
     concurrency: int = 32
+    prefetch: int | None = None  # RabbitMQ prefetch per worker; default: `concurrency`
     retry: RetrySettings = Field(default_factory=RetrySettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     fault_overrides: dict[str, str] = Field(default_factory=dict)
+    #: How the hub signs what it sends this agency (none by default).
+    identity: AgencyIdentitySettings = Field(default_factory=lambda: AgencyIdentitySettings())
+    circuit: CircuitSettings = Field(default_factory=lambda: CircuitSettings())
+    maintenance: list[MaintenanceWindowSettings] = Field(default_factory=list)
+    late: LateOutcomeSettings = Field(default_factory=lambda: LateOutcomeSettings())
+    #: Endpoints of particular contract versions (`v2 = "http://..."`), when two versions of
+    #: the agency's service are live at different addresses; the others use `endpoint`.
+    endpoints: dict[str, str] = Field(default_factory=dict)
+    #: Serve this agency from the schema-driven sandbox (simulators/sandbox.py) on the port of
+    #: `endpoint`, started with `hub.py serve --with-simulators` or `hub.py sandbox`.
+    sandbox: bool = False
+
+
+class AgencyIdentitySettings(BaseModel):
+    """Outgoing identity towards one agency, as that agency's profile asks.
+
+    `profile`: "none"; "modi" (REST: ID_AUTH_REST_02 bearer token, Digest and
+    Agid-JWT-Signature); "wss" (SOAP: WS-Security timestamp and an XML signature over Body
+    and Timestamp, with the hub's certificate as a BinarySecurityToken).
+    """
+
+    profile: str = "none"
+    audience: str = ""  #: the agency's `aud` (modi); default: the agency's endpoint
+    ttl_seconds: int = 60  #: token or timestamp lifetime
+
+
+class IdentitySettings(BaseModel):
+    """Incoming ModI verification, lockout, and the hub's own signing key.
+
+    The hub's key and certificate (for outgoing signatures) are generated on first run
+    when their files do not exist; production points these paths at issued ones.
+    """
+
+    audience: str = "crocevia"  #: the `aud` portals must address their tokens to
+    max_token_seconds: float = 300.0  #: the longest `exp - iat` accepted
+    leeway_seconds: float = 30.0  #: clock skew tolerated
+    lockout_threshold: int = 10
+    lockout_seconds: float = 300.0
+    failure_window_seconds: float = 300.0
+    issuer: str = "crocevia"  #: the hub's `iss` towards agencies
+    signing_algorithm: str = "ES256"  #: of a key generated on first run (an existing key is used as is)
+    signing_key_file: str = "var/secrets/hub-signing.pem"
+    signing_certificate_file: str = "var/secrets/hub-signing.crt"
 
 
 class PortalSettings(BaseModel):
+    """A portal that may call the hub, and the key its ModI requests are verified with.
+
+    Production registers the public key or X.509 certificate (`public_key` inline PEM or
+    `public_key_file`). The embedded demo portal instead names a `private_key_file`: it is
+    generated on first run, and the hub derives the public key from it.
+    """
+
     name: str = ""
-    api_key_file: str | None = None  # embedded default: generated on first run
-    api_key_sha256: str | None = None  # production: the SHA-256 of the key, hex
+    algorithm: str = "RS256"  #: RS256 or ES256
+    public_key: str | None = None  #: inline PEM (public key or certificate)
+    public_key_file: str | None = None  #: PEM file (public key or certificate)
+    private_key_file: str | None = None  #: embedded default only: generated on first run
+    #: Where the hub POSTs this portal's filing events (none: the feed only).
+    callback_url: str | None = None
+    #: The HMAC-SHA256 secret of the callbacks' signature; or a file, generated on first run.
+    callback_secret: SecretStr | None = None
+    callback_secret_file: str | None = None
+
+
+class NotificationSettings(BaseModel):
+    """Pushing filing events to the portals' callback addresses."""
+
+    initial_delay: float = 1.0
+    max_delay: float = 300.0
+    jitter: float = 0.2
+    timeout: float = 10.0
+    concurrency: int = 16
+    lease_seconds: float = 60.0
+    poll_interval: float = 0.05
+    max_poll_interval: float = 0.5
 
 
 class Settings(BaseSettings):
@@ -107,13 +235,22 @@ class Settings(BaseSettings):
     data_dir: str = "var"
     routes_file: str = "config/routes.toml"
     mappings_dir: str = "config/mappings"
+    #: The agency declarations (docs/agencies-as-configuration.md).
+    agencies_dir: str = "config/agencies"
+    #: Where `external:` interface documents are read in place (third-party WSDL/OpenAPI).
+    external_dir: str = "../shared/external"
+    #: Sample filings every route's mapping is checked with at start-up.
+    samples_dir: str = "schemas/filing/v1/examples"
     log_level: str = "info"
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     transport: TransportSettings = Field(default_factory=TransportSettings)
+    relay: RelaySettings = Field(default_factory=RelaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     agencies: dict[str, AgencySettings] = Field(default_factory=dict)
     portals: dict[str, PortalSettings] = Field(default_factory=dict)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -28,12 +28,15 @@ def _instant(at: datetime) -> str:
 
 
 def canonical_line(
-    *, id: int, at: datetime, actor: str, action: str, subject: str, outcome: str,
+    *, at: datetime, actor: str, action: str, subject: str, outcome: str,
     detail: Mapping[str, Any] | None,
 ) -> bytes:
-    """The bytes a line's hash covers: sorted-key compact JSON of every column but the hashes."""
+    """The bytes a line's hash covers: sorted-key compact JSON of the line's content.
+
+    The id is left out so a line can be hashed before the database numbers it; the order
+    of lines is fixed by the chain itself.
+    """
     line = {
-        "id": int(id),
         "at": _instant(at),
         "actor": actor,
         "action": action,

@@ -44,8 +44,8 @@ class IdentityError(ValueError):
 #: Smart-card methods reach the top level unless they state otherwise.
 _CARD_METHODS = frozenset({AuthMethod.CIE, AuthMethod.CNS})
 
-#: "SpidL2", "L2", "2", or the SPID URI "https://www.spid.gov.it/SpidL2".
-_LOA = re.compile(r"^(?:https?://www\.spid\.gov\.it/)?(?:spid)?l?([123])$", re.IGNORECASE)
+#: "SpidL2", "CieL3", "L2", "2", or the SPID URI "https://www.spid.gov.it/SpidL2".
+_LOA = re.compile(r"^(?:https?://www\.spid\.gov\.it/)?(?:spid|cie)?l?([123])$", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ def level_from_loa(method: str, loa: str | None) -> tuple[AuthMethod, int]:
 
     Args:
         method: "SPID", "CIE" or "CNS" (case-insensitive).
-        loa: the level of assurance: "SpidL2", "L2", "2" or the SPID URI; may be empty for
+        loa: the level of assurance: "SpidL2", "CieL3", "L2", "2" or the SPID URI; may be empty for
             CIE and CNS.
 
     Raises:

@@ -12,7 +12,11 @@ __all__ = ["aggregate_filing_state"]
 def aggregate_filing_state(states: Iterable[DeliveryState | str]) -> FilingState:
     """Open deliveries keep the filing in progress; once all settle, the worst outcome shows.
 
-    An undeliverable recipient outranks a rejection because it needs someone to act on it.
+    Open: pending, waiting, retrying, acknowledged. Settled: protocolled, rejected,
+    undeliverable, held, cancelled. An undeliverable recipient outranks a rejection because it
+    needs someone to act on it; held and cancelled recipients count as not protocolled (the
+    recipient they waited for failed). Callers pass only current deliveries: one replaced by a
+    corrected message no longer counts.
     """
     settled = [DeliveryState(s) for s in states]
     if not settled:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 from lxml import etree
 
-__all__ = ["FieldMap", "MappingError", "compile_field_map"]
+__all__ = ["FieldMap", "Handoff", "MappingError", "compile_field_map"]
 
 FILING_NAMESPACES = {"f": "urn:crocevia:filing:v1"}
 
@@ -69,6 +69,28 @@ class _Const:
 
 
 @dataclass(frozen=True, slots=True)
+class Handoff:
+    """A field whose value comes from another recipient's receipt (`references[reference]`),
+    known only once that recipient is protocolled. `path` locates it in the message."""
+
+    path: tuple[str, ...]
+    agency: str
+    reference: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": list(self.path), "agency": self.agency, "reference": self.reference}
+
+
+@dataclass(frozen=True, slots=True)
+class _FromRecipient:
+    agency: str
+    reference: str
+
+    def apply(self, node: etree._Element) -> Any:
+        return None  # filled at release time from the predecessor's receipt
+
+
+@dataclass(frozen=True, slots=True)
 class _Each:
     xpath: etree.XPath
     item: FieldMap | None
@@ -96,6 +118,16 @@ class FieldMap:
                 record[name] = value
         return record or None
 
+    def handoffs(self, prefix: tuple[str, ...] = ()) -> list[Handoff]:
+        """Every `from_recipient` field of this map and its nested records."""
+        found: list[Handoff] = []
+        for name, rule in self.rules:
+            if isinstance(rule, _FromRecipient):
+                found.append(Handoff((*prefix, name), rule.agency, rule.reference))
+            elif isinstance(rule, FieldMap):
+                found.extend(rule.handoffs((*prefix, name)))
+        return found
+
 
 def _compile_xpath(expr: str, where: str) -> etree.XPath:
     try:
@@ -111,8 +143,17 @@ def _compile_rule(spec: Any, where: str) -> Any:
         raise MappingError(f"{where}: expected a string or a table, got {spec!r}")
     if "const" in spec:
         return _Const(spec["const"])
+    if "from_recipient" in spec:
+        agency, reference = spec.get("from_recipient"), spec.get("reference")
+        if not isinstance(agency, str) or not isinstance(reference, str) or set(spec) != {
+            "from_recipient", "reference"
+        }:
+            raise MappingError(f"{where}: from_recipient needs exactly an agency and a `reference` name")
+        return _FromRecipient(agency, reference)
     if "each" in spec:
         item = compile_field_map(spec["fields"], where) if "fields" in spec else None
+        if item is not None and item.handoffs():
+            raise MappingError(f"{where}: from_recipient cannot appear inside `each`")
         return _Each(_compile_xpath(spec["each"], where), item)
     if "xpath" in spec:
         kind = spec.get("type", "str")

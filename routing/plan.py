@@ -9,9 +9,9 @@ from typing import Any
 
 from lxml import etree
 
-from routing.routes import RouteTable
+from routing.routes import Route, RouteTable
 
-__all__ = ["FilingFacts", "PlannedDelivery", "plan_deliveries"]
+__all__ = ["FilingFacts", "PlannedDelivery", "fill_handoffs", "plan_correction", "plan_deliveries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +33,16 @@ class PlannedDelivery:
     agency: str
     operation: str
     content: dict[str, Any]
+    after: str | None = None  # waits for this agency's outcome (only if it is in the plan)
+    on_reject: str = "hold"
+    handoffs: tuple[dict[str, Any], ...] = ()  # Handoff.to_json() of each field to fill later
+    contract_version: str | None = None  # the agency contract version it was planned with
 
 
-def _message_header(facts: FilingFacts, message_id: str, operation: str) -> dict[str, Any]:
-    return {
+def _message_header(
+    facts: FilingFacts, message_id: str, operation: str, corrects: dict[str, str] | None = None
+) -> dict[str, Any]:
+    header = {
         "messageId": message_id,
         "filingReference": facts.reference,
         "filingKind": facts.kind,
@@ -45,6 +51,52 @@ def _message_header(facts: FilingFacts, message_id: str, operation: str) -> dict
         "declarant": {"taxCode": facts.declarant_tax_code, "role": facts.declarant_role},
         "sentAt": facts.received_at.isoformat(timespec="seconds"),
     }
+    if corrects:
+        header["corrects"] = dict(corrects)
+    return header
+
+
+def _planned(
+    route: Route, filing_root: etree._Element, facts: FilingFacts, waits: bool,
+    corrects: dict[str, str] | None = None,
+) -> PlannedDelivery:
+    message_id = uuid.uuid4().hex
+    content: dict[str, Any] = {}
+    if route.with_envelope:  # a third-party contract has no place for our header
+        content["messageHeader"] = _message_header(facts, message_id, route.operation, corrects)
+    content.update(route.field_map.apply(filing_root) or {})
+    return PlannedDelivery(
+        delivery_id=uuid.uuid4().hex,
+        message_id=message_id,
+        agency=route.agency,
+        operation=route.operation,
+        content=content,
+        after=route.after if waits else None,
+        on_reject=route.on_reject,
+        handoffs=tuple(h.to_json() for h in route.handoffs) if waits else (),
+        contract_version=route.contract_version,
+    )
+
+
+def fill_handoffs(
+    content: dict[str, Any], handoffs: Any, references: dict[str, str]
+) -> tuple[dict[str, Any], list[str]]:
+    """A copy of `content` with each hand-off field set from the predecessor's `references`;
+    also the names of the references the predecessor did not give (those fields stay out)."""
+    filled = dict(content)
+    missing: list[str] = []
+    for handoff in handoffs or ():
+        value = references.get(handoff["reference"])
+        if value is None:
+            missing.append(handoff["reference"])
+            continue
+        node = filled
+        *parents, leaf = handoff["path"]
+        for name in parents:
+            node[name] = dict(node.get(name) or {})
+            node = node[name]
+        node[leaf] = value
+    return filled, missing
 
 
 def plan_deliveries(
@@ -53,22 +105,20 @@ def plan_deliveries(
     """Every route of the filing's kind whose condition holds gives one delivery.
 
     The message id is minted here, once, and travels with the stored message: retries and
-    redeliveries send the same id so the agency can drop a duplicate.
+    redeliveries send the same id so the agency can drop a duplicate. A delivery that waits
+    for another recipient gets its id here too: its hand-off fields are filled into the stored
+    message when it is released, before it is ever sent, so the id still names one content.
     """
-    planned: list[PlannedDelivery] = []
-    for route in table.for_kind(facts.kind):
-        if not route.applies_to(filing_root):
-            continue
-        message_id = uuid.uuid4().hex
-        content = {"messageHeader": _message_header(facts, message_id, route.operation)}
-        content.update(route.field_map.apply(filing_root) or {})
-        planned.append(
-            PlannedDelivery(
-                delivery_id=uuid.uuid4().hex,
-                message_id=message_id,
-                agency=route.agency,
-                operation=route.operation,
-                content=content,
-            )
-        )
-    return planned
+    routes = [r for r in table.for_kind(facts.kind) if r.applies_to(filing_root)]
+    planned_agencies = {r.agency for r in routes}
+    # A route waits for its `after` agency only when that agency receives this filing too.
+    return [_planned(r, filing_root, facts, waits=r.after in planned_agencies) for r in routes]
+
+
+def plan_correction(
+    route: Route, filing_root: etree._Element, facts: FilingFacts, corrects: dict[str, str]
+) -> PlannedDelivery:
+    """A corrected message for one recipient: a NEW message id (the agency has refused or
+    never accepted the old one, and must not take the new one for a repeat), whose header
+    names the message it corrects and, when it had one, its protocol number."""
+    return _planned(route, filing_root, facts, waits=route.after is not None, corrects=corrects)

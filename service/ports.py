@@ -14,13 +14,19 @@ from routing.plan import PlannedDelivery
 
 __all__ = [
     "AcceptedFiling",
+    "AgencyStatus",
     "AttemptRecord",
+    "CallbackTarget",
     "ClaimedJob",
     "Completion",
     "DeliveryView",
+    "EventSendResult",
+    "FilingEvent",
     "FilingView",
     "IdempotencyConflict",
     "NewFiling",
+    "NotResendable",
+    "RecipientNotFound",
     "Store",
 ]
 
@@ -46,6 +52,14 @@ class NewFiling:
     received_at: datetime
     idempotency_key: str | None = None
     request_digest: str | None = None
+    #: Identity (issue 5): the authenticated user, the delegate who answers for a
+    #: collaborator's filing, the basis per recipient, who may read the filing, and the
+    #: authentication facts the audit line keeps.
+    filed_by: str | None = None
+    responsible_tax_code: str | None = None
+    authorization: dict[str, Any] | None = None
+    viewers: tuple[str, ...] = ()
+    auth_context: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,10 @@ class DeliveryView:
     last_error: str | None
     next_attempt_at: float | None
     updated_at: datetime
+    outcome: str | None = None  # the agency's decision: accepted | rejected | None (none yet)
+    waits_for: str | None = None  # the agency whose outcome this delivery waits for
+    correlation_id: str | None = None
+    corrects: dict[str, str] | None = None  # {deliveryId, messageId, protocolNumber?}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +115,12 @@ class ClaimedJob:
     state: str
     content: dict[str, Any]
     rounds: int
-    created_at: datetime
+    created_at: datetime  # where the schedule's age bound starts (creation, resend or release)
+    correlation_id: str | None = None
+    poll_url: str | None = None  # set while acknowledged under the PULL pattern
+    polls: int = 0
+    acknowledged_at: datetime | None = None
+    contract_version: str | None = None  # the agency contract version it was planned with
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +149,14 @@ class Completion:
     references: dict[str, str] | None = None
     last_error: str | None = None
     next_attempt_at: float | None = None  # a retry job becomes available then
+    correlation_id: str | None = None
+    poll_url: str | None = None
+    #: The pass made no call (circuit open, throttled, maintenance): the job moves to
+    #: `next_attempt_at` and nothing else changes, no pass is counted against the delivery.
+    deferred: bool = False
+    #: The pass asked for a late outcome (poll or callback check) that is not there yet: it
+    #: counts as a poll, not as a failed pass.
+    polled: bool = False
 
 
 class Store(Protocol):
@@ -133,7 +164,7 @@ class Store(Protocol):
         self, filing: NewFiling, plan: Callable[[str], list[PlannedDelivery]]
     ) -> AcceptedFiling: ...
 
-    def get_filing(self, reference: str, portal: str | None) -> FilingView | None: ...
+    def get_filing(self, reference: str, portal: str | None, user: str | None = None) -> FilingView | None: ...
 
     def claim_jobs(
         self, owner: str, agencies: Sequence[str] | None, limit: int, lease_seconds: float
@@ -142,3 +173,78 @@ class Store(Protocol):
     def complete_jobs(self, completions: Sequence[Completion]) -> None: ...
 
     def audit(self, actor: str, action: str, subject: str, outcome: str, detail: dict[str, Any]) -> None: ...
+
+
+# -- delivery semantics: late outcomes, resend and correction, events, agency status -------------
+
+
+class RecipientNotFound(Exception):
+    """No such filing for this caller, or the filing has no recipient of that agency."""
+
+
+class NotResendable(Exception):
+    """The recipient's state does not allow the requested resend or correction."""
+
+    def __init__(self, message: str, *, agency: str, state: str) -> None:
+        super().__init__(message)
+        self.agency = agency
+        self.state = state
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackTarget:
+    """The delivery an agency's callback is about."""
+
+    delivery_id: str
+    filing_id: int
+    agency: str
+    operation: str
+    message_id: str
+    state: str
+    contract_version: str | None = None  # the agency contract version it was planned with
+
+
+@dataclass(frozen=True, slots=True)
+class FilingEvent:
+    """One event of a filing's feed, as stored; `seq` orders the filing's events."""
+
+    id: str
+    filing_id: int
+    portal: str
+    seq: int
+    type: str
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The body the portal receives (callback) and reads (feed)."""
+        return {
+            "id": self.id,
+            "sequence": self.seq,
+            "type": self.type,
+            "reference": self.payload.get("reference"),
+            "createdAt": self.created_at.isoformat(),
+            "data": {k: v for k, v in self.payload.items() if k != "reference"},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EventSendResult:
+    event_id: str
+    owner: str
+    delivered: bool
+    next_attempt_at: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyStatus:
+    agency: str
+    circuit: str
+    failures: int
+    opened_at: float | None
+    open_until: float | None
+    throttled_until: float | None
+    reported_by: str | None
+    updated_at: datetime

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-__all__ = ["SchedulePolicy"]
+__all__ = ["LateOutcomePolicy", "SchedulePolicy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +28,26 @@ class SchedulePolicy:
 
     def gives_up(self, rounds: int, age_seconds: float) -> bool:
         return rounds >= self.max_rounds or age_seconds >= self.max_age_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class LateOutcomePolicy:
+    """How long an acknowledged delivery waits for its protocol number, and how it asks.
+
+    PULL: the status resource is polled after `poll_initial`, doubling up to `poll_max` (never
+    before the agency's Retry-After). PUSH: if no callback arrives within `callback_timeout`
+    (doubling up to `poll_max` on later checks), the hub re-sends the same message id, which the
+    agency answers with its current state. Past `max_wait` since the acknowledgment the
+    delivery is parked as undeliverable for operations.
+    """
+
+    poll_initial: float = 1.0
+    poll_max: float = 300.0
+    callback_timeout: float = 300.0
+    max_wait_seconds: float = 7 * 86_400.0
+
+    def next_check(self, polls: int, *, pull: bool, retry_after: float | None = None) -> float:
+        """Seconds until the next poll (`pull`) or callback check, after `polls` earlier ones."""
+        first = self.poll_initial if pull else self.callback_timeout
+        delay = min(max(self.poll_max, first), first * (2 ** max(0, polls)))
+        return max(delay, retry_after or 0.0)

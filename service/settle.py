@@ -12,11 +12,13 @@ from domain.errors import (
     PermanentDeliveryError,
 )
 from domain.messages import Receipt
-from domain.states import DeliveryState
+from domain.states import ESITO_DECISIONS, Decision, DeliveryState
 from service.ports import AttemptRecord, ClaimedJob, Completion
-from service.schedule import SchedulePolicy
+from service.schedule import LateOutcomePolicy, SchedulePolicy
 
-__all__ = ["settle"]
+__all__ = ["defer", "settle"]
+
+_DEFAULT_LATE = LateOutcomePolicy()
 
 
 class _Try(Protocol):
@@ -44,25 +46,78 @@ def _attempt_records(tries: Sequence[_Try]) -> list[AttemptRecord]:
     return records
 
 
-def settle(
-    job: ClaimedJob, result: _Result, policy: SchedulePolicy, *, owner: str, now: float
+def _epoch(moment: datetime) -> float:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _age(job: ClaimedJob, now: float) -> float:
+    """Seconds since the schedule's origin; an acknowledged delivery counts from the agency's ack."""
+    if job.state == DeliveryState.ACKNOWLEDGED.value and job.acknowledged_at is not None:
+        return now - _epoch(job.acknowledged_at)
+    return now - _epoch(job.created_at)
+
+
+def _from_receipt(
+    job: ClaimedJob, r: Receipt, records: list[AttemptRecord], *, owner: str, now: float,
+    late: LateOutcomePolicy, poll: bool,
 ) -> Completion:
-    """A receipt protocols the delivery; an agency's refusal rejects it; our own permanent
-    failures (schema, configuration) park it as undeliverable for operations; a transient
-    failure schedules the next pass until the policy gives up."""
-    records = _attempt_records(result.tries)
-    if result.receipt is not None:
-        r = result.receipt
+    if r.acknowledged_only:
+        was_acknowledged = job.state == DeliveryState.ACKNOWLEDGED.value
+        if was_acknowledged and _age(job, now) >= late.max_wait_seconds:
+            return Completion(
+                job=job, owner=owner, new_state=DeliveryState.UNDELIVERABLE.value, attempts=records,
+                outcome_code="NO_OUTCOME",
+                outcome_text=f"acknowledged, but no protocol number within {late.max_wait_seconds:.0f}s",
+                last_error="the agency never gave its protocol number",
+            )
+        poll_url = r.poll_url or job.poll_url
+        polls = job.polls if was_acknowledged else 0
         return Completion(
             job=job,
             owner=owner,
-            new_state=DeliveryState.PROTOCOLLED.value,
+            new_state=DeliveryState.ACKNOWLEDGED.value,
             attempts=records,
-            protocol_number=r.protocol_number,
-            protocolled_at=r.protocolled_at,
-            outcome=r.outcome,
-            references=dict(r.references),
+            correlation_id=r.correlation_id or job.correlation_id or job.message_id,
+            poll_url=poll_url,
+            next_attempt_at=now + late.next_check(polls, pull=poll_url is not None, retry_after=r.retry_after),
+            polled=was_acknowledged,
         )
+    decision = ESITO_DECISIONS.get(r.outcome)
+    rejected = decision is Decision.REJECTED
+    return Completion(
+        job=job,
+        owner=owner,
+        new_state=(DeliveryState.REJECTED if rejected else DeliveryState.PROTOCOLLED).value,
+        attempts=records,
+        protocol_number=r.protocol_number,
+        protocolled_at=r.protocolled_at,
+        outcome=decision.value if decision is not None else None,
+        outcome_code=(r.outcome_code or "RESPINTA") if rejected else None,
+        outcome_text=(r.outcome_text or "rejected after protocol") if rejected else None,
+        references=dict(r.references),
+        polled=poll,
+    )
+
+
+def settle(
+    job: ClaimedJob,
+    result: _Result,
+    policy: SchedulePolicy,
+    *,
+    owner: str,
+    now: float,
+    late: LateOutcomePolicy | None = None,
+    poll: bool = False,
+) -> Completion:
+    """A receipt protocols the delivery (an acknowledgment keeps it waiting for the late
+    outcome); an agency's refusal rejects it; our own permanent failures (schema,
+    configuration) park it as undeliverable for operations; a transient failure schedules the
+    next pass until the policy gives up. `poll` marks a pass that asked for a late outcome:
+    its calls are not delivery attempts."""
+    records = [] if poll else _attempt_records(result.tries)
+    if result.receipt is not None:
+        return _from_receipt(job, result.receipt, records, owner=owner, now=now,
+                             late=late or _DEFAULT_LATE, poll=poll)
     error = result.error
     if error is None:  # pragma: no cover - the adapter contract forbids it
         raise ValueError("a delivery result carries neither a receipt nor an error")
@@ -72,7 +127,7 @@ def settle(
             owner=owner,
             new_state=DeliveryState.REJECTED.value,
             attempts=records,
-            outcome="RESPINTA",
+            outcome=Decision.REJECTED.value,
             outcome_code=error.code,
             outcome_text=error.text,
             last_error=str(error),
@@ -88,9 +143,7 @@ def settle(
             last_error=str(error),
         )
     rounds = job.rounds + 1
-    created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=timezone.utc)
-    age = now - created.timestamp()
-    if policy.gives_up(rounds, age):
+    if policy.gives_up(rounds, _age(job, now)):
         return Completion(
             job=job,
             owner=owner,
@@ -101,11 +154,31 @@ def settle(
             last_error=str(error),
         )
     retry_after = error.retry_after if isinstance(error, AgencyThrottled) else None
+    # A failed poll keeps the delivery acknowledged: the agency has the message already.
+    state = DeliveryState.ACKNOWLEDGED if poll else DeliveryState.RETRYING
     return Completion(
         job=job,
         owner=owner,
-        new_state=DeliveryState.RETRYING.value,
+        new_state=state.value,
         attempts=records,
         last_error=str(error),
         next_attempt_at=now + policy.delay_after(rounds, retry_after),
     )
+
+
+def defer(
+    job: ClaimedJob, until: float, reason: str, policy: SchedulePolicy, *, owner: str, now: float
+) -> Completion:
+    """A pass that must not call the agency now (circuit open, Retry-After, maintenance):
+    move the job to `until` without counting a pass, unless the delivery is past its age."""
+    if _age(job, now) >= policy.max_age_seconds:
+        return Completion(
+            job=job,
+            owner=owner,
+            new_state=DeliveryState.UNDELIVERABLE.value,
+            outcome_code="TOO_OLD",
+            outcome_text=f"gave up after {policy.max_age_seconds:.0f}s: {reason}",
+            last_error=reason,
+        )
+    return Completion(job=job, owner=owner, new_state=job.state, next_attempt_at=until,
+                      deferred=True, last_error=reason)

@@ -5,11 +5,18 @@ fills only its own slots and never starves the others. Outcomes are written in b
 single committer task; a job is closed only in the same transaction that records its outcome,
 so a worker killed at any point loses nothing: its lease expires and the job is taken again,
 and the stable message id lets the agency answer a repeat with its first receipt.
+
+Before calling an agency a pass asks that agency's maintenance calendar and circuit breaker;
+when either says no, the job moves to the time they name, without a call and without counting
+a pass against the delivery. An acknowledged delivery (late outcome) is advanced by polling
+the agency's status resource (PULL) or, when its callback is overdue, by sending the same
+message id again, which the agency answers with what it knows (PUSH).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -17,11 +24,14 @@ from typing import Any, Protocol
 
 import structlog
 
+from domain.errors import AgencyThrottled, TransientDeliveryError
 from domain.messages import OutgoingMessage
 from domain.states import TERMINAL_DELIVERY_STATES, DeliveryState
+from service.circuit import CircuitBreaker
+from service.maintenance import MaintenanceCalendar
 from service.ports import ClaimedJob, Completion
-from service.schedule import SchedulePolicy
-from service.settle import settle
+from service.schedule import LateOutcomePolicy, SchedulePolicy
+from service.settle import defer, settle
 
 __all__ = ["DeliveryWorker", "JobSource"]
 
@@ -39,6 +49,9 @@ class JobSource(Protocol):
 
 
 DeliverFn = Callable[[Any, OutgoingMessage, Any], Awaitable[Any]]
+PollFn = Callable[[Any, OutgoingMessage, str], Awaitable[Any]]
+#: `report(agency, breaker.snapshot(), owner)`: publish a breaker's new state.
+CircuitReport = Callable[[str, Mapping[str, Any], str], Awaitable[None]]
 
 
 class DeliveryWorker:
@@ -57,8 +70,18 @@ class DeliveryWorker:
         max_poll_interval: float = 0.5,
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
+        poll: PollFn | None = None,
+        late: Mapping[str, LateOutcomePolicy] | None = None,
+        breakers: Mapping[str, CircuitBreaker] | None = None,
+        maintenance: Mapping[str, MaintenanceCalendar] | None = None,
+        report_circuit: CircuitReport | None = None,
     ) -> None:
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
+        self._poll_fn = poll
+        self._late = dict(late or {})
+        self._breakers = dict(breakers or {})
+        self._maintenance = dict(maintenance or {})
+        self._report_circuit = report_circuit
         self._source = source
         self._adapters = adapters
         self._retry = retry_policies
@@ -129,22 +152,12 @@ class DeliveryWorker:
             filing_ref=job.filing_reference, delivery_id=job.delivery_id, agency=job.agency
         )
         try:
-            if job.state in _TERMINAL:
-                # A redelivered job whose delivery already settled: close it, send nothing.
+            if job.state in _TERMINAL or job.state == DeliveryState.WAITING.value:
+                # A redelivered job whose delivery already settled (or that waits for another
+                # recipient and should have no job): close it, send nothing.
                 completion = Completion(job=job, owner=self.owner, new_state=job.state)
             else:
-                message = OutgoingMessage(
-                    message_id=job.message_id,
-                    delivery_id=job.delivery_id,
-                    filing_reference=job.filing_reference,
-                    agency=job.agency,
-                    operation=job.operation,
-                    content=job.content,
-                )
-                result = await self._deliver(self._adapters[job.agency], message, self._retry[job.agency])
-                completion = settle(
-                    job, result, self._schedules[job.agency], owner=self.owner, now=self._clock()
-                )
+                completion = await self._pass(job)
                 _log_completion(completion)
             await self._outcomes.put(completion)
         except Exception:
@@ -154,6 +167,68 @@ class DeliveryWorker:
             self._in_flight[job.agency] -= 1
             self._slot_freed.set()
             structlog.contextvars.clear_contextvars()
+
+    async def _pass(self, job: ClaimedJob) -> Completion:
+        agency = job.agency
+        schedule = self._schedules[agency]
+        now = self._clock()
+        calendar = self._maintenance.get(agency)
+        resume = calendar.resume_at(now) if calendar else None
+        if resume is not None:
+            return defer(job, resume, f"{agency} is in a maintenance window", schedule, owner=self.owner, now=now)
+        breaker = self._breakers.get(agency)
+        admission = breaker.admit(now) if breaker is not None else None
+        if admission is not None and not admission.allowed:
+            return defer(job, admission.retry_at, admission.reason, schedule, owner=self.owner, now=now)
+        probe = admission is not None and admission.probe
+        if probe:
+            await self._publish(agency)
+        message = OutgoingMessage(
+            message_id=job.message_id,
+            delivery_id=job.delivery_id,
+            filing_reference=job.filing_reference,
+            agency=agency,
+            operation=job.operation,
+            content=job.content,
+            contract_version=job.contract_version,
+        )
+        polling = job.state == DeliveryState.ACKNOWLEDGED.value and job.poll_url is not None
+        try:
+            if polling and self._poll_fn is not None:
+                result = await self._poll_fn(self._adapters[agency], message, job.poll_url)
+            else:
+                policy = self._retry[agency]
+                if probe and dataclasses.is_dataclass(policy):
+                    # Half-open: a single call decides whether the circuit closes again.
+                    policy = dataclasses.replace(policy, attempts=1)
+                result = await self._deliver(self._adapters[agency], message, policy)
+        except BaseException:
+            if breaker is not None and probe:
+                breaker.record([], self._clock(), probe=True)
+            raise
+        after = self._clock()
+        if breaker is not None:
+            answered = [not isinstance(t.error, TransientDeliveryError) for t in result.tries]
+            changed = breaker.record(answered, after, probe=probe)
+            error = result.error
+            if isinstance(error, AgencyThrottled) and error.retry_after:
+                changed |= breaker.throttle(after + error.retry_after)
+            if changed:
+                await self._publish(agency)
+        return settle(job, result, schedule, owner=self.owner, now=after,
+                      late=self._late.get(agency), poll=polling and self._poll_fn is not None)
+
+    async def _publish(self, agency: str) -> None:
+        """Tell the store how the agency's circuit stands now (best effort: it is only shown)."""
+        breaker = self._breakers[agency]
+        snapshot = breaker.snapshot()
+        log.info("circuit_changed", agency=agency, **snapshot)
+        if self._report_circuit is None:
+            return
+        try:
+            await self._report_circuit(agency, snapshot, self.owner)
+        except Exception:
+            log.exception("circuit_report_failed", agency=agency)
 
     async def _commit_loop(self, stop: asyncio.Event) -> None:
         backoff = 0.1
@@ -179,8 +254,15 @@ class DeliveryWorker:
 
 def _log_completion(c: Completion) -> None:
     fields: dict[str, Any] = {"state": c.new_state, "tries": len(c.attempts)}
-    if c.new_state == DeliveryState.PROTOCOLLED.value:
+    if c.deferred:
+        log.info("delivery_deferred", reason=c.last_error, next_attempt_at=c.next_attempt_at, **fields)
+    elif c.new_state == DeliveryState.PROTOCOLLED.value:
         log.info("delivery_protocolled", protocol_number=c.protocol_number, **fields)
+    elif c.new_state == DeliveryState.ACKNOWLEDGED.value and c.last_error is None:
+        log.info("delivery_acknowledged", correlation_id=c.correlation_id, pull=c.poll_url is not None,
+                 next_check_at=c.next_attempt_at, **fields)
+    elif c.new_state == DeliveryState.ACKNOWLEDGED.value:
+        log.warning("late_outcome_check_failed", error=c.last_error, next_attempt_at=c.next_attempt_at, **fields)
     elif c.new_state == DeliveryState.RETRYING.value:
         log.warning("delivery_retry_scheduled", error=c.last_error, next_attempt_at=c.next_attempt_at, **fields)
     elif c.new_state == DeliveryState.REJECTED.value:

@@ -1,20 +1,25 @@
 """The agency's front desk: faults, validation, duplicates, rejection and protocol, in order.
 
 The SOAP and REST apps only translate between the wire and this module, so all four
-simulators apply fault rules and record effects the same way.
+simulators apply fault rules and record effects the same way. Late outcomes (the AgID
+non-blocking patterns) live here too: a 202 now, then the receipt POSTed to the caller's
+X-ReplyTo (push) or served from a status resource (pull, `simulators.late`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-from simulators.faults import TECHNICAL_KINDS, FaultRule, Matcher, RuleBook
+from simulators.faults import ASYNC_KINDS, TECHNICAL_KINDS, FaultRule, Matcher, RuleBook
 from simulators.httpio import gateway_response, pause
 from simulators.ledger import Effect, Ledger, now_utc
 from simulators.numbering import NUMBERING, Counters, Lookup
@@ -23,6 +28,11 @@ __all__ = ["AgencyDesk", "InvalidMessageError", "Outcome", "Replies", "Submissio
 
 #: The reason given with a business rejection when the rule names none.
 DEFAULT_REJECTION = "Richiesta respinta dall'ente"
+#: Fields another agency's receipt hands over, kept in the ledger to prove the hand-off.
+HANDED_OVER = ("numeroREA",)
+#: Tries of one callback, and the first pause between them (doubling).
+CALLBACK_TRIES = 6
+CALLBACK_BACKOFF_S = 0.2
 
 
 class InvalidMessageError(ValueError):
@@ -42,6 +52,7 @@ class Submission:
     message_id: str
     filing_reference: str
     lookup: Lookup
+    corrects: dict[str, str] | None = None  # the header's link to a refused message
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,32 +76,47 @@ class Replies(Protocol):
 
     def receipt(self, effect: Effect, first: bool) -> Response: ...
 
+    def acknowledged(self, effect: Effect) -> Response: ...
+
 
 class AgencyDesk:
     """One simulated agency's state: ledger, fault rules, counters."""
 
     def __init__(
-        self, agency: str, operations: Iterable[str], permanent: list[FaultRule] | None = None
+        self, agency: str, operations: Iterable[str], permanent: list[FaultRule] | None = None,
+        numbering: Callable[[Counters, Lookup], tuple[str, dict[str, str]]] | None = None,
     ) -> None:
         self.agency = agency
+        #: How protocol numbers look: the agency's own format, or the sandbox's generic one.
+        self.numbering = numbering or NUMBERING[agency]
         self.operations = tuple(operations)
         self.ledger = Ledger()
         self.rules = RuleBook(permanent)
         self.counters = Counters()
         self._wake = asyncio.Event()
+        #: Effects taken in charge for a late outcome, by correlation id.
+        self.late: dict[str, Effect] = {}
+        #: How this agency's wire format says things (set by its app).
+        self.replies: Replies | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http: httpx.AsyncClient | None = None
 
     def reset(self) -> None:
-        """Clear ledger and runtime faults; requests held by a pause give up."""
+        """Clear ledger and runtime faults; requests held by a pause give up, callbacks stop."""
         self.ledger.clear()
         self.rules.reset()
+        self.late.clear()
+        for task in self._tasks:
+            task.cancel()
         self.wake_sleepers()
 
     def wake_sleepers(self) -> None:
         self._wake.set()
         self._wake = asyncio.Event()
 
-    def accept(self, submission: Submission, rule: FaultRule | None) -> Outcome:
-        """Protocol a message once; a repeat gets the first effect, a reject rule a refusal."""
+    def accept(self, submission: Submission, rule: FaultRule | None, reply_to: str | None = None) -> Outcome:
+        """Protocol a message once; a repeat gets the first effect, a reject rule a refusal, an
+        async rule a taking in charge (the protocol number follows later)."""
         first = self.ledger.effects.get(submission.message_id)
         if first is not None:
             first.duplicates += 1
@@ -103,7 +129,7 @@ class AgencyDesk:
                 rule.code, reason,
             )
             return Outcome(None, code=rule.code, reason=reason)
-        protocol, references = NUMBERING[self.agency](self.counters, submission.lookup)
+        protocol, references = self.numbering(self.counters, submission.lookup)
         stamp = now_utc()
         effect = Effect(
             message_id=submission.message_id,
@@ -113,9 +139,75 @@ class AgencyDesk:
             references=references,
             received_at=stamp,
             filing_reference=submission.filing_reference,
+            received={name: value for name in HANDED_OVER if (value := submission.lookup(name))},
+            corrects=submission.corrects,
         )
+        if rule is not None and rule.kind in ASYNC_KINDS:
+            self.rules.use(rule)
+            self._take_in_charge(effect, rule, reply_to)
         self.ledger.effects[submission.message_id] = effect
         return Outcome(effect, first=True)
+
+    # ----- late outcomes -----
+
+    def refresh(self, effect: Effect) -> Effect:
+        """A pulled outcome is ready once its time has come (push tasks move their own)."""
+        if effect.mode == "pull" and effect.status == "acknowledged" and time.monotonic() >= effect.ready_at:
+            effect.status = "protocolled"
+            effect.decided = effect.decision is not None
+        return effect
+
+    def _take_in_charge(self, effect: Effect, rule: FaultRule, reply_to: str | None) -> None:
+        effect.status = "acknowledged"
+        effect.mode = "push" if rule.kind == "async_push" else "pull"
+        effect.correlation_id = uuid.uuid4().hex
+        effect.reply_to = reply_to
+        effect.decision = rule.decision
+        effect.decision_code = rule.code if rule.decision == "rejected" else ""
+        effect.decision_text = (rule.text or DEFAULT_REJECTION) if rule.decision == "rejected" else ""
+        delay = rule.delay_s
+        if effect.mode == "pull":
+            # PULL serves the result once, with the decision in it if one is configured.
+            delay += rule.decision_delay_ms / 1000 if rule.decision else 0.0
+        effect.ready_at = time.monotonic() + delay
+        self.late[effect.correlation_id] = effect
+        if effect.mode == "push":
+            task = asyncio.ensure_future(self._push(effect, rule.delay_s, rule.decision_delay_ms / 1000))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _push(self, effect: Effect, delay: float, decision_delay: float) -> None:
+        """Protocol after `delay`, call back; then the decision, if any, after `decision_delay`."""
+        try:
+            await asyncio.sleep(delay)
+            effect.status = "protocolled"
+            await self._call_back(effect)
+            if effect.decision is not None:
+                await asyncio.sleep(decision_delay)
+                effect.decided = True
+                await self._call_back(effect)
+        except asyncio.CancelledError:
+            pass
+
+    async def _call_back(self, effect: Effect) -> None:
+        """POST the receipt to the caller's X-ReplyTo until it answers 2xx (bounded tries)."""
+        assert self.replies is not None and effect.reply_to and effect.correlation_id
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
+        reply = self.replies.receipt(effect, False)
+        headers = {"Content-Type": reply.headers["content-type"], "X-Correlation-ID": effect.correlation_id}
+        pause_s = CALLBACK_BACKOFF_S
+        for _ in range(CALLBACK_TRIES):
+            try:
+                status: int | None = (await self._http.post(effect.reply_to, content=reply.body,
+                                                            headers=headers)).status_code
+            except httpx.HTTPError:
+                status = None
+            effect.callbacks.append({"at": now_utc(), "esito": effect.esito, "status": status})
+            if status is not None and 200 <= status < 300:
+                return
+            await asyncio.sleep(pause_s)
+            pause_s *= 2
 
     async def process(
         self,
@@ -145,10 +237,19 @@ class AgencyDesk:
         except InvalidMessageError as exc:
             self.ledger.record_invalid(operation, exc.code, exc.error)
             return replies.invalid(operation, exc)
-        outcome = self.accept(submission, rule)
+        reply_to = request.headers.get("x-replyto")
+        if rule is not None and rule.kind == "async_push" and not reply_to \
+                and submission.message_id not in self.ledger.effects:
+            error = InvalidMessageError("REPLY_TO", "intestazione X-ReplyTo mancante (NONBLOCK_PUSH)")
+            self.ledger.record_invalid(operation, error.code, error.error)
+            return replies.invalid(operation, error)
+        outcome = self.accept(submission, rule, reply_to)
         if rule is not None and rule.kind in ("latency", "timeout") and rule.after_effect:
             # The effect is recorded; now the reply is "lost" for as long as the rule says.
             await pause(request, rule.delay_s, self._wake)
+        if outcome.effect is not None and self.refresh(outcome.effect).status == "acknowledged":
+            # Taken in charge (or asked again before the outcome is out): 202 again.
+            return replies.acknowledged(outcome.effect)
         if outcome.effect is not None:
             return replies.receipt(outcome.effect, outcome.first)
         return replies.rejection(operation, outcome.code, outcome.reason)

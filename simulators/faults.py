@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
+    "ASYNC_KINDS",
+    "DECISIONS",
     "KINDS",
     "TECHNICAL_KINDS",
     "FaultRule",
@@ -18,15 +20,22 @@ __all__ = [
 ]
 
 #: Every fault kind of the contract (docs/agency-contracts.md, "Simulator control API").
-KINDS = frozenset({"latency", "timeout", "http_status", "soap_fault", "reject"})
+KINDS = frozenset(
+    {"latency", "timeout", "http_status", "soap_fault", "reject", "async_push", "async_pull"}
+)
 #: Kinds applied before the message is validated: the agency is slow or down, whatever it got.
 TECHNICAL_KINDS = frozenset({"latency", "timeout", "http_status", "soap_fault"})
+#: Late outcomes (AgID non-blocking patterns): 202 now, the protocol number after `delay_ms`,
+#: by callback to X-ReplyTo (push) or from a status resource (pull).
+ASYNC_KINDS = frozenset({"async_push", "async_pull"})
+#: A business decision that may follow the protocol number after `decision_delay_ms`.
+DECISIONS = frozenset({"accepted", "rejected"})
 
 #: Default delay of each pausing kind; a timeout outlasts any sane client timeout.
-_DEFAULT_DELAY_MS = {"latency": 1_000, "timeout": 30_000}
+_DEFAULT_DELAY_MS = {"latency": 1_000, "timeout": 30_000, "async_push": 200, "async_pull": 200}
 _KEYS = frozenset(
     {"operation", "kind", "times", "delay_ms", "status", "retry_after", "code", "text", "match",
-     "after_effect"}
+     "after_effect", "decision", "decision_delay_ms"}
 )
 
 #: `matches(name, value)`: does any element/field called `name` in the request equal `value`?
@@ -51,6 +60,8 @@ class FaultRule:
     text: str = ""
     match: dict[str, str] = field(default_factory=dict)
     after_effect: bool = False
+    decision: str | None = None
+    decision_delay_ms: int = 0
 
     @property
     def delay_s(self) -> float:
@@ -68,7 +79,8 @@ class FaultRule:
             "operation": self.operation, "kind": self.kind, "times": self.times,
             "delay_ms": self.delay_ms, "status": self.status, "retry_after": self.retry_after,
             "code": self.code, "text": self.text, "match": dict(self.match),
-            "after_effect": self.after_effect,
+            "after_effect": self.after_effect, "decision": self.decision,
+            "decision_delay_ms": self.decision_delay_ms,
         }
 
 
@@ -109,6 +121,9 @@ def _rule(raw: Any, operations: Iterable[str]) -> FaultRule:
     after_effect = raw.get("after_effect", False)
     if not isinstance(after_effect, bool):
         raise InvalidRuleError("'after_effect' must be a boolean")
+    decision = raw.get("decision")
+    if decision is not None and (kind not in ASYNC_KINDS or decision not in DECISIONS):
+        raise InvalidRuleError(f"'decision' is one of {sorted(DECISIONS)}, for {sorted(ASYNC_KINDS)} only")
     return FaultRule(
         kind=kind,
         operation=operation,
@@ -120,6 +135,8 @@ def _rule(raw: Any, operations: Iterable[str]) -> FaultRule:
         text=raw.get("text", ""),
         match={name: as_text(value) for name, value in match.items()},
         after_effect=after_effect,
+        decision=decision,
+        decision_delay_ms=_int(raw, "decision_delay_ms", 200, 0, 3_600_000),
     )
 
 

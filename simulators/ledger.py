@@ -16,7 +16,13 @@ def now_utc() -> str:
 
 @dataclass(slots=True)
 class Effect:
-    """One message the agency accepted and protocolled; a repeat only bumps `duplicates`."""
+    """One message the agency accepted and protocolled; a repeat only bumps `duplicates`.
+
+    A message taken in charge for a late outcome (`mode` push or pull) is an effect from the
+    start, `status` "acknowledged" until its protocol number is out (`ready_at`, monotonic);
+    a `decision` may follow (`decided`). `received` keeps the fields another agency handed
+    over (numeroREA); `corrects` the message a corrected one replaces.
+    """
 
     message_id: str
     operation: str
@@ -26,6 +32,27 @@ class Effect:
     received_at: str
     filing_reference: str
     duplicates: int = 0
+    status: str = "protocolled"
+    mode: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    ready_at: float = 0.0
+    decision: str | None = None
+    decision_code: str = ""
+    decision_text: str = ""
+    decided: bool = False
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
+    received: dict[str, str] = field(default_factory=dict)
+    corrects: dict[str, str] | None = None
+
+    @property
+    def esito(self) -> str:
+        """The receipt's `esito`: ACQUISITA, or the decision once taken."""
+        if self.decided and self.decision == "accepted":
+            return "ACCOLTA"
+        if self.decided and self.decision == "rejected":
+            return "RESPINTA"
+        return "ACQUISITA"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +64,13 @@ class Effect:
             "receivedAt": self.received_at,
             "filingReference": self.filing_reference,
             "duplicates": self.duplicates,
+            "status": self.status,
+            "mode": self.mode,
+            "correlationId": self.correlation_id,
+            "esito": self.esito,
+            "callbacks": list(self.callbacks),
+            "received": dict(self.received),
+            "corrects": dict(self.corrects) if self.corrects else None,
         }
 
 
@@ -53,6 +87,7 @@ class Ledger:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     invalid: list[dict[str, Any]] = field(default_factory=list)
     calls: int = 0
+    polls: int = 0  # requests to the status resources of late outcomes
 
     def record_rejection(
         self, operation: str, message_id: str, filing_reference: str, code: str, reason: str
@@ -78,6 +113,7 @@ class Ledger:
         self.rejected.clear()
         self.invalid.clear()
         self.calls = 0
+        self.polls = 0
 
     def to_json(self, agency: str) -> dict[str, Any]:
         return {
@@ -86,4 +122,5 @@ class Ledger:
             "rejected": list(self.rejected),
             "invalid": list(self.invalid),
             "calls": self.calls,
+            "polls": self.polls,
         }

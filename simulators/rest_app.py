@@ -22,6 +22,7 @@ from simulators.control import control_routes
 from simulators.desk import AgencyDesk, InvalidMessageError, Submission
 from simulators.faults import FaultRule, as_text
 from simulators.httpio import BodyTooLargeError, read_body
+from simulators.late import late_routes, status_path
 from simulators.ledger import Effect
 
 __all__ = ["request_validator", "runts_app"]
@@ -129,7 +130,8 @@ class _RuntsEndpoint:
                     "IDEMPOTENCY_KEY", "l'intestazione Idempotency-Key deve essere il messageId"
                 )
             return Submission(
-                RUNTS_OPERATION, header["messageId"], header["filingReference"], lookup
+                RUNTS_OPERATION, header["messageId"], header["filingReference"], lookup,
+                corrects=header.get("corrects"),
             )
 
         return await self.desk.process(request, RUNTS_OPERATION, matches, check, self)
@@ -150,21 +152,33 @@ class _RuntsEndpoint:
             "messageId": effect.message_id,
             "protocollo": effect.protocol_number,
             "dataProtocollo": effect.protocolled_at,
-            "esito": "ACQUISITA",
+            "esito": effect.esito,
             "riferimenti": dict(effect.references),
         }
+        if effect.esito == "RESPINTA":  # a decision after the protocol: the agency's reason
+            receipt.update(codice=effect.decision_code, motivo=effect.decision_text)
         return Response(
             orjson.dumps(receipt), status_code=201 if first else 200, media_type="application/json"
         )
+
+    def acknowledged(self, effect: Effect) -> Response:
+        body = {"messageId": effect.message_id, "esito": "PRESA_IN_CARICO",
+                "correlationId": effect.correlation_id}
+        headers = {"X-Correlation-ID": effect.correlation_id or ""}
+        if effect.mode == "pull":
+            headers["Location"] = status_path(effect.correlation_id or "")
+        return Response(orjson.dumps(body), status_code=202, media_type="application/json", headers=headers)
 
 
 def runts_app(desk: AgencyDesk) -> Starlette:
     """The Starlette app of the simulated RUNTS."""
     endpoint = _RuntsEndpoint(desk)
+    desk.replies = endpoint
     return Starlette(
         routes=[
             Route("/v1/iscrizioni", endpoint.iscrizioni, methods=["POST"]),
             Route("/openapi.yaml", endpoint.contract, methods=["GET"]),
+            *late_routes(desk),
             *control_routes(desk),
         ]
     )

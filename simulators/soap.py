@@ -9,6 +9,7 @@ from simulators.ledger import Effect
 
 __all__ = [
     "ENVELOPE_NS",
+    "accepted_response",
     "MEDIA_TYPE",
     "envelope_version",
     "fault_response",
@@ -57,12 +58,24 @@ def receipt_response(version: str, namespace: str, prefix: str, effect: Effect) 
         ("messageId", effect.message_id),
         ("protocollo", effect.protocol_number),
         ("dataProtocollo", effect.protocolled_at),
-        ("esito", "ACQUISITA"),
+        ("esito", effect.esito),
     ):
         etree.SubElement(receipt, f"{{{namespace}}}{name}").text = value
     for name, value in effect.references.items():
         etree.SubElement(receipt, f"{{{namespace}}}riferimento", nome=name, valore=value)
+    if effect.esito == "RESPINTA":  # a decision after the protocol: the agency's reason
+        etree.SubElement(receipt, f"{{{namespace}}}codice").text = effect.decision_code
+        etree.SubElement(receipt, f"{{{namespace}}}motivo").text = effect.decision_text
     return _response(version, envelope, 200)
+
+
+def accepted_response(effect: Effect) -> Response:
+    """202 Accepted, no envelope (SOAP 1.2 part 2 §7.5.2.2; WS-I allows it for 1.1 too): the
+    message is taken in charge; X-Correlation-ID names it, Location (pull) its status."""
+    headers = {"X-Correlation-ID": effect.correlation_id or ""}
+    if effect.mode == "pull":
+        headers["Location"] = f"/esiti/{effect.correlation_id}"
+    return Response(b"", status_code=202, headers=headers)
 
 
 def fault_response(

@@ -15,10 +15,12 @@ from simulators.control import control_routes
 from simulators.desk import AgencyDesk, InvalidMessageError, Submission
 from simulators.faults import FaultRule
 from simulators.httpio import BodyTooLargeError, read_body
+from simulators.late import late_routes
 from simulators.ledger import Effect
 from simulators.soap import (
     ENVELOPE_NS,
     MEDIA_TYPE,
+    accepted_response,
     envelope_version,
     fault_response,
     receipt_response,
@@ -122,6 +124,7 @@ class _SoapEndpoint:
                 error = self.schema.error_log.last_error
                 message = f"riga {error.line}: {error.message}"
                 raise InvalidMessageError("SCHEMA", message[:_MAX_ERROR])
+            corrects = element.find(f"{{{_CRV}}}messageHeader/{{{_CRV}}}corrects")
             return Submission(
                 operation=operation,
                 message_id=element.findtext(f"{{{_CRV}}}messageHeader/{{{_CRV}}}messageId"),
@@ -129,6 +132,9 @@ class _SoapEndpoint:
                     f"{{{_CRV}}}messageHeader/{{{_CRV}}}filingReference"
                 ),
                 lookup=lookup,
+                corrects=None if corrects is None else {
+                    etree.QName(child).localname: (child.text or "").strip() for child in corrects
+                },
             )
 
         return await self.desk.process(request, operation, matches, check, self)
@@ -172,15 +178,20 @@ class _SoapEndpoint:
     def receipt(self, effect: Effect, first: bool) -> Response:
         return receipt_response(self.version, self.namespace, self.contract.agency, effect)
 
+    def acknowledged(self, effect: Effect) -> Response:
+        return accepted_response(effect)
+
 
 def soap_app(contract: SoapContract, desk: AgencyDesk) -> Starlette:
     """The Starlette app of one simulated SOAP agency."""
     endpoint = _SoapEndpoint(contract, desk)
+    desk.replies = endpoint
     return Starlette(
         routes=[
             Route("/soap", endpoint.soap, methods=["GET", "POST"]),
             Route("/wsdl", endpoint.document, methods=["GET"]),
             Route("/{name:str}.xsd", endpoint.document, methods=["GET"]),
+            *late_routes(desk),
             *control_routes(desk),
         ]
     )

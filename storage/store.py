@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,18 +17,21 @@ from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, s
 from sqlalchemy.exc import IntegrityError
 
 from domain.states import TERMINAL_DELIVERY_STATES, DeliveryState, FilingState
-from routing.aggregate import aggregate_filing_state
 from routing.plan import PlannedDelivery
 from service.ports import (
     AcceptedFiling,
     ClaimedJob,
     Completion,
-    DeliveryView,
     FilingView,
     IdempotencyConflict,
     NewFiling,
 )
-from storage.tables import attempts, audit_log, deliveries, filings, outbox
+from service.relay import OutboxJob
+from storage.audit import append_audit
+from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
+from storage.delivery_store import DeliverySemanticsStore, delivery_view
+from storage.identity_tables import filing_viewers
+from storage.tables import deliveries, filings, outbox
 
 __all__ = ["SqlStore", "format_reference"]
 
@@ -43,7 +46,50 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class SqlStore:
+#: The delivery columns a worker needs to run a job.
+_JOB_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.filing_id,
+    deliveries.c.agency,
+    deliveries.c.operation,
+    deliveries.c.message_id,
+    deliveries.c.state,
+    deliveries.c.content,
+    deliveries.c.rounds,
+    deliveries.c.created_at,
+    deliveries.c.schedule_origin,
+    deliveries.c.correlation_id,
+    deliveries.c.poll_url,
+    deliveries.c.polls,
+    deliveries.c.acknowledged_at,
+    deliveries.c.contract_version,
+    filings.c.reference,
+)
+
+
+def _claimed_job(r: Any, job_id: int) -> ClaimedJob:
+    return ClaimedJob(
+        job_id=job_id,
+        delivery_id=r.id,
+        filing_id=r.filing_id,
+        filing_reference=r.reference,
+        agency=r.agency,
+        operation=r.operation,
+        message_id=r.message_id,
+        state=r.state,
+        content=r.content,
+        rounds=r.rounds,
+        # The age bound restarts when a portal resends or a predecessor releases the delivery.
+        created_at=r.schedule_origin or r.created_at,
+        correlation_id=r.correlation_id,
+        poll_url=r.poll_url,
+        polls=r.polls,
+        acknowledged_at=r.acknowledged_at,
+        contract_version=r.contract_version,
+    )
+
+
+class SqlStore(DeliverySemanticsStore):
     """Implements `service.ports.Store` over one SQLAlchemy engine."""
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
@@ -67,6 +113,11 @@ class SqlStore:
 
     def _read(self) -> Connection:
         return self._engine.connect()
+
+    def writer(self) -> AbstractContextManager[Connection]:
+        """A connection for one write transaction, queued behind this process's other writers
+        (for stores that share this engine, such as `storage.identity.SqlIdentityStore`)."""
+        return self._write()
 
     # -- intake ---------------------------------------------------------------------------
     def accept_filing(
@@ -133,6 +184,9 @@ class SqlStore:
                     request_digest=filing.request_digest,
                     created_at=now,
                     updated_at=now,
+                    filed_by=filing.filed_by,
+                    responsible_tax_code=filing.responsible_tax_code,
+                    authorization=filing.authorization,
                 )
                 .returning(filings.c.id)
             ).scalar_one()
@@ -142,52 +196,75 @@ class SqlStore:
             )
             planned = plan(reference)
             if planned:
+                rows = [
+                    {
+                        "id": p.delivery_id,
+                        "filing_id": filing_id,
+                        "agency": p.agency,
+                        "operation": p.operation,
+                        "message_id": p.message_id,
+                        # A delivery that waits for another recipient gets no job until then.
+                        "state": (DeliveryState.WAITING if p.after else DeliveryState.PENDING).value,
+                        "content": p.content,
+                        "attempts": 0,
+                        "rounds": 0,
+                        "polls": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                        "depends_on": p.after,
+                        "on_reject": p.on_reject if p.after else None,
+                        "handoff": list(p.handoffs) if p.after else None,
+                        "contract_version": p.contract_version,
+                    }
+                    for p in planned
+                ]
+                conn.execute(insert(deliveries), rows)
+                ready = [p for p in planned if not p.after]
+                if ready:
+                    conn.execute(
+                        insert(outbox),
+                        [
+                            {
+                                "delivery_id": p.delivery_id,
+                                "agency": p.agency,
+                                "available_at": epoch,
+                                "claims": 0,
+                                "created_at": epoch,
+                            }
+                            for p in ready
+                        ],
+                    )
+                info = {filing_id: {"reference": reference, "portal": filing.portal}}
+                events = EventLog(conn, info, now, epoch)
+                events.add(filing_id, FILING_ACCEPTED, {
+                    "kind": filing.kind,
+                    "state": FilingState.IN_PROGRESS.value,
+                    "recipients": [recipient_payload(r) for r in rows],
+                })
+                events.flush()
+            if filing.viewers:
                 conn.execute(
-                    insert(deliveries),
-                    [
-                        {
-                            "id": p.delivery_id,
-                            "filing_id": filing_id,
-                            "agency": p.agency,
-                            "operation": p.operation,
-                            "message_id": p.message_id,
-                            "state": DeliveryState.PENDING.value,
-                            "content": p.content,
-                            "attempts": 0,
-                            "rounds": 0,
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for p in planned
-                    ],
+                    insert(filing_viewers),
+                    [{"filing_id": filing_id, "tax_code": v} for v in sorted(set(filing.viewers))],
                 )
-                conn.execute(
-                    insert(outbox),
-                    [
-                        {
-                            "delivery_id": p.delivery_id,
-                            "agency": p.agency,
-                            "available_at": epoch,
-                            "claims": 0,
-                            "created_at": epoch,
-                        }
-                        for p in planned
-                    ],
-                )
-            conn.execute(
-                insert(audit_log).values(
-                    at=now,
-                    actor=f"portal:{filing.portal}",
-                    action="filing_accepted",
-                    subject=reference,
-                    outcome="accepted",
-                    detail={
-                        "kind": filing.kind,
-                        "declarant": filing.declarant_tax_code,
-                        "recipients": [p.agency for p in planned],
-                        "digest": filing.digest,
-                    },
-                )
+            append_audit(
+                conn,
+                at=now,
+                actor=filing.filed_by or f"portal:{filing.portal}",
+                action="filing_accepted",
+                subject=reference,
+                outcome="accepted",
+                detail={
+                    "portal": filing.portal,
+                    "kind": filing.kind,
+                    "subject": filing.subject_tax_code,
+                    "declarant": filing.declarant_tax_code,
+                    "responsible": filing.responsible_tax_code,
+                    "authorization": filing.authorization,
+                    "recipients": [p.agency for p in planned],
+                    "digest": filing.digest,
+                    **(filing.auth_context or {}),
+                },
             )
         return AcceptedFiling(
             reference=reference,
@@ -197,17 +274,25 @@ class SqlStore:
         )
 
     # -- reading --------------------------------------------------------------------------
-    def get_filing(self, reference: str, portal: str | None) -> FilingView | None:
+    def get_filing(self, reference: str, portal: str | None, user: str | None = None) -> FilingView | None:
+        """The filing, or None when it does not exist or is outside the portal's or user's scope."""
         with self._read() as conn:
             query = select(filings).where(filings.c.reference == reference)
             if portal is not None:
                 query = query.where(filings.c.portal == portal)
+            if user is not None:
+                query = query.where(
+                    select(filing_viewers.c.filing_id)
+                    .where(filing_viewers.c.filing_id == filings.c.id, filing_viewers.c.tax_code == user)
+                    .exists()
+                )
             row = conn.execute(query).first()
             if row is None:
                 return None
             rows = conn.execute(
                 select(deliveries)
-                .where(deliveries.c.filing_id == row.id)
+                # A message replaced by a corrected one is history, not a recipient.
+                .where(deliveries.c.filing_id == row.id, deliveries.c.superseded_by.is_(None))
                 .order_by(deliveries.c.agency, deliveries.c.operation)
             ).all()
         return FilingView(
@@ -217,25 +302,7 @@ class SqlStore:
             state=row.state,
             created_at=row.created_at,
             updated_at=row.updated_at,
-            deliveries=[
-                DeliveryView(
-                    delivery_id=d.id,
-                    agency=d.agency,
-                    operation=d.operation,
-                    message_id=d.message_id,
-                    state=d.state,
-                    protocol_number=d.protocol_number,
-                    protocolled_at=d.protocolled_at,
-                    outcome_code=d.outcome_code,
-                    outcome_text=d.outcome_text,
-                    references=d.references or {},
-                    attempts=d.attempts,
-                    last_error=d.last_error,
-                    next_attempt_at=d.next_attempt_at,
-                    updated_at=d.updated_at,
-                )
-                for d in rows
-            ],
+            deliveries=[delivery_view(d) for d in rows],
         )
 
     # -- the embedded queue -----------------------------------------------------------------
@@ -279,125 +346,95 @@ class SqlStore:
                 return []
             job_of = {row.delivery_id: row.id for row in claimed}
             rows = conn.execute(
-                select(
-                    deliveries.c.id,
-                    deliveries.c.filing_id,
-                    deliveries.c.agency,
-                    deliveries.c.operation,
-                    deliveries.c.message_id,
-                    deliveries.c.state,
-                    deliveries.c.content,
-                    deliveries.c.rounds,
-                    deliveries.c.created_at,
-                    filings.c.reference,
-                )
+                select(*_JOB_COLUMNS)
                 .join(filings, filings.c.id == deliveries.c.filing_id)
                 .where(deliveries.c.id.in_(list(job_of)))
             ).all()
-        return [
-            ClaimedJob(
-                job_id=job_of[r.id],
-                delivery_id=r.id,
-                filing_id=r.filing_id,
-                filing_reference=r.reference,
-                agency=r.agency,
-                operation=r.operation,
-                message_id=r.message_id,
-                state=r.state,
-                content=r.content,
-                rounds=r.rounds,
-                created_at=r.created_at,
+        return [_claimed_job(r, job_of[r.id]) for r in rows]
+
+    # -- the outbox relay and the RabbitMQ workers ---------------------------------------------
+    def claim_unpublished(self, owner: str, limit: int, lease_seconds: float) -> list[OutboxJob]:
+        """Lease up to `limit` due, unpublished, open jobs to relay `owner` for publishing.
+
+        PostgreSQL skips rows another relay holds (`FOR UPDATE SKIP LOCKED`); SQLite serialises
+        writers. A lease that runs out (the relay died before `mark_published`) makes the rows
+        claimable again: they are published twice, which delivery tolerates.
+        """
+        if limit <= 0:
+            return []
+        now = self._clock()
+        due = (
+            select(outbox.c.id)
+            .where(
+                outbox.c.published_at.is_(None),
+                outbox.c.done_at.is_(None),
+                outbox.c.available_at <= now,
+                or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now),
             )
-            for r in rows
-        ]
+            .order_by(outbox.c.available_at)
+            .limit(limit)
+        )
+        if self._skip_locked:
+            due = due.with_for_update(skip_locked=True)
+        with self._write() as conn, conn.begin():
+            rows = conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(due.scalar_subquery()))
+                .values(lease_owner=owner, leased_until=now + lease_seconds, claims=outbox.c.claims + 1)
+                .returning(outbox.c.id, outbox.c.delivery_id, outbox.c.agency, outbox.c.available_at)
+            ).all()
+        rows.sort(key=lambda r: (r.available_at, r.id))
+        return [OutboxJob(job_id=r.id, delivery_id=r.delivery_id, agency=r.agency) for r in rows]
+
+    def mark_published(self, job_ids: Sequence[int]) -> None:
+        """Record that the broker confirmed these jobs (the relay will not publish them again)."""
+        if not job_ids:
+            return
+        now = self._clock()
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(list(job_ids)), outbox.c.published_at.is_(None))
+                .values(published_at=now, leased_until=None)
+            )
+
+    def load_jobs(self, job_ids: Sequence[int]) -> tuple[list[ClaimedJob], set[int]]:
+        """The open jobs among `job_ids` with their deliveries, and the ids already done.
+
+        A broker hands a worker job ids; a job that is already done (a duplicate publish, or a
+        redelivery after the outcome was committed) must be acknowledged without sending.
+        Ids in neither part do not exist.
+        """
+        if not job_ids:
+            return [], set()
+        with self._read() as conn:
+            rows = conn.execute(
+                select(outbox.c.id.label("job_id"), outbox.c.done_at, *_JOB_COLUMNS)
+                .select_from(
+                    outbox.join(deliveries, deliveries.c.id == outbox.c.delivery_id).join(
+                        filings, filings.c.id == deliveries.c.filing_id
+                    )
+                )
+                .where(outbox.c.id.in_(list(job_ids)))
+            ).all()
+        done = {r.job_id for r in rows if r.done_at is not None}
+        jobs = [_claimed_job(r, r.job_id) for r in rows if r.done_at is None]
+        return jobs, done
 
     def complete_jobs(self, completions: Sequence[Completion]) -> None:
-        """Record a batch of outcomes, close their jobs, re-derive their filings' states."""
+        """Record a batch of outcomes, close their jobs, release or hold the deliveries that
+        wait for them, append the filings' events and re-derive the filings' states."""
         if not completions:
             return
-        now = _utcnow()
-        epoch = self._clock()
         with self._write() as conn, conn.begin():
-            for c in completions:
-                values: dict[str, Any] = {
-                    "state": c.new_state,
-                    "attempts": deliveries.c.attempts + len(c.attempts),
-                    "rounds": deliveries.c.rounds + 1,
-                    "last_error": c.last_error,
-                    "next_attempt_at": c.next_attempt_at,
-                    "updated_at": now,
-                }
-                if c.protocol_number is not None:
-                    values.update(
-                        protocol_number=c.protocol_number,
-                        protocolled_at=c.protocolled_at,
-                        outcome=c.outcome,
-                        references=c.references or {},
-                    )
-                if c.outcome_code is not None:
-                    values.update(outcome_code=c.outcome_code, outcome_text=c.outcome_text)
-                # A settled delivery never moves again: a late duplicate pass changes nothing.
-                changed = conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id == c.job.delivery_id, deliveries.c.state.not_in(_TERMINAL))
-                    .values(**values)
-                ).rowcount
-                if changed and c.attempts:
-                    conn.execute(
-                        insert(attempts),
-                        [
-                            {
-                                "delivery_id": c.job.delivery_id,
-                                "number": a.number,
-                                "started_at": a.started_at,
-                                "duration_ms": a.duration_ms,
-                                "result": a.result,
-                                "error_code": a.error_code,
-                                "error_text": a.error_text,
-                                "worker": c.owner,
-                            }
-                            for a in c.attempts
-                        ],
-                    )
-                conn.execute(
-                    update(outbox).where(outbox.c.id == c.job.job_id).values(done_at=epoch)
-                )
-                if changed and c.next_attempt_at is not None:
-                    conn.execute(
-                        insert(outbox).values(
-                            delivery_id=c.job.delivery_id,
-                            agency=c.job.agency,
-                            available_at=c.next_attempt_at,
-                            claims=0,
-                            created_at=epoch,
-                        )
-                    )
-            self._refresh_filing_states(conn, {c.job.filing_id for c in completions}, now)
-
-    def _refresh_filing_states(self, conn: Connection, filing_ids: set[int], now: datetime) -> None:
-        rows = conn.execute(
-            select(deliveries.c.filing_id, deliveries.c.state).where(
-                deliveries.c.filing_id.in_(list(filing_ids))
-            )
-        ).all()
-        states: dict[int, list[str]] = {fid: [] for fid in filing_ids}
-        for row in rows:
-            states[row.filing_id].append(row.state)
-        for filing_id, delivery_states in states.items():
-            conn.execute(
-                update(filings)
-                .where(filings.c.id == filing_id)
-                .values(state=aggregate_filing_state(delivery_states).value, updated_at=now)
-            )
+            apply_completions(conn, completions, _utcnow(), self._clock())
 
     # -- audit and operations ----------------------------------------------------------------
     def audit(self, actor: str, action: str, subject: str, outcome: str, detail: dict[str, Any]) -> None:
+        """Append one line to the hash-chained audit trail, in its own transaction."""
         with self._write() as conn, conn.begin():
-            conn.execute(
-                insert(audit_log).values(
-                    at=_utcnow(), actor=actor, action=action, subject=subject, outcome=outcome, detail=detail
-                )
-            )
+            append_audit(conn, at=_utcnow(), actor=actor, action=action, subject=subject,
+                         outcome=outcome, detail=detail)
 
     def pending_jobs(self) -> int:
         with self._read() as conn:

@@ -54,6 +54,11 @@ filings = Table(
     Column("request_digest", String(64)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Who filed (the authenticated user), the delegate who answers for a collaborator's
+    # filing, and on what basis each recipient was authorized (0002_identity).
+    Column("filed_by", String(16)),
+    Column("responsible_tax_code", String(16)),
+    Column("authorization", JSON),
     UniqueConstraint("portal", "idempotency_key", name="uq_filings_portal_idempotency_key"),
 )
 
@@ -79,6 +84,22 @@ deliveries = Table(
     Column("next_attempt_at", Float),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Delivery semantics (0004): ordering and hand-off, late outcomes, resend and correction.
+    Column("depends_on", String(32)),  # the agency whose outcome this delivery waits for
+    Column("on_reject", String(16)),  # hold | cancel, when that agency rejects
+    Column("handoff", JSON),  # [{path, agency, reference}]: fields filled at release
+    Column("correlation_id", String(128)),  # the agency's id for a late outcome (X-Correlation-ID)
+    Column("poll_url", Text),  # PULL: the status resource to poll
+    Column("polls", Integer, nullable=False, default=0, server_default="0"),
+    Column("acknowledged_at", DateTime(timezone=True)),
+    Column("schedule_origin", DateTime(timezone=True)),  # the age bound restarts here (resend)
+    Column("corrects_delivery_id", String(32)),  # the rejected delivery this one corrects
+    Column("corrects_protocol_number", String(64)),
+    Column("superseded_by", String(32)),  # the corrected delivery that replaced this one
+    Index("ix_deliveries_agency_correlation_id", "agency", "correlation_id"),
+    # The agency contract version the delivery was planned with (0005): old filings finish
+    # on the version they were mapped for while new ones use the current one.
+    Column("contract_version", String(32)),
 )
 
 attempts = Table(
@@ -123,4 +144,7 @@ audit_log = Table(
     Column("subject", String(64), nullable=False, default=""),
     Column("outcome", String(32), nullable=False),
     Column("detail", JSON),
+    # The hash chain (storage.audit): hash = sha256(prev_hash || canonical line).
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("hash", String(64), nullable=False),
 )

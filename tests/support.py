@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import socket
 import threading
 import time
@@ -13,9 +12,45 @@ from typing import Any
 from sqlalchemy import func, select
 
 from config.settings import PortalSettings, Settings, load_settings
+from security.keys import generate_private_key, public_pem
+from security.modi import ModiSigner
 
-TEST_PORTAL_KEY = "test-portal-key-not-a-secret"
-OTHER_PORTAL_KEY = "other-portal-key-not-a-secret"
+#: The test portals' keys, made once per test session: "test" signs ES256, "other" RS256.
+_PORTAL_KEYS = {"test": generate_private_key("ES256"), "other": generate_private_key("RS256")}
+#: The audience the test hubs expect (the default `identity.audience`).
+AUDIENCE = "crocevia"
+
+
+def portal_signer(portal: str = "test", clock: Callable[[], float] = time.time, **kwargs: Any) -> ModiSigner:
+    """A signer for one of the test portals, on `clock`; kwargs override (audience, lifetime)."""
+    options: dict[str, Any] = {"audience": AUDIENCE, "clock": clock, **kwargs}
+    return ModiSigner(issuer=portal, private_key=_PORTAL_KEYS[portal], **options)
+
+
+#: The test portals' credentials: `PortalClient(hub.base_url, TEST_PORTAL_KEY)` signs as "test".
+TEST_PORTAL_KEY = portal_signer("test")
+OTHER_PORTAL_KEY = portal_signer("other")
+
+
+def portal_env(portal: str = "test") -> dict[str, str]:
+    """Environment variables that register a test portal's public key in a hub subprocess."""
+    key = _PORTAL_KEYS[portal]
+    prefix = f"PORTALS__{portal.upper()}__"
+    return {prefix + "ALGORITHM": "ES256" if portal == "test" else "RS256",
+            prefix + "PUBLIC_KEY": public_pem(key).decode()}
+
+
+class FakeClock:
+    """A clock the test moves by hand (token expiry, lockout); starts at the real time."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def free_port() -> int:
@@ -36,6 +71,11 @@ def hub_settings(database_url: str, endpoints: dict[str, str], **worker: Any) ->
                 "schedule": conf.schedule.model_copy(
                     update={"initial_delay": 0.2, "max_delay": 0.5, "jitter": 0.1, "max_rounds": 3}
                 ),
+                # A circuit that opens in a test closes again (or probes) within a second.
+                "circuit": conf.circuit.model_copy(update={"cool_down": 0.3, "probe_wait": 0.05}),
+                "late": conf.late.model_copy(
+                    update={"poll_initial": 0.05, "poll_max": 0.3, "callback_timeout": 5.0}
+                ),
             }
         )
         for name, conf in base.agencies.items()
@@ -45,9 +85,13 @@ def hub_settings(database_url: str, endpoints: dict[str, str], **worker: Any) ->
             "database": base.database.model_copy(update={"url": database_url}),
             "agencies": agencies,
             "worker": base.worker.model_copy(update={"poll_interval": 0.02, "max_poll_interval": 0.1, **worker}),
+            "notifications": base.notifications.model_copy(
+                update={"initial_delay": 0.05, "max_delay": 0.5, "poll_interval": 0.02, "max_poll_interval": 0.1}
+            ),
             "portals": {
-                "test": PortalSettings(api_key_sha256=hashlib.sha256(TEST_PORTAL_KEY.encode()).hexdigest()),
-                "other": PortalSettings(api_key_sha256=hashlib.sha256(OTHER_PORTAL_KEY.encode()).hexdigest()),
+                name: PortalSettings(algorithm="ES256" if name == "test" else "RS256",
+                                     public_key=public_pem(key).decode())
+                for name, key in _PORTAL_KEYS.items()
             },
         }
     )
@@ -56,13 +100,18 @@ def hub_settings(database_url: str, endpoints: dict[str, str], **worker: Any) ->
 class RunningHub:
     """The API and one embedded worker in a background event loop; `with` stops them."""
 
-    def __init__(self, settings: Settings, *, with_workers: bool = True) -> None:
+    def __init__(self, settings: Settings, *, with_workers: bool = True,
+                 clock: Callable[[], float] = time.time,
+                 delivery_clock: Callable[[], float] = time.time) -> None:
         from bootstrap import build_hub
 
-        self.settings = settings
-        self.hub = build_hub(settings)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        if settings.api.public_url is None:  # agencies call back this hub, on its test port
+            settings = settings.model_copy(
+                update={"api": settings.api.model_copy(update={"public_url": self.base_url})})
+        self.settings = settings
+        self.hub = build_hub(settings, clock=clock, delivery_clock=delivery_clock)
         self._with_workers = with_workers
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None

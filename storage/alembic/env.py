@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
+import storage.identity_tables  # noqa: F401 - registers the identity tables on `metadata`
+import storage.delivery_tables  # noqa: F401 - registers the delivery semantics tables
 from storage.tables import metadata
 
 config = context.config

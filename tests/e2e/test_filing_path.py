@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cli.client import PortalClient
+from cli.client import PortalClient, demo_user
 from config.settings import PROJECT_ROOT
 from storage.tables import audit_log, deliveries, filings, outbox
 from tests.support import OTHER_PORTAL_KEY, TEST_PORTAL_KEY, RunningHub, hub_settings, wait_for
@@ -189,9 +189,13 @@ def test_the_same_filing_as_json_is_accepted(client: PortalClient, hub: RunningH
     assert _settled(client, response.json()["reference"])["state"] == "protocolled"
 
 
-def test_callers_without_a_valid_key_are_refused(hub: RunningHub) -> None:
-    """No key or a wrong key: 401 problem, nothing stored but the audit line."""
-    with PortalClient(hub.base_url, "wrong-key") as intruder:
+def test_callers_without_a_valid_signature_are_refused(hub: RunningHub) -> None:
+    """A request signed with another key: 401 problem, nothing stored but the audit line."""
+    from security.keys import generate_private_key
+    from security.modi import ModiSigner
+
+    forger = ModiSigner(issuer="test", private_key=generate_private_key("ES256"), audience="crocevia")
+    with PortalClient(hub.base_url, forger) as intruder:
         response = intruder.submit((EXAMPLES / "durc_request.xml").read_bytes())
     assert response.status_code == 401 and response.headers["content-type"] == "application/problem+json"
     assert hub.count(filings) == 0 and hub.count(audit_log) == 1
@@ -200,6 +204,7 @@ def test_callers_without_a_valid_key_are_refused(hub: RunningHub) -> None:
 def test_another_portals_filing_is_not_found(client: PortalClient, hub: RunningHub) -> None:
     """A portal sees only its own filings: another's reference is a 404, not a 403."""
     ref = client.submit((EXAMPLES / "durc_request.xml").read_bytes()).json()["reference"]
+    filer = demo_user("CMPNNA80E59D612B")  # the declarant, asking through another portal
     with PortalClient(hub.base_url, OTHER_PORTAL_KEY) as other:
-        assert other.status(ref).status_code == 404
+        assert other.status(ref, user=filer).status_code == 404
     assert client.status(ref).status_code == 200

@@ -645,7 +645,7 @@ def test_reset_clears_ledger_and_faults(sims: SimulatorHandle) -> None:
         service(sims, "inail").AperturaPAT(**payload("AperturaPAT"))
     sims.reset()
     assert sims.ledger("inail") == {
-        "agency": "inail", "effects": [], "rejected": [], "invalid": [], "calls": 0
+        "agency": "inail", "effects": [], "rejected": [], "invalid": [], "calls": 0, "polls": 0
     }
     service(sims, "inail").AperturaPAT(**payload("AperturaPAT"))
 

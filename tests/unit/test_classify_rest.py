@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from adapters.rest import classify_http
-from adapters.runts import build_runts_adapter
+from adapters.registry import build_adapter
 from domain.errors import (
     AdapterMisconfigured,
     AgencyProtocolError,
@@ -27,6 +27,11 @@ from domain.messages import OutgoingMessage
 ENDPOINT = "http://127.0.0.1:9"
 MESSAGE_ID = "fedcba9876543210fedcba9876543210"
 TAX_CODE = "RSSMRA80A01H501U"
+
+
+def build_runts_adapter(**kwargs):  # type: ignore[no-untyped-def]
+    """RUNTS's adapter, from its declaration in config/agencies/runts.toml."""
+    return build_adapter("runts", **kwargs)
 
 
 @pytest.fixture(scope="module")

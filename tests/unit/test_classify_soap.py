@@ -11,8 +11,7 @@ import requests
 import zeep.exceptions as zx
 from urllib3.exceptions import NewConnectionError
 
-from adapters.inail import build_inail_adapter
-from adapters.inps import build_inps_adapter
+from adapters.registry import build_adapter
 from adapters.soap import classify_soap
 from domain.errors import (
     AdapterMisconfigured,
@@ -29,6 +28,16 @@ from domain.messages import OutgoingMessage
 FAULTS = Path(__file__).resolve().parent.parent / "data" / "faults"
 ENDPOINT = "http://127.0.0.1:9/soap"
 MESSAGE_ID = "0123456789abcdef0123456789abcdef"
+
+
+def build_inail_adapter(**kwargs):  # type: ignore[no-untyped-def]
+    """INAIL's adapter, from its declaration in config/agencies/inail.toml."""
+    return build_adapter("inail", **kwargs)
+
+
+def build_inps_adapter(**kwargs):  # type: ignore[no-untyped-def]
+    """INPS's adapter, from its declaration in config/agencies/inps.toml."""
+    return build_adapter("inps", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -429,9 +438,11 @@ def test_contract_is_loaded_once_and_checked() -> None:
     """The WSDL/XSD are parsed once per contract; a version mismatch fails at build time."""
     from dataclasses import replace
 
-    from adapters.inps import INPS_CONTRACT
-    from adapters.soap import load_soap_contract
+    from adapters.contracts import ContractError
+    from adapters.registry import default_catalog
+    from adapters.wsdl import load_wsdl_contract
 
-    assert load_soap_contract(INPS_CONTRACT) is load_soap_contract(INPS_CONTRACT)
-    with pytest.raises(ValueError, match="SOAP 1.2"):
-        load_soap_contract(replace(INPS_CONTRACT, soap_version="1.1"))
+    spec = default_catalog().contract("inps", "v1")
+    assert load_wsdl_contract(spec) is load_wsdl_contract(spec)
+    with pytest.raises(ContractError, match="SOAP 1.2"):
+        load_wsdl_contract(replace(spec, soap_version="1.1"))

@@ -1,0 +1,9 @@
+# The hub's image: API, relay, workers and simulators all run from it (see docker-compose.yml).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml constraints.txt ./
+COPY . .
+RUN pip install --no-cache-dir --disable-pip-version-check -c constraints.txt -e . \
+    && useradd --create-home --uid 10001 crocevia && mkdir -p var && chown crocevia var
+USER crocevia
+CMD ["python", "hub.py", "serve", "--host", "0.0.0.0"]

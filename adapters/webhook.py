@@ -1,0 +1,121 @@
+"""Pushing filing events to a portal's callback address, signed so that the portal can verify.
+
+Signature (header `X-Crocevia-Signature`): `t=<unix seconds>,v1=<hex HMAC-SHA256>` computed
+with the portal's secret over `"<t>." + body`. Binding the timestamp lets a portal refuse an
+old message replayed by someone who captured it; the event id (`X-Crocevia-Event-Id`, also in
+the body) stays the same across retries so that a repeat is recognisable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from adapters.base import parse_retry_after
+
+__all__ = [
+    "EVENT_ID_HEADER",
+    "SIGNATURE_HEADER",
+    "WebhookFailed",
+    "WebhookSender",
+    "WebhookTarget",
+    "sign_body",
+    "verify_signature",
+]
+
+#: Carries `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>`.
+SIGNATURE_HEADER = "X-Crocevia-Signature"
+#: The event's stable id.
+EVENT_ID_HEADER = "X-Crocevia-Event-Id"
+#: How old a signature `verify_signature` accepts by default (seconds).
+DEFAULT_TOLERANCE = 300.0
+
+
+def _mac(secret: bytes, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def sign_body(secret: bytes, body: bytes, timestamp: float) -> str:
+    """The signature header's value for `body` sent at `timestamp`."""
+    t = int(timestamp)
+    return f"t={t},v1={_mac(secret, t, body)}"
+
+
+def verify_signature(
+    secret: bytes, header: str | None, body: bytes, *, now: float | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> bool:
+    """Whether `header` signs `body` with `secret`, no older than `tolerance` seconds.
+
+    What a portal runs on each callback (constant-time comparison).
+    """
+    if not header:
+        return False
+    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+    try:
+        t = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - t) > tolerance:
+        return False
+    return hmac.compare_digest(_mac(secret, t, body), parts.get("v1", ""))
+
+
+class WebhookFailed(Exception):
+    """The portal did not take the event (transport failure or a non-2xx answer)."""
+
+    def __init__(self, text: str, *, retry_after: float | None = None) -> None:
+        super().__init__(text)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    url: str
+    secret: bytes
+
+
+class WebhookSender:
+    """POSTs events to portals' callback addresses.
+
+    Args:
+        http: the hub's client for portal callbacks (its timeouts apply).
+        targets: portal id → where to POST and with which secret to sign.
+        clock: epoch seconds for the signature's timestamp.
+    """
+
+    def __init__(self, http: httpx.AsyncClient, targets: Mapping[str, WebhookTarget],
+                 clock: Callable[[], float] = time.time) -> None:
+        self._http = http
+        self._targets = dict(targets)
+        self._clock = clock
+
+    @property
+    def portals(self) -> list[str]:
+        return sorted(self._targets)
+
+    async def send(self, portal: str, event_id: str, body: bytes) -> None:
+        """Deliver one event; returns when the portal answered 2xx.
+
+        Raises:
+            WebhookFailed: any other outcome (the notifier retries later).
+        """
+        target = self._targets[portal]
+        headers = {
+            "Content-Type": "application/json",
+            EVENT_ID_HEADER: event_id,
+            SIGNATURE_HEADER: sign_body(target.secret, body, self._clock()),
+            "User-Agent": "crocevia-notifier/1",
+        }
+        try:
+            response = await self._http.post(target.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise WebhookFailed(f"{type(exc).__name__}: {exc}") from exc
+        if not 200 <= response.status_code < 300:
+            raise WebhookFailed(f"HTTP {response.status_code}",
+                                retry_after=parse_retry_after(response.headers.get("retry-after")))

@@ -1,0 +1,205 @@
+"""The delegation API: grant, list and revoke delegations and sub-delegations.
+
+Every request is ModI-signed like a filing and names the user; every outcome is audited.
+
+    POST /v1/delegations                          {subject, delegate, agencies, validFrom?, validTo}
+    GET  /v1/delegations?subject=<tax code>       the subject's delegations the user takes part in
+    POST /v1/delegations/{id}/subdelegations      {collaborator, agencies?, validFrom?, validTo?}
+    POST /v1/delegations/{id}/revoke
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import Caller, authenticate
+from api.problems import problem_response
+from service.identity import (
+    AuditEntry,
+    DelegationRefused,
+    grant_delegation,
+    grant_subdelegation,
+    list_delegations,
+    revoke_delegation,
+)
+
+if TYPE_CHECKING:
+    from api.app import ApiContext
+
+__all__ = ["delegation_routes"]
+
+log = structlog.get_logger("crocevia.api")
+
+#: A delegation request is a few hundred bytes.
+_MAX_BODY = 16_384
+
+
+class _BadRequest(Exception):
+    def __init__(self, detail: str, status: int = 400, slug: str = "invalid-request") -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _instant(value: Any, field: str) -> datetime | None:
+    """An ISO 8601 date or date-time; without a zone it is UTC."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _BadRequest(f"{field} must be an ISO 8601 date or date-time")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _BadRequest(f"{field} must be an ISO 8601 date or date-time") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+def _agencies(value: Any, required: bool) -> list[str] | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
+        raise _BadRequest("agencies must be a list of agency names")
+    return value
+
+
+def _text(data: dict[str, Any], field: str) -> str:
+    value = data.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise _BadRequest(f"{field} is required")
+    return value
+
+
+def delegation_routes(ctx: ApiContext) -> list[Route]:
+    """The delegation endpoints over the API context (store, guard, identity store)."""
+
+    async def _read(request: Request) -> bytes | Response:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():  # stop reading as soon as the bound is passed
+            size += len(chunk)
+            if size > _MAX_BODY:
+                return problem_response(413, "document-too-large", "Content Too Large",
+                                        f"a delegation request is at most {_MAX_BODY} bytes",
+                                        instance=request.url.path)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _parse(request: Request, body: bytes) -> dict[str, Any]:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise _BadRequest("send the request as application/json", 415, "unsupported-media-type")
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise _BadRequest("the body is not JSON") from None
+        if not isinstance(data, dict):
+            raise _BadRequest("the body must be a JSON object")
+        return data
+
+    def _refused(request: Request, caller: Caller, exc: DelegationRefused, action: str, subject: str) -> Response:
+        ctx.identity.audit(AuditEntry(
+            actor=caller.actor, action=action, subject=subject, outcome=exc.slug,
+            detail={"status": exc.status, "reasons": [r.code for r in exc.reasons], **caller.audit_context()},
+        ))
+        return problem_response(
+            exc.status, exc.slug, {403: "Forbidden", 404: "Not Found", 409: "Conflict"}.get(
+                exc.status, "Unprocessable Content"),
+            exc.detail, instance=request.url.path,
+            errors=[{"code": r.code, "location": "delegation", "detail": r.detail} for r in exc.reasons],
+        )
+
+    def _handler(action: str, work: Callable[[Request, Caller, bytes], Response]
+                 ) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            body = await _read(request)
+            if isinstance(body, Response):
+                return body
+            caller = await authenticate(ctx.guard, request, body)
+            if isinstance(caller, Response):
+                return caller
+            structlog.contextvars.bind_contextvars(portal=caller.portal)
+            subject = request.path_params.get("delegation_id", "")
+            try:
+                return await run_in_threadpool(work, request, caller, body)
+            except _BadRequest as exc:
+                return problem_response(exc.status, exc.slug, "Bad Request", str(exc),
+                                        instance=request.url.path)
+            except DelegationRefused as exc:
+                return await run_in_threadpool(_refused, request, caller, exc, action, subject)
+            except (OperationalError, DBAPIError):
+                log.warning("store_unavailable", exc_info=True)
+                return problem_response(503, "store-unavailable", "Service Unavailable",
+                                        "the store is not reachable; nothing was recorded",
+                                        instance=request.url.path, headers={"Retry-After": "5"})
+
+        return handle
+
+    def grant(request: Request, caller: Caller, body: bytes) -> Response:
+        data = _parse(request, body)
+        assert caller.user is not None
+        now = ctx.guard.now()
+        valid_to = _instant(data.get("validTo"), "validTo")
+        if valid_to is None:
+            raise _BadRequest("validTo is required")
+        made = grant_delegation(
+            ctx.identity, user=caller.user, portal=caller.portal, subject=_text(data, "subject"),
+            delegate=_text(data, "delegate"), agencies=_agencies(data.get("agencies"), True) or [],
+            valid_from=_instant(data.get("validFrom"), "validFrom") or now, valid_to=valid_to,
+            known_agencies=ctx.routes.agencies, at=now,
+        )
+        log.info("delegation_granted", delegation_id=made["id"])
+        return _json(made, 201, {"Location": f"/v1/delegations/{made['id']}"})
+
+    def subdelegate(request: Request, caller: Caller, body: bytes) -> Response:
+        data = _parse(request, body)
+        assert caller.user is not None
+        made = grant_subdelegation(
+            ctx.identity, user=caller.user, portal=caller.portal,
+            parent_id=request.path_params["delegation_id"], collaborator=_text(data, "collaborator"),
+            agencies=_agencies(data.get("agencies"), False),
+            valid_from=_instant(data.get("validFrom"), "validFrom"),
+            valid_to=_instant(data.get("validTo"), "validTo"), at=ctx.guard.now(),
+        )
+        log.info("subdelegation_granted", delegation_id=made["id"], parent_id=made["parent"])
+        return _json(made, 201, {"Location": f"/v1/delegations/{made['id']}"})
+
+    def revoke(request: Request, caller: Caller, body: bytes) -> Response:
+        assert caller.user is not None
+        done = revoke_delegation(ctx.identity, user=caller.user, portal=caller.portal,
+                                 delegation_id=request.path_params["delegation_id"], at=ctx.guard.now())
+        log.info("delegation_revoked", delegation_id=done["id"])
+        return _json(done)
+
+    def listing(request: Request, caller: Caller, body: bytes) -> Response:
+        assert caller.user is not None
+        subject = request.query_params.get("subject")
+        if not subject:
+            raise _BadRequest("the subject query parameter is required")
+        items = list_delegations(ctx.identity, user=caller.user, subject=subject, at=ctx.guard.now())
+        ctx.identity.audit(AuditEntry(actor=caller.actor, action="delegations_listed",
+                                      subject=subject.strip().upper()[:64], outcome="ok",
+                                      detail={"count": len(items), **caller.audit_context()}))
+        return _json({"subject": subject.strip().upper(), "delegations": items})
+
+    return [
+        Route("/v1/delegations", _handler("delegation_refused", grant), methods=["POST"]),
+        Route("/v1/delegations", _handler("delegations_listed", listing), methods=["GET"]),
+        Route("/v1/delegations/{delegation_id}/subdelegations",
+              _handler("subdelegation_refused", subdelegate), methods=["POST"]),
+        Route("/v1/delegations/{delegation_id}/revoke",
+              _handler("revocation_refused", revoke), methods=["POST"]),
+    ]

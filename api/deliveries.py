@@ -1,0 +1,249 @@
+"""Routes of the delivery semantics: resend and correct one recipient, the filing's event
+feed, agencies' late-outcome callbacks, and the agencies' circuit status."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import Caller, authenticate
+from api.problems import problem_response
+from domain.intake import FilingRefused
+from service.identity import RecipientsNotAuthorized, authorize_filing
+from service.ports import DeliveryView, NotResendable, RecipientNotFound
+from service.recipients import CallbackUnreadable, CorrectionRefused, correct_recipient, record_callback
+
+if TYPE_CHECKING:
+    from api.app import ApiContext
+
+__all__ = ["delivery_routes", "recipient_json"]
+
+log = structlog.get_logger("crocevia.api")
+
+_XML_TYPES = {"application/xml", "text/xml"}
+_JSON_TYPES = {"application/json"}
+#: The header of the AgID non-blocking patterns that names the exchange (ModI guidelines).
+_CORRELATION = "x-correlation-id"
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def _instant(epoch: float | None) -> str | None:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch else None
+
+
+def recipient_json(d: DeliveryView) -> dict[str, Any]:
+    """A recipient in the status API."""
+    item: dict[str, Any] = {
+        "agency": d.agency,
+        "operation": d.operation,
+        "messageId": d.message_id,
+        "state": d.state,
+        "protocolNumber": d.protocol_number,
+        "protocolledAt": d.protocolled_at,
+        "outcome": d.outcome,
+        "outcomeCode": d.outcome_code,
+        "outcomeText": d.outcome_text,
+        "references": d.references,
+        "attempts": d.attempts,
+        "lastError": d.last_error,
+        "nextAttemptAt": _instant(d.next_attempt_at),
+    }
+    if d.waits_for:
+        item["waitsFor"] = d.waits_for
+    if d.corrects:
+        item["corrects"] = d.corrects
+    return item
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def delivery_routes(ctx: ApiContext) -> list[Route]:
+    def unavailable(request: Request) -> Response:
+        return problem_response(503, "store-unavailable", "Service Unavailable",
+                                "the filing store is not reachable; nothing was recorded, retry later",
+                                instance=request.url.path, headers={"Retry-After": "5"})
+
+    def too_large(request: Request) -> Response:
+        return problem_response(413, "document-too-large", "Content Too Large",
+                                f"the body exceeds {ctx.max_body_bytes} bytes", instance=request.url.path)
+
+    async def caller_for(request: Request, body: bytes) -> Caller | Response:
+        caller = await authenticate(ctx.guard, request, body)
+        if isinstance(caller, Response):
+            return caller
+        structlog.contextvars.bind_contextvars(portal=caller.portal)
+        return caller
+
+    def visible(caller: Caller, reference: str) -> bool:
+        user = caller.user.tax_code if caller.user is not None else None
+        return ctx.store.get_filing(reference, caller.portal, user) is not None
+
+    # -- resend / correct-and-resend ----------------------------------------------------------
+    async def resend(request: Request) -> Response:
+        body = await _read_body(request, ctx.max_body_bytes)
+        if body is None:
+            return too_large(request)
+        caller = await caller_for(request, body)
+        if isinstance(caller, Response):
+            return caller
+        reference, agency = request.path_params["reference"], request.path_params["agency"]
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if body.strip() and media_type not in _XML_TYPES | _JSON_TYPES:
+            return problem_response(415, "unsupported-media-type", "Unsupported Media Type",
+                                    "send the corrected filing as application/xml or application/json",
+                                    instance=request.url.path)
+        try:
+            return await run_in_threadpool(_resend, request, caller, reference, agency, media_type, body)
+        except (OperationalError, DBAPIError):
+            log.warning("store_unavailable", exc_info=True)
+            return unavailable(request)
+
+    def _resend(request: Request, caller: Caller, reference: str, agency: str, media_type: str,
+                body: bytes) -> Response:
+        path = request.url.path
+        if not visible(caller, reference):
+            return problem_response(404, "not-found", "Not Found", f"no filing {reference}", instance=path)
+        correcting = bool(body.strip())
+        try:
+            if correcting:
+                parsed = ctx.validator.parse_json(body) if media_type in _JSON_TYPES else ctx.validator.parse(body)
+                if caller.user is not None:
+                    authorize_filing(ctx.identity, ctx.routes, parsed.kind, parsed.root, caller.user, ctx.guard.now())
+                view = correct_recipient(ctx.store, ctx.routes, parsed, reference, caller.portal, agency,
+                                         actor=caller.actor)
+            else:
+                view = ctx.store.resend_recipient(reference, caller.portal, agency, actor=caller.actor)
+        except RecipientNotFound as exc:
+            return problem_response(404, "not-found", "Not Found", str(exc), instance=path)
+        except NotResendable as exc:
+            return problem_response(409, "recipient-not-resendable", "Conflict", str(exc), instance=path,
+                                    extra={"agency": exc.agency, "state": exc.state})
+        except FilingRefused as refused:
+            return problem_response(refused.status, refused.problem, refused.title, str(refused), instance=path,
+                                    errors=[{"code": v.code, "location": v.location, "detail": v.detail}
+                                            for v in refused.violations])
+        except CorrectionRefused as exc:
+            return problem_response(422, "correction-refused", "Unprocessable Content", str(exc), instance=path)
+        except RecipientsNotAuthorized as exc:
+            return problem_response(403, "recipients-not-authorized", "Forbidden", str(exc), instance=path)
+        log.info("recipient_corrected" if correcting else "recipient_resent", filing_ref=reference, agency=agency,
+                 delivery_id=view.delivery_id, state=view.state)
+        if ctx.on_accepted is not None:
+            ctx.on_accepted()
+        return _json({"reference": reference, "recipient": recipient_json(view),
+                      "links": {"filing": f"/v1/filings/{reference}"}}, 202)
+
+    # -- the event feed -------------------------------------------------------------------------
+    async def events(request: Request) -> Response:
+        caller = await caller_for(request, await request.body())
+        if isinstance(caller, Response):
+            return caller
+        reference = request.path_params["reference"]
+        try:
+            after = int(request.query_params.get("after", "0"))
+        except ValueError:
+            return problem_response(400, "invalid-request", "Bad Request", "`after` is a sequence number",
+                                    instance=request.url.path)
+
+        def read() -> list[Any] | None:
+            if not visible(caller, reference):
+                return None
+            return ctx.store.filing_events(reference, caller.portal, after)
+
+        try:
+            found = await run_in_threadpool(read)
+        except (OperationalError, DBAPIError):
+            return unavailable(request)
+        if found is None:
+            return problem_response(404, "not-found", "Not Found", f"no filing {reference}",
+                                    instance=request.url.path)
+        return _json({"reference": reference, "events": [e.to_json() for e in found]})
+
+    # -- agencies' callbacks (AgID NONBLOCK_PUSH) ------------------------------------------------
+    async def callback(request: Request) -> Response:
+        agency = request.path_params["agency"]
+        path = request.url.path
+        body = await _read_body(request, ctx.max_body_bytes)
+        if body is None:
+            return too_large(request)
+        content_type = request.headers.get("content-type", "")
+        correlation_id = request.headers.get(_CORRELATION, "").strip()
+        if not correlation_id:
+            # AgID NONBLOCK_PUSH_SOAP carries it in a SOAP header, as the callback WSDL says:
+            # the agency's adapter knows where (adapters.nonblocking).
+            find = getattr(ctx.outcome_readers.get(agency), "correlation_id", None)
+            correlation_id = ((find(content_type, body) or "") if callable(find) else "").strip()
+        if not correlation_id or len(correlation_id) > 128:
+            return problem_response(400, "missing-correlation-id", "Bad Request",
+                                    "an X-Correlation-ID header names the exchange", instance=path)
+        try:
+            result = await run_in_threadpool(record_callback, ctx.store, ctx.outcome_readers, agency,
+                                             correlation_id, content_type, body)
+        except CallbackUnreadable as exc:
+            log.warning("callback_unreadable", agency=agency, correlation_id=correlation_id, error=str(exc))
+            return problem_response(400, "callback-unreadable", "Bad Request", str(exc), instance=path)
+        except (OperationalError, DBAPIError):
+            return unavailable(request)
+        log.info("callback_received", agency=agency, correlation_id=correlation_id, result=result)
+        if result == "unknown":
+            return problem_response(404, "unknown-correlation-id", "Not Found",
+                                    f"no delivery to {agency} has correlation id {correlation_id}", instance=path)
+        if result == "conflict":
+            return problem_response(409, "outcome-conflict", "Conflict",
+                                    "the delivery cannot take this outcome", instance=path)
+        if result == "recorded" and ctx.on_accepted is not None:
+            ctx.on_accepted()
+        return _json({"status": result}, 200, {"X-Correlation-ID": correlation_id})
+
+    # -- agencies' circuits ------------------------------------------------------------------------
+    async def agencies(request: Request) -> Response:
+        caller = await caller_for(request, await request.body())
+        if isinstance(caller, Response):
+            return caller
+        try:
+            rows = {s.agency: s for s in await run_in_threadpool(ctx.store.agency_statuses)}
+        except (OperationalError, DBAPIError):
+            return unavailable(request)
+        listing = []
+        for name in sorted(ctx.routes.agencies | rows.keys()):
+            status = rows.get(name)
+            listing.append({
+                "agency": name,
+                "circuit": status.circuit if status else "closed",
+                "failures": status.failures if status else 0,
+                "openUntil": _instant(status.open_until) if status else None,
+                "throttledUntil": _instant(status.throttled_until) if status else None,
+                "reportedBy": status.reported_by if status else None,
+                "updatedAt": status.updated_at.isoformat() if status else None,
+            })
+        return _json({"agencies": listing})
+
+    return [
+        Route("/v1/filings/{reference}/recipients/{agency}/resend", resend, methods=["POST"]),
+        Route("/v1/filings/{reference}/events", events, methods=["GET"]),
+        Route("/v1/callbacks/{agency}", callback, methods=["POST"]),
+        Route("/v1/agencies", agencies, methods=["GET"]),
+    ]

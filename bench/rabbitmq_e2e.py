@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark on RabbitMQ + PostgreSQL with N worker processes.
+
+Every part is its own OS process: the API (`hub.py serve`), one relay (`hub.py relay`), N
+workers (`hub.py worker`), the four agency simulators; this script is the portal. It submits a
+mix of the four filing kinds over HTTP with bounded concurrency (optionally paced), waits until
+every delivery is settled, and prints filings/s accepted and delivered, deliveries/s, latency
+percentiles from submit to last protocol number, and each process's CPU and peak memory.
+
+It uses a fresh schema in the PostgreSQL database and a fresh queue prefix on the broker, and
+removes both at the end.
+
+    .venv/bin/python bench/rabbitmq_e2e.py --workers 1 --filings 2000
+    .venv/bin/python bench/rabbitmq_e2e.py --workers 4 --filings 2000 --agency-latency-ms 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cli.client import declarant_of, demo_user  # noqa: E402
+from security.keys import generate_private_key, public_pem  # noqa: E402
+from security.modi import ModiSigner  # noqa: E402
+from simulators.launcher import start_simulators  # noqa: E402
+
+EXAMPLES = ROOT / "schemas" / "filing" / "v1" / "examples"
+MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml"]
+#: The bench portal signs like any portal (ModI, ES256); its key is made per run.
+BENCH_KEY = generate_private_key("ES256")
+AGENCIES = ("cciaa", "inail", "inps", "runts")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc_stats(pid: int) -> tuple[float, int]:
+    """CPU seconds (user+system) and peak resident memory (bytes) of a live process."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    hwm = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1]) * 1024
+    return cpu, hwm
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+async def _submit_all(base: str, n: int, concurrency: int, rate: float) -> tuple[float, float, Counter[int | str]]:
+    """Submit `n` filings with at most `concurrency` in flight; `rate` > 0 paces them (open loop)."""
+    docs = [(EXAMPLES / name).read_bytes() for name in MIX]
+    users = [demo_user(declarant_of(doc)) for doc in docs]  # each example's declarant files it
+    signer = ModiSigner(issuer="bench", private_key=BENCH_KEY, audience="crocevia")
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    refused: Counter[int | str] = Counter()
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60, trust_env=False,
+                                 headers={"Content-Type": "application/xml"}) as client:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(n):
+            queue.put_nowait(i)
+
+        async def one() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                if rate:
+                    await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+                doc = docs[i % len(docs)]
+                signed = signer.headers(body=doc, content_type="application/xml", user=users[i % len(docs)])
+                try:
+                    r = await client.post("/v1/filings", content=doc, headers=signed)
+                except httpx.TransportError as exc:
+                    refused[type(exc).__name__] += 1
+                    continue
+                if r.status_code != 202:
+                    refused[r.status_code] += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(concurrency)))
+        return start, time.perf_counter(), refused
+
+
+def _delete_topology(url: str, prefix: str) -> None:
+    import pika
+
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = conn.channel()
+        for agency in AGENCIES:
+            channel.queue_delete(f"{prefix}.delivery.{agency}")
+            channel.queue_delete(f"{prefix}.delivery.{agency}.dead")
+        channel.exchange_delete(f"{prefix}.delivery")
+        channel.exchange_delete(f"{prefix}.dead")
+    finally:
+        conn.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--filings", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32, help="portal requests in flight")
+    parser.add_argument("--rate", type=float, default=0.0, help="filings/s to offer (0: as fast as accepted)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--worker-concurrency", type=int, default=128, help="calls in flight per agency per worker")
+    parser.add_argument("--agency-latency-ms", type=int, default=0)
+    parser.add_argument("--database-url", default=os.environ.get(
+        "CROCEVIA_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--rabbitmq-url", default=os.environ.get(
+        "CROCEVIA_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F"))
+    parser.add_argument("--backlog", action="store_true",
+                        help="accept every filing first, then start the workers: measures their drain rate")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    prefix = f"crvbench-{uuid.uuid4().hex[:8]}"
+    admin = create_engine(args.database_url, pool_pre_ping=True)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in args.database_url else "?"
+    db_url = f"{args.database_url}{sep}options=-csearch_path%3D{schema}"
+    logdir = Path(tempfile.mkdtemp(prefix="crocevia-bench-"))
+    sims = start_simulators()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        if args.agency_latency_ms:
+            for agency in sims.urls:
+                sims.set_faults(agency, [{"operation": "*", "kind": "latency", "delay_ms": args.agency_latency_ms}])
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AGENCIES__", "DATABASE__", "PORTALS__", "TRANSPORT__", "RELAY__", "WORKER__"))}
+        env.update({"DATABASE__URL": db_url, "LOG_LEVEL": "warning",
+                    "TRANSPORT__KIND": "rabbitmq", "TRANSPORT__URL": args.rabbitmq_url, "TRANSPORT__PREFIX": prefix,
+                    "PORTALS__BENCH__ALGORITHM": "ES256",
+                    "PORTALS__BENCH__PUBLIC_KEY": public_pem(BENCH_KEY).decode()})
+        for agency in sims.urls:
+            env[f"AGENCIES__{agency.upper()}__ENDPOINT"] = sims.soap_endpoint(agency)
+        subprocess.run([sys.executable, str(ROOT / "hub.py"), "migrate"], env=env, cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+
+        def start(name: str, *argv: str) -> None:
+            with (logdir / f"{name}.log").open("wb") as log:
+                procs[name] = subprocess.Popen([sys.executable, str(ROOT / "hub.py"), *argv],
+                                               env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+        start("api", "serve", "--port", str(port))
+        start("relay", "relay")
+        if not args.backlog:
+            for i in range(args.workers):
+                start(f"worker{i + 1}", "worker", "--concurrency", str(args.worker_concurrency))
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", trust_env=False).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
+                raise RuntimeError(f"the hub did not start; logs in {logdir}")
+            time.sleep(0.1)
+        time.sleep(2)  # let relay and workers connect and declare (not measured)
+        cpu0 = {name: _proc_stats(p.pid)[0] for name, p in procs.items()}
+        sims_cpu0, _ = _proc_stats(sims.process.pid)
+        t0_wall = datetime.now(timezone.utc)
+        start_t, end_t, refused = asyncio.run(_submit_all(base, args.filings, args.concurrency, args.rate))
+        engine = create_engine(db_url)
+        if args.backlog:
+            # Every job waits in RabbitMQ first; then the workers start and drain the backlog.
+            unpublished = text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            with engine.connect() as conn:
+                while conn.execute(unpublished).scalar_one():
+                    time.sleep(0.05)
+            for i in range(args.workers):
+                start(f"worker{i + 1}", "worker", "--concurrency", str(args.worker_concurrency))
+                cpu0[f"worker{i + 1}"] = 0.0
+        open_q = text("SELECT count(*) FROM deliveries WHERE state NOT IN ('protocolled','rejected','undeliverable')")
+        deadline = time.monotonic() + args.timeout
+        with engine.connect() as conn:
+            while conn.execute(open_q).scalar_one() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        stats = {name: _proc_stats(p.pid) for name, p in procs.items()}
+        with engine.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT f.created_at, max(d.updated_at), count(*) FROM filings f JOIN deliveries d "
+                "ON d.filing_id = f.id WHERE d.state = 'protocolled' GROUP BY f.id")).all()
+            states = dict(conn.execute(text("SELECT state, count(*) FROM deliveries GROUP BY state")).all())
+        sims_cpu1, sims_peak = _proc_stats(sims.process.pid)
+
+        def ts(v: object) -> float:
+            d = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+            return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()
+
+        latencies = [(ts(last) - ts(created)) * 1000 for created, last, _ in rows]
+        deliveries = sum(c for *_, c in rows)
+        last_done = max(ts(last) for _, last, _ in rows)
+        first = t0_wall.timestamp()
+        if args.backlog:  # the drain: from the first completed delivery to the last
+            with engine.connect() as conn:
+                first = ts(conn.execute(text("SELECT min(updated_at) FROM deliveries")).scalar_one())
+        engine.dispose()
+        n = args.filings
+        print(f"filings submitted            {n} ({sum(refused.values())} refused: {dict(refused)}), concurrency {args.concurrency}, "
+              f"offered rate {args.rate or 'max'}, agency latency {args.agency_latency_ms} ms, "
+              f"{args.workers} worker process(es) x {args.worker_concurrency} per agency")
+        print(f"deliveries                   {deliveries} protocolled; states {states}")
+        print(f"accepted filings/s           {n / (end_t - start_t):8.1f}")
+        print(f"fully delivered filings/s    {len(rows) / (last_done - first):8.1f}")
+        print(f"deliveries/s                 {deliveries / (last_done - first):8.1f}")
+        if args.backlog:
+            print("  (--backlog: rates are the workers' drain, first to last delivery; latencies include the wait)")
+        print(f"latency submit→last protocol p50 {statistics.median(latencies):.0f} ms  "
+              f"p95 {_percentile(latencies, 95):.0f} ms  p99 {_percentile(latencies, 99):.0f} ms")
+        for name, (cpu, peak) in stats.items():
+            print(f"  {name:<10} CPU {cpu - cpu0[name]:7.1f} s   peak memory {peak / 2**20:5.0f} MiB")
+        print(f"  {'simulators':<10} CPU {sims_cpu1 - sims_cpu0:7.1f} s   peak memory {sims_peak / 2**20:5.0f} MiB")
+        print(f"  worker CPU per delivery {sum(stats[k][0] - cpu0[k] for k in stats if k.startswith('worker')) / max(1, deliveries) * 1000:.1f} ms; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes included)")
+        print(f"reproduce: .venv/bin/python bench/rabbitmq_e2e.py --workers {args.workers} --filings {n} "
+              f"--concurrency {args.concurrency} --worker-concurrency {args.worker_concurrency}"
+              + (f" --rate {args.rate:g}" if args.rate else "")
+              + (f" --agency-latency-ms {args.agency_latency_ms}" if args.agency_latency_ms else "")
+              + (" --backlog" if args.backlog else ""))
+        return 0
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        sims.stop()
+        try:
+            _delete_topology(args.rabbitmq_url, prefix)
+        finally:
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The transactional outbox relay: publishes committed jobs to the broker, then marks them sent.
+
+The relay is also the scheduler of the persisted retries: a retry is an outbox row whose
+`available_at` lies in the future, and it is published only when due, so a long wait lives in
+the database and never in an unacknowledged message. Several relays may run at once; a row
+published twice (a relay killed between the broker's confirm and the mark) is harmless, because
+a worker skips a job that is already done and agencies drop a repeated message id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+__all__ = [
+    "BrokerUnavailable",
+    "OutboxJob",
+    "OutboxRelay",
+    "PublishFailed",
+    "Publisher",
+    "RelayStore",
+    "TransportError",
+]
+
+log = structlog.get_logger("crocevia.relay")
+
+
+class TransportError(Exception):
+    """The broker failed; the transport translated the library's exception into this tree."""
+
+
+class BrokerUnavailable(TransportError):
+    """No connection to the broker, or it was lost; nothing unconfirmed may be taken as sent."""
+
+
+class PublishFailed(TransportError):
+    """The broker refused a message (negative confirm, or unroutable with `mandatory`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxJob:
+    """What goes on the wire: identifiers only, the store holds the payload."""
+
+    job_id: int
+    delivery_id: str
+    agency: str
+
+
+class RelayStore(Protocol):
+    def claim_unpublished(self, owner: str, limit: int, lease_seconds: float) -> list[OutboxJob]: ...
+
+    def mark_published(self, job_ids: Sequence[int]) -> None: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, jobs: Sequence[OutboxJob]) -> list[int]:
+        """Publish persistently and wait for the broker's confirms.
+
+        Returns:
+            The ids of the jobs the broker confirmed; the others were refused (logged).
+
+        Raises:
+            BrokerUnavailable: the connection is missing or was lost before every confirm came.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+class OutboxRelay:
+    """Claims due unpublished outbox rows under a lease, publishes them, marks them published."""
+
+    def __init__(
+        self,
+        *,
+        store: RelayStore,
+        publisher: Publisher,
+        batch_size: int = 500,
+        lease_seconds: float = 15.0,
+        poll_interval: float = 0.02,
+        max_poll_interval: float = 0.2,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 5.0,
+        hold_before_mark: float = 0.0,
+        owner: str | None = None,
+    ) -> None:
+        self.owner = owner or f"relay-{uuid.uuid4().hex[:12]}"
+        self._store = store
+        self._publisher = publisher
+        self._batch = batch_size
+        self._lease = lease_seconds
+        self._poll = poll_interval
+        self._max_poll = max_poll_interval
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._hold = hold_before_mark
+        self.published = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until `stop` is set; every failure is logged and retried with backoff."""
+        idle = self._poll
+        backoff = self._backoff_initial
+        pending: list[OutboxJob] = []  # claimed but not confirmed: published first next time
+        log.info("relay_started", owner=self.owner)
+        while not stop.is_set():
+            try:
+                if not pending:
+                    pending = await asyncio.to_thread(
+                        self._store.claim_unpublished, self.owner, self._batch, self._lease
+                    )
+                if not pending:
+                    await _sleep_unless(stop, idle)
+                    idle = min(self._max_poll, idle * 2)
+                    continue
+                idle = self._poll
+                confirmed = await self._publisher.publish(pending)
+                if self._hold:
+                    await _sleep_unless(stop, self._hold)
+                # A crash here publishes these rows again after their lease: harmless.
+                await asyncio.to_thread(self._store.mark_published, confirmed)
+                self.published += len(confirmed)
+                pending = []
+                backoff = self._backoff_initial
+            except BrokerUnavailable as exc:
+                log.warning("broker_unavailable", owner=self.owner, error=str(exc),
+                            unconfirmed=len(pending), retry_in=round(backoff, 2))
+                backoff = await _backoff(stop, backoff, self._backoff_max)
+            except Exception:
+                # Typically the database is away. Claimed rows stay leased and come back.
+                log.exception("relay_pass_failed", owner=self.owner, retry_in=round(backoff, 2))
+                pending = []
+                backoff = await _backoff(stop, backoff, self._backoff_max)
+        await self._publisher.close()
+        log.info("relay_stopped", owner=self.owner, published=self.published)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+async def _backoff(stop: asyncio.Event, current: float, ceiling: float) -> float:
+    """Wait `current` seconds with jitter (or until stop) and return the next wait."""
+    await _sleep_unless(stop, current * (0.5 + random.random() / 2))
+    return min(ceiling, current * 2)

@@ -1,0 +1,104 @@
+"""The append-only audit trail: chained appends and the chain's verification.
+
+Appends are serialized so the chain never forks: SQLite has one writer at a time (the store
+opens write transactions with BEGIN IMMEDIATE); on PostgreSQL each append takes a
+transaction-scoped advisory lock before reading the last line, held until commit. A unique
+`prev_hash` backs this up in the schema.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, text
+
+from domain.audit import GENESIS_HASH, audit_hash, canonical_line
+from storage.tables import audit_log
+
+__all__ = ["AuditVerification", "append_audit", "verify_audit_chain"]
+
+#: Advisory lock key of the audit chain on PostgreSQL ("CRVA").
+_AUDIT_LOCK = 0x43525641
+
+
+def append_audit(
+    conn: Connection,
+    *,
+    actor: str,
+    action: str,
+    subject: str,
+    outcome: str,
+    detail: Mapping[str, Any] | None,
+    at: datetime | None = None,
+) -> str:
+    """Append one line inside the caller's write transaction; returns its hash.
+
+    Args:
+        conn: a connection in a write transaction (the line commits or rolls back with it).
+        actor: who acted: a person's tax code, `portal:<id>` or `anonymous`.
+        action: what was done (`filing_accepted`, `delegation_granted`, ...).
+        subject: what it was done to (a filing reference, a delegation id), or "".
+        outcome: how it ended (`accepted`, `refused`, a problem slug).
+        detail: JSON-able facts an auditor needs.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
+    at = at or datetime.now(timezone.utc)
+    # What is hashed must be what the database gives back: JSON round-trip the detail.
+    detail = json.loads(json.dumps(detail)) if detail is not None else None
+    prev = conn.execute(
+        select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
+    ).scalar_one_or_none() or GENESIS_HASH
+    line = canonical_line(at=at, actor=actor, action=action, subject=subject, outcome=outcome,
+                          detail=detail)
+    digest = audit_hash(prev, line)
+    conn.execute(
+        insert(audit_log).values(at=at, actor=actor, action=action, subject=subject,
+                                 outcome=outcome, detail=detail, prev_hash=prev, hash=digest)
+    )
+    return digest
+
+
+@dataclass(frozen=True, slots=True)
+class AuditVerification:
+    ok: bool
+    checked: int
+    broken_id: int | None = None
+    reason: str = ""
+
+
+def verify_audit_chain(engine: Engine, batch: int = 1000) -> AuditVerification:
+    """Walk the trail in order and recompute every hash.
+
+    Returns:
+        ok with the number of lines, or the id of the first line that was edited, or whose
+        predecessor was deleted or reordered. Removing lines from the end is not detectable
+        by the chain alone: compare the head hash with one kept elsewhere.
+    """
+    expected_prev = GENESIS_HASH
+    checked = 0
+    last_id = 0
+    with engine.connect() as conn:
+        while True:
+            rows = conn.execute(
+                select(audit_log).where(audit_log.c.id > last_id).order_by(audit_log.c.id).limit(batch)
+            ).all()
+            if not rows:
+                break
+            for row in rows:
+                if row.prev_hash != expected_prev:
+                    return AuditVerification(False, checked, row.id, "prev_hash does not match the "
+                                             "previous line: a line was deleted or reordered")
+                line = canonical_line(at=row.at, actor=row.actor, action=row.action,
+                                      subject=row.subject, outcome=row.outcome, detail=row.detail)
+                if row.hash != audit_hash(row.prev_hash, line):
+                    return AuditVerification(False, checked, row.id, "the line's content does not "
+                                             "match its hash: it was edited")
+                expected_prev = row.hash
+                checked += 1
+                last_id = row.id
+    return AuditVerification(True, checked)

@@ -1,0 +1,388 @@
+"""Delivery semantics inside one write transaction: filing locks, events, dependents, outcomes.
+
+Every transaction that changes a delivery locks its filing row first (in id order), then
+reads and writes the filing's deliveries, appends the filing's events and re-derives its
+state. So two workers finishing two recipients of one filing never compute the filing's state
+from stale reads, and the events of one filing get gap-free, ordered sequence numbers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from domain.messages import Receipt
+from domain.states import (
+    ESITO_DECISIONS,
+    OPEN_DELIVERY_STATES,
+    TERMINAL_DELIVERY_STATES,
+    Decision,
+    DeliveryState,
+)
+from routing.aggregate import aggregate_filing_state
+from routing.plan import fill_handoffs
+from service.ports import Completion
+from storage.delivery_tables import filing_events
+from storage.tables import attempts, deliveries, filings, outbox
+
+__all__ = [
+    "EventLog",
+    "apply_completions",
+    "apply_late_outcome",
+    "initial_state",
+    "lock_filings",
+    "recipient_payload",
+    "refresh_filings",
+    "settle_dependents",
+]
+
+_S = DeliveryState
+_TERMINAL = {s.value for s in TERMINAL_DELIVERY_STATES}
+_OPEN = {s.value for s in OPEN_DELIVERY_STATES}
+
+#: Event types (the `type` of a filing event).
+FILING_ACCEPTED = "filing.accepted"
+FILING_STATE_CHANGED = "filing.state_changed"
+RECIPIENT_CHANGED = "recipient.state_changed"
+RECIPIENT_CORRECTED = "recipient.corrected"
+
+
+def lock_filings(conn: Connection, filing_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """Lock the filings (PostgreSQL `FOR UPDATE`, in id order; SQLite holds the database) and
+    return their id → {reference, portal, kind, state}."""
+    ids = sorted(set(filing_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(filings.c.id, filings.c.reference, filings.c.portal, filings.c.kind, filings.c.state)
+        .where(filings.c.id.in_(ids))
+        .order_by(filings.c.id)
+        .with_for_update()
+    ).all()
+    return {r.id: dict(r._mapping) for r in rows}
+
+
+def recipient_payload(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipient as the events and the status API show it."""
+    payload = {
+        "agency": row["agency"],
+        "operation": row["operation"],
+        "deliveryId": row["id"],
+        "messageId": row["message_id"],
+        "state": row["state"],
+        "protocolNumber": row.get("protocol_number"),
+        "protocolledAt": row.get("protocolled_at"),
+        "outcome": row.get("outcome"),
+        "outcomeCode": row.get("outcome_code"),
+        "outcomeText": row.get("outcome_text"),
+        "references": row.get("references") or {},
+    }
+    if row.get("depends_on"):
+        payload["waitsFor"] = row["depends_on"]
+    if row.get("corrects_delivery_id"):
+        payload["corrects"] = corrects_of(row)
+    return payload
+
+
+def corrects_of(row: Mapping[str, Any]) -> dict[str, str] | None:
+    if not row.get("corrects_delivery_id"):
+        return None
+    corrects = {"deliveryId": row["corrects_delivery_id"]}
+    header = (row.get("content") or {}).get("messageHeader") or {}
+    if (header.get("corrects") or {}).get("messageId"):
+        corrects["messageId"] = header["corrects"]["messageId"]
+    if row.get("corrects_protocol_number"):
+        corrects["protocolNumber"] = row["corrects_protocol_number"]
+    return corrects
+
+
+class EventLog:
+    """Appends filing events inside the caller's transaction, numbering each filing's events."""
+
+    def __init__(self, conn: Connection, filings_info: Mapping[int, Mapping[str, Any]], now: datetime,
+                 epoch: float) -> None:
+        self._conn = conn
+        self._info = filings_info
+        self._now = now
+        self._epoch = epoch
+        self._next: dict[int, int] = {}
+        self._rows: list[dict[str, Any]] = []
+
+    def add(self, filing_id: int, type_: str, data: dict[str, Any]) -> None:
+        if filing_id not in self._next:
+            last = self._conn.execute(
+                select(func.max(filing_events.c.seq)).where(filing_events.c.filing_id == filing_id)
+            ).scalar()
+            self._next[filing_id] = (last or 0) + 1
+        seq = self._next[filing_id]
+        self._next[filing_id] = seq + 1
+        info = self._info[filing_id]
+        self._rows.append({
+            "id": uuid.uuid4().hex,
+            "filing_id": filing_id,
+            "portal": info["portal"],
+            "seq": seq,
+            "type": type_,
+            "payload": {"reference": info["reference"], **data},
+            "created_at": self._now,
+            "next_attempt_at": self._epoch,
+            "attempts": 0,
+        })
+
+    def recipient(self, row: Mapping[str, Any], previous: str | None, type_: str = RECIPIENT_CHANGED) -> None:
+        self.add(row["filing_id"], type_, {"previousState": previous, "recipient": recipient_payload(row)})
+
+    def flush(self) -> None:
+        if self._rows:
+            self._conn.execute(insert(filing_events), self._rows)
+            self._rows = []
+
+
+def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: datetime, events: EventLog) -> None:
+    """Re-derive each filing's state from its current deliveries; a change is an event."""
+    if not info:
+        return
+    rows = conn.execute(
+        select(deliveries.c.filing_id, deliveries.c.state).where(
+            deliveries.c.filing_id.in_(list(info)), deliveries.c.superseded_by.is_(None)
+        )
+    ).all()
+    states: dict[int, list[str]] = {fid: [] for fid in info}
+    for row in rows:
+        states[row.filing_id].append(row.state)
+    for filing_id, delivery_states in states.items():
+        new = aggregate_filing_state(delivery_states).value
+        old = info[filing_id]["state"]
+        conn.execute(update(filings).where(filings.c.id == filing_id).values(state=new, updated_at=now))
+        if new != old:
+            info[filing_id]["state"] = new
+            events.add(filing_id, FILING_STATE_CHANGED, {"state": new, "previousState": old})
+
+
+def _current(conn: Connection, filing_id: int, agency: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(deliveries).where(
+            deliveries.c.filing_id == filing_id,
+            deliveries.c.agency == agency,
+            deliveries.c.superseded_by.is_(None),
+        )
+    ).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def initial_state(conn: Connection, filing_id: int, depends_on: str | None) -> tuple[str, dict[str, Any] | None]:
+    """Where a (re)started delivery begins, given the recipient it waits for: pending (and that
+    recipient's row, to fill the hand-off), waiting, or held when that recipient failed."""
+    pred = _current(conn, filing_id, depends_on) if depends_on else None
+    if pred is None:
+        return _S.PENDING.value, None
+    if pred["state"] == _S.PROTOCOLLED.value:
+        return _S.PENDING.value, pred
+    if pred["state"] in _OPEN:
+        return _S.WAITING.value, None
+    return _S.HELD.value, None
+
+
+def _release(conn: Connection, dep: dict[str, Any], pred: Mapping[str, Any], now: datetime, epoch: float) -> dict[str, Any]:
+    content, missing = fill_handoffs(dep["content"], dep.get("handoff"), pred.get("references") or {})
+    values = {
+        "state": _S.PENDING.value,
+        "content": content,
+        "schedule_origin": now,
+        "next_attempt_at": None,
+        "last_error": (f"{pred['agency']} gave no {', '.join(missing)}" if missing else None),
+        "updated_at": now,
+    }
+    conn.execute(update(deliveries).where(deliveries.c.id == dep["id"]).values(**values))
+    conn.execute(insert(outbox).values(delivery_id=dep["id"], agency=dep["agency"], available_at=epoch,
+                                       claims=0, created_at=epoch))
+    return {**dep, **values}
+
+
+def settle_dependents(
+    conn: Connection, changed: Sequence[Mapping[str, Any]], now: datetime, epoch: float, events: EventLog
+) -> None:
+    """After recipients changed state, move the deliveries that wait for them: release them
+    with the hand-off when protocolled; hold or cancel them (route `on_reject`) when rejected;
+    hold them when undeliverable (a resend may follow). Chains follow through."""
+    work = list(changed)
+    while work:
+        pred = work.pop(0)
+        if pred["state"] not in (_S.PROTOCOLLED, _S.REJECTED, _S.UNDELIVERABLE, _S.CANCELLED, _S.HELD):
+            continue
+        rows = conn.execute(
+            select(deliveries).where(
+                deliveries.c.filing_id == pred["filing_id"],
+                deliveries.c.depends_on == pred["agency"],
+                deliveries.c.superseded_by.is_(None),
+                deliveries.c.state.in_([_S.WAITING.value, _S.HELD.value]),
+            )
+        ).all()
+        for row in rows:
+            dep = dict(row._mapping)
+            previous = dep["state"]
+            if pred["state"] == _S.PROTOCOLLED:
+                if previous != _S.WAITING:
+                    continue  # held ones resume (waiting) on the predecessor's resend first
+                dep = _release(conn, dep, pred, now, epoch)
+            else:
+                rejected = pred["state"] in (_S.REJECTED, _S.CANCELLED)
+                cancel = rejected and dep.get("on_reject") == "cancel" and previous == _S.WAITING
+                new = _S.CANCELLED.value if cancel else _S.HELD.value
+                if new == previous:
+                    continue
+                reason = f"{pred['agency']} is {pred['state']}"
+                values = {"state": new, "last_error": reason, "next_attempt_at": None, "updated_at": now}
+                conn.execute(update(deliveries).where(deliveries.c.id == dep["id"]).values(**values))
+                dep = {**dep, **values}
+                work.append(dep)
+            events.recipient(dep, previous)
+
+
+def resume_dependents(conn: Connection, pred: Mapping[str, Any], now: datetime, events: EventLog) -> None:
+    """A held chain behind a recipient that is being resent or corrected waits again."""
+    work = [pred["agency"]]
+    while work:
+        agency = work.pop(0)
+        rows = conn.execute(
+            select(deliveries).where(
+                deliveries.c.filing_id == pred["filing_id"],
+                deliveries.c.depends_on == agency,
+                deliveries.c.superseded_by.is_(None),
+                deliveries.c.state == _S.HELD.value,
+            )
+        ).all()
+        for row in rows:
+            dep = dict(row._mapping)
+            values = {"state": _S.WAITING.value, "last_error": None, "updated_at": now}
+            conn.execute(update(deliveries).where(deliveries.c.id == dep["id"]).values(**values))
+            events.recipient({**dep, **values}, dep["state"])
+            work.append(dep["agency"])
+
+
+def close_open_jobs(conn: Connection, delivery_id: str, epoch: float) -> None:
+    """Close the delivery's jobs nobody holds (a callback check made moot by the callback)."""
+    conn.execute(
+        update(outbox)
+        .where(outbox.c.delivery_id == delivery_id, outbox.c.done_at.is_(None),
+               (outbox.c.leased_until.is_(None)) | (outbox.c.leased_until < epoch))
+        .values(done_at=epoch)
+    )
+
+
+def apply_completions(conn: Connection, completions: Sequence[Completion], now: datetime, epoch: float) -> None:
+    """Record a batch of worker passes: delivery rows, attempts, next jobs, dependents,
+    events and filing states, all in the caller's transaction."""
+    info = lock_filings(conn, (c.job.filing_id for c in completions))
+    ids = list({c.job.delivery_id for c in completions})
+    current = {
+        r.id: dict(r._mapping) for r in conn.execute(select(deliveries).where(deliveries.c.id.in_(ids))).all()
+    }
+    events = EventLog(conn, info, now, epoch)
+    changed: list[dict[str, Any]] = []
+    for c in completions:
+        conn.execute(update(outbox).where(outbox.c.id == c.job.job_id).values(done_at=epoch))
+        row = current.get(c.job.delivery_id)
+        # A settled delivery never moves again: a late duplicate pass changes nothing.
+        if row is None or row["state"] in _TERMINAL or row["superseded_by"] or row["state"] == _S.WAITING:
+            continue
+        if c.deferred:
+            conn.execute(update(deliveries).where(deliveries.c.id == row["id"])
+                         .values(next_attempt_at=c.next_attempt_at, updated_at=now))
+        else:
+            row = _record_pass(conn, row, c, now)
+            current[row["id"]] = row
+            if c.attempts:
+                conn.execute(insert(attempts), [
+                    {"delivery_id": row["id"], "number": a.number, "started_at": a.started_at,
+                     "duration_ms": a.duration_ms, "result": a.result, "error_code": a.error_code,
+                     "error_text": a.error_text, "worker": c.owner}
+                    for a in c.attempts
+                ])
+        if c.next_attempt_at is not None:
+            conn.execute(insert(outbox).values(delivery_id=row["id"], agency=row["agency"],
+                                               available_at=c.next_attempt_at, claims=0, created_at=epoch))
+        if not c.deferred and row.pop("_changed", False):
+            events.recipient(row, row.pop("_previous"))
+            changed.append(row)
+    settle_dependents(conn, changed, now, epoch, events)
+    refresh_filings(conn, info, now, events)
+    events.flush()
+
+
+def _record_pass(conn: Connection, row: dict[str, Any], c: Completion, now: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "state": c.new_state,
+        "last_error": c.last_error,
+        "next_attempt_at": c.next_attempt_at,
+        "updated_at": now,
+        "attempts": row["attempts"] + len(c.attempts),
+    }
+    if c.polled:
+        values["polls"] = row["polls"] + 1
+    else:
+        values["rounds"] = row["rounds"] + 1
+    if c.protocol_number is not None:
+        values.update(protocol_number=c.protocol_number, protocolled_at=c.protocolled_at,
+                      references=c.references or {})
+    if c.outcome is not None:
+        values["outcome"] = c.outcome
+    if c.outcome_code is not None:
+        values.update(outcome_code=c.outcome_code, outcome_text=c.outcome_text)
+    if c.new_state == _S.ACKNOWLEDGED.value:
+        values.update(correlation_id=c.correlation_id, poll_url=c.poll_url)
+        if row["state"] != _S.ACKNOWLEDGED.value:
+            values.update(acknowledged_at=now, polls=0)
+    conn.execute(update(deliveries).where(deliveries.c.id == row["id"]).values(**values))
+    changed = row["state"] != c.new_state or (c.outcome is not None and c.outcome != row.get("outcome"))
+    return {**row, **values, "_changed": changed, "_previous": row["state"]}
+
+
+def apply_late_outcome(conn: Connection, delivery_id: str, receipt: Receipt, now: datetime, epoch: float) -> str:
+    """Record an outcome the agency sent later (PUSH callback): its protocol number, or its
+    decision. Returns "recorded", "duplicate" (already known), or "conflict" (the delivery is
+    in no state to take it) or "unknown"."""
+    filing_id = conn.execute(select(deliveries.c.filing_id).where(deliveries.c.id == delivery_id)).scalar()
+    if filing_id is None:
+        return "unknown"
+    info = lock_filings(conn, [filing_id])
+    row = dict(conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).one()._mapping)
+    decision = ESITO_DECISIONS.get(receipt.outcome)
+    if receipt.acknowledged_only or (not receipt.protocol_number and decision is not Decision.REJECTED):
+        return "duplicate"  # nothing new: the agency repeats that it has the message
+    new_state = _S.REJECTED.value if decision is Decision.REJECTED else _S.PROTOCOLLED.value
+    outcome = decision.value if decision is not None else row["outcome"]
+    state = row["state"]
+    protocol_number = receipt.protocol_number or row["protocol_number"]
+    if state == new_state and outcome == row["outcome"] and row["protocol_number"] == protocol_number:
+        return "duplicate"
+    if state in (_S.HELD.value, _S.CANCELLED.value, _S.WAITING.value) or row["superseded_by"]:
+        return "conflict"  # never sent, or replaced by a correction
+    if state == _S.REJECTED.value and not row["protocol_number"]:
+        return "conflict"  # refused outright: no protocol may follow
+    values: dict[str, Any] = {
+        "state": new_state,
+        "protocol_number": protocol_number,
+        "protocolled_at": receipt.protocolled_at or row["protocolled_at"],
+        "references": {**(row["references"] or {}), **receipt.references},
+        "outcome": outcome,
+        "next_attempt_at": None,
+        "updated_at": now,
+    }
+    if decision is Decision.REJECTED:
+        values.update(outcome_code=receipt.outcome_code or "RESPINTA",
+                      outcome_text=receipt.outcome_text or "rejected after protocol")
+    conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+    close_open_jobs(conn, delivery_id, epoch)
+    updated = {**row, **values}
+    events = EventLog(conn, info, now, epoch)
+    events.recipient(updated, state)
+    if new_state != state:
+        settle_dependents(conn, [updated], now, epoch, events)
+    refresh_filings(conn, info, now, events)
+    events.flush()
+    return "recorded"

@@ -1,0 +1,333 @@
+"""The store's delivery-semantics operations: late outcomes, resend and correction, the event
+feed and its notifier, the agencies' circuit status. Mixed into `storage.store.SqlStore`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from domain.messages import Receipt
+from domain.states import CORRECTABLE_DELIVERY_STATES, RESENDABLE_DELIVERY_STATES, DeliveryState
+from routing.plan import PlannedDelivery, fill_handoffs
+from service.ports import (
+    AgencyStatus,
+    CallbackTarget,
+    DeliveryView,
+    EventSendResult,
+    FilingEvent,
+    NotResendable,
+    RecipientNotFound,
+)
+from storage.audit import append_audit
+from storage.delivery_ops import (
+    RECIPIENT_CORRECTED,
+    EventLog,
+    _current,
+    apply_late_outcome,
+    corrects_of,
+    initial_state,
+    lock_filings,
+    recipient_payload,
+    refresh_filings,
+    resume_dependents,
+)
+from storage.delivery_tables import agency_status, filing_events
+from storage.tables import deliveries, filings, outbox
+
+__all__ = ["DeliverySemanticsStore", "delivery_view"]
+
+_S = DeliveryState
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def delivery_view(d: Any) -> DeliveryView:
+    """A delivery row (or mapping) as the status API shows it."""
+    row = d if isinstance(d, Mapping) else d._mapping
+    return DeliveryView(
+        delivery_id=row["id"],
+        agency=row["agency"],
+        operation=row["operation"],
+        message_id=row["message_id"],
+        state=row["state"],
+        protocol_number=row["protocol_number"],
+        protocolled_at=row["protocolled_at"],
+        outcome_code=row["outcome_code"],
+        outcome_text=row["outcome_text"],
+        references=row["references"] or {},
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        next_attempt_at=row["next_attempt_at"],
+        updated_at=row["updated_at"],
+        outcome=row["outcome"],
+        waits_for=row["depends_on"],
+        correlation_id=row["correlation_id"],
+        corrects=corrects_of(row),
+    )
+
+
+def _event(row: Any) -> FilingEvent:
+    return FilingEvent(id=row.id, filing_id=row.filing_id, portal=row.portal, seq=row.seq, type=row.type,
+                       payload=row.payload, created_at=row.created_at, attempts=row.attempts)
+
+
+class DeliverySemanticsStore:
+    """Needs `_write()`, `_read()`, `_clock` and `_skip_locked` from the store it is mixed into."""
+
+    _clock: Callable[[], float]
+    _skip_locked: bool
+
+    def _write(self) -> AbstractContextManager[Connection]:  # pragma: no cover - provided by SqlStore
+        raise NotImplementedError
+
+    def _read(self) -> Connection:  # pragma: no cover - provided by SqlStore
+        raise NotImplementedError
+
+    # -- late outcomes (PUSH callbacks) -----------------------------------------------------
+    def find_callback_target(self, agency: str, correlation_id: str) -> CallbackTarget | None:
+        """The current delivery to `agency` that the agency's correlation id names (the id it
+        gave in its acknowledgment, or our message id)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(deliveries).where(
+                    deliveries.c.agency == agency,
+                    or_(deliveries.c.correlation_id == correlation_id, deliveries.c.message_id == correlation_id),
+                )
+            ).all()
+        rows.sort(key=lambda r: (r.correlation_id != correlation_id, r.superseded_by is not None))
+        if not rows:
+            return None
+        r = rows[0]
+        return CallbackTarget(r.id, r.filing_id, r.agency, r.operation, r.message_id, r.state,
+                              r.contract_version)
+
+    def record_late_outcome(self, delivery_id: str, receipt: Receipt) -> str:
+        """Record a late protocol number or decision; "recorded", "duplicate", "conflict"."""
+        with self._write() as conn, conn.begin():
+            return apply_late_outcome(conn, delivery_id, receipt, _utcnow(), self._clock())
+
+    # -- resend and correction ----------------------------------------------------------------
+    def _recipient(self, conn: Connection, reference: str, portal: str | None, agency: str,
+                   ) -> tuple[dict[int, dict[str, Any]], dict[str, Any], dict[str, Any]]:
+        query = select(filings).where(filings.c.reference == reference)
+        if portal is not None:
+            query = query.where(filings.c.portal == portal)
+        filing = conn.execute(query).first()
+        if filing is None:
+            raise RecipientNotFound(f"no filing {reference}")
+        info = lock_filings(conn, [filing.id])
+        row = _current(conn, filing.id, agency)
+        if row is None:
+            raise RecipientNotFound(f"filing {reference} has no recipient {agency}")
+        return info, dict(filing._mapping), row
+
+    def resend_recipient(self, reference: str, portal: str | None, agency: str, *, actor: str) -> DeliveryView:
+        """Send one undeliverable or cancelled recipient's message again, with the SAME message
+        id: the agency never accepted it (or took it and lost our answer: then it recognises
+        the id and answers with its first receipt). The other recipients are untouched.
+
+        Raises:
+            RecipientNotFound: no such filing for `portal`, or no such recipient.
+            NotResendable: the recipient is in another state, or what it waits for has failed.
+        """
+        now, epoch = _utcnow(), self._clock()
+        with self._write() as conn, conn.begin():
+            info, filing, row = self._recipient(conn, reference, portal, agency)
+            if row["state"] not in RESENDABLE_DELIVERY_STATES:
+                allowed = " or ".join(sorted(s.value for s in RESENDABLE_DELIVERY_STATES))
+                raise NotResendable(f"the {agency} recipient is {row['state']}; a resend needs {allowed}",
+                                    agency=agency, state=row["state"])
+            state, pred = initial_state(conn, filing["id"], row["depends_on"])
+            if state == _S.HELD:
+                raise NotResendable(f"the {agency} recipient waits for {row['depends_on']}, which has failed: "
+                                    f"resend or correct {row['depends_on']} first", agency=agency, state=row["state"])
+            content = row["content"]
+            if pred is not None and row["state"] == _S.CANCELLED:  # never sent: the hand-off is still due
+                content, _ = fill_handoffs(content, row["handoff"], pred["references"] or {})
+            values = {
+                "state": state, "content": content, "rounds": 0, "polls": 0, "next_attempt_at": None,
+                "correlation_id": None, "poll_url": None, "acknowledged_at": None, "schedule_origin": now,
+                "last_error": None, "outcome_code": None, "outcome_text": None, "updated_at": now,
+            }
+            conn.execute(update(deliveries).where(deliveries.c.id == row["id"]).values(**values))
+            if state == _S.PENDING:
+                conn.execute(insert(outbox).values(delivery_id=row["id"], agency=agency, available_at=epoch,
+                                                   claims=0, created_at=epoch))
+            updated = {**row, **values}
+            events = EventLog(conn, info, now, epoch)
+            events.recipient(updated, row["state"])
+            resume_dependents(conn, updated, now, events)
+            refresh_filings(conn, info, now, events)
+            events.flush()
+            append_audit(conn, at=now, actor=actor, action="recipient_resent", subject=reference, outcome="accepted",
+                         detail={"agency": agency, "delivery_id": row["id"], "message_id": row["message_id"],
+                                 "previous_state": row["state"], "state": state})
+        return delivery_view(updated)
+
+    def correct_recipient(
+        self,
+        reference: str,
+        portal: str | None,
+        agency: str,
+        plan: Callable[[dict[str, Any], dict[str, str]], PlannedDelivery],
+        *,
+        actor: str,
+        detail: Mapping[str, Any] | None = None,
+    ) -> DeliveryView:
+        """Replace a rejected (or undeliverable) recipient's message with a corrected one.
+
+        `plan(filing_row, corrects)` builds the corrected message: a NEW message id, its header
+        naming the message it corrects and that message's protocol number, if any. The old
+        delivery stays as it was, marked superseded; the other recipients are untouched.
+
+        Raises:
+            RecipientNotFound, NotResendable: as for `resend_recipient`.
+        """
+        now, epoch = _utcnow(), self._clock()
+        with self._write() as conn, conn.begin():
+            info, filing, row = self._recipient(conn, reference, portal, agency)
+            if row["state"] not in CORRECTABLE_DELIVERY_STATES:
+                allowed = " or ".join(sorted(s.value for s in CORRECTABLE_DELIVERY_STATES))
+                raise NotResendable(f"the {agency} recipient is {row['state']}; a correction needs {allowed}",
+                                    agency=agency, state=row["state"])
+            corrects = {"messageId": row["message_id"]}
+            if row["protocol_number"]:
+                corrects["protocolNumber"] = row["protocol_number"]
+            planned = plan(filing, corrects)
+            depends_on = planned.after if planned.after and _current(conn, filing["id"], planned.after) else None
+            state, pred = initial_state(conn, filing["id"], depends_on)
+            content = planned.content
+            if pred is not None:
+                content, _ = fill_handoffs(content, planned.handoffs, pred["references"] or {})
+            new = {
+                "id": planned.delivery_id, "filing_id": filing["id"], "agency": planned.agency,
+                "operation": planned.operation, "message_id": planned.message_id, "state": state,
+                "content": content, "attempts": 0, "rounds": 0, "polls": 0, "created_at": now, "updated_at": now,
+                "depends_on": depends_on, "on_reject": planned.on_reject,
+                "handoff": list(planned.handoffs) if depends_on else None,
+                "corrects_delivery_id": row["id"], "corrects_protocol_number": row["protocol_number"],
+                "contract_version": planned.contract_version,
+            }
+            conn.execute(insert(deliveries).values(**new))
+            conn.execute(update(deliveries).where(deliveries.c.id == row["id"])
+                         .values(superseded_by=planned.delivery_id, updated_at=now))
+            if state == _S.PENDING:
+                conn.execute(insert(outbox).values(delivery_id=planned.delivery_id, agency=planned.agency,
+                                                   available_at=epoch, claims=0, created_at=epoch))
+            created = dict(conn.execute(select(deliveries).where(deliveries.c.id == planned.delivery_id)).one()._mapping)
+            events = EventLog(conn, info, now, epoch)
+            events.add(filing["id"], RECIPIENT_CORRECTED, {
+                "previousState": row["state"],
+                "recipient": recipient_payload(created),
+                "replaces": {"deliveryId": row["id"], "messageId": row["message_id"],
+                             "protocolNumber": row["protocol_number"], "state": row["state"]},
+            })
+            resume_dependents(conn, created, now, events)
+            refresh_filings(conn, info, now, events)
+            events.flush()
+            append_audit(conn, at=now, actor=actor, action="recipient_corrected", subject=reference,
+                         outcome="accepted",
+                         detail={"agency": agency, "delivery_id": planned.delivery_id,
+                                 "message_id": planned.message_id, "corrects_delivery_id": row["id"],
+                                 "corrects_message_id": row["message_id"],
+                                 "corrects_protocol_number": row["protocol_number"], **(detail or {})})
+        return delivery_view(created)
+
+    # -- the event feed and the notifier -------------------------------------------------------
+    def filing_events(self, reference: str, portal: str | None, after: int = 0,
+                      limit: int = 1000) -> list[FilingEvent] | None:
+        """The filing's events after sequence `after`, in order; None if the filing is not found."""
+        with self._read() as conn:
+            query = select(filings.c.id).where(filings.c.reference == reference)
+            if portal is not None:
+                query = query.where(filings.c.portal == portal)
+            filing_id = conn.execute(query).scalar()
+            if filing_id is None:
+                return None
+            rows = conn.execute(
+                select(filing_events)
+                .where(filing_events.c.filing_id == filing_id, filing_events.c.seq > after)
+                .order_by(filing_events.c.seq)
+                .limit(limit)
+            ).all()
+        return [_event(r) for r in rows]
+
+    def claim_events(self, owner: str, portals: Sequence[str], limit: int, lease_seconds: float) -> list[FilingEvent]:
+        """Lease due events to push: of each filing only the earliest undelivered one, so a
+        portal never receives an event before an earlier one of the same filing."""
+        if limit <= 0 or not portals:
+            return []
+        now = self._clock()
+        e, p = filing_events, filing_events.alias("earlier")
+        earlier_open = (
+            select(p.c.id)
+            .where(p.c.filing_id == e.c.filing_id, p.c.seq < e.c.seq, p.c.delivered_at.is_(None))
+            .exists()
+        )
+        due = (
+            select(e.c.id)
+            .where(
+                e.c.delivered_at.is_(None),
+                e.c.portal.in_(list(portals)),
+                e.c.next_attempt_at <= now,
+                or_(e.c.leased_until.is_(None), e.c.leased_until < now),
+                ~earlier_open,
+            )
+            .order_by(e.c.next_attempt_at, e.c.seq)
+            .limit(limit)
+        )
+        if self._skip_locked:
+            due = due.with_for_update(skip_locked=True)
+        with self._write() as conn, conn.begin():
+            rows = conn.execute(
+                update(e)
+                .where(e.c.id.in_(due.scalar_subquery()))
+                .values(lease_owner=owner, leased_until=now + lease_seconds)
+                .returning(*e.c)
+            ).all()
+        return sorted((_event(r) for r in rows), key=lambda ev: (ev.filing_id, ev.seq))
+
+    def finish_events(self, results: Sequence[EventSendResult]) -> None:
+        """Record pushes: delivered, or failed with the time of the next try."""
+        if not results:
+            return
+        now = self._clock()
+        e = filing_events
+        with self._write() as conn, conn.begin():
+            for r in results:
+                mine = (e.c.id == r.event_id) & (e.c.lease_owner == r.owner)
+                if r.delivered:
+                    values: dict[str, Any] = {"delivered_at": now, "last_error": None}
+                else:
+                    values = {"next_attempt_at": r.next_attempt_at or now, "last_error": (r.error or "")[:2000]}
+                conn.execute(update(e).where(mine).values(attempts=e.c.attempts + 1, leased_until=None, **values))
+
+    # -- the agencies' circuits ----------------------------------------------------------------
+    def report_agency_status(self, agency: str, snapshot: Mapping[str, Any], owner: str) -> None:
+        """Upsert what a worker's breaker for `agency` says now."""
+        values = {
+            "circuit": snapshot["circuit"], "failures": snapshot["failures"], "opened_at": snapshot.get("opened_at"),
+            "open_until": snapshot.get("open_until"), "throttled_until": snapshot.get("throttled_until"),
+            "reported_by": owner, "updated_at": _utcnow(),
+        }
+        for _ in range(2):  # two workers may insert the first row at once: the loser updates
+            try:
+                with self._write() as conn, conn.begin():
+                    stmt = update(agency_status).where(agency_status.c.agency == agency).values(**values)
+                    if not conn.execute(stmt).rowcount:
+                        conn.execute(insert(agency_status).values(agency=agency, **values))
+                return
+            except IntegrityError:
+                continue
+
+    def agency_statuses(self) -> list[AgencyStatus]:
+        with self._read() as conn:
+            rows = conn.execute(select(agency_status).order_by(agency_status.c.agency)).all()
+        return [AgencyStatus(**r._mapping) for r in rows]

@@ -1,0 +1,63 @@
+"""Tables of the delivery semantics (0004): the sender's event feed and each agency's circuit.
+
+They share `storage.tables.metadata`; importing this module registers them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from storage.tables import _ID, metadata
+
+__all__ = ["agency_status", "filing_events"]
+
+# One row per change of a filing or of one of its recipients, written in the transaction that
+# made the change. `seq` orders the events of one filing; the notifier pushes them to the
+# portal in that order (never one before an earlier undelivered one) and `id` stays the same
+# across its retries, so that the portal can recognise a repeat.
+filing_events = Table(
+    "filing_events",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("filing_id", _ID, ForeignKey("filings.id"), nullable=False),
+    Column("portal", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # Push to the portal's callback (epoch seconds, like the outbox).
+    Column("next_attempt_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("lease_owner", String(64)),
+    Column("leased_until", Float),
+    Column("delivered_at", Float),
+    Column("last_error", Text),
+    UniqueConstraint("filing_id", "seq", name="uq_filing_events_filing_id_seq"),
+    Index("ix_filing_events_pending", "delivered_at", "portal", "next_attempt_at"),
+)
+
+# The circuit breaker of each agency as the last worker to change it saw it.
+agency_status = Table(
+    "agency_status",
+    metadata,
+    Column("agency", String(32), primary_key=True),
+    Column("circuit", String(16), nullable=False),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("opened_at", Float),
+    Column("open_until", Float),
+    Column("throttled_until", Float),
+    Column("reported_by", String(64)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

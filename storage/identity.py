@@ -1,0 +1,212 @@
+"""The identity store: token ids seen, lockouts, delegations; every change audited in its transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from domain.delegation import Delegation
+from domain.lockout import FailureState, LockoutPolicy, locked_until, register_failure
+from service.identity import Admission, AuditEntry
+from storage.audit import append_audit
+from storage.identity_tables import auth_failures, delegations, seen_tokens
+
+__all__ = ["SqlIdentityStore"]
+
+#: Expired token ids are purged at most this often (seconds).
+_PURGE_INTERVAL = 60.0
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite gives back naive datetimes; they were written in UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def _delegation(row: Any) -> Delegation:
+    return Delegation(
+        id=row.id,
+        subject_tax_code=row.subject_tax_code,
+        delegate_tax_code=row.delegate_tax_code,
+        agencies=frozenset(row.agencies or ()),
+        valid_from=_aware(row.valid_from),  # type: ignore[arg-type]
+        valid_to=_aware(row.valid_to),  # type: ignore[arg-type]
+        granted_by=row.granted_by,
+        revoked_at=_aware(row.revoked_at),
+        parent_id=row.parent_id,
+    )
+
+
+class SqlIdentityStore:
+    """Identity records on the hub's database.
+
+    Args:
+        engine: the store's engine.
+        writer: opens a connection for one write transaction, queued with the other writers of
+            this process (`SqlStore.writer`), so that SQLite's single writer is handed over at once.
+    """
+
+    def __init__(self, engine: Engine, writer: Callable[[], AbstractContextManager[Connection]]) -> None:
+        self._engine = engine
+        self._writer = writer
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._last_purge = 0.0
+
+    # -- authentication -----------------------------------------------------------------------
+    def admit(self, caller: str, issuer: str, jti: str, keep_until: float, now: float) -> Admission:
+        """Admit a verified request: refuse it if the caller is locked out or its token id was
+        seen before; otherwise remember the id until `keep_until` and clear the caller's
+        failure count.
+        """
+        with self._writer() as conn, conn.begin():
+            row = conn.execute(select(auth_failures).where(auth_failures.c.caller == caller)).first()
+            state = FailureState(row.failures, row.last_failure_at, row.locked_until) if row else None
+            until = locked_until(state, now)
+            if until is not None:
+                return Admission("locked", until)
+            # RETURNING, not rowcount: drivers need not report a count for ON CONFLICT DO NOTHING.
+            inserted = conn.execute(
+                self._insert(seen_tokens)
+                .values(issuer=issuer, jti=jti, expires_at=keep_until)
+                .on_conflict_do_nothing()
+                .returning(seen_tokens.c.jti)
+            ).first()
+            if inserted is None:
+                return Admission("replayed")
+            if row is not None:
+                conn.execute(delete(auth_failures).where(auth_failures.c.caller == caller))
+            if now - self._last_purge > _PURGE_INTERVAL:
+                self._last_purge = now
+                conn.execute(delete(seen_tokens).where(seen_tokens.c.expires_at < now))
+        return Admission("ok")
+
+    def record_failure(self, caller: str, now: float, policy: LockoutPolicy,
+                       entry: AuditEntry) -> tuple[bool, float | None]:
+        """Count one authentication failure and audit it.
+
+        Returns:
+            Whether the caller was already locked out before this failure, and when its lock
+            ends now (None when it is not locked out).
+        """
+        with self._writer() as conn, conn.begin():
+            conn.execute(
+                self._insert(auth_failures)
+                .values(caller=caller, failures=0, last_failure_at=now, locked_until=None)
+                .on_conflict_do_nothing()
+            )
+            row = conn.execute(
+                select(auth_failures).where(auth_failures.c.caller == caller).with_for_update()
+            ).one()
+            before = (
+                FailureState(row.failures, row.last_failure_at, row.locked_until) if row.failures else None
+            )
+            after = register_failure(before, now, policy)
+            conn.execute(
+                update(auth_failures)
+                .where(auth_failures.c.caller == caller)
+                .values(failures=after.failures, last_failure_at=after.last_failure_at,
+                        locked_until=after.locked_until)
+            )
+            was_locked = locked_until(before, now) is not None
+            until = locked_until(after, now)
+            detail = {**entry.detail, "failures": after.failures}
+            if until is not None:
+                detail["lockedUntil"] = datetime.fromtimestamp(until, timezone.utc).isoformat()
+            append_audit(conn, actor=entry.actor, action=entry.action, subject=entry.subject,
+                         outcome="locked_out" if was_locked else entry.outcome, detail=detail)
+            if until is not None and not was_locked:
+                append_audit(conn, actor=entry.actor, action="caller_locked_out", subject="",
+                             outcome="locked", detail={"caller": caller, "failures": after.failures,
+                                                       "lockedUntil": detail["lockedUntil"]})
+        return was_locked, until
+
+    def audit(self, entry: AuditEntry) -> None:
+        """Append one audit line on its own."""
+        with self._writer() as conn, conn.begin():
+            append_audit(conn, actor=entry.actor, action=entry.action, subject=entry.subject,
+                         outcome=entry.outcome, detail=entry.detail)
+
+    # -- delegations ----------------------------------------------------------------------------
+    def add_delegation(self, d: Delegation, portal: str, entry: AuditEntry) -> None:
+        """Store a new delegation or sub-delegation with its audit line."""
+        with self._writer() as conn, conn.begin():
+            conn.execute(
+                delegations.insert().values(
+                    id=d.id, parent_id=d.parent_id, subject_tax_code=d.subject_tax_code,
+                    delegate_tax_code=d.delegate_tax_code, agencies=sorted(d.agencies),
+                    valid_from=d.valid_from, valid_to=d.valid_to, granted_by=d.granted_by,
+                    portal=portal, created_at=datetime.now(timezone.utc),
+                )
+            )
+            append_audit(conn, actor=entry.actor, action=entry.action, subject=entry.subject,
+                         outcome=entry.outcome, detail=entry.detail)
+
+    def get_delegation(self, delegation_id: str) -> Delegation | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(delegations).where(delegations.c.id == delegation_id)).first()
+        return _delegation(row) if row else None
+
+    def revoke_delegation(self, delegation_id: str, at: datetime, by: str, entry: AuditEntry) -> bool:
+        """Revoke a delegation not revoked yet; False when it already was."""
+        with self._writer() as conn, conn.begin():
+            changed = conn.execute(
+                update(delegations)
+                .where(delegations.c.id == delegation_id, delegations.c.revoked_at.is_(None))
+                .values(revoked_at=at, revoked_by=by)
+                .returning(delegations.c.id)
+            ).first() is not None
+            if changed:
+                append_audit(conn, actor=entry.actor, action=entry.action, subject=entry.subject,
+                             outcome=entry.outcome, detail=entry.detail)
+        return changed
+
+    def grants_for(self, user: str, subject: str) -> list[Delegation]:
+        """The user's delegations and sub-delegations for `subject`, with the parents of the
+        sub-delegations."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(delegations).where(
+                    delegations.c.subject_tax_code == subject, delegations.c.delegate_tax_code == user
+                )
+            ).all()
+            parent_ids = {r.parent_id for r in rows if r.parent_id} - {r.id for r in rows}
+            parents = conn.execute(
+                select(delegations).where(delegations.c.id.in_(sorted(parent_ids)))
+            ).all() if parent_ids else []
+        return [_delegation(r) for r in [*rows, *parents]]
+
+    def delegations_of_subject(
+        self, subject: str, involving: str
+    ) -> tuple[list[Delegation], dict[str, Delegation]]:
+        """The subject's delegations and sub-delegations in which `involving` takes part (as
+        grantor or delegate), including sub-delegations of their delegations; and every
+        delegation read, by id, so that a sub-delegation's parent can be found."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(delegations)
+                .where(
+                    delegations.c.subject_tax_code == subject,
+                    or_(delegations.c.granted_by == involving,
+                        delegations.c.delegate_tax_code == involving,
+                        delegations.c.parent_id.is_not(None)),
+                )
+                .order_by(delegations.c.created_at, delegations.c.id)
+            ).all()
+            all_of_subject = {r.id: _delegation(r) for r in rows}
+            missing = {r.parent_id for r in rows if r.parent_id and r.parent_id not in all_of_subject}
+            if missing:
+                for r in conn.execute(select(delegations).where(delegations.c.id.in_(sorted(missing)))):
+                    all_of_subject[r.id] = _delegation(r)
+        mine = {d.id for d in all_of_subject.values()
+                if involving in (d.granted_by, d.delegate_tax_code) and not d.is_subdelegation}
+        visible = [
+            d for d in all_of_subject.values()
+            if involving in (d.granted_by, d.delegate_tax_code) or d.parent_id in mine
+        ]
+        return visible, all_of_subject

@@ -1,0 +1,93 @@
+"""The store's side of the outbox relay and the RabbitMQ workers, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from service.ports import Completion
+from storage.engine import build_engine
+from storage.migrate import upgrade_to_head
+from storage.store import SqlStore
+from tests.integration.test_store import Clock, _new, _planner
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(database_url: str, clock: Clock) -> Iterator[SqlStore]:
+    engine = build_engine(database_url)
+    upgrade_to_head(engine)
+    yield SqlStore(engine, clock=clock)
+    engine.dispose()
+
+
+def test_a_relay_claims_due_unpublished_jobs_once_until_its_lease_runs_out(store: SqlStore, clock: Clock) -> None:
+    """Claimed rows are invisible to another relay; after the lease they come back; marked rows never."""
+    store.accept_filing(_new(), _planner(["inps", "inail"]))
+    first = store.claim_unpublished("relay-a", 10, lease_seconds=5)
+    assert sorted(j.agency for j in first) == ["inail", "inps"]
+    assert store.claim_unpublished("relay-b", 10, lease_seconds=5) == []
+    clock.now += 6  # relay-a died between publish and mark: its lease runs out
+    again = store.claim_unpublished("relay-b", 10, lease_seconds=5)
+    assert sorted(j.job_id for j in again) == sorted(j.job_id for j in first)
+    store.mark_published([j.job_id for j in again])
+    clock.now += 60
+    assert store.claim_unpublished("relay-c", 10, lease_seconds=5) == []
+
+
+def test_a_retry_is_published_only_when_due(store: SqlStore, clock: Clock) -> None:
+    """The persisted schedule: the retry row waits in the database until its time."""
+    store.accept_filing(_new(), _planner(["inps"]))
+    [job] = store.claim_unpublished("relay", 10, lease_seconds=5)
+    store.mark_published([job.job_id])
+    [claimed], done = store.load_jobs([job.job_id])
+    assert done == set()
+    store.complete_jobs([Completion(job=claimed, owner="w", new_state="retrying", next_attempt_at=clock.now + 3600)])
+    assert store.claim_unpublished("relay", 10, lease_seconds=5) == []
+    clock.now += 3601
+    [retry] = store.claim_unpublished("relay", 10, lease_seconds=5)
+    assert retry.delivery_id == job.delivery_id and retry.job_id != job.job_id
+
+
+def test_load_jobs_tells_open_done_and_unknown_jobs_apart(store: SqlStore, clock: Clock) -> None:
+    """A broker hands over ids: open jobs come back whole, done ones as ids, unknown ones not at all."""
+    store.accept_filing(_new(), _planner(["inps", "inail"]))
+    jobs = store.claim_unpublished("relay", 10, lease_seconds=5)
+    loaded, done = store.load_jobs([j.job_id for j in jobs] + [999_999])
+    assert sorted(j.job_id for j in loaded) == sorted(j.job_id for j in jobs) and done == set()
+    store.complete_jobs([Completion(job=loaded[0], owner="w", new_state="protocolled", protocol_number="P1")])
+    still_open, done = store.load_jobs([j.job_id for j in jobs])
+    assert done == {loaded[0].job_id}
+    assert [j.job_id for j in still_open] == [loaded[1].job_id]
+    # The marks were lost (a relay died): after the lease only the open job is published again.
+    clock.now += 10
+    assert [j.job_id for j in store.claim_unpublished("relay-2", 10, lease_seconds=5)] == [loaded[1].job_id]
+
+
+def test_concurrent_relays_never_claim_the_same_row(store: SqlStore) -> None:
+    """Eight relays claiming at once share the rows without overlap (SKIP LOCKED on PostgreSQL)."""
+    for _ in range(25):
+        store.accept_filing(_new(), _planner(["inps", "inail"]))
+    claimed: list[list[int]] = []
+    lock = threading.Lock()
+
+    def relay(name: str) -> None:
+        mine: list[int] = []
+        while batch := store.claim_unpublished(name, 3, lease_seconds=60):
+            mine.extend(j.job_id for j in batch)
+        with lock:
+            claimed.append(mine)
+
+    threads = [threading.Thread(target=relay, args=(f"relay-{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    every = [job for mine in claimed for job in mine]
+    assert len(every) == 50 and len(set(every)) == 50
