@@ -47,30 +47,7 @@ BENCH_KEY = generate_private_key("ES256")
 AGENCIES = ("cciaa", "inail", "inps", "runts")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _proc_stats(pid: int) -> tuple[float, int]:
-    """CPU seconds (user+system) and peak resident memory (bytes) of a live process."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    hwm = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1]) * 1024
-    return cpu, hwm
-
-
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
+from measure import free_port as _free_port, percentile as _percentile, proc_stats as _proc_stats  # noqa: E402
 
 
 async def _submit_all(base: str, n: int, concurrency: int, rate: float) -> tuple[float, float, Counter[int | str]]:
