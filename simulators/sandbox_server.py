@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from simulators.desk import AgencyDesk
 from simulators.faults import parse_rules
 from simulators.launcher import SimulatorHandle, SimulatorStartError, _url_host, _wait_healthy, free_ports
 from simulators.sandbox import sandbox_numbering, soap_sandbox_app
-from simulators.server import _Server
+from simulators.server import _Server, serve_until_signal
 
 __all__ = ["SandboxHandle", "build_sandbox_apps", "main", "run_sandboxes", "serve_sandboxes",
            "start_sandbox"]
@@ -84,28 +83,7 @@ async def run_sandboxes(catalog: AgencyCatalog, ports: Mapping[str, int], host: 
                                                   log_level="warning", lifespan="off",
                                                   timeout_graceful_shutdown=2))
 
-        def stop() -> None:
-            for server in servers.values():
-                server.force_exit = server.should_exit
-                server.should_exit = True
-            for desk in desks.values():
-                desk.wake_sleepers()
-
-        async def announce() -> None:
-            await asyncio.gather(*(server.listening.wait() for server in servers.values()))
-            urls = " ".join(f"{ref}={server.url(host)}" for ref, server in servers.items())
-            print(f"sandbox ready: {urls}", flush=True)
-
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop)
-        announcer = asyncio.ensure_future(announce())
-        try:
-            await asyncio.gather(*(server.serve() for server in servers.values()))
-        finally:
-            announcer.cancel()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        await serve_until_signal(servers, desks, host, "sandbox")
 
 
 def serve_sandboxes(catalog: AgencyCatalog, ports: Mapping[str, int], host: str = "127.0.0.1") -> None:

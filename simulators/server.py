@@ -27,6 +27,7 @@ __all__ = [
     "load_rules",
     "run_simulators",
     "serve_simulators",
+    "serve_until_signal",
 ]
 
 #: The simulated agencies, by their config key.
@@ -111,6 +112,15 @@ async def run_simulators(
         for agency in AGENCIES
     }
 
+    await serve_until_signal(servers, desks, host, "simulators")
+
+
+async def serve_until_signal(
+    servers: Mapping[str, _Server], desks: Mapping[str, Any], host: str, label: str
+) -> None:
+    """Serve every server until SIGINT/SIGTERM (a second signal forces the exit), printing
+    `<label> ready: name=url …` once all listen, so a parent process can wait on it."""
+
     def stop() -> None:
         for server in servers.values():
             server.force_exit = server.should_exit
@@ -120,8 +130,8 @@ async def run_simulators(
 
     async def announce() -> None:
         await asyncio.gather(*(server.listening.wait() for server in servers.values()))
-        urls = " ".join(f"{agency}={server.url(host)}" for agency, server in servers.items())
-        print(f"simulators ready: {urls}", flush=True)
+        urls = " ".join(f"{name}={server.url(host)}" for name, server in servers.items())
+        print(f"{label} ready: {urls}", flush=True)
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
