@@ -21,11 +21,12 @@ from sqlalchemy import Engine
 from adapters.base import RetryPolicy, deliver_with_retries, poll_once
 from adapters.contracts import load_agency_catalog
 from adapters.factory import ContractSet, build_agency_adapter
+from adapters.http_pool import KeepAliveTransport
 from adapters.webhook import WebhookSender, WebhookTarget
 from api.app import ApiContext, create_app
 from api.auth import RequestGuard
 from api.modi import ModiVerifier, PortalKey
-from config.settings import AgencySettings, Settings
+from config.settings import AgencySettings, HttpSettings, Settings
 from domain.lockout import LockoutPolicy
 from routing.routes import RouteTable, load_route_table
 from schemas.filing import FilingValidator
@@ -292,14 +293,34 @@ def _notifier(hub: Hub) -> tuple[EventNotifier, httpx.AsyncClient]:
     return notifier, client
 
 
-def _http_client(conf: AgencySettings, concurrency: int | None = None) -> httpx.AsyncClient:
+def _agency_transport(http: HttpSettings, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    """The agency clients' transport, as `[http] pool` says."""
+    if http.pool == "fast":
+        return KeepAliveTransport(limits=limits, max_body=http.max_body_bytes)
+    # httpx's own, exactly as before the pool existed (the switch back). Note that it ignores
+    # the client's `limits`: an AsyncClient given a transport passes them nowhere, so httpcore
+    # keeps its defaults (100 connections, 20 kept alive).
+    return httpx.AsyncHTTPTransport(retries=0)
+
+
+def _http_client(conf: AgencySettings, concurrency: int | None = None,
+                 http: HttpSettings | None = None) -> httpx.AsyncClient:
     size = concurrency or conf.concurrency
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(conf.read_timeout, connect=conf.connect_timeout),
-        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-        transport=httpx.AsyncHTTPTransport(retries=0),
+        limits=limits,
+        transport=_agency_transport(http or HttpSettings(), limits),
         trust_env=False,
     )
+
+
+def _max_handouts(settings: Settings) -> int:
+    limit = settings.worker.max_handouts
+    if _uses_rabbitmq(settings):
+        # The broker dead-letters after `delivery_limit` returns; decide before it does.
+        limit = min(limit, settings.transport.delivery_limit - 1)
+    return max(1, limit)
 
 
 def _uses_rabbitmq(settings: Settings) -> bool:
@@ -336,7 +357,7 @@ class _WorkerSet:
         self.adapters: dict[str, Any] = {}
         for name in names:
             conf = s.agencies[name]
-            client = _http_client(conf, limits[name])
+            client = _http_client(conf, limits[name], s.http)
             self.clients.append(client)
             self.adapters[name] = _agency_adapter(
                 hub, name, client,
@@ -378,6 +399,7 @@ class _WorkerSet:
             maintenance={n: _calendar(s.agencies[n]) for n in names},
             report_circuit=lambda agency, snapshot, owner: asyncio.to_thread(
                 hub.store.report_agency_status, agency, snapshot, owner),
+            max_handouts=_max_handouts(s),
         )
         self.notifier, notifier_client = _notifier(hub)
         self.clients.append(notifier_client)
@@ -454,6 +476,33 @@ def check_dependencies(settings: Settings) -> list[str]:
         except TransportError as exc:
             problems.append(f"broker: {exc}")
     return problems
+
+
+def queue_report(settings: Settings) -> tuple[list[dict[str, Any]], str | None]:
+    """One row per agency: its open jobs in the store and, with RabbitMQ, its queues; plus
+    the broker's problem if it could not be read (the store's part is shown anyway)."""
+    engine = build_engine(settings.database.url, base_dir=settings.path("."), pool_size=1)
+    try:
+        upgrade_to_head(engine)  # as every process does at start: an empty database has no jobs
+        jobs = SqlStore(engine).queue_summary()
+    finally:
+        engine.dispose()
+    agencies = sorted(set(settings.agencies) | set(jobs))
+    broker: dict[str, dict[str, int]] = {}
+    problem = None
+    if _uses_rabbitmq(settings):
+        from service.relay import TransportError
+        from transport.rabbitmq import Topology, queue_depths
+
+        t = settings.transport
+        try:
+            broker = queue_depths(t.url.get_secret_value(), Topology(prefix=t.prefix, agencies=tuple(agencies),
+                                                                     delivery_limit=t.delivery_limit))
+        except TransportError as exc:
+            problem = f"broker: {exc}"
+    empty = {"due": 0, "scheduled": 0, "leased": 0}
+    rows = [{"agency": a, **jobs.get(a, empty), **broker.get(a, {})} for a in agencies]
+    return rows, problem
 
 
 async def run_relay(hub: Hub, stop: asyncio.Event) -> None:

@@ -125,6 +125,25 @@ def check(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.pass_context
+def queues(ctx: click.Context) -> None:
+    """Per agency: open jobs due, scheduled and leased in the store; with RabbitMQ, messages
+    ready, consumers and dead letters. Exit 1 if the broker could not be read."""
+    from bootstrap import queue_report
+    from cli.table import render_table
+
+    settings = _settings(ctx)
+    rows, problem = queue_report(settings)
+    columns = ["agency", "due", "scheduled", "leased"]
+    if settings.transport.kind == "rabbitmq":
+        columns += ["ready", "consumers", "dead"]
+    click.echo(render_table(columns, [[row.get(c, "?") for c in columns] for row in rows]))
+    if problem:
+        click.echo(problem, err=True)
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1")
 @click.pass_context
 def simulators(ctx: click.Context, host: str) -> None:

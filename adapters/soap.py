@@ -369,13 +369,13 @@ class SoapAgencyAdapter:
                       ctx: ErrorContext) -> Receipt:
         try:
             # zeep raises the agency's fault and checks the reply against the contract; the
-            # receipt itself is read with the declared mapping.
-            self._loaded.binding.process_reply(
-                self._loaded.client, operation.binding_operation, response
-            )
+            # receipt itself is read with the declared mapping, from the same parsed tree.
+            payload = self._loaded.check_reply(operation, response)
         except (zx.Error, etree.LxmlError) as exc:
             raise _classify(exc, ctx, self._overrides) from exc
-        return self._read_receipt(response, message, ctx)
+        if payload is None:
+            raise ctx.build(AgencyProtocolError, "the reply has no body element", code="PROTOCOL")
+        return self._loaded.receipt.receipt(payload, response.headers, message.message_id, ctx)
 
     async def poll(self, message: OutgoingMessage, poll_url: str) -> Receipt:
         """Ask the agency's status resource for a late outcome (NONBLOCK_PULL), once.

@@ -8,7 +8,7 @@ Only `hub.py` calls `load_settings()`; everything below receives the slice it ne
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
@@ -24,6 +24,7 @@ __all__ = [
     "AgencyIdentitySettings",
     "CircuitSettings",
     "DatabaseSettings",
+    "HttpSettings",
     "LateOutcomeSettings",
     "MaintenanceWindowSettings",
     "NotificationSettings",
@@ -89,6 +90,11 @@ class WorkerSettings(BaseModel):
     max_poll_interval: float = 0.5
     batch_size: int = 64
     commit_batch: int = 64
+    #: A job handed out this many times without an outcome (its workers died or hung each
+    #: time) is a poison job: its delivery becomes undeliverable instead of being sent again.
+    #: With RabbitMQ it is kept below `transport.delivery_limit`, so the hub acts before the
+    #: broker dead-letters the message.
+    max_handouts: int = 10
 
 
 class RetrySettings(BaseModel):
@@ -225,6 +231,16 @@ class NotificationSettings(BaseModel):
     max_poll_interval: float = 0.5
 
 
+class HttpSettings(BaseModel):
+    """How the agency clients speak HTTP (the notifier keeps httpx's own transport)."""
+
+    #: "fast": the keep-alive pool of `adapters/http_pool.py`; "httpx": httpx's default
+    #: transport, as before it (a switch back, should the pool misbehave).
+    pool: Literal["fast", "httpx"] = "fast"
+    #: The largest agency reply read ("fast" only); a larger one is a protocol error.
+    max_body_bytes: int = 16 * 1024 * 1024
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_nested_delimiter="__",
@@ -251,6 +267,7 @@ class Settings(BaseSettings):
     portals: dict[str, PortalSettings] = Field(default_factory=dict)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "load_public_key",
     "private_pem",
     "public_pem",
+    "sign_sha256",
 ]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -64,6 +66,17 @@ def algorithm_of(key: PrivateKey | PublicKey) -> str:
         if isinstance(key.curve, ec.SECP256R1):
             return "ES256"
     raise ValueError(f"unsupported key type {type(key).__name__}")
+
+
+def sign_sha256(key: PrivateKey, data: bytes) -> bytes:
+    """A SHA-256 signature of `data`: RSASSA-PKCS1-v1_5 for RSA; for EC the fixed-size
+    `r || s` that JWS (RFC 7518 section 3.4) and XML-DSig (RFC 4051 section 3.3) carry, not DER.
+    """
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    size = (key.curve.key_size + 7) // 8
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
 
 
 def private_pem(key: PrivateKey) -> bytes:

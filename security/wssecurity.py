@@ -10,6 +10,7 @@ egress plugin, `verify_envelope` checks a signed envelope (tests, a simulator ho
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import time
 import uuid
@@ -21,11 +22,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
 from zeep import Plugin
 
-from security.keys import PrivateKey, PublicKey
+from security.keys import PrivateKey, PublicKey, sign_sha256
 
 __all__ = ["WsSecurityError", "WsSecurityPlugin", "sign_envelope", "verify_envelope"]
 
@@ -61,13 +62,8 @@ def _utc(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _sign(key: PrivateKey, data: bytes) -> tuple[str, bytes]:
-    if isinstance(key, rsa.RSAPrivateKey):
-        return RSA_SHA256, key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    # XML-DSig carries ECDSA signatures as the raw r || s, not DER (RFC 4051 section 3.3).
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-    size = (key.curve.key_size + 7) // 8
-    return ECDSA_SHA256, r.to_bytes(size, "big") + s.to_bytes(size, "big")
+def _method(key: PrivateKey) -> str:
+    return RSA_SHA256 if isinstance(key, rsa.RSAPrivateKey) else ECDSA_SHA256
 
 
 def _verify(key: PublicKey, method: str, signature: bytes, data: bytes) -> None:
@@ -101,6 +97,34 @@ def _element(parent: etree._Element, ns: str, name: str, text: str | None = None
     return child
 
 
+def _security_template(key: PrivateKey, certificate: x509.Certificate) -> etree._Element:
+    """The wsse:Security header with what is the same in every envelope signed with `key`:
+    the structure, the algorithms and the certificate. Ids, times, digests and the signature
+    value are filled in per envelope (building the 21 elements anew costs more than signing)."""
+    security = etree.Element(f"{{{WSSE}}}Security", nsmap={"wsse": WSSE, "wsu": WSU})
+    timestamp = _element(security, WSU, "Timestamp", **{_ID: ""})
+    _element(timestamp, WSU, "Created")
+    _element(timestamp, WSU, "Expires")
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    _element(security, WSSE, "BinarySecurityToken", base64.b64encode(der).decode(),
+             EncodingType=BASE64, ValueType=X509V3, **{_ID: ""})
+    signature = etree.SubElement(security, f"{{{DS}}}Signature", nsmap={"ds": DS})
+    signed_info = _element(signature, DS, "SignedInfo")
+    _element(signed_info, DS, "CanonicalizationMethod", Algorithm=EXC_C14N)
+    _element(signed_info, DS, "SignatureMethod", Algorithm=_method(key))
+    for _ in ("Body", "Timestamp"):
+        reference = _element(signed_info, DS, "Reference", URI="")
+        transforms = _element(reference, DS, "Transforms")
+        _element(transforms, DS, "Transform", Algorithm=EXC_C14N)
+        _element(reference, DS, "DigestMethod", Algorithm=SHA256)
+        _element(reference, DS, "DigestValue")
+    _element(signature, DS, "SignatureValue")
+    key_info = _element(signature, DS, "KeyInfo")
+    str_ = _element(key_info, WSSE, "SecurityTokenReference")
+    _element(str_, WSSE, "Reference", URI="", ValueType=X509V3)
+    return security
+
+
 def sign_envelope(
     envelope: etree._Element,
     key: PrivateKey,
@@ -108,10 +132,15 @@ def sign_envelope(
     *,
     now: float | None = None,
     ttl: int = 300,
+    template: etree._Element | None = None,
 ) -> etree._Element:
     """Add a wsse:Security header (Timestamp, BinarySecurityToken, Signature) in place.
 
     The signature covers the Body and the Timestamp; both get a wsu:Id.
+
+    Args:
+        template: `_security_template(key, certificate)`, kept by callers that sign many
+            envelopes; built here when None.
 
     Returns:
         The same envelope.
@@ -128,18 +157,19 @@ def sign_envelope(
         header = etree.Element(f"{{{env_ns}}}Header")
         envelope.insert(0, header)
     now = time.time() if now is None else now
-    security = etree.SubElement(header, f"{{{WSSE}}}Security", nsmap={"wsse": WSSE, "wsu": WSU})
-    # The agency must process the header or refuse the message (SOAP 1.1 "1", SOAP 1.2 "true").
+    security = copy.deepcopy(template if template is not None
+                             else _security_template(key, certificate))
+    header.append(security)
+    # The agency must process the header or refuse the message (SOAP 1.1 "1", SOAP 1.2 "true");
+    # set once in the envelope, so that the attribute takes the envelope's prefix.
     security.set(f"{{{env_ns}}}mustUnderstand", "1" if env_ns == SOAP11 else "true")
-
-    timestamp = _element(security, WSU, "Timestamp", **{_ID: f"TS-{uuid.uuid4().hex}"})
-    _element(timestamp, WSU, "Created", _utc(now))
-    _element(timestamp, WSU, "Expires", _utc(now + ttl))
-
+    timestamp, token, signature = security
+    timestamp.set(_ID, f"TS-{uuid.uuid4().hex}")
+    created, expires = timestamp
+    created.text = _utc(now)
+    expires.text = _utc(now + ttl)
     token_id = f"X509-{uuid.uuid4().hex}"
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    _element(security, WSSE, "BinarySecurityToken", base64.b64encode(der).decode(),
-             EncodingType=BASE64, ValueType=X509V3, **{_ID: token_id})
+    token.set(_ID, token_id)
 
     if body.get(_ID) is None:
         body.set(_ID, f"Body-{uuid.uuid4().hex}")
@@ -147,22 +177,12 @@ def sign_envelope(
     # stacks expect (lxml would otherwise invent an `ns0` prefix on the Body); before digesting.
     etree.cleanup_namespaces(envelope, top_nsmap={"wsse": WSSE, "wsu": WSU})
 
-    signature = etree.SubElement(security, f"{{{DS}}}Signature", nsmap={"ds": DS})
-    signed_info = _element(signature, DS, "SignedInfo")
-    _element(signed_info, DS, "CanonicalizationMethod", Algorithm=EXC_C14N)
-    method = _element(signed_info, DS, "SignatureMethod")
-    for target in (body, timestamp):
-        reference = _element(signed_info, DS, "Reference", URI=f"#{target.get(_ID)}")
-        transforms = _element(reference, DS, "Transforms")
-        _element(transforms, DS, "Transform", Algorithm=EXC_C14N)
-        _element(reference, DS, "DigestMethod", Algorithm=SHA256)
-        _element(reference, DS, "DigestValue", _sha256_b64(_c14n(target)))
-    method.set("Algorithm", RSA_SHA256 if isinstance(key, rsa.RSAPrivateKey) else ECDSA_SHA256)
-    _, value = _sign(key, _c14n(signed_info))
-    _element(signature, DS, "SignatureValue", base64.b64encode(value).decode())
-    key_info = _element(signature, DS, "KeyInfo")
-    str_ = _element(key_info, WSSE, "SecurityTokenReference")
-    _element(str_, WSSE, "Reference", URI=f"#{token_id}", ValueType=X509V3)
+    signed_info, signature_value, key_info = signature
+    for reference, target in zip(signed_info[2:], (body, timestamp)):
+        reference.set("URI", f"#{target.get(_ID)}")
+        reference[2].text = _sha256_b64(_c14n(target))  # DigestValue
+    signature_value.text = base64.b64encode(sign_sha256(key, _c14n(signed_info))).decode()
+    key_info[0][0].set("URI", f"#{token_id}")  # SecurityTokenReference/Reference
     return envelope
 
 
@@ -263,7 +283,9 @@ class WsSecurityPlugin(Plugin):
         self._certificate = certificate
         self._ttl = ttl
         self._clock = clock
+        self._template = _security_template(key, certificate)
 
     def egress(self, envelope: Any, http_headers: Any, operation: Any, binding_options: Any) -> tuple[Any, Any]:
-        sign_envelope(envelope, self._key, self._certificate, now=self._clock(), ttl=self._ttl)
+        sign_envelope(envelope, self._key, self._certificate, now=self._clock(), ttl=self._ttl,
+                      template=self._template)
         return envelope, http_headers

@@ -121,6 +121,9 @@ class ClaimedJob:
     polls: int = 0
     acknowledged_at: datetime | None = None
     contract_version: str | None = None  # the agency contract version it was planned with
+    #: How often this job was handed to a worker before without an outcome coming back (the
+    #: worker died or hung): a job that keeps killing its workers is a poison job.
+    handed_out: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from domain.states import ESITO_DECISIONS, Decision, DeliveryState
 from service.ports import AttemptRecord, ClaimedJob, Completion
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 
-__all__ = ["defer", "settle"]
+__all__ = ["abandon", "defer", "settle"]
 
 _DEFAULT_LATE = LateOutcomePolicy()
 
@@ -182,3 +182,23 @@ def defer(
         )
     return Completion(job=job, owner=owner, new_state=job.state, next_attempt_at=until,
                       deferred=True, last_error=reason)
+
+
+def abandon(job: ClaimedJob, *, owner: str, limit: int) -> Completion:
+    """A poison job: handed out `job.handed_out` times and no worker ever reported back.
+
+    Sending it again would likely stop one more worker, so the delivery becomes visibly
+    undeliverable instead of circling (or vanishing into a dead-letter queue while the
+    filing waits forever). Operations can resend it once the cause is fixed; the resend
+    keeps the message id, so an agency that did receive it answers with its first receipt.
+    """
+    reason = (f"taken by a worker {job.handed_out} times without an outcome (limit {limit}): "
+              "every worker that took it stopped or hung; not sent again")
+    return Completion(
+        job=job,
+        owner=owner,
+        new_state=DeliveryState.UNDELIVERABLE.value,
+        outcome_code="POISON_JOB",
+        outcome_text=reason,
+        last_error=reason,
+    )

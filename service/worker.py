@@ -31,7 +31,7 @@ from service.circuit import CircuitBreaker
 from service.maintenance import MaintenanceCalendar
 from service.ports import ClaimedJob, Completion
 from service.schedule import LateOutcomePolicy, SchedulePolicy
-from service.settle import defer, settle
+from service.settle import abandon, defer, settle
 
 __all__ = ["DeliveryWorker", "JobSource"]
 
@@ -75,6 +75,7 @@ class DeliveryWorker:
         breakers: Mapping[str, CircuitBreaker] | None = None,
         maintenance: Mapping[str, MaintenanceCalendar] | None = None,
         report_circuit: CircuitReport | None = None,
+        max_handouts: int = 10,
     ) -> None:
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self._poll_fn = poll
@@ -82,6 +83,7 @@ class DeliveryWorker:
         self._breakers = dict(breakers or {})
         self._maintenance = dict(maintenance or {})
         self._report_circuit = report_circuit
+        self._max_handouts = max_handouts
         self._source = source
         self._adapters = adapters
         self._retry = retry_policies
@@ -156,6 +158,9 @@ class DeliveryWorker:
                 # A redelivered job whose delivery already settled (or that waits for another
                 # recipient and should have no job): close it, send nothing.
                 completion = Completion(job=job, owner=self.owner, new_state=job.state)
+            elif job.handed_out >= self._max_handouts:
+                completion = abandon(job, owner=self.owner, limit=self._max_handouts)
+                log.error("delivery_poisoned", handed_out=job.handed_out, limit=self._max_handouts)
             else:
                 completion = await self._pass(job)
                 _log_completion(completion)

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.states import TERMINAL_DELIVERY_STATES, DeliveryState, FilingState
@@ -67,7 +67,7 @@ _JOB_COLUMNS = (
 )
 
 
-def _claimed_job(r: Any, job_id: int) -> ClaimedJob:
+def _claimed_job(r: Any, job_id: int, handed_out: int = 0) -> ClaimedJob:
     return ClaimedJob(
         job_id=job_id,
         delivery_id=r.id,
@@ -86,6 +86,7 @@ def _claimed_job(r: Any, job_id: int) -> ClaimedJob:
         polls=r.polls,
         acknowledged_at=r.acknowledged_at,
         contract_version=r.contract_version,
+        handed_out=handed_out,
     )
 
 
@@ -340,17 +341,18 @@ class SqlStore(DeliverySemanticsStore):
                     leased_until=now + lease_seconds,
                     claims=outbox.c.claims + 1,
                 )
-                .returning(outbox.c.id, outbox.c.delivery_id)
+                .returning(outbox.c.id, outbox.c.delivery_id, outbox.c.claims)
             ).all()
             if not claimed:
                 return []
-            job_of = {row.delivery_id: row.id for row in claimed}
+            job_of = {row.delivery_id: row for row in claimed}
             rows = conn.execute(
                 select(*_JOB_COLUMNS)
                 .join(filings, filings.c.id == deliveries.c.filing_id)
                 .where(deliveries.c.id.in_(list(job_of)))
             ).all()
-        return [_claimed_job(r, job_of[r.id]) for r in rows]
+        # `claims` counts this claim too; the earlier ones ended without an outcome.
+        return [_claimed_job(r, job_of[r.id].id, job_of[r.id].claims - 1) for r in rows]
 
     # -- the outbox relay and the RabbitMQ workers ---------------------------------------------
     def claim_unpublished(self, owner: str, limit: int, lease_seconds: float) -> list[OutboxJob]:
@@ -435,6 +437,25 @@ class SqlStore(DeliverySemanticsStore):
         with self._write() as conn, conn.begin():
             append_audit(conn, at=_utcnow(), actor=actor, action=action, subject=subject,
                          outcome=outcome, detail=detail)
+
+    def queue_summary(self) -> dict[str, dict[str, int]]:
+        """Per agency, the open jobs: due now, scheduled for later, and held under a lease
+        (being delivered, or with the relay); what operations watch."""
+        now = self._clock()
+        leased = and_(outbox.c.leased_until.is_not(None), outbox.c.leased_until >= now)
+        with self._read() as conn:
+            rows = conn.execute(
+                select(
+                    outbox.c.agency,
+                    func.sum(case((and_(~leased, outbox.c.available_at <= now), 1), else_=0)).label("due"),
+                    func.sum(case((and_(~leased, outbox.c.available_at > now), 1), else_=0)).label("scheduled"),
+                    func.sum(case((leased, 1), else_=0)).label("leased"),
+                )
+                .where(outbox.c.done_at.is_(None))
+                .group_by(outbox.c.agency)
+            ).all()
+        return {r.agency: {"due": int(r.due or 0), "scheduled": int(r.scheduled or 0), "leased": int(r.leased or 0)}
+                for r in rows}
 
     def pending_jobs(self) -> int:
         with self._read() as conn:

@@ -27,6 +27,7 @@ __all__ = [
     "describe",
     "first",
     "probe",
+    "queue_depths",
 ]
 
 log = structlog.get_logger("crocevia.rabbitmq")
@@ -92,6 +93,33 @@ def probe(url: str, *, timeout: float = 5.0) -> None:
         pika.BlockingConnection(amqp_parameters(url, name="crocevia-check", timeout=timeout)).close()
     except (px.AMQPError, OSError) as exc:
         raise BrokerUnavailable(f"cannot connect: {describe(exc)}") from exc
+
+
+def queue_depths(url: str, topology: Topology, *, timeout: float = 5.0) -> dict[str, dict[str, int]]:
+    """Per agency: messages ready in its queue, its consumers, and messages dead-lettered.
+
+    Raises:
+        BrokerUnavailable: the broker cannot be reached, or a queue is missing (the topology
+            is declared by the relay and the workers when they connect).
+    """
+    try:
+        conn = pika.BlockingConnection(amqp_parameters(url, name="crocevia-queues", timeout=timeout))
+    except (px.AMQPError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot connect: {describe(exc)}") from exc
+    try:
+        channel = conn.channel()
+        depths: dict[str, dict[str, int]] = {}
+        for agency in topology.agencies:
+            live = channel.queue_declare(topology.queue(agency), passive=True).method
+            dead = channel.queue_declare(topology.dead_queue(agency), passive=True).method
+            depths[agency] = {"ready": live.message_count, "consumers": live.consumer_count,
+                              "dead": dead.message_count}
+        return depths
+    except (px.AMQPError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot read the queues: {describe(exc)}") from exc
+    finally:
+        if conn.is_open:
+            conn.close()
 
 
 def describe(reason: object) -> str:

@@ -20,6 +20,7 @@ in `transport/` (here and in `transport/amqp.py`): callers see
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -45,6 +46,7 @@ from transport.amqp import (
     describe,
     first,
     probe,
+    queue_depths,
 )
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "amqp_parameters",
     "declare_topology",
     "probe",
+    "queue_depths",
 ]
 
 log = structlog.get_logger("crocevia.rabbitmq")
@@ -193,6 +196,7 @@ class _Delivery:
     tag: int
     job_id: int
     delivery_id: str
+    returned: int = 0  # times the broker handed it out before (quorum queues' x-delivery-count)
     deadline: float | None = None  # lease: requeued if no outcome arrives by then
 
 
@@ -289,7 +293,9 @@ class RabbitJobSource:
             if properties.type not in (None, MESSAGE_TYPE):
                 raise ValueError(f"unknown message type {properties.type!r}")
             data = json.loads(body)
-            delivery = _Delivery(agency, channel, method.delivery_tag, int(data["job_id"]), str(data["delivery_id"]))
+            returned = int((properties.headers or {}).get("x-delivery-count") or 0)
+            delivery = _Delivery(agency, channel, method.delivery_tag, int(data["job_id"]),
+                                 str(data["delivery_id"]), returned)
             if data.get("agency") != agency:
                 raise ValueError(f"message for {data.get('agency')!r} in the queue of {agency!r}")
         except (ValueError, TypeError, KeyError) as exc:
@@ -365,7 +371,7 @@ class RabbitJobSource:
             else:
                 delivery.deadline = deadline
                 self._active[delivery.job_id] = delivery
-                out.append(job)
+                out.append(dataclasses.replace(job, handed_out=delivery.returned) if delivery.returned else job)
         return out
 
     async def complete(self, completions: Sequence[Completion]) -> None:

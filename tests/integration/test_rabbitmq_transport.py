@@ -162,7 +162,8 @@ def test_unreadable_messages_and_unknown_jobs_go_to_the_dead_letter_queue(store:
 
 def test_a_job_never_completed_is_requeued_then_dead_lettered_at_the_delivery_limit(store: SqlStore, rabbit_prefix: str) -> None:  # noqa: F811
     """A pass that crashes leaves no outcome: after its lease the job returns, and the
-    quorum queue's delivery limit turns a job that always crashes into a dead letter."""
+    quorum queue's delivery limit turns a job that always crashes into a dead letter. Each
+    hand-out tells the worker how often the job came back (its poison-job guard)."""
     topology = Topology(rabbit_prefix, AGENCIES, delivery_limit=2)
     store.accept_filing(_new(), _planner(["runts"]))
     jobs = store.claim_unpublished("relay", 10, 30)
@@ -173,17 +174,17 @@ def test_a_job_never_completed_is_requeued_then_dead_lettered_at_the_delivery_li
         await publisher.close()
         source = _source(store, topology, lease_seconds=0.05)
         await source.start()
-        handed = 0
+        handed: list[int] = []
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 15
             while _queue_depth(topology.dead_queue("runts")) == 0:
-                assert loop.time() < deadline, f"not dead-lettered after {handed} hand-outs"
-                handed += len(await source.claim("w", list(AGENCIES), 10))  # and never complete
+                assert loop.time() < deadline, f"not dead-lettered after hand-outs {handed}"
+                handed += [j.handed_out for j in await source.claim("w", list(AGENCIES), 10)]  # never completed
                 await asyncio.sleep(0.06)
         finally:
             await source.close()
-        assert handed == 3  # the first delivery and two redeliveries
+        assert handed == [0, 1, 2]  # the first delivery and two redeliveries, each counted
 
     asyncio.run(main())
 
@@ -218,3 +219,38 @@ def test_a_queue_declared_otherwise_is_a_typed_transport_error(rabbit_prefix: st
             await publisher.close()
 
     asyncio.run(main())
+
+
+def test_the_queues_command_shows_open_jobs_ready_messages_and_dead_letters(
+    store: SqlStore, pg_url: str, rabbit_prefix: str  # noqa: F811
+) -> None:
+    """What operations watch: per agency, jobs due and leased in the store, messages ready
+    in the broker and messages dead-lettered."""
+    import os
+    import subprocess
+    import sys
+
+    from config.settings import PROJECT_ROOT
+
+    topology = Topology(rabbit_prefix, AGENCIES)
+    for _ in range(3):
+        store.accept_filing(_new(), _planner(["runts"]))
+    jobs = store.claim_unpublished("relay", 1, 30)  # one leased by a relay and published
+
+    async def publish() -> None:
+        publisher = RabbitPublisher(_params("test-relay"), topology)
+        assert await publisher.publish(jobs) == [jobs[0].job_id]
+        await publisher.close()
+
+    asyncio.run(publish())
+    _raw_publish(topology.dead_exchange, "inail", b"not json")
+    env = {**os.environ, "DATABASE__URL": pg_url, "TRANSPORT__KIND": "rabbitmq",
+           "TRANSPORT__URL": RABBITMQ_URL, "TRANSPORT__PREFIX": rabbit_prefix}
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "hub.py"), "queues"], env=env, cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    header, _, *lines = done.stdout.splitlines()
+    assert header.split() == ["agency", "due", "scheduled", "leased", "ready", "consumers", "dead"]
+    rows = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in lines}
+    assert rows["runts"] == [2, 0, 1, 1, 0, 0]
+    assert rows["inail"] == [0, 0, 0, 0, 0, 1]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from routing.plan import PlannedDelivery
 from service.ports import AttemptRecord, Completion, IdempotencyConflict, NewFiling
@@ -160,3 +160,29 @@ def test_another_portal_cannot_read_the_filing(store: SqlStore) -> None:
     """Filings are scoped to the portal that sent them."""
     ref = store.accept_filing(_new(), _planner(["inps"])).reference
     assert store.get_filing(ref, "other") is None and store.get_filing(ref, "test") is not None
+
+
+def test_processes_starting_together_migrate_an_empty_database_once(database_url: str) -> None:
+    """An API, a relay and workers started at once on an empty database all come up: the
+    migrations run once, the others wait and find the schema at head."""
+    import os
+    import subprocess
+    import sys
+
+    from config.settings import PROJECT_ROOT
+
+    env = {**os.environ, "DATABASE__URL": database_url}
+    procs = [
+        subprocess.Popen([sys.executable, str(PROJECT_ROOT / "hub.py"), "migrate"], env=env, cwd=PROJECT_ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    results = [(p.wait(60), p.communicate()) for p in procs]
+    assert [code for code, _ in results] == [0] * 4, [err.decode()[-800:] for _, (_, err) in results]
+    engine = build_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    finally:
+        engine.dispose()
+    assert len(versions) == 1

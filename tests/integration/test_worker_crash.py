@@ -83,3 +83,41 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(api: RunningHub, d
             assert len(effects) == 1, (reference, recipient["agency"])
             assert effects[0]["protocollo"] == recipient["protocolNumber"]
     assert survivor.returncode == 0  # a SIGTERM drains and exits cleanly
+
+
+def test_a_job_that_keeps_killing_its_workers_becomes_visibly_undeliverable(
+    api: RunningHub, database_url: str, sims  # type: ignore[no-untyped-def]
+) -> None:
+    """A poison job is not sent a third time: its recipient turns undeliverable with the
+    reason, the filing settles, and a resend (same message id) completes it with one effect."""
+    env = {**_worker_env(database_url, sims), "WORKER__MAX_HANDOUTS": "2"}
+    with PortalClient(api.base_url, TEST_PORTAL_KEY) as client:
+        reference = client.submit((EXAMPLES / "durc_request.xml").read_bytes()).json()["reference"]
+        sims.set_faults("inps", [{"operation": "*", "kind": "latency", "delay_ms": 5000}])
+        for _ in range(2):  # each worker dies while INPS holds the call
+            worker = _start_worker(env)
+            calls_before = sims.ledger("inps")["calls"]
+            wait_for(lambda: sims.ledger("inps")["calls"] > calls_before, timeout=20, what="a call in flight")
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+        sims.set_faults("inps", [])
+        calls_before = sims.ledger("inps")["calls"]
+        survivor = _start_worker(env)
+        try:
+            view = client.wait_settled([reference], timeout=40)[reference]
+            inps = next(r for r in view["recipients"] if r["agency"] == "inps")
+            assert inps["state"] == "undeliverable"
+            assert inps["outcomeCode"] == "POISON_JOB"
+            assert "2 times without an outcome" in inps["outcomeText"]
+            assert sims.ledger("inps")["calls"] == calls_before  # not sent a third time
+            assert view["state"] != "in_progress"
+
+            assert client.resend(reference, "inps").status_code == 202
+            view = client.wait_settled([reference], timeout=40)[reference]
+        finally:
+            survivor.send_signal(signal.SIGTERM)
+            survivor.wait(20)
+    inps = next(r for r in view["recipients"] if r["agency"] == "inps")
+    assert inps["state"] == "protocolled"
+    effects = [e for e in sims.ledger("inps")["effects"] if e["filingReference"] == reference]
+    assert len(effects) == 1 and effects[0]["protocollo"] == inps["protocolNumber"]

@@ -146,3 +146,52 @@ def test_receipt_paths_become_steps_the_sandbox_can_materialise() -> None:
     assert path_steps("i:A/i:B[@x='1']/@C") == ("A", "B", "@C")
     assert path_steps("return/c") == ("return", "c")
     assert path_steps("//c") is None and path_steps("/a/b") is None
+
+
+_RECURSIVE_OPENAPI = """
+openapi: 3.0.3
+info: {title: t, version: '1'}
+paths:
+  /alberi:
+    post:
+      operationId: Pianta
+      requestBody:
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/Nodo'}
+      responses:
+        '201':
+          description: ok
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [protocollo]
+                properties: {protocollo: {$ref: '#/components/schemas/Testo'}}
+components:
+  schemas:
+    Testo: {type: string, minLength: 1}
+    Nodo:
+      type: object
+      additionalProperties: false
+      required: [nome]
+      properties:
+        nome: {$ref: '#/components/schemas/Testo'}
+        figli: {type: array, items: {$ref: '#/components/schemas/Nodo'}}
+"""
+
+
+def test_a_recursive_schema_keeps_its_references_and_still_validates(tmp_path: Path) -> None:
+    """References are inlined once where they can be; a cycle is left to the registry."""
+    from adapters.openapi import load_openapi_contract
+
+    (tmp_path / "alberi.yaml").write_text(_RECURSIVE_OPENAPI)
+    catalog = _catalog(tmp_path, '[contracts.v1]\nkind = "rest"\nopenapi = "alberi.yaml"\n'
+                                 '[contracts.v1.receipt]\nprotocol_number = "protocollo"\n')
+    operation = load_openapi_contract(catalog.contract("acme")).operation("Pianta")
+    assert "$ref" in str(operation.request.schema)
+    assert "$ref" not in str(operation.receipts[201].schema)
+    assert operation.request.is_valid({"nome": "a", "figli": [{"nome": "b", "figli": []}]})
+    assert not operation.request.is_valid({"nome": "a", "figli": [{"nome": ""}]})
+    assert not operation.request.is_valid({"nome": "a", "figli": [{"nome": "b", "x": 1}]})
+    assert not operation.receipts[201].is_valid({"protocollo": ""})

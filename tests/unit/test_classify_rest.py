@@ -236,3 +236,78 @@ async def test_adapter_logs_no_payload_or_tax_code() -> None:
         async with _client(_Recorder(httpx.Response(201, json=RECEIPT))) as http:
             await build_runts_adapter(endpoint=ENDPOINT, http=http).deliver(runts_message())
     assert TAX_CODE not in repr(logs)
+
+
+# --- the request and receipt validators --------------------------------------------------------
+
+
+def _runts_contract():  # type: ignore[no-untyped-def]
+    from adapters.openapi import load_openapi_contract
+    from adapters.registry import default_catalog
+
+    return load_openapi_contract(default_catalog().contract("runts", "v1"))
+
+
+def _variants(value: Any) -> list[Any]:
+    """`value` broken in one place at a time: each leaf retyped, emptied, nulled, lengthened,
+    dropped, and an unknown key added to each object."""
+    found: list[Any] = []
+    if isinstance(value, dict):
+        found.append({**value, "sconosciuto": 1})
+        for key, child in value.items():
+            found.append({k: v for k, v in value.items() if k != key})
+            found.extend({**value, key: variant} for variant in _variants(child))
+        return found
+    return [12345, "", None, "x" * 300, [value], {"v": value}]
+
+
+def test_validators_are_built_once_with_their_references_resolved() -> None:
+    """One validator per operation and schema, kept; its `$ref`s replaced by their targets."""
+    contract = _runts_contract()
+    operation = contract.operation("IscrizioneEnte")
+    assert contract.operation("IscrizioneEnte").request is operation.request
+    for validator in (operation.request, *operation.receipts.values()):
+        assert "$ref" not in json.dumps(validator.schema)
+
+
+def test_inlined_references_judge_like_resolved_ones() -> None:
+    """On every one-place break of a message and a receipt, the inlined schema reports the
+    errors and the best match that resolving the references reports."""
+    from jsonschema import Draft4Validator
+    from jsonschema.exceptions import best_match
+
+    from adapters.openapi import _pointer
+
+    contract = _runts_contract()
+    operation = contract.operation("IscrizioneEnte")
+    checks = [(("requestBody", "content"), operation.request, runts_message().content),
+              (("responses", "201", "content"), operation.receipts[201], RECEIPT)]
+    def errors(validator, instance):  # type: ignore[no-untyped-def]
+        return [(e.message, e.json_path, e.validator) for e in validator.iter_errors(instance)]
+
+    def best(validator, instance):  # type: ignore[no-untyped-def]
+        error = best_match(validator.iter_errors(instance))
+        return error and (error.message, error.json_path)
+
+    for where, inlined, valid in checks:
+        pointer = _pointer("paths", "/v1/iscrizioni", "post", *where, "application/json", "schema")
+        resolving = Draft4Validator({"$ref": f"{contract._base}#{pointer}"},
+                                    registry=contract._registry,
+                                    format_checker=Draft4Validator.FORMAT_CHECKER)
+        assert inlined.is_valid(valid) and resolving.is_valid(valid)
+        for instance in _variants(valid):
+            assert errors(inlined, instance) == errors(resolving, instance)
+            assert best(inlined, instance) == best(resolving, instance)
+
+
+@pytest.mark.anyio
+async def test_a_reused_validator_still_rejects_an_invalid_message() -> None:
+    """Valid, invalid, valid again through one adapter: the kept validator judges each anew."""
+    recorder = _Recorder(httpx.Response(201, json=RECEIPT), httpx.Response(201, json=RECEIPT))
+    async with _client(recorder) as http:
+        adapter = build_runts_adapter(endpoint=ENDPOINT, http=http)
+        await adapter.deliver(runts_message())
+        with pytest.raises(MessageRejectedAsInvalid, match="sezione"):
+            await adapter.deliver(runts_message(sezione="circolo"))
+        await adapter.deliver(runts_message())
+    assert len(recorder.requests) == 2

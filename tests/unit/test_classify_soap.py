@@ -446,3 +446,73 @@ def test_contract_is_loaded_once_and_checked() -> None:
     assert load_wsdl_contract(spec) is load_wsdl_contract(spec)
     with pytest.raises(ContractError, match="SOAP 1.2"):
         load_wsdl_contract(replace(spec, soap_version="1.1"))
+
+
+# --- one parse of the reply ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_reply_is_parsed_once_for_the_check_and_the_receipt(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """zeep's reply check and the receipt mapping read one parsed tree (mock transport)."""
+    import adapters.wsdl as wsdl
+
+    parses: list[bytes] = []
+    parse_xml = wsdl.parse_xml
+    monkeypatch.setattr(wsdl, "parse_xml", lambda content, *a, **kw: (
+        parses.append(content), parse_xml(content, *a, **kw))[1])
+    monkeypatch.setattr(wsdl.WsdlContract, "payload", lambda *a: pytest.fail("parsed again"))
+    reply = httpx.Response(200, content=INAIL_RECEIPT, headers={"content-type": "text/xml"})
+    async with _client(_Recorder(reply)) as http:
+        receipt = await build_inail_adapter(endpoint=ENDPOINT, http=http).deliver(inail_message())
+    assert receipt.protocol_number == "INAIL/2026/00001234" and parses == [INAIL_RECEIPT]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("body", "expected", "cause"),
+    [
+        (_fault("soap11_client_rifiuto_R001.xml"), AgencyRejected, zx.Fault),
+        (INAIL_RECEIPT.replace(b"<i:esito>", b"<i:ignoto>x</i:ignoto><i:esito>"),
+         AgencyProtocolError, zx.XMLParseError),
+        (INAIL_RECEIPT.replace(b"?>\n", b'?>\n<!DOCTYPE s:Envelope [<!ENTITY e "x">]>\n'),
+         AgencyProtocolError, zx.DTDForbidden),
+        (INAIL_RECEIPT.replace(b"schemas.xmlsoap.org/soap/envelope/",
+                               b"www.w3.org/2003/05/soap-envelope"),
+         AgencyProtocolError, zx.XMLSyntaxError),
+    ],
+    ids=["fault-in-200", "not-the-contract-reply", "dtd", "other-soap-version"],
+)
+async def test_a_200_reply_is_still_checked_by_zeep_on_the_shared_tree(body, expected, cause) -> None:  # type: ignore[no-untyped-def]
+    """Faults, contract mismatches and forbidden XML in a 200 reply are caught before the
+    receipt is read (mock transport)."""
+    reply = httpx.Response(200, content=body, headers={"content-type": "text/xml"})
+    async with _client(_Recorder(reply)) as http:
+        with pytest.raises(DeliveryError) as caught:
+            await build_inail_adapter(endpoint=ENDPOINT, http=http).deliver(inail_message())
+    assert type(caught.value) is expected and isinstance(caught.value.__cause__, cause)
+
+
+@pytest.mark.anyio
+async def test_a_comment_inside_a_receipt_value_does_not_cut_it() -> None:
+    """The receipt is read from zeep's tree, comments removed: the whole protocol number."""
+    body = INAIL_RECEIPT.replace(b"INAIL/2026/", b"INAIL/<!-- gateway -->2026/")
+    async with _client(_Recorder(httpx.Response(200, content=body))) as http:
+        receipt = await build_inail_adapter(endpoint=ENDPOINT, http=http).deliver(inail_message())
+    assert receipt.protocol_number == "INAIL/2026/00001234"
+
+
+def test_the_envelope_is_the_one_zeep_create_message_builds() -> None:
+    """Serializing through the operation's input message, as `create_message` does when it
+    adds nothing else, gives byte for byte the envelope `create_message` builds."""
+    from lxml import etree
+
+    from adapters.base import ErrorContext
+    from adapters.registry import default_catalog
+    from adapters.wsdl import load_wsdl_contract
+
+    for agency, message in (("inail", inail_message()), ("inps", inps_durc_message())):
+        contract = load_wsdl_contract(default_catalog().contract(agency, "v1"))
+        built = contract.build(message.operation, message.content, ErrorContext())
+        expected = contract.client.create_message(contract._service, message.operation,
+                                                  **message.content)
+        assert etree.tostring(built) == etree.tostring(expected)

@@ -197,3 +197,50 @@ def test_an_independent_implementation_verifies_our_envelopes(key, tmp_path) -> 
     run = subprocess.run(["xmlsec1", "--verify", "--pubkey-pem", str(tmp_path / "key.pem"),
                           str(tmp_path / "envelope.xml")], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0 and "SignedInfo References (ok/all): 2/2" in run.stderr, run.stderr
+
+
+def test_tokens_are_the_jws_pyjwt_would_write_and_new_on_every_call(key) -> None:  # type: ignore[no-untyped-def]
+    """Header and claims encode as PyJWT writes them (RS256, deterministic, signs alike too);
+    every call makes new tokens: a fresh jti, iat from the clock."""
+    times = iter([NOW, NOW + 5])
+    signer = _signer(key, clock=lambda: next(times), kid="hub-1")
+    calls = [signer.headers(body=BODY, content_type="application/xml") for _ in range(2)]
+    seen = []
+    for number, headers in enumerate(calls):
+        for name in ("Authorization", SIGNATURE_HEADER):
+            token = headers[name].removeprefix("Bearer ")
+            claims = jwt.decode(token, key.public_key(), algorithms=[signer.algorithm],
+                                audience="crocevia", options={"verify_exp": False,
+                                                              "verify_nbf": False, "verify_iat": False})
+            assert jwt.get_unverified_header(token) == {"alg": signer.algorithm, "kid": "hub-1", "typ": "JWT"}
+            again = jwt.encode(claims, key, algorithm=signer.algorithm, headers={"kid": "hub-1"})
+            assert token.split(".")[:2] == again.split(".")[:2]
+            assert token == again or signer.algorithm == "ES256"  # ECDSA signatures are randomised
+            assert claims["iat"] == claims["nbf"] == int(NOW) + 5 * number
+            seen.append(claims["jti"])
+    assert len(set(seen)) == 4
+
+
+def test_a_kept_template_signs_each_envelope_anew(key, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The plugin copies its Security template, never changes it: each envelope gets its own
+    ids, times and signature, and each verifies (with xmlsec1 too, when installed)."""
+    from security.keys import public_pem
+    from security.wssecurity import WSU, WsSecurityPlugin
+
+    plugin = WsSecurityPlugin(key, _certificate(key), ttl=300)
+    signed = [plugin.egress(etree.fromstring(_ENVELOPE), {}, "RichiestaDurc", {})[0] for _ in range(3)]
+    ids = {envelope.find(f".//{{{WSU}}}Timestamp").get(f"{{{WSU}}}Id") for envelope in signed}
+    assert len(ids) == 3
+    assert plugin._template.find(f"{{{WSU}}}Timestamp").get(f"{{{WSU}}}Id") == ""
+    for envelope in signed:
+        verify_envelope(etree.tostring(envelope), key.public_key())
+    if shutil.which("xmlsec1") is None:
+        return
+    ids_dtd = ("<!DOCTYPE s:Envelope [<!ATTLIST s:Body wsu:Id ID #IMPLIED>"
+               "<!ATTLIST wsu:Timestamp wsu:Id ID #IMPLIED>]>\n")
+    document = etree.tostring(signed[-1], encoding="utf-8", xml_declaration=True).decode()
+    (tmp_path / "envelope.xml").write_text(document.replace("?>\n", "?>\n" + ids_dtd, 1))
+    (tmp_path / "key.pem").write_bytes(public_pem(key))
+    run = subprocess.run(["xmlsec1", "--verify", "--pubkey-pem", str(tmp_path / "key.pem"),
+                          str(tmp_path / "envelope.xml")], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0 and "SignedInfo References (ok/all): 2/2" in run.stderr, run.stderr

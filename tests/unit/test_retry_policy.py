@@ -171,3 +171,26 @@ def test_policy_rejects_nonsense_and_allows_zero_waits() -> None:
         RetryPolicy(attempts=0)
     with pytest.raises(ValueError):
         RetryPolicy(initial_wait=-1)
+
+
+@pytest.mark.anyio
+async def test_a_failed_first_try_is_handed_to_the_retry_loop_not_sent_again() -> None:
+    """The first try runs before the retry loop; on a transient failure the loop counts it as
+    attempt 1 (waits growing from the policy's first), without sending the message again."""
+    errors = [_unreachable() for _ in range(3)]
+    adapter = ScriptedAdapter(*errors)
+    policy = RetryPolicy(attempts=3, initial_wait=0.001, max_wait=1.0, jitter=0.0)
+    with capture_logs() as logs:
+        result = await deliver_with_retries(adapter, MESSAGE, policy)
+    assert len(adapter.sent) == 3 and [t.number for t in result.tries] == [1, 2, 3]
+    assert [t.error for t in result.tries] == errors and result.error is errors[2]
+    scheduled = [(e["attempt"], e["wait_s"]) for e in logs if e["event"] == "delivery_retry_scheduled"]
+    assert scheduled == [(1, 0.001), (2, 0.002)]
+
+
+@pytest.mark.anyio
+async def test_a_single_attempt_policy_returns_the_first_transient_failure() -> None:
+    """attempts=1: no retry, the first failure is the result."""
+    adapter = ScriptedAdapter(_unreachable(), RECEIPT)
+    result = await deliver_with_retries(adapter, MESSAGE, RetryPolicy.without_waits(attempts=1))
+    assert isinstance(result.error, AgencyUnreachable) and len(adapter.sent) == 1

@@ -1,0 +1,191 @@
+"""Completions recorded in one batch on SQLite and PostgreSQL: the rows and events are those of
+recording them one by one, and two recipients of one filing settle together."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from routing.plan import PlannedDelivery
+from service.ports import AttemptRecord, ClaimedJob, Completion, NewFiling
+from storage.delivery_tables import filing_events
+from storage.engine import build_engine
+from storage.migrate import upgrade_to_head
+from storage.store import SqlStore
+from storage.tables import attempts, deliveries, filings, outbox
+
+_NOW = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
+_HANDOFF = ({"path": ["numeroREA"], "agency": "cciaa", "reference": "numeroREA"},)
+#: Columns that differ between two otherwise equal filings, or hold the wall clock.
+_IDS = {"id", "filing_id", "message_id", "created_at", "updated_at"}
+_CLOCKS = {"acknowledged_at", "schedule_origin"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[SqlStore]:
+    engine = build_engine(database_url)
+    upgrade_to_head(engine)
+    yield SqlStore(engine, clock=Clock())
+    engine.dispose()
+
+
+def _plan(on_reject: str):  # type: ignore[no-untyped-def]
+    """cciaa and suap on their own; inps waits for cciaa (its REA number), inail for inps."""
+
+    def plan(reference: str) -> list[PlannedDelivery]:
+        return [
+            PlannedDelivery(uuid.uuid4().hex, uuid.uuid4().hex, "cciaa", "IscrizioneImpresa", {"x": 1}),
+            PlannedDelivery(uuid.uuid4().hex, uuid.uuid4().hex, "suap", "Op", {"x": 2}),
+            PlannedDelivery(uuid.uuid4().hex, uuid.uuid4().hex, "inps", "Op", {"x": 3}, after="cciaa",
+                            on_reject=on_reject, handoffs=_HANDOFF),
+            PlannedDelivery(uuid.uuid4().hex, uuid.uuid4().hex, "inail", "Op", {"x": 4}, after="inps",
+                            on_reject=on_reject),
+        ]
+
+    return plan
+
+
+def _new() -> NewFiling:
+    return NewFiling("business_start", "test", "09182730581", "Alfa", "FTTMRC85C14H501X", "legal_representative",
+                     b"<filing/>", "b" * 64, _NOW)
+
+
+def _open_jobs(store: SqlStore, filing_ids: list[int]) -> dict[tuple[int, str], ClaimedJob]:
+    """(position of the filing, agency) → its open job."""
+    jobs = store.claim_jobs("w", None, 1000, 60)
+    return {(filing_ids.index(j.filing_id), j.agency): j for j in jobs if j.filing_id in filing_ids}
+
+
+def _accept(store: SqlStore, policies: list[str]) -> list[int]:
+    refs = [store.accept_filing(_new(), _plan(p)).reference for p in policies]
+    with store._engine.connect() as conn:  # noqa: SLF001 - test inspection
+        by_ref = {ref: fid for ref, fid in conn.execute(select(filings.c.reference, filings.c.id))}
+    return [by_ref[r] for r in refs]
+
+
+def _pass(job: ClaimedJob, state: str, **fields: Any) -> Completion:
+    result = {"retrying": "transient", "undeliverable": "transient", "rejected": "permanent"}.get(state, "ok")
+    return Completion(job=job, owner="w", new_state=state, attempts=[AttemptRecord(1, _NOW, 5.0, result)], **fields)
+
+
+def _strip(value: Any) -> Any:
+    """An event payload without what names one filing's rows rather than another's."""
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in ("deliveryId", "messageId", "reference")}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+def _snapshot(store: SqlStore, filing_ids: list[int]) -> dict[str, Any]:
+    """Everything the filings' completions wrote, keyed by filing position and agency."""
+    with store._engine.connect() as conn:  # noqa: SLF001 - test inspection
+        rows = conn.execute(select(deliveries).where(deliveries.c.filing_id.in_(filing_ids))).all()
+        key = {r.id: (filing_ids.index(r.filing_id), r.agency) for r in rows}
+        snap: dict[str, Any] = {
+            "filings": [conn.execute(select(filings.c.state).where(filings.c.id == f)).scalar() for f in filing_ids],
+            "deliveries": {
+                key[r.id]: {k: (v is not None if k in _CLOCKS else v) for k, v in r._mapping.items() if k not in _IDS}
+                for r in rows
+            },
+            "attempts": {}, "jobs": {}, "events": {},
+        }
+        for r in conn.execute(select(attempts).where(attempts.c.delivery_id.in_(key)).order_by(attempts.c.id)):
+            snap["attempts"].setdefault(key[r.delivery_id], []).append((r.number, r.result, r.worker, r.duration_ms))
+        for r in conn.execute(select(outbox).where(outbox.c.delivery_id.in_(key)).order_by(outbox.c.id)):
+            snap["jobs"].setdefault(key[r.delivery_id], []).append((r.available_at, r.done_at, r.claims))
+        for r in conn.execute(select(filing_events).where(filing_events.c.filing_id.in_(filing_ids))
+                              .order_by(filing_events.c.filing_id, filing_events.c.seq)):
+            snap["events"].setdefault(filing_ids.index(r.filing_id), []).append((r.seq, r.type, _strip(r.payload)))
+    return snap
+
+
+#: Filing positions of the mixed batch, and the route policy of each.
+_POLICIES = ["hold", "hold", "cancel", "hold", "hold", "hold", "hold", "hold"]
+
+
+def _mixed(store: SqlStore) -> tuple[list[int], list[Completion]]:
+    """Filings prepared alike, and one batch: per filing one live pass, plus duplicates."""
+    ids = _accept(store, _POLICIES)
+    clock = store._clock  # noqa: SLF001 - the test's own clock
+    jobs = _open_jobs(store, ids)
+    # Settled before the batch (6); acknowledged, its status to poll at once (5).
+    store.complete_jobs([_pass(jobs[6, "cciaa"], "protocolled", protocol_number="P6", references={"numeroREA": "R6"}),
+                         _pass(jobs[5, "cciaa"], "acknowledged", correlation_id="c5", poll_url="/s/5",
+                               next_attempt_at=clock())])
+    polled = _open_jobs(store, ids)[5, "cciaa"]
+    later = clock() + 300
+    batch = [
+        _pass(jobs[0, "cciaa"], "protocolled", protocol_number="P0", protocolled_at="2026-03-02T09:31:00+01:00",
+              references={"numeroREA": "R0"}),                                     # releases inps
+        _pass(jobs[1, "cciaa"], "rejected", outcome="rejected", outcome_code="E1", outcome_text="no"),  # holds
+        _pass(jobs[2, "cciaa"], "rejected", outcome="rejected", outcome_code="E2", outcome_text="no"),  # cancels
+        _pass(jobs[3, "cciaa"], "retrying", last_error="503", next_attempt_at=later),
+        Completion(job=jobs[4, "suap"], owner="w", new_state="pending", deferred=True, next_attempt_at=later),
+        _pass(polled, "acknowledged", polled=True, correlation_id="c5", poll_url="/s/5", next_attempt_at=later),
+        _pass(jobs[6, "cciaa"], "undeliverable", last_error="late duplicate"),       # settled before: ignored
+        _pass(jobs[7, "cciaa"], "undeliverable", last_error="gave up"),              # holds the chain
+        _pass(jobs[0, "cciaa"], "rejected", outcome="rejected", outcome_code="E9"),  # settled in this batch
+    ]
+    return ids, batch
+
+
+def test_a_mixed_batch_writes_what_one_pass_at_a_time_writes(store: SqlStore) -> None:
+    """Released, held and cancelled chains, a retry, a deferral, a poll and duplicates: one
+    batch leaves the same rows, jobs, attempts and events as one transaction per pass."""
+    batched, batch = _mixed(store)
+    single, passes = _mixed(store)
+
+    store.complete_jobs(batch)
+    for c in passes:
+        store.complete_jobs([c])
+
+    got = _snapshot(store, batched)
+    assert got == _snapshot(store, single)
+    states = {k: v["state"] for k, v in got["deliveries"].items()}
+    assert [states[i, "inps"] for i in (0, 1, 2, 7)] == ["pending", "held", "cancelled", "held"]
+    assert [states[i, "inail"] for i in (0, 1, 2, 7)] == ["waiting", "held", "cancelled", "held"]
+    assert got["deliveries"][0, "inps"]["content"] == {"x": 3, "numeroREA": "R0"}
+    assert got["deliveries"][0, "cciaa"]["outcome"] is None  # the duplicate rejection changed nothing
+    assert got["deliveries"][6, "cciaa"]["state"] == "protocolled"
+    assert (got["deliveries"][4, "suap"]["state"], got["deliveries"][4, "suap"]["rounds"]) == ("pending", 0)
+    assert (got["deliveries"][5, "cciaa"]["polls"], got["deliveries"][5, "cciaa"]["rounds"]) == (1, 1)
+    assert got["jobs"][3, "cciaa"][-1] == (store._clock() + 300, None, 0)  # noqa: SLF001
+    assert [e[1] for e in got["events"][2]] == ["filing.accepted", *["recipient.state_changed"] * 3]
+    with store._engine.connect() as conn:  # noqa: SLF001 - test inspection
+        # Rows without a receipt keep SQL NULL references (not JSON null) when written back.
+        assert conn.execute(select(deliveries.c.id).where(
+            deliveries.c.filing_id.in_(batched), deliveries.c.protocol_number.is_(None),
+            deliveries.c.references.is_not(None))).all() == []
+
+
+def test_two_recipients_of_one_filing_settle_in_one_batch(store: SqlStore) -> None:
+    """Both passes are recorded, then the dependents move, then the filing state changes once."""
+    [filing_id] = _accept(store, ["hold"])
+    jobs = _open_jobs(store, [filing_id])
+    store.complete_jobs([
+        _pass(jobs[0, "cciaa"], "protocolled", protocol_number="P1", references={"numeroREA": "R1"}),
+        _pass(jobs[0, "suap"], "protocolled", protocol_number="S1"),
+    ])
+    events = _snapshot(store, [filing_id])["events"][0]
+    assert [(seq, type_, p.get("recipient", {}).get("agency"), p.get("state")) for seq, type_, p in events] == [
+        (1, "filing.accepted", None, "in_progress"),
+        (2, "recipient.state_changed", "cciaa", None),
+        (3, "recipient.state_changed", "suap", None),
+        (4, "recipient.state_changed", "inps", None),
+        (5, "filing.state_changed", None, "partially_protocolled"),
+    ]
+    assert events[3][2]["recipient"]["state"] == "pending"
