@@ -29,12 +29,24 @@ def _run_until_signal(main) -> None:  # type: ignore[no-untyped-def]
     asyncio.run(runner())
 
 
+#: Long-running commands: a SIGTERM stops them cleanly (exit 0) at any moment.
+_SERVICES = {"serve", "worker", "relay", "simulators", "sandbox"}
+
+
+def _exit_before_running(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 @click.group()
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Settings file (default config/crocevia.toml).")
 @click.pass_context
 def cli(ctx: click.Context, config_file: str | None) -> None:
     """Crocevia, the interoperability hub."""
+    if ctx.invoked_subcommand in _SERVICES:
+        # Until the service installs its own handlers (then SIGTERM drains), a stop request
+        # finds nothing in flight: exit cleanly rather than die by the signal.
+        signal.signal(signal.SIGTERM, _exit_before_running)
     settings = load_settings(config_file)
     ctx.obj = {"settings": settings}
 

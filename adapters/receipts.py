@@ -48,9 +48,8 @@ class _Reader:
     """Shared logic of the XML and JSON readers: status check, then the receipt fields."""
 
     spec: ReceiptSpec
-    _message_id: str = ""
 
-    def _get(self, value: ValueSpec | None, reply: Any, headers: Mapping[str, str]) -> str:
+    def _get(self, value: ValueSpec | None, reply: Any, headers: Mapping[str, str], message_id: str) -> str:
         if value is None:
             return ""
         if value.const is not None:
@@ -58,22 +57,22 @@ class _Reader:
         if value.header is not None:
             return headers.get(value.header.lower(), "")
         if value.own is not None:
-            return self._message_id
+            return message_id
         return self._at(value.path or "", reply)
 
     def _at(self, path: str, reply: Any) -> str:
         raise NotImplementedError
 
-    def _references(self, reply: Any, headers: Mapping[str, str]) -> dict[str, str]:
+    def _references(self, reply: Any, headers: Mapping[str, str], message_id: str) -> dict[str, str]:
         return {name: text for name, value in self.spec.references
-                if (text := self._get(value, reply, headers))}
+                if (text := self._get(value, reply, headers, message_id))}
 
     def _check_status(self, status: StatusSpec, reply: Any, headers: Mapping[str, str],
-                      ctx: ErrorContext) -> None:
-        value = self._get(status.value, reply, headers)
+                      message_id: str, ctx: ErrorContext) -> None:
+        value = self._get(status.value, reply, headers, message_id)
         if value in status.ok:
             return
-        text = self._get(status.text, reply, headers) or f"the agency answered {value!r}"
+        text = self._get(status.text, reply, headers, message_id) or f"the agency answered {value!r}"
         kinds = dict(status.errors)
         if value in kinds:
             raise ctx.build(OVERRIDE_KINDS[kinds[value]], text, code=value)
@@ -89,24 +88,24 @@ class _Reader:
                 or a receipt echoing another message id (AgencyProtocolError).
         """
         spec = self.spec
-        self._message_id = message_id  # read by `_get`; nothing awaits in between
+        # The reader is shared by the worker and the API's callbacks: nothing per call on self.
         if spec.status is not None:
-            self._check_status(spec.status, reply, headers, ctx)
-        protocol = self._get(spec.protocol_number, reply, headers)
+            self._check_status(spec.status, reply, headers, message_id, ctx)
+        protocol = self._get(spec.protocol_number, reply, headers, message_id)
         if not protocol:
             what = "acknowledgment" if spec.acknowledgment else "protocol number"
             raise ctx.build(AgencyProtocolError, f"the reply holds no {what}", code="PROTOCOL")
-        echoed = self._get(spec.message_id, reply, headers)
+        echoed = self._get(spec.message_id, reply, headers, message_id)
         if echoed and echoed != message_id:
             raise ctx.build(AgencyProtocolError, "the receipt is for another message id",
                             code="PROTOCOL")
         return Receipt(
             protocol_number=protocol,
-            protocolled_at=self._get(spec.protocolled_at, reply, headers) or now_stamp(),
-            outcome=self._get(spec.outcome, reply, headers) or "ACQUISITA",
-            references=self._references(reply, headers),
-            outcome_code=self._get(spec.outcome_code, reply, headers),
-            outcome_text=self._get(spec.outcome_text, reply, headers),
+            protocolled_at=self._get(spec.protocolled_at, reply, headers, message_id) or now_stamp(),
+            outcome=self._get(spec.outcome, reply, headers, message_id) or "ACQUISITA",
+            references=self._references(reply, headers, message_id),
+            outcome_code=self._get(spec.outcome_code, reply, headers, message_id),
+            outcome_text=self._get(spec.outcome_text, reply, headers, message_id),
         )
 
 
@@ -141,8 +140,8 @@ class XmlReceiptReader(_Reader):
         except etree.XPathEvalError:
             return ""
 
-    def _references(self, reply: Any, headers: Mapping[str, str]) -> dict[str, str]:
-        found = super()._references(reply, headers)
+    def _references(self, reply: Any, headers: Mapping[str, str], message_id: str) -> dict[str, str]:
+        found = super()._references(reply, headers, message_id)
         if self.spec.references_each is not None:
             nodes, name, value = self.spec.references_each
             for node in self._xpath(nodes)(reply) or []:
@@ -178,8 +177,8 @@ class JsonReceiptReader(_Reader):
             return "true" if found else "false"
         return str(found)
 
-    def _references(self, reply: Any, headers: Mapping[str, str]) -> dict[str, str]:
-        found = super()._references(reply, headers)
+    def _references(self, reply: Any, headers: Mapping[str, str], message_id: str) -> dict[str, str]:
+        found = super()._references(reply, headers, message_id)
         if self.spec.references_object:
             table = _dotted(reply, self.spec.references_object)
             if isinstance(table, Mapping):

@@ -183,6 +183,7 @@ class RestAgencyAdapter:
         self._reply_to = reply_to
         self._operations = contract.operations
         self._endpoint = endpoint.rstrip("/")
+        self._urls: dict[str, httpx.URL] = {}  # per operation path, parsed once
         self._http = http
         self._timeout = effective_timeout(timeout or http.timeout)
         self._overrides = check_fault_overrides(
@@ -283,8 +284,11 @@ class RestAgencyAdapter:
             # New tokens for every try: each carries its own jti.
             headers.update(self._signer.headers(body=body, content_type=headers["Content-Type"]))
         try:
+            url = self._urls.get(operation.path)
+            if url is None:
+                url = self._urls[operation.path] = httpx.URL(self._endpoint + operation.path)
             response = await self._http.request(
-                operation.method, self._endpoint + operation.path,
+                operation.method, url,
                 content=body, headers=headers, timeout=self._timeout,
             )
         except httpx.HTTPError as exc:

@@ -329,6 +329,7 @@ class SoapAgencyAdapter:
         self._reply_to = reply_to
         self._loaded = contract
         self._endpoint = endpoint
+        self._url = httpx.URL(endpoint)  # parsed once, not on every request
         self._http = http
         self._timeout = effective_timeout(timeout or http.timeout)
         self._overrides = check_fault_overrides(
@@ -422,7 +423,7 @@ class SoapAgencyAdapter:
         started = time.perf_counter()
         try:
             response = await self._http.post(
-                self._endpoint, content=payload, headers=headers, timeout=self._timeout
+                self._url, content=payload, headers=headers, timeout=self._timeout
             )
         except httpx.HTTPError as exc:
             raise _classify(exc, ctx, self._overrides) from exc

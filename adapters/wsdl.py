@@ -380,9 +380,11 @@ class WsdlContract:
                 f"Content: {content!r}", status_code=status, content=content) from exc
         if status != 200 or doc.find(self._fault_path) is not None:
             self.binding.process_error(doc, operation.binding_operation)  # raises the Fault
-        operation.binding_operation.process_reply(doc)
         body = doc.find(self.body_tag)
-        return body[0] if body is not None and len(body) else None
+        if body is not None and not len(body):
+            return None  # an empty Body: zeep would fail on it with an IndexError
+        operation.binding_operation.process_reply(doc)  # also refuses another envelope
+        return body[0] if body is not None else None
 
     def payload(self, content: bytes) -> etree._Element | None:
         """The body element of a reply, parsed with the hardened parser (None if absent)."""

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import Caller, RequestGuard, authenticate
+from api.auth import Caller, RequestGuard, authenticate, authenticate_sync
 from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json
 from api.problems import problem_response
@@ -118,7 +118,12 @@ def create_app(ctx: ApiContext) -> Starlette:
             body: bytes | None = await _read_body(request, ctx.max_body_bytes)
         except _TooLarge:
             body = None
-        caller = await authenticate(ctx.guard, request, body or b"")
+        # Authentication, parsing and the store are blocking: one hand-off to the thread
+        # pool runs them all, rather than one per step.
+        return await run_in_threadpool(_submit, request, body)
+
+    def _submit(request: Request, body: bytes | None) -> Response:
+        caller = authenticate_sync(ctx.guard, request, body or b"")
         if isinstance(caller, Response):
             return caller
         portal = caller.portal
@@ -139,19 +144,19 @@ def create_app(ctx: ApiContext) -> Starlette:
                 "Idempotency-Key must be 1 to 255 characters", instance=request.url.path,
             )
         if body is None:
-            return await _refuse(request, caller, 413, "document-too-large", "Content Too Large",
-                                 f"the filing exceeds {ctx.max_body_bytes} bytes", [])
+            return _refuse_sync(request, caller, 413, "document-too-large", "Content Too Large",
+                                f"the filing exceeds {ctx.max_body_bytes} bytes", [])
         try:
-            return await run_in_threadpool(_accept, request, caller, media_type, body, idempotency_key)
+            return _accept(request, caller, media_type, body, idempotency_key)
         except FilingRefused as refused:
-            return await _refuse(
+            return _refuse_sync(
                 request, caller, refused.status, refused.problem, refused.title, str(refused),
                 [_violation_json(v) for v in refused.violations],
             )
         except RecipientsNotAuthorized as exc:
-            await _refuse(request, caller, 403, "recipients-not-authorized", "Forbidden", str(exc),
-                          [{"code": x.code, "location": f"agency:{r.agency}"}
-                           for r in exc.refusals for x in r.reasons])
+            _refuse_sync(request, caller, 403, "recipients-not-authorized", "Forbidden", str(exc),
+                         [{"code": x.code, "location": f"agency:{r.agency}"}
+                          for r in exc.refusals for x in r.reasons])
             return _not_authorized(request, exc)
         except (OperationalError, DBAPIError):
             log.warning("store_unavailable", exc_info=True)
@@ -216,12 +221,13 @@ def create_app(ctx: ApiContext) -> Starlette:
             headers,
         )
 
-    async def _refuse(request: Request, caller: Caller, status: int, slug: str, title: str,
-                      detail: str, errors: list[dict[str, Any]]) -> Response:
+    def _refuse_sync(request: Request, caller: Caller, status: int, slug: str, title: str,
+                     detail: str, errors: list[dict[str, Any]]) -> Response:
+        """Audit a refused filing (blocking: runs in the thread pool) and answer the problem."""
         log.info("filing_refused", problem=slug, violations=len(errors))
         try:
-            await run_in_threadpool(
-                ctx.store.audit, caller.actor, "filing_refused", "", slug,
+            ctx.store.audit(
+                caller.actor, "filing_refused", "", slug,
                 {"status": status, "violations": [e.get("code") for e in errors][:50],
                  "agencies": sorted({e["location"][7:] for e in errors
                                      if str(e.get("location", "")).startswith("agency:")}),

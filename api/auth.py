@@ -27,7 +27,7 @@ from domain.identity import User
 from domain.lockout import LockoutPolicy
 from service.identity import AuditEntry, IdentityStore
 
-__all__ = ["AuthRefused", "Caller", "RequestGuard", "authenticate"]
+__all__ = ["AuthRefused", "Caller", "RequestGuard", "authenticate", "authenticate_sync"]
 
 log = structlog.get_logger("crocevia.api")
 
@@ -139,11 +139,11 @@ class RequestGuard:
                           {"WWW-Authenticate": 'Bearer realm="crocevia", error="invalid_token"'})
 
 
-async def authenticate(guard: RequestGuard, request: Request, body: bytes) -> Caller | Response:
-    """The caller of a ModI-signed request, or the problem response that refuses it."""
+def authenticate_sync(guard: RequestGuard, request: Request, body: bytes) -> Caller | Response:
+    """`authenticate` for code already running in the thread pool (blocking)."""
     try:
-        return await run_in_threadpool(
-            guard.authenticate, request.headers, body,
+        return guard.authenticate(
+            request.headers, body,
             client=request.client.host if request.client else "unknown", path=request.url.path,
         )
     except AuthRefused as refused:
@@ -154,3 +154,8 @@ async def authenticate(guard: RequestGuard, request: Request, body: bytes) -> Ca
         return problem_response(503, "store-unavailable", "Service Unavailable",
                                 "the store is not reachable; nothing was recorded, retry later",
                                 instance=request.url.path, headers={"Retry-After": "5"})
+
+
+async def authenticate(guard: RequestGuard, request: Request, body: bytes) -> Caller | Response:
+    """The caller of a ModI-signed request, or the problem response that refuses it."""
+    return await run_in_threadpool(authenticate_sync, guard, request, body)

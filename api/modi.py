@@ -90,24 +90,27 @@ class ModiVerifier:
 
     def claimed_portal(self, token: str | None) -> str | None:
         """The registered portal an unverified token claims to come from, if any."""
+        return self._unverified(token)[0]
+
+    def _unverified(self, token: str | None) -> tuple[str | None, dict[str, Any]]:
+        """The registered portal an unverified token claims, and its header: one parse."""
         if not token:
-            return None
+            return None, {}
         try:
-            iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+            decoded = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError:
-            return None
-        return iss if isinstance(iss, str) and iss in self._keys else None
+            return None, {}
+        iss = decoded["payload"].get("iss")
+        return (iss if isinstance(iss, str) and iss in self._keys else None), decoded["header"]
 
     def _decode(self, token: str, portal: str | None, what: str, now: float,
                 required: tuple[str, ...]) -> dict[str, Any]:
-        claimed = self.claimed_portal(token)
+        # The header comes from the same unverified parse as the claimed issuer: a token whose
+        # header does not parse has no claimed portal either, and is refused below.
+        claimed, header = self._unverified(token)
         if claimed is None or (portal is not None and claimed != portal):
             raise ModiRefused("invalid-token", f"{what} is not from a registered portal", portal)
         key = self._keys[claimed]
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise ModiRefused("invalid-token", f"{what} is not a JWS", claimed) from None
         if header.get("alg") != key.algorithm:
             raise ModiRefused("invalid-token", f"{what} must be signed with {key.algorithm}", claimed)
         try:

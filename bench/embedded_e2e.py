@@ -42,6 +42,7 @@ BENCH_KEY = generate_private_key("ES256")
 
 
 from measure import free_port as _free_port, percentile as _percentile, proc_stats as _proc_stats  # noqa: E402
+from measure import wait_healthy as _wait_healthy  # noqa: E402
 
 
 async def _submit_all(base: str, n: int, concurrency: int, rate: float = 0.0) -> tuple[float, float, int]:
@@ -102,16 +103,7 @@ def main() -> int:
         hub = subprocess.Popen([sys.executable, str(ROOT / "hub.py"), "serve", "--port", str(port)],
                                env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health", trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("hub did not start")
-            time.sleep(0.1)
+        _wait_healthy(base, [hub])
         cpu0, _ = _proc_stats(hub.pid)
         t0_wall = datetime.now(timezone.utc)
         start, end, refused = asyncio.run(_submit_all(base, args.filings, args.concurrency, args.rate))

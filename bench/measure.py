@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["free_port", "percentile", "proc_stats"]
+import httpx
+
+__all__ = ["free_port", "percentile", "proc_stats", "wait_healthy"]
 
 
 def free_port() -> int:
@@ -33,3 +38,19 @@ def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+def wait_healthy(base: str, processes: Iterable[subprocess.Popen[bytes]], *, timeout: float = 60,
+                 logs: object = "the process logs") -> None:
+    """Wait until the API at `base` answers `/health`; fail if a process exits first or time runs out."""
+    procs = list(processes)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/health", trust_env=False).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"the hub did not start; see {logs}")
+        time.sleep(0.1)  # polling a condition with a deadline

@@ -48,6 +48,7 @@ AGENCIES = ("cciaa", "inail", "inps", "runts")
 
 
 from measure import free_port as _free_port, percentile as _percentile, proc_stats as _proc_stats  # noqa: E402
+from measure import wait_healthy as _wait_healthy  # noqa: E402
 
 
 async def _submit_all(base: str, n: int, concurrency: int, rate: float) -> tuple[float, float, Counter[int | str]]:
@@ -152,16 +153,7 @@ def main() -> int:
             for i in range(args.workers):
                 start(f"worker{i + 1}", "worker", "--concurrency", str(args.worker_concurrency))
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs.values()):
-                raise RuntimeError(f"the hub did not start; logs in {logdir}")
-            time.sleep(0.1)
+        _wait_healthy(base, procs.values(), logs=logdir)
         time.sleep(2)  # let relay and workers connect and declare (not measured)
         cpu0 = {name: _proc_stats(p.pid)[0] for name, p in procs.items()}
         sims_cpu0, _ = _proc_stats(sims.process.pid)

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import jwt
+
 from domain.identity import AuthMethod, User
-from security.keys import PrivateKey, algorithm_of, sign_sha256
+from security.keys import PrivateKey, algorithm_of
 
 __all__ = [
     "AUTHORIZATION_HEADER",
@@ -52,16 +53,6 @@ def body_digest(body: bytes) -> str:
 def tracking_digest(token: str) -> dict[str, str]:
     """The ID_AUTH `digest` claim that binds a tracking evidence token to the request."""
     return {"alg": "SHA256", "value": hashlib.sha256(token.encode()).hexdigest()}
-
-
-def _b64url(data: bytes) -> bytes:
-    """base64url without padding (RFC 7515 section 2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-
-def _json(value: Any, *, sort_keys: bool = False) -> bytes:
-    # Compact and ASCII-only, as PyJWT writes its segments.
-    return json.dumps(value, separators=(",", ":"), sort_keys=sort_keys).encode()
 
 
 def _loa(user: User) -> str:
@@ -99,9 +90,6 @@ class ModiSigner:
         self._clock = clock
         self._lifetime = lifetime
         self._kid = kid
-        # The JOSE header is the same for every token: encoded once (keys sorted, as PyJWT does).
-        header = {"alg": self.algorithm, "typ": "JWT", **({"kid": kid} if kid else {})}
-        self._header = _b64url(_json(header, sort_keys=True))
 
     def __repr__(self) -> str:
         return f"ModiSigner(issuer={self.issuer!r}, audience={self.audience!r}, alg={self.algorithm})"
@@ -117,10 +105,8 @@ class ModiSigner:
             "jti": uuid.uuid4().hex,
             **claims,
         }
-        # JWS compact serialization (RFC 7515 section 7.1) of a JWT (RFC 7519), signed RS256 or
-        # ES256 (RFC 7518 section 3); verifiers decode it with PyJWT like any other token.
-        signing_input = self._header + b"." + _b64url(_json(payload))
-        return (signing_input + b"." + _b64url(sign_sha256(self._key, signing_input))).decode()
+        headers = {"kid": self._kid} if self._kid else None
+        return jwt.encode(payload, self._key, algorithm=self.algorithm, headers=headers)
 
     def tracking_evidence(self, user: User, now: int | None = None) -> str:
         """The AUDIT_REST_02 token naming `user`."""

@@ -24,6 +24,12 @@ __all__ = ["AuditVerification", "append_audit", "verify_audit_chain"]
 #: Advisory lock key of the audit chain on PostgreSQL ("CRVA").
 _AUDIT_LOCK = 0x43525641
 
+# Built once: every append runs the same three statements, and SQLAlchemy memoizes a
+# statement's cache key on the object, so reusing it skips rebuilding and re-keying it.
+_LOCK_CHAIN = text("SELECT pg_advisory_xact_lock(:key)")
+_LAST_HASH = select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
+_INSERT_LINE = insert(audit_log)
+
 
 def append_audit(
     conn: Connection,
@@ -46,20 +52,16 @@ def append_audit(
         detail: JSON-able facts an auditor needs.
     """
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
+        conn.execute(_LOCK_CHAIN, {"key": _AUDIT_LOCK})
     at = at or datetime.now(timezone.utc)
     # What is hashed must be what the database gives back: JSON round-trip the detail.
     detail = json.loads(json.dumps(detail)) if detail is not None else None
-    prev = conn.execute(
-        select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
-    ).scalar_one_or_none() or GENESIS_HASH
+    prev = conn.execute(_LAST_HASH).scalar_one_or_none() or GENESIS_HASH
     line = canonical_line(at=at, actor=actor, action=action, subject=subject, outcome=outcome,
                           detail=detail)
     digest = audit_hash(prev, line)
-    conn.execute(
-        insert(audit_log).values(at=at, actor=actor, action=action, subject=subject,
-                                 outcome=outcome, detail=detail, prev_hash=prev, hash=digest)
-    )
+    conn.execute(_INSERT_LINE, {"at": at, "actor": actor, "action": action, "subject": subject,
+                                "outcome": outcome, "detail": detail, "prev_hash": prev, "hash": digest})
     return digest
 
 

@@ -114,12 +114,13 @@ class EventLog:
     """
 
     def __init__(self, conn: Connection, filings_info: Mapping[int, Mapping[str, Any]], now: datetime,
-                 epoch: float) -> None:
+                 epoch: float, *, new_filings: Iterable[int] = ()) -> None:
         self._conn = conn
         self._info = filings_info
         self._now = now
         self._epoch = epoch
-        self._next: dict[int, int] = {}
+        # Filings inserted in this transaction have no events yet: numbered from 1, unread.
+        self._next: dict[int, int] = {fid: 1 for fid in new_filings}
         self._rows: list[dict[str, Any]] = []
 
     def _number_from_last(self, filing_id: int) -> None:

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.delegation import Delegation
@@ -57,6 +57,14 @@ class SqlIdentityStore:
         self._writer = writer
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._last_purge = 0.0
+        # `admit` runs on every request: its statements are built once (SQLAlchemy memoizes
+        # a statement's cache key on the object, so a reused one is not re-keyed either).
+        self._failures_of = select(auth_failures).where(auth_failures.c.caller == bindparam("caller"))
+        self._remember_token = (
+            self._insert(seen_tokens).on_conflict_do_nothing().returning(seen_tokens.c.jti)
+        )
+        self._clear_failures = delete(auth_failures).where(auth_failures.c.caller == bindparam("caller"))
+        self._purge_tokens = delete(seen_tokens).where(seen_tokens.c.expires_at < bindparam("now"))
 
     # -- authentication -----------------------------------------------------------------------
     def admit(self, caller: str, issuer: str, jti: str, keep_until: float, now: float) -> Admission:
@@ -65,25 +73,22 @@ class SqlIdentityStore:
         failure count.
         """
         with self._writer() as conn, conn.begin():
-            row = conn.execute(select(auth_failures).where(auth_failures.c.caller == caller)).first()
+            row = conn.execute(self._failures_of, {"caller": caller}).first()
             state = FailureState(row.failures, row.last_failure_at, row.locked_until) if row else None
             until = locked_until(state, now)
             if until is not None:
                 return Admission("locked", until)
             # RETURNING, not rowcount: drivers need not report a count for ON CONFLICT DO NOTHING.
             inserted = conn.execute(
-                self._insert(seen_tokens)
-                .values(issuer=issuer, jti=jti, expires_at=keep_until)
-                .on_conflict_do_nothing()
-                .returning(seen_tokens.c.jti)
+                self._remember_token, {"issuer": issuer, "jti": jti, "expires_at": keep_until}
             ).first()
             if inserted is None:
                 return Admission("replayed")
             if row is not None:
-                conn.execute(delete(auth_failures).where(auth_failures.c.caller == caller))
+                conn.execute(self._clear_failures, {"caller": caller})
             if now - self._last_purge > _PURGE_INTERVAL:
                 self._last_purge = now
-                conn.execute(delete(seen_tokens).where(seen_tokens.c.expires_at < now))
+                conn.execute(self._purge_tokens, {"now": now})
         return Admission("ok")
 
     def record_failure(self, caller: str, now: float, policy: LockoutPolicy,

@@ -90,6 +90,18 @@ def _claimed_job(r: Any, job_id: int, handed_out: int = 0) -> ClaimedJob:
     )
 
 
+# The intake's statements, built once: SQLAlchemy memoizes a statement's cache key on the
+# object, so a reused statement is neither rebuilt nor re-keyed per filing.
+_INSERT_FILING = insert(filings).returning(filings.c.id)
+# SET-clause bind names must differ from column names.
+_SET_REFERENCE = (
+    update(filings).where(filings.c.id == bindparam("b_id")).values(reference=bindparam("b_reference"))
+)
+_INSERT_DELIVERIES = insert(deliveries)
+_INSERT_OUTBOX = insert(outbox)
+_INSERT_VIEWERS = insert(filing_viewers)
+
+
 class SqlStore(DeliverySemanticsStore):
     """Implements `service.ports.Store` over one SQLAlchemy engine."""
 
@@ -169,32 +181,26 @@ class SqlStore(DeliverySemanticsStore):
                 replay = self._replay(conn, filing)
                 if replay is not None:
                     return replay
-            filing_id = conn.execute(
-                insert(filings)
-                .values(
-                    kind=filing.kind,
-                    portal=filing.portal,
-                    state=FilingState.IN_PROGRESS.value,
-                    subject_tax_code=filing.subject_tax_code,
-                    subject_name=filing.subject_name,
-                    declarant_tax_code=filing.declarant_tax_code,
-                    declarant_role=filing.declarant_role,
-                    document=filing.document,
-                    digest=filing.digest,
-                    idempotency_key=filing.idempotency_key,
-                    request_digest=filing.request_digest,
-                    created_at=now,
-                    updated_at=now,
-                    filed_by=filing.filed_by,
-                    responsible_tax_code=filing.responsible_tax_code,
-                    authorization=filing.authorization,
-                )
-                .returning(filings.c.id)
-            ).scalar_one()
+            filing_id = conn.execute(_INSERT_FILING, {
+                "kind": filing.kind,
+                "portal": filing.portal,
+                "state": FilingState.IN_PROGRESS.value,
+                "subject_tax_code": filing.subject_tax_code,
+                "subject_name": filing.subject_name,
+                "declarant_tax_code": filing.declarant_tax_code,
+                "declarant_role": filing.declarant_role,
+                "document": filing.document,
+                "digest": filing.digest,
+                "idempotency_key": filing.idempotency_key,
+                "request_digest": filing.request_digest,
+                "created_at": now,
+                "updated_at": now,
+                "filed_by": filing.filed_by,
+                "responsible_tax_code": filing.responsible_tax_code,
+                "authorization": filing.authorization,
+            }).scalar_one()
             reference = format_reference(filing.received_at.year, filing_id)
-            conn.execute(
-                update(filings).where(filings.c.id == filing_id).values(reference=reference)
-            )
+            conn.execute(_SET_REFERENCE, {"b_id": filing_id, "b_reference": reference})
             planned = plan(reference)
             if planned:
                 rows = [
@@ -219,11 +225,11 @@ class SqlStore(DeliverySemanticsStore):
                     }
                     for p in planned
                 ]
-                conn.execute(insert(deliveries), rows)
+                conn.execute(_INSERT_DELIVERIES, rows)
                 ready = [p for p in planned if not p.after]
                 if ready:
                     conn.execute(
-                        insert(outbox),
+                        _INSERT_OUTBOX,
                         [
                             {
                                 "delivery_id": p.delivery_id,
@@ -236,7 +242,7 @@ class SqlStore(DeliverySemanticsStore):
                         ],
                     )
                 info = {filing_id: {"reference": reference, "portal": filing.portal}}
-                events = EventLog(conn, info, now, epoch)
+                events = EventLog(conn, info, now, epoch, new_filings=[filing_id])
                 events.add(filing_id, FILING_ACCEPTED, {
                     "kind": filing.kind,
                     "state": FilingState.IN_PROGRESS.value,
@@ -245,7 +251,7 @@ class SqlStore(DeliverySemanticsStore):
                 events.flush()
             if filing.viewers:
                 conn.execute(
-                    insert(filing_viewers),
+                    _INSERT_VIEWERS,
                     [{"filing_id": filing_id, "tax_code": v} for v in sorted(set(filing.viewers))],
                 )
             append_audit(

@@ -12,7 +12,7 @@ import pytest
 from cli.client import PortalClient, demo_user
 from config.settings import PROJECT_ROOT
 from storage.tables import audit_log, deliveries, filings, outbox
-from tests.support import OTHER_PORTAL_KEY, TEST_PORTAL_KEY, RunningHub, hub_settings, wait_for
+from tests.support import OTHER_PORTAL_KEY, TEST_PORTAL_KEY, RunningHub, hub_settings
 
 EXAMPLES = PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples"
 

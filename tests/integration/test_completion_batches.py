@@ -4,42 +4,23 @@ recording them one by one, and two recipients of one filing settle together."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from routing.plan import PlannedDelivery
 from service.ports import AttemptRecord, ClaimedJob, Completion, NewFiling
 from storage.delivery_tables import filing_events
-from storage.engine import build_engine
-from storage.migrate import upgrade_to_head
 from storage.store import SqlStore
 from storage.tables import attempts, deliveries, filings, outbox
+from tests.integration.test_delivery_store import store  # noqa: F401 - fixture (SqlStore on a manual clock)
 
 _NOW = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
 _HANDOFF = ({"path": ["numeroREA"], "agency": "cciaa", "reference": "numeroREA"},)
 #: Columns that differ between two otherwise equal filings, or hold the wall clock.
 _IDS = {"id", "filing_id", "message_id", "created_at", "updated_at"}
 _CLOCKS = {"acknowledged_at", "schedule_origin"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[SqlStore]:
-    engine = build_engine(database_url)
-    upgrade_to_head(engine)
-    yield SqlStore(engine, clock=Clock())
-    engine.dispose()
 
 
 def _plan(on_reject: str):  # type: ignore[no-untyped-def]

@@ -388,6 +388,9 @@ async def test_invalid_message_never_leaves(changes: dict[str, object]) -> None:
                         headers={"content-type": "text/html"}), AgencyProtocolError),
         (httpx.Response(200, content=_fault("truncated_reply.xml"),
                         headers={"content-type": "text/xml"}), AgencyProtocolError),
+        (httpx.Response(200, content=b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/">'
+                                     b'<s:Body/></s:Envelope>',
+                        headers={"content-type": "text/xml"}), AgencyProtocolError),  # empty Body
         (httpx.Response(503, headers={"Retry-After": "30"}), AgencyThrottled),
         (httpx.Response(404), AdapterMisconfigured),
         (httpx.ReadTimeout("slow"), OutcomeUnknown),

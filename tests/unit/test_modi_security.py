@@ -199,9 +199,9 @@ def test_an_independent_implementation_verifies_our_envelopes(key, tmp_path) -> 
     assert run.returncode == 0 and "SignedInfo References (ok/all): 2/2" in run.stderr, run.stderr
 
 
-def test_tokens_are_the_jws_pyjwt_would_write_and_new_on_every_call(key) -> None:  # type: ignore[no-untyped-def]
-    """Header and claims encode as PyJWT writes them (RS256, deterministic, signs alike too);
-    every call makes new tokens: a fresh jti, iat from the clock."""
+def test_tokens_are_standard_jws_and_new_on_every_call(key) -> None:  # type: ignore[no-untyped-def]
+    """Header and claims encode as any JWT library writes them (RS256 is deterministic, so the
+    whole token matches); every call makes new tokens: a fresh jti, iat from the clock."""
     times = iter([NOW, NOW + 5])
     signer = _signer(key, clock=lambda: next(times), kid="hub-1")
     calls = [signer.headers(body=BODY, content_type="application/xml") for _ in range(2)]

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Intake CPU benchmark: what one accepted filing costs the API process.
+
+Starts `hub.py serve --no-workers` alone (embedded SQLite by default, or PostgreSQL with
+`--database-url`, in a fresh schema that is dropped at the end), submits N ModI-signed filings
+with C in flight over HTTP (the mix of `schemas/filing/v1/examples/*.xml` that
+bench/rabbitmq_e2e.py uses), waits for every answer, and prints accepted filings/s, the API
+process's CPU per filing (user+system from /proc), and p50/p99 intake latency.
+
+The machine's cores are shared with this client: quote CPU per filing, not wall time.
+
+    .venv/bin/python bench/intake_cpu.py --filings 1500 --concurrency 16
+    .venv/bin/python bench/intake_cpu.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/intake_cpu.py --hub-root /tmp/before   # another checkout's hub.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from cli.client import declarant_of, demo_user  # noqa: E402
+from measure import free_port, percentile, proc_stats, wait_healthy  # noqa: E402
+from security.keys import generate_private_key, public_pem  # noqa: E402
+from security.modi import ModiSigner  # noqa: E402
+
+EXAMPLES = ROOT / "schemas" / "filing" / "v1" / "examples"
+MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml"]
+BENCH_KEY = generate_private_key("ES256")
+
+
+async def _submit_all(base: str, n: int, concurrency: int) -> tuple[float, list[float], Counter[int | str]]:
+    """Submit `n` filings with at most `concurrency` in flight; wall seconds, latencies (ms), refusals."""
+    docs = [(EXAMPLES / name).read_bytes() for name in MIX]
+    users = [demo_user(declarant_of(doc)) for doc in docs]
+    signer = ModiSigner(issuer="bench", private_key=BENCH_KEY, audience="crocevia")
+    # Sign everything before the clock starts: the client shares the cores with the API.
+    signed = [signer.headers(body=docs[i % len(docs)], content_type="application/xml",
+                             user=users[i % len(docs)]) for i in range(n)]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    refused: Counter[int | str] = Counter()
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120, trust_env=False,
+                                 headers={"Content-Type": "application/xml"}) as client:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(n):
+            queue.put_nowait(i)
+
+        async def one() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/filings", content=docs[i % len(docs)], headers=signed[i])
+                except httpx.TransportError as exc:
+                    refused[type(exc).__name__] += 1
+                    continue
+                if r.status_code == 202:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                else:
+                    refused[r.status_code] += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(concurrency)))
+        return time.perf_counter() - start, latencies, refused
+
+
+def _warm_up(base: str, n: int) -> None:
+    if n > 0:
+        asyncio.run(_submit_all(base, n, 4))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--filings", type=int, default=1500)
+    parser.add_argument("--concurrency", type=int, default=16, help="portal requests in flight")
+    parser.add_argument("--warmup", type=int, default=50, help="filings sent before measuring")
+    parser.add_argument("--database-url", default=None,
+                        help="PostgreSQL URL (a fresh schema is made and dropped); default: a temporary SQLite file")
+    parser.add_argument("--hub-root", default=str(ROOT), help="the checkout whose hub.py is served")
+    parser.add_argument("--profile", default=None,
+                        help="write a py-spy --gil raw profile of the API process to this file")
+    args = parser.parse_args()
+
+    hub_root = Path(args.hub_root).resolve()
+    workdir = Path(tempfile.mkdtemp(prefix="crocevia-intake-"))
+    schema = None
+    admin = None
+    if args.database_url:
+        from sqlalchemy import create_engine, text
+
+        schema = f"bench_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(args.database_url)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        sep = "&" if "?" in args.database_url else "?"
+        db_url = f"{args.database_url}{sep}options=-csearch_path%3D{schema}"
+    else:
+        db_url = f"sqlite:///{workdir / 'bench.db'}"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AGENCIES__", "DATABASE__", "PORTALS__", "TRANSPORT__", "RELAY__", "WORKER__"))}
+    env.update({"DATABASE__URL": db_url, "LOG_LEVEL": "warning",
+                "PORTALS__BENCH__ALGORITHM": "ES256",
+                "PORTALS__BENCH__PUBLIC_KEY": public_pem(BENCH_KEY).decode()})
+    port = free_port()
+    log_path = workdir / "api.log"
+    spy = None
+    with log_path.open("wb") as log:
+        api = subprocess.Popen([sys.executable, str(hub_root / "hub.py"), "serve", "--no-workers",
+                                "--port", str(port)], env=env, cwd=hub_root, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, [api], logs=log_path)
+        _warm_up(base, args.warmup)
+        if args.profile:
+            py_spy = shutil.which("py-spy")
+            if py_spy is None:
+                raise SystemExit("--profile needs py-spy on PATH (pip install py-spy, outside the project)")
+            spy = subprocess.Popen([py_spy, "record", "--pid", str(api.pid), "--gil",
+                                    "--format", "raw", "--rate", "200", "-o", args.profile],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)
+        cpu0, _ = proc_stats(api.pid)
+        wall, latencies, refused = asyncio.run(_submit_all(base, args.filings, args.concurrency))
+        cpu1, peak = proc_stats(api.pid)
+    finally:
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
+        api.terminate()
+        try:
+            api.wait(15)
+        except subprocess.TimeoutExpired:
+            api.kill()
+        if admin is not None:
+            from sqlalchemy import text
+
+            with admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+
+    accepted = len(latencies)
+    print(f"database            {'postgresql' if args.database_url else 'sqlite'} (hub at {hub_root})")
+    print(f"filings             {args.filings} submitted, {accepted} accepted, concurrency {args.concurrency}")
+    if refused:
+        print(f"refused             {dict(refused)} (log: {log_path})")
+    if accepted:
+        print(f"accepted filings/s  {accepted / wall:.1f} (wall {wall:.1f} s, shared cores)")
+        print(f"api CPU             {cpu1 - cpu0:.2f} s = {(cpu1 - cpu0) * 1000 / accepted:.2f} ms per accepted filing")
+        print(f"intake latency      p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms")
+        print(f"api peak RSS        {peak / 1e6:.0f} MB")
+    print(f"reproduce           {shlex.join([sys.executable, *sys.argv])}")
+    return 0 if accepted == args.filings else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
