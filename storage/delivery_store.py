@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.messages import Receipt
@@ -300,14 +300,25 @@ class DeliverySemanticsStore:
             return
         now = self._clock()
         e = filing_events
+        delivered: dict[str, list[str]] = {}
+        failed = [{"b_id": r.event_id, "b_owner": r.owner, "b_next": r.next_attempt_at or now,
+                   "b_error": (r.error or "")[:2000]} for r in results if not r.delivered]
+        for r in results:
+            if r.delivered:
+                delivered.setdefault(r.owner, []).append(r.event_id)
+        # One statement per owner for the delivered ones, one executemany for the failed ones.
         with self._write() as conn, conn.begin():
-            for r in results:
-                mine = (e.c.id == r.event_id) & (e.c.lease_owner == r.owner)
-                if r.delivered:
-                    values: dict[str, Any] = {"delivered_at": now, "last_error": None}
-                else:
-                    values = {"next_attempt_at": r.next_attempt_at or now, "last_error": (r.error or "")[:2000]}
-                conn.execute(update(e).where(mine).values(attempts=e.c.attempts + 1, leased_until=None, **values))
+            for owner, ids in delivered.items():
+                conn.execute(update(e).where(e.c.id.in_(ids), e.c.lease_owner == owner)
+                             .values(attempts=e.c.attempts + 1, leased_until=None, delivered_at=now,
+                                     last_error=None))
+            if failed:
+                conn.execute(
+                    update(e).where(e.c.id == bindparam("b_id"), e.c.lease_owner == bindparam("b_owner"))
+                    .values(attempts=e.c.attempts + 1, leased_until=None, next_attempt_at=bindparam("b_next"),
+                            last_error=bindparam("b_error")),
+                    failed,
+                )
 
     # -- the agencies' circuits ----------------------------------------------------------------
     def report_agency_status(self, agency: str, snapshot: Mapping[str, Any], owner: str) -> None:

@@ -187,3 +187,25 @@ def test_only_the_earliest_undelivered_event_of_a_filing_is_claimed(store: SqlSt
     store.finish_events([EventSendResult(again[0].id, "n2", True)])
     assert [e.seq for e in store.claim_events("n2", ["test"], 10, 60)] == [2]
     assert store.claim_events("n3", ["other"], 10, 60) == []
+
+
+def test_pushes_of_several_filings_are_recorded_in_one_batch(store: SqlStore) -> None:
+    """Delivered and failed pushes of several filings in one call: each event gets its own
+    result, and a result from a notifier that no longer holds the lease changes nothing."""
+    later = store._clock() + 30  # noqa: SLF001 - the store's manual clock
+    for _ in range(3):
+        store.accept_filing(_new(), _planner())
+    claimed = store.claim_events("n1", ["test"], 10, 60)
+    assert len(claimed) == 3
+    ok, failed, lost = claimed
+    store.finish_events([
+        EventSendResult(ok.id, "n1", True),
+        EventSendResult(failed.id, "n1", False, next_attempt_at=later, error="HTTP 500"),
+        EventSendResult(lost.id, "someone-else", True),  # its lease is n1's: ignored
+    ])
+    with store._engine.connect() as conn:  # noqa: SLF001 - test inspection
+        rows = {r.id: r for r in conn.execute(select(filing_events)).all()}
+    assert rows[ok.id].delivered_at is not None and rows[ok.id].attempts == 1
+    assert rows[failed.id].delivered_at is None and rows[failed.id].attempts == 1
+    assert rows[failed.id].next_attempt_at == later and rows[failed.id].last_error == "HTTP 500"
+    assert rows[lost.id].delivered_at is None and rows[lost.id].attempts == 0
