@@ -313,6 +313,32 @@ class SqlStore(DeliverySemanticsStore):
         )
 
     # -- the embedded queue -----------------------------------------------------------------
+    def _lease_due(self, conn: Connection, owner: str, limit: int, lease_seconds: float,
+                   *conditions: Any) -> list[Any]:
+        """Lease up to `limit` open, due jobs nobody holds (and meeting `conditions`) to `owner`
+        in one UPDATE … RETURNING; PostgreSQL skips rows another claimer has locked."""
+        now = self._clock()
+        due = (
+            select(outbox.c.id)
+            .where(
+                outbox.c.done_at.is_(None),
+                outbox.c.available_at <= now,
+                or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now),
+                *conditions,
+            )
+            .order_by(outbox.c.available_at)
+            .limit(limit)
+        )
+        if self._skip_locked:
+            due = due.with_for_update(skip_locked=True)
+        return list(conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(due.scalar_subquery()))
+            .values(lease_owner=owner, leased_until=now + lease_seconds, claims=outbox.c.claims + 1)
+            .returning(outbox.c.id, outbox.c.delivery_id, outbox.c.agency, outbox.c.available_at,
+                       outbox.c.claims)
+        ).all())
+
     def claim_jobs(
         self, owner: str, agencies: Sequence[str] | None, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
@@ -323,32 +349,9 @@ class SqlStore(DeliverySemanticsStore):
         """
         if limit <= 0:
             return []
-        now = self._clock()
-        due = (
-            select(outbox.c.id)
-            .where(
-                outbox.c.done_at.is_(None),
-                outbox.c.available_at <= now,
-                or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now),
-            )
-            .order_by(outbox.c.available_at)
-            .limit(limit)
-        )
-        if agencies is not None:
-            due = due.where(outbox.c.agency.in_(list(agencies)))
-        if self._skip_locked:
-            due = due.with_for_update(skip_locked=True)
+        only = [outbox.c.agency.in_(list(agencies))] if agencies is not None else []
         with self._write() as conn, conn.begin():
-            claimed = conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_(due.scalar_subquery()))
-                .values(
-                    lease_owner=owner,
-                    leased_until=now + lease_seconds,
-                    claims=outbox.c.claims + 1,
-                )
-                .returning(outbox.c.id, outbox.c.delivery_id, outbox.c.claims)
-            ).all()
+            claimed = self._lease_due(conn, owner, limit, lease_seconds, *only)
             if not claimed:
                 return []
             job_of = {row.delivery_id: row for row in claimed}
@@ -370,27 +373,8 @@ class SqlStore(DeliverySemanticsStore):
         """
         if limit <= 0:
             return []
-        now = self._clock()
-        due = (
-            select(outbox.c.id)
-            .where(
-                outbox.c.published_at.is_(None),
-                outbox.c.done_at.is_(None),
-                outbox.c.available_at <= now,
-                or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < now),
-            )
-            .order_by(outbox.c.available_at)
-            .limit(limit)
-        )
-        if self._skip_locked:
-            due = due.with_for_update(skip_locked=True)
         with self._write() as conn, conn.begin():
-            rows = conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_(due.scalar_subquery()))
-                .values(lease_owner=owner, leased_until=now + lease_seconds, claims=outbox.c.claims + 1)
-                .returning(outbox.c.id, outbox.c.delivery_id, outbox.c.agency, outbox.c.available_at)
-            ).all()
+            rows = self._lease_due(conn, owner, limit, lease_seconds, outbox.c.published_at.is_(None))
         rows.sort(key=lambda r: (r.available_at, r.id))
         return [OutboxJob(job_id=r.id, delivery_id=r.delivery_id, agency=r.agency) for r in rows]
 
