@@ -49,9 +49,11 @@ from simulators.numbering import Counters, Lookup
 from simulators.soap import (
     ENVELOPE_NS,
     MEDIA_TYPE,
+    SoapEndpointBase,
     accepted_response,
     envelope_version,
     fault_response,
+    media_type,
     version_mismatch,
 )
 from simulators.xmlsafe import UnsafeXmlError, make_parser, parse_untrusted
@@ -139,7 +141,7 @@ class _Filler:
         return chosen
 
 
-class SoapSandbox:
+class SoapSandbox(SoapEndpointBase):
     """Answers one SOAP contract's calls; also the desk's replies (`simulators.desk.Replies`).
 
     Args:
@@ -187,18 +189,7 @@ class SoapSandbox:
             content = path.read_bytes()
         return Response(content, headers={"content-type": "text/xml; charset=utf-8"})
 
-    async def soap(self, request: Request) -> Response:
-        if request.method == "GET":
-            if "wsdl" in request.query_params:
-                return await self.document(request)
-            return PlainTextResponse("Method Not Allowed", status_code=405)
-        return await self.call(request)
-
     # ----- calls -----
-
-    def _refuse(self, operation: str | None, code: str, error: str) -> Response:
-        self.desk.ledger.record_invalid(operation, code, error)
-        return self.invalid(operation, InvalidMessageError(code, error))
 
     def _action_error(self, request: Request, media_params: dict[str, str],
                       operation: SoapOperation) -> str:
@@ -214,10 +205,7 @@ class SoapSandbox:
 
     async def call(self, request: Request) -> Response:
         self.desk.ledger.calls += 1
-        media, *params = request.headers.get("content-type", "").split(";")
-        media = media.strip().lower()
-        media_params = {k.strip().lower(): v.strip().strip('"')
-                        for k, _, v in (p.partition("=") for p in params)}
+        media, media_params = media_type(request.headers.get("content-type", ""))
         if media not in MEDIA_TYPE.values():
             self.desk.ledger.record_invalid(None, "MEDIA_TYPE", media)
             return PlainTextResponse("Unsupported Media Type", status_code=415)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from lxml import etree
-from starlette.responses import Response
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
+from simulators.desk import AgencyDesk, InvalidMessageError
 from simulators.ledger import Effect
 
 __all__ = [
     "ENVELOPE_NS",
+    "SoapEndpointBase",
     "accepted_response",
     "MEDIA_TYPE",
     "envelope_version",
     "fault_response",
+    "media_type",
     "receipt_response",
     "version_mismatch",
 ]
@@ -135,3 +139,38 @@ def version_mismatch(supported: str) -> Response:
     etree.SubElement(fault, "faultcode").text = "soap:VersionMismatch"
     etree.SubElement(fault, "faultstring").text = f"Il servizio accetta solo SOAP {supported}"
     return _response("1.1", envelope, 500)
+
+
+def media_type(header: str) -> tuple[str, dict[str, str]]:
+    """Split a Content-Type into its media type (lower case) and its parameters."""
+    media, *params = header.split(";")
+    pairs = (p.split("=", 1) for p in params if "=" in p)
+    return media.strip().lower(), {k.strip().lower(): v.strip().strip('"') for k, v in pairs}
+
+
+class SoapEndpointBase:
+    """The HTTP face every simulated SOAP service shares (the built-in agencies and the
+    sandbox): `GET ?wsdl` serves the contract, `POST` is a call, and a refused message is
+    recorded in the ledger before it is answered."""
+
+    desk: AgencyDesk
+
+    async def document(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    async def call(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    def invalid(self, operation: str | None, exc: InvalidMessageError) -> Response:
+        raise NotImplementedError
+
+    async def soap(self, request: Request) -> Response:
+        if request.method == "GET":  # the usual `?wsdl` of SOAP stacks
+            if "wsdl" in request.query_params:
+                return await self.document(request)
+            return PlainTextResponse("Method Not Allowed", status_code=405)
+        return await self.call(request)
+
+    def _refuse(self, operation: str | None, code: str, error: str) -> Response:
+        self.desk.ledger.record_invalid(operation, code, error)
+        return self.invalid(operation, InvalidMessageError(code, error))

@@ -20,9 +20,11 @@ from simulators.ledger import Effect
 from simulators.soap import (
     ENVELOPE_NS,
     MEDIA_TYPE,
+    SoapEndpointBase,
     accepted_response,
     envelope_version,
     fault_response,
+    media_type,
     receipt_response,
     version_mismatch,
 )
@@ -37,14 +39,7 @@ _MAX_ERROR = 300
 DEFAULT_TECHNICAL_FAULT = "Errore interno del servizio, riprovare più tardi"
 
 
-def _media_type(header: str) -> tuple[str, dict[str, str]]:
-    """Split a Content-Type into its media type and its parameters."""
-    media, *params = header.split(";")
-    pairs = (p.split("=", 1) for p in params if "=" in p)
-    return media.strip().lower(), {k.strip().lower(): v.strip().strip('"') for k, v in pairs}
-
-
-class _SoapEndpoint:
+class _SoapEndpoint(SoapEndpointBase):
     """Parses, checks and answers SOAP calls for one agency; built once per server."""
 
     def __init__(self, contract: SoapContract, desk: AgencyDesk) -> None:
@@ -66,22 +61,11 @@ class _SoapEndpoint:
             return PlainTextResponse("Not Found", status_code=404)
         return Response(content, headers={"content-type": "text/xml; charset=utf-8"})
 
-    async def soap(self, request: Request) -> Response:
-        if request.method == "GET":  # the usual `?wsdl` of SOAP stacks
-            if "wsdl" in request.query_params:
-                return await self.document(request)
-            return PlainTextResponse("Method Not Allowed", status_code=405)
-        return await self.call(request)
-
     # ----- calls -----
-
-    def _refuse(self, operation: str | None, code: str, error: str) -> Response:
-        self.desk.ledger.record_invalid(operation, code, error)
-        return self.invalid(operation, InvalidMessageError(code, error))
 
     async def call(self, request: Request) -> Response:
         self.desk.ledger.calls += 1
-        media, params = _media_type(request.headers.get("content-type", ""))
+        media, params = media_type(request.headers.get("content-type", ""))
         if media not in MEDIA_TYPE.values():
             self.desk.ledger.record_invalid(None, "MEDIA_TYPE", media)
             return PlainTextResponse("Unsupported Media Type", status_code=415)
