@@ -19,6 +19,7 @@ import structlog
 
 from service.ports import EventSendResult, FilingEvent
 from service.schedule import SchedulePolicy
+from service.waiting import wait_any
 
 __all__ = ["EventNotifier", "EventSender", "EventStore"]
 
@@ -90,7 +91,7 @@ class EventNotifier:
                 events = []
             if not events:
                 self._wake.clear()
-                await _wait_any(self._wake, stop, timeout=idle)
+                await wait_any(self._wake, stop, timeout=idle)
                 idle = min(self._max_poll, idle * 2)
                 continue
             idle = self._poll
@@ -118,11 +119,3 @@ class EventNotifier:
                  type=event.type)
         return EventSendResult(event.id, self.owner, True)
 
-
-async def _wait_any(event: asyncio.Event, stop: asyncio.Event, *, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()

@@ -18,6 +18,8 @@ from typing import Protocol
 
 import structlog
 
+from service.waiting import sleep_unless
+
 __all__ = [
     "BrokerUnavailable",
     "OutboxJob",
@@ -115,13 +117,13 @@ class OutboxRelay:
                         self._store.claim_unpublished, self.owner, self._batch, self._lease
                     )
                 if not pending:
-                    await _sleep_unless(stop, idle)
+                    await sleep_unless(stop, idle)
                     idle = min(self._max_poll, idle * 2)
                     continue
                 idle = self._poll
                 confirmed = await self._publisher.publish(pending)
                 if self._hold:
-                    await _sleep_unless(stop, self._hold)
+                    await sleep_unless(stop, self._hold)
                 # A crash here publishes these rows again after their lease: harmless.
                 await asyncio.to_thread(self._store.mark_published, confirmed)
                 self.published += len(confirmed)
@@ -140,14 +142,7 @@ class OutboxRelay:
         log.info("relay_stopped", owner=self.owner, published=self.published)
 
 
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
-
-
 async def _backoff(stop: asyncio.Event, current: float, ceiling: float) -> float:
     """Wait `current` seconds with jitter (or until stop) and return the next wait."""
-    await _sleep_unless(stop, current * (0.5 + random.random() / 2))
+    await sleep_unless(stop, current * (0.5 + random.random() / 2))
     return min(ceiling, current * 2)

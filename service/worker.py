@@ -32,6 +32,7 @@ from service.maintenance import MaintenanceCalendar
 from service.ports import ClaimedJob, Completion
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 from service.settle import abandon, defer, settle
+from service.waiting import wait_any
 
 __all__ = ["DeliveryWorker", "JobSource"]
 
@@ -118,13 +119,13 @@ class DeliveryWorker:
                 free = self._free_slots()
                 if not free:
                     self._slot_freed.clear()
-                    await _wait_any(self._slot_freed, stop, timeout=self._max_poll)
+                    await wait_any(self._slot_freed, stop, timeout=self._max_poll)
                     continue
                 limit = min(self._batch_size, sum(free.values()))
                 jobs = await self._claim(list(free), limit)
                 if not jobs:
                     self._wake.clear()
-                    await _wait_any(self._wake, stop, timeout=idle)
+                    await wait_any(self._wake, stop, timeout=idle)
                     idle = min(self._max_poll, idle * 2)
                     continue
                 idle = self._poll
@@ -275,11 +276,3 @@ def _log_completion(c: Completion) -> None:
     else:
         log.error("delivery_undeliverable", error=c.last_error, **fields)
 
-
-async def _wait_any(event: asyncio.Event, stop: asyncio.Event, *, timeout: float) -> None:
-    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
