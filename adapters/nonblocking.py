@@ -23,7 +23,7 @@ from lxml import etree
 
 from adapters.base import ErrorContext, classify_status
 from adapters.soap import SoapAgencyAdapter, _classify
-from adapters.wsdl import ENVELOPE_NS, hardened_parser
+from adapters.wsdl import ENVELOPE_NS, parse_reply
 from domain.errors import AdapterMisconfigured, AgencyProtocolError, AgencyRejected
 from domain.messages import OutgoingMessage, Receipt
 
@@ -34,11 +34,8 @@ log = structlog.get_logger(__name__)
 
 def correlation_from_envelope(content: bytes, header_name: str) -> str | None:
     """The text of the SOAP header element `header_name` (any namespace), or None."""
-    try:
-        root = etree.fromstring(content, hardened_parser())
-    except (etree.XMLSyntaxError, ValueError):
-        return None
-    if root.getroottree().docinfo.doctype:
+    root = parse_reply(content)
+    if root is None:
         return None
     for namespace in ENVELOPE_NS.values():
         header = root.find(f"{{{namespace}}}Header")
@@ -51,11 +48,8 @@ def correlation_from_envelope(content: bytes, header_name: str) -> str | None:
 
 
 def _body_payload(content: bytes) -> etree._Element | None:
-    try:
-        root = etree.fromstring(content, hardened_parser())
-    except (etree.XMLSyntaxError, ValueError):
-        return None
-    if root.getroottree().docinfo.doctype:
+    root = parse_reply(content)
+    if root is None:
         return None
     for namespace in ENVELOPE_NS.values():
         body = root.find(f"{{{namespace}}}Body")

@@ -34,7 +34,7 @@ from domain.errors import (
     OutcomeUnknown,
 )
 from adapters.contracts import ContractError
-from adapters.wsdl import ENVELOPE_NS, WsdlContract, hardened_parser
+from adapters.wsdl import ENVELOPE_NS, WsdlContract, parse_reply
 from domain.messages import OutgoingMessage, Receipt
 
 __all__ = [
@@ -50,7 +50,6 @@ SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 # Loading a declared contract lives in `adapters.wsdl` (shared with the contracts check).
 _ENV_NS = ENVELOPE_NS
-_hardened_parser = hardened_parser
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,12 +86,9 @@ def _read_rejection(detail: Any) -> tuple[str, str]:
 
 def _read_fault(content: bytes) -> zx.Fault | None:
     """The SOAP 1.1 or 1.2 fault in a reply body, as zeep would raise it, or None."""
-    try:
-        root = etree.fromstring(content, _hardened_parser())
-    except (etree.XMLSyntaxError, ValueError):
+    root = parse_reply(content)
+    if root is None:
         return None
-    if root.getroottree().docinfo.doctype:
-        return None  # DTDs are forbidden in replies, as in zeep's own loader
     version = {v: k for k, v in _ENV_NS.items()}.get(etree.QName(root).namespace)
     if version is None:
         return None

@@ -39,6 +39,7 @@ __all__ = [
     "hardened_parser",
     "http_headers",
     "load_wsdl_contract",
+    "parse_reply",
     "types_schema",
 ]
 
@@ -75,6 +76,18 @@ def hardened_parser() -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
     )
+
+
+def parse_reply(content: bytes) -> etree._Element | None:
+    """A reply's root element, parsed with the hardened parser; None when it is not
+    well-formed XML or carries a DTD (forbidden in replies, as in zeep's own loader)."""
+    try:
+        root = etree.fromstring(content, hardened_parser())
+    except (etree.XMLSyntaxError, ValueError):
+        return None
+    if root.getroottree().docinfo.doctype:
+        return None
+    return root
 
 
 def http_headers(version: str, action: str | None) -> dict[str, str]:
@@ -388,11 +401,8 @@ class WsdlContract:
 
     def payload(self, content: bytes) -> etree._Element | None:
         """The body element of a reply, parsed with the hardened parser (None if absent)."""
-        try:
-            root = etree.fromstring(content, hardened_parser())
-        except (etree.XMLSyntaxError, ValueError):
-            return None
-        if root.getroottree().docinfo.doctype:
+        root = parse_reply(content)
+        if root is None:
             return None
         body = root.find(self.body_tag)
         if body is None or len(body) == 0:
