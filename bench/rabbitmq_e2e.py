@@ -39,6 +39,7 @@ from cli.client import declarant_of, demo_user  # noqa: E402
 from security.keys import generate_private_key, public_pem  # noqa: E402
 from security.modi import ModiSigner  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
+from transport.amqp import Topology, delete_topology  # noqa: E402
 
 EXAMPLES = ROOT / "schemas" / "filing" / "v1" / "examples"
 MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml"]
@@ -82,21 +83,6 @@ async def _submit_all(base: str, n: int, concurrency: int, rate: float) -> tuple
         start = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(concurrency)))
         return start, time.perf_counter(), refused
-
-
-def _delete_topology(url: str, prefix: str) -> None:
-    import pika
-
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        channel = conn.channel()
-        for agency in AGENCIES:
-            channel.queue_delete(f"{prefix}.delivery.{agency}")
-            channel.queue_delete(f"{prefix}.delivery.{agency}.dead")
-        channel.exchange_delete(f"{prefix}.delivery")
-        channel.exchange_delete(f"{prefix}.dead")
-    finally:
-        conn.close()
 
 
 def main() -> int:
@@ -228,7 +214,7 @@ def main() -> int:
                 p.kill()
         sims.stop()
         try:
-            _delete_topology(args.rabbitmq_url, prefix)
+            delete_topology(args.rabbitmq_url, Topology(prefix, AGENCIES))
         finally:
             with admin.begin() as conn:
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

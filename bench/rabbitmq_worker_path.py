@@ -39,6 +39,7 @@ from service.worker import DeliveryWorker  # noqa: E402
 from storage.engine import build_engine  # noqa: E402
 from storage.migrate import upgrade_to_head  # noqa: E402
 from storage.store import SqlStore  # noqa: E402
+from transport.amqp import delete_topology  # noqa: E402
 from transport.rabbitmq import RabbitJobSource, RabbitPublisher, Topology, amqp_parameters  # noqa: E402
 
 AGENCIES = ("cciaa", "inail", "inps", "runts")
@@ -139,16 +140,7 @@ def main() -> int:
         return 0
     finally:
         engine.dispose()
-        import pika
-
-        conn = pika.BlockingConnection(pika.URLParameters(args.rabbitmq_url))
-        channel = conn.channel()
-        for agency in AGENCIES:
-            channel.queue_delete(f"{prefix}.delivery.{agency}")
-            channel.queue_delete(f"{prefix}.delivery.{agency}.dead")
-        channel.exchange_delete(f"{prefix}.delivery")
-        channel.exchange_delete(f"{prefix}.dead")
-        conn.close()
+        delete_topology(args.rabbitmq_url, Topology(prefix, AGENCIES))
         with admin.begin() as c:
             c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()

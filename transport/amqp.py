@@ -24,6 +24,7 @@ __all__ = [
     "Topology",
     "amqp_parameters",
     "declare_topology",
+    "delete_topology",
     "describe",
     "first",
     "probe",
@@ -117,6 +118,31 @@ def queue_depths(url: str, topology: Topology, *, timeout: float = 5.0) -> dict[
         return depths
     except (px.AMQPError, OSError) as exc:
         raise BrokerUnavailable(f"cannot read the queues: {describe(exc)}") from exc
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
+def delete_topology(url: str, topology: Topology, *, timeout: float = 10.0) -> None:
+    """Remove everything `topology` declares, messages included (a test's or a benchmark's
+    own prefix once it is done; never a deployment that is running).
+
+    Raises:
+        BrokerUnavailable: the broker cannot be reached or refused a deletion.
+    """
+    try:
+        conn = pika.BlockingConnection(amqp_parameters(url, name="crocevia-cleanup", timeout=timeout))
+    except (px.AMQPError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot connect: {describe(exc)}") from exc
+    try:
+        channel = conn.channel()
+        for agency in topology.agencies:
+            channel.queue_delete(topology.queue(agency))
+            channel.queue_delete(topology.dead_queue(agency))
+        channel.exchange_delete(topology.exchange)
+        channel.exchange_delete(topology.dead_exchange)
+    except (px.AMQPError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot delete the topology: {describe(exc)}") from exc
     finally:
         if conn.is_open:
             conn.close()

@@ -34,18 +34,9 @@ __all__ = ["Cluster", "RABBITMQ_URL", "cluster", "pg_url", "rabbit_prefix"]
 
 
 def _delete_topology(prefix: str) -> None:
-    import pika
+    from transport.amqp import Topology, delete_topology
 
-    conn = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
-    try:
-        channel = conn.channel()
-        for agency in AGENCIES:
-            for queue in (f"{prefix}.delivery.{agency}", f"{prefix}.delivery.{agency}.dead"):
-                channel.queue_delete(queue)
-        for exchange in (f"{prefix}.delivery", f"{prefix}.dead"):
-            channel.exchange_delete(exchange)
-    finally:
-        conn.close()
+    delete_topology(RABBITMQ_URL, Topology(prefix, AGENCIES))
 
 
 @pytest.fixture
