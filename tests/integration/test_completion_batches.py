@@ -14,7 +14,7 @@ from service.ports import AttemptRecord, ClaimedJob, Completion, NewFiling
 from storage.delivery_tables import filing_events
 from storage.store import SqlStore
 from storage.tables import attempts, deliveries, filings, outbox
-from tests.integration.test_delivery_store import store  # noqa: F401 - fixture (SqlStore on a manual clock)
+from tests.integration.test_store import clock, store  # noqa: F401 - fixtures: a store on a manual clock
 
 _NOW = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
 _HANDOFF = ({"path": ["numeroREA"], "agency": "cciaa", "reference": "numeroREA"},)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
@@ -15,26 +14,9 @@ from domain.messages import Receipt
 from routing.plan import PlannedDelivery
 from service.ports import Completion, EventSendResult, NewFiling, NotResendable
 from storage.delivery_tables import filing_events
-from storage.engine import build_engine
-from storage.migrate import upgrade_to_head
 from storage.store import SqlStore
 from storage.tables import deliveries, filings, outbox
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[SqlStore]:
-    engine = build_engine(database_url)
-    upgrade_to_head(engine)
-    yield SqlStore(engine, clock=Clock())
-    engine.dispose()
+from tests.integration.test_store import clock, store  # noqa: F401 - fixtures: a store on a manual clock
 
 
 def _new() -> NewFiling:

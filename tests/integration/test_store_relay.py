@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
-import pytest
 
 from service.ports import Completion
-from storage.engine import build_engine
-from storage.migrate import upgrade_to_head
 from storage.store import SqlStore
-from tests.integration.test_store import Clock, _new, _planner
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(database_url: str, clock: Clock) -> Iterator[SqlStore]:
-    engine = build_engine(database_url)
-    upgrade_to_head(engine)
-    yield SqlStore(engine, clock=clock)
-    engine.dispose()
+from tests.integration.test_store import Clock, _new, _planner, clock, store  # noqa: F401 - fixtures
 
 
 def test_a_relay_claims_due_unpublished_jobs_once_until_its_lease_runs_out(store: SqlStore, clock: Clock) -> None:
