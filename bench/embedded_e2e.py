@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,8 @@ MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "resp
 BENCH_KEY = generate_private_key("ES256")
 
 
-from measure import free_port as _free_port, percentile as _percentile, proc_stats as _proc_stats  # noqa: E402
+from measure import free_port as _free_port, proc_stats as _proc_stats  # noqa: E402
+from measure import report_deliveries, settled_filings  # noqa: E402
 from measure import wait_healthy as _wait_healthy  # noqa: E402
 
 
@@ -114,32 +114,14 @@ def main() -> int:
             while conn.execute(open_q).scalar_one() and time.monotonic() < deadline:
                 time.sleep(0.05)
         cpu1, hub_peak = _proc_stats(hub.pid)
-        with engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT f.created_at, max(d.updated_at), count(*) FROM filings f JOIN deliveries d "
-                "ON d.filing_id = f.id WHERE d.state = 'protocolled' GROUP BY f.id")).all()
-            states = dict(conn.execute(text("SELECT state, count(*) FROM deliveries GROUP BY state")).all())
+        rows, states = settled_filings(engine)
         engine.dispose()
         _, sims_peak = _proc_stats(sims.process.pid)
-
-        def ts(v: object) -> float:
-            d = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
-            return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()
-
-        latencies = [(ts(last) - ts(created)) * 1000 for created, last, _ in rows]
-        deliveries = sum(c for *_, c in rows)
-        last_done = max(ts(last) for _, last, _ in rows)
-        first = t0_wall.timestamp()
         n = args.filings
         print(f"filings submitted            {n} ({refused} refused), concurrency {args.concurrency}, "
               f"offered rate {args.rate or 'max'}, "
               f"agency latency {args.agency_latency_ms} ms")
-        print(f"deliveries                   {deliveries} protocolled; states {states}")
-        print(f"accepted filings/s           {n / (end - start):8.1f}")
-        print(f"fully delivered filings/s    {len(rows) / (last_done - first):8.1f}")
-        print(f"deliveries/s                 {deliveries / (last_done - first):8.1f}")
-        print(f"latency submit→last protocol p50 {statistics.median(latencies):.0f} ms  "
-              f"p95 {_percentile(latencies, 95):.0f} ms  p99 {_percentile(latencies, 99):.0f} ms")
+        report_deliveries(rows, states, filings=n, accepted_seconds=end - start, first=t0_wall.timestamp())
         print(f"hub CPU per filing           {(cpu1 - cpu0) / n * 1000:8.2f} ms (API + worker, one process)")
         print(f"peak memory                  hub {hub_peak / 2**20:.0f} MiB, simulators {sims_peak / 2**20:.0f} MiB")
         print(f"reproduce: .venv/bin/python bench/embedded_e2e.py --filings {n} --concurrency {args.concurrency}"

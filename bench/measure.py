@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import os
 import socket
+import statistics
 import subprocess
 import time
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
+from sqlalchemy import Engine, text
 
-__all__ = ["free_port", "percentile", "proc_stats", "wait_healthy"]
+__all__ = ["free_port", "percentile", "proc_stats", "report_deliveries", "settled_filings", "timestamp",
+           "wait_healthy"]
 
 
 def free_port() -> int:
@@ -54,3 +58,40 @@ def wait_healthy(base: str, processes: Iterable[subprocess.Popen[bytes]], *, tim
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
             raise RuntimeError(f"the hub did not start; see {logs}")
         time.sleep(0.1)  # polling a condition with a deadline
+
+
+def timestamp(value: object) -> float:
+    """A stored datetime (or its ISO text, as SQLite returns it) as epoch seconds, UTC if naive."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def settled_filings(engine: Engine) -> tuple[list[tuple[float, float, int]], dict[str, int]]:
+    """Per filing with protocolled deliveries: (created, last protocol, how many), as epoch
+    seconds; and the count of deliveries in each state."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT f.created_at, max(d.updated_at), count(*) FROM filings f JOIN deliveries d "
+            "ON d.filing_id = f.id WHERE d.state = 'protocolled' GROUP BY f.id")).all()
+        states = dict(conn.execute(text("SELECT state, count(*) FROM deliveries GROUP BY state")).all())
+    return [(timestamp(created), timestamp(last), count) for created, last, count in rows], states
+
+
+def report_deliveries(rows: list[tuple[float, float, int]], states: dict[str, int], *, filings: int,
+                      accepted_seconds: float, first: float, note: str | None = None) -> int:
+    """Print the rates and latencies every end-to-end benchmark reports; returns the deliveries.
+
+    Rates of delivery run from `first` (epoch seconds) to the last protocol number; latency is
+    from a filing's acceptance to its last protocol number."""
+    latencies = [(last - created) * 1000 for created, last, _ in rows]
+    deliveries = sum(count for *_, count in rows)
+    last_done = max(last for _, last, _ in rows)
+    print(f"deliveries                   {deliveries} protocolled; states {states}")
+    print(f"accepted filings/s           {filings / accepted_seconds:8.1f}")
+    print(f"fully delivered filings/s    {len(rows) / (last_done - first):8.1f}")
+    print(f"deliveries/s                 {deliveries / (last_done - first):8.1f}")
+    if note:
+        print(note)
+    print(f"latency submit→last protocol p50 {statistics.median(latencies):.0f} ms  "
+          f"p95 {percentile(latencies, 95):.0f} ms  p99 {percentile(latencies, 99):.0f} ms")
+    return deliveries

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,8 @@ BENCH_KEY = generate_private_key("ES256")
 AGENCIES = ("cciaa", "inail", "inps", "runts")
 
 
-from measure import free_port as _free_port, percentile as _percentile, proc_stats as _proc_stats  # noqa: E402
+from measure import free_port as _free_port, proc_stats as _proc_stats  # noqa: E402
+from measure import report_deliveries, settled_filings, timestamp  # noqa: E402
 from measure import wait_healthy as _wait_healthy  # noqa: E402
 
 
@@ -162,36 +162,20 @@ def main() -> int:
                 time.sleep(0.05)
         stats = {name: _proc_stats(p.pid) for name, p in procs.items()}
         with engine.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT f.created_at, max(d.updated_at), count(*) FROM filings f JOIN deliveries d "
-                "ON d.filing_id = f.id WHERE d.state = 'protocolled' GROUP BY f.id")).all()
-            states = dict(conn.execute(text("SELECT state, count(*) FROM deliveries GROUP BY state")).all())
+            first = t0_wall.timestamp()
+            if args.backlog:  # the drain: from the first completed delivery to the last
+                first = timestamp(conn.execute(text("SELECT min(updated_at) FROM deliveries")).scalar_one())
+        rows, states = settled_filings(engine)
         sims_cpu1, sims_peak = _proc_stats(sims.process.pid)
-
-        def ts(v: object) -> float:
-            d = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
-            return (d if d.tzinfo else d.replace(tzinfo=timezone.utc)).timestamp()
-
-        latencies = [(ts(last) - ts(created)) * 1000 for created, last, _ in rows]
-        deliveries = sum(c for *_, c in rows)
-        last_done = max(ts(last) for _, last, _ in rows)
-        first = t0_wall.timestamp()
-        if args.backlog:  # the drain: from the first completed delivery to the last
-            with engine.connect() as conn:
-                first = ts(conn.execute(text("SELECT min(updated_at) FROM deliveries")).scalar_one())
         engine.dispose()
         n = args.filings
         print(f"filings submitted            {n} ({sum(refused.values())} refused: {dict(refused)}), concurrency {args.concurrency}, "
               f"offered rate {args.rate or 'max'}, agency latency {args.agency_latency_ms} ms, "
               f"{args.workers} worker process(es) x {args.worker_concurrency} per agency")
-        print(f"deliveries                   {deliveries} protocolled; states {states}")
-        print(f"accepted filings/s           {n / (end_t - start_t):8.1f}")
-        print(f"fully delivered filings/s    {len(rows) / (last_done - first):8.1f}")
-        print(f"deliveries/s                 {deliveries / (last_done - first):8.1f}")
-        if args.backlog:
-            print("  (--backlog: rates are the workers' drain, first to last delivery; latencies include the wait)")
-        print(f"latency submit→last protocol p50 {statistics.median(latencies):.0f} ms  "
-              f"p95 {_percentile(latencies, 95):.0f} ms  p99 {_percentile(latencies, 99):.0f} ms")
+        deliveries = report_deliveries(
+            rows, states, filings=n, accepted_seconds=end_t - start_t, first=first,
+            note=("  (--backlog: rates are the workers' drain, first to last delivery; latencies include the wait)"
+                  if args.backlog else None))
         for name, (cpu, peak) in stats.items():
             print(f"  {name:<10} CPU {cpu - cpu0[name]:7.1f} s   peak memory {peak / 2**20:5.0f} MiB")
         print(f"  {'simulators':<10} CPU {sims_cpu1 - sims_cpu0:7.1f} s   peak memory {sims_peak / 2**20:5.0f} MiB")
