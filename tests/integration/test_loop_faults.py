@@ -9,10 +9,14 @@ recorded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
@@ -23,9 +27,12 @@ from structlog.testing import capture_logs
 
 from cli.client import PortalClient
 from config.settings import PROJECT_ROOT
-from service.ports import Completion
+from routing.plan import PlannedDelivery
+from service.ports import Completion, NewFiling
+from service.relay import OutboxRelay
 from storage.store import SqlStore
 from tests.conftest import _postgres_schema_url
+from tests.integration.rabbit_harness import RABBITMQ_URL, rabbit_prefix  # noqa: F401 - fixture
 from tests.support import TEST_PORTAL_KEY, RunningHub, hub_settings, wait_for
 from tests.tcp_proxy import TcpProxy
 
@@ -218,3 +225,54 @@ def test_an_outcome_the_store_refuses_is_parked_and_the_rest_of_its_batch_record
     parked = [e for e in events if e["event"] == "delivery_parked"]
     assert len(parked) == 1 and parked[0]["outcome_code"] == "COMMIT_FAILED" and "exc_info" in parked[0]
     assert not [e for e in events if e["event"] == "store_unavailable"]
+
+
+def test_the_relay_waits_out_a_store_outage(rabbit_prefix: str) -> None:  # noqa: F811
+    """PostgreSQL is away when the relay starts: one warning line per retry, no traceback; once
+    it is back, the committed jobs are published."""
+    from storage.engine import build_engine
+    from storage.migrate import upgrade_to_head
+    from transport.amqp import Topology, amqp_parameters, queue_depths
+    from transport.rabbitmq import RabbitPublisher
+
+    topology = Topology(rabbit_prefix, ("inps",))
+    for url in _postgres_schema_url():
+        behind = PostgresBehindProxy(url)
+        engine = build_engine(behind.url)
+        try:
+            upgrade_to_head(engine)
+            store = SqlStore(engine)
+            new = NewFiling("durc_request", "test", "09182730581", "Alfa", "FTTMRC85C14H501X",
+                            "legal_representative", b"<filing/>", "b" * 64, datetime.now(timezone.utc))
+            for _ in range(3):
+                store.accept_filing(new, lambda ref: [PlannedDelivery(uuid.uuid4().hex, uuid.uuid4().hex,
+                                                                      "inps", "Op", {})])
+            relay = OutboxRelay(store=store, publisher=RabbitPublisher(
+                amqp_parameters(RABBITMQ_URL, name="test-relay"), topology), backoff_initial=0.05, backoff_max=0.2)
+
+            async def scenario() -> None:
+                stop = asyncio.Event()
+                behind.begin()
+                task = asyncio.create_task(relay.run(stop))
+                try:
+                    deadline = time.monotonic() + 20
+                    while len([e for e in events if e["event"] == "store_unavailable"]) < 2:
+                        assert time.monotonic() < deadline, "no retries during the outage"
+                        await asyncio.sleep(0.02)
+                    behind.end()
+                    while relay.published < 3:
+                        assert time.monotonic() < deadline + 20, "nothing published after the outage"
+                        await asyncio.sleep(0.02)
+                finally:
+                    stop.set()
+                    await asyncio.wait_for(task, 20)
+
+            with capture_logs() as events:
+                asyncio.run(scenario())
+        finally:
+            engine.dispose()
+            behind.proxy.close()
+    assert queue_depths(RABBITMQ_URL, topology)["inps"]["ready"] == 3
+    retries = [e for e in events if e["event"] == "store_unavailable"]
+    assert all(e["log_level"] == "warning" and "database is unavailable" in e["error"] for e in retries)
+    assert not [e for e in events if e["log_level"] in ("error", "critical") or "exc_info" in e]
