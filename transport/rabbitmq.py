@@ -329,7 +329,8 @@ class RabbitJobSource:
         """Hand over up to `limit` received jobs of `agencies`, loaded from the store.
 
         Raises:
-            Exception: the store is away; the messages are kept and offered again next time.
+            StoreUnavailable: the store is away; the messages are kept and offered again next time.
+            Exception: any other failure of the store, likewise.
         """
         self._expire_leases()
         picked, self._unloaded = [d for d in self._unloaded if d.channel.is_open], []
@@ -378,7 +379,8 @@ class RabbitJobSource:
         """Commit the outcomes, then acknowledge their messages (never before the commit).
 
         Raises:
-            Exception: the store is away; nothing was acknowledged, the caller retries.
+            StoreUnavailable: the store is away; nothing was acknowledged, the caller retries.
+            Exception: the store refused the batch otherwise; nothing was acknowledged.
         """
         for c in completions:
             delivery = self._active.get(c.job.job_id)
