@@ -151,7 +151,7 @@ class EventNotifier:
         if age + delay >= self._horizon:
             # Final, like an undeliverable delivery: operations should look at the portal.
             log.error("event_push_abandoned", attempt=attempt, error=error, age_s=round(age, 1),
-                        horizon_s=self._horizon, **fields)
+                      horizon_s=self._horizon, **fields)
             return EventSendResult(event.id, self.owner, False, None,
                                    f"gave up after {attempt} attempts in {age:.0f}s: {error}", gave_up=True)
         log.warning("event_push_failed", attempt=attempt, error=error, retry_in_s=round(delay, 3), **fields)
