@@ -7,8 +7,8 @@ their agency file declares (`[callback]`, adapters.contracts.CallbackSpec):
   INTEGRITY_REST_01 `Digest` + `Agid-JWT-Signature`) against the agency's registered key,
   plus: a body is required, and its `X-Correlation-ID` must be among the signed headers, so a
   signed outcome cannot be pointed at another delivery.
-- `wss` (SOAP): an XML signature over Body and Timestamp by the agency's certificate
-  (`security.wssecurity.verify_envelope`), and a fresh Timestamp.
+- `wss` (SOAP): an XML signature over Body and Timestamp verified by signxml with the
+  agency's registered certificate, and a fresh Timestamp.
 
 A token id (ModI `jti`, or the WS-Security SignatureValue) is accepted once: a replay is
 refused. An agency whose file declares no credential cannot call back at all.
@@ -16,7 +16,6 @@ refused. An agency whose file declares no credential cannot call back at all.
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,12 +24,16 @@ from typing import Any, Protocol
 
 import jwt
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from lxml import etree
+from signxml import SignatureConfiguration, XMLVerifier
+from signxml.algorithms import DigestAlgorithm, SignatureMethod
+from signxml.exceptions import InvalidDigest, SignXMLException
 
 from api.modi import ModiRefused, ModiVerifier, PortalKey
 from security.keys import PublicKey, algorithm_of
 from security.modi import SIGNATURE_HEADER
-from security.wssecurity import DS, WSSE, WSU, WsSecurityError, verify_envelope
+from security.wssecurity import DS, SOAP11, SOAP12, WSSE, WSU
 
 __all__ = [
     "CallbackGuard",
@@ -44,6 +47,11 @@ __all__ = [
 
 #: The header naming the exchange (AgID non-blocking patterns), lower-case as Starlette keeps it.
 _CORRELATION = "x-correlation-id"
+_WSU_ID = f"{{{WSU}}}Id"
+#: References a callback's signature may hold: Body, Timestamp and a few more (headers).
+_MAX_REFERENCES = 8
+#: What agencies sign with (ModI allows RS256 and ES256; the XML-DSig counterparts).
+_SIGNATURE_METHODS = frozenset({SignatureMethod.RSA_SHA256, SignatureMethod.ECDSA_SHA256})
 
 
 class CallbackRefused(Exception):
@@ -126,12 +134,43 @@ def _instant(text: str | None) -> float:
         raise CallbackRefused("signature-invalid", "unreadable WS-Security Timestamp") from None
 
 
+def _wss_parts(envelope: etree._Element) -> tuple[etree._Element, etree._Element, list[str]]:
+    """The Security header's Timestamp, the signature's SignedInfo and its reference URIs,
+    once the references are known to name the envelope's own Body and that Timestamp, each by
+    an id no other element carries (no signature wrapping)."""
+    namespace = etree.QName(envelope).namespace
+    if namespace not in (SOAP11, SOAP12):
+        raise CallbackRefused("signature-invalid", "a SOAP callback must be a SOAP envelope")
+    security = envelope.find(f"{{{namespace}}}Header/{{{WSSE}}}Security")
+    if security is None:
+        raise CallbackRefused("signature-invalid", "WS-Security: no wsse:Security header")
+    timestamp = security.find(f"{{{WSU}}}Timestamp")
+    signed_info = security.find(f"{{{DS}}}Signature/{{{DS}}}SignedInfo")
+    body = envelope.find(f"{{{namespace}}}Body")
+    if timestamp is None or signed_info is None or body is None:
+        raise CallbackRefused("signature-invalid", "WS-Security: the Security header needs a Timestamp "
+                                                   "and a Signature")
+    uris = [reference.get("URI", "") for reference in signed_info.findall(f"{{{DS}}}Reference")]
+    if not 2 <= len(uris) <= _MAX_REFERENCES:
+        raise CallbackRefused("signature-invalid", "WS-Security: the signature must reference the Body "
+                                                   "and the Timestamp")
+    ids = [el.get(_WSU_ID) for el in envelope.iter() if isinstance(el.tag, str) and el.get(_WSU_ID)]
+    for element in (body, timestamp):
+        identifier = element.get(_WSU_ID)
+        if not identifier or f"#{identifier}" not in uris or ids.count(identifier) != 1:
+            raise CallbackRefused("signature-invalid", "WS-Security: the signature must cover the Body "
+                                                       "and the Timestamp")
+    return timestamp, signed_info, uris
+
+
 class WssCallbackVerifier:
     """WS-Security SOAP callbacks of one agency, verified against its registered certificate.
 
+    The XML signature is checked by signxml with the registered certificate (never with the
+    one the envelope carries): SHA-256 digests, RSA- or ECDSA-SHA256, each reference intact.
+
     Args:
-        certificate: the agency's certificate; the envelope's BinarySecurityToken must carry
-            its key.
+        certificate: the agency's certificate.
         max_lifetime: the longest Expires - Created accepted, and the oldest Created, in seconds.
         leeway: clock skew tolerated, in seconds.
     """
@@ -139,7 +178,7 @@ class WssCallbackVerifier:
     profile = "wss"
 
     def __init__(self, certificate: x509.Certificate, *, max_lifetime: float, leeway: float) -> None:
-        self._key: Any = certificate.public_key()
+        self._pem = certificate.public_bytes(serialization.Encoding.PEM)
         self._max_lifetime = max_lifetime
         self._leeway = leeway
 
@@ -151,24 +190,30 @@ class WssCallbackVerifier:
         except etree.XMLSyntaxError:
             raise CallbackRefused("signature-missing", "a SOAP callback must be a WS-Security signed "
                                                        "envelope; this body is not XML") from None
+        timestamp, signed_info, uris = _wss_parts(envelope)
+        config = SignatureConfiguration(
+            require_x509=False, expect_references=len(uris), signature_methods=_SIGNATURE_METHODS,
+            digest_algorithms=frozenset({DigestAlgorithm.SHA256}))
         try:
-            verify_envelope(envelope, self._key, now=now)
-        except WsSecurityError as exc:
-            raise CallbackRefused("signature-invalid", f"WS-Security: {exc}") from None
-        except (ValueError, binascii.Error, AttributeError, TypeError):
-            # A malformed token or SignedInfo (bad base64 or DER, a missing child element).
-            raise CallbackRefused("signature-invalid", "WS-Security: malformed Security header") from None
-        security = next(envelope.iter(f"{{{WSSE}}}Security"))
-        timestamp = security.find(f"{{{WSU}}}Timestamp")
-        assert timestamp is not None  # verify_envelope required it
+            XMLVerifier().verify(body, x509_cert=self._pem, expect_config=config)
+        except InvalidDigest:
+            raise CallbackRefused("signature-invalid", "WS-Security: a signed part (Body or Timestamp) "
+                                                       "changed after signing") from None
+        except (SignXMLException, ValueError) as exc:
+            # InvalidSignature: not the registered certificate's key; InvalidInput: the
+            # signature's own shape or algorithms.
+            raise CallbackRefused("signature-invalid", "WS-Security: the signature does not verify with "
+                                                       f"the agency's certificate ({type(exc).__name__})") from None
         created = _instant(timestamp.findtext(f"{{{WSU}}}Created"))
         expires = _instant(timestamp.findtext(f"{{{WSU}}}Expires"))
         if created > now + self._leeway:
             raise CallbackRefused("signature-invalid", "the WS-Security Timestamp was created in the future")
+        if now > expires + self._leeway:
+            raise CallbackRefused("signature-invalid", "the WS-Security Timestamp has expired")
         if expires - created > self._max_lifetime or now - created > self._max_lifetime + self._leeway:
             raise CallbackRefused("signature-invalid", "the WS-Security Timestamp is not fresh (older "
                                                        f"than {self._max_lifetime:.0f} s)")
-        value = security.findtext(f"{{{DS}}}Signature/{{{DS}}}SignatureValue") or ""
+        value = signed_info.getparent().findtext(f"{{{DS}}}SignatureValue") or ""  # type: ignore[union-attr]
         token_id = hashlib.sha256("".join(value.split()).encode()).hexdigest()
         return VerifiedCallback(token_id=token_id, keep_until=expires + self._leeway)
 

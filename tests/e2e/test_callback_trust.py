@@ -222,7 +222,7 @@ def test_a_soap_callback_needs_the_agencys_ws_security_signature(hub: RunningHub
     other_key = ensure_private_key(tmp_path / "other.pem", "ES256")
     other = ensure_self_signed_certificate(tmp_path / "other.crt", other_key, "inps")
     response = _post(hub, "inps", _signed(envelope, other_key, other), headers)
-    assert response.status_code == 401 and "another key" in response.json()["detail"]
+    assert response.status_code == 401 and "does not verify with the agency's certificate" in response.json()["detail"]
     unchanged()
     # Given the agency's signature with a Timestamp an hour old
     response = _post(hub, "inps", _signed(envelope, key, certificate, now=time.time() - 3600), headers)
