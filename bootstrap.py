@@ -36,14 +36,8 @@ from service.maintenance import MaintenanceCalendar, MaintenanceWindow
 from service.notifier import EventNotifier
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 from service.worker import DeliveryWorker
-from security.callbacks import load_callback_keys
-from security.keys import (
-    algorithm_of,
-    ensure_private_key,
-    ensure_self_signed_certificate,
-    load_certificate,
-    load_public_key,
-)
+from security.callbacks import load_callback_credential
+from security.keys import algorithm_of, ensure_private_key, ensure_self_signed_certificate, load_public_key
 from security.modi import ModiSigner
 from security.wssecurity import WsSecurityPlugin
 from storage.engine import build_engine
@@ -197,13 +191,7 @@ def callback_verifiers(settings: Settings, contracts: ContractSet) -> dict[str, 
         spec = agency.callback
         if spec is None:
             continue
-        if spec.private_key is not None:
-            certificate = load_callback_keys(spec.private_key, spec.certificate, f"{name} callbacks")[1]
-            public = certificate.public_key()
-        else:
-            pem = spec.certificate.read_bytes()
-            certificate = load_certificate(pem) if b"-----BEGIN CERTIFICATE-----" in pem else None
-            public = load_public_key(pem)
+        certificate, public = load_callback_credential(spec.certificate, spec.private_key, f"{name} callbacks")
         if spec.profile == "wss":
             if certificate is None:
                 raise ValueError(f"agency {name!r}: a wss callback credential needs an X.509 certificate, "
@@ -211,7 +199,7 @@ def callback_verifiers(settings: Settings, contracts: ContractSet) -> dict[str, 
             verifiers[name] = WssCallbackVerifier(certificate, max_lifetime=ident.max_token_seconds,
                                                   leeway=ident.leeway_seconds)
         else:
-            verifiers[name] = ModiCallbackVerifier(spec.issuer, public, ident.audience,  # type: ignore[arg-type]
+            verifiers[name] = ModiCallbackVerifier(spec.issuer, public, ident.audience,
                                                    max_lifetime=ident.max_token_seconds,
                                                    leeway=ident.leeway_seconds)
     return verifiers

@@ -20,11 +20,19 @@ from pathlib import Path
 from cryptography import x509
 from lxml import etree
 
-from security.keys import PrivateKey, ensure_private_key, ensure_self_signed_certificate
+from security.keys import (
+    PrivateKey,
+    PublicKey,
+    ensure_private_key,
+    ensure_self_signed_certificate,
+    load_certificate,
+    load_public_key,
+)
 from security.modi import ModiSigner
 from security.wssecurity import sign_envelope
 
-__all__ = ["CORRELATION_HEADER", "DEFAULT_HUB_AUDIENCE", "CallbackSigner", "load_callback_keys"]
+__all__ = ["CORRELATION_HEADER", "DEFAULT_HUB_AUDIENCE", "CallbackSigner", "load_callback_credential",
+           "load_callback_keys"]
 
 #: The HTTP header of the AgID non-blocking patterns that names the exchange.
 CORRELATION_HEADER = "X-Correlation-ID"
@@ -43,6 +51,23 @@ def load_callback_keys(private_key: Path, certificate: Path,
     """
     key = ensure_private_key(private_key, _GENERATED_ALGORITHM)
     return key, ensure_self_signed_certificate(certificate, key, common_name)
+
+
+def load_callback_credential(certificate: Path, private_key: Path | None,
+                             common_name: str) -> tuple[x509.Certificate | None, PublicKey]:
+    """What the hub verifies an agency's callbacks with: its certificate (None when the file
+    holds a bare PEM public key) and public key. With `private_key` (the embedded default's
+    simulated agencies) the pair is generated on first run, as `load_callback_keys` does.
+
+    Raises:
+        OSError: the file cannot be read; ValueError: it holds no supported key.
+    """
+    if private_key is not None:
+        cert = load_callback_keys(private_key, certificate, common_name)[1]
+        return cert, cert.public_key()  # type: ignore[return-value]
+    pem = certificate.read_bytes()
+    cert = load_certificate(pem) if b"-----BEGIN CERTIFICATE-----" in pem else None
+    return cert, load_public_key(pem)
 
 
 class CallbackSigner:

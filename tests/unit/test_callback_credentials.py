@@ -106,3 +106,18 @@ def test_a_modi_callback_must_sign_a_body_and_its_correlation_id(keys) -> None: 
     with pytest.raises(CallbackRefused) as refused:
         verifier.verify(sent | {"x-correlation-id": "c-2"}, body, time.time())
     assert refused.value.slug == "correlation-id-unsigned"
+
+
+def test_production_registers_a_certificate_or_a_public_key(keys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Without `private_key` nothing is generated: the configured file is read as it is."""
+    from security.callbacks import load_callback_credential
+    from security.keys import public_pem
+
+    (tmp_path / "agency.pub").write_bytes(public_pem(keys[0]))
+    certificate, public = load_callback_credential(tmp_path / "agency.pub", None, "acme")
+    assert certificate is None and public_pem(public) == public_pem(keys[0])
+    certificate, public = load_callback_credential(tmp_path / "a.crt", None, "acme")
+    assert certificate == keys[1]
+    with pytest.raises(FileNotFoundError):
+        load_callback_credential(tmp_path / "missing.crt", None, "acme")
+    assert not (tmp_path / "missing.crt").exists()
