@@ -156,6 +156,10 @@ def test_a_rest_callback_needs_the_agencys_modi_signature(hub: RunningHub, clien
     # ...and the same signed request again is a replayed token
     response = _post(hub, "runts", body, {**plain, **headers})
     assert response.status_code == 401 and response.json()["type"].endswith("token-replayed")
+    # ...while the agency's own retry, signed anew, is answered as the first
+    _, headers = agency.sign(body, "application/json", cid)
+    response = _post(hub, "runts", body, {**plain, **headers})
+    assert response.status_code == 200 and response.json() == {"status": "duplicate"}
     # A signed callback for a correlation id nobody has, and one whose body is unreadable
     _, headers = agency.sign(body, "application/json", "no-such-exchange")
     response = _post(hub, "runts", body, {**plain, "X-Correlation-ID": "no-such-exchange", **headers})
@@ -169,13 +173,13 @@ def test_a_rest_callback_needs_the_agencys_modi_signature(hub: RunningHub, clien
     lines = _callback_lines(hub)
     assert [line.outcome for line in lines] == [
         "missing-token", "invalid-token", "digest-mismatch", "correlation-id-unsigned", "recorded",
-        "token-replayed", "unknown-correlation-id", "callback-unreadable"]
-    assert [line.subject for line in lines] == [cid] * 6 + ["no-such-exchange", cid]
+        "token-replayed", "duplicate", "unknown-correlation-id", "callback-unreadable"]
+    assert [line.subject for line in lines] == [cid] * 7 + ["no-such-exchange", cid]
     assert all(line.detail["agency"] == "runts" and line.detail["correlationId"] == line.subject
                for line in lines)
-    assert [line.actor for line in lines] == ["anonymous"] * 4 + ["agency:runts", "anonymous",
-                                                                  "agency:runts", "agency:runts"]
-    assert [line.detail["status"] for line in lines] == [401, 401, 401, 401, 200, 401, 404, 400]
+    assert [line.actor for line in lines] == ["anonymous"] * 4 + ["agency:runts", "anonymous"] + [
+        "agency:runts"] * 3
+    assert [line.detail["status"] for line in lines] == [401, 401, 401, 401, 200, 401, 200, 404, 400]
     assert not any(b"RUNTS-2026-900000" in orjson.dumps(line.detail) for line in lines)
 
 
