@@ -25,6 +25,7 @@ from adapters.http_pool import KeepAliveTransport
 from adapters.webhook import WebhookSender, WebhookTarget
 from api.app import ApiContext, create_app
 from api.auth import RequestGuard
+from api.callbacks import CallbackGuard, CallbackVerifier, ModiCallbackVerifier, WssCallbackVerifier
 from api.modi import ModiVerifier, PortalKey
 from config.settings import AgencySettings, HttpSettings, Settings
 from domain.lockout import LockoutPolicy
@@ -35,6 +36,7 @@ from service.maintenance import MaintenanceCalendar, MaintenanceWindow
 from service.notifier import EventNotifier
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 from service.worker import DeliveryWorker
+from security.callbacks import load_callback_credential
 from security.keys import algorithm_of, ensure_private_key, ensure_self_signed_certificate, load_public_key
 from security.modi import ModiSigner
 from security.wssecurity import WsSecurityPlugin
@@ -74,6 +76,8 @@ class Hub:
     clock: Callable[[], float] = time.time  # identity's clock: token expiry, lockout, delegations
     #: The delivery schedule's clock: outbox due times, backoff, circuits, maintenance windows.
     delivery_clock: Callable[[], float] = time.time
+    #: Verifies agencies' callbacks with the credential each agency file declares.
+    callbacks: CallbackGuard | None = None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -158,6 +162,7 @@ def build_hub(
                              window_seconds=ident.failure_window_seconds),
         leeway=ident.leeway_seconds,
     )
+    callbacks = CallbackGuard(callback_verifiers(settings, contracts), identity, clock=clock)
     return Hub(
         settings=settings,
         engine=engine,
@@ -169,7 +174,35 @@ def build_hub(
         contracts=contracts,
         clock=clock,
         delivery_clock=delivery_clock,
+        callbacks=callbacks,
     )
+
+
+def callback_verifiers(settings: Settings, contracts: ContractSet) -> dict[str, CallbackVerifier]:
+    """Per agency, the verifier of the callback credential its file declares (`[callback]`);
+    agencies that declare none are left out, and their callbacks refused.
+
+    The embedded default's simulated agencies name their `private_key` too: the pair is
+    generated here on first run if the simulators have not made it yet.
+    """
+    ident = settings.identity
+    verifiers: dict[str, CallbackVerifier] = {}
+    for name, agency in contracts.catalog.agencies.items():
+        spec = agency.callback
+        if spec is None:
+            continue
+        certificate, public = load_callback_credential(spec.certificate, spec.private_key, f"{name} callbacks")
+        if spec.profile == "wss":
+            if certificate is None:
+                raise ValueError(f"agency {name!r}: a wss callback credential needs an X.509 certificate, "
+                                 f"{spec.certificate} holds a bare public key")
+            verifiers[name] = WssCallbackVerifier(certificate, max_lifetime=ident.max_token_seconds,
+                                                  leeway=ident.leeway_seconds)
+        else:
+            verifiers[name] = ModiCallbackVerifier(spec.issuer, public, ident.audience,
+                                                   max_lifetime=ident.max_token_seconds,
+                                                   leeway=ident.leeway_seconds)
+    return verifiers
 
 
 def load_contracts(settings: Settings) -> ContractSet:
@@ -564,6 +597,7 @@ async def run_api_and_workers(
             max_body_bytes=hub.settings.api.max_body_bytes,
             on_accepted=wake,
             outcome_readers=readers,
+            callbacks=hub.callbacks,
         )
     )
     server = uvicorn.Server(

@@ -23,6 +23,8 @@ __all__ = [
     "PATTERNS",
     "AgencyCatalog",
     "AgencySpec",
+    "CALLBACK_PROFILES",
+    "CallbackSpec",
     "ContractConfigError",
     "ContractError",
     "ContractSpec",
@@ -41,6 +43,9 @@ EXTERNAL_PREFIX = "external:"
 #: The AgID interaction patterns a contract may declare (ModI: blocking, PULL, PUSH).
 PATTERNS = frozenset({"blocking", "pull", "push"})
 _KINDS = frozenset({"soap", "rest"})
+#: How an agency signs its callbacks: ModI (REST: bearer JWT, Digest, Agid-JWT-Signature) or
+#: WS-Security (SOAP: an XML signature over Body and Timestamp by the agency's certificate).
+CALLBACK_PROFILES = frozenset({"modi", "wss"})
 _CONTRACT_KEYS = frozenset({
     "kind", "wsdl", "openapi", "binding", "service", "port", "soap_version", "xsd",
     "operations", "envelope", "message_id_header", "endpoint", "connect_timeout",
@@ -219,14 +224,35 @@ class ContractSpec:
                              operation=operation)
 
 
+@dataclass(frozen=True, slots=True)
+class CallbackSpec:
+    """The credential an agency's callbacks (AgID NONBLOCK_PUSH) must carry: `[callback]`.
+
+    `certificate` is the agency's registered X.509 certificate (or, for `modi`, a PEM public
+    key). `private_key` is for the embedded default only: the simulators and the sandbox sign
+    with it, and it is generated on first run (mode 0600) with a self-signed `certificate`;
+    production leaves it out and names the certificate the agency was issued.
+    """
+
+    profile: str  #: "modi" or "wss"
+    certificate: Path
+    issuer: str  #: modi: the tokens' `iss` (default: the agency's name)
+    private_key: Path | None = None
+
+
 @dataclass(frozen=True)
 class AgencySpec:
-    """An agency and every contract version it speaks; `current` is the routes' default."""
+    """An agency and every contract version it speaks; `current` is the routes' default.
+
+    `callback` is None when the agency's file declares no callback credential: such an agency
+    cannot post callbacks to the hub at all.
+    """
 
     name: str
     source: Path
     current: str
     contracts: Mapping[str, ContractSpec]
+    callback: CallbackSpec | None = None
 
     def contract(self, version: str | None = None) -> ContractSpec:
         """The contract of `version` (None: the current one).
@@ -525,6 +551,21 @@ def _contract(agency: str, version: str, reader: _Reader, resolve: Any) -> Contr
     )
 
 
+def _callback(reader: _Reader | None, agency: str, resolve: Any) -> CallbackSpec | None:
+    if reader is None:
+        return None
+    reader.only(frozenset({"profile", "certificate", "issuer", "private_key", "description"}))
+    profile = reader.str("profile", required=True)
+    if profile not in CALLBACK_PROFILES:
+        raise reader.fail("profile", f"expected one of {sorted(CALLBACK_PROFILES)}")
+    certificate = reader.str("certificate", required=True)
+    private_key = reader.str("private_key")
+    assert profile is not None and certificate is not None
+    return CallbackSpec(profile=profile, certificate=resolve(certificate),
+                        issuer=reader.str("issuer") or agency,
+                        private_key=resolve(private_key) if private_key else None)
+
+
 def _agency(path: Path, resolve: Any) -> AgencySpec:
     try:
         with path.open("rb") as fh:
@@ -532,7 +573,7 @@ def _agency(path: Path, resolve: Any) -> AgencySpec:
     except tomllib.TOMLDecodeError as exc:
         raise ContractConfigError(f"{path.name}: not valid TOML: {exc}") from exc
     reader = _Reader(path, "agency", data)
-    reader.only(frozenset({"agency", "current", "description", "contracts"}))
+    reader.only(frozenset({"agency", "current", "description", "contracts", "callback"}))
     name = reader.str("agency", path.stem) or path.stem
     contracts_table = reader.table("contracts")
     if not contracts_table:
@@ -547,7 +588,8 @@ def _agency(path: Path, resolve: Any) -> AgencySpec:
         raise reader.fail("current", "several versions are declared: say which one is current")
     if current not in contracts:
         raise reader.fail("current", f"{current!r} is not a declared version ({sorted(contracts)})")
-    return AgencySpec(name=name, source=path, current=current, contracts=contracts)
+    return AgencySpec(name=name, source=path, current=current, contracts=contracts,
+                      callback=_callback(reader.sub("callback"), name, resolve))
 
 
 def load_agency_catalog(

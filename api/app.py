@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import Caller, RequestGuard, authenticate, authenticate_sync
+from api.callbacks import CallbackGuard
 from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json
 from api.problems import problem_response
@@ -51,6 +52,8 @@ class ApiContext:
     on_accepted: Callable[[], None] | None = None  # wakes an in-process worker
     #: agency → reads its late-outcome callbacks (`service.recipients.OutcomeReader`)
     outcome_readers: Mapping[str, Any] = field(default_factory=dict)
+    #: verifies agencies' callbacks (api.callbacks); None: every callback is refused
+    callbacks: CallbackGuard | None = None
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import Caller, authenticate
+from api.callbacks import CallbackRefused
 from api.problems import problem_response
 from domain.intake import FilingRefused
 from service.identity import RecipientsNotAuthorized, authorize_filing
@@ -32,6 +33,9 @@ _XML_TYPES = {"application/xml", "text/xml"}
 _JSON_TYPES = {"application/json"}
 #: The header of the AgID non-blocking patterns that names the exchange (ModI guidelines).
 _CORRELATION = "x-correlation-id"
+#: The longest correlation id taken (and kept in the audit trail), and agency name.
+_MAX_CORRELATION = 128
+_MAX_AGENCY = 64
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -184,36 +188,70 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
 
     # -- agencies' callbacks (AgID NONBLOCK_PUSH) ------------------------------------------------
     async def callback(request: Request) -> Response:
-        agency = request.path_params["agency"]
-        path = request.url.path
         body = await _read_body(request, ctx.max_body_bytes)
+        # Authentication, the audit line and the store are blocking: one hand-off runs them all.
+        return await run_in_threadpool(_callback, request, request.path_params["agency"], body)
+
+    def audit_callback(agency: str, correlation_id: str, outcome: str, status: int, *,
+                       authenticated: bool) -> None:
+        """One line of the audit trail per callback, accepted or refused: never the body."""
+        try:
+            ctx.store.audit(f"agency:{agency}" if authenticated else "anonymous", "agency_callback",
+                            correlation_id, outcome,
+                            {"agency": agency, "correlationId": correlation_id, "status": status})
+        except (OperationalError, DBAPIError):
+            log.warning("audit_unavailable", exc_info=True)
+
+    def _callback(request: Request, agency: str, body: bytes | None) -> Response:
+        path = request.url.path
+        agency = agency[:_MAX_AGENCY]  # the path is the caller's claim: bounded before it is stored
+        correlation_id = request.headers.get(_CORRELATION, "").strip()
         if body is None:
+            audit_callback(agency, correlation_id[:_MAX_CORRELATION], "document-too-large", 413,
+                           authenticated=False)
             return too_large(request)
         content_type = request.headers.get("content-type", "")
-        correlation_id = request.headers.get(_CORRELATION, "").strip()
         if not correlation_id:
             # AgID NONBLOCK_PUSH_SOAP carries it in a SOAP header, as the callback WSDL says:
             # the agency's adapter knows where (adapters.nonblocking).
             find = getattr(ctx.outcome_readers.get(agency), "correlation_id", None)
             correlation_id = ((find(content_type, body) or "") if callable(find) else "").strip()
-        if not correlation_id or len(correlation_id) > 128:
+        shown = correlation_id[:_MAX_CORRELATION]
+        try:
+            if ctx.callbacks is None:
+                raise CallbackRefused("no-callback-credential", "this hub registers no agency callback "
+                                                                "credentials: callbacks are not accepted")
+            ctx.callbacks.authenticate(agency, request.headers, body)
+        except CallbackRefused as refused:
+            log.info("callback_refused", agency=agency, correlation_id=shown, reason=refused.slug)
+            audit_callback(agency, shown, refused.slug, 401, authenticated=False)
+            return problem_response(401, refused.slug, "Unauthorized", refused.detail, instance=path,
+                                    headers={"WWW-Authenticate": 'Bearer realm="crocevia-callbacks"'})
+        except (OperationalError, DBAPIError):
+            log.warning("store_unavailable", exc_info=True)
+            return unavailable(request)
+        if not correlation_id or len(correlation_id) > _MAX_CORRELATION:
+            audit_callback(agency, shown, "missing-correlation-id", 400, authenticated=True)
             return problem_response(400, "missing-correlation-id", "Bad Request",
                                     "an X-Correlation-ID header names the exchange", instance=path)
         try:
-            result = await run_in_threadpool(record_callback, ctx.store, ctx.outcome_readers, agency,
-                                             correlation_id, content_type, body)
+            result = record_callback(ctx.store, ctx.outcome_readers, agency, correlation_id, content_type, body)
         except CallbackUnreadable as exc:
             log.warning("callback_unreadable", agency=agency, correlation_id=correlation_id, error=str(exc))
+            audit_callback(agency, correlation_id, "callback-unreadable", 400, authenticated=True)
             return problem_response(400, "callback-unreadable", "Bad Request", str(exc), instance=path)
         except (OperationalError, DBAPIError):
             return unavailable(request)
         log.info("callback_received", agency=agency, correlation_id=correlation_id, result=result)
         if result == "unknown":
+            audit_callback(agency, correlation_id, "unknown-correlation-id", 404, authenticated=True)
             return problem_response(404, "unknown-correlation-id", "Not Found",
                                     f"no delivery to {agency} has correlation id {correlation_id}", instance=path)
         if result == "conflict":
+            audit_callback(agency, correlation_id, "conflict", 409, authenticated=True)
             return problem_response(409, "outcome-conflict", "Conflict",
                                     "the delivery cannot take this outcome", instance=path)
+        audit_callback(agency, correlation_id, result, 200, authenticated=True)
         if result == "recorded" and ctx.on_accepted is not None:
             ctx.on_accepted()
         return _json({"status": result}, 200, {"X-Correlation-ID": correlation_id})

@@ -19,6 +19,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
+from security.callbacks import CallbackSigner
 from simulators.faults import ASYNC_KINDS, TECHNICAL_KINDS, FaultRule, Matcher, RuleBook
 from simulators.httpio import gateway_response, pause
 from simulators.ledger import Effect, Ledger, now_utc
@@ -100,6 +101,15 @@ class AgencyDesk:
         self.replies: Replies | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
+        #: Signs callbacks with the credential the agency's file declares (None: unsigned).
+        self.signer: CallbackSigner | None = None
+
+    def signed_callback(self, body: bytes, content_type: str, correlation_id: str) -> tuple[bytes, dict[str, str]]:
+        """One try of a callback, signed anew (a fresh token or Timestamp: the hub refuses a
+        repeat); unsigned when the agency has no signer."""
+        if self.signer is None:
+            return body, {}
+        return self.signer.sign(body, content_type, correlation_id)
 
     def reset(self) -> None:
         """Clear ledger and runtime faults; requests held by a pause give up, callbacks stop."""
@@ -195,11 +205,13 @@ class AgencyDesk:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
         reply = self.replies.receipt(effect, False)
-        headers = {"Content-Type": reply.headers["content-type"], "X-Correlation-ID": effect.correlation_id}
+        content_type = reply.headers["content-type"]
         pause_s = CALLBACK_BACKOFF_S
         for _ in range(CALLBACK_TRIES):
+            body, signature = self.signed_callback(reply.body, content_type, effect.correlation_id)
+            headers = {"Content-Type": content_type, "X-Correlation-ID": effect.correlation_id, **signature}
             try:
-                status: int | None = (await self._http.post(effect.reply_to, content=reply.body,
+                status: int | None = (await self._http.post(effect.reply_to, content=body,
                                                             headers=headers)).status_code
             except httpx.HTTPError:
                 status = None

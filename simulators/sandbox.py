@@ -466,9 +466,12 @@ class SoapSandbox(SoapEndpointBase):
         effect.status = "protocolled"
         pause_s = CALLBACK_BACKOFF_S
         for _ in range(CALLBACK_TRIES):
+            # The correlation id travels in the SOAP header here; each try is signed anew.
+            body, signature = self.desk.signed_callback(content, headers.get("Content-Type", ""),
+                                                        effect.correlation_id or "")
             try:
-                status: int | None = (await self.http.post(effect.reply_to or "", content=content,
-                                                           headers=headers)).status_code
+                status: int | None = (await self.http.post(effect.reply_to or "", content=body,
+                                                           headers={**headers, **signature})).status_code
             except httpx.HTTPError:
                 status = None
             effect.callbacks.append({"at": datetime.now(UTC).isoformat(), "status": status})

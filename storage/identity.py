@@ -137,6 +137,18 @@ class SqlIdentityStore:
             append_audit(conn, actor=entry.actor, action=entry.action, subject=entry.subject,
                          outcome=entry.outcome, detail=entry.detail)
 
+    def remember_token(self, issuer: str, jti: str, keep_until: float, now: float) -> bool:
+        """Remember a token id of `issuer` until `keep_until`; False when it was seen before
+        (an agency's replayed callback). Ids past their time are purged now and then."""
+        with self._writer() as conn, conn.begin():
+            inserted = conn.execute(
+                self._remember_token, {"issuer": issuer, "jti": jti, "expires_at": keep_until}
+            ).first()
+            if inserted is not None and now - self._last_purge > _PURGE_INTERVAL:
+                self._last_purge = now
+                conn.execute(self._purge_tokens, {"now": now})
+        return inserted is not None
+
     # -- delegations ----------------------------------------------------------------------------
     def add_delegation(self, d: Delegation, portal: str, entry: AuditEntry) -> None:
         """Store a new delegation or sub-delegation with its audit line."""
