@@ -63,6 +63,8 @@ def recipient_json(d: DeliveryView) -> dict[str, Any]:
         item["waitsFor"] = d.waits_for
     if d.corrects:
         item["corrects"] = d.corrects
+    if d.anomalies is not None:
+        item["anomalies"] = d.anomalies
     return item
 
 
