@@ -215,7 +215,13 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
                                     f"no delivery to {agency} has correlation id {correlation_id}", instance=path)
         if result == "conflict":
             return problem_response(409, "outcome-conflict", "Conflict",
-                                    "the delivery cannot take this outcome", instance=path)
+                                    "the delivery waits for no outcome from the agency; nothing was changed",
+                                    instance=path)
+        if result == "contradiction":
+            return problem_response(409, "outcome-contradicts-record", "Conflict",
+                                    "the delivery already has another protocol number or a final decision; "
+                                    "nothing was changed and the contradiction is kept for operations",
+                                    instance=path)
         if result == "recorded" and ctx.on_accepted is not None:
             ctx.on_accepted()
         return _json({"status": result}, 200, {"X-Correlation-ID": correlation_id})

@@ -469,7 +469,8 @@ def apply_late_outcome(conn: Connection, delivery_id: str, receipt: Receipt, now
 
     Returns:
         "recorded"; "duplicate" (nothing new: a repeat); "conflict" (the delivery waits for no
-        such callback, or it contradicts a settled fact); "unknown" (no such delivery).
+        callback: nothing changes); "contradiction" (it contradicts a settled number or
+        decision: only the anomaly is kept); "unknown" (no such delivery).
     """
     filing_id = conn.execute(select(deliveries.c.filing_id).where(deliveries.c.id == delivery_id)).scalar()
     if filing_id is None:
@@ -503,7 +504,7 @@ def apply_late_outcome(conn: Connection, delivery_id: str, receipt: Receipt, now
                 },
             }], {delivery_id: row}, now, events)
             events.flush()
-            return "conflict"
+            return "contradiction"
         if row["outcome"] is not None or decision is None:
             return "duplicate"  # the same number (and decision) again
     new_state = _S.REJECTED.value if decision is Decision.REJECTED else _S.PROTOCOLLED.value

@@ -111,7 +111,8 @@ class DeliverySemanticsStore:
                               r.contract_version)
 
     def record_late_outcome(self, delivery_id: str, receipt: Receipt) -> str:
-        """Record a late protocol number or decision; "recorded", "duplicate", "conflict"."""
+        """Record a late protocol number or decision; "recorded", "duplicate", "conflict",
+        "contradiction" (see `apply_late_outcome`)."""
         with self._write() as conn, conn.begin():
             return apply_late_outcome(conn, delivery_id, receipt, _utcnow(), self._clock())
 

@@ -71,14 +71,14 @@ def test_a_callback_to_a_delivery_that_waits_for_none_changes_nothing(store: Sql
 
 
 def test_a_synchronous_protocol_number_is_never_replaced(store: SqlStore) -> None:
-    """The reply gave A; a callback saying B is a conflict kept once as an anomaly with both."""
+    """The reply gave A; a callback saying B is a contradiction kept once as an anomaly with both."""
     reference = store.accept_filing(_new(), _one()).reference
     _complete(store, "cciaa", "protocolled", protocol_number="RM/RI/2026/000001")
     delivery_id = _recipient(store, reference).delivery_id
     forged = Receipt("RM/RI/2026/999999")
 
-    assert store.record_late_outcome(delivery_id, forged) == "conflict"
-    assert store.record_late_outcome(delivery_id, forged) == "conflict"  # the agency retries it
+    assert store.record_late_outcome(delivery_id, forged) == "contradiction"
+    assert store.record_late_outcome(delivery_id, forged) == "contradiction"  # the agency retries it
 
     after = _recipient(store, reference)
     assert (after.state, after.protocol_number) == ("protocolled", "RM/RI/2026/000001")
@@ -96,7 +96,7 @@ def test_a_second_late_number_does_not_overwrite_the_first(store: SqlStore) -> N
     reference, delivery_id = _acknowledged(store)
     first = Receipt("RM/RI/2026/000007")
     assert store.record_late_outcome(delivery_id, first) == "recorded"
-    assert store.record_late_outcome(delivery_id, Receipt("RM/RI/2026/000008")) == "conflict"
+    assert store.record_late_outcome(delivery_id, Receipt("RM/RI/2026/000008")) == "contradiction"
     assert store.record_late_outcome(delivery_id, first) == "duplicate"
     after = _recipient(store, reference)
     assert (after.state, after.protocol_number, after.outcome) == ("protocolled", "RM/RI/2026/000007", None)
@@ -112,7 +112,7 @@ def test_a_final_decision_is_not_reversed(store: SqlStore) -> None:
     rejected = Receipt("RM/RI/2026/000011", outcome="RESPINTA", outcome_code="R9", outcome_text="no")
     assert store.record_late_outcome(delivery_id, rejected) == "recorded"
 
-    assert store.record_late_outcome(delivery_id, Receipt("RM/RI/2026/000011", outcome="ACCOLTA")) == "conflict"
+    assert store.record_late_outcome(delivery_id, Receipt("RM/RI/2026/000011", outcome="ACCOLTA")) == "contradiction"
     assert store.record_late_outcome(delivery_id, rejected) == "duplicate"
 
     after = _recipient(store, reference)
@@ -129,7 +129,7 @@ def test_a_refusal_takes_no_protocol_number_later(store: SqlStore) -> None:
     reference = store.accept_filing(_new(), _one()).reference
     _complete(store, "cciaa", "rejected", outcome="rejected", outcome_code="R1", outcome_text="no")
     delivery_id = _recipient(store, reference).delivery_id
-    assert store.record_late_outcome(delivery_id, Receipt("RM/RI/2026/000012", outcome="ACCOLTA")) == "conflict"
+    assert store.record_late_outcome(delivery_id, Receipt("RM/RI/2026/000012", outcome="ACCOLTA")) == "contradiction"
     after = _recipient(store, reference)
     assert _facts(after) == ("rejected", None, "rejected", "R1")
     assert [a["kind"] for a in after.anomalies or []] == ["decision_conflict"]
