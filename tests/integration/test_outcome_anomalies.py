@@ -4,11 +4,15 @@ contradiction is kept as an anomaly, both sides); one number given to two messag
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
 import pytest
 
+from config.settings import PROJECT_ROOT
 from domain.messages import Receipt
 from routing.plan import PlannedDelivery
 from service.ports import Completion, DeliveryView
@@ -202,3 +206,24 @@ def test_a_late_number_already_given_to_another_message_is_recorded_and_flagged(
         ("duplicate_protocol_number", first)]
     assert [a["kind"] for a in store.anomalies(agency="cciaa")] == ["duplicate_protocol_number"]
     assert store.anomalies(agency="inps") == []
+
+
+def test_operators_list_the_anomalies_with_hub_py(store: SqlStore, database_url: str) -> None:
+    """`hub.py anomalies` lists what was kept, newest first, filtered by agency on request."""
+    reference = store.accept_filing(_new(), _one()).reference
+    _complete(store, "cciaa", "protocolled", protocol_number="RM/RI/2026/000001")
+    store.record_late_outcome(_recipient(store, reference).delivery_id, Receipt("RM/RI/2026/999999"))
+    env = {**os.environ, "DATABASE__URL": database_url}
+
+    def run(*args: str) -> list[str]:
+        done = subprocess.run([sys.executable, str(PROJECT_ROOT / "hub.py"), "anomalies", *args], env=env,
+                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    header, _, *lines = run()
+    assert header.split() == ["createdAt", "agency", "kind", "filingReference", "messageId", "detail"]
+    [line] = lines
+    assert line.split()[1:4] == ["cciaa", "protocol_number_conflict", reference]
+    assert "RM/RI/2026/000001" in line and "RM/RI/2026/999999" in line
+    assert run("--agency", "inps")[2:] == []
