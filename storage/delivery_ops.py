@@ -489,23 +489,24 @@ def apply_late_outcome(conn: Connection, delivery_id: str, receipt: Receipt, now
             return "duplicate"
     else:
         # Protocolled or rejected: the number (or its absence, for a refusal) is settled, and
-        # so is the decision once there is one.
+        # so is the decision once there is one (a rejection is one, whatever `outcome` says).
+        recorded = row["outcome"] or (Decision.REJECTED.value if state == _S.REJECTED else None)
         number_conflict = number is not None and number != row["protocol_number"]
-        decision_conflict = row["outcome"] is not None and decision is not None and decision.value != row["outcome"]
+        decision_conflict = recorded is not None and decision is not None and decision.value != recorded
         if number_conflict or decision_conflict:
             events = EventLog(conn, info, now, epoch)
             flag_anomalies(conn, [{
                 "delivery_id": delivery_id, "filing_id": filing_id, "agency": row["agency"],
                 "kind": DECISION_CONFLICT if decision_conflict else PROTOCOL_NUMBER_CONFLICT,
                 "detail": {
-                    "recorded": {"protocolNumber": row["protocol_number"], "outcome": row["outcome"]},
+                    "recorded": {"protocolNumber": row["protocol_number"], "outcome": recorded},
                     "received": {"protocolNumber": bounded(number), "outcome": decision.value if decision else None,
                                  "esito": bounded(receipt.outcome)},
                 },
             }], {delivery_id: row}, now, events)
             events.flush()
             return "contradiction"
-        if row["outcome"] is not None or decision is None:
+        if recorded is not None or decision is None:
             return "duplicate"  # the same number (and decision) again
     new_state = _S.REJECTED.value if decision is Decision.REJECTED else _S.PROTOCOLLED.value
     values: dict[str, Any] = {
