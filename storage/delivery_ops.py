@@ -47,6 +47,7 @@ __all__ = [
     "EventLog",
     "apply_completions",
     "apply_late_outcome",
+    "flag_anomalies",
     "initial_state",
     "lock_filings",
     "recipient_payload",
