@@ -538,6 +538,17 @@ def queue_report(settings: Settings) -> tuple[list[dict[str, Any]], str | None]:
     return rows, problem
 
 
+def anomaly_report(settings: Settings, agency: str | None, limit: int) -> list[dict[str, Any]]:
+    """The latest anomalies kept for operators (contradicting callbacks, duplicate protocol
+    numbers), newest first."""
+    engine = build_engine(settings.database.url, base_dir=settings.path("."), pool_size=1)
+    try:
+        upgrade_to_head(engine)
+        return SqlStore(engine).anomalies(agency, limit)
+    finally:
+        engine.dispose()
+
+
 async def run_relay(hub: Hub, stop: asyncio.Event) -> None:
     """Publish committed outbox rows to RabbitMQ when due, until `stop` is set."""
     from service.relay import OutboxRelay

@@ -156,6 +156,24 @@ def queues(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option("--agency", default=None, help="Only this agency's anomalies.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.pass_context
+def anomalies(ctx: click.Context, agency: str | None, limit: int) -> None:
+    """The latest anomalies, newest first: callbacks that contradicted a recorded protocol
+    number or decision (refused, 409) and protocol numbers given to two messages."""
+    import orjson
+
+    from bootstrap import anomaly_report
+    from cli.table import render_table
+
+    rows = anomaly_report(_settings(ctx), agency, limit)
+    columns = ["createdAt", "agency", "kind", "filingReference", "messageId", "detail"]
+    click.echo(render_table(columns, [[r["createdAt"], r["agency"], r["kind"], r["filingReference"], r["messageId"],
+                                       orjson.dumps(r["detail"]).decode()] for r in rows]))
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1")
 @click.pass_context
 def simulators(ctx: click.Context, host: str) -> None:

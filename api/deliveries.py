@@ -67,6 +67,8 @@ def recipient_json(d: DeliveryView) -> dict[str, Any]:
         item["waitsFor"] = d.waits_for
     if d.corrects:
         item["corrects"] = d.corrects
+    if d.anomalies is not None:
+        item["anomalies"] = d.anomalies
     return item
 
 
@@ -250,7 +252,14 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
         if result == "conflict":
             audit_callback(agency, correlation_id, "conflict", 409, authenticated=True)
             return problem_response(409, "outcome-conflict", "Conflict",
-                                    "the delivery cannot take this outcome", instance=path)
+                                    "the delivery waits for no outcome from the agency; nothing was changed",
+                                    instance=path)
+        if result == "contradiction":
+            audit_callback(agency, correlation_id, "contradiction", 409, authenticated=True)
+            return problem_response(409, "outcome-contradicts-record", "Conflict",
+                                    "the delivery already has another protocol number or a final decision; "
+                                    "nothing was changed and the contradiction is kept for operations",
+                                    instance=path)
         audit_callback(agency, correlation_id, result, 200, authenticated=True)
         if result == "recorded" and ctx.on_accepted is not None:
             ctx.on_accepted()

@@ -90,6 +90,9 @@ class DeliveryView:
     waits_for: str | None = None  # the agency whose outcome this delivery waits for
     correlation_id: str | None = None
     corrects: dict[str, str] | None = None  # {deliveryId, messageId, protocolNumber?}
+    #: Contradictions the agency sent that the hub kept for operators ({kind, detail,
+    #: createdAt}); None where they were not read (a resend's answer).
+    anomalies: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,9 @@ def record_callback(
 
     Returns:
         "recorded", "duplicate" (already known: a repeat is answered as the first), "conflict"
-        (the delivery cannot take it) or "unknown" (no delivery has that correlation id).
+        (the delivery waits for no callback), "contradiction" (it contradicts the protocol
+        number or final decision recorded: kept as an anomaly, nothing else changes) or
+        "unknown" (no delivery has that correlation id).
 
     Raises:
         CallbackUnreadable: the body is not the operation's reply for that message.

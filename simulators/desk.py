@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from security.callbacks import CallbackSigner
-from simulators.faults import ASYNC_KINDS, TECHNICAL_KINDS, FaultRule, Matcher, RuleBook
+from simulators.faults import ASYNC_KINDS, DUPLICATE_NUMBER, TECHNICAL_KINDS, FaultRule, Matcher, RuleBook
 from simulators.httpio import gateway_response, pause
 from simulators.ledger import Effect, Ledger, now_utc
 from simulators.numbering import NUMBERING, Counters, Lookup
@@ -94,6 +94,8 @@ class AgencyDesk:
         self.ledger = Ledger()
         self.rules = RuleBook(permanent)
         self.counters = Counters()
+        #: The last protocol number given (and its references): what `duplicate_number` reuses.
+        self._last_numbered: tuple[str, dict[str, str]] | None = None
         self._wake = asyncio.Event()
         #: Effects taken in charge for a late outcome, by correlation id.
         self.late: dict[str, Effect] = {}
@@ -140,6 +142,10 @@ class AgencyDesk:
             )
             return Outcome(None, code=rule.code, reason=reason)
         protocol, references = self.numbering(self.counters, submission.lookup)
+        if rule is not None and rule.kind == DUPLICATE_NUMBER and self._last_numbered is not None:
+            self.rules.use(rule)  # a faulty numbering: the previous message's number again
+            protocol, references = self._last_numbered[0], dict(self._last_numbered[1])
+        self._last_numbered = (protocol, dict(references))
         stamp = now_utc()
         effect = Effect(
             message_id=submission.message_id,

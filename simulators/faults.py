@@ -9,6 +9,7 @@ from typing import Any
 __all__ = [
     "ASYNC_KINDS",
     "DECISIONS",
+    "DUPLICATE_NUMBER",
     "KINDS",
     "TECHNICAL_KINDS",
     "FaultRule",
@@ -21,13 +22,16 @@ __all__ = [
 
 #: Every fault kind of the contract (docs/agency-contracts.md, "Simulator control API").
 KINDS = frozenset(
-    {"latency", "timeout", "http_status", "soap_fault", "reject", "async_push", "async_pull"}
+    {"latency", "timeout", "http_status", "soap_fault", "reject", "async_push", "async_pull",
+     "duplicate_number"}
 )
 #: Kinds applied before the message is validated: the agency is slow or down, whatever it got.
 TECHNICAL_KINDS = frozenset({"latency", "timeout", "http_status", "soap_fault"})
 #: Late outcomes (AgID non-blocking patterns): 202 now, the protocol number after `delay_ms`,
 #: by callback to X-ReplyTo (push) or from a status resource (pull).
 ASYNC_KINDS = frozenset({"async_push", "async_pull"})
+#: A numbering fault: a new message gets the protocol number the agency gave its previous one.
+DUPLICATE_NUMBER = "duplicate_number"
 #: A business decision that may follow the protocol number after `decision_delay_ms`.
 DECISIONS = frozenset({"accepted", "rejected"})
 

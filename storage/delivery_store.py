@@ -23,6 +23,7 @@ from service.ports import (
     NotResendable,
     RecipientNotFound,
 )
+from storage.anomalies import list_anomalies
 from storage.audit import append_audit
 from storage.delivery_ops import (
     RECIPIENT_CORRECTED,
@@ -48,8 +49,8 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def delivery_view(d: Any) -> DeliveryView:
-    """A delivery row (or mapping) as the status API shows it."""
+def delivery_view(d: Any, anomalies: list[dict[str, Any]] | None = None) -> DeliveryView:
+    """A delivery row (or mapping) as the status API shows it, with its anomalies if read."""
     row = d if isinstance(d, Mapping) else d._mapping
     return DeliveryView(
         delivery_id=row["id"],
@@ -70,6 +71,7 @@ def delivery_view(d: Any) -> DeliveryView:
         waits_for=row["depends_on"],
         correlation_id=row["correlation_id"],
         corrects=corrects_of(row),
+        anomalies=anomalies,
     )
 
 
@@ -109,9 +111,15 @@ class DeliverySemanticsStore:
                               r.contract_version)
 
     def record_late_outcome(self, delivery_id: str, receipt: Receipt) -> str:
-        """Record a late protocol number or decision; "recorded", "duplicate", "conflict"."""
+        """Record a late protocol number or decision; "recorded", "duplicate", "conflict",
+        "contradiction" (see `apply_late_outcome`)."""
         with self._write() as conn, conn.begin():
             return apply_late_outcome(conn, delivery_id, receipt, _utcnow(), self._clock())
+
+    def anomalies(self, agency: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest anomalies kept for operators, newest first (`hub.py anomalies`)."""
+        with self._read() as conn:
+            return list_anomalies(conn, agency, limit)
 
     # -- resend and correction ----------------------------------------------------------------
     def _recipient(self, conn: Connection, reference: str, portal: str | None, agency: str,

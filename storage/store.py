@@ -27,6 +27,7 @@ from service.ports import (
     NewFiling,
 )
 from service.relay import OutboxJob
+from storage.anomalies import filing_anomalies
 from storage.audit import append_audit
 from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
@@ -302,6 +303,7 @@ class SqlStore(DeliverySemanticsStore):
                 .where(deliveries.c.filing_id == row.id, deliveries.c.superseded_by.is_(None))
                 .order_by(deliveries.c.agency, deliveries.c.operation)
             ).all()
+            kept = filing_anomalies(conn, row.id)
         return FilingView(
             reference=row.reference,
             kind=row.kind,
@@ -309,7 +311,7 @@ class SqlStore(DeliverySemanticsStore):
             state=row.state,
             created_at=row.created_at,
             updated_at=row.updated_at,
-            deliveries=[delivery_view(d) for d in rows],
+            deliveries=[delivery_view(d, kept.get(d.id, [])) for d in rows],
         )
 
     # -- the embedded queue -----------------------------------------------------------------

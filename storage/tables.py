@@ -100,6 +100,8 @@ deliveries = Table(
     # The agency contract version the delivery was planned with (0005): old filings finish
     # on the version they were mapped for while new ones use the current one.
     Column("contract_version", String(32)),
+    # Each recorded protocol number is looked up among the agency's others (0006).
+    Index("ix_deliveries_agency_protocol_number", "agency", "protocol_number"),
 )
 
 attempts = Table(
