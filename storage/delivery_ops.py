@@ -413,7 +413,7 @@ def _own_passes(conn: Connection, completions: Sequence[Completion]) -> list[Com
     """
     job_ids = sorted({c.job.job_id for c in completions})
     jobs = {r.id: r for r in conn.execute(
-        select(outbox.c.id, outbox.c.lease_owner, outbox.c.claims, outbox.c.done_at)
+        select(outbox.c.id, outbox.c.claims, outbox.c.done_at)
         .where(outbox.c.id.in_(job_ids)).order_by(outbox.c.id).with_for_update()
     ).all()}
     own: list[Completion] = []
@@ -424,7 +424,7 @@ def _own_passes(conn: Connection, completions: Sequence[Completion]) -> list[Com
         reason = None
         if job is None or job.done_at is not None or c.job.job_id in closed:
             reason = "job_already_closed"
-        elif token is not None and (job.claims != token or job.lease_owner != c.owner):
+        elif token is not None and job.claims != token:
             reason = "job_claimed_again"
         if reason is not None:
             _log.warning("stale_pass_dropped", job_id=c.job.job_id, delivery_id=c.job.delivery_id,
