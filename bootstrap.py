@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from adapters.base import RetryPolicy, deliver_with_retries, poll_once
 from adapters.contracts import load_agency_catalog
+from adapters.deadline import DeadlineTransport
 from adapters.factory import ContractSet, build_agency_adapter
 from adapters.http_pool import KeepAliveTransport
 from adapters.webhook import WebhookSender, WebhookTarget
@@ -27,6 +28,7 @@ from api.app import ApiContext, create_app
 from api.auth import RequestGuard
 from api.callbacks import CallbackGuard, CallbackVerifier, ModiCallbackVerifier, WssCallbackVerifier
 from api.modi import ModiVerifier, PortalKey
+from config.lease_budget import check_lease_budget
 from config.settings import AgencySettings, HttpSettings, Settings
 from domain.lockout import LockoutPolicy
 from routing.routes import RouteTable, load_route_table
@@ -133,6 +135,8 @@ def build_hub(
     settings: Settings, *, migrate: bool = True, clock: Callable[[], float] = time.time,
     delivery_clock: Callable[[], float] = time.time,
 ) -> Hub:
+    # A lease shorter than the longest pass would hand a running job out again: refuse to start.
+    check_lease_budget(settings, settings.agencies)
     engine = build_engine(
         settings.database.url,
         base_dir=settings.path("."),
@@ -343,7 +347,8 @@ def _http_client(conf: AgencySettings, concurrency: int | None = None,
     return httpx.AsyncClient(
         timeout=httpx.Timeout(conf.read_timeout, connect=conf.connect_timeout),
         limits=limits,
-        transport=_agency_transport(http or HttpSettings(), limits),
+        # The whole call ends at the agency's deadline, whichever transport speaks HTTP.
+        transport=DeadlineTransport(_agency_transport(http or HttpSettings(), limits), conf.call_deadline),
         trust_env=False,
     )
 

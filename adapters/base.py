@@ -22,6 +22,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from adapters.deadline import CallDeadlineExceeded
 from domain.errors import (
     AdapterMisconfigured,
     AgencyProtocolError,
@@ -181,6 +182,7 @@ def _caused_by_tls(exc: BaseException) -> bool:
 #: Whether the request may have reached the agency decides between "unreachable" (never sent)
 #: and "outcome unknown" (maybe processed: retry only with the same message id).
 _HTTPX_TABLE: tuple[tuple[type[Exception], type[DeliveryError], str], ...] = (
+    (CallDeadlineExceeded, OutcomeUnknown, "the call deadline passed before the whole reply came"),
     (httpx.ConnectTimeout, AgencyUnreachable, "connect timeout"),
     (httpx.PoolTimeout, AgencyUnreachable, "no free connection in the pool"),
     (httpx.ConnectError, AgencyUnreachable, "connection failed"),

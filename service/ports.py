@@ -127,6 +127,9 @@ class ClaimedJob:
     #: How often this job was handed to a worker before without an outcome coming back (the
     #: worker died or hung): a job that keeps killing its workers is a poison job.
     handed_out: int = 0
+    #: The embedded queue's claim count when this pass took the job: a later claim (the lease
+    #: ran out and the job was taken again) makes this pass stale. None from RabbitMQ.
+    lease_token: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

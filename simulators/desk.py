@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from security.callbacks import CallbackSigner
-from simulators.faults import ASYNC_KINDS, DUPLICATE_NUMBER, TECHNICAL_KINDS, FaultRule, Matcher, RuleBook
-from simulators.httpio import gateway_response, pause
+from simulators.faults import ASYNC_KINDS, DUPLICATE_NUMBER, TECHNICAL_KINDS, TRICKLE, FaultRule, Matcher, RuleBook
+from simulators.httpio import gateway_response, pause, trickled
 from simulators.ledger import Effect, Ledger, now_utc
 from simulators.numbering import NUMBERING, Counters, Lookup
 
@@ -267,7 +267,13 @@ class AgencyDesk:
             await pause(request, rule.delay_s, self._wake)
         if outcome.effect is not None and self.refresh(outcome.effect).status == "acknowledged":
             # Taken in charge (or asked again before the outcome is out): 202 again.
-            return replies.acknowledged(outcome.effect)
-        if outcome.effect is not None:
-            return replies.receipt(outcome.effect, outcome.first)
-        return replies.rejection(operation, outcome.code, outcome.reason)
+            reply = replies.acknowledged(outcome.effect)
+        elif outcome.effect is not None:
+            reply = replies.receipt(outcome.effect, outcome.first)
+        else:
+            reply = replies.rejection(operation, outcome.code, outcome.reason)
+        if rule is not None and rule.kind == TRICKLE:
+            # The message is recorded; its reply now drips out one byte at a time.
+            self.rules.use(rule)
+            return trickled(reply, rule.delay_s)
+        return reply

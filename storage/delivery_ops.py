@@ -19,6 +19,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import structlog
 from sqlalchemy import JSON, Connection, Table, Update, bindparam, func, insert, select, update
 
 from domain.messages import Receipt
@@ -56,6 +57,7 @@ __all__ = [
 ]
 
 _S = DeliveryState
+_log = structlog.get_logger("crocevia.store")
 _TERMINAL = {s.value for s in TERMINAL_DELIVERY_STATES}
 _OPEN = {s.value for s in OPEN_DELIVERY_STATES}
 
@@ -377,6 +379,7 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     The passes are applied in order in memory (two passes of one delivery build on each
     other); then each table gets one statement for the whole batch."""
     info = lock_filings(conn, (c.job.filing_id for c in completions))
+    completions = _own_passes(conn, completions)
     ids = list({c.job.delivery_id for c in completions})
     current = {
         r.id: dict(r._mapping) for r in conn.execute(select(deliveries).where(deliveries.c.id.in_(ids))).all()
@@ -425,6 +428,38 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     settle_dependents(conn, changed, now, epoch, events)
     refresh_filings(conn, info, now, events)
     events.flush()
+
+
+def _own_passes(conn: Connection, completions: Sequence[Completion]) -> list[Completion]:
+    """The passes that still hold their job; stale ones are logged and left out.
+
+    A pass is stale when its job was closed already (another pass of it committed first) or,
+    in the embedded queue, when the job was claimed again after this pass took it (its lease
+    ran out under it): applying it would overwrite what the newer pass does. The job rows are
+    locked, so no claim can take them between this check and the commit.
+    """
+    job_ids = sorted({c.job.job_id for c in completions})
+    jobs = {r.id: r for r in conn.execute(
+        select(outbox.c.id, outbox.c.claims, outbox.c.done_at)
+        .where(outbox.c.id.in_(job_ids)).order_by(outbox.c.id).with_for_update()
+    ).all()}
+    own: list[Completion] = []
+    closed: set[int] = set()
+    for c in completions:
+        job = jobs.get(c.job.job_id)
+        token = c.job.lease_token
+        reason = None
+        if job is None or job.done_at is not None or c.job.job_id in closed:
+            reason = "job_already_closed"
+        elif token is not None and job.claims != token:
+            reason = "job_claimed_again"
+        if reason is not None:
+            _log.warning("stale_pass_dropped", job_id=c.job.job_id, delivery_id=c.job.delivery_id,
+                         agency=c.job.agency, owner=c.owner, reason=reason, state=c.new_state)
+            continue
+        closed.add(c.job.job_id)
+        own.append(c)
+    return own
 
 
 def _record_pass(row: Mapping[str, Any], c: Completion, now: datetime) -> tuple[dict[str, Any], bool]:

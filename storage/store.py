@@ -68,7 +68,7 @@ _JOB_COLUMNS = (
 )
 
 
-def _claimed_job(r: Any, job_id: int, handed_out: int = 0) -> ClaimedJob:
+def _claimed_job(r: Any, job_id: int, handed_out: int = 0, lease_token: int | None = None) -> ClaimedJob:
     return ClaimedJob(
         job_id=job_id,
         delivery_id=r.id,
@@ -88,6 +88,7 @@ def _claimed_job(r: Any, job_id: int, handed_out: int = 0) -> ClaimedJob:
         acknowledged_at=r.acknowledged_at,
         contract_version=r.contract_version,
         handed_out=handed_out,
+        lease_token=lease_token,
     )
 
 
@@ -363,7 +364,8 @@ class SqlStore(DeliverySemanticsStore):
                 .where(deliveries.c.id.in_(list(job_of)))
             ).all()
         # `claims` counts this claim too; the earlier ones ended without an outcome.
-        return [_claimed_job(r, job_of[r.id].id, job_of[r.id].claims - 1) for r in rows]
+        return [_claimed_job(r, job_of[r.id].id, job_of[r.id].claims - 1, lease_token=job_of[r.id].claims)
+                for r in rows]
 
     # -- the outbox relay and the RabbitMQ workers ---------------------------------------------
     def claim_unpublished(self, owner: str, limit: int, lease_seconds: float) -> list[OutboxJob]:
