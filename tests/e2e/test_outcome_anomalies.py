@@ -8,8 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import orjson
 
+from adapters.contracts import load_agency_catalog
 from cli.client import PortalClient
+from config.settings import PROJECT_ROOT
+from security.callbacks import CallbackSigner, load_callback_keys
 from tests.e2e.test_delivery_semantics import (  # noqa: F401 - fixtures: make_hub, client_for
     DURC,
     RUNTS,
@@ -23,12 +27,25 @@ from tests.e2e.test_delivery_semantics import (  # noqa: F401 - fixtures: make_h
     client_for,
     make_hub,
 )
+from tests.support import AUDIENCE
+
+_CATALOG = load_agency_catalog(PROJECT_ROOT / "config" / "agencies", project_root=PROJECT_ROOT,
+                               external_dir=PROJECT_ROOT.parent / "shared" / "external")
+
+
+def _signer(agency: str) -> CallbackSigner:
+    """The agency's own callback signer: the key pair its agency file names."""
+    spec = _CATALOG.agency(agency).callback
+    assert spec is not None and spec.private_key is not None
+    key, certificate = load_callback_keys(spec.private_key, spec.certificate, f"{agency} callbacks")
+    return CallbackSigner(spec.profile, key, certificate, issuer=agency, audience=AUDIENCE)
 
 
 def _callback(base_url: str, agency: str, correlation_id: str, body: dict[str, Any]) -> httpx.Response:
-    """POST a receipt to the hub's callback as the agency's simulator does (NONBLOCK_PUSH)."""
-    return httpx.post(f"{base_url}/v1/callbacks/{agency}", json=body, timeout=10.0, trust_env=False,
-                      headers={"X-Correlation-ID": correlation_id})
+    """POST a receipt to the hub's callback, signed, as the agency's simulator does (NONBLOCK_PUSH)."""
+    content, headers = _signer(agency).sign(orjson.dumps(body), "application/json", correlation_id)
+    return httpx.post(f"{base_url}/v1/callbacks/{agency}", content=content, timeout=10.0, trust_env=False,
+                      headers={**headers, "Content-Type": "application/json", "X-Correlation-ID": correlation_id})
 
 
 def _receipt(recipient: dict[str, Any], protocol_number: str, esito: str, **extra: Any) -> dict[str, Any]:
