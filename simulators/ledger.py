@@ -133,5 +133,6 @@ class Ledger:
             "invalid": list(self.invalid),
             "calls": self.calls,
             "polls": self.polls,
-            "addressedTo": list(self.addressed),
+            # Only where calls carried WS-Addressing (the sandbox of such a WSDL).
+            **({"addressedTo": list(self.addressed)} if self.addressed else {}),
         }
