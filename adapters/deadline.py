@@ -14,8 +14,8 @@ exception of `exchange`; httpcore closes one whose response was not read to the 
 from __future__ import annotations
 
 import asyncio
-import time
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 
@@ -26,12 +26,39 @@ class CallDeadlineExceeded(httpx.TimeoutException):
     """The whole exchange outlasted the agency's call deadline; the request may have arrived."""
 
 
+class _DeadlineStream(httpx.AsyncByteStream):
+    """A reply body whose every read ends at the call's deadline (loop time `when`)."""
+
+    def __init__(self, inner: Any, when: float, exceeded: Callable[[], CallDeadlineExceeded]) -> None:
+        self._inner = inner
+        self._when = when
+        self._exceeded = exceeded
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = self._inner.__aiter__()
+        while True:
+            scope = asyncio.timeout_at(self._when)
+            try:
+                async with scope:
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError as exc:
+                if not scope.expired():
+                    raise
+                raise self._exceeded() from exc
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class DeadlineTransport(httpx.AsyncBaseTransport):
     """Runs each request through `inner` and ends it at `deadline` seconds, body included.
 
     Args:
         inner: the transport that speaks HTTP (the keep-alive pool or httpx's own).
-        deadline: seconds for the whole exchange; the response is returned read whole.
+        deadline: seconds for the whole exchange, body included (read as the caller streams it).
 
     Raises (from `handle_async_request`):
         CallDeadlineExceeded: the deadline passed; the connection was not kept.
@@ -45,28 +72,30 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
         self.deadline = deadline
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        when = loop.time() + self.deadline
         # asyncio.timeout, not wait_for: the exchange runs in this task, so cancelling it runs
         # the inner transport's own clean-up (the connection is closed, its slot freed).
-        scope = asyncio.timeout(self.deadline)
+        scope = asyncio.timeout_at(when)
         try:
             async with scope:
                 response = await self.inner.handle_async_request(request)
-                try:
-                    # httpx's own transport streams the body after the head: read it here, so
-                    # the deadline covers the whole reply and not only its first bytes.
-                    await response.aread()
-                except BaseException:
-                    await response.aclose()
-                    raise
         except TimeoutError as exc:
             if not scope.expired():
                 raise
-            raise CallDeadlineExceeded(
-                f"no complete reply within the call deadline of {self.deadline} s", request=request
-            ) from exc
-        response.elapsed = timedelta(seconds=time.perf_counter() - started)
-        return response
+            raise self._exceeded(request) from exc
+        # The body is left to the caller to stream (so that its own size cap stops a huge reply
+        # early), but every chunk is read under the same deadline: a reply that trickles in
+        # ends with the call, not with the gap between two bytes.
+        return httpx.Response(
+            response.status_code, headers=response.headers.raw, extensions=response.extensions,
+            stream=_DeadlineStream(response.stream, when, lambda: self._exceeded(request)),
+        )
+
+    def _exceeded(self, request: httpx.Request) -> CallDeadlineExceeded:
+        return CallDeadlineExceeded(
+            f"no complete reply within the call deadline of {self.deadline} s", request=request
+        )
 
     async def aclose(self) -> None:
         await self.inner.aclose()
