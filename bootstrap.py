@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from adapters.base import RetryPolicy, deliver_with_retries, poll_once
 from adapters.contracts import load_agency_catalog
 from adapters.factory import ContractSet, build_agency_adapter
+from adapters.message_check import MessageChecker
 from adapters.http_pool import KeepAliveTransport
 from adapters.webhook import WebhookSender, WebhookTarget
 from api.app import ApiContext, create_app
@@ -564,6 +565,8 @@ async def run_api_and_workers(
             max_body_bytes=hub.settings.api.max_body_bytes,
             on_accepted=wake,
             outcome_readers=readers,
+            # The contracts checked at start-up, validators compiled: reused for every filing.
+            message_check=MessageChecker(hub.contracts or load_contracts(hub.settings)),
         )
     )
     server = uvicorn.Server(
