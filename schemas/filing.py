@@ -94,6 +94,10 @@ _NOT_XML_TEXT = "The text has characters that XML cannot carry."
 
 _LIBXML_MESSAGE = re.compile(r"^Element '[^']*'(?:, attribute '([^']*)')?: (.*)$", re.DOTALL)
 
+#: A quoted value longer than a reader needs to recognise it.
+#: (libxml2 cuts its messages at 64 KiB, so the closing quote may be missing.)
+_LONG_QUOTE = re.compile(r"'([^']{40})[^']{20,}(?:'|$)")
+
 _PATTERN_FAILURE = re.compile(r"is not accepted by the pattern '(.*)'\.$", re.DOTALL)
 
 # What each XSD pattern means, so a refusal reads as a sentence rather than a regex.
@@ -351,6 +355,9 @@ def _describe(message: str, element: etree._Element | None, path: str | None) ->
     match = _LIBXML_MESSAGE.match(message)
     attribute, detail = (match.group(1), match.group(2)) if match else (None, message)
     detail = re.sub(r"^\[facet '[^']*'\]\s*", "", detail)
+    # libxml2 quotes the value refused: a huge one would fill the answer (and the log) with it.
+    detail = _LONG_QUOTE.sub(lambda m: f"'{m.group(1)}…'" + ("" if m.group(0).endswith("'") else
+                                                            " is not accepted: far too long"), detail)
     failure = _PATTERN_FAILURE.search(detail)
     if failure:
         hint = _PATTERN_HINTS.get(failure.group(1))

@@ -82,6 +82,22 @@ def test_a_number_beyond_what_the_schema_allows_is_422(hub: RunningHub, field: s
         assert conn.execute(select(audit_log.c.action)).scalars().all() == ["filing_refused"]
 
 
+@pytest.mark.parametrize("digits", [19, 30, 900_000])
+def test_an_amount_beyond_the_schemas_digits_is_422_as_xml_and_json(hub: RunningHub, digits: int) -> None:
+    """The filing schema bounds an amount to 18 digits: XML and JSON are refused alike, and the
+    answer quotes only the start of the value."""
+    number = "1" + "0" * (digits - 1)
+    xml = (EXAMPLES / "business_start.xml").read_text().replace(">10000.00<", f">{number}<")
+    as_json = json.dumps(_json_filing(hub, "business_start.xml")).replace('"10000.00"', number)
+    with _client(hub, MARCO) as marco:
+        answers = [marco.submit(xml.encode()), marco.submit(as_json.encode(), content_type="application/json")]
+    for response in answers:
+        [error] = _problem(response, 422, "schema-violation")["errors"]
+        assert error["location"] == "/f:filing/f:businessStart/f:shareCapital"
+        assert len(error["detail"]) < 200
+    assert _nothing_stored(hub)
+
+
 def test_a_number_the_schema_allows_is_still_accepted(hub: RunningHub) -> None:
     """Amounts written as JSON numbers, with or without an exponent, keep their value."""
     doc = json.dumps(_json_filing(hub, "business_start.xml")).replace('"10000.00"', "1.5e4")
