@@ -182,14 +182,12 @@ def test_the_eleventh_failure_is_locked_out_until_the_period_ends(hub: RunningHu
     assert outcomes[10:] == ["locked", "locked_out", "accepted", "locked_out", "invalid-token"]
 
 
-def _post_from(hub: RunningHub, address: str, signer: ModiSigner, body: bytes, user: User | None,
-               headers: dict[str, str] | None = None) -> httpx.Response:
+def _post_from(hub: RunningHub, address: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
     """POST a filing from the loopback address `address` (any 127/8 source reaches the hub)."""
     transport = httpx.HTTPTransport(local_address=address)
     with httpx.Client(transport=transport, trust_env=False, timeout=10) as http:
         return http.post(f"{hub.base_url}/v1/filings", content=body,
-                         headers={"Content-Type": "application/xml",
-                                  **(headers or _signed(signer, body, user))})
+                         headers={"Content-Type": "application/xml", **headers})
 
 
 def _hub_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -205,14 +203,14 @@ def test_forged_tokens_lock_out_their_address_not_the_portal(hub: RunningHub, cl
     forger = ModiSigner(issuer="test", private_key=generate_private_key("ES256"), audience="crocevia", clock=clock)
     doc = _filing("durc_request.xml")
     for _ in range(10):
-        _problem(_post_from(hub, "127.0.0.2", forger, doc, demo_user(ANNA)), 401, "invalid-token")
-    _problem(_post_from(hub, "127.0.0.2", forger, doc, demo_user(ANNA)), 429, "locked-out")
+        _problem(_post_from(hub, "127.0.0.2", doc, _signed(forger, doc, demo_user(ANNA))), 401, "invalid-token")
+    _problem(_post_from(hub, "127.0.0.2", doc, _signed(forger, doc, demo_user(ANNA))), 429, "locked-out")
 
     genuine = portal_signer("test", clock)
-    assert _post_from(hub, "127.0.0.1", genuine, doc, demo_user(ANNA)).status_code == 202
+    assert _post_from(hub, "127.0.0.1", doc, _signed(genuine, doc, demo_user(ANNA))).status_code == 202
     start = _filing("business_start.xml")
-    assert _post_from(hub, "127.0.0.2", genuine, start, demo_user(MARCO)).status_code == 202  # signed: served
-    _problem(_post_from(hub, "127.0.0.2", forger, doc, demo_user(ANNA)), 429, "locked-out")
+    assert _post_from(hub, "127.0.0.2", start, _signed(genuine, start, demo_user(MARCO))).status_code == 202  # signed: served
+    _problem(_post_from(hub, "127.0.0.2", doc, _signed(forger, doc, demo_user(ANNA))), 429, "locked-out")
 
     listed = _hub_cli(database_url, "lockouts", "list")
     assert listed.returncode == 0, listed.stderr
@@ -224,7 +222,7 @@ def test_forged_tokens_lock_out_their_address_not_the_portal(hub: RunningHub, cl
     assert missing.returncode == 1
 
     # Lifted: the address starts a new count (401, not 429).
-    _problem(_post_from(hub, "127.0.0.2", forger, doc, demo_user(ANNA)), 401, "invalid-token")
+    _problem(_post_from(hub, "127.0.0.2", doc, _signed(forger, doc, demo_user(ANNA))), 401, "invalid-token")
     with hub.hub.engine.connect() as conn:
         lifts = conn.execute(select(audit_log).where(audit_log.c.action == "lockout_lifted")
                              .order_by(audit_log.c.id)).all()
@@ -240,11 +238,11 @@ def test_signed_but_refused_requests_lock_out_that_portal_and_user(hub: RunningH
     whatever the address; other users of the portal, and the user elsewhere, are served."""
     doc = _filing("durc_request.xml")
     headers = _signed(portal_signer("test", clock), doc, demo_user(ANNA))
-    assert _post_from(hub, "127.0.0.1", None, doc, None, headers).status_code == 202  # type: ignore[arg-type]
+    assert _post_from(hub, "127.0.0.1", doc, headers).status_code == 202
     for i in range(10):
         address = f"127.0.0.{2 + i % 3}"  # from anywhere: the count is the portal's and user's
-        _problem(_post_from(hub, address, None, doc, None, headers), 401, "token-replayed")  # type: ignore[arg-type]
-    _problem(_post_from(hub, "127.0.0.1", None, doc, None, headers), 429, "locked-out")  # type: ignore[arg-type]
+        _problem(_post_from(hub, address, doc, headers), 401, "token-replayed")
+    _problem(_post_from(hub, "127.0.0.1", doc, headers), 429, "locked-out")
 
     with _client(hub, clock, ANNA) as anna:
         _problem(anna.submit(doc), 429, "locked-out")  # freshly signed: ANNA at "test" is locked
