@@ -22,6 +22,7 @@ from adapters.base import RetryPolicy, deliver_with_retries, poll_once
 from adapters.contracts import load_agency_catalog
 from adapters.deadline import DeadlineTransport
 from adapters.factory import ContractSet, build_agency_adapter
+from adapters.message_check import MessageChecker
 from adapters.http_pool import KeepAliveTransport
 from adapters.webhook import WebhookSender, WebhookTarget
 from api.app import ApiContext, create_app
@@ -614,6 +615,8 @@ async def run_api_and_workers(
             on_accepted=wake,
             outcome_readers=readers,
             callbacks=hub.callbacks,
+            # The contracts checked at start-up, validators compiled: reused for every filing.
+            message_check=MessageChecker(hub.contracts or load_contracts(hub.settings)),
         )
     )
     server = uvicorn.Server(

@@ -348,6 +348,39 @@ def audit_verify(ctx: click.Context) -> None:
     sys.exit(1)
 
 
+@cli.group()
+def lockouts() -> None:
+    """Callers locked out after repeated authentication failures."""
+
+
+@lockouts.command("list")
+@click.option("--all", "counting", is_flag=True, help="Also callers with failures on record but not locked.")
+@click.pass_context
+def lockouts_list(ctx: click.Context, counting: bool) -> None:
+    """List locked callers: `address:<ip>` (signatures that did not verify) or
+    `portal:<id>/user:<tax code>` (signed requests refused)."""
+    from cli.lockouts import run_lockouts_list
+
+    sys.exit(run_lockouts_list(_settings(ctx), click.echo, counting=counting))
+
+
+@lockouts.command("lift")
+@click.argument("key")
+@click.option("--operator", default=None, metavar="NAME",
+              help="Who lifts it, for the audit trail (default: the OS user).")
+@click.pass_context
+def lockouts_lift(ctx: click.Context, key: str, operator: str | None) -> None:
+    """Lift KEY's lock (as `lockouts list` shows it) and clear its failures; audited."""
+    import getpass
+
+    from cli.lockouts import run_lockouts_lift
+
+    name = (operator or getpass.getuser()).strip()
+    if not name:
+        raise click.BadParameter("the operator's name is empty", param_hint="--operator")
+    sys.exit(run_lockouts_lift(_settings(ctx), key, name, click.echo))
+
+
 def _simulated_ports(settings: Settings) -> dict[str, int]:
     """Ports of the four built-in simulators (agencies added as configuration use the sandbox)."""
     from simulators import AGENCIES

@@ -17,15 +17,15 @@ from starlette.routing import Route
 from api.auth import Caller, authenticate
 from api.callbacks import CallbackRefused
 from api.problems import problem_response
-from domain.intake import FilingRefused
+from domain.intake import FilingRefused, MessageProblem, RecipientMessagesInvalid
 from service.identity import RecipientsNotAuthorized, authorize_filing
-from service.ports import DeliveryView, NotResendable, RecipientNotFound
+from service.ports import DeliveryView, NeedsCorrection, NotResendable, RecipientNotFound
 from service.recipients import CallbackUnreadable, CorrectionRefused, correct_recipient, record_callback
 
 if TYPE_CHECKING:
     from api.app import ApiContext
 
-__all__ = ["delivery_routes", "recipient_json"]
+__all__ = ["delivery_routes", "recipient_json", "recipient_problem_json"]
 
 log = structlog.get_logger("crocevia.api")
 
@@ -69,6 +69,15 @@ def recipient_json(d: DeliveryView) -> dict[str, Any]:
         item["corrects"] = d.corrects
     if d.anomalies is not None:
         item["anomalies"] = d.anomalies
+    return item
+
+
+def recipient_problem_json(p: MessageProblem) -> dict[str, Any]:
+    """One recipient's message that would fail its agency schema, as a problem's error."""
+    item = {"code": "agency-schema", "location": f"agency:{p.agency}", "agency": p.agency,
+            "operation": p.operation, "field": p.field, "detail": p.detail}
+    if p.filing_field:
+        item["filingField"] = p.filing_field
     return item
 
 
@@ -139,14 +148,20 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
                 if caller.user is not None:
                     authorize_filing(ctx.identity, ctx.routes, parsed.kind, parsed.root, caller.user, ctx.guard.now())
                 view = correct_recipient(ctx.store, ctx.routes, parsed, reference, caller.portal, agency,
-                                         actor=caller.actor)
+                                         actor=caller.actor, check=ctx.message_check)
             else:
                 view = ctx.store.resend_recipient(reference, caller.portal, agency, actor=caller.actor)
         except RecipientNotFound as exc:
             return problem_response(404, "not-found", "Not Found", str(exc), instance=path)
+        except NeedsCorrection as exc:
+            return problem_response(409, "needs-correction", "Conflict", str(exc), instance=path,
+                                    extra={"agency": exc.agency, "state": exc.state})
         except NotResendable as exc:
             return problem_response(409, "recipient-not-resendable", "Conflict", str(exc), instance=path,
                                     extra={"agency": exc.agency, "state": exc.state})
+        except RecipientMessagesInvalid as refused:
+            return problem_response(refused.status, refused.problem, refused.title, str(refused), instance=path,
+                                    errors=[recipient_problem_json(p) for p in refused.problems])
         except FilingRefused as refused:
             return problem_response(refused.status, refused.problem, refused.title, str(refused), instance=path,
                                     errors=[{"code": v.code, "location": v.location, "detail": v.detail}

@@ -24,6 +24,7 @@ __all__ = [
     "FilingEvent",
     "FilingView",
     "IdempotencyConflict",
+    "NeedsCorrection",
     "NewFiling",
     "NotResendable",
     "RecipientNotFound",
@@ -198,6 +199,11 @@ class NotResendable(Exception):
         super().__init__(message)
         self.agency = agency
         self.state = state
+
+
+class NeedsCorrection(NotResendable):
+    """The agency refused the recipient's message as invalid: the same message would be
+    refused again, only a corrected filing can be sent."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from service.ports import (
     DeliveryView,
     EventSendResult,
     FilingEvent,
+    NeedsCorrection,
     NotResendable,
     RecipientNotFound,
 )
@@ -38,7 +39,7 @@ from storage.delivery_ops import (
     resume_dependents,
 )
 from storage.delivery_tables import agency_status, filing_events
-from storage.tables import deliveries, filings, outbox
+from storage.tables import attempts, deliveries, filings, outbox
 
 __all__ = ["DeliverySemanticsStore", "delivery_view"]
 
@@ -152,6 +153,14 @@ class DeliverySemanticsStore:
                 allowed = " or ".join(sorted(s.value for s in RESENDABLE_DELIVERY_STATES))
                 raise NotResendable(f"the {agency} recipient is {row['state']}; a resend needs {allowed}",
                                     agency=agency, state=row["state"])
+            last = conn.execute(
+                select(attempts.c.result).where(attempts.c.delivery_id == row["id"])
+                .order_by(attempts.c.id.desc()).limit(1)
+            ).scalar_one_or_none()
+            if last == "invalid":
+                raise NeedsCorrection(f"the {agency} recipient's message was refused as invalid "
+                                      f"({row['outcome_code'] or 'schema'}): the same message would be refused "
+                                      "again; resend it with a corrected filing", agency=agency, state=row["state"])
             state, pred = initial_state(conn, filing["id"], row["depends_on"])
             if state == _S.HELD:
                 raise NotResendable(f"the {agency} recipient waits for {row['depends_on']}, which has failed: "

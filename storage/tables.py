@@ -112,7 +112,7 @@ attempts = Table(
     Column("number", Integer, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("duration_ms", Float, nullable=False),
-    Column("result", String(16), nullable=False),  # ok | transient | permanent
+    Column("result", String(16), nullable=False),  # ok | transient | permanent | invalid
     Column("error_code", String(64)),
     Column("error_text", Text),
     Column("worker", String(64)),
