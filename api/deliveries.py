@@ -264,6 +264,12 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
             audit_callback(agency, correlation_id, "unknown-correlation-id", 404, authenticated=True)
             return problem_response(404, "unknown-correlation-id", "Not Found",
                                     f"no delivery to {agency} has correlation id {correlation_id}", instance=path)
+        if result == "not_yet":
+            audit_callback(agency, correlation_id, "not-yet-acknowledged", 503, authenticated=True)
+            return problem_response(503, "delivery-not-acknowledged-yet", "Service Unavailable",
+                                    "the hub has not yet recorded the agency's acknowledgment of this message; "
+                                    "nothing was changed: send the callback again later",
+                                    instance=path, headers={"Retry-After": "2"})
         if result == "conflict":
             audit_callback(agency, correlation_id, "conflict", 409, authenticated=True)
             return problem_response(409, "outcome-conflict", "Conflict",

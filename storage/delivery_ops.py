@@ -493,6 +493,9 @@ def _record_pass(row: Mapping[str, Any], c: Completion, now: datetime) -> tuple[
 #: The states in which an agency's callback may still be about the delivery: taken in charge
 #: (its protocol number is due), or protocolled / rejected (a decision, or a repeat).
 _CALLBACK_STATES = {_S.ACKNOWLEDGED.value, _S.PROTOCOLLED.value, _S.REJECTED.value}
+#: States in which a send may be in flight: the agency can answer (and call back) before the
+#: worker has recorded its acknowledgment, so a callback then is early, not wrong.
+_IN_FLIGHT_STATES = {_S.PENDING.value, _S.RETRYING.value}
 
 
 def apply_late_outcome(conn: Connection, delivery_id: str, receipt: Receipt, now: datetime, epoch: float) -> str:
@@ -506,7 +509,9 @@ def apply_late_outcome(conn: Connection, delivery_id: str, receipt: Receipt, now
     Returns:
         "recorded"; "duplicate" (nothing new: a repeat); "conflict" (the delivery waits for no
         callback: nothing changes); "contradiction" (it contradicts a settled number or
-        decision: only the anomaly is kept); "unknown" (no such delivery).
+        decision: only the anomaly is kept); "not_yet" (a send may be in flight and its
+        acknowledgment is not recorded yet: nothing changes, the agency may try again later);
+        "unknown" (no such delivery).
     """
     filing_id = conn.execute(select(deliveries.c.filing_id).where(deliveries.c.id == delivery_id)).scalar()
     if filing_id is None:
@@ -514,6 +519,8 @@ def apply_late_outcome(conn: Connection, delivery_id: str, receipt: Receipt, now
     info = lock_filings(conn, [filing_id])
     row = dict(conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).one()._mapping)
     state = row["state"]
+    if state in _IN_FLIGHT_STATES and not row["superseded_by"]:
+        return "not_yet"
     if state not in _CALLBACK_STATES or row["superseded_by"]:
         return "conflict"  # never taken in charge (or given up, or replaced by a correction)
     decision = ESITO_DECISIONS.get(receipt.outcome)

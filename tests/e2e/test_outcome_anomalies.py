@@ -145,3 +145,23 @@ def test_one_protocol_number_for_two_messages_is_flagged_on_the_second(make_hub:
              "filingReference": first}]
         assert ("recipient.anomaly", "protocolled") in _event_types(client, second)
         assert "recipient.anomaly" not in [t for t, _ in _event_types(client, first)]
+
+
+def test_a_callback_before_the_acknowledgment_is_recorded_is_503_and_changes_nothing(make_hub: HubFactory, client_for, sims) -> None:  # type: ignore[no-untyped-def]
+    """RUNTS is throttling (503, Retry-After 600): the recipient is retrying, a send may be in
+    flight, so a callback is early, not wrong: 503 with Retry-After, nothing changes, no anomaly."""
+    sims.set_faults("runts", [{"kind": "http_status", "status": 503, "retry_after": 600}])
+    with make_hub() as hub:
+        client: PortalClient = client_for(hub)
+        ref = _submit(client, RUNTS)
+        before = _wait_view(client, ref, lambda v: _by_agency(v)["runts"]["state"] == "retrying",
+                            what="runts retrying")
+        runts = _by_agency(before)["runts"]
+
+        response = _callback(hub.base_url, "runts", runts["messageId"],
+                             _receipt(runts, "RUNTS-2026-7654321", "ACCOLTA"))
+
+        _problem(response, 503, "delivery-not-acknowledged-yet")
+        assert response.headers["Retry-After"] == "2"
+        after = _by_agency(_view(client, ref))["runts"]
+        assert after["state"] == "retrying" and after["protocolNumber"] is None and after["anomalies"] == []
