@@ -20,12 +20,16 @@ from sqlalchemy import Engine
 
 from adapters.base import RetryPolicy, deliver_with_retries, poll_once
 from adapters.contracts import load_agency_catalog
+from adapters.deadline import DeadlineTransport
 from adapters.factory import ContractSet, build_agency_adapter
+from adapters.message_check import MessageChecker
 from adapters.http_pool import KeepAliveTransport
 from adapters.webhook import WebhookSender, WebhookTarget
 from api.app import ApiContext, create_app
 from api.auth import RequestGuard
+from api.callbacks import CallbackGuard, CallbackVerifier, ModiCallbackVerifier, WssCallbackVerifier
 from api.modi import ModiVerifier, PortalKey
+from config.lease_budget import check_lease_budget
 from config.settings import AgencySettings, HttpSettings, Settings
 from domain.lockout import LockoutPolicy
 from routing.routes import RouteTable, load_route_table
@@ -35,6 +39,7 @@ from service.maintenance import MaintenanceCalendar, MaintenanceWindow
 from service.notifier import EventNotifier
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 from service.worker import DeliveryWorker
+from security.callbacks import load_callback_credential
 from security.keys import algorithm_of, ensure_private_key, ensure_self_signed_certificate, load_public_key
 from security.modi import ModiSigner
 from security.wssecurity import WsSecurityPlugin
@@ -74,6 +79,8 @@ class Hub:
     clock: Callable[[], float] = time.time  # identity's clock: token expiry, lockout, delegations
     #: The delivery schedule's clock: outbox due times, backoff, circuits, maintenance windows.
     delivery_clock: Callable[[], float] = time.time
+    #: Verifies agencies' callbacks with the credential each agency file declares.
+    callbacks: CallbackGuard | None = None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -129,6 +136,8 @@ def build_hub(
     settings: Settings, *, migrate: bool = True, clock: Callable[[], float] = time.time,
     delivery_clock: Callable[[], float] = time.time,
 ) -> Hub:
+    # A lease shorter than the longest pass would hand a running job out again: refuse to start.
+    check_lease_budget(settings, settings.agencies)
     engine = build_engine(
         settings.database.url,
         base_dir=settings.path("."),
@@ -158,6 +167,7 @@ def build_hub(
                              window_seconds=ident.failure_window_seconds),
         leeway=ident.leeway_seconds,
     )
+    callbacks = CallbackGuard(callback_verifiers(settings, contracts), identity, clock=clock)
     return Hub(
         settings=settings,
         engine=engine,
@@ -169,7 +179,35 @@ def build_hub(
         contracts=contracts,
         clock=clock,
         delivery_clock=delivery_clock,
+        callbacks=callbacks,
     )
+
+
+def callback_verifiers(settings: Settings, contracts: ContractSet) -> dict[str, CallbackVerifier]:
+    """Per agency, the verifier of the callback credential its file declares (`[callback]`);
+    agencies that declare none are left out, and their callbacks refused.
+
+    The embedded default's simulated agencies name their `private_key` too: the pair is
+    generated here on first run if the simulators have not made it yet.
+    """
+    ident = settings.identity
+    verifiers: dict[str, CallbackVerifier] = {}
+    for name, agency in contracts.catalog.agencies.items():
+        spec = agency.callback
+        if spec is None:
+            continue
+        certificate, public = load_callback_credential(spec.certificate, spec.private_key, f"{name} callbacks")
+        if spec.profile == "wss":
+            if certificate is None:
+                raise ValueError(f"agency {name!r}: a wss callback credential needs an X.509 certificate, "
+                                 f"{spec.certificate} holds a bare public key")
+            verifiers[name] = WssCallbackVerifier(certificate, max_lifetime=ident.max_token_seconds,
+                                                  leeway=ident.leeway_seconds)
+        else:
+            verifiers[name] = ModiCallbackVerifier(spec.issuer, public, ident.audience,
+                                                   max_lifetime=ident.max_token_seconds,
+                                                   leeway=ident.leeway_seconds)
+    return verifiers
 
 
 def load_contracts(settings: Settings) -> ContractSet:
@@ -311,7 +349,8 @@ def _http_client(conf: AgencySettings, concurrency: int | None = None,
     return httpx.AsyncClient(
         timeout=httpx.Timeout(conf.read_timeout, connect=conf.connect_timeout),
         limits=limits,
-        transport=_agency_transport(http or HttpSettings(), limits),
+        # The whole call ends at the agency's deadline, whichever transport speaks HTTP.
+        transport=DeadlineTransport(_agency_transport(http or HttpSettings(), limits), conf.call_deadline),
         trust_env=False,
     )
 
@@ -507,6 +546,17 @@ def queue_report(settings: Settings) -> tuple[list[dict[str, Any]], str | None]:
     return rows, problem
 
 
+def anomaly_report(settings: Settings, agency: str | None, limit: int) -> list[dict[str, Any]]:
+    """The latest anomalies kept for operators (contradicting callbacks, duplicate protocol
+    numbers), newest first."""
+    engine = build_engine(settings.database.url, base_dir=settings.path("."), pool_size=1)
+    try:
+        upgrade_to_head(engine)
+        return SqlStore(engine).anomalies(agency, limit)
+    finally:
+        engine.dispose()
+
+
 async def run_relay(hub: Hub, stop: asyncio.Event) -> None:
     """Publish committed outbox rows to RabbitMQ when due, until `stop` is set."""
     from service.relay import OutboxRelay
@@ -566,6 +616,9 @@ async def run_api_and_workers(
             max_body_bytes=hub.settings.api.max_body_bytes,
             on_accepted=wake,
             outcome_readers=readers,
+            callbacks=hub.callbacks,
+            # The contracts checked at start-up, validators compiled: reused for every filing.
+            message_check=MessageChecker(hub.contracts or load_contracts(hub.settings)),
         )
     )
     server = uvicorn.Server(

@@ -156,6 +156,24 @@ def queues(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option("--agency", default=None, help="Only this agency's anomalies.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.pass_context
+def anomalies(ctx: click.Context, agency: str | None, limit: int) -> None:
+    """The latest anomalies, newest first: callbacks that contradicted a recorded protocol
+    number or decision (refused, 409) and protocol numbers given to two messages."""
+    import orjson
+
+    from bootstrap import anomaly_report
+    from cli.table import render_table
+
+    rows = anomaly_report(_settings(ctx), agency, limit)
+    columns = ["createdAt", "agency", "kind", "filingReference", "messageId", "detail"]
+    click.echo(render_table(columns, [[r["createdAt"], r["agency"], r["kind"], r["filingReference"], r["messageId"],
+                                       orjson.dumps(r["detail"]).decode()] for r in rows]))
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1")
 @click.pass_context
 def simulators(ctx: click.Context, host: str) -> None:
@@ -328,6 +346,39 @@ def audit_verify(ctx: click.Context) -> None:
     click.echo(f"BROKEN at audit line {result.broken_id}: {result.reason} "
                f"({result.checked} lines before it verified)", err=True)
     sys.exit(1)
+
+
+@cli.group()
+def lockouts() -> None:
+    """Callers locked out after repeated authentication failures."""
+
+
+@lockouts.command("list")
+@click.option("--all", "counting", is_flag=True, help="Also callers with failures on record but not locked.")
+@click.pass_context
+def lockouts_list(ctx: click.Context, counting: bool) -> None:
+    """List locked callers: `address:<ip>` (signatures that did not verify) or
+    `portal:<id>/user:<tax code>` (signed requests refused)."""
+    from cli.lockouts import run_lockouts_list
+
+    sys.exit(run_lockouts_list(_settings(ctx), click.echo, counting=counting))
+
+
+@lockouts.command("lift")
+@click.argument("key")
+@click.option("--operator", default=None, metavar="NAME",
+              help="Who lifts it, for the audit trail (default: the OS user).")
+@click.pass_context
+def lockouts_lift(ctx: click.Context, key: str, operator: str | None) -> None:
+    """Lift KEY's lock (as `lockouts list` shows it) and clear its failures; audited."""
+    import getpass
+
+    from cli.lockouts import run_lockouts_lift
+
+    name = (operator or getpass.getuser()).strip()
+    if not name:
+        raise click.BadParameter("the operator's name is empty", param_hint="--operator")
+    sys.exit(run_lockouts_lift(_settings(ctx), key, name, click.echo))
 
 
 def _simulated_ports(settings: Settings) -> dict[str, int]:

@@ -22,6 +22,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from adapters.deadline import CallDeadlineExceeded
 from domain.errors import (
     AdapterMisconfigured,
     AgencyProtocolError,
@@ -33,6 +34,7 @@ from domain.errors import (
     OutcomeUnknown,
     TransientDeliveryError,
 )
+from adapters.replies import read_reply
 from domain.messages import OutgoingMessage, Receipt
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "AgencyAdapter",
     "DeliveryResult",
     "ErrorContext",
+    "FaultCodes",
     "RetryPolicy",
     "TryRecord",
     "check_fault_overrides",
@@ -130,13 +133,28 @@ OVERRIDE_KINDS: Mapping[str, type[DeliveryError]] = {
 }
 
 
-def check_fault_overrides(overrides: Mapping[str, str]) -> dict[str, type[DeliveryError]]:
+class FaultCodes(dict[str, type[DeliveryError]]):
+    """Resolved fault overrides, `{code: error class}`, and where the agency puts its own code
+    (`fields`: SOAP detail element names, REST body paths; see `ContractSpec.fault_code_fields`)."""
+
+    def __init__(self, kinds: Mapping[str, type[DeliveryError]] | None = None,
+                 fields: tuple[str, ...] = ()) -> None:
+        super().__init__(kinds or {})
+        self.fields = tuple(fields)
+
+
+def check_fault_overrides(overrides: Mapping[str, str],
+                          fields: tuple[str, ...] = ()) -> FaultCodes:
     """Resolve a `{code: kind}` mapping once, failing fast on an unknown kind.
+
+    Args:
+        overrides: code → kind of `OVERRIDE_KINDS`.
+        fields: where the agency's own code is found (kept on the result).
 
     Raises:
         ValueError: a kind that is not one of `OVERRIDE_KINDS`.
     """
-    resolved: dict[str, type[DeliveryError]] = {}
+    resolved = FaultCodes(fields=fields)
     for code, kind in overrides.items():
         try:
             resolved[code] = OVERRIDE_KINDS[kind.lower()]
@@ -181,6 +199,7 @@ def _caused_by_tls(exc: BaseException) -> bool:
 #: Whether the request may have reached the agency decides between "unreachable" (never sent)
 #: and "outcome unknown" (maybe processed: retry only with the same message id).
 _HTTPX_TABLE: tuple[tuple[type[Exception], type[DeliveryError], str], ...] = (
+    (CallDeadlineExceeded, OutcomeUnknown, "the call deadline passed before the whole reply came"),
     (httpx.ConnectTimeout, AgencyUnreachable, "connect timeout"),
     (httpx.PoolTimeout, AgencyUnreachable, "no free connection in the pool"),
     (httpx.ConnectError, AgencyUnreachable, "connection failed"),
@@ -471,7 +490,8 @@ def acknowledgment(response: httpx.Response, base_url: str) -> Receipt:
 
 
 async def fetch_late_result(
-    http: httpx.AsyncClient, poll_url: str, *, timeout: httpx.Timeout, ctx: ErrorContext, accept: str
+    http: httpx.AsyncClient, poll_url: str, *, timeout: httpx.Timeout, ctx: ErrorContext, accept: str,
+    max_bytes: int = 1024 * 1024,
 ) -> httpx.Response | Receipt:
     """Poll a status resource once (NONBLOCK_PULL).
 
@@ -481,11 +501,13 @@ async def fetch_late_result(
 
     Raises:
         DeliveryError: the status or the result could not be read (404/410: the resource is
-            gone, a permanent misconfiguration; 5xx, timeouts: transient).
+            gone, a permanent misconfiguration; 5xx, timeouts: transient; a reply beyond
+            `max_bytes`: AgencyProtocolError).
     """
     try:
-        status = await http.get(poll_url, timeout=timeout, follow_redirects=False,
-                                headers={"Accept": "application/json, */*"})
+        status = await read_reply(http, "GET", poll_url, timeout=timeout, max_bytes=max_bytes,
+                                  ctx=ctx, follow_redirects=False,
+                                  headers={"Accept": "application/json, */*"})
     except httpx.HTTPError as exc:
         raise (classify_httpx_error(exc, ctx) or ctx.build(AgencyProtocolError, str(exc))) from exc
     if status.status_code in (200, 202):
@@ -494,7 +516,8 @@ async def fetch_late_result(
     location = status.headers.get("location")
     if status.status_code == 303 and location:
         try:
-            result = await http.get(urljoin(poll_url, location), timeout=timeout, headers={"Accept": accept})
+            result = await read_reply(http, "GET", urljoin(poll_url, location), timeout=timeout,
+                                      max_bytes=max_bytes, ctx=ctx, headers={"Accept": accept})
         except httpx.HTTPError as exc:
             raise (classify_httpx_error(exc, ctx) or ctx.build(AgencyProtocolError, str(exc))) from exc
         if result.status_code == 200:

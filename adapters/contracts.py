@@ -10,6 +10,7 @@ docs/agencies-as-configuration.md.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,12 +22,16 @@ from adapters.base import OVERRIDE_KINDS
 __all__ = [
     "EXTERNAL_PREFIX",
     "PATTERNS",
+    "PROTOCOL_NUMBER_COLUMN",
     "AgencyCatalog",
     "AgencySpec",
+    "CALLBACK_PROFILES",
+    "CallbackSpec",
     "ContractConfigError",
     "ContractError",
     "ContractSpec",
     "NonBlockingSpec",
+    "ReceiptLimits",
     "ReceiptSpec",
     "SandboxSpec",
     "StatusSpec",
@@ -41,16 +46,26 @@ EXTERNAL_PREFIX = "external:"
 #: The AgID interaction patterns a contract may declare (ModI: blocking, PULL, PUSH).
 PATTERNS = frozenset({"blocking", "pull", "push"})
 _KINDS = frozenset({"soap", "rest"})
+#: How an agency signs its callbacks: ModI (REST: bearer JWT, Digest, Agid-JWT-Signature) or
+#: WS-Security (SOAP: an XML signature over Body and Timestamp by the agency's certificate).
+CALLBACK_PROFILES = frozenset({"modi", "wss"})
 _CONTRACT_KEYS = frozenset({
     "kind", "wsdl", "openapi", "binding", "service", "port", "soap_version", "xsd",
     "operations", "envelope", "message_id_header", "endpoint", "connect_timeout",
-    "read_timeout", "pattern", "receipt", "fault_overrides", "sandbox",
+    "read_timeout", "pattern", "receipt", "fault_overrides", "fault_code_fields", "sandbox",
     "nonblocking", "description",
 })
 _RECEIPT_KEYS = frozenset({
     "namespaces", "protocol_number", "protocolled_at", "outcome", "outcome_code",
     "outcome_text", "message_id", "references",
     "references_each", "references_object", "status", "acknowledgment", "http_statuses",
+    "limits",
+})
+#: The width of the stored protocol number (`deliveries.protocol_number`): no limit may exceed it.
+PROTOCOL_NUMBER_COLUMN = 64
+_LIMIT_KEYS = frozenset({
+    "protocol_number_max_length", "protocol_number_pattern", "max_references",
+    "reference_max_length", "max_receipt_bytes", "max_reply_bytes",
 })
 
 
@@ -100,12 +115,43 @@ class ValueSpec:
 
 @dataclass(frozen=True, slots=True)
 class StatusSpec:
-    """A business status inside a successful reply (e.g. the ISEE `Esito`)."""
+    """A business status inside a successful reply (e.g. the ISEE `Esito`).
+
+    `code` points at the agency's own code beside a status that is not ok (pagoPA's
+    `fault/faultCode`): a code named in the contract's `fault_overrides` picks the error kind,
+    any other code leaves it to `errors`.
+    """
 
     value: ValueSpec
     ok: tuple[str, ...]
     errors: tuple[tuple[str, str], ...] = ()  #: value → kind of `adapters.base.OVERRIDE_KINDS`
     text: ValueSpec | None = None
+    code: ValueSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptLimits:
+    """What a reply may hold before it is stored (`[contracts.<v>.receipt.limits]`).
+
+    Everything an agency sends is bounded before it reaches the store (DESIGN, "Trust at the
+    edges"): a reply beyond `max_reply_bytes` is not even parsed, and a receipt beyond the
+    others is a protocol error (transient: retried, then undeliverable). The defaults fit the
+    columns the receipt is stored in and leave room for any sane receipt.
+    """
+
+    protocol_number_max_length: int = PROTOCOL_NUMBER_COLUMN  #: characters
+    #: What a protocol number may look like (the whole value, Python `re` syntax); by default
+    #: printable ASCII without leading or trailing blanks.
+    protocol_number_pattern: str = r"[!-~](?:[ -~]*[!-~])?"
+    max_references: int = 64
+    reference_max_length: int = 256  #: characters, of a reference's name and of its value
+    max_receipt_bytes: int = 32 * 1024  #: the receipt as stored (UTF-8 of all its fields)
+    max_reply_bytes: int = 1024 * 1024  #: the reply body read at all, decoded
+
+    @property
+    def protocol_number_re(self) -> re.Pattern[str]:
+        """The compiled pattern (cached by `re`)."""
+        return re.compile(self.protocol_number_pattern)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +176,7 @@ class ReceiptSpec:
     acknowledgment: bool = False
     namespaces: tuple[tuple[str, str], ...] = ()
     http_statuses: tuple[int, ...] = ()  #: REST: statuses whose body is the receipt
+    limits: ReceiptLimits = ReceiptLimits()
 
     def paths(self) -> list[str]:
         """Every path the mapping reads, for the sandbox to materialise in its replies."""
@@ -137,6 +184,7 @@ class ReceiptSpec:
                  self.outcome_text, self.message_id, *(v for _, v in self.references)]
         if self.status is not None:
             specs.append(self.status.value)
+            specs.append(self.status.code)
         return [s.path for s in specs if s is not None and s.path]
 
 
@@ -205,6 +253,10 @@ class ContractSpec:
     read_timeout: float | None = None
     pattern: str = "blocking"
     fault_overrides: tuple[tuple[str, str], ...] = ()
+    #: Where the agency puts a code of its own in a fault: local names of elements inside a
+    #: SOAP fault's detail (AgID `customFaultCode`), dotted paths into a REST error body
+    #: (empty: `codice`). The code is looked up in `fault_overrides`.
+    fault_code_fields: tuple[str, ...] = ()
     sandbox: SandboxSpec = SandboxSpec()
     nonblocking: NonBlockingSpec | None = None
 
@@ -219,14 +271,35 @@ class ContractSpec:
                              operation=operation)
 
 
+@dataclass(frozen=True, slots=True)
+class CallbackSpec:
+    """The credential an agency's callbacks (AgID NONBLOCK_PUSH) must carry: `[callback]`.
+
+    `certificate` is the agency's registered X.509 certificate (or, for `modi`, a PEM public
+    key). `private_key` is for the embedded default only: the simulators and the sandbox sign
+    with it, and it is generated on first run (mode 0600) with a self-signed `certificate`;
+    production leaves it out and names the certificate the agency was issued.
+    """
+
+    profile: str  #: "modi" or "wss"
+    certificate: Path
+    issuer: str  #: modi: the tokens' `iss` (default: the agency's name)
+    private_key: Path | None = None
+
+
 @dataclass(frozen=True)
 class AgencySpec:
-    """An agency and every contract version it speaks; `current` is the routes' default."""
+    """An agency and every contract version it speaks; `current` is the routes' default.
+
+    `callback` is None when the agency's file declares no callback credential: such an agency
+    cannot post callbacks to the hub at all.
+    """
 
     name: str
     source: Path
     current: str
     contracts: Mapping[str, ContractSpec]
+    callback: CallbackSpec | None = None
 
     def contract(self, version: str | None = None) -> ContractSpec:
         """The contract of `version` (None: the current one).
@@ -360,7 +433,7 @@ def _kind(reader: _Reader, key: str, kind: Any) -> str:
 
 
 def _status(reader: _Reader) -> StatusSpec:
-    reader.only(frozenset({"path", "ok", "errors", "text"}))
+    reader.only(frozenset({"path", "ok", "errors", "text", "code"}))
     errors = reader.table("errors")
     ok = reader.strings("ok")
     if not ok:
@@ -370,7 +443,30 @@ def _status(reader: _Reader) -> StatusSpec:
         ok=ok,
         errors=tuple((str(k), _kind(reader, f"errors.{k}", v)) for k, v in errors.items()),
         text=_optional_value(reader, "text"),
+        code=_optional_value(reader, "code"),
     )
+
+
+def _limits(reader: _Reader | None) -> ReceiptLimits:
+    if reader is None:
+        return ReceiptLimits()
+    reader.only(_LIMIT_KEYS)
+    defaults = ReceiptLimits()
+    found: dict[str, Any] = {}
+    for key in _LIMIT_KEYS - {"protocol_number_pattern"}:
+        value = reader.data.get(key, getattr(defaults, key))
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise reader.fail(key, f"expected a positive integer, got {value!r}")
+        found[key] = value
+    if found["protocol_number_max_length"] > PROTOCOL_NUMBER_COLUMN:
+        raise reader.fail("protocol_number_max_length",
+                          f"at most {PROTOCOL_NUMBER_COLUMN} (the stored protocol number's width)")
+    pattern = reader.str("protocol_number_pattern", defaults.protocol_number_pattern) or ""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise reader.fail("protocol_number_pattern", f"not a regular expression: {exc}") from exc
+    return ReceiptLimits(protocol_number_pattern=pattern, **found)
 
 
 def _receipt(reader: _Reader | None, contract_where: str, source: Path) -> ReceiptSpec:
@@ -407,6 +503,7 @@ def _receipt(reader: _Reader | None, contract_where: str, source: Path) -> Recei
         acknowledgment=reader.bool("acknowledgment", False),
         namespaces=tuple((str(k), str(v)) for k, v in namespaces.items()),
         http_statuses=tuple(statuses),
+        limits=_limits(reader.sub("limits")),
     )
 
 
@@ -520,9 +617,25 @@ def _contract(agency: str, version: str, reader: _Reader, resolve: Any) -> Contr
         pattern=pattern or "blocking",
         fault_overrides=tuple((str(k), _kind(reader, f"fault_overrides.{k}", v))
                               for k, v in overrides.items()),
+        fault_code_fields=reader.strings("fault_code_fields"),
         sandbox=_sandbox(reader.sub("sandbox")),
         nonblocking=nonblocking,
     )
+
+
+def _callback(reader: _Reader | None, agency: str, resolve: Any) -> CallbackSpec | None:
+    if reader is None:
+        return None
+    reader.only(frozenset({"profile", "certificate", "issuer", "private_key", "description"}))
+    profile = reader.str("profile", required=True)
+    if profile not in CALLBACK_PROFILES:
+        raise reader.fail("profile", f"expected one of {sorted(CALLBACK_PROFILES)}")
+    certificate = reader.str("certificate", required=True)
+    private_key = reader.str("private_key")
+    assert profile is not None and certificate is not None
+    return CallbackSpec(profile=profile, certificate=resolve(certificate),
+                        issuer=reader.str("issuer") or agency,
+                        private_key=resolve(private_key) if private_key else None)
 
 
 def _agency(path: Path, resolve: Any) -> AgencySpec:
@@ -532,7 +645,7 @@ def _agency(path: Path, resolve: Any) -> AgencySpec:
     except tomllib.TOMLDecodeError as exc:
         raise ContractConfigError(f"{path.name}: not valid TOML: {exc}") from exc
     reader = _Reader(path, "agency", data)
-    reader.only(frozenset({"agency", "current", "description", "contracts"}))
+    reader.only(frozenset({"agency", "current", "description", "contracts", "callback"}))
     name = reader.str("agency", path.stem) or path.stem
     contracts_table = reader.table("contracts")
     if not contracts_table:
@@ -547,7 +660,8 @@ def _agency(path: Path, resolve: Any) -> AgencySpec:
         raise reader.fail("current", "several versions are declared: say which one is current")
     if current not in contracts:
         raise reader.fail("current", f"{current!r} is not a declared version ({sorted(contracts)})")
-    return AgencySpec(name=name, source=path, current=current, contracts=contracts)
+    return AgencySpec(name=name, source=path, current=current, contracts=contracts,
+                      callback=_callback(reader.sub("callback"), name, resolve))
 
 
 def load_agency_catalog(

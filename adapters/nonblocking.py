@@ -22,6 +22,8 @@ import zeep.exceptions as zx
 from lxml import etree
 
 from adapters.base import ErrorContext, classify_status
+from adapters.receipts import check_acknowledgment
+from adapters.replies import check_body_size, read_reply
 from adapters.soap import SoapAgencyAdapter, _classify
 from adapters.wsdl import ENVELOPE_NS, parse_reply
 from domain.errors import AdapterMisconfigured, AgencyProtocolError, AgencyRejected
@@ -83,7 +85,7 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
                         soap_headers: dict[str, str], message_id: str | None = None) -> httpx.Response:
         """One call of operation `name`; faults and HTTP failures raised as delivery errors."""
         operation = self._operation(name, ctx)
-        envelope = self._loaded.build(name, content, ctx, soap_headers)
+        envelope = self._loaded.build(name, content, ctx, soap_headers, address=self._endpoint)
         if self._signer is not None:
             envelope, _ = self._signer.egress(envelope, {}, name, {})
         payload = etree.tostring(envelope, encoding="utf-8", xml_declaration=True)
@@ -92,8 +94,9 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
             headers[self._loaded.spec.message_id_header] = message_id
         started = time.perf_counter()
         try:
-            response = await self._http.post(self._endpoint, content=payload, headers=headers,
-                                             timeout=self._timeout)
+            response = await read_reply(self._http, "POST", self._endpoint, content=payload,
+                                        headers=headers, timeout=self._timeout,
+                                        max_bytes=self._max_reply, ctx=ctx)
         except httpx.HTTPError as exc:
             raise _classify(exc, ctx, self._overrides) from exc
         log.debug("soap_reply_received", agency=self.agency, operation=name,
@@ -140,9 +143,9 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
             raise ctx.build(AgencyProtocolError, f"the acknowledgment carries no "
                                                  f"{self._nb.correlation_header}", code="PROTOCOL")
         if self._pattern == "pull":
-            return Receipt.acknowledgment(correlation_id=correlation_id,
-                                          poll_url=self._poll_url(correlation_id))
-        return Receipt.acknowledgment(correlation_id=correlation_id)
+            return check_acknowledgment(Receipt.acknowledgment(
+                correlation_id=correlation_id, poll_url=self._poll_url(correlation_id)), ctx)
+        return check_acknowledgment(Receipt.acknowledgment(correlation_id=correlation_id), ctx)
 
     async def poll(self, message: OutgoingMessage, poll_url: str) -> Receipt:
         """Ask the status operation once; once done, read the result operation's receipt.
@@ -182,6 +185,7 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
             AgencyProtocolError: not a SOAP message with a body.
         """
         ctx = ErrorContext(self.agency, operation)
+        check_body_size(body, self._max_reply, ctx)
         payload = _body_payload(body)
         if payload is None:
             raise ctx.build(AgencyProtocolError, "the callback is not a SOAP message with a body",
@@ -189,7 +193,7 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
         if etree.QName(payload).localname == "Fault":
             response = httpx.Response(500, headers={"content-type": content_type}, content=body)
             raise _classify(response, ctx, self._overrides)
-        return self._loaded.receipt.receipt(payload, {}, message_id, ctx)
+        return self._loaded.receipt.receipt(payload, {}, message_id, ctx, self._overrides)
 
     def correlation_id(self, content_type: str, body: bytes) -> str | None:
         """The correlation id of a callback: in its SOAP header, as the callback WSDL says."""

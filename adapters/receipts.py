@@ -4,7 +4,13 @@ references, declared per contract (`[contracts.<v>.receipt]`) instead of coded p
 SOAP replies are read with XPath 1.0 over the body element; REST replies with dotted paths
 into the JSON body, HTTP headers or constants. A business status inside a successful reply
 (the ISEE `Esito`) is checked before anything is read, and its error values map onto the
-delivery error tree like fault overrides do.
+delivery error tree like fault overrides do; a code beside it (`[receipt.status] code`) is looked
+up in the contract's fault overrides first.
+
+Every receipt is bounded before anyone stores it (`ReceiptLimits`): the protocol number's
+length and characters, the number and size of references, the stored size, and the fields
+that go into fixed-width columns. Beyond them the reply is an `AgencyProtocolError` naming the
+reason (transient: retried, then undeliverable); callbacks are read by the same readers.
 """
 
 from __future__ import annotations
@@ -16,11 +22,75 @@ from typing import Any
 from lxml import etree
 
 from adapters.base import OVERRIDE_KINDS, ErrorContext
-from adapters.contracts import ContractSpec, ReceiptSpec, StatusSpec, ValueSpec
-from domain.errors import AgencyProtocolError
+from adapters.contracts import ContractSpec, ReceiptLimits, ReceiptSpec, StatusSpec, ValueSpec
+from domain.errors import AgencyProtocolError, DeliveryError
 from domain.messages import Receipt
 
-__all__ = ["JsonReceiptReader", "XmlReceiptReader", "now_stamp"]
+__all__ = ["JsonReceiptReader", "XmlReceiptReader", "check_acknowledgment", "check_receipt",
+           "now_stamp"]
+
+#: Widths of the columns a receipt's other fields are stored in (storage/tables.py).
+_COLUMNS = (("protocolled_at", 40), ("outcome", 32), ("outcome_code", 64))
+#: `deliveries.correlation_id`; a poll URL is kept to a sane URL length.
+_CORRELATION_ID_MAX, _POLL_URL_MAX = 128, 2048
+
+
+def _shown(value: str) -> str:
+    """A bounded rendering of an outside value for an error text (never the whole of it)."""
+    return repr(value[:32] + "…") if len(value) > 32 else repr(value)
+
+
+def _refuse(ctx: ErrorContext, text: str, code: str) -> DeliveryError:
+    return ctx.build(AgencyProtocolError, text, code=code)
+
+
+def check_receipt(receipt: Receipt, limits: ReceiptLimits, ctx: ErrorContext) -> Receipt:
+    """`receipt` itself when it keeps within `limits`.
+
+    Raises:
+        AgencyProtocolError: the first limit it exceeds, named in the text and the code.
+    """
+    protocol = receipt.protocol_number
+    if len(protocol) > limits.protocol_number_max_length:
+        raise _refuse(ctx, f"protocol number of {len(protocol)} characters, more than "
+                           f"{limits.protocol_number_max_length}", "PROTOCOL_NUMBER_TOO_LONG")
+    if protocol and limits.protocol_number_re.fullmatch(protocol) is None:
+        raise _refuse(ctx, f"protocol number {_shown(protocol)} does not match "
+                           f"{limits.protocol_number_pattern!r}", "PROTOCOL_NUMBER_INVALID")
+    for name, width in _COLUMNS:
+        value = getattr(receipt, name)
+        if len(value) > width:
+            raise _refuse(ctx, f"{name} of {len(value)} characters, more than {width}",
+                          "RECEIPT_FIELD_TOO_LONG")
+    references = receipt.references
+    if len(references) > limits.max_references:
+        raise _refuse(ctx, f"{len(references)} references, more than {limits.max_references}",
+                      "TOO_MANY_REFERENCES")
+    size = sum(len(v.encode()) for v in (protocol, receipt.protocolled_at, receipt.outcome,
+                                         receipt.outcome_code, receipt.outcome_text))
+    for name, value in references.items():
+        if max(len(name), len(value)) > limits.reference_max_length:
+            raise _refuse(ctx, f"reference {_shown(name)} longer than "
+                               f"{limits.reference_max_length} characters", "REFERENCE_TOO_LONG")
+        size += len(name.encode()) + len(value.encode())
+    if size > limits.max_receipt_bytes:
+        raise _refuse(ctx, f"receipt of {size} bytes, more than {limits.max_receipt_bytes}",
+                      "RECEIPT_TOO_LARGE")
+    return receipt
+
+
+def check_acknowledgment(receipt: Receipt, ctx: ErrorContext) -> Receipt:
+    """`receipt` (a taking-in-charge) when its correlation id and poll URL fit their columns.
+
+    Raises:
+        AgencyProtocolError: either is longer than it may be.
+    """
+    if len(receipt.correlation_id or "") > _CORRELATION_ID_MAX:
+        raise _refuse(ctx, f"correlation id longer than {_CORRELATION_ID_MAX} characters",
+                      "CORRELATION_ID_TOO_LONG")
+    if len(receipt.poll_url or "") > _POLL_URL_MAX:
+        raise _refuse(ctx, f"status URL longer than {_POLL_URL_MAX} characters", "POLL_URL_TOO_LONG")
+    return receipt
 
 
 def now_stamp() -> str:
@@ -63,34 +133,53 @@ class _Reader:
     def _at(self, path: str, reply: Any) -> str:
         raise NotImplementedError
 
-    def _references(self, reply: Any, headers: Mapping[str, str], message_id: str) -> dict[str, str]:
+    def _references(self, reply: Any, headers: Mapping[str, str], message_id: str,
+                    ctx: ErrorContext) -> dict[str, str]:
         return {name: text for name, value in self.spec.references
                 if (text := self._get(value, reply, headers, message_id))}
 
+    def _too_many(self, count: int, ctx: ErrorContext) -> None:
+        """Stop reading a list of references as soon as it is longer than allowed."""
+        limit = self.spec.limits.max_references
+        if count > limit:
+            raise _refuse(ctx, f"more than {limit} references", "TOO_MANY_REFERENCES")
+
     def _check_status(self, status: StatusSpec, reply: Any, headers: Mapping[str, str],
-                      message_id: str, ctx: ErrorContext) -> None:
+                      message_id: str, ctx: ErrorContext,
+                      codes: Mapping[str, type[DeliveryError]]) -> None:
         value = self._get(status.value, reply, headers, message_id)
         if value in status.ok:
             return
-        text = self._get(status.text, reply, headers, message_id) or f"the agency answered {value!r}"
+        # Outside text: bounded before it goes into an error (and from there to the store).
+        text = (self._get(status.text, reply, headers, message_id)[:1000]
+                or f"the agency answered {_shown(value)}")
+        # The agency's own code (pagoPA `faultCode`) is more precise than the status (`KO`).
+        code = self._get(status.code, reply, headers, message_id)[:64]
+        if code and code in codes:
+            raise ctx.build(codes[code], text, code=code)
         kinds = dict(status.errors)
         if value in kinds:
-            raise ctx.build(OVERRIDE_KINDS[kinds[value]], text, code=value)
-        raise ctx.build(AgencyProtocolError, f"unexpected status {value!r} in the reply: {text}",
-                        code=value or "PROTOCOL")
+            raise ctx.build(OVERRIDE_KINDS[kinds[value]], text, code=code or value)
+        raise ctx.build(AgencyProtocolError, f"unexpected status {_shown(value)} in the reply: {text}",
+                        code=(code or value)[:64] or "PROTOCOL")
 
     def receipt(self, reply: Any, headers: Mapping[str, str], message_id: str,
-                ctx: ErrorContext) -> Receipt:
-        """Read the receipt.
+                ctx: ErrorContext, codes: Mapping[str, type[DeliveryError]] | None = None) -> Receipt:
+        """Read the receipt, bounded by the contract's `ReceiptLimits`.
+
+        Args:
+            codes: the agency's fault codes → error class (the adapter's resolved overrides),
+                for the code beside a status that is not ok.
 
         Raises:
             DeliveryError: a status that is not ok (its configured kind), no protocol number,
-                or a receipt echoing another message id (AgencyProtocolError).
+                a receipt echoing another message id, or one beyond the limits
+                (AgencyProtocolError).
         """
         spec = self.spec
         # The reader is shared by the worker and the API's callbacks: nothing per call on self.
         if spec.status is not None:
-            self._check_status(spec.status, reply, headers, message_id, ctx)
+            self._check_status(spec.status, reply, headers, message_id, ctx, codes or {})
         protocol = self._get(spec.protocol_number, reply, headers, message_id)
         if not protocol:
             what = "acknowledgment" if spec.acknowledgment else "protocol number"
@@ -99,14 +188,14 @@ class _Reader:
         if echoed and echoed != message_id:
             raise ctx.build(AgencyProtocolError, "the receipt is for another message id",
                             code="PROTOCOL")
-        return Receipt(
+        return check_receipt(Receipt(
             protocol_number=protocol,
             protocolled_at=self._get(spec.protocolled_at, reply, headers, message_id) or now_stamp(),
             outcome=self._get(spec.outcome, reply, headers, message_id) or "ACQUISITA",
-            references=self._references(reply, headers, message_id),
+            references=self._references(reply, headers, message_id, ctx),
             outcome_code=self._get(spec.outcome_code, reply, headers, message_id),
             outcome_text=self._get(spec.outcome_text, reply, headers, message_id),
-        )
+        ), spec.limits, ctx)
 
 
 class XmlReceiptReader(_Reader):
@@ -140,11 +229,14 @@ class XmlReceiptReader(_Reader):
         except etree.XPathEvalError:
             return ""
 
-    def _references(self, reply: Any, headers: Mapping[str, str], message_id: str) -> dict[str, str]:
-        found = super()._references(reply, headers, message_id)
+    def _references(self, reply: Any, headers: Mapping[str, str], message_id: str,
+                    ctx: ErrorContext) -> dict[str, str]:
+        found = super()._references(reply, headers, message_id, ctx)
         if self.spec.references_each is not None:
             nodes, name, value = self.spec.references_each
-            for node in self._xpath(nodes)(reply) or []:
+            listed = self._xpath(nodes)(reply) or []
+            self._too_many(len(found) + len(listed), ctx)
+            for node in listed:
                 key = _scalar(self._xpath(name)(node))
                 if key:
                     found[key] = _scalar(self._xpath(value)(node))
@@ -177,10 +269,12 @@ class JsonReceiptReader(_Reader):
             return "true" if found else "false"
         return str(found)
 
-    def _references(self, reply: Any, headers: Mapping[str, str], message_id: str) -> dict[str, str]:
-        found = super()._references(reply, headers, message_id)
+    def _references(self, reply: Any, headers: Mapping[str, str], message_id: str,
+                    ctx: ErrorContext) -> dict[str, str]:
+        found = super()._references(reply, headers, message_id, ctx)
         if self.spec.references_object:
             table = _dotted(reply, self.spec.references_object)
             if isinstance(table, Mapping):
+                self._too_many(len(found) + len(table), ctx)
                 found.update({str(k): str(v) for k, v in table.items()})
         return found

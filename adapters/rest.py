@@ -31,6 +31,8 @@ from domain.errors import (
 )
 from adapters.contracts import ContractError
 from adapters.openapi import OpenApiContract, RestOperation
+from adapters.receipts import check_acknowledgment
+from adapters.replies import check_body_size, read_reply
 from domain.messages import OutgoingMessage, Receipt
 
 __all__ = ["RestAgencyAdapter", "classify_http"]
@@ -62,12 +64,27 @@ def _problem_text(body: Mapping[str, Any] | None, status: int) -> str:
     return f"HTTP {status}"
 
 
+#: Where a REST agency puts its own code when its contract names no `fault_code_fields`.
+_DEFAULT_CODE_FIELDS = ("codice",)
+
+
+def _agency_code(body: Mapping[str, Any] | None, fields: tuple[str, ...]) -> str:
+    """The first non-empty scalar at one of the dotted `fields` of an error body, or ""."""
+    for path in fields or _DEFAULT_CODE_FIELDS:
+        node: Any = body
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if isinstance(node, (str, int)) and not isinstance(node, bool) and str(node).strip():
+            return str(node).strip()
+    return ""
+
+
 def _classify_response(
     response: httpx.Response, ctx: ErrorContext, overrides: Mapping[str, type[DeliveryError]]
 ) -> DeliveryError:
     status = response.status_code
     body = _json_object(response)
-    agency_code = str(body.get("codice") or "") if body else ""
+    agency_code = _agency_code(body, getattr(overrides, "fields", ()))
     text = _problem_text(body, status)
     code = agency_code or f"HTTP{status}"
     if 200 <= status < 300:
@@ -125,6 +142,7 @@ def classify_http(
     operation: str = "",
     delivery_id: str = "",
     fault_overrides: Mapping[str, str] | None = None,
+    fault_code_fields: tuple[str, ...] = (),
 ) -> DeliveryError:
     """Translate a REST exchange's failure into the delivery error tree.
 
@@ -136,12 +154,15 @@ def classify_http(
         agency, operation, delivery_id: copied into the error.
         fault_overrides: `{codice: kind}` for the agency's own codes, kinds as in
             `adapters.base.OVERRIDE_KINDS`.
+        fault_code_fields: dotted paths of the error body where the agency's code is (pagoPA
+            `faultCode`); default `codice`.
 
     Returns:
         The error to raise (`raise classify_http(exc) from exc`). Its `__cause__` is set.
     """
     ctx = ErrorContext(agency, operation, delivery_id)
-    return _classify(exc_or_response, ctx, check_fault_overrides(fault_overrides or {}))
+    return _classify(exc_or_response, ctx,
+                     check_fault_overrides(fault_overrides or {}, fault_code_fields))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,8 +208,10 @@ class RestAgencyAdapter:
         self._http = http
         self._timeout = effective_timeout(timeout or http.timeout)
         self._overrides = check_fault_overrides(
-            {**dict(contract.spec.fault_overrides), **(fault_overrides or {})}
+            {**dict(contract.spec.fault_overrides), **(fault_overrides or {})},
+            contract.spec.fault_code_fields,
         )
+        self._max_reply = contract.spec.receipt.limits.max_reply_bytes
 
     def __repr__(self) -> str:
         return (f"RestAgencyAdapter(contract={self.contract.spec.ref!r}, "
@@ -217,7 +240,8 @@ class RestAgencyAdapter:
             reason = error.message if error is not None else "not a JSON object"
             raise ctx.build(AgencyProtocolError, f"HTTP {status} receipt fails the contract: "
                                                  f"{reason}", code="PROTOCOL")
-        return self.contract.receipt.receipt(body, response.headers, message.message_id, ctx)
+        return self.contract.receipt.receipt(body, response.headers, message.message_id, ctx,
+                                             self._overrides)
 
     def _operation(self, name: str, ctx: ErrorContext) -> _Operation:
         try:
@@ -234,7 +258,8 @@ class RestAgencyAdapter:
         ctx = ErrorContext(self.agency, message.operation, message.delivery_id)
         operation = self._operation(message.operation, ctx)
         found = await fetch_late_result(self._http, poll_url, timeout=self._timeout, ctx=ctx,
-                                        accept="application/json, application/problem+json")
+                                        accept="application/json, application/problem+json",
+                                        max_bytes=self._max_reply)
         if isinstance(found, Receipt):
             return found
         receipt = self._read_receipt(found, operation, message, ctx)
@@ -249,6 +274,7 @@ class RestAgencyAdapter:
             DeliveryError: AgencyProtocolError for a body that is not a receipt for `message_id`.
         """
         ctx = ErrorContext(self.agency, operation)
+        check_body_size(body, self._max_reply, ctx)
         message = OutgoingMessage(message_id, "", "", self.agency, operation, {})
         response = httpx.Response(200, headers={"content-type": content_type}, content=body)
         receipt = self._read_receipt(response, self._operation(operation, ctx), message, ctx)
@@ -287,9 +313,10 @@ class RestAgencyAdapter:
             url = self._urls.get(operation.path)
             if url is None:
                 url = self._urls[operation.path] = httpx.URL(self._endpoint + operation.path)
-            response = await self._http.request(
-                operation.method, url,
-                content=body, headers=headers, timeout=self._timeout,
+            # Read within the contract's bound: an oversized reply is never parsed.
+            response = await read_reply(
+                self._http, operation.method, url, content=body, headers=headers,
+                timeout=self._timeout, max_bytes=self._max_reply, ctx=ctx,
             )
         except httpx.HTTPError as exc:
             raise _classify(exc, ctx, self._overrides) from exc
@@ -297,7 +324,8 @@ class RestAgencyAdapter:
                   status=response.status_code)
         if response.status_code == 202:
             # Taken in charge, protocol number later (AgID non-blocking patterns).
-            return acknowledgment(response, self._endpoint + operation.path)
+            return check_acknowledgment(acknowledgment(response, self._endpoint + operation.path),
+                                        ctx)
         receipt = self._read_receipt(response, operation, message, ctx)
         if receipt is not None:
             return receipt

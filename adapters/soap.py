@@ -34,6 +34,8 @@ from domain.errors import (
     OutcomeUnknown,
 )
 from adapters.contracts import ContractError
+from adapters.receipts import check_acknowledgment
+from adapters.replies import check_body_size, read_reply
 from adapters.wsdl import ENVELOPE_NS, WsdlContract, parse_reply
 from domain.messages import OutgoingMessage, Receipt
 
@@ -71,6 +73,17 @@ def _local(name: object) -> str:
 def _local_tag(element: Any) -> str:
     tag = element.tag
     return etree.QName(tag).localname if isinstance(tag, str) else ""
+
+
+def _detail_code(detail: Any, fields: tuple[str, ...]) -> str:
+    """The agency's own code inside a fault's detail: the first element named in `fields`
+    (local names, any depth: AgID `customFaultCode`, pagoPA `faultCode`), or ""."""
+    if not fields or not isinstance(detail, etree._Element):
+        return ""
+    for node in detail.iter():
+        if _local_tag(node) in fields and (node.text or "").strip():
+            return (node.text or "").strip()
+    return ""
 
 
 def _read_rejection(detail: Any) -> tuple[str, str]:
@@ -124,10 +137,12 @@ def _from_fault(
     kind = fault_code.split(".", 1)[0]  # SOAP 1.1 dotted codes: `Client.Authentication`
     subcodes = [_local(s) for s in (fault.subcodes or [])]
     codice, motivo = _read_rejection(fault.detail)
+    custom = _detail_code(fault.detail, getattr(overrides, "fields", ()))
     text = motivo or (fault.message or "").strip() or "SOAP fault without a reason"
-    # The most specific code wins: the agency's own, then the innermost SOAP 1.2 subcode.
-    code = codice or (subcodes[-1] if subcodes else "") or fault_code or "SOAP_FAULT"
-    for key in (codice, fault_code, *subcodes):
+    # The most specific code wins: the agency's own (our Rifiuto, then a declared detail
+    # field), then the innermost SOAP 1.2 subcode.
+    code = codice or custom or (subcodes[-1] if subcodes else "") or fault_code or "SOAP_FAULT"
+    for key in (codice, custom, fault_code, *subcodes):
         if key and key in overrides:
             return ctx.build(overrides[key], text, code=code)
     if "SCHEMA" in {codice.upper(), kind.upper(), *(s.upper() for s in subcodes)}:
@@ -270,6 +285,7 @@ def classify_soap(
     operation: str = "",
     delivery_id: str = "",
     fault_overrides: Mapping[str, str] | None = None,
+    fault_code_fields: tuple[str, ...] = (),
 ) -> DeliveryError:
     """Translate a SOAP exchange's failure into the delivery error tree.
 
@@ -277,13 +293,16 @@ def classify_soap(
         exc_or_response: an httpx, zeep, lxml or requests exception, or an httpx reply that
             is not a usable receipt (status-only failures, SOAP 1.1/1.2 fault bodies).
         agency, operation, delivery_id: copied into the error.
-        fault_overrides: `{fault or Rifiuto code: kind}`, kinds as in `adapters.base`.
+        fault_overrides: `{fault, Rifiuto or detail code: kind}`, kinds as in `adapters.base`.
+        fault_code_fields: local names of the detail elements carrying the agency's own code
+            (AgID `customFaultCode`); their code is looked up in `fault_overrides` first.
 
     Returns:
         The error to raise (`raise classify_soap(exc) from exc`). Its `__cause__` is set.
     """
     ctx = ErrorContext(agency, operation, delivery_id)
-    return _classify(exc_or_response, ctx, check_fault_overrides(fault_overrides or {}))
+    return _classify(exc_or_response, ctx,
+                     check_fault_overrides(fault_overrides or {}, fault_code_fields))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,8 +348,10 @@ class SoapAgencyAdapter:
         self._http = http
         self._timeout = effective_timeout(timeout or http.timeout)
         self._overrides = check_fault_overrides(
-            {**dict(contract.spec.fault_overrides), **(fault_overrides or {})}
+            {**dict(contract.spec.fault_overrides), **(fault_overrides or {})},
+            contract.spec.fault_code_fields,
         )
+        self._max_reply = contract.spec.receipt.limits.max_reply_bytes
 
     def __repr__(self) -> str:
         return (f"SoapAgencyAdapter(contract={self.contract.spec.ref!r}, "
@@ -342,7 +363,8 @@ class SoapAgencyAdapter:
             raise ctx.build(MessageRejectedAsInvalid,
                             "messageHeader.messageId differs from the delivery's message id")
         # zeep (strict) builds the envelope, the contract's schema validates its body.
-        envelope = self._loaded.build(message.operation, message.content, ctx)
+        envelope = self._loaded.build(message.operation, message.content, ctx,
+                                      address=self._endpoint)
         if self._signer is not None:
             # Signed last, over exactly the bytes that leave (zeep's egress plugin contract).
             envelope, _ = self._signer.egress(envelope, {}, message.operation, {})
@@ -354,7 +376,8 @@ class SoapAgencyAdapter:
         payload = self._loaded.payload(response.content)
         if payload is None:
             raise ctx.build(AgencyProtocolError, "the reply has no body element", code="PROTOCOL")
-        return self._loaded.receipt.receipt(payload, response.headers, message.message_id, ctx)
+        return self._loaded.receipt.receipt(payload, response.headers, message.message_id, ctx,
+                                            self._overrides)
 
     def _operation(self, name: str, ctx: ErrorContext) -> Any:
         try:
@@ -372,7 +395,8 @@ class SoapAgencyAdapter:
             raise _classify(exc, ctx, self._overrides) from exc
         if payload is None:
             raise ctx.build(AgencyProtocolError, "the reply has no body element", code="PROTOCOL")
-        return self._loaded.receipt.receipt(payload, response.headers, message.message_id, ctx)
+        return self._loaded.receipt.receipt(payload, response.headers, message.message_id, ctx,
+                                            self._overrides)
 
     async def poll(self, message: OutgoingMessage, poll_url: str) -> Receipt:
         """Ask the agency's status resource for a late outcome (NONBLOCK_PULL), once.
@@ -383,7 +407,8 @@ class SoapAgencyAdapter:
         ctx = ErrorContext(self.agency, message.operation, message.delivery_id)
         operation = self._operation(message.operation, ctx)
         found = await fetch_late_result(self._http, poll_url, timeout=self._timeout, ctx=ctx,
-                                        accept=operation.headers.get("Accept", "text/xml"))
+                                        accept=operation.headers.get("Accept", "text/xml"),
+                                        max_bytes=self._max_reply)
         if isinstance(found, Receipt):
             return found
         return self._receipt_from(found, operation, message, ctx)
@@ -396,6 +421,7 @@ class SoapAgencyAdapter:
                 a body that is not this operation's reply for `message_id`.
         """
         ctx = ErrorContext(self.agency, operation)
+        check_body_size(body, self._max_reply, ctx)
         message = OutgoingMessage(message_id, "", "", self.agency, operation, {})
         response = httpx.Response(200, headers={"content-type": content_type}, content=body)
         return self._receipt_from(response, self._operation(operation, ctx), message, ctx)
@@ -418,8 +444,10 @@ class SoapAgencyAdapter:
             headers[REPLY_TO_HEADER] = self._reply_to
         started = time.perf_counter()
         try:
-            response = await self._http.post(
-                self._url, content=payload, headers=headers, timeout=self._timeout
+            # Read within the contract's bound: an oversized reply is never parsed.
+            response = await read_reply(
+                self._http, "POST", self._url, content=payload, headers=headers,
+                timeout=self._timeout, max_bytes=self._max_reply, ctx=ctx,
             )
         except httpx.HTTPError as exc:
             raise _classify(exc, ctx, self._overrides) from exc
@@ -431,7 +459,7 @@ class SoapAgencyAdapter:
             raise status_error
         if response.status_code == 202:
             # Taken in charge, protocol number later (AgID non-blocking patterns).
-            return acknowledgment(response, self._endpoint)
+            return check_acknowledgment(acknowledgment(response, self._endpoint), ctx)
         return self._receipt_from(response, operation, message, ctx)
 
     async def aclose(self) -> None:

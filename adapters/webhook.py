@@ -33,6 +33,8 @@ __all__ = [
 SIGNATURE_HEADER = "X-Crocevia-Signature"
 #: The event's stable id.
 EVENT_ID_HEADER = "X-Crocevia-Event-Id"
+#: How much of a portal's answer is read (its body is not used; beyond, the connection is dropped).
+MAX_ANSWER_BYTES = 64 * 1024
 #: How old a signature `verify_signature` accepts by default (seconds).
 DEFAULT_TOLERANCE = 300.0
 
@@ -110,7 +112,15 @@ class WebhookSender:
             "User-Agent": "crocevia-notifier/1",
         }
         try:
-            response = await self._http.post(target.url, content=body, headers=headers)
+            # Only the status matters: the portal's body is drained up to a small bound (a
+            # short one keeps the connection reusable) and never kept, whatever its size.
+            async with self._http.stream("POST", target.url, content=body,
+                                         headers=headers) as response:
+                drained = 0
+                async for chunk in response.aiter_raw():
+                    drained += len(chunk)
+                    if drained > MAX_ANSWER_BYTES:
+                        break
         except httpx.HTTPError as exc:
             raise WebhookFailed(f"{type(exc).__name__}: {exc}") from exc
         if not 200 <= response.status_code < 300:

@@ -24,6 +24,7 @@ import zeep.exceptions as zx
 from lxml import etree
 from zeep import ns as zeep_ns
 from zeep.loader import parse_xml
+from zeep.wsa import WsAddressingPlugin
 from zeep.wsdl.bindings.soap import Soap12Binding, SoapBinding
 
 from adapters.base import DEFAULT_TIMEOUT, ErrorContext
@@ -239,6 +240,7 @@ class WsdlContract:
         if nb is not None and nb.callback_wsdl is not None:
             callback_contract(spec).operation(nb.callback_operation or "")
         self._service = self.client.create_service(self.binding.name.text, _UNUSED_ADDRESS)
+        self._wsdl_address = self._port_address()
         try:
             self.validator: Any = (_LxmlSchema(spec.xsd) if spec.xsd is not None
                                    else _TypesSchema(spec.document))
@@ -280,6 +282,14 @@ class WsdlContract:
         raise spec.error(f"several SOAP ports match {listed}: name one with service and port, "
                          f"or binding")
 
+    def _port_address(self) -> str:
+        """The WSDL's `soap:address` of the bound port (the default `To` of a contract check)."""
+        for service in self.client.wsdl.services.values():
+            for port in service.ports.values():
+                if port.binding is self.binding:
+                    return str(port.binding_options.get("address", ""))
+        return _UNUSED_ADDRESS
+
     def _available(self) -> list[str]:
         return sorted(self.binding._operations)
 
@@ -319,8 +329,13 @@ class WsdlContract:
     # ----- messages -----
 
     def build(self, name: str, content: Mapping[str, Any], ctx: ErrorContext,
-              soap_headers: Mapping[str, Any] | None = None) -> etree._Element:
+              soap_headers: Mapping[str, Any] | None = None, *,
+              address: str | None = None) -> etree._Element:
         """The envelope of one call, its body validated against the contract's schema.
+
+        Args:
+            address: the endpoint the call goes to, for WS-Addressing `To` when the operation
+                declares a `wsam:Action`; None: the WSDL's own address (contract checks only).
 
         Raises:
             AdapterMisconfigured: the operation is not in the contract; nothing was built.
@@ -335,12 +350,18 @@ class WsdlContract:
             kwargs["_soapheaders"] = dict(soap_headers)
         try:
             operation = self.operations[name].binding_operation
-            if operation.abstract.wsa_action or self.client.plugins or self.client.wsse:
+            if self.client.plugins or self.client.wsse:
                 envelope = self.client.create_message(self._service, name, **kwargs)
             else:
-                # What `create_message` does when it adds no WS-Addressing, plugins or wsse:
-                # the operation's input message serializes the envelope (a few % cheaper).
+                # What `create_message` does without plugins or wsse: the operation's input
+                # message serializes the envelope (a few % cheaper).
                 envelope = operation.create(**kwargs).content
+                if operation.abstract.wsa_action:
+                    # zeep's `create_message` addresses the WSDL's own port (a production
+                    # address), whatever service it is given: `To` must name the endpoint the
+                    # hub actually calls, configured or sandbox (WS-Addressing 1.0 §3.2).
+                    envelope, _ = WsAddressingPlugin(address or self._wsdl_address).egress(
+                        envelope, {}, operation, {})
         except (zx.Error, TypeError, ValueError) as exc:
             # TypeError/ValueError: zeep's answer to unknown or unconvertible fields.
             raise ctx.build(MessageRejectedAsInvalid,
@@ -355,9 +376,10 @@ class WsdlContract:
         return envelope
 
     def serialize(self, name: str, content: Mapping[str, Any], ctx: ErrorContext,
-                  soap_headers: Mapping[str, Any] | None = None) -> bytes:
+                  soap_headers: Mapping[str, Any] | None = None, *,
+                  address: str | None = None) -> bytes:
         """`build`, as the bytes that go on the wire."""
-        envelope = self.build(name, content, ctx, soap_headers)
+        envelope = self.build(name, content, ctx, soap_headers, address=address)
         return etree.tostring(envelope, encoding="utf-8", xml_declaration=True)
 
     def check_reply(self, operation: SoapOperation, response: Any) -> etree._Element | None:

@@ -23,13 +23,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import Caller, RequestGuard, authenticate, authenticate_sync
+from api.callbacks import CallbackGuard
 from api.delegations import delegation_routes
-from api.deliveries import delivery_routes, recipient_json
+from api.deliveries import delivery_routes, recipient_json, recipient_problem_json
 from api.problems import problem_response
-from domain.intake import FilingRefused
+from domain.intake import FilingRefused, RecipientMessagesInvalid
 from routing.routes import RouteTable
 from service.identity import IdentityStore, RecipientsNotAuthorized, authorize_filing
-from service.intake import NoRecipients, accept_filing
+from service.intake import MessageCheck, NoRecipients, accept_filing
 from service.ports import FilingView, IdempotencyConflict, NewFiling, Store
 
 __all__ = ["ApiContext", "create_app"]
@@ -51,6 +52,10 @@ class ApiContext:
     on_accepted: Callable[[], None] | None = None  # wakes an in-process worker
     #: agency → reads its late-outcome callbacks (`service.recipients.OutcomeReader`)
     outcome_readers: Mapping[str, Any] = field(default_factory=dict)
+    #: verifies agencies' callbacks (api.callbacks); None: every callback is refused
+    callbacks: CallbackGuard | None = None
+    #: validates each recipient's message against its agency schema at intake (None: no check)
+    message_check: MessageCheck | None = None
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -148,6 +153,9 @@ def create_app(ctx: ApiContext) -> Starlette:
                                 f"the filing exceeds {ctx.max_body_bytes} bytes", [])
         try:
             return _accept(request, caller, media_type, body, idempotency_key)
+        except RecipientMessagesInvalid as refused:
+            return _refuse_sync(request, caller, refused.status, refused.problem, refused.title, str(refused),
+                                [recipient_problem_json(p) for p in refused.problems])
         except FilingRefused as refused:
             return _refuse_sync(
                 request, caller, refused.status, refused.problem, refused.title, str(refused),
@@ -193,7 +201,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             auth_context=caller.audit_context(),
         )
         try:
-            accepted = accept_filing(ctx.store, ctx.routes, parsed.root, new)
+            accepted = accept_filing(ctx.store, ctx.routes, parsed.root, new, ctx.message_check)
         except IdempotencyConflict as conflict:
             return problem_response(
                 422, "idempotency-key-reused", "Unprocessable Content", str(conflict),

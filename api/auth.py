@@ -2,9 +2,17 @@
 
 The guard verifies the signatures (`api.modi`), refuses a token id seen before, counts
 authentication failures per caller and locks a caller out after too many (domain.lockout),
-and audits each failure. Callers are `portal:<id>` when the token names a registered portal
-(even if its signature is forged: that is whose credentials are being tried), otherwise
-`address:<client ip>`.
+and audits each failure. Whom a failure counts against depends on what was proved:
+
+- a signature that does not verify proves nothing about the portal it names: the failure
+  counts against the client address (`address:<ip>`), and while that address is locked its
+  unverified requests are answered 429;
+- a request the portal did sign but that is refused (expired, replayed, another audience,
+  bad tracking evidence) counts against that portal and user (`portal:<id>/user:<tax code>`),
+  and while that pair is locked its requests are answered 429 whatever their address.
+
+So a request correctly signed is judged only by its own portal-and-user record: forgeries
+naming a portal, from anywhere, cannot lock that portal or its users out.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from starlette.responses import Response
 from api.modi import ModiRefused, ModiVerifier
 from api.problems import problem_response
 from domain.identity import User
-from domain.lockout import LockoutPolicy
+from domain.lockout import LockoutPolicy, address_key, user_key
 from service.identity import AuditEntry, IdentityStore
 
 __all__ = ["AuthRefused", "Caller", "RequestGuard", "authenticate", "authenticate_sync"]
@@ -100,19 +108,22 @@ class RequestGuard:
             verified = self._verifier.verify(headers, body, now, require_user=require_user)
         except ModiRefused as refused:
             self._fail(refused, client, path, now)
-        caller = f"portal:{verified.portal}"
+        tax_code = verified.user.tax_code if verified.user else None
+        caller = user_key(verified.portal, tax_code)
         admission = self._identity.admit(caller, verified.portal, verified.jti,
                                          verified.expires_at + self._leeway, now)
         if admission.outcome == "locked":
             self._identity.audit(AuditEntry(
-                actor=verified.user.tax_code if verified.user else caller, action="request_refused",
-                subject="", outcome="locked_out", detail={"portal": verified.portal, "path": path},
+                actor=tax_code or f"portal:{verified.portal}", action="request_refused",
+                subject="", outcome="locked_out",
+                detail={"portal": verified.portal, "caller": caller, "path": path},
             ))
-            log.info("caller_locked_out", portal=verified.portal)
+            log.info("caller_locked_out", portal=verified.portal, caller_kind="user")
             raise self._locked(admission.locked_until or now, now)
         if admission.outcome == "replayed":
             self._fail(ModiRefused("token-replayed", "this token's jti was already used: sign every "
-                                                     "request anew", verified.portal), client, path, now)
+                                                     "request anew", verified.portal,
+                                   verified=True, user=tax_code), client, path, now)
         return Caller(portal=verified.portal, user=verified.user, jti=verified.jti)
 
     def _locked(self, until: float, now: float) -> AuthRefused:
@@ -124,13 +135,20 @@ class RequestGuard:
         )
 
     def _fail(self, refused: ModiRefused, client: str, path: str, now: float) -> NoReturn:
-        caller = f"portal:{refused.portal}" if refused.portal else f"address:{client}"
-        entry = AuditEntry(
-            actor=caller if refused.portal else "anonymous", action="authentication_failed", subject="",
-            outcome=refused.slug, detail={"caller": caller, "path": path, "reason": refused.slug},
-        )
+        if refused.verified and refused.portal:
+            caller = user_key(refused.portal, refused.user)
+            actor = refused.user or f"portal:{refused.portal}"
+        else:
+            # Unverified: the portal named is only a claim, kept for the auditor.
+            caller, actor = address_key(client), "anonymous"
+        detail = {"caller": caller, "path": path, "reason": refused.slug}
+        if refused.portal and not refused.verified:
+            detail["claimedPortal"] = refused.portal
+        entry = AuditEntry(actor=actor, action="authentication_failed", subject="",
+                           outcome=refused.slug, detail=detail)
         was_locked, until = self._identity.record_failure(caller, now, self._policy, entry)
-        log.info("authentication_failed", reason=refused.slug, portal=refused.portal, locked=until is not None)
+        log.info("authentication_failed", reason=refused.slug, portal=refused.portal,
+                 caller_kind="user" if refused.verified else "address", locked=until is not None)
         # The failure that reaches the threshold is still answered 401; from the next one on,
         # the caller is told it is locked out.
         if was_locked and until is not None:

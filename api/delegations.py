@@ -104,7 +104,12 @@ def delegation_routes(ctx: ApiContext) -> list[Route]:
             raise _BadRequest("send the request as application/json", 415, "unsupported-media-type")
         try:
             data = orjson.loads(body)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
+            if str(exc).startswith("number "):
+                # orjson refuses a number beyond a double ("number is infinity when parsed as
+                # double"): well-formed JSON that no field here takes.
+                raise _BadRequest("a number in the body is out of range; no field of a delegation "
+                                  "is a number", 422, "number-out-of-range") from None
             raise _BadRequest("the body is not JSON") from None
         if not isinstance(data, dict):
             raise _BadRequest("the body must be a JSON object")
@@ -136,7 +141,8 @@ def delegation_routes(ctx: ApiContext) -> list[Route]:
             try:
                 return await run_in_threadpool(work, request, caller, body)
             except _BadRequest as exc:
-                return problem_response(exc.status, exc.slug, "Bad Request", str(exc),
+                title = {415: "Unsupported Media Type", 422: "Unprocessable Content"}.get(exc.status, "Bad Request")
+                return problem_response(exc.status, exc.slug, title, str(exc),
                                         instance=request.url.path)
             except DelegationRefused as exc:
                 return await run_in_threadpool(_refused, request, caller, exc, action, subject)

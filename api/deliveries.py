@@ -15,16 +15,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import Caller, authenticate
+from api.callbacks import CallbackRefused
 from api.problems import problem_response
-from domain.intake import FilingRefused
+from domain.intake import FilingRefused, MessageProblem, RecipientMessagesInvalid
 from service.identity import RecipientsNotAuthorized, authorize_filing
-from service.ports import DeliveryView, NotResendable, RecipientNotFound
+from service.ports import DeliveryView, NeedsCorrection, NotResendable, RecipientNotFound
 from service.recipients import CallbackUnreadable, CorrectionRefused, correct_recipient, record_callback
 
 if TYPE_CHECKING:
     from api.app import ApiContext
 
-__all__ = ["delivery_routes", "recipient_json"]
+__all__ = ["delivery_routes", "recipient_json", "recipient_problem_json"]
 
 log = structlog.get_logger("crocevia.api")
 
@@ -32,6 +33,9 @@ _XML_TYPES = {"application/xml", "text/xml"}
 _JSON_TYPES = {"application/json"}
 #: The header of the AgID non-blocking patterns that names the exchange (ModI guidelines).
 _CORRELATION = "x-correlation-id"
+#: The longest correlation id taken (and kept in the audit trail), and agency name.
+_MAX_CORRELATION = 128
+_MAX_AGENCY = 64
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -63,6 +67,17 @@ def recipient_json(d: DeliveryView) -> dict[str, Any]:
         item["waitsFor"] = d.waits_for
     if d.corrects:
         item["corrects"] = d.corrects
+    if d.anomalies is not None:
+        item["anomalies"] = d.anomalies
+    return item
+
+
+def recipient_problem_json(p: MessageProblem) -> dict[str, Any]:
+    """One recipient's message that would fail its agency schema, as a problem's error."""
+    item = {"code": "agency-schema", "location": f"agency:{p.agency}", "agency": p.agency,
+            "operation": p.operation, "field": p.field, "detail": p.detail}
+    if p.filing_field:
+        item["filingField"] = p.filing_field
     return item
 
 
@@ -133,14 +148,20 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
                 if caller.user is not None:
                     authorize_filing(ctx.identity, ctx.routes, parsed.kind, parsed.root, caller.user, ctx.guard.now())
                 view = correct_recipient(ctx.store, ctx.routes, parsed, reference, caller.portal, agency,
-                                         actor=caller.actor)
+                                         actor=caller.actor, check=ctx.message_check)
             else:
                 view = ctx.store.resend_recipient(reference, caller.portal, agency, actor=caller.actor)
         except RecipientNotFound as exc:
             return problem_response(404, "not-found", "Not Found", str(exc), instance=path)
+        except NeedsCorrection as exc:
+            return problem_response(409, "needs-correction", "Conflict", str(exc), instance=path,
+                                    extra={"agency": exc.agency, "state": exc.state})
         except NotResendable as exc:
             return problem_response(409, "recipient-not-resendable", "Conflict", str(exc), instance=path,
                                     extra={"agency": exc.agency, "state": exc.state})
+        except RecipientMessagesInvalid as refused:
+            return problem_response(refused.status, refused.problem, refused.title, str(refused), instance=path,
+                                    errors=[recipient_problem_json(p) for p in refused.problems])
         except FilingRefused as refused:
             return problem_response(refused.status, refused.problem, refused.title, str(refused), instance=path,
                                     errors=[{"code": v.code, "location": v.location, "detail": v.detail}
@@ -184,36 +205,83 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
 
     # -- agencies' callbacks (AgID NONBLOCK_PUSH) ------------------------------------------------
     async def callback(request: Request) -> Response:
-        agency = request.path_params["agency"]
-        path = request.url.path
         body = await _read_body(request, ctx.max_body_bytes)
+        # Authentication, the audit line and the store are blocking: one hand-off runs them all.
+        return await run_in_threadpool(_callback, request, request.path_params["agency"], body)
+
+    def audit_callback(agency: str, correlation_id: str, outcome: str, status: int, *,
+                       authenticated: bool) -> None:
+        """One line of the audit trail per callback, accepted or refused: never the body."""
+        try:
+            ctx.store.audit(f"agency:{agency}" if authenticated else "anonymous", "agency_callback",
+                            correlation_id, outcome,
+                            {"agency": agency, "correlationId": correlation_id, "status": status})
+        except (OperationalError, DBAPIError):
+            log.warning("audit_unavailable", exc_info=True)
+
+    def _callback(request: Request, agency: str, body: bytes | None) -> Response:
+        path = request.url.path
+        agency = agency[:_MAX_AGENCY]  # the path is the caller's claim: bounded before it is stored
+        correlation_id = request.headers.get(_CORRELATION, "").strip()
         if body is None:
+            audit_callback(agency, correlation_id[:_MAX_CORRELATION], "document-too-large", 413,
+                           authenticated=False)
             return too_large(request)
         content_type = request.headers.get("content-type", "")
-        correlation_id = request.headers.get(_CORRELATION, "").strip()
         if not correlation_id:
             # AgID NONBLOCK_PUSH_SOAP carries it in a SOAP header, as the callback WSDL says:
             # the agency's adapter knows where (adapters.nonblocking).
             find = getattr(ctx.outcome_readers.get(agency), "correlation_id", None)
             correlation_id = ((find(content_type, body) or "") if callable(find) else "").strip()
-        if not correlation_id or len(correlation_id) > 128:
+        shown = correlation_id[:_MAX_CORRELATION]
+        try:
+            if ctx.callbacks is None:
+                raise CallbackRefused("no-callback-credential", "this hub registers no agency callback "
+                                                                "credentials: callbacks are not accepted")
+            ctx.callbacks.authenticate(agency, request.headers, body)
+        except CallbackRefused as refused:
+            log.info("callback_refused", agency=agency, correlation_id=shown, reason=refused.slug)
+            audit_callback(agency, shown, refused.slug, 401, authenticated=False)
+            return problem_response(401, refused.slug, "Unauthorized", refused.detail, instance=path,
+                                    headers={"WWW-Authenticate": 'Bearer realm="crocevia-callbacks"'})
+        except (OperationalError, DBAPIError):
+            log.warning("store_unavailable", exc_info=True)
+            return unavailable(request)
+        if not correlation_id or len(correlation_id) > _MAX_CORRELATION:
+            audit_callback(agency, shown, "missing-correlation-id", 400, authenticated=True)
             return problem_response(400, "missing-correlation-id", "Bad Request",
                                     "an X-Correlation-ID header names the exchange", instance=path)
         try:
-            result = await run_in_threadpool(record_callback, ctx.store, ctx.outcome_readers, agency,
-                                             correlation_id, content_type, body)
+            result = record_callback(ctx.store, ctx.outcome_readers, agency, correlation_id, content_type, body)
         except CallbackUnreadable as exc:
             log.warning("callback_unreadable", agency=agency, correlation_id=correlation_id, error=str(exc))
+            audit_callback(agency, correlation_id, "callback-unreadable", 400, authenticated=True)
             return problem_response(400, "callback-unreadable", "Bad Request", str(exc), instance=path)
         except (OperationalError, DBAPIError):
             return unavailable(request)
         log.info("callback_received", agency=agency, correlation_id=correlation_id, result=result)
         if result == "unknown":
+            audit_callback(agency, correlation_id, "unknown-correlation-id", 404, authenticated=True)
             return problem_response(404, "unknown-correlation-id", "Not Found",
                                     f"no delivery to {agency} has correlation id {correlation_id}", instance=path)
+        if result == "not_yet":
+            audit_callback(agency, correlation_id, "not-yet-acknowledged", 503, authenticated=True)
+            return problem_response(503, "delivery-not-acknowledged-yet", "Service Unavailable",
+                                    "the hub has not yet recorded the agency's acknowledgment of this message; "
+                                    "nothing was changed: send the callback again later",
+                                    instance=path, headers={"Retry-After": "2"})
         if result == "conflict":
+            audit_callback(agency, correlation_id, "conflict", 409, authenticated=True)
             return problem_response(409, "outcome-conflict", "Conflict",
-                                    "the delivery cannot take this outcome", instance=path)
+                                    "the delivery waits for no outcome from the agency; nothing was changed",
+                                    instance=path)
+        if result == "contradiction":
+            audit_callback(agency, correlation_id, "contradiction", 409, authenticated=True)
+            return problem_response(409, "outcome-contradicts-record", "Conflict",
+                                    "the delivery already has another protocol number or a final decision; "
+                                    "nothing was changed and the contradiction is kept for operations",
+                                    instance=path)
+        audit_callback(agency, correlation_id, result, 200, authenticated=True)
         if result == "recorded" and ctx.on_accepted is not None:
             ctx.on_accepted()
         return _json({"status": result}, 200, {"X-Correlation-ID": correlation_id})

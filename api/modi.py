@@ -51,15 +51,25 @@ class VerifiedRequest:
 class ModiRefused(Exception):
     """The request's ModI security failed; `slug` names the problem, `portal` the claimed sender.
 
-    `portal` is read from the unverified token only to count the failure against the caller
-    it claims to be; it is None when the claim names no registered portal.
+    `verified` is True when every signature checked so far did verify with `portal`'s key and
+    the request was refused for its claims (expired, another audience, replayed, no or bad
+    tracking evidence): only then is `portal` more than a claim, and only then may the
+    failure count against that portal (api.auth). `user` is the verified user, when known.
     """
 
-    def __init__(self, slug: str, detail: str, portal: str | None = None) -> None:
+    def __init__(self, slug: str, detail: str, portal: str | None = None, *,
+                 verified: bool = False, user: str | None = None) -> None:
         super().__init__(detail)
         self.slug = slug
         self.detail = detail
         self.portal = portal
+        self.verified = verified
+        self.user = user
+
+
+def _signed(slug: str, detail: str, portal: str) -> ModiRefused:
+    """A refusal of a request whose signatures verified with `portal`'s key."""
+    return ModiRefused(slug, detail, portal, verified=True)
 
 
 def _sha256_digest(header: str) -> str | None:
@@ -120,10 +130,11 @@ class ModiVerifier:
                          "verify_nbf": False},
             )
         except jwt.InvalidAudienceError:
-            raise ModiRefused("wrong-audience", f"{what} is not addressed to this hub "
-                                                f"(aud must be {self.audience!r})", claimed) from None
+            # PyJWT verifies the signature before any claim: these tokens are the portal's.
+            raise _signed("wrong-audience", f"{what} is not addressed to this hub "
+                                            f"(aud must be {self.audience!r})", claimed) from None
         except jwt.MissingRequiredClaimError as exc:
-            raise ModiRefused("invalid-token", f"{what} lacks the {exc.claim!r} claim", claimed) from None
+            raise _signed("invalid-token", f"{what} lacks the {exc.claim!r} claim", claimed) from None
         except jwt.InvalidSignatureError:
             raise ModiRefused("invalid-token", f"the signature of {what} does not verify", claimed) from None
         except jwt.PyJWTError as exc:
@@ -134,13 +145,13 @@ class ModiVerifier:
     def _check_times(self, claims: Mapping[str, Any], what: str, now: float, portal: str) -> None:
         iat, exp, nbf = claims.get("iat"), claims.get("exp"), claims.get("nbf", claims.get("iat"))
         if not all(isinstance(v, (int, float)) for v in (iat, exp, nbf)):
-            raise ModiRefused("invalid-token", f"{what}: iat, nbf and exp must be numbers", portal)
+            raise _signed("invalid-token", f"{what}: iat, nbf and exp must be numbers", portal)
         if exp <= now - self._leeway:
-            raise ModiRefused("token-expired", f"{what} has expired", portal)
+            raise _signed("token-expired", f"{what} has expired", portal)
         if iat > now + self._leeway or nbf > now + self._leeway:
-            raise ModiRefused("invalid-token", f"{what} is not valid yet (issued in the future)", portal)
+            raise _signed("invalid-token", f"{what} is not valid yet (issued in the future)", portal)
         if exp - iat > self._max_lifetime:
-            raise ModiRefused("invalid-token", f"{what} lives longer than {self._max_lifetime:.0f} s", portal)
+            raise _signed("invalid-token", f"{what} lives longer than {self._max_lifetime:.0f} s", portal)
 
     def verify(self, headers: Mapping[str, str], body: bytes, now: float, *,
                require_user: bool = True) -> VerifiedRequest:
@@ -159,7 +170,7 @@ class ModiVerifier:
                             ("iss", "aud", "iat", "exp", "jti"))
         portal: str = auth["iss"]
         if not isinstance(auth["jti"], str) or not 8 <= len(auth["jti"]) <= 200:
-            raise ModiRefused("invalid-token", "jti must be a string of 8 to 200 characters", portal)
+            raise _signed("invalid-token", "jti must be a string of 8 to 200 characters", portal)
         if body:
             self._verify_integrity(headers, body, portal, now)
         user = self._verify_tracking(headers, auth, portal, now) if require_user else None
@@ -198,13 +209,13 @@ class ModiVerifier:
                          now: float) -> User:
         evidence = headers.get(TRACKING_HEADER.lower())
         if not evidence:
-            raise ModiRefused("tracking-evidence-missing", f"the user must be named in an {TRACKING_HEADER} "
-                                                           "token (AUDIT_REST_02)", portal)
+            raise _signed("tracking-evidence-missing", f"the user must be named in an {TRACKING_HEADER} "
+                                                       "token (AUDIT_REST_02)", portal)
         claims = self._decode(evidence, portal, f"the {TRACKING_HEADER} token", now,
                               ("iss", "aud", "iat", "exp", "userID", "userLocation"))
         if auth.get("digest") != tracking_digest(evidence):
-            raise ModiRefused("tracking-evidence-unbound", "the Authorization token's digest claim "
-                                                           "does not name this tracking evidence", portal)
+            raise _signed("tracking-evidence-unbound", "the Authorization token's digest claim "
+                                                       "does not name this tracking evidence", portal)
         loa = claims.get("LoA")
         method = claims.get("authMethod")
         if not method and isinstance(loa, str):
@@ -213,9 +224,9 @@ class ModiVerifier:
             tax_code = normalise_user_id(str(claims["userID"]))
             auth_method, level = level_from_loa(str(method or ""), str(loa) if loa else None)
         except IdentityError as exc:
-            raise ModiRefused("tracking-evidence-invalid", str(exc), portal) from None
+            raise _signed("tracking-evidence-invalid", str(exc), portal) from None
         location = str(claims["userLocation"]).strip()
         if not location:
-            raise ModiRefused("tracking-evidence-invalid", "userLocation is empty", portal)
+            raise _signed("tracking-evidence-invalid", "userLocation is empty", portal)
         return User(tax_code=tax_code, auth_method=auth_method, level=level,
                     idp=str(claims.get("idp") or ""), location=location[:200])

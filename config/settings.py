@@ -152,6 +152,10 @@ class AgencySettings(BaseModel):
     endpoint: str
     connect_timeout: float = 2.0
     read_timeout: float = 10.0
+    #: Seconds one call may take in all (pool wait, connect, send, the whole reply): past it the
+    #: call ends as outcome-unknown. `read_timeout` only bounds the gap between two bytes.
+    #: `worker.lease_seconds` must exceed the worst pass this allows (checked at start-up).
+    call_deadline: float = Field(default=15.0, gt=0)
     concurrency: int = 32
     prefetch: int | None = None  # RabbitMQ prefetch per worker; default: `concurrency`
     retry: RetrySettings = Field(default_factory=RetrySettings)

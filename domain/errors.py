@@ -21,6 +21,11 @@ __all__ = [
 ]
 
 
+#: `code` is stored in a 64-character column; `text` is kept to a readable size. Both often
+#: come from the agency (a fault's code and reason), so they are bounded here, once.
+CODE_MAX, TEXT_MAX = 64, 2000
+
+
 class DeliveryError(Exception):
     """A delivery to an agency failed; `code` and `text` are what the audit keeps."""
 
@@ -33,12 +38,13 @@ class DeliveryError(Exception):
         delivery_id: str = "",
         code: str = "",
     ) -> None:
+        text = text if len(text) <= TEXT_MAX else text[:TEXT_MAX] + "…"
         super().__init__(text)
         self.text = text
         self.agency = agency
         self.operation = operation
         self.delivery_id = delivery_id
-        self.code = code or type(self).__name__
+        self.code = (code or type(self).__name__)[:CODE_MAX]
 
     def __str__(self) -> str:
         return f"{self.code}: {self.text}" if self.code else self.text

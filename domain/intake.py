@@ -18,6 +18,8 @@ __all__ = [
     "DocumentTooLarge",
     "FilingRefused",
     "MalformedDocument",
+    "MessageProblem",
+    "RecipientMessagesInvalid",
     "SchemaViolation",
     "UnsafeDocument",
     "Violation",
@@ -172,3 +174,36 @@ class ContentViolation(FilingRefused):
     problem = "content-violation"
     title = "Filing content is not acceptable"
     status = 422
+
+
+@dataclass(frozen=True, slots=True)
+class MessageProblem:
+    """Why one recipient's message, mapped from the filing, fails its agency's schema.
+
+    `field` is the agency message's field ("sede.cap"; "" when the schema names none);
+    `filing_field` the filing field it is mapped from, when the mapping says.
+    """
+
+    agency: str
+    operation: str
+    field: str
+    detail: str
+    filing_field: str | None = None
+
+
+class RecipientMessagesInvalid(FilingRefused):
+    """The filing passes its own schema, but a recipient's message mapped from it would fail
+    that agency's schema: accepting it would only end undeliverable."""
+
+    problem = "recipient-message-invalid"
+    title = "A recipient's message would fail its agency schema"
+    status = 422
+
+    def __init__(self, problems: Iterable[MessageProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__([
+            Violation("agency-schema", f"agency:{p.agency}",
+                      f"{p.agency} {p.operation}: {p.field or 'the message'}: {p.detail}"
+                      + (f" (from {p.filing_field})" if p.filing_field else ""))
+            for p in self.problems
+        ])

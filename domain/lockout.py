@@ -3,13 +3,32 @@
 Ten consecutive failures for the same caller lock it out for five minutes; each further
 failure while locked adds five minutes. A success (while not locked) clears the count; a
 failure long after the previous one (more than `window_seconds`) starts a new count.
+
+Who "the caller" is decides whom a lock can hurt. A request whose signature does not verify
+proves nothing about the portal it names, so its failure counts against the client address
+(`address_key`); only a request the portal really signed counts against that portal and the
+user it vouches for (`user_key`). Nobody without a portal's key can lock that portal out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FailureState", "LockoutPolicy", "locked_until", "register_failure"]
+__all__ = ["FailureState", "Lockout", "LockoutPolicy", "address_key", "locked_until", "register_failure",
+           "user_key"]
+
+#: What `user_key` names when a signed request was refused before its user was verified.
+UNKNOWN_USER = "unknown"
+
+
+def address_key(client: str) -> str:
+    """The caller of a request whose signature does not verify: where it came from."""
+    return f"address:{client}"
+
+
+def user_key(portal: str, tax_code: str | None) -> str:
+    """The caller of a request `portal` really signed: the portal and the user it names."""
+    return f"portal:{portal}/user:{tax_code or UNKNOWN_USER}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +67,14 @@ def register_failure(state: FailureState | None, now: float, policy: LockoutPoli
     failures = 1 if fresh else state.failures + 1  # type: ignore[union-attr]
     lock = now + policy.lock_seconds if failures >= policy.threshold else None
     return FailureState(failures, now, lock)
+
+
+@dataclass(frozen=True, slots=True)
+class Lockout:
+    """One caller's failure record, as operators list it; `key` is what `lift` takes."""
+
+    key: str
+    state: FailureState
+
+    def locked_at(self, now: float) -> bool:
+        return locked_until(self.state, now) is not None

@@ -118,6 +118,19 @@ class FieldMap:
                 record[name] = value
         return record or None
 
+    def source_of(self, path: tuple[str, ...]) -> str | None:
+        """The XPath over the filing that fills the field at `path`, to name it in a refusal."""
+        rule: Any = self
+        for name in path:
+            if isinstance(rule, _Each):
+                rule = rule.item
+            if not isinstance(rule, FieldMap):
+                return None
+            rule = dict(rule.rules).get(name)
+        if isinstance(rule, (_Scalar, _Each)):
+            return rule.xpath.path
+        return None
+
     def handoffs(self, prefix: tuple[str, ...] = ()) -> list[Handoff]:
         """Every `from_recipient` field of this map and its nested records."""
         found: list[Handoff] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +11,8 @@ from lxml import etree
 
 from routing.routes import Route, RouteTable
 
-__all__ = ["FilingFacts", "PlannedDelivery", "fill_handoffs", "plan_correction", "plan_deliveries"]
+__all__ = ["FilingFacts", "PlannedDelivery", "assign_reference", "fill_handoffs", "plan_correction",
+           "plan_deliveries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,15 @@ def _planned(
         handoffs=tuple(h.to_json() for h in route.handoffs) if waits else (),
         contract_version=route.contract_version,
     )
+
+
+def assign_reference(planned: PlannedDelivery, reference: str) -> PlannedDelivery:
+    """`planned` for the filing `reference`: a delivery planned (and checked) before the store
+    minted the reference carries it in its header, everything else unchanged."""
+    header = planned.content.get("messageHeader")
+    if not isinstance(header, dict):
+        return planned
+    return replace(planned, content={**planned.content, "messageHeader": {**header, "filingReference": reference}})
 
 
 def fill_handoffs(

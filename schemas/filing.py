@@ -82,11 +82,21 @@ FILING_KINDS: dict[str, str] = {
 #: Generated XML is larger than the JSON it comes from; this bounds it relative to max_bytes.
 _JSON_EXPANSION = 4
 
+#: The most significant digits, and the largest power of ten, a JSON number may have. No field
+#: of the filing schema holds more (an amount in euro has a dozen); beyond, the number is
+#: refused at its field (422) before Python converts it: int() stops at 4,300 digits, and
+#: 1e999999999 written out as a decimal is a gigabyte.
+MAX_JSON_NUMBER_DIGITS = 40
+
 _SCHEMA_VERSION = "1.0"
 
 _NOT_XML_TEXT = "The text has characters that XML cannot carry."
 
 _LIBXML_MESSAGE = re.compile(r"^Element '[^']*'(?:, attribute '([^']*)')?: (.*)$", re.DOTALL)
+
+#: A quoted value longer than a reader needs to recognise it.
+#: (libxml2 cuts its messages at 64 KiB, so the closing quote may be missing.)
+_LONG_QUOTE = re.compile(r"'([^']{40})[^']{20,}(?:'|$)")
 
 _PATTERN_FAILURE = re.compile(r"is not accepted by the pattern '(.*)'\.$", re.DOTALL)
 
@@ -345,6 +355,9 @@ def _describe(message: str, element: etree._Element | None, path: str | None) ->
     match = _LIBXML_MESSAGE.match(message)
     attribute, detail = (match.group(1), match.group(2)) if match else (None, message)
     detail = re.sub(r"^\[facet '[^']*'\]\s*", "", detail)
+    # libxml2 quotes the value refused: a huge one would fill the answer (and the log) with it.
+    detail = _LONG_QUOTE.sub(lambda m: f"'{m.group(1)}…'" + ("" if m.group(0).endswith("'") else
+                                                            " is not accepted: far too long"), detail)
     failure = _PATTERN_FAILURE.search(detail)
     if failure:
         hint = _PATTERN_HINTS.get(failure.group(1))
@@ -383,7 +396,8 @@ def _load_json(data: bytes, max_bytes: int) -> Any:
     try:
         return json.loads(
             bytes(data),
-            parse_float=Decimal,
+            parse_int=_json_number,
+            parse_float=_json_number,
             parse_constant=no_constants,
             object_pairs_hook=no_duplicates,
         )
@@ -399,6 +413,29 @@ def _load_json(data: bytes, max_bytes: int) -> Any:
         ) from exc
     except RecursionError as exc:
         raise DocumentTooDeep("the JSON document is nested too deeply") from exc
+
+
+class _JsonNumber(str):
+    """A JSON number as the XML text of its field: its digits kept as written (no float
+    rounding, no int conversion), an exponent written out."""
+
+
+@dataclass(frozen=True, slots=True)
+class _NumberOutOfRange:
+    """A JSON number with more digits or a larger exponent than any field allows."""
+
+    digits: int
+    exponent: int
+
+
+def _json_number(literal: str) -> _JsonNumber | _NumberOutOfRange:
+    """`parse_int`/`parse_float` for filings: bound a number before anything converts it."""
+    value = Decimal(literal)  # exact for any JSON number literal, and linear in its length
+    digits = len(value.as_tuple().digits)
+    exponent = value.adjusted()
+    if digits > MAX_JSON_NUMBER_DIGITS or abs(exponent) > MAX_JSON_NUMBER_DIGITS:
+        return _NumberOutOfRange(digits, exponent)
+    return _JsonNumber(literal if "e" not in literal.lower() else format(value, "f"))
 
 
 def _scalar_text(value: Any) -> str | None:
@@ -425,6 +462,8 @@ def _kind_of(value: Any) -> str:
     """How a JSON value is named in messages."""
     if value is None:
         return "null"
+    if isinstance(value, _NumberOutOfRange):
+        return f"a number out of range ({value.digits} digits, magnitude 10^{value.exponent})"
     if isinstance(value, Mapping):
         return "an object"
     if isinstance(value, list):
@@ -453,6 +492,11 @@ def _encode(
     )
     if value is None:
         problems.append(_structure(location, "null is not allowed; leave the field out."))
+        return element
+    if isinstance(value, _NumberOutOfRange):
+        problems.append(_structure(location, (
+            f"The number is out of range ({value.digits} digits, magnitude 10^{value.exponent}); "
+            f"no field takes more than {MAX_JSON_NUMBER_DIGITS} digits.")))
         return element
     xsd_type = declaration.type
     if xsd_type.is_simple() or xsd_type.has_simple_content():

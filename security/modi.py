@@ -21,7 +21,7 @@ import base64
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
@@ -126,9 +126,12 @@ class ModiSigner:
         body: bytes | None = None,
         content_type: str | None = None,
         user: User | None = None,
+        signed: Mapping[str, str] | None = None,
     ) -> dict[str, str]:
         """The headers to add to one request: always Authorization; Digest and
         Agid-JWT-Signature when there is a body; Agid-JWT-TrackingEvidence when `user` is given.
+        `signed` names further headers (lower-case name → value) that Agid-JWT-Signature covers,
+        such as the X-Correlation-ID of an agency's callback.
 
         Each call makes new tokens with a new `jti`: sign every request, including retries.
         """
@@ -145,6 +148,7 @@ class ModiSigner:
             signed_headers: list[dict[str, str]] = [{"digest": digest}]
             if content_type:
                 signed_headers.append({"content-type": content_type})
+            signed_headers.extend({name.lower(): value} for name, value in (signed or {}).items())
             out[SIGNATURE_HEADER] = self._encode({"signed_headers": signed_headers}, now)
         out[AUTHORIZATION_HEADER] = "Bearer " + self._encode(auth_claims, now)
         return out

@@ -28,7 +28,7 @@ from domain.delegation import (
     subdelegation_violations,
 )
 from domain.identity import IdentityError, User, normalise_user_id
-from domain.lockout import LockoutPolicy
+from domain.lockout import Lockout, LockoutPolicy
 from domain.taxcode import tax_code_error
 from routing.routes import RouteTable
 
@@ -77,6 +77,10 @@ class IdentityStore(Protocol):
                        entry: AuditEntry) -> tuple[bool, float | None]: ...
 
     def audit(self, entry: AuditEntry) -> None: ...
+
+    def lockouts(self, now: float, *, counting: bool = False) -> list[Lockout]: ...
+
+    def lift_lockout(self, key: str, now: float, operator: str) -> Lockout | None: ...
 
     def add_delegation(self, d: Delegation, portal: str, entry: AuditEntry) -> None: ...
 

@@ -24,6 +24,7 @@ __all__ = [
     "FilingEvent",
     "FilingView",
     "IdempotencyConflict",
+    "NeedsCorrection",
     "NewFiling",
     "NotResendable",
     "RecipientNotFound",
@@ -100,6 +101,9 @@ class DeliveryView:
     waits_for: str | None = None  # the agency whose outcome this delivery waits for
     correlation_id: str | None = None
     corrects: dict[str, str] | None = None  # {deliveryId, messageId, protocolNumber?}
+    #: Contradictions the agency sent that the hub kept for operators ({kind, detail,
+    #: createdAt}); None where they were not read (a resend's answer).
+    anomalies: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,9 @@ class ClaimedJob:
     #: How often this job was handed to a worker before without an outcome coming back (the
     #: worker died or hung): a job that keeps killing its workers is a poison job.
     handed_out: int = 0
+    #: The embedded queue's claim count when this pass took the job: a later claim (the lease
+    #: ran out and the job was taken again) makes this pass stale. None from RabbitMQ.
+    lease_token: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +209,11 @@ class NotResendable(Exception):
         super().__init__(message)
         self.agency = agency
         self.state = state
+
+
+class NeedsCorrection(NotResendable):
+    """The agency refused the recipient's message as invalid: the same message would be
+    refused again, only a corrected filing can be sent."""
 
 
 @dataclass(frozen=True, slots=True)

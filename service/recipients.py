@@ -12,6 +12,7 @@ from domain.errors import AgencyRejected, DeliveryError
 from domain.messages import Receipt
 from routing.plan import FilingFacts, PlannedDelivery, plan_correction
 from routing.routes import RouteTable
+from service.intake import MessageCheck, check_messages
 
 __all__ = [
     "CallbackUnreadable",
@@ -51,7 +52,9 @@ def record_callback(
 
     Returns:
         "recorded", "duplicate" (already known: a repeat is answered as the first), "conflict"
-        (the delivery cannot take it) or "unknown" (no delivery has that correlation id).
+        (the delivery waits for no callback), "contradiction" (it contradicts the protocol
+        number or final decision recorded: kept as an anomaly, nothing else changes) or
+        "unknown" (no delivery has that correlation id).
 
     Raises:
         CallbackUnreadable: the body is not the operation's reply for that message.
@@ -76,7 +79,7 @@ def record_callback(
 
 def correct_recipient(
     store: Any, routes: RouteTable, parsed: _ParsedFiling, reference: str, portal: str, agency: str,
-    *, actor: str, now: datetime | None = None,
+    *, actor: str, now: datetime | None = None, check: MessageCheck | None = None,
 ) -> Any:
     """Replace `agency`'s refused message with one mapped from the corrected filing `parsed`.
 
@@ -86,6 +89,8 @@ def correct_recipient(
 
     Raises:
         CorrectionRefused: as above.
+        RecipientMessagesInvalid: the corrected message would still fail the agency's schema
+            (checked with `check`); nothing changes.
         RecipientNotFound, NotResendable: from the store.
     """
     route = routes.route(parsed.kind, agency)
@@ -105,7 +110,10 @@ def correct_recipient(
             declarant_role=parsed.declarant_role,
             received_at=now or datetime.now(timezone.utc),
         )
-        return plan_correction(route, parsed.root, facts, corrects)
+        planned = plan_correction(route, parsed.root, facts, corrects)
+        if check is not None:
+            check_messages(routes, parsed.kind, [planned], check)
+        return planned
 
     return store.correct_recipient(reference, portal, agency, plan, actor=actor,
                                    detail={"digest": parsed.digest})

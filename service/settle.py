@@ -9,6 +9,7 @@ from domain.errors import (
     AgencyRejected,
     AgencyThrottled,
     DeliveryError,
+    MessageRejectedAsInvalid,
     PermanentDeliveryError,
 )
 from domain.messages import Receipt
@@ -40,7 +41,10 @@ def _attempt_records(tries: Sequence[_Try]) -> list[AttemptRecord]:
         if t.error is None:
             result, code, text = "ok", None, None
         else:
-            result = "permanent" if isinstance(t.error, PermanentDeliveryError) else "transient"
+            # "invalid": our message fails the agency's schema; only a correction can help
+            # (a bodiless resend of it is refused, storage.delivery_store.resend_recipient).
+            result = ("invalid" if isinstance(t.error, MessageRejectedAsInvalid)
+                      else "permanent" if isinstance(t.error, PermanentDeliveryError) else "transient")
             code, text = t.error.code, t.error.text[:2000]
         records.append(AttemptRecord(t.number, t.started_at, t.duration_ms, result, code, text))
     return records

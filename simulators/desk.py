@@ -19,8 +19,9 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-from simulators.faults import ASYNC_KINDS, TECHNICAL_KINDS, FaultRule, Matcher, RuleBook
-from simulators.httpio import gateway_response, pause
+from security.callbacks import CallbackSigner
+from simulators.faults import ASYNC_KINDS, DUPLICATE_NUMBER, TECHNICAL_KINDS, TRICKLE, FaultRule, Matcher, RuleBook
+from simulators.httpio import gateway_response, pause, trickled
 from simulators.ledger import Effect, Ledger, now_utc
 from simulators.numbering import NUMBERING, Counters, Lookup
 
@@ -93,6 +94,8 @@ class AgencyDesk:
         self.ledger = Ledger()
         self.rules = RuleBook(permanent)
         self.counters = Counters()
+        #: The last protocol number given (and its references): what `duplicate_number` reuses.
+        self._last_numbered: tuple[str, dict[str, str]] | None = None
         self._wake = asyncio.Event()
         #: Effects taken in charge for a late outcome, by correlation id.
         self.late: dict[str, Effect] = {}
@@ -100,6 +103,15 @@ class AgencyDesk:
         self.replies: Replies | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
+        #: Signs callbacks with the credential the agency's file declares (None: unsigned).
+        self.signer: CallbackSigner | None = None
+
+    def signed_callback(self, body: bytes, content_type: str, correlation_id: str) -> tuple[bytes, dict[str, str]]:
+        """One try of a callback, signed anew (a fresh token or Timestamp: the hub refuses a
+        repeat); unsigned when the agency has no signer."""
+        if self.signer is None:
+            return body, {}
+        return self.signer.sign(body, content_type, correlation_id)
 
     def reset(self) -> None:
         """Clear ledger and runtime faults; requests held by a pause give up, callbacks stop."""
@@ -130,6 +142,10 @@ class AgencyDesk:
             )
             return Outcome(None, code=rule.code, reason=reason)
         protocol, references = self.numbering(self.counters, submission.lookup)
+        if rule is not None and rule.kind == DUPLICATE_NUMBER and self._last_numbered is not None:
+            self.rules.use(rule)  # a faulty numbering: the previous message's number again
+            protocol, references = self._last_numbered[0], dict(self._last_numbered[1])
+        self._last_numbered = (protocol, dict(references))
         stamp = now_utc()
         effect = Effect(
             message_id=submission.message_id,
@@ -195,11 +211,13 @@ class AgencyDesk:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
         reply = self.replies.receipt(effect, False)
-        headers = {"Content-Type": reply.headers["content-type"], "X-Correlation-ID": effect.correlation_id}
+        content_type = reply.headers["content-type"]
         pause_s = CALLBACK_BACKOFF_S
         for _ in range(CALLBACK_TRIES):
+            body, signature = self.signed_callback(reply.body, content_type, effect.correlation_id)
+            headers = {"Content-Type": content_type, "X-Correlation-ID": effect.correlation_id, **signature}
             try:
-                status: int | None = (await self._http.post(effect.reply_to, content=reply.body,
+                status: int | None = (await self._http.post(effect.reply_to, content=body,
                                                             headers=headers)).status_code
             except httpx.HTTPError:
                 status = None
@@ -249,7 +267,13 @@ class AgencyDesk:
             await pause(request, rule.delay_s, self._wake)
         if outcome.effect is not None and self.refresh(outcome.effect).status == "acknowledged":
             # Taken in charge (or asked again before the outcome is out): 202 again.
-            return replies.acknowledged(outcome.effect)
-        if outcome.effect is not None:
-            return replies.receipt(outcome.effect, outcome.first)
-        return replies.rejection(operation, outcome.code, outcome.reason)
+            reply = replies.acknowledged(outcome.effect)
+        elif outcome.effect is not None:
+            reply = replies.receipt(outcome.effect, outcome.first)
+        else:
+            reply = replies.rejection(operation, outcome.code, outcome.reason)
+        if rule is not None and rule.kind == TRICKLE:
+            # The message is recorded; its reply now drips out one byte at a time.
+            self.rules.use(rule)
+            return trickled(reply, rule.delay_s)
+        return reply

@@ -9,8 +9,10 @@ from typing import Any
 __all__ = [
     "ASYNC_KINDS",
     "DECISIONS",
+    "DUPLICATE_NUMBER",
     "KINDS",
     "TECHNICAL_KINDS",
+    "TRICKLE",
     "FaultRule",
     "InvalidRuleError",
     "Matcher",
@@ -21,18 +23,25 @@ __all__ = [
 
 #: Every fault kind of the contract (docs/agency-contracts.md, "Simulator control API").
 KINDS = frozenset(
-    {"latency", "timeout", "http_status", "soap_fault", "reject", "async_push", "async_pull"}
+    {"latency", "timeout", "http_status", "soap_fault", "reject", "async_push", "async_pull",
+     "duplicate_number", "trickle"}
 )
 #: Kinds applied before the message is validated: the agency is slow or down, whatever it got.
 TECHNICAL_KINDS = frozenset({"latency", "timeout", "http_status", "soap_fault"})
 #: Late outcomes (AgID non-blocking patterns): 202 now, the protocol number after `delay_ms`,
 #: by callback to X-ReplyTo (push) or from a status resource (pull).
 ASYNC_KINDS = frozenset({"async_push", "async_pull"})
+#: A numbering fault: a new message gets the protocol number the agency gave its previous one.
+DUPLICATE_NUMBER = "duplicate_number"
 #: A business decision that may follow the protocol number after `decision_delay_ms`.
 DECISIONS = frozenset({"accepted", "rejected"})
 
+#: The agency records the message, then sends its reply one byte every `delay_ms`: each gap
+#: stays inside a read timeout while the whole reply takes minutes.
+TRICKLE = "trickle"
 #: Default delay of each pausing kind; a timeout outlasts any sane client timeout.
-_DEFAULT_DELAY_MS = {"latency": 1_000, "timeout": 30_000, "async_push": 200, "async_pull": 200}
+_DEFAULT_DELAY_MS = {"latency": 1_000, "timeout": 30_000, "async_push": 200, "async_pull": 200,
+                     "trickle": 500}
 _KEYS = frozenset(
     {"operation", "kind", "times", "delay_ms", "status", "retry_after", "code", "text", "match",
      "after_effect", "decision", "decision_delay_ms"}

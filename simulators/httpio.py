@@ -7,9 +7,9 @@ import math
 from http import HTTPStatus
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-__all__ = ["MAX_BODY_BYTES", "BodyTooLargeError", "gateway_response", "pause", "read_body"]
+__all__ = ["MAX_BODY_BYTES", "BodyTooLargeError", "gateway_response", "pause", "read_body", "trickled"]
 
 #: Largest request body a simulator reads; real agencies cap uploads too.
 MAX_BODY_BYTES = 1_048_576
@@ -77,3 +77,23 @@ def gateway_response(status: int, retry_after: float | int | None = None) -> Res
         "</body>\r\n</html>\r\n"
     )
     return Response(page, status_code=status, headers=headers, media_type="text/html")
+
+
+def trickled(reply: Response, interval: float) -> StreamingResponse:
+    """`reply` with its head at once and its body one byte every `interval` seconds.
+
+    Content-Length announces the whole body, so a client must wait for every byte: each gap is
+    shorter than its read timeout, the whole reply far longer. A client that gives up closes
+    the connection, which ends the stream.
+    """
+    body = bytes(reply.body)
+
+    async def drip():  # type: ignore[no-untyped-def]
+        for i in range(len(body)):
+            if i:
+                await asyncio.sleep(interval)
+            yield body[i:i + 1]
+
+    headers = {k: v for k, v in reply.headers.items() if k.lower() != "content-length"}
+    headers["content-length"] = str(len(body))
+    return StreamingResponse(drip(), status_code=reply.status_code, headers=headers)

@@ -8,6 +8,9 @@ from typing import Any
 
 __all__ = ["Effect", "Ledger", "now_utc"]
 
+#: How many WS-Addressing `To` values a ledger keeps, and how much of each.
+_ADDRESSED_KEPT, _ADDRESS_MAX = 1000, 2048
+
 
 def now_utc() -> str:
     """An xs:dateTime / RFC 3339 timestamp, to the second, in UTC."""
@@ -88,6 +91,8 @@ class Ledger:
     invalid: list[dict[str, Any]] = field(default_factory=list)
     calls: int = 0
     polls: int = 0  # requests to the status resources of late outcomes
+    #: The WS-Addressing `To` of each call that carried one (the last `_ADDRESSED_KEPT`).
+    addressed: list[str] = field(default_factory=list)
 
     def record_rejection(
         self, operation: str, message_id: str, filing_reference: str, code: str, reason: str
@@ -108,7 +113,12 @@ class Ledger:
             {"operation": operation, "codice": code, "errore": error, "receivedAt": now_utc()}
         )
 
+    def record_addressed(self, to: str) -> None:
+        self.addressed.append(to[:_ADDRESS_MAX])
+        del self.addressed[:-_ADDRESSED_KEPT]
+
     def clear(self) -> None:
+        self.addressed.clear()
         self.effects.clear()
         self.rejected.clear()
         self.invalid.clear()
@@ -123,4 +133,6 @@ class Ledger:
             "invalid": list(self.invalid),
             "calls": self.calls,
             "polls": self.polls,
+            # Only where calls carried WS-Addressing (the sandbox of such a WSDL).
+            **({"addressedTo": list(self.addressed)} if self.addressed else {}),
         }

@@ -68,6 +68,8 @@ _MAX_ERROR = 300
 #: Tries of one callback (PUSH), and the first pause between them (doubling).
 CALLBACK_TRIES = 8
 CALLBACK_BACKOFF_S = 0.1
+#: WS-Addressing 1.0 and the 2004/08 submission (what WSDLs still declare).
+_WSA_NS = ("http://www.w3.org/2005/08/addressing", "http://schemas.xmlsoap.org/ws/2004/08/addressing")
 _XSD_NAME = re.compile(r"[A-Za-z0-9_.\-]+\.xsd")
 
 
@@ -232,10 +234,27 @@ class SoapSandbox(SoapEndpointBase):
         if action_error:
             return self._refuse(operation.name, "ACTION", action_error)
         header = root.find(f"{{{ENVELOPE_NS[version]}}}Header")
+        addressing_error = self._addressing_error(request, header)
+        if addressing_error:
+            return self._refuse(operation.name, "ADDRESSING", addressing_error)
         nb = self.nonblocking
         if nb is not None and operation.name in (nb.status_operation, nb.result_operation):
             return self._late_query(operation, header)
         return await self._submit(request, operation, element, header)
+
+    def _addressing_error(self, request: Request, header: etree._Element | None) -> str:
+        """Record the WS-Addressing `To` a call carries; a `To` naming another address than the
+        one called is refused, as a real endpoint's address filter does (WCF, Metro)."""
+        found = None if header is None else next(
+            (el for ns in _WSA_NS for el in header.iter(f"{{{ns}}}To")), None)
+        if found is None:
+            return ""
+        to = (found.text or "").strip()
+        self.desk.ledger.record_addressed(to)
+        called = f"{request.url.scheme}://{request.url.netloc}{request.url.path}"
+        if to != called:
+            return f"wsa:To {to[:200]!r} is not this endpoint ({called})"
+        return ""
 
     def _header_value(self, header: etree._Element | None, name: str) -> str:
         if header is None:
@@ -466,9 +485,12 @@ class SoapSandbox(SoapEndpointBase):
         effect.status = "protocolled"
         pause_s = CALLBACK_BACKOFF_S
         for _ in range(CALLBACK_TRIES):
+            # The correlation id travels in the SOAP header here; each try is signed anew.
+            body, signature = self.desk.signed_callback(content, headers.get("Content-Type", ""),
+                                                        effect.correlation_id or "")
             try:
-                status: int | None = (await self.http.post(effect.reply_to or "", content=content,
-                                                           headers=headers)).status_code
+                status: int | None = (await self.http.post(effect.reply_to or "", content=body,
+                                                           headers={**headers, **signature})).status_code
             except httpx.HTTPError:
                 status = None
             effect.callbacks.append({"at": datetime.now(UTC).isoformat(), "status": status})

@@ -29,6 +29,7 @@ from simulators.faults import parse_rules
 from simulators.launcher import SimulatorHandle, SimulatorStartError, _url_host, _wait_healthy, free_ports
 from simulators.sandbox import sandbox_numbering, soap_sandbox_app
 from simulators.server import _Server, serve_until_signal
+from simulators.signing import callback_signer
 
 __all__ = ["SandboxHandle", "build_sandbox_apps", "main", "run_sandboxes", "serve_sandboxes",
            "start_sandbox"]
@@ -60,6 +61,7 @@ def build_sandbox_apps(
         permanent = parse_rules([dict(rule) for rule in spec.sandbox.faults], operations)
         prefix = (spec.sandbox.prefix or spec.agency).upper()
         desk = AgencyDesk(spec.agency, operations, permanent, numbering=sandbox_numbering(prefix))
+        desk.signer = callback_signer(catalog.agencies.get(spec.agency))
         if spec.kind == "soap":
             apps[spec.ref] = soap_sandbox_app(spec, desk, http)
         else:

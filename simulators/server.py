@@ -18,6 +18,7 @@ from simulators.contracts import RUNTS_OPERATION, SOAP_CONTRACTS
 from simulators.desk import AgencyDesk
 from simulators.faults import parse_rules
 from simulators.rest_app import runts_app
+from simulators.signing import callback_signers
 from simulators.soap_app import soap_app
 
 __all__ = [
@@ -59,13 +60,16 @@ def load_rules(path: str | Path) -> dict[str, list[dict[str, Any]]]:
 def build_apps(
     rules: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> tuple[dict[str, Starlette], dict[str, AgencyDesk]]:
-    """One app and one desk per agency; `rules` are the permanent rules of each."""
+    """One app and one desk per agency; `rules` are the permanent rules of each. Each desk
+    signs its callbacks with the key pair its agency file names (`simulators.signing`)."""
     apps: dict[str, Starlette] = {}
     desks: dict[str, AgencyDesk] = {}
+    signers = callback_signers(AGENCIES)
     for agency in AGENCIES:
         operations = _operations(agency)
         permanent = parse_rules((rules or {}).get(agency, []), operations)
         desk = desks[agency] = AgencyDesk(agency, operations, permanent)
+        desk.signer = signers[agency]
         if agency == "runts":
             apps[agency] = runts_app(desk)
         else:

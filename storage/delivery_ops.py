@@ -19,6 +19,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import structlog
 from sqlalchemy import JSON, Connection, Table, Update, bindparam, func, insert, select, update
 
 from domain.messages import Receipt
@@ -32,6 +33,14 @@ from domain.states import (
 from routing.aggregate import aggregate_filing_state
 from routing.plan import fill_handoffs
 from service.ports import Completion
+from storage.anomalies import (
+    DECISION_CONFLICT,
+    PROTOCOL_NUMBER_CONFLICT,
+    anomaly_json,
+    bounded,
+    duplicate_number_anomalies,
+    keep_anomalies,
+)
 from storage.delivery_tables import filing_events
 from storage.tables import attempts, deliveries, filings, outbox
 
@@ -39,6 +48,7 @@ __all__ = [
     "EventLog",
     "apply_completions",
     "apply_late_outcome",
+    "flag_anomalies",
     "initial_state",
     "lock_filings",
     "recipient_payload",
@@ -47,6 +57,7 @@ __all__ = [
 ]
 
 _S = DeliveryState
+_log = structlog.get_logger("crocevia.store")
 _TERMINAL = {s.value for s in TERMINAL_DELIVERY_STATES}
 _OPEN = {s.value for s in OPEN_DELIVERY_STATES}
 
@@ -55,6 +66,7 @@ FILING_ACCEPTED = "filing.accepted"
 FILING_STATE_CHANGED = "filing.state_changed"
 RECIPIENT_CHANGED = "recipient.state_changed"
 RECIPIENT_CORRECTED = "recipient.corrected"
+RECIPIENT_ANOMALY = "recipient.anomaly"
 
 
 def lock_filings(conn: Connection, filing_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -330,6 +342,17 @@ def resume_dependents(conn: Connection, pred: Mapping[str, Any], now: datetime, 
     deps.write(conn, ("state", "last_error", "updated_at"))
 
 
+def flag_anomalies(conn: Connection, found: Sequence[Mapping[str, Any]], rows: Mapping[str, Mapping[str, Any]],
+                   now: datetime, events: EventLog) -> int:
+    """Keep anomalies (those not already kept) and tell the filing's feed about each one;
+    `rows` are the deliveries concerned, by id. Returns how many were new."""
+    stored = keep_anomalies(conn, found, now)
+    for anomaly in stored:
+        events.add(anomaly["filing_id"], RECIPIENT_ANOMALY,
+                   {"recipient": recipient_payload(rows[anomaly["delivery_id"]]), "anomaly": anomaly_json(anomaly)})
+    return len(stored)
+
+
 def close_open_jobs(conn: Connection, delivery_id: str, epoch: float) -> None:
     """Close the delivery's jobs nobody holds (a callback check made moot by the callback)."""
     conn.execute(
@@ -356,10 +379,12 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     The passes are applied in order in memory (two passes of one delivery build on each
     other); then each table gets one statement for the whole batch."""
     info = lock_filings(conn, (c.job.filing_id for c in completions))
+    completions = _own_passes(conn, completions)
     ids = list({c.job.delivery_id for c in completions})
     current = {
         r.id: dict(r._mapping) for r in conn.execute(select(deliveries).where(deliveries.c.id.in_(ids))).all()
     }
+    numbers_before = {i: r["protocol_number"] for i, r in current.items()}
     conn.execute(update(outbox).where(outbox.c.id.in_(sorted({c.job.job_id for c in completions})))
                  .values(done_at=epoch))
     events = EventLog(conn, info, now, epoch)
@@ -390,14 +415,51 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
         if c.next_attempt_at is not None:
             job_rows.append({"delivery_id": row["id"], "agency": row["agency"], "available_at": c.next_attempt_at,
                              "claims": 0, "created_at": epoch})
+    # A number the agency already gave another message is kept, and flagged (read before the
+    # batch's own numbers are written, so that the later of two in one batch is the one flagged).
+    numbered = [r for r in touched.values() if r["protocol_number"] and r["protocol_number"] != numbers_before[r["id"]]]
+    duplicates = duplicate_number_anomalies(conn, numbered, {fid: i["reference"] for fid, i in info.items()})
     _write_rows(conn, deliveries, _PASS_COLUMNS, touched.values())
     if attempt_rows:
         conn.execute(insert(attempts), attempt_rows)
     if job_rows:
         conn.execute(insert(outbox), job_rows)
+    flag_anomalies(conn, duplicates, touched, now, events)
     settle_dependents(conn, changed, now, epoch, events)
     refresh_filings(conn, info, now, events)
     events.flush()
+
+
+def _own_passes(conn: Connection, completions: Sequence[Completion]) -> list[Completion]:
+    """The passes that still hold their job; stale ones are logged and left out.
+
+    A pass is stale when its job was closed already (another pass of it committed first) or,
+    in the embedded queue, when the job was claimed again after this pass took it (its lease
+    ran out under it): applying it would overwrite what the newer pass does. The job rows are
+    locked, so no claim can take them between this check and the commit.
+    """
+    job_ids = sorted({c.job.job_id for c in completions})
+    jobs = {r.id: r for r in conn.execute(
+        select(outbox.c.id, outbox.c.claims, outbox.c.done_at)
+        .where(outbox.c.id.in_(job_ids)).order_by(outbox.c.id).with_for_update()
+    ).all()}
+    own: list[Completion] = []
+    closed: set[int] = set()
+    for c in completions:
+        job = jobs.get(c.job.job_id)
+        token = c.job.lease_token
+        reason = None
+        if job is None or job.done_at is not None or c.job.job_id in closed:
+            reason = "job_already_closed"
+        elif token is not None and job.claims != token:
+            reason = "job_claimed_again"
+        if reason is not None:
+            _log.warning("stale_pass_dropped", job_id=c.job.job_id, delivery_id=c.job.delivery_id,
+                         agency=c.job.agency, owner=c.owner, reason=reason, state=c.new_state)
+            continue
+        closed.add(c.job.job_id)
+        own.append(c)
+    return own
 
 
 def _record_pass(row: Mapping[str, Any], c: Completion, now: datetime) -> tuple[dict[str, Any], bool]:
@@ -428,45 +490,88 @@ def _record_pass(row: Mapping[str, Any], c: Completion, now: datetime) -> tuple[
     return {**row, **values}, changed
 
 
+#: The states in which an agency's callback may still be about the delivery: taken in charge
+#: (its protocol number is due), or protocolled / rejected (a decision, or a repeat).
+_CALLBACK_STATES = {_S.ACKNOWLEDGED.value, _S.PROTOCOLLED.value, _S.REJECTED.value}
+#: States in which a send may be in flight: the agency can answer (and call back) before the
+#: worker has recorded its acknowledgment, so a callback then is early, not wrong.
+_IN_FLIGHT_STATES = {_S.PENDING.value, _S.RETRYING.value}
+
+
 def apply_late_outcome(conn: Connection, delivery_id: str, receipt: Receipt, now: datetime, epoch: float) -> str:
-    """Record an outcome the agency sent later (PUSH callback): its protocol number, or its
-    decision. Returns "recorded", "duplicate" (already known), or "conflict" (the delivery is
-    in no state to take it) or "unknown"."""
+    """Record an outcome the agency sent later (PUSH callback): the protocol number of an
+    acknowledged delivery, or the decision on a protocolled one that has none yet.
+
+    A protocol number once recorded is never overwritten and a final decision never reversed:
+    a callback that contradicts them changes nothing but is kept as an anomaly (both sides).
+    A number the agency already gave another message is recorded and flagged.
+
+    Returns:
+        "recorded"; "duplicate" (nothing new: a repeat); "conflict" (the delivery waits for no
+        callback: nothing changes); "contradiction" (it contradicts a settled number or
+        decision: only the anomaly is kept); "not_yet" (a send may be in flight and its
+        acknowledgment is not recorded yet: nothing changes, the agency may try again later);
+        "unknown" (no such delivery).
+    """
     filing_id = conn.execute(select(deliveries.c.filing_id).where(deliveries.c.id == delivery_id)).scalar()
     if filing_id is None:
         return "unknown"
     info = lock_filings(conn, [filing_id])
     row = dict(conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).one()._mapping)
-    decision = ESITO_DECISIONS.get(receipt.outcome)
-    if receipt.acknowledged_only or (not receipt.protocol_number and decision is not Decision.REJECTED):
-        return "duplicate"  # nothing new: the agency repeats that it has the message
-    new_state = _S.REJECTED.value if decision is Decision.REJECTED else _S.PROTOCOLLED.value
-    outcome = decision.value if decision is not None else row["outcome"]
     state = row["state"]
-    protocol_number = receipt.protocol_number or row["protocol_number"]
-    if state == new_state and outcome == row["outcome"] and row["protocol_number"] == protocol_number:
-        return "duplicate"
-    if state in (_S.HELD.value, _S.CANCELLED.value, _S.WAITING.value) or row["superseded_by"]:
-        return "conflict"  # never sent, or replaced by a correction
-    if state == _S.REJECTED.value and not row["protocol_number"]:
-        return "conflict"  # refused outright: no protocol may follow
+    if state in _IN_FLIGHT_STATES and not row["superseded_by"]:
+        return "not_yet"
+    if state not in _CALLBACK_STATES or row["superseded_by"]:
+        return "conflict"  # never taken in charge (or given up, or replaced by a correction)
+    decision = ESITO_DECISIONS.get(receipt.outcome)
+    number = receipt.protocol_number or None
+    if receipt.acknowledged_only:
+        return "duplicate"  # nothing new: the agency repeats that it has the message
+    if state == _S.ACKNOWLEDGED:
+        if number is None and decision is not Decision.REJECTED:
+            return "duplicate"
+    else:
+        # Protocolled or rejected: the number (or its absence, for a refusal) is settled, and
+        # so is the decision once there is one (a rejection is one, whatever `outcome` says).
+        recorded = row["outcome"] or (Decision.REJECTED.value if state == _S.REJECTED else None)
+        number_conflict = number is not None and number != row["protocol_number"]
+        decision_conflict = recorded is not None and decision is not None and decision.value != recorded
+        if number_conflict or decision_conflict:
+            events = EventLog(conn, info, now, epoch)
+            flag_anomalies(conn, [{
+                "delivery_id": delivery_id, "filing_id": filing_id, "agency": row["agency"],
+                "kind": DECISION_CONFLICT if decision_conflict else PROTOCOL_NUMBER_CONFLICT,
+                "detail": {
+                    "recorded": {"protocolNumber": row["protocol_number"], "outcome": recorded},
+                    "received": {"protocolNumber": bounded(number), "outcome": decision.value if decision else None,
+                                 "esito": bounded(receipt.outcome)},
+                },
+            }], {delivery_id: row}, now, events)
+            events.flush()
+            return "contradiction"
+        if recorded is not None or decision is None:
+            return "duplicate"  # the same number (and decision) again
+    new_state = _S.REJECTED.value if decision is Decision.REJECTED else _S.PROTOCOLLED.value
     values: dict[str, Any] = {
         "state": new_state,
-        "protocol_number": protocol_number,
-        "protocolled_at": receipt.protocolled_at or row["protocolled_at"],
-        "references": {**(row["references"] or {}), **receipt.references},
-        "outcome": outcome,
+        "protocol_number": row["protocol_number"] or number,
+        "protocolled_at": row["protocolled_at"] or receipt.protocolled_at or None,
+        "references": {**receipt.references, **(row["references"] or {})},
+        "outcome": decision.value if decision is not None else row["outcome"],
         "next_attempt_at": None,
         "updated_at": now,
     }
     if decision is Decision.REJECTED:
         values.update(outcome_code=receipt.outcome_code or "RESPINTA",
                       outcome_text=receipt.outcome_text or "rejected after protocol")
+    updated = {**row, **values}
+    newly_numbered = [updated] if values["protocol_number"] and not row["protocol_number"] else []
+    duplicates = duplicate_number_anomalies(conn, newly_numbered, {filing_id: info[filing_id]["reference"]})
     conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
     close_open_jobs(conn, delivery_id, epoch)
-    updated = {**row, **values}
     events = EventLog(conn, info, now, epoch)
     events.recipient(updated, state)
+    flag_anomalies(conn, duplicates, {delivery_id: updated}, now, events)
     if new_state != state:
         settle_dependents(conn, [updated], now, epoch, events)
     refresh_filings(conn, info, now, events)

@@ -20,9 +20,11 @@ from service.ports import (
     DeliveryView,
     EventSendResult,
     FilingEvent,
+    NeedsCorrection,
     NotResendable,
     RecipientNotFound,
 )
+from storage.anomalies import list_anomalies
 from storage.audit import append_audit
 from storage.delivery_ops import (
     RECIPIENT_CORRECTED,
@@ -38,7 +40,7 @@ from storage.delivery_ops import (
 )
 from storage.delivery_tables import agency_status, filing_events
 from storage.errors import outages_translated
-from storage.tables import deliveries, filings, outbox
+from storage.tables import attempts, deliveries, filings, outbox
 
 __all__ = ["NEVER", "DeliverySemanticsStore", "delivery_view"]
 
@@ -51,8 +53,8 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def delivery_view(d: Any) -> DeliveryView:
-    """A delivery row (or mapping) as the status API shows it."""
+def delivery_view(d: Any, anomalies: list[dict[str, Any]] | None = None) -> DeliveryView:
+    """A delivery row (or mapping) as the status API shows it, with its anomalies if read."""
     row = d if isinstance(d, Mapping) else d._mapping
     return DeliveryView(
         delivery_id=row["id"],
@@ -73,6 +75,7 @@ def delivery_view(d: Any) -> DeliveryView:
         waits_for=row["depends_on"],
         correlation_id=row["correlation_id"],
         corrects=corrects_of(row),
+        anomalies=anomalies,
     )
 
 
@@ -112,9 +115,15 @@ class DeliverySemanticsStore:
                               r.contract_version)
 
     def record_late_outcome(self, delivery_id: str, receipt: Receipt) -> str:
-        """Record a late protocol number or decision; "recorded", "duplicate", "conflict"."""
+        """Record a late protocol number or decision; "recorded", "duplicate", "conflict",
+        "contradiction" (see `apply_late_outcome`)."""
         with self._write() as conn, conn.begin():
             return apply_late_outcome(conn, delivery_id, receipt, _utcnow(), self._clock())
+
+    def anomalies(self, agency: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest anomalies kept for operators, newest first (`hub.py anomalies`)."""
+        with self._read() as conn:
+            return list_anomalies(conn, agency, limit)
 
     # -- resend and correction ----------------------------------------------------------------
     def _recipient(self, conn: Connection, reference: str, portal: str | None, agency: str,
@@ -147,6 +156,14 @@ class DeliverySemanticsStore:
                 allowed = " or ".join(sorted(s.value for s in RESENDABLE_DELIVERY_STATES))
                 raise NotResendable(f"the {agency} recipient is {row['state']}; a resend needs {allowed}",
                                     agency=agency, state=row["state"])
+            last = conn.execute(
+                select(attempts.c.result).where(attempts.c.delivery_id == row["id"])
+                .order_by(attempts.c.id.desc()).limit(1)
+            ).scalar_one_or_none()
+            if last == "invalid":
+                raise NeedsCorrection(f"the {agency} recipient's message was refused as invalid "
+                                      f"({row['outcome_code'] or 'schema'}): the same message would be refused "
+                                      "again; resend it with a corrected filing", agency=agency, state=row["state"])
             state, pred = initial_state(conn, filing["id"], row["depends_on"])
             if state == _S.HELD:
                 raise NotResendable(f"the {agency} recipient waits for {row['depends_on']}, which has failed: "

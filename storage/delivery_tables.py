@@ -1,4 +1,5 @@
-"""Tables of the delivery semantics (0004): the sender's event feed and each agency's circuit.
+"""Tables of the delivery semantics (0004): the sender's event feed and each agency's circuit;
+the anomalies operators must see (0006).
 
 They share `storage.tables.metadata`; importing this module registers them.
 """
@@ -21,7 +22,7 @@ from sqlalchemy import (
 
 from storage.tables import _ID, metadata
 
-__all__ = ["agency_status", "filing_events"]
+__all__ = ["agency_status", "anomalies", "filing_events"]
 
 # One row per change of a filing or of one of its recipients, written in the transaction that
 # made the change. `seq` orders the events of one filing; the notifier pushes them to the
@@ -60,4 +61,22 @@ agency_status = Table(
     Column("throttled_until", Float),
     Column("reported_by", String(64)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# A contradiction from outside that the hub refused to apply or could only flag: a second
+# protocol number for one delivery, a decision reversed, one number given to two messages.
+# `detail` keeps both sides (e.g. the recorded and the received number); the delivery itself
+# keeps what it had (Trust at the edges: a settled fact is never overwritten).
+anomalies = Table(
+    "anomalies",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("delivery_id", String(32), ForeignKey("deliveries.id"), nullable=False),
+    Column("filing_id", _ID, ForeignKey("filings.id"), nullable=False),
+    Column("agency", String(32), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_anomalies_filing_id", "filing_id"),
+    Index("ix_anomalies_created_at", "created_at"),
 )

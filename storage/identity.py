@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, or_, select, updat
 from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.delegation import Delegation
-from domain.lockout import FailureState, LockoutPolicy, locked_until, register_failure
+from domain.lockout import FailureState, Lockout, LockoutPolicy, locked_until, register_failure
 from service.identity import Admission, AuditEntry
 from storage.audit import append_audit
 from storage.identity_tables import auth_failures, delegations, seen_tokens
@@ -131,11 +131,58 @@ class SqlIdentityStore:
                                                        "lockedUntil": detail["lockedUntil"]})
         return was_locked, until
 
+    # -- operators: lockouts ------------------------------------------------------------------
+    def lockouts(self, now: float, *, counting: bool = False) -> list[Lockout]:
+        """Callers locked out at `now`, lock ending soonest first; with `counting`, also those
+        with failures on record that are not (or no longer) locked."""
+        query = select(auth_failures).order_by(auth_failures.c.locked_until, auth_failures.c.caller)
+        if not counting:
+            query = query.where(auth_failures.c.locked_until > now)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [Lockout(r.caller, FailureState(r.failures, r.last_failure_at, r.locked_until)) for r in rows]
+
+    def lift_lockout(self, key: str, now: float, operator: str) -> Lockout | None:
+        """Forget `key`'s failures (its lock ends now, its count restarts), audited with the
+        operator's name in the same transaction; None, audited too, when `key` has no record.
+
+        Args:
+            key: a caller as `lockouts` lists it (`address:<ip>`, `portal:<id>/user:<cf>`).
+            now: epoch seconds, to tell whether it was locked.
+            operator: who lifts it (the audit line's actor is `operator:<name>`).
+        """
+        with self._writer() as conn, conn.begin():
+            row = conn.execute(
+                delete(auth_failures).where(auth_failures.c.caller == key).returning(
+                    auth_failures.c.failures, auth_failures.c.last_failure_at, auth_failures.c.locked_until)
+            ).first()
+            found = Lockout(key, FailureState(row.failures, row.last_failure_at, row.locked_until)) if row else None
+            detail: dict[str, Any] = {"caller": key}
+            if found is not None:
+                detail.update(failures=found.state.failures, wasLocked=found.locked_at(now))
+                if found.state.locked_until is not None:
+                    detail["lockedUntil"] = datetime.fromtimestamp(found.state.locked_until, timezone.utc).isoformat()
+            append_audit(conn, actor=f"operator:{operator}", action="lockout_lifted", subject=key,
+                         outcome="lifted" if found is not None else "not_found", detail=detail)
+        return found
+
     def audit(self, entry: AuditEntry) -> None:
         """Append one audit line on its own."""
         with self._writer() as conn, conn.begin():
             append_audit(conn, actor=entry.actor, action=entry.action, subject=entry.subject,
                          outcome=entry.outcome, detail=entry.detail)
+
+    def remember_token(self, issuer: str, jti: str, keep_until: float, now: float) -> bool:
+        """Remember a token id of `issuer` until `keep_until`; False when it was seen before
+        (an agency's replayed callback). Ids past their time are purged now and then."""
+        with self._writer() as conn, conn.begin():
+            inserted = conn.execute(
+                self._remember_token, {"issuer": issuer, "jti": jti, "expires_at": keep_until}
+            ).first()
+            if inserted is not None and now - self._last_purge > _PURGE_INTERVAL:
+                self._last_purge = now
+                conn.execute(self._purge_tokens, {"now": now})
+        return inserted is not None
 
     # -- delegations ----------------------------------------------------------------------------
     def add_delegation(self, d: Delegation, portal: str, entry: AuditEntry) -> None:

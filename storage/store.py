@@ -27,6 +27,7 @@ from service.ports import (
     NewFiling,
 )
 from service.relay import OutboxJob
+from storage.anomalies import filing_anomalies
 from storage.audit import append_audit
 from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
@@ -68,7 +69,7 @@ _JOB_COLUMNS = (
 )
 
 
-def _claimed_job(r: Any, job_id: int, handed_out: int = 0) -> ClaimedJob:
+def _claimed_job(r: Any, job_id: int, handed_out: int = 0, lease_token: int | None = None) -> ClaimedJob:
     return ClaimedJob(
         job_id=job_id,
         delivery_id=r.id,
@@ -88,6 +89,7 @@ def _claimed_job(r: Any, job_id: int, handed_out: int = 0) -> ClaimedJob:
         acknowledged_at=r.acknowledged_at,
         contract_version=r.contract_version,
         handed_out=handed_out,
+        lease_token=lease_token,
     )
 
 
@@ -303,6 +305,7 @@ class SqlStore(DeliverySemanticsStore):
                 .where(deliveries.c.filing_id == row.id, deliveries.c.superseded_by.is_(None))
                 .order_by(deliveries.c.agency, deliveries.c.operation)
             ).all()
+            kept = filing_anomalies(conn, row.id)
         return FilingView(
             reference=row.reference,
             kind=row.kind,
@@ -310,7 +313,7 @@ class SqlStore(DeliverySemanticsStore):
             state=row.state,
             created_at=row.created_at,
             updated_at=row.updated_at,
-            deliveries=[delivery_view(d) for d in rows],
+            deliveries=[delivery_view(d, kept.get(d.id, [])) for d in rows],
         )
 
     # -- the embedded queue -----------------------------------------------------------------
@@ -363,7 +366,8 @@ class SqlStore(DeliverySemanticsStore):
                 .where(deliveries.c.id.in_(list(job_of)))
             ).all()
         # `claims` counts this claim too; the earlier ones ended without an outcome.
-        return [_claimed_job(r, job_of[r.id].id, job_of[r.id].claims - 1) for r in rows]
+        return [_claimed_job(r, job_of[r.id].id, job_of[r.id].claims - 1, lease_token=job_of[r.id].claims)
+                for r in rows]
 
     # -- the outbox relay and the RabbitMQ workers ---------------------------------------------
     @outages_translated

@@ -100,6 +100,8 @@ deliveries = Table(
     # The agency contract version the delivery was planned with (0005): old filings finish
     # on the version they were mapped for while new ones use the current one.
     Column("contract_version", String(32)),
+    # Each recorded protocol number is looked up among the agency's others (0006).
+    Index("ix_deliveries_agency_protocol_number", "agency", "protocol_number"),
 )
 
 attempts = Table(
@@ -110,7 +112,7 @@ attempts = Table(
     Column("number", Integer, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("duration_ms", Float, nullable=False),
-    Column("result", String(16), nullable=False),  # ok | transient | permanent
+    Column("result", String(16), nullable=False),  # ok | transient | permanent | invalid
     Column("error_code", String(64)),
     Column("error_text", Text),
     Column("worker", String(64)),

@@ -382,6 +382,7 @@ class RabbitJobSource:
             StoreUnavailable: the store is away; nothing was acknowledged, the caller retries.
             Exception: the store refused the batch otherwise; nothing was acknowledged.
         """
+        completions = self._own(completions)
         for c in completions:
             delivery = self._active.get(c.job.job_id)
             if delivery is not None:
@@ -393,3 +394,17 @@ class RabbitJobSource:
             delivery = self._active.pop(c.job.job_id, None)
             if delivery is not None:
                 self._settle(delivery, "ack")
+
+    def _own(self, completions: Sequence[Completion]) -> list[Completion]:
+        """The completions whose message this worker still holds. A pass that outlived its
+        lease had its message requeued (and maybe handed out again): its outcome is dropped,
+        so it can neither close the newer pass's job nor acknowledge its message."""
+        own = []
+        for c in completions:
+            delivery = self._active.get(c.job.job_id)
+            if delivery is None or delivery.returned != c.job.handed_out:
+                log.warning("stale_pass_dropped", job_id=c.job.job_id, agency=c.job.agency,
+                            delivery_id=c.job.delivery_id, reason="lease_expired", state=c.new_state)
+                continue
+            own.append(c)
+        return own

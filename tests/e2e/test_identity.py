@@ -97,7 +97,9 @@ def test_a_forged_signature_is_refused(hub: RunningHub, clock: FakeClock) -> Non
     assert _nothing_stored(hub)
     with hub.hub.engine.connect() as conn:
         line = conn.execute(select(audit_log)).one()
-    assert (line.action, line.outcome, line.actor) == ("authentication_failed", "invalid-token", "portal:test")
+    # The portal named is only a claim: the line does not make it the actor.
+    assert (line.action, line.outcome, line.actor) == ("authentication_failed", "invalid-token", "anonymous")
+    assert line.detail["claimedPortal"] == "test" and line.detail["caller"] == "address:127.0.0.1"
 
 
 @pytest.mark.parametrize(
@@ -158,27 +160,103 @@ def test_a_level_below_the_routes_minimum_is_refused(hub: RunningHub, clock: Fak
 
 
 def test_the_eleventh_failure_is_locked_out_until_the_period_ends(hub: RunningHub, clock: FakeClock) -> None:
-    """Ten failures lock the caller for five minutes, the eleventh adds five more; then it works."""
+    """Ten failures lock the caller for five minutes, the eleventh adds five more; then a new count."""
     forger = ModiSigner(issuer="test", private_key=generate_private_key("ES256"), audience="crocevia", clock=clock)
     doc = _filing("durc_request.xml")
     with PortalClient(hub.base_url, forger, user=demo_user(ANNA)) as intruder:
         for _ in range(10):
             _problem(intruder.submit(doc), 401, "invalid-token")
         eleventh = intruder.submit(doc)
-    _problem(eleventh, 429, "locked-out")
-    assert eleventh.headers["retry-after"] == "600"  # five minutes, plus five for the eleventh
-    with _client(hub, clock, ANNA) as portal:
-        refused = portal.submit(doc)  # the right key is locked out too: the caller is the portal
-        _problem(refused, 429, "locked-out")
-        assert refused.headers["retry-after"] == "600"
+        _problem(eleventh, 429, "locked-out")
+        assert eleventh.headers["retry-after"] == "600"  # five minutes, plus five for the eleventh
+        with _client(hub, clock, ANNA) as portal:
+            # The same address, correctly signed: the portal is not the one locked out.
+            assert portal.submit(doc).status_code == 202
         clock.advance(301)
-        _problem(portal.submit(doc), 429, "locked-out")  # a valid request does not extend it
-        clock.advance(300)
-        assert portal.submit(doc).status_code == 202
+        _problem(intruder.submit(doc), 429, "locked-out")
+        clock.advance(900)
+        _problem(intruder.submit(doc), 401, "invalid-token")  # the lock ended: a new count
     with hub.hub.engine.connect() as conn:
         outcomes = conn.execute(select(audit_log.c.outcome).order_by(audit_log.c.id)).scalars().all()
     assert outcomes[:10] == ["invalid-token"] * 10
-    assert outcomes[10:14] == ["locked", "locked_out", "locked_out", "locked_out"]
+    assert outcomes[10:] == ["locked", "locked_out", "accepted", "locked_out", "invalid-token"]
+
+
+def _post_from(hub: RunningHub, address: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    """POST a filing from the loopback address `address` (any 127/8 source reaches the hub)."""
+    transport = httpx.HTTPTransport(local_address=address)
+    with httpx.Client(transport=transport, trust_env=False, timeout=10) as http:
+        return http.post(f"{hub.base_url}/v1/filings", content=body,
+                         headers={"Content-Type": "application/xml", **headers})
+
+
+def _hub_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DATABASE__")}, "DATABASE__URL": database_url}
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "hub.py"), *args], env=env, cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_forged_tokens_lock_out_their_address_not_the_portal(hub: RunningHub, clock: FakeClock,
+                                                             database_url: str) -> None:
+    """Eleven forged tokens naming portal "test" from 127.0.0.2 lock out 127.0.0.2 only: the
+    portal's correctly signed filing from 127.0.0.1 is accepted; an operator lists and lifts."""
+    forger = ModiSigner(issuer="test", private_key=generate_private_key("ES256"), audience="crocevia", clock=clock)
+    doc = _filing("durc_request.xml")
+    for _ in range(10):
+        _problem(_post_from(hub, "127.0.0.2", doc, _signed(forger, doc, demo_user(ANNA))), 401, "invalid-token")
+    _problem(_post_from(hub, "127.0.0.2", doc, _signed(forger, doc, demo_user(ANNA))), 429, "locked-out")
+
+    genuine = portal_signer("test", clock)
+    assert _post_from(hub, "127.0.0.1", doc, _signed(genuine, doc, demo_user(ANNA))).status_code == 202
+    start = _filing("business_start.xml")
+    assert _post_from(hub, "127.0.0.2", start, _signed(genuine, start, demo_user(MARCO))).status_code == 202  # signed: served
+    _problem(_post_from(hub, "127.0.0.2", doc, _signed(forger, doc, demo_user(ANNA))), 429, "locked-out")
+
+    listed = _hub_cli(database_url, "lockouts", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "address:127.0.0.2" in listed.stdout and "portal:test" not in listed.stdout
+    lifted = _hub_cli(database_url, "lockouts", "lift", "address:127.0.0.2", "--operator", "mrossi")
+    assert lifted.returncode == 0 and "lifted" in lifted.stdout, lifted.stderr
+    assert "address:127.0.0.2" not in _hub_cli(database_url, "lockouts", "list").stdout
+    missing = _hub_cli(database_url, "lockouts", "lift", "address:127.0.0.9", "--operator", "mrossi")
+    assert missing.returncode == 1
+
+    # Lifted: the address starts a new count (401, not 429).
+    _problem(_post_from(hub, "127.0.0.2", doc, _signed(forger, doc, demo_user(ANNA))), 401, "invalid-token")
+    with hub.hub.engine.connect() as conn:
+        lifts = conn.execute(select(audit_log).where(audit_log.c.action == "lockout_lifted")
+                             .order_by(audit_log.c.id)).all()
+    assert [(x.actor, x.subject, x.outcome) for x in lifts] == [
+        ("operator:mrossi", "address:127.0.0.2", "lifted"), ("operator:mrossi", "address:127.0.0.9", "not_found")]
+    assert lifts[0].detail["wasLocked"] is True and lifts[0].detail["failures"] == 12
+    assert verify_audit_chain(hub.hub.engine).ok
+
+
+def test_signed_but_refused_requests_lock_out_that_portal_and_user(hub: RunningHub, clock: FakeClock,
+                                                                   database_url: str) -> None:
+    """A replayed token is the portal's own: replays count against the portal and that user,
+    whatever the address; other users of the portal, and the user elsewhere, are served."""
+    doc = _filing("durc_request.xml")
+    headers = _signed(portal_signer("test", clock), doc, demo_user(ANNA))
+    assert _post_from(hub, "127.0.0.1", doc, headers).status_code == 202
+    for i in range(10):
+        address = f"127.0.0.{2 + i % 3}"  # from anywhere: the count is the portal's and user's
+        _problem(_post_from(hub, address, doc, headers), 401, "token-replayed")
+    _problem(_post_from(hub, "127.0.0.1", doc, headers), 429, "locked-out")
+
+    with _client(hub, clock, ANNA) as anna:
+        _problem(anna.submit(doc), 429, "locked-out")  # freshly signed: ANNA at "test" is locked
+    with _client(hub, clock, ANNA, portal="other") as anna_elsewhere:
+        assert anna_elsewhere.submit(doc).status_code == 202
+    with _client(hub, clock, MARCO) as marco:
+        assert marco.submit(_filing("business_start.xml")).status_code == 202
+
+    key = f"portal:test/user:{ANNA}"
+    listed = _hub_cli(database_url, "lockouts", "list")
+    assert key in listed.stdout and "address:" not in listed.stdout, listed.stdout
+    assert _hub_cli(database_url, "lockouts", "lift", key, "--operator", "mrossi").returncode == 0
+    with _client(hub, clock, ANNA) as anna:
+        assert anna.submit(doc).status_code == 202
 
 
 def test_the_lock_answers_with_retry_after(hub: RunningHub, clock: FakeClock) -> None:

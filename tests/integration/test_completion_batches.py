@@ -62,24 +62,28 @@ def _pass(job: ClaimedJob, state: str, **fields: Any) -> Completion:
     return Completion(job=job, owner="w", new_state=state, attempts=[AttemptRecord(1, _NOW, 5.0, result)], **fields)
 
 
-def _strip(value: Any) -> Any:
-    """An event payload without what names one filing's rows rather than another's."""
+def _strip(value: Any, run: str = "") -> Any:
+    """An event payload without what names one filing's rows rather than another's (and
+    without the `run` prefix of its protocol numbers)."""
     if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in ("deliveryId", "messageId", "reference")}
+        return {k: (v.removeprefix(run) if k == "protocolNumber" and v else _strip(v, run))
+                for k, v in value.items() if k not in ("deliveryId", "messageId", "reference")}
     if isinstance(value, list):
-        return [_strip(v) for v in value]
+        return [_strip(v, run) for v in value]
     return value
 
 
-def _snapshot(store: SqlStore, filing_ids: list[int]) -> dict[str, Any]:
-    """Everything the filings' completions wrote, keyed by filing position and agency."""
+def _snapshot(store: SqlStore, filing_ids: list[int], run: str = "") -> dict[str, Any]:
+    """Everything the filings' completions wrote, keyed by filing position and agency; `run`
+    is the prefix of the protocol numbers its filings were given, left out."""
     with store._engine.connect() as conn:  # noqa: SLF001 - test inspection
         rows = conn.execute(select(deliveries).where(deliveries.c.filing_id.in_(filing_ids))).all()
         key = {r.id: (filing_ids.index(r.filing_id), r.agency) for r in rows}
         snap: dict[str, Any] = {
             "filings": [conn.execute(select(filings.c.state).where(filings.c.id == f)).scalar() for f in filing_ids],
             "deliveries": {
-                key[r.id]: {k: (v is not None if k in _CLOCKS else v) for k, v in r._mapping.items() if k not in _IDS}
+                key[r.id]: {k: (v is not None if k in _CLOCKS else v.removeprefix(run) if k == "protocol_number" and v
+                                else v) for k, v in r._mapping.items() if k not in _IDS}
                 for r in rows
             },
             "attempts": {}, "jobs": {}, "events": {},
@@ -90,7 +94,7 @@ def _snapshot(store: SqlStore, filing_ids: list[int]) -> dict[str, Any]:
             snap["jobs"].setdefault(key[r.delivery_id], []).append((r.available_at, r.done_at, r.claims))
         for r in conn.execute(select(filing_events).where(filing_events.c.filing_id.in_(filing_ids))
                               .order_by(filing_events.c.filing_id, filing_events.c.seq)):
-            snap["events"].setdefault(filing_ids.index(r.filing_id), []).append((r.seq, r.type, _strip(r.payload)))
+            snap["events"].setdefault(filing_ids.index(r.filing_id), []).append((r.seq, r.type, _strip(r.payload, run)))
     return snap
 
 
@@ -98,19 +102,20 @@ def _snapshot(store: SqlStore, filing_ids: list[int]) -> dict[str, Any]:
 _POLICIES = ["hold", "hold", "cancel", "hold", "hold", "hold", "hold", "hold"]
 
 
-def _mixed(store: SqlStore) -> tuple[list[int], list[Completion]]:
-    """Filings prepared alike, and one batch: per filing one live pass, plus duplicates."""
+def _mixed(store: SqlStore, run: str) -> tuple[list[int], list[Completion]]:
+    """Filings prepared alike, and one batch: per filing one live pass, plus duplicates. The
+    protocol numbers start with `run`: an agency never gives one number to two messages."""
     ids = _accept(store, _POLICIES)
     clock = store._clock  # noqa: SLF001 - the test's own clock
     jobs = _open_jobs(store, ids)
     # Settled before the batch (6); acknowledged, its status to poll at once (5).
-    store.complete_jobs([_pass(jobs[6, "cciaa"], "protocolled", protocol_number="P6", references={"numeroREA": "R6"}),
+    store.complete_jobs([_pass(jobs[6, "cciaa"], "protocolled", protocol_number=f"{run}P6", references={"numeroREA": "R6"}),
                          _pass(jobs[5, "cciaa"], "acknowledged", correlation_id="c5", poll_url="/s/5",
                                next_attempt_at=clock())])
     polled = _open_jobs(store, ids)[5, "cciaa"]
     later = clock() + 300
     batch = [
-        _pass(jobs[0, "cciaa"], "protocolled", protocol_number="P0", protocolled_at="2026-03-02T09:31:00+01:00",
+        _pass(jobs[0, "cciaa"], "protocolled", protocol_number=f"{run}P0", protocolled_at="2026-03-02T09:31:00+01:00",
               references={"numeroREA": "R0"}),                                     # releases inps
         _pass(jobs[1, "cciaa"], "rejected", outcome="rejected", outcome_code="E1", outcome_text="no"),  # holds
         _pass(jobs[2, "cciaa"], "rejected", outcome="rejected", outcome_code="E2", outcome_text="no"),  # cancels
@@ -127,15 +132,15 @@ def _mixed(store: SqlStore) -> tuple[list[int], list[Completion]]:
 def test_a_mixed_batch_writes_what_one_pass_at_a_time_writes(store: SqlStore) -> None:
     """Released, held and cancelled chains, a retry, a deferral, a poll and duplicates: one
     batch leaves the same rows, jobs, attempts and events as one transaction per pass."""
-    batched, batch = _mixed(store)
-    single, passes = _mixed(store)
+    batched, batch = _mixed(store, "A")
+    single, passes = _mixed(store, "B")
 
     store.complete_jobs(batch)
     for c in passes:
         store.complete_jobs([c])
 
-    got = _snapshot(store, batched)
-    assert got == _snapshot(store, single)
+    got = _snapshot(store, batched, "A")
+    assert got == _snapshot(store, single, "B")
     states = {k: v["state"] for k, v in got["deliveries"].items()}
     assert [states[i, "inps"] for i in (0, 1, 2, 7)] == ["pending", "held", "cancelled", "held"]
     assert [states[i, "inail"] for i in (0, 1, 2, 7)] == ["waiting", "held", "cancelled", "held"]

@@ -19,7 +19,10 @@ from config.settings import PROJECT_ROOT
 from tests.support import TEST_PORTAL_KEY, RunningHub, hub_settings, wait_for
 
 EXAMPLES = PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples"
-LEASE_SECONDS = 2
+#: Short, so the killed worker's jobs come back soon; still longer than the worst pass the
+#: agency settings below allow (one try of at most 2.5 s; a poll's two exchanges: 5 s), which
+#: the start-up check requires.
+LEASE_SECONDS = 6
 
 
 def _worker_env(database_url: str, sims) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -34,6 +37,8 @@ def _worker_env(database_url: str, sims) -> dict[str, str]:  # type: ignore[no-u
     for agency in sims.urls:
         env[f"AGENCIES__{agency.upper()}__ENDPOINT"] = sims.soap_endpoint(agency)
         env[f"AGENCIES__{agency.upper()}__READ_TIMEOUT"] = "10"
+        env[f"AGENCIES__{agency.upper()}__CALL_DEADLINE"] = "2.5"
+        env[f"AGENCIES__{agency.upper()}__RETRY__ATTEMPTS"] = "1"
     return env
 
 

@@ -195,3 +195,28 @@ def test_a_recursive_schema_keeps_its_references_and_still_validates(tmp_path: P
     assert not operation.request.is_valid({"nome": "a", "figli": [{"nome": ""}]})
     assert not operation.request.is_valid({"nome": "a", "figli": [{"nome": "b", "x": 1}]})
     assert not operation.receipts[201].is_valid({"protocollo": ""})
+
+
+_PLAIN = '[contracts.v1]\nkind = "rest"\nopenapi = "a.yaml"\n[contracts.v1.receipt]\nprotocol_number = "x"\n'
+
+
+def test_an_agency_file_declares_its_callback_credential(tmp_path: Path) -> None:
+    """`[callback]`: the profile, the registered certificate, the ModI issuer (default: the
+    agency); without it the agency has no callback credential. Mistakes name file and key."""
+    catalog = _catalog(tmp_path, _PLAIN + '[callback]\nprofile = "modi"\ncertificate = "keys/acme.crt"\n')
+    spec = catalog.agency("acme").callback
+    assert spec is not None and (spec.profile, spec.issuer, spec.private_key) == ("modi", "acme", None)
+    assert spec.certificate == tmp_path / "keys" / "acme.crt"
+    assert _catalog(tmp_path, _PLAIN, "plain.toml").agency("plain").callback is None
+    with pytest.raises(ContractConfigError, match=r"acme.toml: agency.callback.profile: expected one of"):
+        _catalog(tmp_path, _PLAIN + '[callback]\nprofile = "hmac"\ncertificate = "a.crt"\n')
+    with pytest.raises(ContractConfigError, match=r"agency.callback.certificate: missing"):
+        _catalog(tmp_path, _PLAIN + '[callback]\nprofile = "wss"\n')
+
+
+def test_the_shipped_push_agencies_declare_a_callback_credential() -> None:
+    """The agencies that call back today (the four simulated ones, AgID PUSH) say how they sign."""
+    catalog = load_agency_catalog(PROJECT_ROOT / "config" / "agencies", project_root=PROJECT_ROOT,
+                                  external_dir=PROJECT_ROOT.parent / "shared" / "external")
+    profiles = {name: a.callback.profile for name, a in catalog.agencies.items() if a.callback is not None}
+    assert profiles == {"inps": "wss", "inail": "wss", "cciaa": "wss", "runts": "modi", "agid_push": "wss"}

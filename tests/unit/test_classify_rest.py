@@ -311,3 +311,20 @@ async def test_a_reused_validator_still_rejects_an_invalid_message() -> None:
             await adapter.deliver(runts_message(sezione="circolo"))
         await adapter.deliver(runts_message())
     assert len(recorder.requests) == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ((), AgencyUnreachable),  # `codice` only: the faultCode is not read, a 500 is retried
+        (("faultCode",), AgencyRejected),
+        (("fault.faultCode",), AgencyUnreachable),  # no such path in this body: the default
+    ],
+)
+async def test_declared_body_fields_carry_the_agencys_code(fields, expected) -> None:
+    """pagoPA `faultCode` in an error body picks the kind when the contract names the field."""
+    reply = _problem(500, faultCode="PAA_PAGAMENTO_SCONOSCIUTO", faultString="sconosciuto")
+    error = classify_http(await _through_mock(reply), fault_code_fields=fields,
+                          fault_overrides={"PAA_PAGAMENTO_SCONOSCIUTO": "rejected"})
+    assert type(error) is expected

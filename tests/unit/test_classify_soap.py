@@ -519,3 +519,22 @@ def test_the_envelope_is_the_one_zeep_create_message_builds() -> None:
         expected = contract.client.create_message(contract._service, message.operation,
                                                   **message.content)
         assert etree.tostring(built) == etree.tostring(expected)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("fields", "overrides", "expected", "code"),
+    [
+        ((), {"E_UNKNOWN_SUBJECT": "rejected"}, AgencyUnreachable, "Receiver"),  # not declared: unread
+        (("customFaultCode",), {}, AgencyUnreachable, "E_UNKNOWN_SUBJECT"),  # unknown: the default
+        (("customFaultCode",), {"E_UNKNOWN_SUBJECT": "rejected"}, AgencyRejected, "E_UNKNOWN_SUBJECT"),
+        (("customFaultCode",), {"E_UNKNOWN_SUBJECT": "invalid"}, MessageRejectedAsInvalid,
+         "E_UNKNOWN_SUBJECT"),
+    ],
+)
+async def test_a_declared_detail_field_carries_the_agencys_code(fields, overrides, expected, code) -> None:
+    """AgID `customFaultCode` inside the fault's detail is read when the contract names it."""
+    response = await _reply(500, _fault("soap12_receiver_custom_fault_code.xml"))
+    error = classify_soap(response, agency="x", fault_overrides=overrides, fault_code_fields=fields)
+    assert type(error) is expected
+    assert error.code == code and error.text == "Soggetto sconosciuto"

@@ -1,0 +1,90 @@
+"""Check a recipient's message against its agency contract at intake, without sending it.
+
+The mapping already runs when a filing is accepted; a message that its agency's schema would
+refuse is better refused to the portal then, naming the agency and the field, than parked as
+undeliverable later. The contracts are the ones loaded (and their validators compiled) at
+start-up; each message is built and validated once, as the adapter would before sending.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+import zeep.exceptions as zx
+
+from adapters.base import ErrorContext
+from adapters.contracts import ContractError
+from adapters.factory import ContractSet
+from adapters.wsdl import WsdlContract
+from domain.errors import DeliveryError, MessageRejectedAsInvalid
+from domain.intake import MessageProblem
+
+__all__ = ["MessageChecker"]
+
+#: libxml2: "Element '{ns}name': <why>"; a missing element shows as the next one being
+#: "not expected", with the one wanted under "Expected is ( {ns}name )".
+_LIBXML_ELEMENT = re.compile(r"Element '(?:\{[^}]*\})?([^']+)': (.*)$", re.DOTALL)
+_LIBXML_EXPECTED = re.compile(r"This element is not expected\. Expected is (?:one of )?\( (?:\{[^}]*\})?([^ ,)]+)")
+_UNEXPECTED_ARGUMENT = re.compile(r"unexpected keyword argument '([^']+)'")
+_MISSING = "required by the agency schema, and the filing gives no value for it"
+
+
+def _field_and_reason(error: MessageRejectedAsInvalid) -> tuple[str, str]:
+    """The agency message's field (dotted) and why it fails, from the validator that failed."""
+    cause = error.__cause__
+    if isinstance(cause, zx.ValidationError):  # zeep, building the envelope
+        path = [str(p) for p in (cause.path or [])[1:] if isinstance(p, str)]  # [0] is the request
+        message = str(cause.message or "")
+        return ".".join(path), _MISSING if message.startswith("Missing element") else message
+    if isinstance(cause, jsonschema.ValidationError):  # an OpenAPI request schema
+        path = [str(p) for p in cause.absolute_path if isinstance(p, str)]
+        if cause.validator == "required" and isinstance(cause.instance, Mapping):
+            missing = [k for k in cause.validator_value if k not in cause.instance]
+            return ".".join([*path, *missing[:1]]), _MISSING
+        return ".".join(path), cause.message
+    if isinstance(cause, TypeError):  # zeep: a field the operation does not have
+        found = _UNEXPECTED_ARGUMENT.search(str(cause))
+        if found:
+            return found.group(1), "not a field of the agency's message"
+    found = _LIBXML_ELEMENT.search(error.text)  # the declared XSD, after zeep built the body
+    if found:
+        expected = _LIBXML_EXPECTED.search(found.group(2))
+        if expected:
+            return expected.group(1), _MISSING
+        return found.group(1), re.sub(r"^\[facet '[^']*'\]\s*", "", found.group(2)).strip()
+    return "", error.text
+
+
+class MessageChecker:
+    """Builds and validates one planned message as its adapter will, without sending it.
+
+    Args:
+        contracts: the agency contracts loaded at start-up (their validators are reused).
+    """
+
+    def __init__(self, contracts: ContractSet) -> None:
+        self._contracts = contracts
+
+    def problem(self, agency: str, version: str | None, operation: str, content: Mapping[str, Any]) -> MessageProblem | None:
+        """Why `content` would fail `agency`'s contract, or None when it passes.
+
+        Only the message's own invalidity is a problem: a contract that cannot be used
+        (misconfigured) is the operators' to see at delivery, not the portal's fault.
+        """
+        ctx = ErrorContext(agency, operation)
+        try:
+            spec = self._contracts.spec(agency, version)
+            contract = self._contracts.load(spec)
+            if isinstance(contract, WsdlContract):
+                contract.build(operation, content, ctx)  # the envelope, validated; not serialized
+            else:
+                contract.serialize(operation, content, ctx)
+        except MessageRejectedAsInvalid as exc:
+            field, reason = _field_and_reason(exc)
+            return MessageProblem(agency=agency, operation=operation, field=field, detail=reason)
+        except (ContractError, DeliveryError):
+            return None
+        return None

@@ -1,0 +1,81 @@
+"""Reading an agency's reply within a size bound, so that an oversized one is never parsed.
+
+The adapters stream the reply and stop at the contract's `max_reply_bytes`
+(`ReceiptLimits`): a declared Content-Length beyond it is refused before the body is read,
+and a body without one stops being read as soon as it passes the bound (the connection is
+then dropped, not reused). The count is of decoded bytes, so a compressed reply cannot
+expand past the bound either.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from domain.errors import AgencyProtocolError
+
+if TYPE_CHECKING:
+    from adapters.base import ErrorContext
+
+__all__ = ["check_body_size", "read_reply"]
+
+#: Headers that describe the body as it came over the wire, not as it is kept after decoding.
+_WIRE_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
+
+
+def _too_large(ctx: ErrorContext, text: str) -> AgencyProtocolError:
+    return ctx.build(AgencyProtocolError, text, code="REPLY_TOO_LARGE")  # type: ignore[return-value]
+
+
+def check_body_size(body: bytes, max_bytes: int, ctx: ErrorContext) -> None:
+    """Refuse a body already in hand (an agency's callback) that is larger than `max_bytes`.
+
+    Raises:
+        AgencyProtocolError: code `REPLY_TOO_LARGE`.
+    """
+    if len(body) > max_bytes:
+        raise _too_large(ctx, f"reply of {len(body)} bytes, more than {max_bytes}")
+
+
+async def read_reply(http: httpx.AsyncClient, method: str, url: httpx.URL | str, *,
+                     max_bytes: int, ctx: ErrorContext, follow_redirects: bool | None = None,
+                     **kwargs: Any) -> httpx.Response:
+    """Send one request and read its reply, at most `max_bytes` of (decoded) body.
+
+    Args:
+        http: the agency's client.
+        method, url, kwargs: as for `httpx.AsyncClient.request` (`content`, `headers`,
+            `timeout`, ...).
+        follow_redirects: None for the client's own setting.
+        max_bytes: the largest body accepted.
+        ctx: who the error is about.
+
+    Returns:
+        The reply with its body read (and decoded).
+
+    Raises:
+        AgencyProtocolError: the body is larger than `max_bytes` (code `REPLY_TOO_LARGE`).
+        httpx.HTTPError: as `httpx.AsyncClient.send` and reading the body raise them.
+    """
+    request = http.build_request(method, url, **kwargs)
+    if follow_redirects is None:
+        response = await http.send(request, stream=True)
+    else:
+        response = await http.send(request, stream=True, follow_redirects=follow_redirects)
+    try:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise _too_large(ctx, f"reply of {declared} bytes announced, more than {max_bytes}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(ctx, f"reply larger than {max_bytes} bytes")
+            chunks.append(chunk)
+    finally:
+        await response.aclose()
+    headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _WIRE_HEADERS]
+    return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks),
+                          request=request, extensions=response.extensions)

@@ -1,0 +1,78 @@
+"""`hub.py lockouts list|lift`: operators see who is locked out after failed authentications,
+and lift a lock (audited with their name)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection, Engine
+
+from cli.table import render_table
+from config.settings import Settings
+from domain.lockout import Lockout
+from storage.engine import build_engine
+from storage.identity import SqlIdentityStore
+
+__all__ = ["run_lockouts_lift", "run_lockouts_list"]
+
+
+def _instant(epoch: float | None) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds") if epoch else "-"
+
+
+@contextmanager
+def _identity(settings: Settings) -> Iterator[SqlIdentityStore]:
+    engine: Engine = build_engine(settings.database.url, base_dir=settings.path("."))
+
+    @contextmanager
+    def writer() -> Iterator[Connection]:
+        with engine.connect() as conn:
+            yield conn
+
+    try:
+        yield SqlIdentityStore(engine, writer)
+    finally:
+        engine.dispose()
+
+
+def _rows(found: list[Lockout], now: float) -> list[list[str]]:
+    return [[lock.key, "locked" if lock.locked_at(now) else "counting", str(lock.state.failures),
+             _instant(lock.state.last_failure_at), _instant(lock.state.locked_until)] for lock in found]
+
+
+def run_lockouts_list(settings: Settings, echo: Callable[[str], None], *, counting: bool = False,
+                      clock: Callable[[], float] = time.time) -> int:
+    """Print the callers locked out now (with `counting`, also those with failures on record).
+
+    Returns:
+        0 (an empty list is not an error).
+    """
+    now = clock()
+    with _identity(settings) as identity:
+        found = identity.lockouts(now, counting=counting)
+    if not found:
+        echo("no caller is locked out" if not counting else "no authentication failures on record")
+        return 0
+    echo(render_table(["caller", "state", "failures", "last failure", "locked until"], _rows(found, now)))
+    return 0
+
+
+def run_lockouts_lift(settings: Settings, key: str, operator: str, echo: Callable[[str], None],
+                      *, clock: Callable[[], float] = time.time) -> int:
+    """Lift `key`'s lock and forget its failures, audited as done by `operator`.
+
+    Returns:
+        0 when `key` had a record, 1 when it had none (the attempt is audited too).
+    """
+    now = clock()
+    with _identity(settings) as identity:
+        lifted = identity.lift_lockout(key, now, operator)
+    if lifted is None:
+        echo(f"no lockout or failures on record for {key!r} (see `hub.py lockouts list --all`)")
+        return 1
+    was = "lock lifted" if lifted.locked_at(now) else "not locked; failure count cleared"
+    echo(f"{key}: {was} ({lifted.state.failures} failures), by {operator}")
+    return 0
