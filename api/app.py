@@ -26,6 +26,7 @@ from api.auth import Caller, RequestGuard, authenticate, authenticate_sync
 from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json
 from api.problems import problem_response
+from api.readiness import ReadinessCheck, health_routes
 from domain.intake import FilingRefused
 from routing.routes import RouteTable
 from service.identity import IdentityStore, RecipientsNotAuthorized, authorize_filing
@@ -51,6 +52,8 @@ class ApiContext:
     on_accepted: Callable[[], None] | None = None  # wakes an in-process worker
     #: agency → reads its late-outcome callbacks (`service.recipients.OutcomeReader`)
     outcome_readers: Mapping[str, Any] = field(default_factory=dict)
+    #: What `/readyz` asks: failing component → reason (dead background tasks, the store).
+    readiness: ReadinessCheck | None = None
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -254,9 +257,6 @@ def create_app(ctx: ApiContext) -> Starlette:
             return problem_response(404, "not-found", "Not Found", f"no filing {reference}", instance=request.url.path)
         return _json(_filing_json(view))
 
-    async def health(_: Request) -> Response:
-        return _json({"status": "ok"})
-
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return problem_response(exc.status_code, f"http-{exc.status_code}", str(exc.detail), str(exc.detail),
@@ -274,7 +274,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
             *delegation_routes(ctx),
             *delivery_routes(ctx),
-            Route("/health", health, methods=["GET"]),
+            *health_routes(ctx.readiness),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
