@@ -1,12 +1,13 @@
 """The HTTP server's own limits: uvicorn (h11) configured from `[api]`, plus a header read timeout.
 
 uvicorn bounds the idle keep-alive wait (`timeout_keep_alive`), the connections it serves
-(`limit_concurrency`: 503 beyond) and the size of a request head (`h11_max_incomplete_event_size`:
-400 beyond), but not the time a client may take to send its headers: a client sending one byte
-a second (slowloris) keeps a connection and a socket forever. `HeaderTimeoutProtocol` arms a
-timer when a request begins (the connection opens, or the first byte of the next request on a
-kept-alive connection arrives) and closes the connection with 408 if the head is not complete
-when it fires.
+(`limit_concurrency`: 503 beyond) and, partly, the size of a request head
+(`h11_max_incomplete_event_size` applies only to a head still incomplete), but not the time a
+client may take to send its headers: a client sending one byte a second (slowloris) keeps a
+connection and a socket forever. `HeaderTimeoutProtocol` arms a timer when a request begins
+(the connection opens, or the first byte of the next request on a kept-alive connection
+arrives) and closes the connection with 408 if the head is not complete when it fires; and it
+measures every head, answering 431 beyond `max_header_bytes`.
 """
 
 from __future__ import annotations
@@ -24,10 +25,15 @@ __all__ = ["HeaderTimeoutProtocol", "ServerLimits", "server_config"]
 
 log = structlog.get_logger("crocevia.api")
 
-_TIMEOUT_TEXT = b"the request head did not arrive in time"
+def _plain_answer(status: bytes, text: bytes) -> bytes:
+    return (b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (status, len(text), text))
+
+
 #: Sent before closing a connection whose request head did not arrive in time (RFC 9110 §15.5.9).
-_REQUEST_TIMEOUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_TIMEOUT_TEXT), _TIMEOUT_TEXT))
+_REQUEST_TIMEOUT = _plain_answer(b"408 Request Timeout", b"the request head did not arrive in time")
+#: Sent before closing a connection whose request head is too large (RFC 6585 §5).
+_HEAD_TOO_LARGE = _plain_answer(b"431 Request Header Fields Too Large", b"the request head is too large")
 
 
 class HeaderTimeoutProtocol(H11Protocol):
@@ -35,6 +41,8 @@ class HeaderTimeoutProtocol(H11Protocol):
 
     #: Seconds a client has to send a request's whole head (set by `server_config`).
     header_timeout: float = 10.0
+    #: The largest request head accepted, request line and headers (set by `server_config`).
+    max_header_bytes: int = 16_384
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -45,9 +53,13 @@ class HeaderTimeoutProtocol(H11Protocol):
         self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
-        # The first byte of a request on a kept-alive connection starts that request's clock.
-        if self.conn.their_state is h11.IDLE and self._header_timer is None:
-            self._arm_header_timer()
+        if self.conn.their_state is h11.IDLE:
+            # The first byte of a request on a kept-alive connection starts that request's clock.
+            if self._header_timer is None:
+                self._arm_header_timer()
+            if self._head_too_large(data):
+                self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
+                return
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:  # h11 produced the Request: the head is complete
             self._disarm_header_timer()
@@ -64,12 +76,25 @@ class HeaderTimeoutProtocol(H11Protocol):
             self._header_timer.cancel()
             self._header_timer = None
 
+    def _head_too_large(self, data: bytes) -> bool:
+        # h11 bounds only a head still incomplete (`max_incomplete_event_size`): one that
+        # arrives whole in one read would pass at any size. Measure it up to its blank line.
+        pending = self.conn.trailing_data[0] + data
+        ends = [i for i in (pending.find(b"\n\r\n"), pending.find(b"\n\n")) if i >= 0]
+        size = min(ends) + 1 if ends else len(pending)
+        return size > self.max_header_bytes
+
     def _header_timed_out(self) -> None:
         self._header_timer = None
         if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
             return
-        log.info("request_head_timed_out", timeout_s=self.header_timeout)
-        self.transport.write(_REQUEST_TIMEOUT)
+        self._refuse(_REQUEST_TIMEOUT, "request_head_timed_out", timeout_s=self.header_timeout)
+
+    def _refuse(self, answer: bytes, event: str, **fields: Any) -> None:
+        """Answer before any request was read (so not through h11) and close the connection."""
+        self._disarm_header_timer()
+        log.info(event, **fields)
+        self.transport.write(answer)
         self.transport.close()
 
 
@@ -80,13 +105,13 @@ class ServerLimits:
     header_timeout: float  #: seconds from a request's first byte (or the connection) to its last header
     keep_alive_timeout: float  #: seconds an idle kept-alive connection stays open
     max_connections: int  #: connections served at once; a request beyond answers 503
-    max_header_bytes: int  #: the largest request head (request line and headers); beyond: 400
+    max_header_bytes: int  #: the largest request head (request line and headers); beyond: 431
 
 
 def server_config(app: Any, *, host: str, port: int, limits: ServerLimits) -> uvicorn.Config:
     """uvicorn's configuration for the API: loopback-or-configured address, our logging, the limits."""
     protocol = type("ConfiguredHeaderTimeoutProtocol", (HeaderTimeoutProtocol,),
-                    {"header_timeout": limits.header_timeout})
+                    {"header_timeout": limits.header_timeout, "max_header_bytes": limits.max_header_bytes})
     return uvicorn.Config(
         app, host=host, port=port, access_log=False, log_config=None, lifespan="off",
         http=protocol,

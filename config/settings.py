@@ -66,7 +66,7 @@ class ApiSettings(BaseModel):
     keep_alive_timeout: float = 5.0
     #: ... connections served at once (a request beyond answers 503), ...
     max_connections: int = 1000
-    #: ... and the largest request head, request line and headers (beyond: 400).
+    #: ... and the largest request head, request line and headers (beyond: 431).
     max_header_bytes: int = 16_384
     #: Seconds `/readyz` waits for the store to answer before calling it unreachable.
     readiness_timeout: float = 2.0
