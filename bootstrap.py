@@ -413,7 +413,8 @@ class _WorkerSet:
 
     async def start(self, supervisor: Supervisor) -> None:
         if self.rabbit is not None:
-            supervisor.watch("consumer", await self.rabbit.start())
+            # It ends when `close` closes the source, after the worker drained.
+            supervisor.watch("consumer", await self.rabbit.start(), ends_on_stop=False)
 
     async def close(self) -> None:
         # The worker has drained and committed by now: closing acknowledges what remains.

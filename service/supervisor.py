@@ -46,16 +46,18 @@ class Supervisor:
     def __init__(self, stop: asyncio.Event, *, fail_for_tests: str = "") -> None:
         self._stop = stop
         self._fail_for_tests = fail_for_tests
-        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._tasks: dict[str, asyncio.Task[Any]] = {}  # those that end on stop
         self._dead: dict[str, str] = {}
         self._first: BackgroundTaskDied | None = None
 
     def watch(self, name: str, work: Coroutine[Any, Any, Any] | asyncio.Task[Any], *,
-              may_return: bool = False) -> asyncio.Task[Any]:
+              may_return: bool = False, ends_on_stop: bool = True) -> asyncio.Task[Any]:
         """Run `work` (or watch the task) as background task `name`.
 
         `may_return`: the task may finish early on its own (the notifier, when no portal has a
-        callback address); otherwise returning before stop is a death too.
+        callback address); otherwise returning before stop is a death too. `ends_on_stop`:
+        False for a task its owner ends after the others drained (the RabbitMQ consumer, which
+        its source's `close` ends): `join` does not wait for it.
         """
         if name == self._fail_for_tests:
             if isinstance(work, asyncio.Task):
@@ -64,7 +66,8 @@ class Supervisor:
                 work.close()
             work = _injected_failure(name)
         task = work if isinstance(work, asyncio.Task) else asyncio.create_task(work, name=name)
-        self._tasks[name] = task
+        if ends_on_stop:
+            self._tasks[name] = task
         task.add_done_callback(lambda done: self._ended(name, done, may_return))
         return task
 
@@ -81,7 +84,7 @@ class Supervisor:
             raise self._first
 
     async def join(self) -> None:
-        """Wait for every watched task to end (after stop); their errors were logged already."""
+        """Wait for the watched tasks that end on stop; their errors were logged already."""
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
     def _ended(self, name: str, task: asyncio.Task[Any], may_return: bool) -> None:
