@@ -17,23 +17,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import h11
+import orjson
 import structlog
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from api.problems import PROBLEM_TYPE_BASE
 
 __all__ = ["HeaderTimeoutProtocol", "ServerLimits", "server_config"]
 
 log = structlog.get_logger("crocevia.api")
 
-def _plain_answer(status: bytes, text: bytes) -> bytes:
-    return (b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
-            b"content-length: %d\r\n\r\n%s" % (status, len(text), text))
+def _problem_answer(status: int, reason: str, slug: str, detail: str) -> bytes:
+    """A whole RFC 9457 answer that closes the connection, written before h11 read any request."""
+    body = orjson.dumps({"type": PROBLEM_TYPE_BASE + slug, "title": reason, "status": status, "detail": detail})
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (status, reason.encode(), len(body), body))
 
 
 #: Sent before closing a connection whose request head did not arrive in time (RFC 9110 §15.5.9).
-_REQUEST_TIMEOUT = _plain_answer(b"408 Request Timeout", b"the request head did not arrive in time")
+_REQUEST_TIMEOUT = _problem_answer(408, "Request Timeout", "request-head-timeout",
+                                   "the request line and headers did not arrive in time")
 #: Sent before closing a connection whose request head is too large (RFC 6585 §5).
-_HEAD_TOO_LARGE = _plain_answer(b"431 Request Header Fields Too Large", b"the request head is too large")
+_HEAD_TOO_LARGE = _problem_answer(431, "Request Header Fields Too Large", "request-head-too-large",
+                                  "the request line and headers are too large")
 
 
 class HeaderTimeoutProtocol(H11Protocol):

@@ -158,6 +158,7 @@ def test_slow_headers_are_closed_within_the_header_timeout_while_filings_are_ser
         assert max(held) < header_timeout + 1.5, f"a slow connection was held {max(held):.2f}s"
         assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in slow.answers.values())
         assert len(slow.answers) == 300
+        assert b"application/problem+json" in slow.answers[0] and b"request-head-timeout" in slow.answers[0]
         # ... and the server still serves afterwards
         assert httpx.get(f"{hub.base_url}/health", trust_env=False).status_code == 200
 
@@ -209,4 +210,7 @@ def test_a_request_head_beyond_the_maximum_is_refused(small_hub: RunningHub) -> 
     """A request head larger than `max_header_bytes` answers 431 and is not served."""
     url = f"{small_hub.base_url}/health"
     assert httpx.get(url, headers={"X-Pad": "a" * 2000}, trust_env=False).status_code == 200
-    assert httpx.get(url, headers={"X-Pad": "a" * 8000}, trust_env=False).status_code == 431
+    refused = httpx.get(url, headers={"X-Pad": "a" * 8000}, trust_env=False)
+    assert refused.status_code == 431
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"] == "urn:crocevia:problem:request-head-too-large"

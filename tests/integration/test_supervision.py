@@ -27,7 +27,7 @@ EXIT_TASK_DIED = 70
 def _hub_process(tmp_path: Path, command: list[str], **env: str) -> tuple[subprocess.Popen[bytes], Path]:
     log = tmp_path / "hub.log"
     clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("AGENCIES__", "DATABASE__", "WORKER__", "API__", "SUPERVISION__"))}
+             if not k.startswith(("AGENCIES__", "DATABASE__", "WORKER__", "API__", "SUPERVISION__", "TRANSPORT__"))}
     clean.update({"DATABASE__URL": f"sqlite:///{tmp_path / 'crocevia.db'}", "LOG_LEVEL": "info", **env})
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "hub.py"), *command], env=clean,
@@ -45,20 +45,22 @@ def _events(log: Path) -> list[dict]:
     return events
 
 
-@pytest.mark.parametrize(("command", "task"), [
-    (["serve"], "worker"),
-    (["serve"], "notifier"),
-    (["serve"], "api"),
-    (["worker"], "worker"),
+@pytest.mark.parametrize(("command", "task", "env"), [
+    (["serve"], "worker", {}),
+    (["serve"], "notifier", {}),
+    (["serve"], "api", {}),
+    (["worker"], "worker", {}),
+    # The relay dies before it opens a connection: no queue is declared on the shared broker.
+    (["relay"], "relay", {"TRANSPORT__KIND": "rabbitmq"}),
 ])
 def test_a_dead_background_task_ends_the_process_non_zero_with_its_traceback(
-    tmp_path: Path, command: list[str], task: str
+    tmp_path: Path, command: list[str], task: str, env: dict[str, str]
 ) -> None:
     """A background task that raises (fault injected by the test-only setting) is logged with
     its traceback, the rest drains, and the process exits 70 instead of running on."""
     port = free_port()
     proc, log = _hub_process(tmp_path, [*command, *(["--port", str(port)] if command == ["serve"] else [])],
-                             SUPERVISION__FAIL_TASK_FOR_TESTS=task)
+                             SUPERVISION__FAIL_TASK_FOR_TESTS=task, **env)
     try:
         code = proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
