@@ -28,6 +28,7 @@ __all__ = ["HeaderTimeoutProtocol", "ServerLimits", "server_config"]
 
 log = structlog.get_logger("crocevia.api")
 
+
 def _problem_answer(status: int, reason: str, slug: str, detail: str) -> bytes:
     """A whole RFC 9457 answer that closes the connection, written before h11 read any request."""
     body = orjson.dumps({"type": PROBLEM_TYPE_BASE + slug, "title": reason, "status": status, "detail": detail})
