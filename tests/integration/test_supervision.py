@@ -4,6 +4,7 @@ traceback in the log; `/readyz` names what is failing while `/health` answers li
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -16,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bootstrap import _readiness, build_hub
 from config.settings import PROJECT_ROOT
+from service.supervisor import Supervisor
 from tests.conftest import _postgres_schema_url
 from tests.support import RunningHub, free_port, hub_settings, wait_for
 
@@ -165,3 +168,23 @@ def test_readyz_names_an_unreachable_store_while_health_stays_live(proxied_postg
         assert http.get("/health").status_code == 200
         proxy.restore()
         wait_for(lambda: http.get("/readyz").status_code == 200, timeout=15, what="/readyz to recover")
+
+
+def test_readiness_names_a_dead_task_beside_a_live_store(tmp_path: Path) -> None:
+    """What /readyz reports while the process drains after a death: the task, by name."""
+    async def dies() -> None:
+        raise KeyError("agency")
+
+    hub = build_hub(hub_settings(f"sqlite:///{tmp_path / 'crocevia.db'}", {}))
+    try:
+        async def scenario() -> tuple[dict[str, str], dict[str, str]]:
+            supervisor = Supervisor(asyncio.Event())
+            check = _readiness(hub, supervisor)
+            before = dict(await check())
+            supervisor.watch("worker", dies())
+            await supervisor.join()
+            return before, dict(await check())
+
+        assert asyncio.run(scenario()) == ({}, {"worker": "task died: KeyError"})
+    finally:
+        hub.dispose()
