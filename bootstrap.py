@@ -30,6 +30,8 @@ from api.auth import RequestGuard
 from api.callbacks import CallbackGuard, CallbackVerifier, ModiCallbackVerifier, WssCallbackVerifier
 from api.modi import ModiVerifier, PortalKey
 from config.lease_budget import check_lease_budget
+from api.readiness import ReadinessCheck
+from api.server import ServerLimits, server_config
 from config.settings import AgencySettings, HttpSettings, Settings
 from domain.lockout import LockoutPolicy
 from routing.routes import RouteTable, load_route_table
@@ -38,6 +40,7 @@ from service.circuit import CircuitBreaker
 from service.maintenance import MaintenanceCalendar, MaintenanceWindow
 from service.notifier import EventNotifier
 from service.schedule import LateOutcomePolicy, SchedulePolicy
+from service.supervisor import Supervisor
 from service.worker import DeliveryWorker
 from security.callbacks import load_callback_credential
 from security.keys import algorithm_of, ensure_private_key, ensure_self_signed_certificate, load_public_key
@@ -58,6 +61,7 @@ __all__ = [
     "portal_signer",
     "run_api_and_workers",
     "run_relay",
+    "run_relay_process",
     "run_workers",
 ]
 
@@ -448,9 +452,10 @@ class _WorkerSet:
         if self.rabbit is not None:
             self.rabbit.listen(self.worker.notify)
 
-    async def start(self) -> None:
+    async def start(self, supervisor: Supervisor) -> None:
         if self.rabbit is not None:
-            await self.rabbit.start()
+            # It ends when `close` closes the source, after the worker drained.
+            supervisor.watch("consumer", await self.rabbit.start(), ends_on_stop=False)
 
     async def close(self) -> None:
         # The worker has drained and committed by now: closing acknowledges what remains.
@@ -465,13 +470,23 @@ class _WorkerSet:
 async def run_workers(
     hub: Hub, stop: asyncio.Event, agencies: list[str] | None = None, concurrency: int | None = None
 ) -> None:
-    """Run one delivery worker until `stop` is set, then drain in-flight deliveries."""
+    """Run one delivery worker until `stop` is set, then drain in-flight deliveries.
+
+    Raises:
+        BackgroundTaskDied: the worker, notifier or consumer died (the others were drained).
+    """
+    supervisor = Supervisor(stop, fail_for_tests=hub.settings.supervision.fail_task_for_tests)
     workers = _WorkerSet(hub, agencies, concurrency)
     try:
-        await workers.start()
-        await asyncio.gather(workers.worker.run(stop), workers.notifier.run(stop))
+        await workers.start(supervisor)
+        supervisor.watch("worker", workers.worker.run(stop))
+        supervisor.watch("notifier", workers.notifier.run(stop), may_return=True)
+        await stop.wait()
     finally:
+        stop.set()
+        await supervisor.join()
         await workers.close()
+    supervisor.raise_if_failed()
 
 
 def build_hub_when_ready(settings: Settings, *, timeout: float = 120.0) -> Hub:
@@ -579,6 +594,18 @@ async def run_relay(hub: Hub, stop: asyncio.Event) -> None:
     await relay.run(stop)
 
 
+async def run_relay_process(hub: Hub, stop: asyncio.Event) -> None:
+    """`hub.py relay`: the relay, supervised.
+
+    Raises:
+        BackgroundTaskDied: the relay died (logged with its traceback).
+    """
+    supervisor = Supervisor(stop, fail_for_tests=hub.settings.supervision.fail_task_for_tests)
+    supervisor.watch("relay", run_relay(hub, stop))
+    await supervisor.join()
+    supervisor.raise_if_failed()
+
+
 async def run_api_and_workers(
     hub: Hub, stop: asyncio.Event, *, host: str, port: int, with_workers: bool = True,
     started: asyncio.Event | None = None,
@@ -587,16 +614,20 @@ async def run_api_and_workers(
 
     With RabbitMQ, the workers are a relay and a worker in this process (the API never talks
     to the broker: accepted filings wait in the outbox).
+
+    Raises:
+        BackgroundTaskDied: a background task (the API server, worker, notifier, relay or
+            consumer) died; everything else was stopped and drained first.
     """
     import uvicorn
 
     public_url = _public_url(hub.settings, host, port)
+    supervisor = Supervisor(stop, fail_for_tests=hub.settings.supervision.fail_task_for_tests)
     workers = _WorkerSet(hub, None, public_url=public_url) if with_workers else None
-    relay_task = (
-        asyncio.create_task(run_relay(hub, stop)) if with_workers and _uses_rabbitmq(hub.settings) else None
-    )
     if workers is not None:
-        await workers.start()
+        await workers.start(supervisor)
+        if _uses_rabbitmq(hub.settings):
+            supervisor.watch("relay", run_relay(hub, stop))
     loop = asyncio.get_running_loop()
 
     def wake() -> None:
@@ -619,37 +650,72 @@ async def run_api_and_workers(
             callbacks=hub.callbacks,
             # The contracts checked at start-up, validators compiled: reused for every filing.
             message_check=MessageChecker(hub.contracts or load_contracts(hub.settings)),
+            readiness=_readiness(hub, supervisor),
         )
     )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None, lifespan="off")
-    )
-    server_task = asyncio.create_task(server.serve())
-    worker_task = asyncio.create_task(workers.worker.run(stop)) if workers else None
-    notifier_task = asyncio.create_task(workers.notifier.run(stop)) if workers else None
+    api = hub.settings.api
+    server = uvicorn.Server(server_config(app, host=host, port=port, limits=ServerLimits(
+        header_timeout=api.header_timeout, keep_alive_timeout=api.keep_alive_timeout,
+        max_connections=api.max_connections, max_header_bytes=api.max_header_bytes)))
+    # uvicorn ends on its own when it catches SIGTERM/SIGINT: that stops the process, not a death.
+    server_task = supervisor.watch("api", server.serve(), may_return=True)
+    server_task.add_done_callback(lambda _: stop.set())
+    if workers is not None:
+        supervisor.watch("worker", workers.worker.run(stop))
+        # The notifier returns at once when no portal has a callback address.
+        supervisor.watch("notifier", workers.notifier.run(stop), may_return=True)
     try:
-        while not server.started:
-            if server_task.done():
-                await server_task
-                raise RuntimeError(f"the API could not listen on {host}:{port}")
+        while not server.started and not server_task.done() and not stop.is_set():
             await asyncio.sleep(0.01)
-        if started is not None:
-            started.set()
-        log.info("api_listening", host=host, port=port)
-        await stop.wait()
+        if server.started:
+            if started is not None:
+                started.set()
+            log.info("api_listening", host=host, port=port)
+            await stop.wait()
     finally:
+        stop.set()
         server.should_exit = True
-        await asyncio.gather(server_task, return_exceptions=True)
-        if worker_task is not None:
-            await asyncio.gather(worker_task, return_exceptions=True)
-        if notifier_task is not None:
-            await asyncio.gather(notifier_task, return_exceptions=True)
+        await supervisor.join()
         if readers_client is not None:
             await readers_client.aclose()
-        if relay_task is not None:
-            await asyncio.gather(relay_task, return_exceptions=True)
         if workers is not None:
             await workers.close()
+    supervisor.raise_if_failed()
+    if not server.started and server_task.done():
+        raise RuntimeError(f"the API could not listen on {host}:{port}")
+
+
+def _readiness(hub: Hub, supervisor: Supervisor) -> ReadinessCheck:
+    """What `/readyz` asks: the supervisor's dead tasks, and whether the store answers in time.
+
+    One store probe runs at a time: a hung database does not pile up threads, one per probe.
+    """
+    timeout = hub.settings.api.readiness_timeout
+    probe: asyncio.Future[None] | None = None
+
+    async def check() -> dict[str, str]:
+        nonlocal probe
+        failing = {name: f"task died: {why}" for name, why in supervisor.dead.items()}
+        if probe is None or probe.done():
+            if probe is not None and not probe.cancelled():
+                probe.exception()  # seen (it was answered, or timed out, before)
+            probe = asyncio.ensure_future(asyncio.to_thread(_ping_store, hub.engine))
+        try:
+            await asyncio.wait_for(asyncio.shield(probe), timeout)
+        except TimeoutError:
+            failing["store"] = f"no answer within {timeout:g}s"
+        except Exception as exc:  # noqa: BLE001 - whatever the driver raised, the store is away
+            failing["store"] = f"unreachable: {type(exc).__name__}"
+        return failing
+
+    return check
+
+
+def _ping_store(engine: Engine) -> None:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def _outcome_readers(hub: Hub, workers: _WorkerSet | None) -> tuple[dict[str, Any], httpx.AsyncClient | None]:

@@ -18,7 +18,13 @@ def _settings(ctx: click.Context) -> Settings:
     return ctx.obj["settings"]
 
 
+#: Exit status of a service whose background task died (EX_SOFTWARE): the orchestrator restarts it.
+EXIT_TASK_DIED = 70
+
+
 def _run_until_signal(main) -> None:  # type: ignore[no-untyped-def]
+    from service.supervisor import BackgroundTaskDied
+
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -26,7 +32,11 @@ def _run_until_signal(main) -> None:  # type: ignore[no-untyped-def]
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
-    asyncio.run(runner())
+    try:
+        asyncio.run(runner())
+    except BackgroundTaskDied as died:  # logged with its traceback where it died
+        click.echo(str(died), err=True)
+        sys.exit(EXIT_TASK_DIED)
 
 
 #: Long-running commands: a SIGTERM stops them cleanly (exit 0) at any moment.
@@ -113,13 +123,13 @@ def worker(ctx: click.Context, agencies: tuple[str, ...], concurrency: int | Non
 @click.pass_context
 def relay(ctx: click.Context) -> None:
     """Publish committed outbox rows to RabbitMQ when due (also the retry scheduler), until SIGTERM."""
-    from bootstrap import build_hub_when_ready, run_relay
+    from bootstrap import build_hub_when_ready, run_relay_process
 
     settings = _settings(ctx)
     configure_logging(settings.log_level)
     hub = build_hub_when_ready(settings)
     try:
-        _run_until_signal(lambda stop: run_relay(hub, stop))
+        _run_until_signal(lambda stop: run_relay_process(hub, stop))
     finally:
         hub.dispose()
 

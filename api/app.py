@@ -27,6 +27,7 @@ from api.callbacks import CallbackGuard
 from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json, recipient_problem_json
 from api.problems import problem_response
+from api.readiness import ReadinessCheck, health_routes
 from domain.intake import FilingRefused, RecipientMessagesInvalid
 from routing.routes import RouteTable
 from service.identity import IdentityStore, RecipientsNotAuthorized, authorize_filing
@@ -56,6 +57,8 @@ class ApiContext:
     callbacks: CallbackGuard | None = None
     #: validates each recipient's message against its agency schema at intake (None: no check)
     message_check: MessageCheck | None = None
+    #: What `/readyz` asks: failing component → reason (dead background tasks, the store).
+    readiness: ReadinessCheck | None = None
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -262,9 +265,6 @@ def create_app(ctx: ApiContext) -> Starlette:
             return problem_response(404, "not-found", "Not Found", f"no filing {reference}", instance=request.url.path)
         return _json(_filing_json(view))
 
-    async def health(_: Request) -> Response:
-        return _json({"status": "ok"})
-
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return problem_response(exc.status_code, f"http-{exc.status_code}", str(exc.detail), str(exc.detail),
@@ -282,7 +282,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
             *delegation_routes(ctx),
             *delivery_routes(ctx),
-            Route("/health", health, methods=["GET"]),
+            *health_routes(ctx.readiness),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )

@@ -34,6 +34,7 @@ __all__ = [
     "RetrySettings",
     "ScheduleSettings",
     "Settings",
+    "SupervisionSettings",
     "TransportSettings",
     "WorkerSettings",
     "load_settings",
@@ -58,6 +59,17 @@ class ApiSettings(BaseModel):
     #: Where agencies reach the hub's callbacks (`X-ReplyTo` = `<public_url>/v1/callbacks/<agency>`);
     #: default `http://<host>:<port>`.
     public_url: str | None = None
+    #: The HTTP server's own limits (README, "The HTTP server's limits"): seconds a client has
+    #: to send a request's whole head (slowloris: then 408 and closed), ...
+    header_timeout: float = 10.0
+    #: ... seconds an idle kept-alive connection stays open, ...
+    keep_alive_timeout: float = 5.0
+    #: ... connections served at once (a request beyond answers 503), ...
+    max_connections: int = 1000
+    #: ... and the largest request head, request line and headers (beyond: 431).
+    max_header_bytes: int = 16_384
+    #: Seconds `/readyz` waits for the store to answer before calling it unreachable.
+    readiness_timeout: float = 2.0
 
 
 class TransportSettings(BaseModel):
@@ -99,6 +111,15 @@ class WorkerSettings(BaseModel):
     #: tried this many times, then split; the outcome that still cannot be recorded parks its
     #: delivery as undeliverable (`COMMIT_FAILED`). An outage is retried until it ends.
     commit_attempts: int = 3
+
+
+class SupervisionSettings(BaseModel):
+    """How a process watches its background tasks (service/supervisor.py): a dead one is
+    logged with its traceback and the process exits non-zero."""
+
+    #: Fault injection for tests only: the background task of this name (api, worker,
+    #: notifier, relay, consumer) raises at start instead of running.
+    fail_task_for_tests: str = ""
 
 
 class RetrySettings(BaseModel):
@@ -279,6 +300,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -128,6 +128,11 @@ class DeliveryWorker:
         log.info("worker_started", owner=self.owner, agencies=sorted(self._adapters))
         try:
             while not stop.is_set():
+                if committer.done():
+                    # Outcomes would pile up unrecorded: end this worker, loudly (its supervisor
+                    # stops the process; the leases expire and the jobs are taken again).
+                    committer.result()
+                    raise RuntimeError("the outcome-commit loop ended")
                 free = self._free_slots()
                 if not free:
                     self._slot_freed.clear()
@@ -149,7 +154,10 @@ class DeliveryWorker:
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._outcomes.join()
+            if not committer.done():  # a dead committer would never drain the queue
+                drained = asyncio.ensure_future(self._outcomes.join())
+                await asyncio.wait({drained, committer}, return_when=asyncio.FIRST_COMPLETED)
+                drained.cancel()
             committer.cancel()
             await asyncio.gather(committer, return_exceptions=True)
             log.info("worker_stopped", owner=self.owner, delivered=self.delivered)

@@ -243,9 +243,14 @@ class RabbitJobSource:
         """Call `callback` (in the event loop) whenever a message arrives."""
         self._listener = callback
 
-    async def start(self) -> None:
-        """Start connecting and consuming in the background (reconnecting with backoff)."""
+    async def start(self) -> asyncio.Task[None]:
+        """Start connecting and consuming in the background (reconnecting with backoff).
+
+        Returns:
+            The consuming task, for the process's supervisor to watch.
+        """
         self._task = asyncio.create_task(self._run(), name="rabbitmq-consumer")
+        return self._task
 
     async def close(self) -> None:
         """Stop consuming; unacknowledged messages go back to their queues."""

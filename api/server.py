@@ -1,0 +1,131 @@
+"""The HTTP server's own limits: uvicorn (h11) configured from `[api]`, plus a header read timeout.
+
+uvicorn bounds the idle keep-alive wait (`timeout_keep_alive`), the connections it serves
+(`limit_concurrency`: 503 beyond) and, partly, the size of a request head
+(`h11_max_incomplete_event_size` applies only to a head still incomplete), but not the time a
+client may take to send its headers: a client sending one byte a second (slowloris) keeps a
+connection and a socket forever. `HeaderTimeoutProtocol` arms a timer when a request begins
+(the connection opens, or the first byte of the next request on a kept-alive connection
+arrives) and closes the connection with 408 if the head is not complete when it fires; and it
+measures every head, answering 431 beyond `max_header_bytes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+import orjson
+import structlog
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from api.problems import PROBLEM_TYPE_BASE
+
+__all__ = ["HeaderTimeoutProtocol", "ServerLimits", "server_config"]
+
+log = structlog.get_logger("crocevia.api")
+
+
+def _problem_answer(status: int, reason: str, slug: str, detail: str) -> bytes:
+    """A whole RFC 9457 answer that closes the connection, written before h11 read any request."""
+    body = orjson.dumps({"type": PROBLEM_TYPE_BASE + slug, "title": reason, "status": status, "detail": detail})
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (status, reason.encode(), len(body), body))
+
+
+#: Sent before closing a connection whose request head did not arrive in time (RFC 9110 §15.5.9).
+_REQUEST_TIMEOUT = _problem_answer(408, "Request Timeout", "request-head-timeout",
+                                   "the request line and headers did not arrive in time")
+#: Sent before closing a connection whose request head is too large (RFC 6585 §5).
+_HEAD_TOO_LARGE = _problem_answer(431, "Request Header Fields Too Large", "request-head-too-large",
+                                  "the request line and headers are too large")
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a bound on the time from a request's first byte to its last header."""
+
+    #: Seconds a client has to send a request's whole head (set by `server_config`).
+    header_timeout: float = 10.0
+    #: The largest request head accepted, request line and headers (set by `server_config`).
+    max_header_bytes: int = 16_384
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE:
+            # The first byte of a request on a kept-alive connection starts that request's clock.
+            if self._header_timer is None:
+                self._arm_header_timer()
+            if self._head_too_large(data):
+                self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
+                return
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # h11 produced the Request: the head is complete
+            self._disarm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self.header_timeout, self._header_timed_out)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _head_too_large(self, data: bytes) -> bool:
+        # h11 bounds only a head still incomplete (`max_incomplete_event_size`): one that
+        # arrives whole in one read would pass at any size. Measure it up to its blank line.
+        pending = self.conn.trailing_data[0] + data
+        ends = [i for i in (pending.find(b"\n\r\n"), pending.find(b"\n\n")) if i >= 0]
+        size = min(ends) + 1 if ends else len(pending)
+        return size > self.max_header_bytes
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        self._refuse(_REQUEST_TIMEOUT, "request_head_timed_out", timeout_s=self.header_timeout)
+
+    def _refuse(self, answer: bytes, event: str, **fields: Any) -> None:
+        """Answer before any request was read (so not through h11) and close the connection."""
+        self._disarm_header_timer()
+        log.info(event, **fields)
+        self.transport.write(answer)
+        self.transport.close()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """The server's limits, as `[api]` configures them (README, "The HTTP server's limits")."""
+
+    header_timeout: float  #: seconds from a request's first byte (or the connection) to its last header
+    keep_alive_timeout: float  #: seconds an idle kept-alive connection stays open
+    max_connections: int  #: connections served at once; a request beyond answers 503
+    max_header_bytes: int  #: the largest request head (request line and headers); beyond: 431
+
+
+def server_config(app: Any, *, host: str, port: int, limits: ServerLimits) -> uvicorn.Config:
+    """uvicorn's configuration for the API: loopback-or-configured address, our logging, the limits."""
+    protocol = type("ConfiguredHeaderTimeoutProtocol", (HeaderTimeoutProtocol,),
+                    {"header_timeout": limits.header_timeout, "max_header_bytes": limits.max_header_bytes})
+    return uvicorn.Config(
+        app, host=host, port=port, access_log=False, log_config=None, lifespan="off",
+        http=protocol,
+        timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type] # call_later takes a float
+        # uvicorn answers 503 once `limit_concurrency` connections are open, counting the
+        # asking one: one more lets exactly `max_connections` be served.
+        limit_concurrency=limits.max_connections + 1,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+    )

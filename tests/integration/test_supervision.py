@@ -1,0 +1,190 @@
+"""Processes that cannot die silently: a dead background task ends the process non-zero with its
+traceback in the log; `/readyz` names what is failing while `/health` answers liveness only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bootstrap import _readiness, build_hub
+from config.settings import PROJECT_ROOT
+from service.supervisor import Supervisor
+from tests.conftest import _postgres_schema_url
+from tests.support import RunningHub, free_port, hub_settings, wait_for
+
+#: hub.py's exit status when a background task died.
+EXIT_TASK_DIED = 70
+
+
+def _hub_process(tmp_path: Path, command: list[str], **env: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = tmp_path / "hub.log"
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("AGENCIES__", "DATABASE__", "WORKER__", "API__", "SUPERVISION__", "TRANSPORT__"))}
+    clean.update({"DATABASE__URL": f"sqlite:///{tmp_path / 'crocevia.db'}", "LOG_LEVEL": "info", **env})
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "hub.py"), *command], env=clean,
+                                cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def _events(log: Path) -> list[dict]:
+    events = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+@pytest.mark.parametrize(("command", "task", "env"), [
+    (["serve"], "worker", {}),
+    (["serve"], "notifier", {}),
+    (["serve"], "api", {}),
+    (["worker"], "worker", {}),
+    # The relay dies before it opens a connection: no queue is declared on the shared broker.
+    (["relay"], "relay", {"TRANSPORT__KIND": "rabbitmq"}),
+])
+def test_a_dead_background_task_ends_the_process_non_zero_with_its_traceback(
+    tmp_path: Path, command: list[str], task: str, env: dict[str, str]
+) -> None:
+    """A background task that raises (fault injected by the test-only setting) is logged with
+    its traceback, the rest drains, and the process exits 70 instead of running on."""
+    port = free_port()
+    proc, log = _hub_process(tmp_path, [*command, *(["--port", str(port)] if command == ["serve"] else [])],
+                             SUPERVISION__FAIL_TASK_FOR_TESTS=task, **env)
+    try:
+        code = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        pytest.fail(f"`hub.py {' '.join(command)}` ran on with a dead {task}:\n{log.read_text()[-3000:]}")
+    assert code == EXIT_TASK_DIED, log.read_text()[-3000:]
+    died = [e for e in _events(log) if e.get("event") == "background_task_died"]
+    assert [e["task"] for e in died] == [task]
+    assert "Traceback" in died[0]["exception"] and "InjectedTaskFailure" in died[0]["exception"]
+    if command == ["serve"]:  # and nothing accepts filings any more
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/health", trust_env=False, timeout=2)
+
+
+class _Proxy:
+    """A TCP relay on loopback in front of PostgreSQL that the test can cut and restore."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._cut = threading.Event()
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            if self._cut.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """The store becomes unreachable: open connections drop, new ones are closed at once."""
+        self._cut.set()
+        with self._lock:
+            for s in self._open:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._open.clear()
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+
+@pytest.fixture
+def proxied_postgres() -> Iterator[tuple[str, _Proxy]]:
+    for url in _postgres_schema_url():
+        proxy = _Proxy(("127.0.0.1", 5432))
+        try:
+            yield url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/"), proxy
+        finally:
+            proxy.close()
+
+
+def test_readyz_names_an_unreachable_store_while_health_stays_live(proxied_postgres: tuple[str, _Proxy]) -> None:
+    """/readyz is 200 while the store answers, 503 naming `store` while it is away, 200 again
+    once it is back; /health answers 200 throughout (liveness asks nothing)."""
+    url, proxy = proxied_postgres
+    assert f":{proxy.port}/" in url
+    with RunningHub(hub_settings(url, {})) as hub, httpx.Client(base_url=hub.base_url, trust_env=False) as http:
+        ready = http.get("/readyz")
+        assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
+        proxy.cut()
+        refused = wait_for(lambda: (r := http.get("/readyz")).status_code == 503 and r, timeout=15,
+                           what="/readyz to report the store")
+        assert refused.headers["content-type"] == "application/problem+json"
+        problem = refused.json()
+        assert problem["type"] == "urn:crocevia:problem:not-ready"
+        assert set(problem["components"]) == {"store"} and "store" in problem["detail"]
+        assert "5432" not in refused.text and str(proxy.port) not in refused.text  # no connection details
+        assert http.get("/health").status_code == 200
+        proxy.restore()
+        wait_for(lambda: http.get("/readyz").status_code == 200, timeout=15, what="/readyz to recover")
+
+
+def test_readiness_names_a_dead_task_beside_a_live_store(tmp_path: Path) -> None:
+    """What /readyz reports while the process drains after a death: the task, by name."""
+    async def dies() -> None:
+        raise KeyError("agency")
+
+    hub = build_hub(hub_settings(f"sqlite:///{tmp_path / 'crocevia.db'}", {}))
+    try:
+        async def scenario() -> tuple[dict[str, str], dict[str, str]]:
+            supervisor = Supervisor(asyncio.Event())
+            check = _readiness(hub, supervisor)
+            before = dict(await check())
+            supervisor.watch("worker", dies())
+            await supervisor.join()
+            return before, dict(await check())
+
+        assert asyncio.run(scenario()) == ({}, {"worker": "task died: KeyError"})
+    finally:
+        hub.dispose()
