@@ -416,7 +416,9 @@ async def deliver_with_retries(
     try:
         receipt = await with_retries()
     except DeliveryError as exc:
-        log.warning(
+        # An agency that is down is an expected fault: the worker's own line about the pass
+        # (retry scheduled, or undeliverable) is its one warning; this one is detail.
+        (log.info if isinstance(exc, TransientDeliveryError) else log.warning)(
             "delivery_failed",
             agency=message.agency,
             operation=message.operation,

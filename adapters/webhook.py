@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 
 from adapters.base import parse_retry_after
+from domain.errors import NotificationFailed
 
 __all__ = [
     "EVENT_ID_HEADER",
@@ -68,12 +69,8 @@ def verify_signature(
     return hmac.compare_digest(_mac(secret, t, body), parts.get("v1", ""))
 
 
-class WebhookFailed(Exception):
+class WebhookFailed(NotificationFailed):
     """The portal did not take the event (transport failure or a non-2xx answer)."""
-
-    def __init__(self, text: str, *, retry_after: float | None = None) -> None:
-        super().__init__(text)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,6 +107,10 @@ class WorkerSettings(BaseModel):
     #: With RabbitMQ it is kept below `transport.delivery_limit`, so the hub acts before the
     #: broker dead-letters the message.
     max_handouts: int = 10
+    #: A batch of outcomes whose commit fails for another reason than a database outage is
+    #: tried this many times, then split; the outcome that still cannot be recorded parks its
+    #: delivery as undeliverable (`COMMIT_FAILED`). An outage is retried until it ends.
+    commit_attempts: int = 3
 
 
 class SupervisionSettings(BaseModel):
@@ -254,6 +258,9 @@ class NotificationSettings(BaseModel):
     lease_seconds: float = 60.0
     poll_interval: float = 0.05
     max_poll_interval: float = 0.5
+    #: The horizon: an event not taken by the portal this long after it was written is given
+    #: up (no more pushes; the portal still reads it from `GET /v1/filings/{ref}/events`).
+    max_age_seconds: float = 86_400.0
 
 
 class HttpSettings(BaseModel):

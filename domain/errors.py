@@ -14,6 +14,7 @@ __all__ = [
     "AgencyUnreachable",
     "DeliveryError",
     "MessageRejectedAsInvalid",
+    "NotificationFailed",
     "OutcomeUnknown",
     "PermanentDeliveryError",
     "TransientDeliveryError",
@@ -87,3 +88,12 @@ class MessageRejectedAsInvalid(PermanentDeliveryError):
 
 class AdapterMisconfigured(PermanentDeliveryError):
     """401/403/404, an operation missing from the contract, a TLS failure."""
+
+
+class NotificationFailed(Exception):
+    """A portal did not take a filing event (unreachable, or a non-2xx answer): an expected
+    fault the notifier retries until its horizon. `retry_after` is the portal's wish, if any."""
+
+    def __init__(self, text: str, *, retry_after: float | None = None) -> None:
+        super().__init__(text)
+        self.retry_after = retry_after

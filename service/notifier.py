@@ -4,6 +4,12 @@ Events are written by the transaction that changed the filing (`filing_events`);
 only moves them. It leases the earliest undelivered event of each filing, POSTs it, and
 records the answer: delivered, or retried later with backoff. A later event of a filing is
 never pushed while an earlier one is undelivered; every retry carries the same event id.
+
+Past the horizon (`max_age_seconds` after the event was written) an event is given up: it
+is not pushed again and no longer holds back the filing's later events; the portal still
+reads it from the feed. What the sender raises by contract (`NotificationFailed`: the portal
+is away or said no) is an expected fault, one warning line; anything else is a bug, logged
+with its traceback and retried the same way. A store outage is waited out.
 """
 
 from __future__ import annotations
@@ -12,14 +18,16 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import Protocol
 
 import orjson
 import structlog
 
-from service.ports import EventSendResult, FilingEvent
+from domain.errors import NotificationFailed
+from service.ports import EventSendResult, FilingEvent, StoreUnavailable
 from service.schedule import SchedulePolicy
-from service.waiting import wait_any
+from service.waiting import sleep_unless, wait_any
 
 __all__ = ["EventNotifier", "EventSender", "EventStore"]
 
@@ -34,8 +42,8 @@ class EventStore(Protocol):
 
 
 class EventSender(Protocol):
-    """Delivers one event body to a portal; raises on anything but acceptance (an exception
-    may carry `retry_after`, the portal's wish)."""
+    """Delivers one event body to a portal; raises `NotificationFailed` on anything but
+    acceptance (it may carry `retry_after`, the portal's wish)."""
 
     @property
     def portals(self) -> list[str]: ...
@@ -52,6 +60,7 @@ class EventNotifier:
         store: EventStore,
         sender: EventSender,
         backoff: SchedulePolicy,
+        max_age_seconds: float = 86_400.0,
         concurrency: int = 16,
         lease_seconds: float = 60.0,
         poll_interval: float = 0.05,
@@ -63,6 +72,8 @@ class EventNotifier:
         self._store = store
         self._sender = sender
         self._backoff = backoff
+        self._horizon = max_age_seconds
+        self._store_backoff = _INITIAL_STORE_BACKOFF
         self._concurrency = concurrency
         self._lease = lease_seconds
         self._poll = poll_interval
@@ -86,9 +97,10 @@ class EventNotifier:
             try:
                 events = await asyncio.to_thread(self._store.claim_events, self.owner, portals,
                                                  self._concurrency, self._lease)
-            except Exception:
-                log.exception("events_claim_failed")
-                events = []
+            except Exception as exc:
+                await self._store_failed("events_claim_failed", exc, stop)
+                continue
+            self._store_backoff = _INITIAL_STORE_BACKOFF
             if not events:
                 self._wake.clear()
                 await wait_any(self._wake, stop, timeout=idle)
@@ -98,24 +110,59 @@ class EventNotifier:
             results = await asyncio.gather(*(self._push(e) for e in events))
             try:
                 await asyncio.to_thread(self._store.finish_events, results)
-            except Exception:
+            except Exception as exc:
                 # The leases run out and the events go again: the portal sees a repeat, by id.
-                log.exception("events_finish_failed", count=len(results))
-                await asyncio.sleep(self._max_poll)
+                await self._store_failed("events_finish_failed", exc, stop, count=len(results))
+                continue
             self.delivered += sum(r.delivered for r in results)
         log.info("notifier_stopped", owner=self.owner, delivered=self.delivered)
 
+    async def _store_failed(self, event: str, exc: Exception, stop: asyncio.Event, **fields: object) -> None:
+        """A store call failed: one warning line for an outage, a traceback for anything else;
+        then wait (doubling up to `_MAX_STORE_BACKOFF`) before the next pass."""
+        wait = self._store_backoff
+        if isinstance(exc, StoreUnavailable):
+            log.warning("store_unavailable", action=event, error=str(exc), retry_in_s=round(wait, 2), **fields)
+        else:
+            log.error(event, retry_in_s=round(wait, 2), exc_info=exc, **fields)
+        self._store_backoff = min(_MAX_STORE_BACKOFF, wait * 2)
+        await sleep_unless(stop, wait)
+
     async def _push(self, event: FilingEvent) -> EventSendResult:
         body = orjson.dumps(event.to_json())
+        fields = {"filing_ref": event.payload.get("reference"), "event_id": event.id, "seq": event.seq}
         try:
             await self._sender.send(event.portal, event.id, body)
-        except Exception as exc:  # the sender's failures, whatever the transport said
-            retry_after = getattr(exc, "retry_after", None)
-            delay = self._backoff.delay_after(event.attempts + 1, retry_after)
-            log.warning("event_push_failed", filing_ref=event.payload.get("reference"), event_id=event.id,
-                        seq=event.seq, attempt=event.attempts + 1, error=str(exc), retry_in_s=round(delay, 3))
-            return EventSendResult(event.id, self.owner, False, self._clock() + delay, str(exc))
-        log.info("event_pushed", filing_ref=event.payload.get("reference"), event_id=event.id, seq=event.seq,
-                 type=event.type)
+        except NotificationFailed as exc:  # the portal is away or said no: expected
+            return self._failed(event, str(exc), exc.retry_after, fields)
+        except Exception as exc:  # a bug in the sender: keep the traceback, retry the same way
+            log.error("event_push_crashed", attempt=event.attempts + 1, exc_info=exc, **fields)
+            return self._failed(event, f"{type(exc).__name__} in the sender", None, fields)
+        log.info("event_pushed", type=event.type, **fields)
         return EventSendResult(event.id, self.owner, True)
+
+    def _failed(self, event: FilingEvent, error: str, retry_after: float | None,
+                fields: dict[str, object]) -> EventSendResult:
+        """Schedule the next push, or give the event up if that push would fall past the horizon."""
+        now = self._clock()
+        attempt = event.attempts + 1
+        delay = self._backoff.delay_after(attempt, retry_after)
+        age = now - _epoch(event.created_at)
+        if age + delay >= self._horizon:
+            # Final, like an undeliverable delivery: operations should look at the portal.
+            log.error("event_push_abandoned", attempt=attempt, error=error, age_s=round(age, 1),
+                      horizon_s=self._horizon, **fields)
+            return EventSendResult(event.id, self.owner, False, None,
+                                   f"gave up after {attempt} attempts in {age:.0f}s: {error}", gave_up=True)
+        log.warning("event_push_failed", attempt=attempt, error=error, retry_in_s=round(delay, 3), **fields)
+        return EventSendResult(event.id, self.owner, False, now + delay, error)
+
+
+#: Waits after a failed store call (claim or finish), doubling while it keeps failing.
+_INITIAL_STORE_BACKOFF = 0.2
+_MAX_STORE_BACKOFF = 5.0
+
+
+def _epoch(moment: datetime) -> float:
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 

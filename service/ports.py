@@ -29,7 +29,17 @@ __all__ = [
     "NotResendable",
     "RecipientNotFound",
     "Store",
+    "StoreUnavailable",
 ]
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or cannot take a write now (connection refused or lost,
+    the file locked or unreadable): retry later with backoff, lose nothing.
+
+    Storage translates its driver's failures into this once, so the loops can tell an outage
+    (wait it out) from any other error (a bug or bad data: bounded retries, then park).
+    """
 
 
 class IdempotencyConflict(Exception):
@@ -251,6 +261,9 @@ class EventSendResult:
     delivered: bool
     next_attempt_at: float | None = None
     error: str | None = None
+    #: The notifier's horizon passed: the event is not pushed again (the feed still serves it),
+    #: and it no longer holds back the filing's later events.
+    gave_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import structlog
 
+from service.ports import StoreUnavailable
 from service.waiting import sleep_unless
 
 __all__ = [
@@ -133,8 +134,14 @@ class OutboxRelay:
                 log.warning("broker_unavailable", owner=self.owner, error=str(exc),
                             unconfirmed=len(pending), retry_in=round(backoff, 2))
                 backoff = await _backoff(stop, backoff, self._backoff_max)
+            except StoreUnavailable as exc:
+                # Expected: one line per retry. Claimed rows stay leased and come back; rows
+                # published but not marked are published again after their lease (harmless).
+                log.warning("store_unavailable", owner=self.owner, error=str(exc), retry_in=round(backoff, 2))
+                pending = []
+                backoff = await _backoff(stop, backoff, self._backoff_max)
             except Exception:
-                # Typically the database is away. Claimed rows stay leased and come back.
+                # Not an outage: a bug or bad data, kept with its traceback.
                 log.exception("relay_pass_failed", owner=self.owner, retry_in=round(backoff, 2))
                 pending = []
                 backoff = await _backoff(stop, backoff, self._backoff_max)

@@ -17,7 +17,7 @@ from domain.states import ESITO_DECISIONS, Decision, DeliveryState
 from service.ports import AttemptRecord, ClaimedJob, Completion
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 
-__all__ = ["abandon", "defer", "settle"]
+__all__ = ["abandon", "defer", "park_uncommitted", "settle"]
 
 _DEFAULT_LATE = LateOutcomePolicy()
 
@@ -205,4 +205,25 @@ def abandon(job: ClaimedJob, *, owner: str, limit: int) -> Completion:
         outcome_code="POISON_JOB",
         outcome_text=reason,
         last_error=reason,
+    )
+
+
+def park_uncommitted(completion: Completion, reason: str) -> Completion:
+    """A pass whose outcome the store keeps refusing (not an outage: this data or this code is
+    wrong, e.g. a value that does not fit its column) after bounded retries.
+
+    Retrying it would stall every outcome committed with it, and dropping it would let its job
+    circle, so the delivery is parked as visibly undeliverable with the reason, like a poison
+    job. Operations can resend it once the cause is fixed; the resend keeps the message id, so
+    an agency that did take the message answers with its first receipt.
+    """
+    text = (f"the outcome of a pass ({completion.new_state}) could not be recorded: {reason}; "
+            "not sent again")[:2000]
+    return Completion(
+        job=completion.job,
+        owner=completion.owner,
+        new_state=DeliveryState.UNDELIVERABLE.value,
+        outcome_code="COMMIT_FAILED",
+        outcome_text=text,
+        last_error=text,
     )

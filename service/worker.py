@@ -11,6 +11,12 @@ when either says no, the job moves to the time they name, without a call and wit
 a pass against the delivery. An acknowledged delivery (late outcome) is advanced by polling
 the agency's status resource (PULL) or, when its callback is overdue, by sending the same
 message id again, which the agency answers with what it knows (PUSH).
+
+Failures of the store are told apart: an outage (`StoreUnavailable`) is waited out with
+backoff, one warning line per retry, and no outcome is dropped; any other commit failure is
+a bug or bad data: it is retried a bounded number of times (with its traceback), then the
+batch is split until the one outcome that cannot be recorded is found and its delivery
+parked as undeliverable (`COMMIT_FAILED`), while the rest of the batch is recorded.
 """
 
 from __future__ import annotations
@@ -29,16 +35,19 @@ from domain.messages import OutgoingMessage
 from domain.states import TERMINAL_DELIVERY_STATES, DeliveryState
 from service.circuit import CircuitBreaker
 from service.maintenance import MaintenanceCalendar
-from service.ports import ClaimedJob, Completion
+from service.ports import ClaimedJob, Completion, StoreUnavailable
 from service.schedule import LateOutcomePolicy, SchedulePolicy
-from service.settle import abandon, defer, settle
-from service.waiting import wait_any
+from service.settle import abandon, defer, park_uncommitted, settle
+from service.waiting import sleep_unless, wait_any
 
 __all__ = ["DeliveryWorker", "JobSource"]
 
 log = structlog.get_logger("crocevia.worker")
 
 _TERMINAL = {s.value for s in TERMINAL_DELIVERY_STATES}
+#: Waits after a failed store call (claim or commit), doubling while it keeps failing.
+_STORE_BACKOFF_INITIAL = 0.1
+_STORE_BACKOFF_MAX = 5.0
 
 
 class JobSource(Protocol):
@@ -67,6 +76,7 @@ class DeliveryWorker:
         deliver: DeliverFn,
         batch_size: int = 64,
         commit_batch: int = 64,
+        commit_attempts: int = 3,
         poll_interval: float = 0.05,
         max_poll_interval: float = 0.5,
         owner: str | None = None,
@@ -93,6 +103,8 @@ class DeliveryWorker:
         self._deliver = deliver
         self._batch_size = batch_size
         self._commit_batch = commit_batch
+        self._commit_attempts = max(1, commit_attempts)
+        self._claim_backoff = _STORE_BACKOFF_INITIAL
         self._poll = poll_interval
         self._max_poll = max_poll_interval
         self._clock = clock
@@ -127,7 +139,7 @@ class DeliveryWorker:
                     await wait_any(self._slot_freed, stop, timeout=self._max_poll)
                     continue
                 limit = min(self._batch_size, sum(free.values()))
-                jobs = await self._claim(list(free), limit)
+                jobs = await self._claim(list(free), limit, stop)
                 if not jobs:
                     self._wake.clear()
                     await wait_any(self._wake, stop, timeout=idle)
@@ -150,13 +162,21 @@ class DeliveryWorker:
             await asyncio.gather(committer, return_exceptions=True)
             log.info("worker_stopped", owner=self.owner, delivered=self.delivered)
 
-    async def _claim(self, agencies: list[str], limit: int) -> list[ClaimedJob]:
+    async def _claim(self, agencies: list[str], limit: int, stop: asyncio.Event) -> list[ClaimedJob]:
         try:
-            return await self._source.claim(self.owner, agencies, limit)
-        except Exception:
-            log.exception("jobs_claim_failed", owner=self.owner)
-            await asyncio.sleep(self._max_poll)
+            jobs = await self._source.claim(self.owner, agencies, limit)
+        except Exception as exc:
+            wait = self._claim_backoff
+            if isinstance(exc, StoreUnavailable):  # expected: one line, no traceback
+                log.warning("store_unavailable", action="jobs_claim", owner=self.owner, error=str(exc),
+                            retry_in_s=round(wait, 2))
+            else:
+                log.error("jobs_claim_failed", owner=self.owner, retry_in_s=round(wait, 2), exc_info=exc)
+            self._claim_backoff = min(_STORE_BACKOFF_MAX, wait * 2)
+            await sleep_unless(stop, wait)
             return []
+        self._claim_backoff = _STORE_BACKOFF_INITIAL
+        return jobs
 
     async def _handle(self, job: ClaimedJob) -> None:
         structlog.contextvars.bind_contextvars(
@@ -241,29 +261,81 @@ class DeliveryWorker:
             return
         try:
             await self._report_circuit(agency, snapshot, self.owner)
+        except StoreUnavailable as exc:
+            log.warning("store_unavailable", action="circuit_report", agency=agency, error=str(exc))
         except Exception:
             log.exception("circuit_report_failed", agency=agency)
 
     async def _commit_loop(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
         while True:
             batch = [await self._outcomes.get()]
             while len(batch) < self._commit_batch and not self._outcomes.empty():
                 batch.append(self._outcomes.get_nowait())
-            while True:
-                try:
-                    await self._source.complete(batch)
-                    break
-                except Exception:
-                    # The database is away: hold the outcomes and try again; if this process
-                    # dies meanwhile the leases expire and the jobs are retaken, never lost.
-                    log.exception("outcomes_commit_failed", count=len(batch))
-                    await asyncio.sleep(backoff)
-                    backoff = min(5.0, backoff * 2)
-            backoff = 0.1
-            self.delivered += sum(1 for c in batch if c.new_state == DeliveryState.PROTOCOLLED.value)
+            await self._commit(batch, self._commit_attempts)
             for _ in batch:
                 self._outcomes.task_done()
+
+    async def _commit(self, batch: list[Completion], attempts: int) -> None:
+        """Record `batch`: through any store outage, or else by parts (see the module doc).
+
+        If this process dies meanwhile the leases expire and the jobs are retaken, never lost.
+        """
+        backoff, failures = _STORE_BACKOFF_INITIAL, 0
+        while True:
+            try:
+                await self._source.complete(batch)
+            except StoreUnavailable as exc:  # the database is away: hold the outcomes, try again
+                log.warning("store_unavailable", action="outcomes_commit", count=len(batch), error=str(exc),
+                            retry_in_s=round(backoff, 2))
+            except Exception as exc:
+                failures += 1
+                if failures >= attempts:
+                    await self._split(batch, exc)
+                    return
+                log.error("outcomes_commit_failed", count=len(batch), failures=failures, retry_in_s=round(backoff, 2),
+                          exc_info=exc)
+            else:
+                self.delivered += sum(1 for c in batch if c.new_state == DeliveryState.PROTOCOLLED.value)
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(_STORE_BACKOFF_MAX, backoff * 2)
+
+    async def _split(self, batch: list[Completion], exc: Exception) -> None:
+        """The batch keeps failing for another reason than an outage: record its halves apart
+        (one try each: the error has proved itself), down to the one outcome at fault."""
+        if len(batch) > 1:
+            log.warning("outcomes_commit_split", count=len(batch), error=_one_line(exc))
+            middle = len(batch) // 2
+            await self._commit(batch[:middle], 1)
+            await self._commit(batch[middle:], 1)
+            return
+        (completion,) = batch
+        parked = park_uncommitted(completion, _one_line(exc))
+        job = completion.job
+        log.error("delivery_parked", filing_ref=job.filing_reference, delivery_id=job.delivery_id, agency=job.agency,
+                  outcome_code=parked.outcome_code, state=completion.new_state, exc_info=exc)
+        backoff = _STORE_BACKOFF_INITIAL
+        while True:
+            try:
+                await self._source.complete([parked])
+                return
+            except StoreUnavailable as outage:
+                log.warning("store_unavailable", action="outcome_park", count=1, error=str(outage),
+                            retry_in_s=round(backoff, 2))
+            except Exception:
+                # Even the parking is refused: leave the job to its lease (it comes back, and
+                # the poison-job guard ends its round trips).
+                log.exception("delivery_park_failed", delivery_id=job.delivery_id, agency=job.agency)
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(_STORE_BACKOFF_MAX, backoff * 2)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one short line for logs and the delivery's reason (a database error's
+    text goes on with the statement)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else 'no detail'}"[:500]
 
 
 def _log_completion(c: Completion) -> None:

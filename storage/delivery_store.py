@@ -39,11 +39,14 @@ from storage.delivery_ops import (
     resume_dependents,
 )
 from storage.delivery_tables import agency_status, filing_events
+from storage.errors import outages_translated
 from storage.tables import attempts, deliveries, filings, outbox
 
-__all__ = ["DeliverySemanticsStore", "delivery_view"]
+__all__ = ["NEVER", "DeliverySemanticsStore", "delivery_view"]
 
 _S = DeliveryState
+#: `filing_events.next_attempt_at` of an event the notifier gave up on: never due again.
+NEVER = float("inf")
 
 
 def _utcnow() -> datetime:
@@ -276,6 +279,7 @@ class DeliverySemanticsStore:
             ).all()
         return [_event(r) for r in rows]
 
+    @outages_translated
     def claim_events(self, owner: str, portals: Sequence[str], limit: int, lease_seconds: float) -> list[FilingEvent]:
         """Lease due events to push: of each filing only the earliest undelivered one, so a
         portal never receives an event before an earlier one of the same filing."""
@@ -285,7 +289,8 @@ class DeliverySemanticsStore:
         e, p = filing_events, filing_events.alias("earlier")
         earlier_open = (
             select(p.c.id)
-            .where(p.c.filing_id == e.c.filing_id, p.c.seq < e.c.seq, p.c.delivered_at.is_(None))
+            .where(p.c.filing_id == e.c.filing_id, p.c.seq < e.c.seq, p.c.delivered_at.is_(None),
+                   p.c.next_attempt_at < NEVER)  # one given up holds nothing back
             .exists()
         )
         due = (
@@ -311,14 +316,17 @@ class DeliverySemanticsStore:
             ).all()
         return sorted((_event(r) for r in rows), key=lambda ev: (ev.filing_id, ev.seq))
 
+    @outages_translated
     def finish_events(self, results: Sequence[EventSendResult]) -> None:
-        """Record pushes: delivered, or failed with the time of the next try."""
+        """Record pushes: delivered, failed with the time of the next try, or given up (past
+        the notifier's horizon: next try `NEVER`; the feed still serves the event)."""
         if not results:
             return
         now = self._clock()
         e = filing_events
         delivered: dict[str, list[str]] = {}
-        failed = [{"b_id": r.event_id, "b_owner": r.owner, "b_next": r.next_attempt_at or now,
+        failed = [{"b_id": r.event_id, "b_owner": r.owner,
+                   "b_next": NEVER if r.gave_up else (r.next_attempt_at or now),
                    "b_error": (r.error or "")[:2000]} for r in results if not r.delivered]
         for r in results:
             if r.delivered:
@@ -338,6 +346,7 @@ class DeliverySemanticsStore:
                 )
 
     # -- the agencies' circuits ----------------------------------------------------------------
+    @outages_translated
     def report_agency_status(self, agency: str, snapshot: Mapping[str, Any], owner: str) -> None:
         """Upsert what a worker's breaker for `agency` says now."""
         values = {

@@ -48,10 +48,13 @@ def build_engine(url: str, *, base_dir: Path | None = None, pool_size: int = 10,
             connect_args={"check_same_thread": False, "timeout": 30, "isolation_level": None},
             pool_size=pool_size,
             max_overflow=pool_size,
+            hide_parameters=True,
         )
         event.listen(engine, "connect", _tune_sqlite)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    # hide_parameters: a database error's text (logged with its traceback) never carries the
+    # statement's values, which may be personal data.
     return create_engine(
-        parsed, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        parsed, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True
     )

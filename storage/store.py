@@ -31,6 +31,7 @@ from storage.anomalies import filing_anomalies
 from storage.audit import append_audit
 from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
+from storage.errors import outages_translated
 from storage.identity_tables import filing_viewers
 from storage.tables import deliveries, filings, outbox
 
@@ -342,6 +343,7 @@ class SqlStore(DeliverySemanticsStore):
                        outbox.c.claims)
         ).all())
 
+    @outages_translated
     def claim_jobs(
         self, owner: str, agencies: Sequence[str] | None, limit: int, lease_seconds: float
     ) -> list[ClaimedJob]:
@@ -368,6 +370,7 @@ class SqlStore(DeliverySemanticsStore):
                 for r in rows]
 
     # -- the outbox relay and the RabbitMQ workers ---------------------------------------------
+    @outages_translated
     def claim_unpublished(self, owner: str, limit: int, lease_seconds: float) -> list[OutboxJob]:
         """Lease up to `limit` due, unpublished, open jobs to relay `owner` for publishing.
 
@@ -382,6 +385,7 @@ class SqlStore(DeliverySemanticsStore):
         rows.sort(key=lambda r: (r.available_at, r.id))
         return [OutboxJob(job_id=r.id, delivery_id=r.delivery_id, agency=r.agency) for r in rows]
 
+    @outages_translated
     def mark_published(self, job_ids: Sequence[int]) -> None:
         """Record that the broker confirmed these jobs (the relay will not publish them again)."""
         if not job_ids:
@@ -394,6 +398,7 @@ class SqlStore(DeliverySemanticsStore):
                 .values(published_at=now, leased_until=None)
             )
 
+    @outages_translated
     def load_jobs(self, job_ids: Sequence[int]) -> tuple[list[ClaimedJob], set[int]]:
         """The open jobs among `job_ids` with their deliveries, and the ids already done.
 
@@ -417,6 +422,7 @@ class SqlStore(DeliverySemanticsStore):
         jobs = [_claimed_job(r, r.job_id) for r in rows if r.done_at is None]
         return jobs, done
 
+    @outages_translated
     def complete_jobs(self, completions: Sequence[Completion]) -> None:
         """Record a batch of outcomes, close their jobs, release or hold the deliveries that
         wait for them, append the filings' events and re-derive the filings' states."""

@@ -149,8 +149,29 @@ def delete_topology(url: str, topology: Topology, *, timeout: float = 10.0) -> N
 
 
 def describe(reason: object) -> str:
-    """A close reason or exception as one line for logs and error messages."""
-    return f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
+    """A close reason or exception as one line for logs and error messages.
+
+    pika wraps a failed connection attempt three deep (AMQPConnectionError → workflow failed →
+    connector phase error) and its outer `str` is empty: the innermost cause says why.
+    """
+    if not isinstance(reason, BaseException):
+        return str(reason)
+    root = _root_cause(reason)
+    text = str(root).strip() or repr(root)
+    return f"{type(root).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    for _ in range(5):  # pika nests three levels; bounded in case of a cycle
+        if isinstance(exc, px.AMQPConnectionError) and exc.args and isinstance(exc.args[0], BaseException):
+            exc = exc.args[0]
+        elif getattr(exc, "exceptions", None):  # AMQPConnectionWorkflowFailed: the last attempt
+            exc = exc.exceptions[-1]  # type: ignore[attr-defined]
+        elif isinstance(getattr(exc, "exception", None), BaseException):  # a connector phase error
+            exc = exc.exception  # type: ignore[attr-defined]
+        else:
+            break
+    return exc
 
 
 class AmqpChannel:

@@ -334,7 +334,8 @@ class RabbitJobSource:
         """Hand over up to `limit` received jobs of `agencies`, loaded from the store.
 
         Raises:
-            Exception: the store is away; the messages are kept and offered again next time.
+            StoreUnavailable: the store is away; the messages are kept and offered again next time.
+            Exception: any other failure of the store, likewise.
         """
         self._expire_leases()
         picked, self._unloaded = [d for d in self._unloaded if d.channel.is_open], []
@@ -383,7 +384,8 @@ class RabbitJobSource:
         """Commit the outcomes, then acknowledge their messages (never before the commit).
 
         Raises:
-            Exception: the store is away; nothing was acknowledged, the caller retries.
+            StoreUnavailable: the store is away; nothing was acknowledged, the caller retries.
+            Exception: the store refused the batch otherwise; nothing was acknowledged.
         """
         completions = self._own(completions)
         for c in completions:
