@@ -40,6 +40,9 @@ def process_log() -> Iterator[io.StringIO]:
                                  "pika.adapters.blocking_connection")}
     stream = io.StringIO()
     configure_logging("info", stream)
+    # A process caches each module's logger on first use; here that would keep this test's
+    # processors (and stream) in the modules' loggers for every later test's capture_logs().
+    structlog.configure(cache_logger_on_first_use=False)
     try:
         yield stream
     finally:

@@ -5,12 +5,10 @@ traceback and is retried, a store outage is one warning line per retry."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -25,45 +23,15 @@ from service.ports import Completion, NewFiling
 from service.schedule import SchedulePolicy
 from storage.delivery_tables import filing_events
 from storage.store import SqlStore
+from tests.e2e.test_delivery_semantics import _PortalCallbacks
 from tests.integration.test_store import Clock, clock, store  # noqa: F401 - fixtures: a store on a manual clock
 
 HORIZON = 30.0
 
 
-class _Portal:
-    """A portal's callback server that answers 500 to its first `failures` requests."""
-
-    def __init__(self, failures: int) -> None:
-        self.received: list[tuple[int, str]] = []  # (status, event id)
-        self._failures = failures
-        self._lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with outer._lock:
-                    status = 500 if outer._failures > 0 else 200
-                    outer._failures -= 1
-                    outer.received.append((status, orjson.loads(body)["id"]))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/events"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _Portal:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+def _sent(portal: _PortalCallbacks) -> list[tuple[int, str]]:
+    """What the portal's callback server saw: (status answered, event id), in order."""
+    return [(status, orjson.loads(body)["id"]) for status, _, body in portal.received]
 
 
 class _BuggySender(WebhookSender):
@@ -130,7 +98,7 @@ def test_an_event_the_portal_keeps_refusing_is_given_up_at_the_horizon(store: Sq
     _filing(store)
     first, *later = _events(store)
     assert later
-    with _Portal(failures=2) as portal, capture_logs() as logs:
+    with _PortalCallbacks(failures=2) as portal, capture_logs() as logs:
         client = httpx.AsyncClient(trust_env=False)
         notifier = _notifier(store, clock, WebhookSender(client, {"test": WebhookTarget(portal.url, b"s")},
                                                          clock=clock), max_age_seconds=HORIZON)
@@ -139,13 +107,13 @@ def test_an_event_the_portal_keeps_refusing_is_given_up_at_the_horizon(store: Sq
             await _until(lambda: len(portal.received) == 1, what="the first refusal")
             clock.now += HORIZON - 5  # the retry is due; another wait would pass the horizon
             notifier.notify()
-            await _until(lambda: sum(s == 200 for s, _ in portal.received) == len(later),
+            await _until(lambda: sum(s == 200 for s, _ in _sent(portal)) == len(later),
                          what="the later events delivered")
             await client.aclose()
 
         _run(notifier, scenario)
-    assert [(s, i) for s, i in portal.received[:2]] == [(500, first.id), (500, first.id)]
-    assert [i for _, i in portal.received[2:]] == [e.id for e in later]  # never the given-up one again
+    assert [(s, i) for s, i in _sent(portal)[:2]] == [(500, first.id), (500, first.id)]
+    assert [i for _, i in _sent(portal)[2:]] == [e.id for e in later]  # never the given-up one again
     rows = {r.id: r for r in _events(store)}
     assert rows[first.id].delivered_at is None and rows[first.id].last_error.startswith("gave up after 2 attempts")
     assert store.claim_events("n", ["test"], 10, 60) == []  # not due, ever
@@ -159,7 +127,7 @@ def test_a_bug_in_the_sender_keeps_its_traceback_and_the_event_is_retried(store:
     clock.now = time.time()
     _filing(store)
     events = _events(store)
-    with _Portal(failures=0) as portal, capture_logs() as logs:
+    with _PortalCallbacks(failures=0) as portal, capture_logs() as logs:
         client = httpx.AsyncClient(trust_env=False)
         sender = _BuggySender(client, {"test": WebhookTarget(portal.url, b"s")}, clock=clock)
         notifier = _notifier(store, clock, sender)
@@ -174,7 +142,7 @@ def test_a_bug_in_the_sender_keeps_its_traceback_and_the_event_is_retried(store:
         _run(notifier, scenario)
     [crash] = [e for e in logs if e["event"] == "event_push_crashed"]
     assert crash["log_level"] == "error" and isinstance(crash["exc_info"], KeyError)
-    assert [i for _, i in portal.received] == [e.id for e in events]
+    assert [i for _, i in _sent(portal)] == [e.id for e in events]
     rows = _events(store)
     assert all(r.delivered_at is not None for r in rows) and rows[0].attempts == 2
 
@@ -195,7 +163,7 @@ def test_a_store_outage_is_one_warning_per_retry_and_the_events_go_once_it_is_ba
             store = SqlStore(engine)
             _filing(store)
             events = _events(store)
-            with _Portal(failures=0) as portal, capture_logs() as logs:
+            with _PortalCallbacks(failures=0) as portal, capture_logs() as logs:
                 client = httpx.AsyncClient(trust_env=False)
                 notifier = _notifier(store, Clock(), WebhookSender(client, {"test": WebhookTarget(portal.url, b"s")}))
                 behind.begin()
