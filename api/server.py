@@ -1,13 +1,14 @@
 """The HTTP server's own limits: uvicorn (h11) configured from `[api]`, plus a header read timeout.
 
 uvicorn bounds the idle keep-alive wait (`timeout_keep_alive`), the connections it serves
-(`limit_concurrency`: 503 beyond) and, partly, the size of a request head
+(`limit_concurrency`, answered in text/plain) and, partly, the size of a request head
 (`h11_max_incomplete_event_size` applies only to a head still incomplete), but not the time a
 client may take to send its headers: a client sending one byte a second (slowloris) keeps a
 connection and a socket forever. `HeaderTimeoutProtocol` arms a timer when a request begins
 (the connection opens, or the first byte of the next request on a kept-alive connection
 arrives) and closes the connection with 408 if the head is not complete when it fires; and it
-measures every head, answering 431 beyond `max_header_bytes`.
+measures every head, answering 431 beyond `max_header_bytes`; a connection beyond
+`max_connections` is served a 503 problem+json.
 """
 
 from __future__ import annotations
@@ -39,6 +40,19 @@ def _problem_answer(status: int, reason: str, slug: str, detail: str) -> bytes:
 #: Sent before closing a connection whose request head did not arrive in time (RFC 9110 §15.5.9).
 _REQUEST_TIMEOUT = _problem_answer(408, "Request Timeout", "request-head-timeout",
                                    "the request line and headers did not arrive in time")
+#: The body of the answer to a request on a connection beyond `max_connections`.
+_OVER_CAPACITY = orjson.dumps({"type": PROBLEM_TYPE_BASE + "server-busy", "title": "Service Unavailable",
+                               "status": 503, "detail": "too many connections are open; try again shortly"})
+
+
+async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
+    """The ASGI app a connection beyond the limit is served by: 503 problem+json, then close."""
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/problem+json"), (b"content-length", b"%d" % len(_OVER_CAPACITY)),
+        (b"retry-after", b"1"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": _OVER_CAPACITY})
+
+
 #: Sent before closing a connection whose request head is too large (RFC 6585 §5).
 _HEAD_TOO_LARGE = _problem_answer(431, "Request Header Fields Too Large", "request-head-too-large",
                                   "the request line and headers are too large")
@@ -51,6 +65,8 @@ class HeaderTimeoutProtocol(H11Protocol):
     header_timeout: float = 10.0
     #: The largest request head accepted, request line and headers (set by `server_config`).
     max_header_bytes: int = 16_384
+    #: Connections served at once; a request on one more is answered 503 (set by `server_config`).
+    max_connections: int = 1000
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,6 +74,11 @@ class HeaderTimeoutProtocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            # Read its request, then answer 503 as problem+json (uvicorn's own limit answers
+            # text/plain): the request is read so that the client sees the answer, not a reset.
+            log.warning("connection_over_capacity", limit=self.max_connections)
+            self.app = _over_capacity
         self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -119,13 +140,14 @@ class ServerLimits:
 def server_config(app: Any, *, host: str, port: int, limits: ServerLimits) -> uvicorn.Config:
     """uvicorn's configuration for the API: loopback-or-configured address, our logging, the limits."""
     protocol = type("ConfiguredHeaderTimeoutProtocol", (HeaderTimeoutProtocol,),
-                    {"header_timeout": limits.header_timeout, "max_header_bytes": limits.max_header_bytes})
+                    {"header_timeout": limits.header_timeout, "max_header_bytes": limits.max_header_bytes,
+                     "max_connections": limits.max_connections})
     return uvicorn.Config(
         app, host=host, port=port, access_log=False, log_config=None, lifespan="off",
         http=protocol,
         timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type] # call_later takes a float
-        # uvicorn answers 503 once `limit_concurrency` connections are open, counting the
-        # asking one: one more lets exactly `max_connections` be served.
-        limit_concurrency=limits.max_connections + 1,
+        # The connection limit is `HeaderTimeoutProtocol`'s (a problem+json 503); uvicorn's
+        # own stays as a backstop on requests in progress, above it.
+        limit_concurrency=2 * limits.max_connections + 1,
         h11_max_incomplete_event_size=limits.max_header_bytes,
     )

@@ -200,6 +200,9 @@ def test_connections_beyond_the_maximum_get_503(small_hub: RunningHub) -> None:
         idle.append(_connect(small_hub.port))
         wait_for(lambda: httpx.get(f"{small_hub.base_url}/health", trust_env=False).status_code == 503,
                  timeout=5, what="a sixth connection to be refused with 503")
+        refused = httpx.get(f"{small_hub.base_url}/health", trust_env=False)
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"].endswith(":server-busy") and refused.headers["retry-after"] == "1"
     finally:
         for sock in idle:
             sock.close()
