@@ -15,6 +15,7 @@ from config.settings import Settings
 from domain.lockout import Lockout
 from storage.engine import build_engine
 from storage.identity import SqlIdentityStore
+from storage.migrate import upgrade_to_head
 
 __all__ = ["run_lockouts_lift", "run_lockouts_list"]
 
@@ -26,6 +27,7 @@ def _instant(epoch: float | None) -> str:
 @contextmanager
 def _identity(settings: Settings) -> Iterator[SqlIdentityStore]:
     engine: Engine = build_engine(settings.database.url, base_dir=settings.path("."))
+    upgrade_to_head(engine)  # an operator may look before the hub first started on this store
 
     @contextmanager
     def writer() -> Iterator[Connection]:

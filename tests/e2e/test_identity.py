@@ -446,3 +446,10 @@ def test_delegations_are_stored_with_their_grantor_and_portal(hub: RunningHub, c
     with hub.hub.engine.connect() as conn:
         row = conn.execute(select(delegations).where(delegations.c.id == made["id"])).one()
     assert (row.granted_by, row.portal, row.agencies, row.parent_id) == (ANNA, "test", ["inps"], None)
+
+
+def test_an_operator_can_list_lockouts_before_the_hub_ever_started(database_url: str) -> None:
+    """`hub.py lockouts list` on a store the hub has not yet created: an empty list, exit 0."""
+    listed = _hub_cli(database_url, "lockouts", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "no caller is locked out"
