@@ -163,7 +163,8 @@ class OperatorStore(Protocol):
                              entry: AuditEntry) -> float | None: ...
 
     def open_session(self, account: Account, id_hash: str, csrf_token: str, at: datetime,
-                     totp_step: int | None, entry: AuditEntry) -> bool: ...
+                     totp_step: int | None, entry: AuditEntry, *,
+                     ended_before: tuple[datetime, datetime]) -> bool: ...
 
     def session(self, id_hash: str) -> SessionRecord | None: ...
 
@@ -307,7 +308,9 @@ class OperatorAccounts:
         cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         entry = AuditEntry(account.as_operator().actor, "operator_logged_in", name, "ok",
                            {"client": client, "method": "password+totp" if account.has_totp else "password"})
-        if not self._store.open_session(account, hash_secret(cookie), csrf, _instant(now), step, entry):
+        ended = (_instant(now - self.policy.session_absolute_seconds), _instant(now - self.policy.session_idle_seconds))
+        if not self._store.open_session(account, hash_secret(cookie), csrf, _instant(now), step, entry,
+                                        ended_before=ended):
             # Another login used this TOTP code in the meantime: a code is good once.
             raise LoginRefused("totp-reused")
         return NewSession(cookie, csrf, account.as_operator(),

@@ -202,10 +202,18 @@ class SqlOperatorStore:
 
     # -- sessions ---------------------------------------------------------------------------------
     def open_session(self, account: Account, id_hash: str, csrf_token: str, at: datetime,
-                     totp_step: int | None, entry: AuditEntry) -> bool:
+                     totp_step: int | None, entry: AuditEntry, *, ended_before: tuple[datetime, datetime]) -> bool:
         """Open a session, forget the account's failures and audit the login; False (nothing
-        written) when `totp_step` is no longer newer than the last one accepted."""
+        written) when `totp_step` is no longer newer than the last one accepted.
+
+        Args:
+            ended_before: (created before, last seen before): sessions past their lifetime or
+                idle timeout, never presented again, are purged here.
+        """
         with self._writer() as conn, conn.begin():
+            created_cutoff, seen_cutoff = ended_before
+            conn.execute(delete(operator_sessions).where(
+                (operator_sessions.c.created_at < created_cutoff) | (operator_sessions.c.last_seen_at < seen_cutoff)))
             if totp_step is not None:
                 used = conn.execute(
                     update(operators).where(operators.c.id == account.id,

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from cli.client import demo_user
 from config.settings import PROJECT_ROOT
 from storage.audit import verify_audit_chain
-from storage.operator_tables import operators
+from storage.operator_tables import operator_sessions, operators
 from storage.tables import audit_log
 from tests.support import FakeClock, RunningHub, hub_settings, portal_signer
 
@@ -134,6 +134,11 @@ def test_session_ends_after_30_idle_minutes(hub: RunningHub, clock: FakeClock) -
         clock.advance(30 * 60 + 1)
         _problem(client.get("/v1/ops/whoami"), 401, "session-idle")
         assert "crocevia_session" not in client.cookies  # told to forget it
+        # A session left idle and never presented again is purged at the next login.
+        assert _login(client, "mrossi").status_code == 201
+        clock.advance(30 * 60 + 1)
+        assert _login(client, "mrossi").status_code == 201
+        assert hub.count(operator_sessions) == 1
     assert any(r.action == "operator_session_ended" and r.outcome == "session-idle" for r in _audit(hub))
 
 
