@@ -16,6 +16,7 @@ import httpx
 import pyotp
 import pytest
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
 from cli.client import demo_user
 from config.settings import PROJECT_ROOT
@@ -351,3 +352,48 @@ def test_cli_manages_operators(hub: RunningHub, database_url: str) -> None:
     assert mine == ["operator_added", "operator_role_changed", "operator_token_created",
                     "operator_token_revoked", "operator_disabled"]
     assert PASSWORD not in repr([tuple(r) for r in _audit(hub)])
+
+
+def test_admin_api_refuses_bad_input_precisely(hub: RunningHub) -> None:
+    """Bad names, roles, short passwords and taken names get precise problems; nothing is added."""
+    _add(hub, "admin", "admin")
+    accounts = hub.hub.operators
+    assert accounts is not None
+    auth = {"Authorization": f"Bearer {accounts.issue_token('admin', 'operator:setup').token}"}
+    with _client(hub) as client:
+        cases = [({"name": "Bad Name", "role": "viewer"}, 422, "invalid-operator-name"),
+                 ({"name": "lbianchi", "role": "root"}, 422, "invalid-role"),
+                 ({"name": "lbianchi", "role": "viewer", "password": "short"}, 422, "weak-password"),
+                 ({"name": "admin", "role": "viewer"}, 409, "operator-exists"),
+                 ({"role": "viewer"}, 400, "invalid-operator-request")]
+        for body, status, slug in cases:
+            _problem(client.post("/v1/ops/operators", json=body, headers=auth), status, slug)
+        _problem(client.post("/v1/ops/operators", content=b"[1]", headers={**auth, "Content-Type": "application/json"}),
+                 400, "invalid-json")
+        _problem(client.post("/v1/ops/operators/nobody/role", json={"role": "admin"}, headers=auth),
+                 404, "operator-not-found")
+    assert [a.name for a in accounts.list()] == ["admin"]
+
+
+def test_no_secret_reaches_the_logs(hub: RunningHub, clock: FakeClock) -> None:
+    """Passwords, TOTP codes, tokens, session cookies and CSRF tokens never appear in the logs."""
+    uri = _add(hub, "mrossi", "admin", totp=True)
+    assert uri is not None
+    code = pyotp.parse_uri(uri).at(clock())
+    accounts = hub.hub.operators
+    assert accounts is not None
+    token = accounts.issue_token("mrossi", "operator:setup").token
+    with capture_logs() as logs, _client(hub) as client:
+        _problem(_login(client, "mrossi", "wrong password!", totp=code), 401, "invalid-credentials")
+        login = _login(client, "mrossi", totp=code)
+        assert login.status_code == 201
+        csrf = login.json()["csrfToken"]
+        cookie = client.cookies["crocevia_session"]
+        client.get("/v1/ops/whoami", headers={"Authorization": f"Bearer {token}"})
+        client.get("/v1/ops/whoami", headers={"Authorization": "Bearer crv_pat_guess"})
+        client.delete("/v1/ops/session", headers={"X-CSRF-Token": csrf})
+    events = {entry["event"] for entry in logs}
+    assert {"operator_login_failed", "operator_logged_in", "operator_token_refused"} <= events
+    text = repr(logs)
+    for secret in (PASSWORD, "wrong password!", code, token, "crv_pat_guess", cookie, csrf):
+        assert secret not in text
