@@ -19,7 +19,6 @@ __all__ = [
     "Role",
     "lockout_key",
     "role_allows",
-    "window_failures",
 ]
 
 Role = Literal["viewer", "operator", "admin"]
@@ -66,7 +65,3 @@ def lockout_key(name: str) -> str:
     """How `hub.py lockouts list|lift` names a locked operator account."""
     return f"operator:{name}"
 
-
-def window_failures(failed_at: list[float], now: float, window_seconds: float) -> int:
-    """How many of the failures happened in the last `window_seconds` (the lockout counts these)."""
-    return sum(1 for at in failed_at if now - at <= window_seconds)

@@ -16,6 +16,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
@@ -195,7 +196,11 @@ class OperatorAccounts:
         self.policy = policy
         self._clock = clock
         self._hasher = hasher or PasswordHasher()
-        self._dummy_hash = self._hasher.hash(_DUMMY_PASSWORD)
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        # Made on first use: a CLI command that never logs anyone in does not pay for it.
+        return self._hasher.hash(_DUMMY_PASSWORD)
 
     def now(self) -> datetime:
         return _instant(self._clock())

@@ -217,11 +217,15 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 def session_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
-    """`POST /session` (login), `DELETE /session` (logout), `GET /whoami`, under `/v1/ops`."""
-    assert isinstance(guard, TokenOrSessionGuard), "console sessions need the real operator guard"
-    accounts = guard.accounts
+    """`POST /session` (login), `DELETE /session` (logout), `GET /whoami`, under `/v1/ops`.
+
+    With another guard than `TokenOrSessionGuard` (a test's), only `GET /whoami` is served:
+    console sessions are that guard's.
+    """
 
     async def login(request: Request) -> Response:
+        assert isinstance(guard, TokenOrSessionGuard)
+        accounts = guard.accounts
         fields = await read_fields(request)
         if isinstance(fields, Response):
             return fields
@@ -233,7 +237,7 @@ def session_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
                                     instance=request.url.path)
         client = request.client.host if request.client else "unknown"
         try:
-            session = await run_in_threadpool(accounts.login, name.strip(), password, totp, client)
+            session = await run_in_threadpool(accounts.login, name.strip().lower(), password, totp, client)
         except LoginRefused as refused:
             log.info("operator_login_failed", reason=refused.reason)
             if refused.retry_after is not None:
@@ -259,6 +263,7 @@ def session_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
         return response
 
     async def logout(request: Request) -> Response:
+        assert isinstance(guard, TokenOrSessionGuard)
         operator = await guard.require(request, "viewer")
         if isinstance(operator, Response):
             return operator
@@ -267,7 +272,7 @@ def session_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
             return problem_response(400, "not-a-session", "Bad Request",
                                     "this request used a token, not a console session: revoke a token with "
                                     "`hub.py operators revoke-token ID`", instance=request.url.path)
-        await run_in_threadpool(accounts.logout, record)
+        await run_in_threadpool(guard.accounts.logout, record)
         response = Response(status_code=204)
         guard.clear_cookie(response)
         return response
@@ -284,8 +289,7 @@ def session_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
             body["sessionStartedAt"] = record.created_at.isoformat()
         return _json(body)
 
-    return [
-        Route("/session", login, methods=["POST"]),
-        Route("/session", logout, methods=["DELETE"]),
-        Route("/whoami", whoami, methods=["GET"]),
-    ]
+    routes = [Route("/whoami", whoami, methods=["GET"])]
+    if isinstance(guard, TokenOrSessionGuard):
+        routes += [Route("/session", login, methods=["POST"]), Route("/session", logout, methods=["DELETE"])]
+    return routes

@@ -110,6 +110,17 @@ def test_login_whoami_logout(hub: RunningHub) -> None:
     assert verify_audit_chain(hub.hub.engine).ok
 
 
+def test_session_cookie_is_secure_when_configured(database_url: str, clock: FakeClock) -> None:
+    """`[operators] cookie_secure = true` (behind HTTPS) marks the session cookie Secure."""
+    settings = hub_settings(database_url, {})
+    settings = settings.model_copy(update={"operators": settings.operators.model_copy(update={"cookie_secure": True})})
+    with RunningHub(settings, clock=clock, with_workers=False) as hub, _client(hub) as client:
+        _add(hub, "mrossi", "viewer")
+        login = _login(client, "mrossi")
+        assert login.status_code == 201
+        assert "; Secure" in login.headers["set-cookie"] and "HttpOnly" in login.headers["set-cookie"]
+
+
 def test_login_by_form_and_wrong_password(hub: RunningHub) -> None:
     """A form login works as JSON does; a wrong password or unknown name answers the same 401."""
     _add(hub, "mrossi", "viewer")
