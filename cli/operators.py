@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import orjson
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bootstrap import operator_accounts
 from cli.table import render_table
@@ -44,12 +45,15 @@ def _when(at: datetime | None) -> str:
 
 def _run(settings: Settings, echo: Echo, clock: Callable[[], float],
          action: Callable[[OperatorAccounts], int]) -> int:
-    with _accounts(settings, clock) as accounts:
-        try:
+    """Run one command; a refusal or an unreachable store is one line and exit status 1."""
+    try:
+        with _accounts(settings, clock) as accounts:
             return action(accounts)
-        except OperatorError as exc:
-            echo(f"error: {exc.detail}")
-            return 1
+    except OperatorError as exc:
+        echo(f"error: {exc.detail}")
+    except (OperationalError, DBAPIError) as exc:
+        echo(f"error: the store is not reachable ({type(exc.orig).__name__ if exc.orig else 'database error'})")
+    return 1
 
 
 def run_operators_add(settings: Settings, name: str, role: str, actor: str, echo: Echo, *,
