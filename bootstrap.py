@@ -9,14 +9,15 @@ import asyncio
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from adapters.base import RetryPolicy, deliver_with_retries, poll_once
 from adapters.contracts import load_agency_catalog
@@ -27,6 +28,7 @@ from adapters.http_pool import KeepAliveTransport
 from adapters.webhook import WebhookSender, WebhookTarget
 from api.app import ApiContext, create_app
 from api.auth import RequestGuard
+from api.ops.auth import CookiePolicy, TokenOrSessionGuard
 from api.callbacks import CallbackGuard, CallbackVerifier, ModiCallbackVerifier, WssCallbackVerifier
 from api.modi import ModiVerifier, PortalKey
 from config.lease_budget import check_lease_budget
@@ -39,6 +41,7 @@ from schemas.filing import FilingValidator
 from service.circuit import CircuitBreaker
 from service.maintenance import MaintenanceCalendar, MaintenanceWindow
 from service.notifier import EventNotifier
+from service.operators import OperatorAccounts, OperatorPolicy
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 from service.supervisor import Supervisor
 from service.worker import DeliveryWorker
@@ -49,6 +52,7 @@ from security.wssecurity import WsSecurityPlugin
 from storage.engine import build_engine
 from storage.identity import SqlIdentityStore
 from storage.migrate import upgrade_to_head
+from storage.operators import SqlOperatorStore
 from storage.store import SqlStore
 from transport.embedded import EmbeddedQueue
 
@@ -85,6 +89,9 @@ class Hub:
     delivery_clock: Callable[[], float] = time.time
     #: Verifies agencies' callbacks with the credential each agency file declares.
     callbacks: CallbackGuard | None = None
+    #: Operator accounts, tokens and console sessions, and the guard of `/v1/ops/...`.
+    operators: OperatorAccounts | None = None
+    ops_guard: TokenOrSessionGuard | None = None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -172,6 +179,10 @@ def build_hub(
         leeway=ident.leeway_seconds,
     )
     callbacks = CallbackGuard(callback_verifiers(settings, contracts), identity, clock=clock)
+    operators = operator_accounts(settings, engine, store.writer, clock=clock)
+    ops = settings.operators
+    ops_guard = TokenOrSessionGuard(operators, CookiePolicy(
+        name=ops.cookie_name, secure=ops.cookie_secure, max_age=int(ops.session_absolute_seconds)))
     return Hub(
         settings=settings,
         engine=engine,
@@ -184,7 +195,27 @@ def build_hub(
         clock=clock,
         delivery_clock=delivery_clock,
         callbacks=callbacks,
+        operators=operators,
+        ops_guard=ops_guard,
     )
+
+
+def operator_accounts(settings: Settings, engine: Engine, writer: Callable[[], Any] | None = None, *,
+                      clock: Callable[[], float] = time.time) -> OperatorAccounts:
+    """Operator accounts on the store, with the `[operators]` policy (the API and `hub.py operators`)."""
+    ops = settings.operators
+    policy = OperatorPolicy(
+        session_idle_seconds=ops.session_idle_seconds, session_absolute_seconds=ops.session_absolute_seconds,
+        lockout_threshold=ops.lockout_threshold, failure_window_seconds=ops.failure_window_seconds,
+        lockout_seconds=ops.lockout_seconds, token_days=ops.token_days, max_token_days=ops.max_token_days,
+        min_password_length=ops.min_password_length, totp_issuer=ops.totp_issuer,
+    )
+    if writer is None:
+        @contextmanager
+        def writer() -> Iterator[Connection]:  # type: ignore[misc]
+            with engine.connect().execution_options(write=True) as conn:
+                yield conn
+    return OperatorAccounts(SqlOperatorStore(engine, writer), policy, clock=clock)
 
 
 def callback_verifiers(settings: Settings, contracts: ContractSet) -> dict[str, CallbackVerifier]:
@@ -651,6 +682,8 @@ async def run_api_and_workers(
             # The contracts checked at start-up, validators compiled: reused for every filing.
             message_check=MessageChecker(hub.contracts or load_contracts(hub.settings)),
             readiness=_readiness(hub, supervisor),
+            operators=hub.operators,
+            ops_guard=hub.ops_guard,
         )
     )
     api = hub.settings.api

@@ -20,18 +20,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from api.auth import Caller, RequestGuard, authenticate, authenticate_sync
 from api.callbacks import CallbackGuard
 from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json, recipient_problem_json
+from api.ops.auth import OperatorGuard, session_routes
+from api.ops.operators import operator_routes
 from api.problems import problem_response
 from api.readiness import ReadinessCheck, health_routes
 from domain.intake import FilingRefused, RecipientMessagesInvalid
 from routing.routes import RouteTable
 from service.identity import IdentityStore, RecipientsNotAuthorized, authorize_filing
 from service.intake import MessageCheck, NoRecipients, accept_filing
+from service.operators import OperatorAccounts
 from service.ports import FilingView, IdempotencyConflict, NewFiling, Store
 
 __all__ = ["ApiContext", "create_app"]
@@ -59,6 +62,9 @@ class ApiContext:
     message_check: MessageCheck | None = None
     #: What `/readyz` asks: failing component → reason (dead background tasks, the store).
     readiness: ReadinessCheck | None = None
+    #: Operator accounts and the guard of `/v1/ops/...` (api/ops/auth.py); None: no operator API.
+    operators: OperatorAccounts | None = None
+    ops_guard: OperatorGuard | None = None
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -283,9 +289,17 @@ def create_app(ctx: ApiContext) -> Starlette:
             *delegation_routes(ctx),
             *delivery_routes(ctx),
             *health_routes(ctx.readiness),
+            *_ops_mount(ctx),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
+
+
+def _ops_mount(ctx: ApiContext) -> list[Mount]:
+    """The operator API under `/v1/ops`, when operator accounts are wired."""
+    if ctx.operators is None or ctx.ops_guard is None:
+        return []
+    return [Mount("/v1/ops", routes=[*session_routes(ctx, ctx.ops_guard), *operator_routes(ctx, ctx.ops_guard)])]
 
 
 def _violation_json(v: Any) -> dict[str, Any]:

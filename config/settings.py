@@ -28,6 +28,7 @@ __all__ = [
     "LateOutcomeSettings",
     "MaintenanceWindowSettings",
     "NotificationSettings",
+    "OperatorSettings",
     "IdentitySettings",
     "PortalSettings",
     "RelaySettings",
@@ -247,6 +248,28 @@ class PortalSettings(BaseModel):
     callback_secret_file: str | None = None
 
 
+class OperatorSettings(BaseModel):
+    """Operator identity (api/ops/auth.py): console sessions, login lockout, personal tokens."""
+
+    #: A console session unused this long ends (the INPS rule: 30 minutes).
+    session_idle_seconds: float = Field(default=1800.0, gt=0)
+    #: A console session ends this long after login, however busy.
+    session_absolute_seconds: float = Field(default=28_800.0, gt=0)
+    cookie_name: str = "crocevia_session"
+    #: Send the session cookie over HTTPS only; the embedded default on loopback HTTP sets false.
+    cookie_secure: bool = True
+    #: This many failed logins of one account within the window lock it for `lockout_seconds`.
+    lockout_threshold: int = Field(default=10, ge=1)
+    failure_window_seconds: float = Field(default=300.0, gt=0)
+    lockout_seconds: float = Field(default=900.0, gt=0)
+    #: A personal access token's lifetime when `--days` is not given, and the longest allowed.
+    token_days: int = Field(default=90, ge=1)
+    max_token_days: int = Field(default=366, ge=1)
+    min_password_length: int = Field(default=12, ge=8)
+    #: The issuer shown by authenticator apps for the TOTP second factor.
+    totp_issuer: str = "Crocevia"
+
+
 class NotificationSettings(BaseModel):
     """Pushing filing events to the portals' callback addresses."""
 
@@ -298,6 +321,7 @@ class Settings(BaseSettings):
     agencies: dict[str, AgencySettings] = Field(default_factory=dict)
     portals: dict[str, PortalSettings] = Field(default_factory=dict)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    operators: OperatorSettings = Field(default_factory=OperatorSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
