@@ -47,6 +47,7 @@ from security.keys import algorithm_of, ensure_private_key, ensure_self_signed_c
 from security.modi import ModiSigner
 from security.wssecurity import WsSecurityPlugin
 from storage.engine import build_engine
+from storage.ops_queries import OpsQueries
 from storage.identity import SqlIdentityStore
 from storage.migrate import upgrade_to_head
 from storage.store import SqlStore
@@ -85,6 +86,8 @@ class Hub:
     delivery_clock: Callable[[], float] = time.time
     #: Verifies agencies' callbacks with the credential each agency file declares.
     callbacks: CallbackGuard | None = None
+    #: Authenticates operators for `/v1/ops/` (api.ops.auth); None: the operator API is off.
+    ops_guard: Any = None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -651,6 +654,8 @@ async def run_api_and_workers(
             # The contracts checked at start-up, validators compiled: reused for every filing.
             message_check=MessageChecker(hub.contracts or load_contracts(hub.settings)),
             readiness=_readiness(hub, supervisor),
+            ops=OpsQueries(hub.engine, tuple(hub.settings.agencies)),
+            ops_guard=hub.ops_guard,
         )
     )
     api = hub.settings.api

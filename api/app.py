@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from api.auth import Caller, RequestGuard, authenticate, authenticate_sync
 from api.callbacks import CallbackGuard
@@ -59,6 +59,10 @@ class ApiContext:
     message_check: MessageCheck | None = None
     #: What `/readyz` asks: failing component → reason (dead background tasks, the store).
     readiness: ReadinessCheck | None = None
+    #: The operator API's read model (storage.ops_queries.OpsQueries) and its guard
+    #: (api.ops.auth.OperatorGuard); `/v1/ops/` is mounted only when both are given.
+    ops: Any = None
+    ops_guard: Any = None
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -283,9 +287,24 @@ def create_app(ctx: ApiContext) -> Starlette:
             *delegation_routes(ctx),
             *delivery_routes(ctx),
             *health_routes(ctx.readiness),
+            *_ops_mount(ctx),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
+
+
+def _ops_mount(ctx: ApiContext) -> list[Mount]:
+    """The operator API under `/v1/ops/`, when the hub has an operator guard."""
+    if ctx.ops is None or ctx.ops_guard is None:
+        return []
+    from api.ops.detail import detail_routes
+    from api.ops.problems import problems_routes
+    from api.ops.search import search_routes
+    from api.ops.summary import summary_routes
+
+    guard = ctx.ops_guard
+    return [Mount("/v1/ops", routes=[*summary_routes(ctx, guard), *search_routes(ctx, guard),
+                                     *detail_routes(ctx, guard), *problems_routes(ctx, guard)])]
 
 
 def _violation_json(v: Any) -> dict[str, Any]:

@@ -1,0 +1,36 @@
+"""ops indexes: the operator API's search, summary and problems without full scans
+
+Revision ID: 0008
+Revises: 0006
+"""
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0008"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+#: table → (index name, columns): see storage.tables for why each exists.
+_INDEXES = {
+    "deliveries": [("ix_deliveries_state_agency", ["state", "agency"]),
+                   ("ix_deliveries_protocol_number", ["protocol_number"])],
+    "filings": [("ix_filings_subject_tax_code", ["subject_tax_code"]),
+                ("ix_filings_created_at", ["created_at"])],
+    "attempts": [("ix_attempts_started_at", ["started_at"])],
+}
+
+
+def upgrade() -> None:
+    for table, indexes in _INDEXES.items():
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            for name, columns in indexes:
+                batch_op.create_index(name, columns, unique=False)
+
+
+def downgrade() -> None:
+    for table, indexes in _INDEXES.items():
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            for name, _ in indexes:
+                batch_op.drop_index(name)
