@@ -238,14 +238,17 @@ def classify_status(
 ) -> DeliveryError | None:
     """The statuses whose meaning does not depend on the body, for SOAP and REST alike."""
     retry_after = parse_retry_after(headers.get("retry-after"))
+    error: DeliveryError | None = None
     if status == 429 or (status in (502, 503, 504) and retry_after is not None):
-        return ctx.build(AgencyThrottled, f"HTTP {status}, retry after {retry_after}s",
-                         retry_after=retry_after, code=f"HTTP{status}")
-    if status in (502, 503, 504):
-        return ctx.build(AgencyUnreachable, f"HTTP {status}", code=f"HTTP{status}")
-    if status in (401, 403, 404, 405, 406, 415) or 300 <= status < 400:
-        return ctx.build(AdapterMisconfigured, f"HTTP {status}", code=f"HTTP{status}")
-    return None
+        error = ctx.build(AgencyThrottled, f"HTTP {status}, retry after {retry_after}s",
+                          retry_after=retry_after, code=f"HTTP{status}")
+    elif status in (502, 503, 504):
+        error = ctx.build(AgencyUnreachable, f"HTTP {status}", code=f"HTTP{status}")
+    elif status in (401, 403, 404, 405, 406, 415) or 300 <= status < 400:
+        error = ctx.build(AdapterMisconfigured, f"HTTP {status}", code=f"HTTP{status}")
+    if error is not None:
+        error.http_status = status
+    return error
 
 
 # ---------------------------------------------------------------------------------------------

@@ -151,6 +151,8 @@ class AttemptRecord:
     result: str  # ok | transient | permanent
     error_code: str | None = None
     error_text: str | None = None
+    error_class: str | None = None  # the delivery error's class (AgencyUnreachable, ...)
+    http_status: int | None = None  # the agency's HTTP status, when it answered one
 
 
 @dataclass(frozen=True, slots=True)

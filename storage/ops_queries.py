@@ -305,7 +305,8 @@ class OpsQueries:
 
     # -- problems ---------------------------------------------------------------------------------
     def problems(self, since: datetime | None = None, *, max_groups: int = 500) -> list[dict[str, Any]]:
-        """Open problems grouped by cause: agency, error class and code of the last attempt.
+        """Open problems grouped by cause: agency, error class and code of the last attempt
+        (`result` for attempts recorded before the class was kept).
 
         A held recipient made no attempt of its own: its cause is the agency it waits for.
         """
@@ -314,7 +315,7 @@ class OpsQueries:
         query = (
             select(deliveries.c.id, deliveries.c.agency, deliveries.c.state, deliveries.c.depends_on,
                    deliveries.c.last_error, deliveries.c.updated_at, filings.c.reference,
-                   attempts.c.result, attempts.c.error_code)
+                   attempts.c.result, attempts.c.error_class, attempts.c.error_code)
             .join(filings, filings.c.id == deliveries.c.filing_id)
             .outerjoin(last, last.c.delivery_id == deliveries.c.id)
             .outerjoin(attempts, attempts.c.id == last.c.last_id)
@@ -328,7 +329,7 @@ class OpsQueries:
                 if r.state == _S.HELD.value:
                     error_class, code = "held", f"waits-for:{r.depends_on or '-'}"
                 else:
-                    error_class, code = r.result or "none", r.error_code or "-"
+                    error_class, code = r.error_class or r.result or "none", r.error_code or "-"
                 key = (r.agency, error_class, code)
                 group = groups.get(key)
                 updated = utc(r.updated_at)
@@ -358,11 +359,13 @@ def _circuit(status: Any) -> dict[str, Any]:
 
 
 def _attempt_json(a: Any) -> dict[str, Any]:
-    # The error class is the attempt's result (transient, permanent, invalid); the agency's
-    # fault code is `errorCode`. The HTTP status of a failed call is not stored today.
+    # `result` says what the hub did (ok, transient: retried, permanent, invalid); `errorClass`
+    # is the delivery error's class, `errorCode` the agency's fault code (or HTTPnnn), and
+    # `httpStatus` the agency's answer when there was one. Attempts recorded before 0008 have
+    # no class or status.
     return {"number": a.number, "startedAt": rfc3339(a.started_at), "durationMs": round(a.duration_ms, 3),
-            "result": a.result, "errorClass": None if a.result == "ok" else a.result, "errorCode": a.error_code,
-            "errorText": a.error_text, "worker": a.worker}
+            "result": a.result, "errorClass": a.error_class, "httpStatus": a.http_status,
+            "errorCode": a.error_code, "errorText": a.error_text, "worker": a.worker}
 
 
 def _recipient_detail(r: Any, tries: Sequence[Mapping[str, Any]], flagged: list[dict[str, Any]]) -> dict[str, Any]:

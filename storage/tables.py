@@ -123,6 +123,9 @@ attempts = Table(
     Column("error_code", String(64)),
     Column("error_text", Text),
     Column("worker", String(64)),
+    # What operators see of a failed call (0008): the delivery error's class and the HTTP status.
+    Column("error_class", String(64)),
+    Column("http_status", Integer),
     Index("ix_attempts_started_at", "started_at"),  # the last hour per agency (0008)
 )
 

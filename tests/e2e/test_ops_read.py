@@ -157,8 +157,9 @@ def test_operator_reads_summary_search_detail_and_problems(scene: _Scene) -> Non
     assert recipient["message"]["content"] and recipient["message"]["messageId"] == recipient["messageId"]
     assert len(recipient["attempts"]) == recipient["attemptCount"] >= 2
     for attempt in recipient["attempts"]:
-        assert attempt["result"] == attempt["errorClass"] == "transient"
-        assert attempt["errorCode"] and attempt["durationMs"] >= 0
+        assert (attempt["result"], attempt["errorClass"], attempt["httpStatus"]) == (
+            "transient", "AgencyUnreachable", 503)
+        assert attempt["errorCode"] == "HTTP503" and attempt["durationMs"] >= 0
         assert attempt["startedAt"].endswith("Z")
     assert [e["seq"] for e in detail["events"]] == sorted(e["seq"] for e in detail["events"])
     assert detail["events"][0]["type"] and detail["createdAt"].endswith("Z")
@@ -166,24 +167,26 @@ def test_operator_reads_summary_search_detail_and_problems(scene: _Scene) -> Non
     [inps_recipient] = dup["recipients"]
     assert inps_recipient["receipt"]["protocolNumber"] == number
     assert [a["kind"] for a in inps_recipient["anomalies"]] == ["duplicate_protocol_number"]
-    assert inps_recipient["attempts"][0]["result"] == "ok" and inps_recipient["attempts"][0]["errorClass"] is None
+    ok = inps_recipient["attempts"][0]
+    assert (ok["result"], ok["errorClass"], ok["httpStatus"], ok["errorCode"]) == ("ok", None, None, None)
+    retried = http.get(f"/v1/ops/filings/{scene.retrying}").json()["recipients"][0]["attempts"]
+    assert (retried[-1]["errorClass"], retried[-1]["httpStatus"]) == ("AgencyThrottled", 503)
     _problem(http.get("/v1/ops/filings/CRV-2000-999999"), 404, "not-found")
     with hub.hub.engine.connect() as conn:
         reads = conn.execute(select(audit_log.c.actor, audit_log.c.subject, audit_log.c.outcome)
                              .where(audit_log.c.action == "ops_filing_read").order_by(audit_log.c.id)).all()
     assert [tuple(r) for r in reads] == [("operator:alice", scene.undeliverable, "ok"),
                                          ("operator:alice", scene.duplicate, "ok"),
+                                         ("operator:alice", scene.retrying, "ok"),
                                          ("operator:alice", "CRV-2000-999999", "not_found")]
 
     # -- problems by cause -----------------------------------------------------------------------
     problems = http.get("/v1/ops/problems").json()
     runts_groups = [g for g in problems["problems"] if g["agency"] == "runts"]
     assert sum(g["count"] for g in runts_groups) == problems["total"] == 2
-    assert all(g["errorClass"] == "transient" and g["code"] for g in runts_groups)
-    states = {s: n for g in runts_groups for s, n in g["states"].items()}
-    assert states == {"undeliverable": 1, "retrying": 1}
-    newest = max(runts_groups, key=lambda g: g["newestAt"])
-    assert newest["newestReference"] == scene.retrying
+    causes = {(g["errorClass"], g["code"]): (g["count"], g["states"], g["newestReference"]) for g in runts_groups}
+    assert causes == {("AgencyUnreachable", "HTTP503"): (1, {"undeliverable": 1}, scene.undeliverable),
+                      ("AgencyThrottled", "HTTP503"): (1, {"retrying": 1}, scene.retrying)}
     later = (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat()
     assert http.get("/v1/ops/problems", params={"since": later}).json() == {"problems": [], "total": 0}
 

@@ -1,10 +1,12 @@
-"""ops indexes: the operator API's search, summary and problems without full scans
+"""ops indexes: the operator API's search, summary and problems without full scans; each
+attempt keeps its error class and HTTP status
 
 Revision ID: 0008
 Revises: 0006
 """
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
@@ -23,6 +25,9 @@ _INDEXES = {
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("attempts", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("error_class", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("http_status", sa.Integer(), nullable=True))
     for table, indexes in _INDEXES.items():
         with op.batch_alter_table(table, schema=None) as batch_op:
             for name, columns in indexes:
@@ -34,3 +39,6 @@ def downgrade() -> None:
         with op.batch_alter_table(table, schema=None) as batch_op:
             for name, _ in indexes:
                 batch_op.drop_index(name)
+    with op.batch_alter_table("attempts", schema=None) as batch_op:
+        batch_op.drop_column("http_status")
+        batch_op.drop_column("error_class")
