@@ -26,12 +26,17 @@ from api.auth import Caller, RequestGuard, authenticate, authenticate_sync
 from api.callbacks import CallbackGuard
 from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json, recipient_problem_json
+from api.ops.detail import detail_routes
+from api.ops.problems import problems_routes
+from api.ops.search import search_routes
+from api.ops.summary import summary_routes
 from api.problems import problem_response
 from api.readiness import ReadinessCheck, health_routes
 from domain.intake import FilingRefused, RecipientMessagesInvalid
 from routing.routes import RouteTable
 from service.identity import IdentityStore, RecipientsNotAuthorized, authorize_filing
 from service.intake import MessageCheck, NoRecipients, accept_filing
+from service.ops_read import OpsReader
 from service.ports import FilingView, IdempotencyConflict, NewFiling, Store
 
 __all__ = ["ApiContext", "create_app"]
@@ -59,9 +64,9 @@ class ApiContext:
     message_check: MessageCheck | None = None
     #: What `/readyz` asks: failing component → reason (dead background tasks, the store).
     readiness: ReadinessCheck | None = None
-    #: The operator API's read model (storage.ops_queries.OpsQueries) and its guard
+    #: The operator API's read model (service.ops_read.OpsReader) and its guard
     #: (api.ops.auth.OperatorGuard); `/v1/ops/` is mounted only when both are given.
-    ops: Any = None
+    ops: OpsReader | None = None
     ops_guard: Any = None
 
 
@@ -297,11 +302,6 @@ def _ops_mount(ctx: ApiContext) -> list[Mount]:
     """The operator API under `/v1/ops/`, when the hub has an operator guard."""
     if ctx.ops is None or ctx.ops_guard is None:
         return []
-    from api.ops.detail import detail_routes
-    from api.ops.problems import problems_routes
-    from api.ops.search import search_routes
-    from api.ops.summary import summary_routes
-
     guard = ctx.ops_guard
     return [Mount("/v1/ops", routes=[*summary_routes(ctx, guard), *search_routes(ctx, guard),
                                      *detail_routes(ctx, guard), *problems_routes(ctx, guard)])]

@@ -7,29 +7,20 @@ scans every delivery.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import orjson
 from sqlalchemy import Engine, and_, case, func, or_, select
 from sqlalchemy.sql import Select
 
 from domain.states import OPEN_DELIVERY_STATES, DeliveryState
+from service.ops_read import SearchFilters, SearchPage, encode_cursor, epoch_rfc3339, rfc3339, utc
 from storage.delivery_tables import agency_status, anomalies, filing_events
 from storage.tables import attempts, deliveries, filings
 
-__all__ = [
-    "CursorInvalid",
-    "OpsQueries",
-    "SearchFilters",
-    "SearchPage",
-    "decode_cursor",
-    "encode_cursor",
-]
+__all__ = ["OpsQueries"]
 
 _S = DeliveryState
 #: States an operator watches per agency (the summary's counts).
@@ -41,79 +32,6 @@ _OPEN = [s.value for s in OPEN_DELIVERY_STATES]
 RECENT = timedelta(hours=1)
 
 
-class CursorInvalid(ValueError):
-    """A search cursor that this hub did not hand out (or that was altered)."""
-
-
-def encode_cursor(filing_id: int, delivery_id: str) -> str:
-    """An opaque cursor: the last row's position in the search order."""
-    return base64.urlsafe_b64encode(orjson.dumps([filing_id, delivery_id])).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, str]:
-    """The position a cursor names.
-
-    Raises:
-        CursorInvalid: not a cursor of this API.
-    """
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        filing_id, delivery_id = orjson.loads(raw)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise CursorInvalid("the cursor is not one this API handed out") from exc
-    if not isinstance(filing_id, int) or not isinstance(delivery_id, str) or len(delivery_id) > 32:
-        raise CursorInvalid("the cursor is not one this API handed out")
-    return filing_id, delivery_id
-
-
-def utc(moment: datetime | None) -> datetime | None:
-    """A stored instant as an aware UTC datetime (SQLite hands them back naive, in UTC)."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-
-
-def rfc3339(moment: datetime | None) -> str | None:
-    """RFC 3339 with a `Z` offset, the operator API's timestamps."""
-    aware = utc(moment)
-    return aware.isoformat().replace("+00:00", "Z") if aware is not None else None
-
-
-def _epoch_rfc3339(epoch: float | None) -> str | None:
-    return rfc3339(datetime.fromtimestamp(epoch, timezone.utc)) if epoch else None
-
-
-@dataclass(frozen=True, slots=True)
-class SearchFilters:
-    """What an operator searches by; every field is optional and they combine with AND."""
-
-    reference: str | None = None
-    state: str | None = None  # the recipient's state
-    filing_state: str | None = None
-    agency: str | None = None
-    kind: str | None = None
-    subject_tax_code: str | None = None
-    portal: str | None = None
-    protocol_number: str | None = None
-    message_id: str | None = None
-    created_from: datetime | None = None  # the filing's creation, inclusive
-    created_to: datetime | None = None  # exclusive
-
-
-@dataclass(frozen=True, slots=True)
-class SearchPage:
-    rows: list[dict[str, Any]]
-    next_cursor: str | None = None
-
-
-#: The columns a search row shows, in CSV order.
-SEARCH_COLUMNS = (
-    "reference", "kind", "portal", "filingState", "subjectTaxCode", "createdAt", "agency", "operation",
-    "deliveryId", "messageId", "state", "protocolNumber", "outcome", "outcomeCode", "attempts", "lastError",
-    "updatedAt",
-)
-
-
 def _search_row(r: Any) -> dict[str, Any]:
     return {
         "reference": r.reference, "kind": r.kind, "portal": r.portal, "filingState": r.filing_state,
@@ -123,12 +41,6 @@ def _search_row(r: Any) -> dict[str, Any]:
         "outcomeCode": r.outcome_code, "attempts": r.attempts, "lastError": r.last_error,
         "updatedAt": rfc3339(r.updated_at),
     }
-
-
-@dataclass
-class _Position:
-    filing_id: int
-    delivery_id: str
 
 
 @dataclass
@@ -288,7 +200,7 @@ class OpsQueries:
                     {"kind": a.kind, "detail": a.detail, "createdAt": rfc3339(a.created_at)})
             events = [
                 {"id": e.id, "seq": e.seq, "type": e.type, "payload": e.payload, "createdAt": rfc3339(e.created_at),
-                 "notifiedAt": _epoch_rfc3339(e.delivered_at), "notifyAttempts": e.attempts,
+                 "notifiedAt": epoch_rfc3339(e.delivered_at), "notifyAttempts": e.attempts,
                  "notifyError": e.last_error}
                 for e in conn.execute(select(filing_events).where(filing_events.c.filing_id == filing.id)
                                       .order_by(filing_events.c.seq))
@@ -352,9 +264,9 @@ class OpsQueries:
 def _circuit(status: Any) -> dict[str, Any]:
     if status is None:
         return {"state": "closed", "since": None, "failures": 0, "reportedBy": None, "reportedAt": None}
-    since = _epoch_rfc3339(status.opened_at) if status.circuit != "closed" else rfc3339(status.updated_at)
+    since = epoch_rfc3339(status.opened_at) if status.circuit != "closed" else rfc3339(status.updated_at)
     return {"state": status.circuit, "since": since, "failures": status.failures,
-            "openUntil": _epoch_rfc3339(status.open_until), "throttledUntil": _epoch_rfc3339(status.throttled_until),
+            "openUntil": epoch_rfc3339(status.open_until), "throttledUntil": epoch_rfc3339(status.throttled_until),
             "reportedBy": status.reported_by, "reportedAt": rfc3339(status.updated_at)}
 
 
@@ -381,7 +293,7 @@ def _recipient_detail(r: Any, tries: Sequence[Mapping[str, Any]], flagged: list[
                     "references": r.references or {}, "correlationId": r.correlation_id,
                     "acknowledgedAt": rfc3339(r.acknowledged_at)},
         "attemptCount": r.attempts, "rounds": r.rounds, "polls": r.polls, "lastError": r.last_error,
-        "nextAttemptAt": _epoch_rfc3339(r.next_attempt_at), "waitsFor": r.depends_on,
+        "nextAttemptAt": epoch_rfc3339(r.next_attempt_at), "waitsFor": r.depends_on,
         "corrects": r.corrects_delivery_id, "supersededBy": r.superseded_by,
         "createdAt": rfc3339(r.created_at), "updatedAt": rfc3339(r.updated_at),
         "attempts": list(tries), "anomalies": flagged,

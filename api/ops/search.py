@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from api.ops.common import InstantInvalid, OperatorGuard, bad_parameter, json_response, parse_instant, read_guarded
 from domain.states import DeliveryState, FilingState
-from storage.ops_queries import SEARCH_COLUMNS, CursorInvalid, SearchFilters, decode_cursor
+from service.ops_read import SEARCH_COLUMNS, CursorInvalid, SearchFilters, decode_cursor
 
 if TYPE_CHECKING:
     from api.app import ApiContext

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.ops.common import OperatorGuard, json_response, read_guarded
-from storage.ops_queries import rfc3339
+from service.ops_read import rfc3339
 
 if TYPE_CHECKING:
     from api.app import ApiContext

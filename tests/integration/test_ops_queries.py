@@ -11,7 +11,8 @@ from sqlalchemy import Engine, text
 
 from storage.engine import build_engine
 from storage.migrate import upgrade_to_head
-from storage.ops_queries import CursorInvalid, OpsQueries, SearchFilters, decode_cursor, encode_cursor
+from service.ops_read import CursorInvalid, SearchFilters, decode_cursor, encode_cursor
+from storage.ops_queries import OpsQueries
 
 #: The filters an operator uses most; each must be answered from an index.
 _COMMON = {
