@@ -35,6 +35,7 @@ from domain.errors import (
     TransientDeliveryError,
 )
 from adapters.replies import read_reply
+from adapters.wire import WireCapture, capturing
 from domain.messages import OutgoingMessage, Receipt
 
 __all__ = [
@@ -285,6 +286,9 @@ class TryRecord:
     started_at: datetime
     duration_ms: float
     error: DeliveryError | None
+    #: The request body sent and the reply body received, bounded (adapters.wire).
+    sent: str | None = None
+    received: str | None = None
 
 
 @dataclass
@@ -354,6 +358,11 @@ async def deliver_with_retries(
     tries: list[TryRecord] = []
 
     async def attempt() -> Receipt:
+        # What this try sends and receives is kept (bounded) for the filing's history.
+        with capturing() as wire:
+            return await _attempt(wire)
+
+    async def _attempt(wire: WireCapture) -> Receipt:
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()
         error: DeliveryError | None = None
@@ -387,7 +396,7 @@ async def deliver_with_retries(
             # A cancelled try (finished False, no error) is not recorded: it has no outcome.
             if finished or error is not None:
                 elapsed_ms = (time.perf_counter() - t0) * 1000
-                tries.append(TryRecord(len(tries) + 1, started_at, elapsed_ms, error))
+                tries.append(TryRecord(len(tries) + 1, started_at, elapsed_ms, error, wire.sent, wire.received))
 
     async def with_retries() -> Receipt:
         # tenacity's async loop costs about 0.1 ms of CPU per delivery even when the first try

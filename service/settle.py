@@ -27,6 +27,7 @@ class _Try(Protocol):
     started_at: datetime
     duration_ms: float
     error: DeliveryError | None
+    # Also `sent` and `received` (adapters.base.TryRecord): what went over the wire, bounded.
 
 
 class _Result(Protocol):
@@ -49,7 +50,8 @@ def _attempt_records(tries: Sequence[_Try]) -> list[AttemptRecord]:
                       else "permanent" if isinstance(t.error, PermanentDeliveryError) else "transient")
             code, text = t.error.code, t.error.text[:2000]
         records.append(AttemptRecord(t.number, t.started_at, t.duration_ms, result, code, text,
-                                     error_class=error_class, http_status=http_status))
+                                     error_class=error_class, http_status=http_status,
+                                     request_body=getattr(t, "sent", None), reply_body=getattr(t, "received", None)))
     return records
 
 

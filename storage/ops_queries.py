@@ -277,7 +277,8 @@ def _attempt_json(a: Any) -> dict[str, Any]:
     # no class or status.
     return {"number": a.number, "startedAt": rfc3339(a.started_at), "durationMs": round(a.duration_ms, 3),
             "result": a.result, "errorClass": a.error_class, "httpStatus": a.http_status,
-            "errorCode": a.error_code, "errorText": a.error_text, "worker": a.worker}
+            "errorCode": a.error_code, "errorText": a.error_text, "worker": a.worker,
+            "sent": a.request_body, "received": a.reply_body}
 
 
 def _recipient_detail(r: Any, tries: Sequence[Mapping[str, Any]], flagged: list[dict[str, Any]]) -> dict[str, Any]:

@@ -126,6 +126,9 @@ attempts = Table(
     # What operators see of a failed call (0008): the delivery error's class and the HTTP status.
     Column("error_class", String(64)),
     Column("http_status", Integer),
+    # The body sent and the reply received in this call, each cut to adapters.wire's bound.
+    Column("request_body", Text),
+    Column("reply_body", Text),
     Index("ix_attempts_started_at", "started_at"),  # the last hour per agency (0008)
 )
 

@@ -161,6 +161,8 @@ def test_operator_reads_summary_search_detail_and_problems(scene: _Scene) -> Non
             "transient", "AgencyUnreachable", 503)
         assert attempt["errorCode"] == "HTTP503" and attempt["durationMs"] >= 0
         assert attempt["startedAt"].endswith("Z")
+        assert recipient["messageId"] in attempt["sent"]  # the exact body sent, each time
+        assert attempt["received"] is not None
     assert [e["seq"] for e in detail["events"]] == sorted(e["seq"] for e in detail["events"])
     assert detail["events"][0]["type"] and detail["createdAt"].endswith("Z")
     dup = http.get(f"/v1/ops/filings/{scene.duplicate}").json()
@@ -168,6 +170,8 @@ def test_operator_reads_summary_search_detail_and_problems(scene: _Scene) -> Non
     assert inps_recipient["receipt"]["protocolNumber"] == number
     assert [a["kind"] for a in inps_recipient["anomalies"]] == ["duplicate_protocol_number"]
     ok = inps_recipient["attempts"][0]
+    assert inps_recipient["messageId"] in ok["sent"] and ok["sent"].lstrip().startswith("<")  # the SOAP envelope
+    assert number in ok["received"]  # the receipt as the agency sent it
     assert (ok["result"], ok["errorClass"], ok["httpStatus"], ok["errorCode"]) == ("ok", None, None, None)
     retried = http.get(f"/v1/ops/filings/{scene.retrying}").json()["recipients"][0]["attempts"]
     assert (retried[-1]["errorClass"], retried[-1]["httpStatus"]) == ("AgencyThrottled", 503)

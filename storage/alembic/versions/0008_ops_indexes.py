@@ -1,5 +1,5 @@
 """ops indexes: the operator API's search, summary and problems without full scans; each
-attempt keeps its error class and HTTP status
+attempt keeps its error class, HTTP status, and the bodies sent and received (bounded)
 
 Revision ID: 0008
 Revises: 0006
@@ -28,6 +28,8 @@ def upgrade() -> None:
     with op.batch_alter_table("attempts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("error_class", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("http_status", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("request_body", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("reply_body", sa.Text(), nullable=True))
     for table, indexes in _INDEXES.items():
         with op.batch_alter_table(table, schema=None) as batch_op:
             for name, columns in indexes:
@@ -40,5 +42,7 @@ def downgrade() -> None:
             for name, _ in indexes:
                 batch_op.drop_index(name)
     with op.batch_alter_table("attempts", schema=None) as batch_op:
+        batch_op.drop_column("reply_body")
+        batch_op.drop_column("request_body")
         batch_op.drop_column("http_status")
         batch_op.drop_column("error_class")
