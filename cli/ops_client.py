@@ -150,9 +150,9 @@ def run_filings_show(client: OpsClient, reference: str, echo: Echo, *, as_json: 
     if tries:
         echo("")
         echo(render_table(
-            ["recipient", "#", "started", "ms", "result", "code", "error"],
-            [[agency, a["number"], a["startedAt"], f"{a['durationMs']:.0f}", a["result"], a["errorCode"] or "",
-              (a["errorText"] or "")[:60]] for agency, a in tries],
+            ["recipient", "#", "started", "ms", "result", "class", "http", "code", "error"],
+            [[agency, a["number"], a["startedAt"], f"{a['durationMs']:.0f}", a["result"], a.get("errorClass") or "",
+              a.get("httpStatus") or "", a["errorCode"] or "", (a["errorText"] or "")[:60]] for agency, a in tries],
         ))
     flagged = [(r["agency"], a) for r in recipients for a in r["anomalies"]]
     if flagged:

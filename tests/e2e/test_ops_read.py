@@ -286,7 +286,8 @@ def test_cli_searches_and_shows_over_the_operator_api(scene: _Scene, monkeypatch
 
     shown = runner.invoke(cli, ["filings", "show", scene.undeliverable, "--url", url])
     assert shown.exit_code == 0, shown.stderr
-    assert scene.undeliverable in shown.output and "transient" in shown.output and "undeliverable" in shown.output
+    assert scene.undeliverable in shown.output and "undeliverable" in shown.output
+    assert "AgencyUnreachable" in shown.output and "503" in shown.output
     detail = orjson.loads(runner.invoke(cli, ["filings", "show", scene.duplicate, "--url", url, "--json"]).output)
     assert detail["recipients"][0]["anomalies"][0]["kind"] == "duplicate_protocol_number"
 
