@@ -32,6 +32,12 @@ _OPEN = [s.value for s in OPEN_DELIVERY_STATES]
 RECENT = timedelta(hours=1)
 
 
+#: What a search row shows of a delivery (not its message content: rows stay small).
+_SEARCH_DELIVERY_COLUMNS = tuple(deliveries.c[name] for name in (
+    "id", "filing_id", "agency", "operation", "message_id", "state", "protocol_number", "outcome",
+    "outcome_code", "attempts", "last_error", "updated_at"))
+
+
 def _search_row(r: Any) -> dict[str, Any]:
     return {
         "reference": r.reference, "kind": r.kind, "portal": r.portal, "filingState": r.filing_state,
@@ -106,7 +112,7 @@ class OpsQueries:
     # -- search ---------------------------------------------------------------------------------
     def _search_query(self, f: SearchFilters) -> Select[Any]:
         query = (
-            select(deliveries, filings.c.reference, filings.c.kind, filings.c.portal,
+            select(*_SEARCH_DELIVERY_COLUMNS, filings.c.reference, filings.c.kind, filings.c.portal,
                    filings.c.state.label("filing_state"), filings.c.subject_tax_code,
                    filings.c.created_at.label("filing_created_at"), filings.c.id.label("filing_pk"))
             .join(filings, filings.c.id == deliveries.c.filing_id)
