@@ -28,7 +28,7 @@ from adapters.http_pool import KeepAliveTransport
 from adapters.webhook import WebhookSender, WebhookTarget
 from api.app import ApiContext, create_app
 from api.auth import RequestGuard
-from api.ops.auth import CookiePolicy, TokenOrSessionGuard
+from api.ops.auth import CookiePolicy, OperatorGuard, TokenOrSessionGuard
 from api.callbacks import CallbackGuard, CallbackVerifier, ModiCallbackVerifier, WssCallbackVerifier
 from api.modi import ModiVerifier, PortalKey
 from config.lease_budget import check_lease_budget
@@ -53,6 +53,7 @@ from storage.engine import build_engine
 from storage.identity import SqlIdentityStore
 from storage.migrate import upgrade_to_head
 from storage.operators import SqlOperatorStore
+from storage.ops_queries import OpsQueries
 from storage.store import SqlStore
 from transport.embedded import EmbeddedQueue
 
@@ -89,9 +90,10 @@ class Hub:
     delivery_clock: Callable[[], float] = time.time
     #: Verifies agencies' callbacks with the credential each agency file declares.
     callbacks: CallbackGuard | None = None
-    #: Operator accounts, tokens and console sessions, and the guard of `/v1/ops/...`.
+    #: Operator accounts, tokens and console sessions, and the guard of `/v1/ops/...`
+    #: (None: the operator API is off).
     operators: OperatorAccounts | None = None
-    ops_guard: TokenOrSessionGuard | None = None
+    ops_guard: OperatorGuard | None = None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -683,6 +685,7 @@ async def run_api_and_workers(
             message_check=MessageChecker(hub.contracts or load_contracts(hub.settings)),
             readiness=_readiness(hub, supervisor),
             operators=hub.operators,
+            ops=OpsQueries(hub.engine, tuple(hub.settings.agencies)),
             ops_guard=hub.ops_guard,
         )
     )

@@ -500,6 +500,80 @@ def operators_revoke_token(ctx: click.Context, token_id: str, acting: str | None
     sys.exit(run_operators_revoke_token(_settings(ctx), token_id, _actor(acting), click.echo))
 
 
+@cli.group()
+def filings() -> None:
+    """Operators: search filings and show one's full history (over the operator API)."""
+
+
+def _ops_client(ctx: click.Context, url: str | None, token: str | None):  # type: ignore[no-untyped-def]
+    from cli.ops_client import OpsClient
+
+    if not token:
+        raise click.UsageError("a personal access token is needed: --token or CROCEVIA_OPERATOR_TOKEN")
+    settings = _settings(ctx)
+    return OpsClient(url or f"http://{settings.api.host}:{settings.api.port}", token)
+
+
+_OPS_URL = click.option("--url", default=None, help="Hub base URL (default from config).")
+_OPS_TOKEN = click.option("--token", envvar="CROCEVIA_OPERATOR_TOKEN", default=None, show_envvar=True,
+                          help="The operator's personal access token.")
+
+
+@filings.command("search")
+@click.option("--reference", default=None)
+@click.option("--state", default=None, help="The recipient's state (pending, retrying, undeliverable, ...).")
+@click.option("--filing-state", default=None)
+@click.option("--agency", default=None)
+@click.option("--kind", default=None)
+@click.option("--subject", "subject_tax_code", default=None, metavar="TAX_CODE")
+@click.option("--portal", default=None)
+@click.option("--protocol-number", default=None)
+@click.option("--message-id", default=None)
+@click.option("--from", "from_", default=None, metavar="RFC3339", help="Filed at or after (with offset).")
+@click.option("--to", default=None, metavar="RFC3339", help="Filed before (with offset).")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--cursor", default=None, help="Start after this cursor (printed under a page).")
+@click.option("--all", "follow", is_flag=True, help="Follow the cursor through every page.")
+@click.option("--json", "as_json", is_flag=True)
+@_OPS_URL
+@_OPS_TOKEN
+@click.pass_context
+def filings_search(ctx: click.Context, url: str | None, token: str | None, limit: int, follow: bool,
+                   as_json: bool, **filters: str | None) -> None:
+    """Search filings and their recipients, newest first."""
+    from cli.ops_client import run_filings_search
+
+    names = {"reference": "reference", "state": "state", "filing_state": "filingState", "agency": "agency",
+             "kind": "kind", "subject_tax_code": "subjectTaxCode", "portal": "portal",
+             "protocol_number": "protocolNumber", "message_id": "messageId", "from_": "from", "to": "to",
+             "cursor": "cursor"}
+    params = {names[k]: v for k, v in filters.items() if v is not None}
+    client = _ops_client(ctx, url, token)
+    try:
+        code = run_filings_search(client, params, click.echo, as_json=as_json, limit=limit, follow=follow)
+    finally:
+        client.close()
+    sys.exit(code)
+
+
+@filings.command("show")
+@click.argument("reference")
+@click.option("--json", "as_json", is_flag=True)
+@_OPS_URL
+@_OPS_TOKEN
+@click.pass_context
+def filings_show(ctx: click.Context, reference: str, url: str | None, token: str | None, as_json: bool) -> None:
+    """One filing: every recipient, its attempts, anomalies and events."""
+    from cli.ops_client import run_filings_show
+
+    client = _ops_client(ctx, url, token)
+    try:
+        code = run_filings_show(client, reference, click.echo, as_json=as_json)
+    finally:
+        client.close()
+    sys.exit(code)
+
+
 def _simulated_ports(settings: Settings) -> dict[str, int]:
     """Ports of the four built-in simulators (agencies added as configuration use the sandbox)."""
     from simulators import AGENCIES

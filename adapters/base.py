@@ -35,6 +35,7 @@ from domain.errors import (
     TransientDeliveryError,
 )
 from adapters.replies import read_reply
+from adapters.wire import WireCapture, capturing
 from domain.messages import OutgoingMessage, Receipt
 
 __all__ = [
@@ -238,14 +239,17 @@ def classify_status(
 ) -> DeliveryError | None:
     """The statuses whose meaning does not depend on the body, for SOAP and REST alike."""
     retry_after = parse_retry_after(headers.get("retry-after"))
+    error: DeliveryError | None = None
     if status == 429 or (status in (502, 503, 504) and retry_after is not None):
-        return ctx.build(AgencyThrottled, f"HTTP {status}, retry after {retry_after}s",
-                         retry_after=retry_after, code=f"HTTP{status}")
-    if status in (502, 503, 504):
-        return ctx.build(AgencyUnreachable, f"HTTP {status}", code=f"HTTP{status}")
-    if status in (401, 403, 404, 405, 406, 415) or 300 <= status < 400:
-        return ctx.build(AdapterMisconfigured, f"HTTP {status}", code=f"HTTP{status}")
-    return None
+        error = ctx.build(AgencyThrottled, f"HTTP {status}, retry after {retry_after}s",
+                          retry_after=retry_after, code=f"HTTP{status}")
+    elif status in (502, 503, 504):
+        error = ctx.build(AgencyUnreachable, f"HTTP {status}", code=f"HTTP{status}")
+    elif status in (401, 403, 404, 405, 406, 415) or 300 <= status < 400:
+        error = ctx.build(AdapterMisconfigured, f"HTTP {status}", code=f"HTTP{status}")
+    if error is not None:
+        error.http_status = status
+    return error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,6 +286,9 @@ class TryRecord:
     started_at: datetime
     duration_ms: float
     error: DeliveryError | None
+    #: The request body sent and the reply body received, bounded (adapters.wire).
+    sent: str | None = None
+    received: str | None = None
 
 
 @dataclass
@@ -351,6 +358,11 @@ async def deliver_with_retries(
     tries: list[TryRecord] = []
 
     async def attempt() -> Receipt:
+        # What this try sends and receives is kept (bounded) for the filing's history.
+        with capturing() as wire:
+            return await _attempt(wire)
+
+    async def _attempt(wire: WireCapture) -> Receipt:
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()
         error: DeliveryError | None = None
@@ -384,7 +396,7 @@ async def deliver_with_retries(
             # A cancelled try (finished False, no error) is not recorded: it has no outcome.
             if finished or error is not None:
                 elapsed_ms = (time.perf_counter() - t0) * 1000
-                tries.append(TryRecord(len(tries) + 1, started_at, elapsed_ms, error))
+                tries.append(TryRecord(len(tries) + 1, started_at, elapsed_ms, error, wire.sent, wire.received))
 
     async def with_retries() -> Receipt:
         # tenacity's async loop costs about 0.1 ms of CPU per delivery even when the first try

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from adapters.wire import record_received, record_sent
 from domain.errors import AgencyProtocolError
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ async def read_reply(http: httpx.AsyncClient, method: str, url: httpx.URL | str,
         httpx.HTTPError: as `httpx.AsyncClient.send` and reading the body raise them.
     """
     request = http.build_request(method, url, **kwargs)
+    record_sent(request.content)
     if follow_redirects is None:
         response = await http.send(request, stream=True)
     else:
@@ -76,6 +78,8 @@ async def read_reply(http: httpx.AsyncClient, method: str, url: httpx.URL | str,
             chunks.append(chunk)
     finally:
         await response.aclose()
+    body = b"".join(chunks)
+    record_received(body)
     headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _WIRE_HEADERS]
-    return httpx.Response(response.status_code, headers=headers, content=b"".join(chunks),
+    return httpx.Response(response.status_code, headers=headers, content=body,
                           request=request, extensions=response.extensions)

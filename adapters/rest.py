@@ -115,7 +115,9 @@ def _classify(
     overrides: Mapping[str, type[DeliveryError]],
 ) -> DeliveryError:
     if isinstance(exc_or_response, httpx.Response):
-        return _classify_response(exc_or_response, ctx, overrides)
+        classified = _classify_response(exc_or_response, ctx, overrides)
+        classified.http_status = exc_or_response.status_code
+        return classified
     exc = exc_or_response
     if isinstance(exc, DeliveryError):
         return exc

@@ -173,8 +173,11 @@ def _from_status(status: int, ctx: ErrorContext) -> DeliveryError:
 def _from_transport_error(exc: zx.TransportError, ctx: ErrorContext) -> DeliveryError:
     status = exc.status_code or 0
     if status and status != 200:
-        return classify_status(status, {}, ctx) or _from_status(status, ctx)
-    return ctx.build(AgencyProtocolError, "the reply is not a SOAP envelope")
+        error = classify_status(status, {}, ctx) or _from_status(status, ctx)
+    else:
+        error = ctx.build(AgencyProtocolError, "the reply is not a SOAP envelope")
+    error.http_status = status or None
+    return error
 
 
 def _from_requests_connection_error(
@@ -259,7 +262,9 @@ def _classify(
     overrides: Mapping[str, type[DeliveryError]],
 ) -> DeliveryError:
     if isinstance(exc_or_response, httpx.Response):
-        return _classify_response(exc_or_response, ctx, overrides)
+        classified = _classify_response(exc_or_response, ctx, overrides)
+        classified.http_status = exc_or_response.status_code
+        return classified
     exc = exc_or_response
     if isinstance(exc, DeliveryError):
         return exc

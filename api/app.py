@@ -28,6 +28,10 @@ from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json, recipient_problem_json
 from api.ops.auth import OperatorGuard, session_routes
 from api.ops.operators import operator_routes
+from api.ops.detail import detail_routes
+from api.ops.problems import problems_routes
+from api.ops.search import search_routes
+from api.ops.summary import summary_routes
 from api.problems import problem_response
 from api.readiness import ReadinessCheck, health_routes
 from domain.intake import FilingRefused, RecipientMessagesInvalid
@@ -35,6 +39,7 @@ from routing.routes import RouteTable
 from service.identity import IdentityStore, RecipientsNotAuthorized, authorize_filing
 from service.intake import MessageCheck, NoRecipients, accept_filing
 from service.operators import OperatorAccounts
+from service.ops_read import OpsReader
 from service.ports import FilingView, IdempotencyConflict, NewFiling, Store
 
 __all__ = ["ApiContext", "create_app"]
@@ -65,6 +70,8 @@ class ApiContext:
     #: Operator accounts and the guard of `/v1/ops/...` (api/ops/auth.py); None: no operator API.
     operators: OperatorAccounts | None = None
     ops_guard: OperatorGuard | None = None
+    #: The operator API's read model (service.ops_read.OpsReader); None: no read endpoints.
+    ops: OpsReader | None = None
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -296,10 +303,17 @@ def create_app(ctx: ApiContext) -> Starlette:
 
 
 def _ops_mount(ctx: ApiContext) -> list[Mount]:
-    """The operator API under `/v1/ops`, when operator accounts are wired."""
-    if ctx.operators is None or ctx.ops_guard is None:
+    """The operator API under `/v1/ops`, when an operator guard is wired."""
+    guard = ctx.ops_guard
+    if guard is None:
         return []
-    return [Mount("/v1/ops", routes=[*session_routes(ctx, ctx.ops_guard), *operator_routes(ctx, ctx.ops_guard)])]
+    routes = []
+    if ctx.operators is not None:
+        routes += [*session_routes(ctx, guard), *operator_routes(ctx, guard)]
+    if ctx.ops is not None:
+        routes += [*summary_routes(ctx, guard), *search_routes(ctx, guard), *detail_routes(ctx, guard),
+                   *problems_routes(ctx, guard)]
+    return [Mount("/v1/ops", routes=routes)]
 
 
 def _violation_json(v: Any) -> dict[str, Any]:

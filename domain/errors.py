@@ -29,6 +29,10 @@ CODE_MAX, TEXT_MAX = 64, 2000
 class DeliveryError(Exception):
     """A delivery to an agency failed; `code` and `text` are what the audit keeps."""
 
+    #: The agency's HTTP status when it answered (set by the adapter's classifier); None when
+    #: no HTTP answer came (refused connection, timeout). Operators see it per attempt.
+    http_status: int | None = None
+
     def __init__(
         self,
         text: str,

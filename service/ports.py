@@ -151,6 +151,10 @@ class AttemptRecord:
     result: str  # ok | transient | permanent
     error_code: str | None = None
     error_text: str | None = None
+    error_class: str | None = None  # the delivery error's class (AgencyUnreachable, ...)
+    http_status: int | None = None  # the agency's HTTP status, when it answered one
+    request_body: str | None = None  # the body sent, bounded (adapters.wire)
+    reply_body: str | None = None  # the reply's body, bounded
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ class _Try(Protocol):
     started_at: datetime
     duration_ms: float
     error: DeliveryError | None
+    # Also `sent` and `received` (adapters.base.TryRecord): what went over the wire, bounded.
 
 
 class _Result(Protocol):
@@ -38,15 +39,19 @@ class _Result(Protocol):
 def _attempt_records(tries: Sequence[_Try]) -> list[AttemptRecord]:
     records = []
     for t in tries:
+        error_class, http_status = None, None
         if t.error is None:
             result, code, text = "ok", None, None
         else:
+            error_class, http_status = type(t.error).__name__, t.error.http_status
             # "invalid": our message fails the agency's schema; only a correction can help
             # (a bodiless resend of it is refused, storage.delivery_store.resend_recipient).
             result = ("invalid" if isinstance(t.error, MessageRejectedAsInvalid)
                       else "permanent" if isinstance(t.error, PermanentDeliveryError) else "transient")
             code, text = t.error.code, t.error.text[:2000]
-        records.append(AttemptRecord(t.number, t.started_at, t.duration_ms, result, code, text))
+        records.append(AttemptRecord(t.number, t.started_at, t.duration_ms, result, code, text,
+                                     error_class=error_class, http_status=http_status,
+                                     request_body=getattr(t, "sent", None), reply_body=getattr(t, "received", None)))
     return records
 
 

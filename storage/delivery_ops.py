@@ -405,7 +405,8 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
             attempt_rows.extend(
                 {"delivery_id": row["id"], "number": a.number, "started_at": a.started_at,
                  "duration_ms": a.duration_ms, "result": a.result, "error_code": a.error_code,
-                 "error_text": a.error_text, "worker": c.owner}
+                 "error_text": a.error_text, "worker": c.owner, "error_class": a.error_class,
+                 "http_status": a.http_status, "request_body": a.request_body, "reply_body": a.reply_body}
                 for a in c.attempts
             )
             if moved:

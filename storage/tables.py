@@ -60,6 +60,9 @@ filings = Table(
     Column("responsible_tax_code", String(16)),
     Column("authorization", JSON),
     UniqueConstraint("portal", "idempotency_key", name="uq_filings_portal_idempotency_key"),
+    # The operator API's search by subject and by date range (0008).
+    Index("ix_filings_subject_tax_code", "subject_tax_code"),
+    Index("ix_filings_created_at", "created_at"),
 )
 
 deliveries = Table(
@@ -102,6 +105,10 @@ deliveries = Table(
     Column("contract_version", String(32)),
     # Each recorded protocol number is looked up among the agency's others (0006).
     Index("ix_deliveries_agency_protocol_number", "agency", "protocol_number"),
+    # The operator API (0008): counts per state and agency, problems, search by state or by a
+    # protocol number whatever the agency.
+    Index("ix_deliveries_state_agency", "state", "agency"),
+    Index("ix_deliveries_protocol_number", "protocol_number"),
 )
 
 attempts = Table(
@@ -116,6 +123,13 @@ attempts = Table(
     Column("error_code", String(64)),
     Column("error_text", Text),
     Column("worker", String(64)),
+    # What operators see of a failed call (0008): the delivery error's class and the HTTP status.
+    Column("error_class", String(64)),
+    Column("http_status", Integer),
+    # The body sent and the reply received in this call, each cut to adapters.wire's bound.
+    Column("request_body", Text),
+    Column("reply_body", Text),
+    Index("ix_attempts_started_at", "started_at"),  # the last hour per agency (0008)
 )
 
 # The outbox is also the embedded transport's queue: one row per job, never updated after

@@ -1,1 +1,3 @@
-"""The operator API (`/v1/ops/...`): one module per concern, all behind the operator guard."""
+"""The operator API (`/v1/ops/...`): one module per concern, guarded by operator roles."""
+
+__all__: list[str] = []

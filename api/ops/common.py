@@ -1,0 +1,67 @@
+"""What the operator API's read routes share: JSON, timestamps, the guarded read, 503."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+import structlog
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.ops.auth import OperatorGuard
+from api.problems import problem_response
+
+__all__ = ["InstantInvalid", "OperatorGuard", "bad_parameter", "json_response", "parse_instant", "read_guarded"]
+
+log = structlog.get_logger("crocevia.api.ops")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def bad_parameter(request: Request, status: int, name: str, detail: str) -> Response:
+    """400 (malformed) or 422 (well-formed, not acceptable): names the parameter."""
+    return problem_response(status, "invalid-parameter", "Bad Request" if status == 400 else "Unprocessable Content",
+                            detail, instance=request.url.path,
+                            errors=[{"code": "invalid-parameter", "location": f"query:{name}", "detail": detail}])
+
+
+class InstantInvalid(ValueError):
+    """Not an RFC 3339 timestamp with an offset."""
+
+
+def parse_instant(text: str) -> datetime:
+    """An RFC 3339 timestamp; its offset is required (an instant, not a local time).
+
+    Raises:
+        InstantInvalid: anything else.
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise InstantInvalid(f"{text[:40]!r} is not an RFC 3339 timestamp") from exc
+    if moment.tzinfo is None:
+        raise InstantInvalid(f"{text[:40]!r} has no offset (add Z or +01:00)")
+    return moment
+
+
+async def read_guarded(request: Request, guard: OperatorGuard, role: str,
+                       read: Callable[[Any], Response]) -> Response:
+    """Require `role`, then run `read(operator)` in the thread pool; a store away is 503."""
+    operator = await guard.require(request, role)
+    if isinstance(operator, Response):
+        return operator
+    structlog.contextvars.bind_contextvars(operator=operator.name)
+    try:
+        return await run_in_threadpool(read, operator)
+    except (OperationalError, DBAPIError):
+        log.warning("store_unavailable", exc_info=True)
+        return problem_response(503, "store-unavailable", "Service Unavailable",
+                                "the store is not reachable; retry later", instance=request.url.path,
+                                headers={"Retry-After": "5"})
