@@ -39,6 +39,7 @@ from schemas.filing import FilingValidator
 from service.circuit import CircuitBreaker
 from service.maintenance import MaintenanceCalendar, MaintenanceWindow
 from service.notifier import EventNotifier
+from service.operations import PauseBoard
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 from service.supervisor import Supervisor
 from service.worker import DeliveryWorker
@@ -381,6 +382,15 @@ def _topology(hub: Hub) -> Any:
     return Topology(prefix=t.prefix, agencies=tuple(sorted(hub.routes.agencies)), delivery_limit=t.delivery_limit)
 
 
+def _dead_letters(hub: Hub) -> Any:
+    """The dead-letter queues operators inspect and replay, with RabbitMQ; None otherwise."""
+    if not _uses_rabbitmq(hub.settings):
+        return None
+    from transport.dead_letters import RabbitDeadLetters
+
+    return RabbitDeadLetters(hub.settings.transport.url.get_secret_value(), _topology(hub))
+
+
 def _amqp(hub: Hub, role: str) -> Any:
     from transport.rabbitmq import amqp_parameters
 
@@ -445,6 +455,9 @@ class _WorkerSet:
             report_circuit=lambda agency, snapshot, owner: asyncio.to_thread(
                 hub.store.report_agency_status, agency, snapshot, owner),
             max_handouts=_max_handouts(s),
+            # Agencies paused by an operator (`/v1/ops/agencies/{agency}/pause`), from the store.
+            pauses=PauseBoard(hub.store.paused_agencies, ttl=s.worker.pause_check_interval),
+            pause_hold=s.worker.pause_hold_seconds,
         )
         self.notifier, notifier_client = _notifier(hub)
         self.clients.append(notifier_client)
@@ -651,6 +664,7 @@ async def run_api_and_workers(
             # The contracts checked at start-up, validators compiled: reused for every filing.
             message_check=MessageChecker(hub.contracts or load_contracts(hub.settings)),
             readiness=_readiness(hub, supervisor),
+            dead_letters=_dead_letters(hub),
         )
     )
     api = hub.settings.api

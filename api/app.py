@@ -59,6 +59,8 @@ class ApiContext:
     message_check: MessageCheck | None = None
     #: What `/readyz` asks: failing component → reason (dead background tasks, the store).
     readiness: ReadinessCheck | None = None
+    #: RabbitMQ's dead-letter queues for operators (transport.dead_letters); None: embedded queue.
+    dead_letters: Any = None
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -1,0 +1,1 @@
+"""The operator API (`/v1/ops/...`): one module per concern."""
