@@ -29,7 +29,7 @@ __all__ = [
 
 log = structlog.get_logger("crocevia.operations")
 
-#: What a job deferred by a pause says (its `last_error`); resuming makes exactly these due.
+#: Why a job of a paused agency was deferred (the worker's log line).
 PAUSED_REASON = "agency paused by an operator"
 #: A recipient an operator may cancel: not yet taken in charge by the agency, or given up.
 #: An acknowledged one is the agency's now: cancelling our record would not cancel theirs.
@@ -137,10 +137,13 @@ class PauseBoard:
         self._lock = asyncio.Lock()
 
     async def is_paused(self, agency: str) -> bool:
-        if self._read_at is None or self._clock() - self._read_at >= self._ttl:
-            async with self._lock:
-                if self._read_at is None or self._clock() - self._read_at >= self._ttl:
-                    await self._refresh()
+        """Whether `agency` is paused. A "no" may be `ttl` old (the common, cheap answer); a
+        "yes" is read afresh, so a job made due by a resume is not deferred again on a stale
+        answer (and paused jobs come by once per pause hold only)."""
+        async with self._lock:
+            stale = self._read_at is None or self._clock() - self._read_at >= self._ttl
+            if stale or agency in self._paused:
+                await self._refresh()
         return agency in self._paused
 
     async def _refresh(self) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.states import DeliveryState
-from service.operations import CANCELLABLE_STATES, PAUSED_REASON, AgencyThrottledNow
+from service.operations import CANCELLABLE_STATES, AgencyThrottledNow
 from service.ports import DeliveryView, NotResendable, RecipientNotFound
 from storage.audit import append_audit
 from storage.delivery_ops import EventLog, _current, lock_filings, refresh_filings, settle_dependents
@@ -197,8 +197,11 @@ class OperationsStore:
                 append_audit(conn, at=now, actor=actor, action="agency_resumed", subject=agency,
                              outcome="not_paused", detail={"agency": agency, "reason": reason})
                 return None
+            # A deferral records only the job's new time, so every job of the agency's deliveries
+            # still to be sent is made due: the pause may have moved any of them. (Retry-After
+            # still holds: the workers' breakers keep it.) Late-outcome checks keep their times.
             held = select(deliveries.c.id).where(deliveries.c.agency == agency,
-                                                 deliveries.c.last_error == PAUSED_REASON)
+                                                 deliveries.c.state.in_([_S.PENDING.value, _S.RETRYING.value]))
             made_due = conn.execute(
                 update(outbox).where(outbox.c.agency == agency, outbox.c.done_at.is_(None),
                                      outbox.c.available_at > epoch, outbox.c.delivery_id.in_(held))

@@ -384,15 +384,15 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
 
     recipient = "/filings/{reference}/recipients/{agency}"
     return [
-        Route(f"{recipient}/resend", guarded("operator", "recipient_resend", resend), methods=["POST"]),
-        Route(f"{recipient}/retry", guarded("operator", "recipient_retry", retry), methods=["POST"]),
-        Route(f"{recipient}/cancel", guarded("operator", "recipient_cancel", cancel), methods=["POST"]),
+        Route(f"{recipient}/resend", guarded("operator", "recipient_resent", resend), methods=["POST"]),
+        Route(f"{recipient}/retry", guarded("operator", "recipient_retried", retry), methods=["POST"]),
+        Route(f"{recipient}/cancel", guarded("operator", "recipient_cancelled", cancel), methods=["POST"]),
         Route("/agencies/{agency}/resend-undeliverable",
               guarded("operator", "agency_bulk_resend", resend_undeliverable), methods=["POST"]),
-        Route("/agencies/{agency}/pause", guarded("operator", "agency_pause", pause), methods=["POST"]),
-        Route("/agencies/{agency}/resume", guarded("operator", "agency_resume", resume), methods=["POST"]),
-        Route("/dead-letters", guarded("operator", "dead_letters_list", dead_letters), methods=["GET"]),
-        Route("/dead-letters/replay", guarded("operator", "dead_letters_replay", replay), methods=["POST"]),
-        Route("/lockouts", guarded("admin", "lockouts_list", lockouts), methods=["GET"]),
-        Route("/lockouts/{key:path}/lift", guarded("admin", "lockout_lift", lift), methods=["POST"]),
+        Route("/agencies/{agency}/pause", guarded("operator", "agency_paused", pause), methods=["POST"]),
+        Route("/agencies/{agency}/resume", guarded("operator", "agency_resumed", resume), methods=["POST"]),
+        Route("/dead-letters", guarded("operator", "dead_letters_listed", dead_letters), methods=["GET"]),
+        Route("/dead-letters/replay", guarded("operator", "dead_letters_replayed", replay), methods=["POST"]),
+        Route("/lockouts", guarded("admin", "lockouts_listed", lockouts), methods=["GET"]),
+        Route("/lockouts/{key:path}/lift", guarded("admin", "lockout_lifted", lift), methods=["POST"]),
     ]
