@@ -355,7 +355,7 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
 
     # -- lockouts (admin) -------------------------------------------------------------------------------
     async def lockouts(request: Request, operator: Any) -> Response:
-        now = ctx.guard.now()
+        now = ctx.guard.now().timestamp()  # the lockout clock: epoch seconds
         counting = request.query_params.get("all") in ("1", "true")
         found = await run_in_threadpool(lambda: ctx.identity.lockouts(now, counting=counting))
         return _json({"lockouts": [{
@@ -367,7 +367,7 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
         key = request.path_params["key"]
         body = await _body(request)
         confirm = _flag(body, "confirm")
-        now = ctx.guard.now()
+        now = ctx.guard.now().timestamp()  # the lockout clock: epoch seconds
         if not confirm:
             found = await run_in_threadpool(lambda: ctx.identity.lockouts(now, counting=True))
             match = next((lock for lock in found if lock.key == key), None)
