@@ -5,6 +5,7 @@ simulators' ledgers (exactly one effect) and the audit trail."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -13,6 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from domain.lockout import LockoutPolicy
+from service.identity import AuditEntry
 from storage.tables import audit_log
 from tests.e2e.test_delivery_semantics import (  # noqa: F401 - fixtures
     DURC,
@@ -243,7 +246,20 @@ def test_dead_letters_without_a_broker_and_lockouts_need_admin(make_hub: HubFact
         assert op.get("/lockouts").status_code == 403
         admin = op.get("/lockouts", headers={"x-test-role": "admin"})
         assert admin.status_code == 200 and admin.json() == {"lockouts": []}
-        missing = op.post("/lockouts/portal:test/user:XYZ/lift", json={"confirm": True},
-                          headers={"x-test-role": "admin"})
+        admin_headers = {"x-test-role": "admin", "x-test-operator": "carol"}
+        missing = op.post("/lockouts/portal:test/user:XYZ/lift", json={"confirm": True}, headers=admin_headers)
         assert missing.status_code == 404
-        assert [a.outcome for a in _audit(hub, "lockout_lifted")] == ["not_found"]
+
+        key = "portal:test/user:RSSMRA80A01H501U"
+        for _ in range(10):  # the agencies' rule: ten failures lock the caller out
+            hub.hub.identity.record_failure(key, time.time(), LockoutPolicy(),
+                                            AuditEntry("portal:test", "authentication_failed", key, "refused", {}))
+        (locked,) = op.get("/lockouts", headers=admin_headers).json()["lockouts"]
+        assert locked["key"] == key and locked["locked"] is True and locked["failures"] == 10
+        assert op.post(f"/lockouts/{key}/lift", json={}, headers=admin_headers).json()["preview"]["locked"] is True
+        assert op.post(f"/lockouts/{key}/lift", json={"confirm": True}).status_code == 403  # operator < admin
+        lifted = op.post(f"/lockouts/{key}/lift", json={"confirm": True}, headers=admin_headers)
+        assert lifted.status_code == 202 and lifted.json()["wasLocked"] is True
+        assert op.get("/lockouts", headers=admin_headers).json() == {"lockouts": []}
+        assert [(a.actor, a.outcome) for a in _audit(hub, "lockout_lifted")] == [
+            ("operator:carol", "not_found"), ("operator:carol", "lifted")]
