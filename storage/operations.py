@@ -94,12 +94,18 @@ class OperationsStore:
             if throttled is not None and not force:
                 raise AgencyThrottledNow(agency, throttled)
             free = or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < epoch)
+            running = conn.execute(select(func.count()).select_from(outbox).where(
+                outbox.c.delivery_id == row["id"], outbox.c.done_at.is_(None), ~free)).scalar_one()
+            if running:
+                # A worker is calling the agency for it right now: a second job would race it.
+                raise NotResendable(f"an attempt to {agency} is in flight now; its outcome decides what follows",
+                                    agency=agency, state=row["state"])
             moved = conn.execute(
                 update(outbox).where(outbox.c.delivery_id == row["id"], outbox.c.done_at.is_(None), free)
                 .values(available_at=epoch, forced=bool(force and throttled))
             ).rowcount
             if not moved:
-                # No waiting job (one is running now, or none exists): add one due now.
+                # No waiting job (it was lost or closed by hand): add one due now.
                 conn.execute(insert(outbox).values(delivery_id=row["id"], agency=agency, available_at=epoch,
                                                    claims=0, created_at=epoch, forced=bool(force and throttled)))
             conn.execute(update(deliveries).where(deliveries.c.id == row["id"])
