@@ -47,10 +47,6 @@ _MAX_BODY = 16_384
 _MAX_REASON = 500
 
 
-class _Operator(Protocol):
-    name: str
-
-
 class OperatorGuard(Protocol):
     """As `api.ops.auth.OperatorGuard`: the operator, or the problem response to return."""
 
@@ -154,7 +150,8 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
                 return await handler(request, operator)
             except _BadRequest as exc:
                 await audit_refusal(operator, action, subject, "invalid-request", {"detail": str(exc)})
-                errors = [{"code": "invalid", "location": f"body:{exc.field}", "detail": str(exc)}] if exc.field else None
+                errors = ([{"code": "invalid", "location": f"body:{exc.field}", "detail": str(exc)}]
+                          if exc.field else None)
                 return problem_response(400, "invalid-request", "Bad Request", str(exc), instance=path, errors=errors)
             except RecipientNotFound as exc:
                 await audit_refusal(operator, action, subject, "not-found", {"detail": str(exc)})
