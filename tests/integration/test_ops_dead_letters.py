@@ -1,6 +1,6 @@
-"""Dead letters on the real RabbitMQ, through the operator API: a job's message that the broker
-dead-lettered is listed (nothing moves), previewed, replayed into its agency's queue, and then
-delivered by a worker, once."""
+"""Operators' actions on the real RabbitMQ: a job's message that the broker dead-lettered is
+listed (nothing moves), previewed, replayed and delivered once through the operator API; a
+paused agency gets no call from any worker process until it is resumed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.e2e.test_delivery_semantics import DURC, _submit
-from tests.integration.rabbit_harness import RABBITMQ_URL, rabbit_prefix  # noqa: F401 - fixture
+from tests.integration.rabbit_harness import RABBITMQ_URL, cluster, pg_url, rabbit_prefix  # noqa: F401 - fixtures
 from tests.ops_support import OpsServer
 from tests.support import TEST_PORTAL_KEY, RunningHub, hub_settings, wait_for
 from cli.client import PortalClient
@@ -113,3 +113,32 @@ def test_a_dead_letter_is_listed_previewed_replayed_and_delivered_once(
         (inps,) = view.deliveries
         effects = [e for e in sims.ledger("inps")["effects"] if e["filingReference"] == ref]
         assert [(e["messageId"], e["protocollo"]) for e in effects] == [(inps.message_id, inps.protocol_number)]
+
+
+def test_a_pause_holds_every_worker_process_on_rabbitmq_and_resume_delivers(cluster, sims) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """API, relay and two workers as OS processes: INPS paused in the store gets no call from
+    either worker (its jobs are acknowledged and parked in the outbox, nothing lost); resumed,
+    every filing is protocolled with exactly one effect."""
+    from storage.engine import build_engine
+    from storage.store import SqlStore
+
+    cluster.start_api()
+    cluster.start_relay()
+    cluster.start_worker()
+    cluster.start_worker()
+    store = SqlStore(build_engine(cluster.database_url))
+    try:
+        assert store.pause_agency("inps", actor="operator:erin", reason="INPS maintenance")
+        with PortalClient(cluster.base_url, TEST_PORTAL_KEY) as client:
+            refs = [_submit(client, DURC) for _ in range(3)]
+        # Each worker that met a job moved it (no call): the jobs wait in the outbox, not the queue.
+        wait_for(lambda: cluster.scalar("SELECT count(*) FROM deliveries WHERE agency = 'inps' "
+                                        "AND next_attempt_at IS NOT NULL") == 3, timeout=30,
+                 what="the paused jobs deferred")
+        assert sims.ledger("inps")["calls"] == 0
+        assert store.resume_agency("inps", actor="operator:erin") == 3
+        cluster.wait_all_settled(timeout=60)
+        cluster.assert_exactly_one_effect_each()
+        assert cluster.scalar("SELECT count(*) FROM filings WHERE state = 'protocolled'") == len(refs)
+    finally:
+        store._engine.dispose()  # noqa: SLF001 - the test's own engine
