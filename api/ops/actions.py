@@ -340,8 +340,13 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
             chosen = [m for m in letters if ids is None or m.job_id in ids][:limit]
             return answer("dead-letters-replay", {"preview": {"wouldReplay": len(chosen), "counts": counts},
                                                   "messages": [m.to_json() for m in chosen]}, done=False)
-        replayed = await run_in_threadpool(ctx.dead_letters.replay, agency, limit,
-                                           frozenset(ids) if ids is not None else None)
+        try:
+            replayed = await run_in_threadpool(ctx.dead_letters.replay, agency, limit,
+                                               frozenset(ids) if ids is not None else None)
+        except TransportError as exc:  # what was confirmed before stays replayed: say so
+            await audit_refusal(operator, "dead_letters_replayed", agency or "", "broker-unavailable",
+                                {"detail": str(exc)[:300], "reason": reason})
+            raise
         await run_in_threadpool(ctx.store.audit, operator_actor(operator.name), "dead_letters_replayed",
                                 agency or "", "replayed",
                                 {"count": len(replayed), "jobIds": [m.job_id for m in replayed][:200],
