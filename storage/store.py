@@ -32,8 +32,8 @@ from storage.audit import append_audit
 from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
 from storage.errors import outages_translated
-from storage.operations import OperationsStore
 from storage.identity_tables import filing_viewers
+from storage.operations import OperationsStore
 from storage.tables import deliveries, filings, outbox
 
 __all__ = ["SqlStore", "format_reference"]
