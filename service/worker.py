@@ -8,8 +8,8 @@ and the stable message id lets the agency answer a repeat with its first receipt
 
 Before calling an agency a pass asks whether an operator paused it (the store's pause board),
 then its maintenance calendar and circuit breaker; when one says no, the job moves to the
-time they name, without a call and without counting a pass against the delivery. An acknowledged delivery (late outcome) is advanced by polling
-the agency's status resource (PULL) or, when its callback is overdue, by sending the same
+time they name, without a call and without counting a pass against the delivery. An
+acknowledged delivery (late outcome) is advanced by polling the agency's status resource (PULL) or, when its callback is overdue, by sending the same
 message id again, which the agency answers with what it knows (PUSH).
 
 Failures of the store are told apart: an outage (`StoreUnavailable`) is waited out with
