@@ -9,8 +9,9 @@ and the stable message id lets the agency answer a repeat with its first receipt
 Before calling an agency a pass asks whether an operator paused it (the store's pause board),
 then its maintenance calendar and circuit breaker; when one says no, the job moves to the
 time they name, without a call and without counting a pass against the delivery. An
-acknowledged delivery (late outcome) is advanced by polling the agency's status resource (PULL) or, when its callback is overdue, by sending the same
-message id again, which the agency answers with what it knows (PUSH).
+acknowledged delivery (late outcome) is advanced by polling the agency's status resource
+(PULL) or, when its callback is overdue, by sending the same message id again, which the
+agency answers with what it knows (PUSH).
 
 Failures of the store are told apart: an outage (`StoreUnavailable`) is waited out with
 backoff, one warning line per retry, and no outcome is dropped; any other commit failure is
