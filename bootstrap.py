@@ -42,6 +42,7 @@ from service.circuit import CircuitBreaker
 from service.maintenance import MaintenanceCalendar, MaintenanceWindow
 from service.notifier import EventNotifier
 from service.operators import OperatorAccounts, OperatorPolicy
+from service.operations import PauseBoard
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 from service.supervisor import Supervisor
 from service.worker import DeliveryWorker
@@ -414,6 +415,15 @@ def _topology(hub: Hub) -> Any:
     return Topology(prefix=t.prefix, agencies=tuple(sorted(hub.routes.agencies)), delivery_limit=t.delivery_limit)
 
 
+def _dead_letters(hub: Hub) -> Any:
+    """The dead-letter queues operators inspect and replay, with RabbitMQ; None otherwise."""
+    if not _uses_rabbitmq(hub.settings):
+        return None
+    from transport.dead_letters import RabbitDeadLetters
+
+    return RabbitDeadLetters(hub.settings.transport.url.get_secret_value(), _topology(hub))
+
+
 def _amqp(hub: Hub, role: str) -> Any:
     from transport.rabbitmq import amqp_parameters
 
@@ -478,6 +488,9 @@ class _WorkerSet:
             report_circuit=lambda agency, snapshot, owner: asyncio.to_thread(
                 hub.store.report_agency_status, agency, snapshot, owner),
             max_handouts=_max_handouts(s),
+            # Agencies paused by an operator (`/v1/ops/agencies/{agency}/pause`), from the store.
+            pauses=PauseBoard(hub.store.paused_agencies, ttl=s.worker.pause_check_interval),
+            pause_hold=s.worker.pause_hold_seconds,
         )
         self.notifier, notifier_client = _notifier(hub)
         self.clients.append(notifier_client)
@@ -687,6 +700,7 @@ async def run_api_and_workers(
             operators=hub.operators,
             ops=OpsQueries(hub.engine, tuple(hub.settings.agencies)),
             ops_guard=hub.ops_guard,
+            dead_letters=_dead_letters(hub),
         )
     )
     api = hub.settings.api

@@ -591,5 +591,11 @@ def _port_of(endpoint: str) -> int:
     return port
 
 
+# Operators' actions over the operator API: resend, retry, cancel, agencies …, dlq … (cli/ops_actions.py).
+from cli.ops_actions import register as _register_ops_actions  # noqa: E402 - commands added to `cli`
+
+_register_ops_actions(cli)
+
+
 if __name__ == "__main__":
     cli()

@@ -26,6 +26,7 @@ from api.auth import Caller, RequestGuard, authenticate, authenticate_sync
 from api.callbacks import CallbackGuard
 from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json, recipient_problem_json
+from api.ops.actions import actions_routes
 from api.ops.auth import OperatorGuard, session_routes
 from api.ops.operators import operator_routes
 from api.ops.detail import detail_routes
@@ -72,6 +73,8 @@ class ApiContext:
     ops_guard: OperatorGuard | None = None
     #: The operator API's read model (service.ops_read.OpsReader); None: no read endpoints.
     ops: OpsReader | None = None
+    #: RabbitMQ's dead-letter queues for operators (transport.dead_letters); None: embedded queue.
+    dead_letters: Any = None
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -313,6 +316,7 @@ def _ops_mount(ctx: ApiContext) -> list[Mount]:
     if ctx.ops is not None:
         routes += [*summary_routes(ctx, guard), *search_routes(ctx, guard), *detail_routes(ctx, guard),
                    *problems_routes(ctx, guard)]
+    routes += actions_routes(ctx, guard)
     return [Mount("/v1/ops", routes=routes)]
 
 

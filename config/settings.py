@@ -112,6 +112,12 @@ class WorkerSettings(BaseModel):
     #: tried this many times, then split; the outcome that still cannot be recorded parks its
     #: delivery as undeliverable (`COMMIT_FAILED`). An outage is retried until it ends.
     commit_attempts: int = 3
+    #: How often a worker re-reads which agencies operators paused (seconds): a pause holds
+    #: in every worker process within this time.
+    pause_check_interval: float = 1.0
+    #: How far a paused agency's job is moved each time a worker meets it; resuming makes
+    #: such jobs due at once, so this only bounds how often a long pause is re-checked.
+    pause_hold_seconds: float = 300.0
 
 
 class SupervisionSettings(BaseModel):

@@ -141,6 +141,9 @@ class ClaimedJob:
     #: The embedded queue's claim count when this pass took the job: a later claim (the lease
     #: ran out and the job was taken again) makes this pass stale. None from RabbitMQ.
     lease_token: int | None = None
+    #: An operator's "retry now" forced past the agency's Retry-After: this pass skips the
+    #: breaker's throttle (and only this pass).
+    forced: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,12 @@ single committer task; a job is closed only in the same transaction that records
 so a worker killed at any point loses nothing: its lease expires and the job is taken again,
 and the stable message id lets the agency answer a repeat with its first receipt.
 
-Before calling an agency a pass asks that agency's maintenance calendar and circuit breaker;
-when either says no, the job moves to the time they name, without a call and without counting
-a pass against the delivery. An acknowledged delivery (late outcome) is advanced by polling
-the agency's status resource (PULL) or, when its callback is overdue, by sending the same
-message id again, which the agency answers with what it knows (PUSH).
+Before calling an agency a pass asks whether an operator paused it (the store's pause board),
+then its maintenance calendar and circuit breaker; when one says no, the job moves to the
+time they name, without a call and without counting a pass against the delivery. An
+acknowledged delivery (late outcome) is advanced by polling the agency's status resource
+(PULL) or, when its callback is overdue, by sending the same message id again, which the
+agency answers with what it knows (PUSH).
 
 Failures of the store are told apart: an outage (`StoreUnavailable`) is waited out with
 backoff, one warning line per retry, and no outcome is dropped; any other commit failure is
@@ -35,6 +36,7 @@ from domain.messages import OutgoingMessage
 from domain.states import TERMINAL_DELIVERY_STATES, DeliveryState
 from service.circuit import CircuitBreaker
 from service.maintenance import MaintenanceCalendar
+from service.operations import PAUSED_REASON, PauseBoard
 from service.ports import ClaimedJob, Completion, StoreUnavailable
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 from service.settle import abandon, defer, park_uncommitted, settle
@@ -87,6 +89,8 @@ class DeliveryWorker:
         maintenance: Mapping[str, MaintenanceCalendar] | None = None,
         report_circuit: CircuitReport | None = None,
         max_handouts: int = 10,
+        pauses: PauseBoard | None = None,
+        pause_hold: float = 300.0,
     ) -> None:
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self._poll_fn = poll
@@ -95,6 +99,8 @@ class DeliveryWorker:
         self._maintenance = dict(maintenance or {})
         self._report_circuit = report_circuit
         self._max_handouts = max_handouts
+        self._pauses = pauses
+        self._pause_hold = pause_hold
         self._source = source
         self._adapters = adapters
         self._retry = retry_policies
@@ -206,12 +212,18 @@ class DeliveryWorker:
         agency = job.agency
         schedule = self._schedules[agency]
         now = self._clock()
+        if self._pauses is not None and await self._pauses.is_paused(agency):
+            # An operator paused the agency: no call, no pass counted and no age bound (nothing
+            # is lost however long the pause); resuming makes the job due at once.
+            return Completion(job=job, owner=self.owner, new_state=job.state, deferred=True,
+                              next_attempt_at=now + self._pause_hold, last_error=PAUSED_REASON)
         calendar = self._maintenance.get(agency)
         resume = calendar.resume_at(now) if calendar else None
         if resume is not None:
             return defer(job, resume, f"{agency} is in a maintenance window", schedule, owner=self.owner, now=now)
         breaker = self._breakers.get(agency)
-        admission = breaker.admit(now) if breaker is not None else None
+        # An operator forced this job past the agency's Retry-After (audited with a reason).
+        admission = breaker.admit(now) if breaker is not None and not job.forced else None
         if admission is not None and not admission.allowed:
             return defer(job, admission.retry_at, admission.reason, schedule, owner=self.owner, now=now)
         probe = admission is not None and admission.probe

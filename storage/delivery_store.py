@@ -140,7 +140,8 @@ class DeliverySemanticsStore:
             raise RecipientNotFound(f"filing {reference} has no recipient {agency}")
         return info, dict(filing._mapping), row
 
-    def resend_recipient(self, reference: str, portal: str | None, agency: str, *, actor: str) -> DeliveryView:
+    def resend_recipient(self, reference: str, portal: str | None, agency: str, *, actor: str,
+                         detail: Mapping[str, Any] | None = None) -> DeliveryView:
         """Send one undeliverable or cancelled recipient's message again, with the SAME message
         id: the agency never accepted it (or took it and lost our answer: then it recognises
         the id and answers with its first receipt). The other recipients are untouched.
@@ -188,7 +189,7 @@ class DeliverySemanticsStore:
             events.flush()
             append_audit(conn, at=now, actor=actor, action="recipient_resent", subject=reference, outcome="accepted",
                          detail={"agency": agency, "delivery_id": row["id"], "message_id": row["message_id"],
-                                 "previous_state": row["state"], "state": state})
+                                 "previous_state": row["state"], "state": state, **(detail or {})})
         return delivery_view(updated)
 
     def correct_recipient(

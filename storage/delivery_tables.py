@@ -22,7 +22,7 @@ from sqlalchemy import (
 
 from storage.tables import _ID, metadata
 
-__all__ = ["agency_status", "anomalies", "filing_events"]
+__all__ = ["agency_pauses", "agency_status", "anomalies", "filing_events"]
 
 # One row per change of a filing or of one of its recipients, written in the transaction that
 # made the change. `seq` orders the events of one filing; the notifier pushes them to the
@@ -79,4 +79,15 @@ anomalies = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_anomalies_filing_id", "filing_id"),
     Index("ix_anomalies_created_at", "created_at"),
+)
+
+# Agencies an operator paused (0009): while a row exists no worker calls the agency; its jobs
+# wait, and resuming makes them due. In the store, so every worker process sees it.
+agency_pauses = Table(
+    "agency_pauses",
+    metadata,
+    Column("agency", String(32), primary_key=True),
+    Column("paused_by", String(128), nullable=False),
+    Column("reason", Text),
+    Column("paused_at", DateTime(timezone=True), nullable=False),
 )

@@ -33,6 +33,7 @@ from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, r
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
 from storage.errors import outages_translated
 from storage.identity_tables import filing_viewers
+from storage.operations import OperationsStore
 from storage.tables import deliveries, filings, outbox
 
 __all__ = ["SqlStore", "format_reference"]
@@ -69,7 +70,8 @@ _JOB_COLUMNS = (
 )
 
 
-def _claimed_job(r: Any, job_id: int, handed_out: int = 0, lease_token: int | None = None) -> ClaimedJob:
+def _claimed_job(r: Any, job_id: int, handed_out: int = 0, lease_token: int | None = None,
+                 forced: bool = False) -> ClaimedJob:
     return ClaimedJob(
         job_id=job_id,
         delivery_id=r.id,
@@ -90,6 +92,7 @@ def _claimed_job(r: Any, job_id: int, handed_out: int = 0, lease_token: int | No
         contract_version=r.contract_version,
         handed_out=handed_out,
         lease_token=lease_token,
+        forced=bool(forced),
     )
 
 
@@ -105,7 +108,7 @@ _INSERT_OUTBOX = insert(outbox)
 _INSERT_VIEWERS = insert(filing_viewers)
 
 
-class SqlStore(DeliverySemanticsStore):
+class SqlStore(DeliverySemanticsStore, OperationsStore):
     """Implements `service.ports.Store` over one SQLAlchemy engine."""
 
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
@@ -340,7 +343,7 @@ class SqlStore(DeliverySemanticsStore):
             .where(outbox.c.id.in_(due.scalar_subquery()))
             .values(lease_owner=owner, leased_until=now + lease_seconds, claims=outbox.c.claims + 1)
             .returning(outbox.c.id, outbox.c.delivery_id, outbox.c.agency, outbox.c.available_at,
-                       outbox.c.claims)
+                       outbox.c.claims, outbox.c.forced)
         ).all())
 
     @outages_translated
@@ -366,7 +369,8 @@ class SqlStore(DeliverySemanticsStore):
                 .where(deliveries.c.id.in_(list(job_of)))
             ).all()
         # `claims` counts this claim too; the earlier ones ended without an outcome.
-        return [_claimed_job(r, job_of[r.id].id, job_of[r.id].claims - 1, lease_token=job_of[r.id].claims)
+        return [_claimed_job(r, job_of[r.id].id, job_of[r.id].claims - 1, lease_token=job_of[r.id].claims,
+                             forced=job_of[r.id].forced)
                 for r in rows]
 
     # -- the outbox relay and the RabbitMQ workers ---------------------------------------------
@@ -410,7 +414,7 @@ class SqlStore(DeliverySemanticsStore):
             return [], set()
         with self._read() as conn:
             rows = conn.execute(
-                select(outbox.c.id.label("job_id"), outbox.c.done_at, *_JOB_COLUMNS)
+                select(outbox.c.id.label("job_id"), outbox.c.done_at, outbox.c.forced, *_JOB_COLUMNS)
                 .select_from(
                     outbox.join(deliveries, deliveries.c.id == outbox.c.delivery_id).join(
                         filings, filings.c.id == deliveries.c.filing_id
@@ -419,7 +423,7 @@ class SqlStore(DeliverySemanticsStore):
                 .where(outbox.c.id.in_(list(job_ids)))
             ).all()
         done = {r.job_id for r in rows if r.done_at is not None}
-        jobs = [_claimed_job(r, r.job_id) for r in rows if r.done_at is None]
+        jobs = [_claimed_job(r, r.job_id, forced=r.forced) for r in rows if r.done_at is None]
         return jobs, done
 
     @outages_translated

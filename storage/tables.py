@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 __all__ = ["metadata", "filings", "deliveries", "attempts", "outbox", "audit_log"]
@@ -147,6 +149,8 @@ outbox = Table(
     Column("published_at", Float),
     Column("done_at", Float),
     Column("created_at", Float, nullable=False),
+    # An operator's "retry now" past the agency's Retry-After (0009): this job skips the throttle.
+    Column("forced", Boolean, nullable=False, default=False, server_default=false()),
     Index("ix_outbox_pending", "done_at", "agency", "available_at"),
 )
 

@@ -1,0 +1,266 @@
+"""Operators' action commands over the operator API (HTTP): `hub.py resend|retry|cancel REF
+AGENCY`, `hub.py agencies pause|resume|resend-undeliverable AGENCY`, `hub.py dlq list|replay`.
+
+Each authenticates with a personal access token (`--token` or `CROCEVIA_OPERATOR_TOKEN`).
+Without `--yes` an action only shows its preview; `--json` prints the API's answer as is.
+When the hub cannot be reached the command says so in one line (exit 2); a refusal prints
+the problem's title and detail (exit 1).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+import httpx
+
+from cli.table import render_table
+
+__all__ = ["OpsClient", "register"]
+
+#: Exit statuses: the hub refused the request; the hub could not be reached.
+EXIT_REFUSED = 1
+EXIT_UNREACHABLE = 2
+
+
+class HubUnreachable(Exception):
+    """No answer from the hub (refused connection, timeout, DNS): one line for the operator."""
+
+
+class OpsClient:
+    """The operator API at `url` (`…/v1/ops`), as the holder of `token`."""
+
+    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._base = url.rstrip("/")
+        self._http = httpx.Client(base_url=f"{self._base}/v1/ops", headers=headers, timeout=timeout,
+                                  trust_env=False, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(self, method: str, path: str, *, body: dict[str, Any] | None = None,
+             params: dict[str, Any] | None = None) -> httpx.Response:
+        """One request.
+
+        Raises:
+            HubUnreachable: the hub did not answer.
+        """
+        try:
+            return self._http.request(method, path, json=body, params=params)
+        except httpx.TransportError as exc:
+            raise HubUnreachable(f"cannot reach the hub at {self._base}: {type(exc).__name__}: {exc}") from exc
+
+
+def _client(ctx: click.Context) -> OpsClient:
+    opts = ctx.obj["ops"]
+    return OpsClient(opts["url"], opts["token"])
+
+
+def _finish(ctx: click.Context, response: httpx.Response, show: Callable[[dict[str, Any]], None]) -> None:
+    """Print the answer (JSON or readable) and exit with its status."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"title": f"HTTP {response.status_code}", "detail": response.text[:200]}
+    if ctx.obj["ops"]["json"]:
+        click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    elif response.is_success:
+        show(body)
+        if body.get("confirmed") is False:
+            click.echo("(preview only: nothing was done; add --yes to do it)")
+    else:
+        click.echo(f"error: {response.status_code} {body.get('title', '')}: {body.get('detail', '')}", err=True)
+    sys.exit(0 if response.is_success else EXIT_REFUSED)
+
+
+def _run(ctx: click.Context, method: str, path: str, show: Callable[[dict[str, Any]], None], *,
+         body: dict[str, Any] | None = None, params: dict[str, Any] | None = None) -> None:
+    client = _client(ctx)
+    try:
+        response = client.call(method, path, body=body, params=params)
+    except HubUnreachable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    finally:
+        client.close()
+    _finish(ctx, response, show)
+
+
+def _show_recipient(body: dict[str, Any]) -> None:
+    r = body.get("recipient") or {}
+    preview = body.get("preview")
+    if preview:
+        click.echo(render_table(["field", "value"], sorted(preview.items())))
+    click.echo(render_table(["agency", "state", "message id", "attempts", "next attempt", "notes"], [[
+        r.get("agency"), r.get("state"), r.get("messageId"), r.get("attempts"), r.get("nextAttemptAt") or "-",
+        (r.get("outcomeText") or r.get("lastError") or "")[:60]]]))
+
+
+def _show_fields(body: dict[str, Any]) -> None:
+    shown = {k: v for k, v in {**body.pop("preview", {}), **body}.items()
+             if k not in ("action", "confirmed", "messages", "references", "skipped")}
+    click.echo(render_table(["field", "value"], sorted((k, json.dumps(v) if isinstance(v, (dict, list)) else v)
+                                                       for k, v in shown.items())))
+
+
+def _show_letters(body: dict[str, Any]) -> None:
+    counts = body.get("counts") or (body.get("preview") or {}).get("counts") or {}
+    if counts:
+        click.echo(render_table(["agency", "dead letters"], sorted(counts.items())))
+    messages = body.get("messages") or []
+    if messages:
+        click.echo(render_table(["agency", "job", "delivery", "reason", "dead-lettered at"], [
+            [m["agency"], m["jobId"], m["deliveryId"], m["reason"], m["deadLetteredAt"]] for m in messages]))
+    if "replayed" in body:
+        click.echo(f"replayed {body['replayed']} message(s)")
+
+
+def _action(confirm: bool, reason: str | None, **more: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"confirm": confirm, **more}
+    if reason:
+        body["reason"] = reason
+    return body
+
+
+def _recipient(reference: str, agency: str) -> str:
+    return f"/filings/{reference}/recipients/{agency}"
+
+
+_yes = click.option("--yes", "confirm", is_flag=True, help="Do it (without: only the preview).")
+_reason = click.option("--reason", default=None, help="Why (kept in the audit trail).")
+
+
+def register(cli: click.Group) -> None:
+    """Add the action commands to `hub.py`'s group; the connection options go on each command."""
+
+    def connection(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")(fn)
+        fn = click.option("--token", envvar="CROCEVIA_OPERATOR_TOKEN", default=None,
+                          help="Personal access token (env CROCEVIA_OPERATOR_TOKEN).")(fn)
+        fn = click.option("--url", envvar="CROCEVIA_OPERATOR_URL", default=None,
+                          help="The hub's address (default: the configured API host and port).")(fn)
+        return fn
+
+    def setup(ctx: click.Context, url: str | None, token: str | None, as_json: bool) -> None:
+        settings = ctx.obj["settings"]
+        ctx.obj["ops"] = {"url": url or f"http://{settings.api.host}:{settings.api.port}", "token": token,
+                          "json": as_json}
+
+    @cli.command("resend")
+    @click.argument("reference")
+    @click.argument("agency")
+    @_yes
+    @_reason
+    @connection
+    @click.pass_context
+    def resend(ctx: click.Context, reference: str, agency: str, confirm: bool, reason: str | None,
+               url: str | None, token: str | None, as_json: bool) -> None:
+        """Send an undeliverable or cancelled recipient's message again (same message id)."""
+        setup(ctx, url, token, as_json)
+        _run(ctx, "POST", f"{_recipient(reference, agency)}/resend", _show_recipient, body=_action(confirm, reason))
+
+    @cli.command("retry")
+    @click.argument("reference")
+    @click.argument("agency")
+    @_yes
+    @_reason
+    @click.option("--force", is_flag=True, help="Even before the agency's Retry-After (needs --reason).")
+    @connection
+    @click.pass_context
+    def retry(ctx: click.Context, reference: str, agency: str, confirm: bool, reason: str | None, force: bool,
+              url: str | None, token: str | None, as_json: bool) -> None:
+        """Make a retrying recipient's next attempt due now, ignoring its backoff."""
+        setup(ctx, url, token, as_json)
+        _run(ctx, "POST", f"{_recipient(reference, agency)}/retry", _show_recipient,
+             body=_action(confirm, reason, force=force))
+
+    @cli.command("cancel")
+    @click.argument("reference")
+    @click.argument("agency")
+    @_yes
+    @click.option("--reason", required=True, help="Why (required; kept in the audit trail).")
+    @connection
+    @click.pass_context
+    def cancel(ctx: click.Context, reference: str, agency: str, confirm: bool, reason: str,
+               url: str | None, token: str | None, as_json: bool) -> None:
+        """Cancel a recipient: no more calls to its agency (a resend revives it)."""
+        setup(ctx, url, token, as_json)
+        _run(ctx, "POST", f"{_recipient(reference, agency)}/cancel", _show_recipient, body=_action(confirm, reason))
+
+    @cli.group("agencies")
+    def agencies() -> None:
+        """Act on one agency: pause, resume, resend its undeliverable recipients."""
+
+    for verb, helptext in (("pause", "Pause calls to AGENCY (its jobs wait; nothing is lost)."),
+                           ("resume", "Resume calls to AGENCY; the jobs the pause held become due.")):
+        def make(verb: str = verb) -> Callable[..., None]:
+            @_yes
+            @_reason
+            @connection
+            @click.argument("agency")
+            @click.pass_context
+            def command(ctx: click.Context, agency: str, confirm: bool, reason: str | None,
+                        url: str | None, token: str | None, as_json: bool) -> None:
+                setup(ctx, url, token, as_json)
+                _run(ctx, "POST", f"/agencies/{agency}/{verb}", _show_fields, body=_action(confirm, reason))
+
+            return command
+
+        agencies.command(verb, help=helptext)(make())
+
+    @agencies.command("resend-undeliverable")
+    @click.argument("agency")
+    @click.option("--from", "start", required=True, help="RFC 3339 time, e.g. 2026-03-01T08:00:00+01:00.")
+    @click.option("--to", "end", required=True, help="RFC 3339 time (exclusive).")
+    @_yes
+    @_reason
+    @connection
+    @click.pass_context
+    def resend_undeliverable(ctx: click.Context, agency: str, start: str, end: str, confirm: bool,
+                             reason: str | None, url: str | None, token: str | None, as_json: bool) -> None:
+        """Resend AGENCY's recipients that became undeliverable in [--from, --to): count first."""
+        setup(ctx, url, token, as_json)
+        _run(ctx, "POST", f"/agencies/{agency}/resend-undeliverable", _show_fields,
+             body=_action(confirm, reason, **{"from": start, "to": end}))
+
+    @cli.group("dlq")
+    def dlq() -> None:
+        """RabbitMQ's dead-letter queues: list and replay."""
+
+    @dlq.command("list")
+    @click.option("--agency", default=None, help="Only this agency's queue.")
+    @click.option("--limit", type=int, default=100, show_default=True)
+    @connection
+    @click.pass_context
+    def dlq_list(ctx: click.Context, agency: str | None, limit: int, url: str | None, token: str | None,
+                 as_json: bool) -> None:
+        """Show the dead-lettered messages (nothing moves)."""
+        setup(ctx, url, token, as_json)
+        params: dict[str, Any] = {"limit": limit}
+        if agency:
+            params["agency"] = agency
+        _run(ctx, "GET", "/dead-letters", _show_letters, params=params)
+
+    @dlq.command("replay")
+    @click.option("--agency", default=None, help="Only this agency's queue.")
+    @click.option("--job", "jobs", type=int, multiple=True, help="Only this job id (repeatable).")
+    @click.option("--limit", type=int, default=100, show_default=True)
+    @_yes
+    @_reason
+    @connection
+    @click.pass_context
+    def dlq_replay(ctx: click.Context, agency: str | None, jobs: tuple[int, ...], limit: int, confirm: bool,
+                   reason: str | None, url: str | None, token: str | None, as_json: bool) -> None:
+        """Move dead-lettered messages back to their agency's queue."""
+        setup(ctx, url, token, as_json)
+        more: dict[str, Any] = {"limit": limit}
+        if agency:
+            more["agency"] = agency
+        if jobs:
+            more["jobIds"] = list(jobs)
+        _run(ctx, "POST", "/dead-letters/replay", _show_letters, body=_action(confirm, reason, **more))
