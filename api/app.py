@@ -6,7 +6,6 @@ Parsing, validation and the store run in the thread pool: the event loop only mo
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,11 +27,15 @@ from api.callbacks import CallbackGuard
 from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json, recipient_problem_json
 from api.problems import problem_response
+from api.agency_health import agency_health_routes
+from api.observability import RequestObservation, metrics_routes, request_id_of
 from api.readiness import ReadinessCheck, health_routes
 from domain.intake import FilingRefused, RecipientMessagesInvalid
 from routing.routes import RouteTable
 from service.identity import IdentityStore, RecipientsNotAuthorized, authorize_filing
+from service.agency_health import AgencyHealthFeed
 from service.intake import MessageCheck, NoRecipients, accept_filing
+from service.metrics import HubMetrics
 from service.ports import FilingView, IdempotencyConflict, NewFiling, Store
 
 __all__ = ["ApiContext", "create_app"]
@@ -59,6 +63,10 @@ class ApiContext:
     message_check: MessageCheck | None = None
     #: What `/readyz` asks: failing component → reason (dead background tasks, the store).
     readiness: ReadinessCheck | None = None
+    #: This process's counters and the store's gauges, served at `/metrics` (None: no `/metrics`).
+    metrics: HubMetrics | None = None
+    #: The agencies' health for portals (`/v1/agencies/health`) and the circuits' staleness.
+    agency_health: AgencyHealthFeed | None = None
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -135,7 +143,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         if isinstance(caller, Response):
             return caller
         portal = caller.portal
-        structlog.contextvars.bind_contextvars(portal=portal, request_id=uuid.uuid4().hex[:16])
+        structlog.contextvars.bind_contextvars(portal=portal)  # request_id: api.observability
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in _XML_TYPES | _JSON_TYPES:
             return problem_response(
@@ -272,18 +280,23 @@ def create_app(ctx: ApiContext) -> Starlette:
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("request_failed", exc_info=exc)
+        request_id = request_id_of(request.scope)
         return problem_response(500, "internal-error", "Internal Server Error",
                                 "the hub failed to process the request; nothing was recorded",
-                                instance=request.url.path)
+                                instance=request.url.path,
+                                headers={"X-Request-ID": request_id} if request_id else None)
 
     return Starlette(
         routes=[
             Route("/v1/filings", submit_filing, methods=["POST"]),
             Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
             *delegation_routes(ctx),
+            *agency_health_routes(ctx),
             *delivery_routes(ctx),
             *health_routes(ctx.readiness),
+            *metrics_routes(ctx.metrics),
         ],
+        middleware=[Middleware(RequestObservation, metrics=ctx.metrics)],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
 

@@ -102,6 +102,8 @@ deliveries = Table(
     Column("contract_version", String(32)),
     # Each recorded protocol number is looked up among the agency's others (0006).
     Index("ix_deliveries_agency_protocol_number", "agency", "protocol_number"),
+    # `/metrics` counts the backlog per state and agency at each scrape (0007_metrics).
+    Index("ix_deliveries_state_agency", "state", "agency"),
 )
 
 attempts = Table(
