@@ -141,18 +141,22 @@ def test_circuit_of_a_stopped_worker_is_marked_stale(database_url: str, sims) ->
     settings = settings.model_copy(update={"metrics": settings.metrics.model_copy(
         update={"circuit_report_interval": 0.2, "circuit_stale_after": 1.5, "store_ttl": 0.0})})
     with RunningHub(settings) as with_worker, PortalClient(with_worker.base_url, TEST_PORTAL_KEY) as client:
-        listing = wait_for(lambda: [a for a in client.agencies().json()["agencies"] if a["reportedBy"]],
-                           what="the worker's circuit reports")
-        assert {a["agency"] for a in listing} >= {"inps", "inail", "cciaa", "runts"}
+        def reported() -> list[dict]:
+            listing = [a for a in client.agencies().json()["agencies"] if a["reportedBy"]]
+            return listing if {a["agency"] for a in listing} >= {"inps", "inail", "cciaa", "runts"} else []
+
+        listing = wait_for(reported, what="the worker's circuit reports")
         assert not any(a["stale"] for a in listing)
         assert all(a["updatedAt"].endswith("+00:00") for a in listing)
         worker_name = listing[0]["reportedBy"]
     # The worker is gone; an API without workers keeps serving the last reports.
     with RunningHub(settings, with_workers=False) as api_only, \
             PortalClient(api_only.base_url, TEST_PORTAL_KEY) as client:
-        stale = wait_for(lambda: [a for a in client.agencies().json()["agencies"] if a["stale"]],
-                         timeout=10, what="the stale mark")
-        assert {a["agency"] for a in stale} >= {"inps", "inail", "cciaa", "runts"}
+        def marked() -> list[dict]:
+            stale = [a for a in client.agencies().json()["agencies"] if a["stale"]]
+            return stale if {a["agency"] for a in stale} >= {"inps", "inail", "cciaa", "runts"} else []
+
+        stale = wait_for(marked, timeout=10, what="the stale mark")
         assert all(a["reportedBy"] == worker_name for a in stale)
         assert value(scrape(api_only.base_url), "crocevia_circuit_stale", agency="inps") == 1
 
