@@ -36,12 +36,12 @@ from config.settings import AgencySettings, HttpSettings, Settings
 from domain.lockout import LockoutPolicy
 from routing.routes import RouteTable, load_route_table
 from schemas.filing import FilingValidator
+from service.agency_health import AgencyHealthFeed
 from service.circuit import CircuitBreaker
 from service.maintenance import MaintenanceCalendar, MaintenanceWindow
+from service.metrics import HubMetrics, StoreGaugeCollector
 from service.notifier import EventNotifier
 from service.schedule import LateOutcomePolicy, SchedulePolicy
-from service.agency_health import AgencyHealthFeed
-from service.metrics import HubMetrics, StoreGaugeCollector
 from service.supervisor import Supervisor
 from service.worker import DeliveryWorker
 from security.callbacks import load_callback_credential
@@ -506,9 +506,10 @@ async def _start_listener(hub: Hub, supervisor: Supervisor, stop: asyncio.Event,
     import uvicorn
     from starlette.applications import Starlette
 
+    from starlette.middleware import Middleware
+
     from api.observability import RequestObservation, metrics_routes
     from api.readiness import health_routes
-    from starlette.middleware import Middleware
 
     app = Starlette(routes=[*metrics_routes(metrics), *health_routes(_readiness(hub, supervisor))],
                     middleware=[Middleware(RequestObservation)])
@@ -613,7 +614,7 @@ def anomaly_report(settings: Settings, agency: str | None, limit: int) -> list[d
         engine.dispose()
 
 
-async def run_relay(hub: Hub, stop: asyncio.Event) -> None:
+async def run_relay(hub: Hub, stop: asyncio.Event, metrics: HubMetrics | None = None) -> None:
     """Publish committed outbox rows to RabbitMQ when due, until `stop` is set."""
     from service.relay import OutboxRelay
     from transport.rabbitmq import RabbitPublisher
@@ -632,6 +633,8 @@ async def run_relay(hub: Hub, stop: asyncio.Event) -> None:
         backoff_max=s.transport.reconnect_max,
         hold_before_mark=s.relay.hold_before_mark,
     )
+    if metrics is not None:
+        metrics.count_published(lambda: relay.published)
     await relay.run(stop)
 
 
@@ -642,9 +645,10 @@ async def run_relay_process(hub: Hub, stop: asyncio.Event) -> None:
         BackgroundTaskDied: the relay died (logged with its traceback).
     """
     supervisor = Supervisor(stop, fail_for_tests=hub.settings.supervision.fail_task_for_tests)
-    supervisor.watch("relay", run_relay(hub, stop))
+    metrics = HubMetrics()
+    supervisor.watch("relay", run_relay(hub, stop, metrics))
     try:
-        await _start_listener(hub, supervisor, stop, HubMetrics(), "relay", hub.settings.metrics.relay_port)
+        await _start_listener(hub, supervisor, stop, metrics, "relay", hub.settings.metrics.relay_port)
     except BaseException:
         stop.set()
         raise
@@ -676,7 +680,7 @@ async def run_api_and_workers(
     if workers is not None:
         await workers.start(supervisor)
         if _uses_rabbitmq(hub.settings):
-            supervisor.watch("relay", run_relay(hub, stop))
+            supervisor.watch("relay", run_relay(hub, stop, metrics))
     loop = asyncio.get_running_loop()
 
     def wake() -> None:

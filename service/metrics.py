@@ -15,8 +15,16 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from domain.errors import PermanentDeliveryError
@@ -58,6 +66,13 @@ class HubMetrics:
                               ["status"], registry=r)
         self.http = Counter("crocevia_http_requests", "Every API request, by method and HTTP status",
                             ["method", "status"], registry=r)
+        # The process's own resources (CPU, memory, file descriptors) and Python version.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def count_published(self, published: Callable[[], int]) -> None:
+        """Expose the relay's count of outbox rows published and confirmed by the broker."""
+        self.registry.register(_Published(published))
 
     def record_tries(self, agency: str, tries: Iterable[Any]) -> None:
         """One worker pass's calls (`adapters.base.TryRecord`): counted and timed."""
@@ -167,6 +182,18 @@ class StoreGaugeCollector(Collector):
             stale_fam.add_metric([agency], 1 if updated is not None and now - updated > self._stale_after else 0)
         yield state_fam
         yield stale_fam
+
+
+class _Published(Collector):
+    def __init__(self, read: Callable[[], int]) -> None:
+        self._read = read
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        yield CounterMetricFamily("crocevia_relay_published", "Outbox rows published to the broker (confirmed)",
+                                  value=self._read())
 
 
 def _per(keys: Sequence[str], values: dict[str, float], name: str, doc: str, label: str = "agency") -> Any:

@@ -48,6 +48,9 @@ def test_api_relay_and_worker_each_serve_metrics(cluster: Cluster, sims: Any) ->
     assert _sum(calls, "crocevia_delivery_outcomes_total", agency="inps", state="protocolled") == 3
     ready = wait_for(lambda: _ready(relay), timeout=30, what="the relay's readiness")
     assert ready == {"status": "ready"}
+    relayed = _samples(relay)
+    assert relayed is not None and _sum(relayed, "crocevia_relay_published_total") >= 3
+    assert _sum(relayed, "process_resident_memory_bytes") > 0
     api = _samples(cluster.base_url)
     assert api is not None
     assert _sum(api, "crocevia_intake_requests_total", status="202") == 3
