@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from api.auth import authenticate
 from api.problems import problem_response
+from service.ports import StoreUnavailable
 
 if TYPE_CHECKING:
     from api.app import ApiContext
@@ -36,7 +37,7 @@ def agency_health_routes(ctx: ApiContext) -> list[Route]:
         structlog.contextvars.bind_contextvars(portal=caller.portal)
         try:
             body = await run_in_threadpool(feed.read)
-        except (OperationalError, DBAPIError):
+        except (OperationalError, DBAPIError, StoreUnavailable):
             log.warning("store_unavailable", exc_info=True)
             return problem_response(503, "store-unavailable", "Service Unavailable",
                                     "the hub's store is not reachable; retry later",

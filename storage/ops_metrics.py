@@ -39,9 +39,14 @@ class StoreGauges:
     circuits: list[tuple[str, str, float | None]] = field(default_factory=list)  #: agency, state, updated epoch
 
 
-def read_store_gauges(engine: Engine, now: float) -> StoreGauges:
-    """Read the backlog gauges in one connection (the store's clock `now`, epoch seconds)."""
-    wall = datetime.fromtimestamp(now, timezone.utc)
+def read_store_gauges(engine: Engine, now: float, wall_now: float | None = None) -> StoreGauges:
+    """Read the backlog gauges in one connection.
+
+    Args:
+        now: the delivery schedule's clock (epoch seconds): the outbox's times are on it.
+        wall_now: the wall clock the rows' timestamps were written with (default: `now`).
+    """
+    wall = datetime.fromtimestamp(now if wall_now is None else wall_now, timezone.utc)
     leased = and_(outbox.c.leased_until.is_not(None), outbox.c.leased_until >= now)
     due = and_(~leased, outbox.c.available_at <= now)
     with engine.connect() as conn:
