@@ -448,6 +448,9 @@ class _WorkerSet:
             report_circuit=lambda agency, snapshot, owner: asyncio.to_thread(
                 hub.store.report_agency_status, agency, snapshot, owner),
             max_handouts=_max_handouts(s),
+            refresh_circuit=lambda agency, snapshot, owner: asyncio.to_thread(
+                hub.store.report_agency_status, agency, snapshot, owner,
+                refresh_after=s.metrics.circuit_stale_after),
             metrics=metrics,
             report_interval=s.metrics.circuit_report_interval,
             heartbeat=(lambda: supervisor.beat("worker")) if supervisor is not None else None,

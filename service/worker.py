@@ -87,6 +87,7 @@ class DeliveryWorker:
         breakers: Mapping[str, CircuitBreaker] | None = None,
         maintenance: Mapping[str, MaintenanceCalendar] | None = None,
         report_circuit: CircuitReport | None = None,
+        refresh_circuit: CircuitReport | None = None,
         max_handouts: int = 10,
         metrics: HubMetrics | None = None,
         report_interval: float | None = None,
@@ -98,6 +99,9 @@ class DeliveryWorker:
         self._breakers = dict(breakers or {})
         self._maintenance = dict(maintenance or {})
         self._report_circuit = report_circuit
+        #: The periodic re-report (default: `report_circuit`); it must not hide another live
+        #: worker's different state (see `SqlStore.report_agency_status`).
+        self._refresh_circuit = refresh_circuit or report_circuit
         self._max_handouts = max_handouts
         self._metrics = metrics
         #: Breakers are re-reported this often, so the circuit view can tell a live worker's
@@ -284,10 +288,11 @@ class DeliveryWorker:
         snapshot = breaker.snapshot()
         if changed:
             log.info("circuit_changed", agency=agency, **snapshot)
-        if self._report_circuit is None:
+        report = self._report_circuit if changed else self._refresh_circuit
+        if report is None:
             return
         try:
-            await self._report_circuit(agency, snapshot, self.owner)
+            await report(agency, snapshot, self.owner)
         except StoreUnavailable as exc:
             log.warning("store_unavailable", action="circuit_report", agency=agency, error=str(exc))
         except Exception:
