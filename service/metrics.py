@@ -39,6 +39,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 #: Agency call durations (seconds): from a fast local answer to the call deadline.
 _CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
 _CIRCUIT_STATES = ("closed", "open", "half_open")
+#: Methods counted by name; any other a client invents is `other` (labels stay bounded).
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: States counted at each scrape: the backlog operators act on. Settled states
 #: (protocolled, rejected, cancelled) only grow; their rate is the outcomes counter's.
 BACKLOG_STATES: tuple[str, ...] = tuple(s.value for s in (
@@ -90,7 +92,7 @@ class HubMetrics:
         self.outcomes.labels(agency, "deferred" if deferred else state).inc()
 
     def record_request(self, method: str, path: str, status: int) -> None:
-        self.http.labels(method, str(status)).inc()
+        self.http.labels(method if method in _METHODS else "other", str(status)).inc()
         if method == "POST" and path == "/v1/filings":
             self.intake.labels(str(status)).inc()
 

@@ -90,3 +90,13 @@ def test_metrics_say_the_store_is_down_instead_of_failing_the_scrape() -> None:
     assert "crocevia_deliveries" not in families
     intake = families["crocevia_intake_requests"].samples
     assert [(s.labels, s.value) for s in intake if s.name.endswith("_total")] == [({"status": "503"}, 1.0)]
+
+
+def test_request_labels_stay_bounded_whatever_the_client_sends() -> None:
+    """An invented HTTP method is counted as `other`, not as a new label value."""
+    metrics = HubMetrics()
+    metrics.record_request("BREW", "/coffee", 405)
+    metrics.record_request("GET", "/healthz", 200)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
+    methods = {s.labels["method"] for s in families["crocevia_http_requests"].samples}
+    assert methods == {"other", "GET"}
