@@ -749,8 +749,10 @@ def _api_metrics(hub: Hub) -> HubMetrics:
 
     metrics = HubMetrics()
     m = hub.settings.metrics
+    pushed = sorted(name for name, conf in hub.settings.portals.items() if conf.callback_url)
     metrics.registry.register(StoreGaugeCollector(
-        lambda: read_store_gauges(hub.engine, hub.delivery_clock(), time.time()), sorted(hub.routes.agencies),
+        lambda: read_store_gauges(hub.engine, hub.delivery_clock(), time.time(), pushed),
+        sorted(hub.routes.agencies),
         ttl=m.store_ttl, stale_after=m.circuit_stale_after))
     return metrics
 

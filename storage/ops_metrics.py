@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import Engine, and_, case, func, select
 
 from service.metrics import BACKLOG_STATES, OPEN_STATES
+from storage.delivery_store import NEVER
 from storage.delivery_tables import agency_status, filing_events
 from storage.tables import attempts, deliveries, outbox
 
@@ -39,12 +40,15 @@ class StoreGauges:
     circuits: list[tuple[str, str, float | None]] = field(default_factory=list)  #: agency, state, updated epoch
 
 
-def read_store_gauges(engine: Engine, now: float, wall_now: float | None = None) -> StoreGauges:
+def read_store_gauges(engine: Engine, now: float, wall_now: float | None = None,
+                      pushed_portals: Sequence[str] = ()) -> StoreGauges:
     """Read the backlog gauges in one connection.
 
     Args:
         now: the delivery schedule's clock (epoch seconds): the outbox's times are on it.
         wall_now: the wall clock the rows' timestamps were written with (default: `now`).
+        pushed_portals: the portals with a callback address: only their events wait for the
+            notifier (the others' are read from the feed and never pushed).
     """
     wall = datetime.fromtimestamp(now if wall_now is None else wall_now, timezone.utc)
     leased = and_(outbox.c.leased_until.is_not(None), outbox.c.leased_until >= now)
@@ -82,10 +86,14 @@ def read_store_gauges(engine: Engine, now: float, wall_now: float | None = None)
         ).one()
         backlog: dict[str, int] = {}
         oldest_event: dict[str, float] = {}
-        for r in conn.execute(
+        pending = conn.execute(
             select(filing_events.c.portal, func.count(), func.min(filing_events.c.created_at))
-            .where(filing_events.c.delivered_at.is_(None)).group_by(filing_events.c.portal)
-        ).all():
+            # Given up (past the notifier's horizon: next try NEVER) is not a backlog any more.
+            .where(filing_events.c.delivered_at.is_(None), filing_events.c.portal.in_(list(pushed_portals)),
+                   filing_events.c.next_attempt_at < NEVER)
+            .group_by(filing_events.c.portal)
+        ).all() if pushed_portals else []
+        for r in pending:
             backlog[r[0]] = int(r[1])
             if r[2] is not None:
                 oldest_event[r[0]] = max(0.0, (wall - _aware(r[2])).total_seconds())

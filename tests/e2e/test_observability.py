@@ -8,11 +8,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
@@ -197,3 +201,54 @@ def test_worker_process_serves_metrics_health_and_readiness(tmp_path, sims) -> N
             if process.poll() is None:
                 process.kill()
     assert code == 0, process.stdout.read().decode()  # type: ignore[union-attr]
+
+
+class _Portal:
+    """A portal's callback endpoint on loopback that refuses pushes until told to accept them."""
+
+    def __init__(self) -> None:
+        self.accepting = False
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                self.send_response(204 if owner.accepting else 503)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/events"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_notifier_backlog_grows_while_the_portal_refuses_and_drains_after(database_url: str, sims) -> None:  # type: ignore[no-untyped-def]
+    """Events wait for a portal whose callback answers 503: the backlog gauge counts them, with
+    the oldest one's age; once the portal accepts, it drains to zero."""
+    portal = _Portal()
+    try:
+        settings = hub_settings(database_url, {agency: sims.soap_endpoint(agency) for agency in sims.urls})
+        portals = dict(settings.portals)
+        portals["test"] = portals["test"].model_copy(update={"callback_url": portal.url,
+                                                             "callback_secret": SecretStr("s3cret-for-tests")})
+        settings = settings.model_copy(update={"portals": portals, "metrics": settings.metrics.model_copy(
+            update={"store_ttl": 0.0})})
+        with RunningHub(settings) as hub, PortalClient(hub.base_url, TEST_PORTAL_KEY) as client:
+            ref = client.submit((EXAMPLES / "durc_request.xml").read_bytes()).json()["reference"]
+            client.wait_settled([ref], timeout=30)
+            waiting = wait_for(lambda: (s := scrape(hub.base_url))
+                               and value(s, "crocevia_notifier_backlog_events", portal="test") >= 2 and s,
+                               what="the notifier backlog")
+            assert value(waiting, "crocevia_notifier_oldest_age_seconds", portal="test") >= 0
+            assert value(waiting, "crocevia_notifier_backlog_events", portal="other") == 0
+            portal.accepting = True
+            wait_for(lambda: value(scrape(hub.base_url), "crocevia_notifier_backlog_events", portal="test") == 0,
+                     what="the backlog to drain")
+    finally:
+        portal.close()
