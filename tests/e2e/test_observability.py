@@ -20,8 +20,9 @@ from pydantic import SecretStr
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from cli.client import PortalClient
+from cli.client import DEMO_OPERATOR, PortalClient, demo_user
 from config.settings import PROJECT_ROOT
+from storage.store import SqlStore
 from tests.support import TEST_PORTAL_KEY, RunningHub, free_port, hub_settings, wait_for
 
 EXAMPLES = PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples"
@@ -252,3 +253,28 @@ def test_notifier_backlog_grows_while_the_portal_refuses_and_drains_after(databa
                      what="the backlog to drain")
     finally:
         portal.close()
+
+
+class _FailingReads(SqlStore):
+    """The real store, with a bug injected into filing reads (the path to a 500)."""
+
+    def get_filing(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected bug in get_filing")
+
+
+def test_a_server_error_carries_the_request_id_too(sims, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A bug answered 500 by the outer error handler still echoes the request id, and the
+    `request_failed` line (with its traceback) names it; the 500 is counted."""
+    settings = hub_settings(f"sqlite:///{tmp_path / 'db.sqlite'}", {a: sims.soap_endpoint(a) for a in sims.urls})
+    running = RunningHub(settings, with_workers=False)
+    running.hub.store = _FailingReads(running.hub.engine)
+    with capture_logs(processors=[merge_contextvars]) as events:
+        with running as hub, PortalClient(hub.base_url, TEST_PORTAL_KEY) as client:
+            failed = client._send("GET", "/v1/filings/CRV-2026-000001", user=demo_user(DEMO_OPERATOR),
+                                  headers={"X-Request-ID": "trace-500"})
+            samples = scrape(hub.base_url)
+    assert failed.status_code == 500 and failed.headers["x-request-id"] == "trace-500"
+    assert failed.headers["content-type"] == "application/problem+json"
+    logged = [e for e in events if e["event"] == "request_failed"]
+    assert logged and logged[0]["request_id"] == "trace-500"
+    assert value(samples, "crocevia_http_requests_total", method="GET", status="500") == 1
