@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from sqlalchemy import Engine, and_, case, func, select
 
@@ -145,11 +145,6 @@ def read_agency_answers(engine: Engine, since: datetime, agencies: Sequence[str]
         answers[agency] = AgencyAnswers(len(calls), len(answered),
                                         round(statistics.median(answered), 1) if answered else None)
     return answers
-
-
-def one_hour_before(now: float) -> datetime:
-    """The start of the health feed's window."""
-    return datetime.fromtimestamp(now, timezone.utc) - timedelta(hours=1)
 
 
 def _aware(moment: datetime) -> datetime:
