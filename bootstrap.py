@@ -38,8 +38,10 @@ from config.settings import AgencySettings, HttpSettings, Settings
 from domain.lockout import LockoutPolicy
 from routing.routes import RouteTable, load_route_table
 from schemas.filing import FilingValidator
+from service.agency_health import AgencyHealthFeed
 from service.circuit import CircuitBreaker
 from service.maintenance import MaintenanceCalendar, MaintenanceWindow
+from service.metrics import HubMetrics, StoreGaugeCollector
 from service.notifier import EventNotifier
 from service.operators import OperatorAccounts, OperatorPolicy
 from service.operations import PauseBoard
@@ -435,7 +437,8 @@ class _WorkerSet:
     """The adapters, HTTP clients and job source one worker process owns."""
 
     def __init__(self, hub: Hub, agencies: list[str] | None, concurrency: int | None = None,
-                 public_url: str | None = None) -> None:
+                 public_url: str | None = None, *, metrics: HubMetrics | None = None,
+                 supervisor: Supervisor | None = None) -> None:
         names = agencies or sorted(hub.routes.agencies)
         s = hub.settings
         callbacks = public_url or _public_url(s)
@@ -491,6 +494,12 @@ class _WorkerSet:
             # Agencies paused by an operator (`/v1/ops/agencies/{agency}/pause`), from the store.
             pauses=PauseBoard(hub.store.paused_agencies, ttl=s.worker.pause_check_interval),
             pause_hold=s.worker.pause_hold_seconds,
+            refresh_circuit=lambda agency, snapshot, owner: asyncio.to_thread(
+                hub.store.report_agency_status, agency, snapshot, owner,
+                refresh_after=s.metrics.circuit_stale_after),
+            metrics=metrics,
+            report_interval=s.metrics.circuit_report_interval,
+            heartbeat=(lambda: supervisor.beat("worker")) if supervisor is not None else None,
         )
         self.notifier, notifier_client = _notifier(hub)
         self.clients.append(notifier_client)
@@ -522,17 +531,53 @@ async def run_workers(
         BackgroundTaskDied: the worker, notifier or consumer died (the others were drained).
     """
     supervisor = Supervisor(stop, fail_for_tests=hub.settings.supervision.fail_task_for_tests)
-    workers = _WorkerSet(hub, agencies, concurrency)
+    metrics = HubMetrics()
+    workers = _WorkerSet(hub, agencies, concurrency, metrics=metrics, supervisor=supervisor)
     try:
         await workers.start(supervisor)
         supervisor.watch("worker", workers.worker.run(stop))
         supervisor.watch("notifier", workers.notifier.run(stop), may_return=True)
+        await _start_listener(hub, supervisor, stop, metrics, "worker", hub.settings.metrics.worker_port)
         await stop.wait()
     finally:
         stop.set()
         await supervisor.join()
         await workers.close()
     supervisor.raise_if_failed()
+
+
+async def _start_listener(hub: Hub, supervisor: Supervisor, stop: asyncio.Event, metrics: HubMetrics,
+                          role: str, port: int) -> None:
+    """`/metrics`, `/healthz` and `/readyz` of a process without an API, on `[metrics] host`
+    and `port` (0: none). A port already taken stops the process, named, like the API's."""
+    if not port:
+        return
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from starlette.middleware import Middleware
+
+    from api.observability import RequestObservation, metrics_routes
+    from api.readiness import health_routes
+
+    app = Starlette(routes=[*metrics_routes(metrics), *health_routes(_readiness(hub, supervisor))],
+                    middleware=[Middleware(RequestObservation)])
+    api, host = hub.settings.api, hub.settings.metrics.host
+    server = uvicorn.Server(server_config(app, host=host, port=port, limits=ServerLimits(
+        header_timeout=api.header_timeout, keep_alive_timeout=api.keep_alive_timeout,
+        max_connections=64, max_header_bytes=api.max_header_bytes)))
+    task = supervisor.watch(f"{role}-metrics", server.serve(), may_return=True)
+
+    async def shutdown() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    supervisor.watch(f"{role}-metrics-stop", shutdown())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if not server.started:
+        raise RuntimeError(f"the {role}'s metrics listener could not listen on {host}:{port}")
+    log.info("metrics_listening", role=role, host=host, port=port)
 
 
 def build_hub_when_ready(settings: Settings, *, timeout: float = 120.0) -> Hub:
@@ -618,7 +663,7 @@ def anomaly_report(settings: Settings, agency: str | None, limit: int) -> list[d
         engine.dispose()
 
 
-async def run_relay(hub: Hub, stop: asyncio.Event) -> None:
+async def run_relay(hub: Hub, stop: asyncio.Event, metrics: HubMetrics | None = None) -> None:
     """Publish committed outbox rows to RabbitMQ when due, until `stop` is set."""
     from service.relay import OutboxRelay
     from transport.rabbitmq import RabbitPublisher
@@ -637,6 +682,8 @@ async def run_relay(hub: Hub, stop: asyncio.Event) -> None:
         backoff_max=s.transport.reconnect_max,
         hold_before_mark=s.relay.hold_before_mark,
     )
+    if metrics is not None:
+        metrics.count_published(lambda: relay.published)
     await relay.run(stop)
 
 
@@ -647,8 +694,15 @@ async def run_relay_process(hub: Hub, stop: asyncio.Event) -> None:
         BackgroundTaskDied: the relay died (logged with its traceback).
     """
     supervisor = Supervisor(stop, fail_for_tests=hub.settings.supervision.fail_task_for_tests)
-    supervisor.watch("relay", run_relay(hub, stop))
-    await supervisor.join()
+    metrics = HubMetrics()
+    supervisor.watch("relay", run_relay(hub, stop, metrics))
+    try:
+        await _start_listener(hub, supervisor, stop, metrics, "relay", hub.settings.metrics.relay_port)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        await supervisor.join()
     supervisor.raise_if_failed()
 
 
@@ -669,11 +723,13 @@ async def run_api_and_workers(
 
     public_url = _public_url(hub.settings, host, port)
     supervisor = Supervisor(stop, fail_for_tests=hub.settings.supervision.fail_task_for_tests)
-    workers = _WorkerSet(hub, None, public_url=public_url) if with_workers else None
+    metrics = _api_metrics(hub)
+    workers = (_WorkerSet(hub, None, public_url=public_url, metrics=metrics, supervisor=supervisor)
+               if with_workers else None)
     if workers is not None:
         await workers.start(supervisor)
         if _uses_rabbitmq(hub.settings):
-            supervisor.watch("relay", run_relay(hub, stop))
+            supervisor.watch("relay", run_relay(hub, stop, metrics))
     loop = asyncio.get_running_loop()
 
     def wake() -> None:
@@ -701,6 +757,8 @@ async def run_api_and_workers(
             ops=OpsQueries(hub.engine, tuple(hub.settings.agencies)),
             ops_guard=hub.ops_guard,
             dead_letters=_dead_letters(hub),
+            metrics=metrics,
+            agency_health=_agency_health(hub),
         )
     )
     api = hub.settings.api
@@ -735,27 +793,70 @@ async def run_api_and_workers(
         raise RuntimeError(f"the API could not listen on {host}:{port}")
 
 
-def _readiness(hub: Hub, supervisor: Supervisor) -> ReadinessCheck:
-    """What `/readyz` asks: the supervisor's dead tasks, and whether the store answers in time.
+def _api_metrics(hub: Hub) -> HubMetrics:
+    """The API process's metrics: its own counters plus the hub-wide gauges read from the store."""
+    from storage.ops_metrics import read_store_gauges
 
-    One store probe runs at a time: a hung database does not pile up threads, one per probe.
+    metrics = HubMetrics()
+    m = hub.settings.metrics
+    pushed = sorted(name for name, conf in hub.settings.portals.items() if conf.callback_url)
+    metrics.registry.register(StoreGaugeCollector(
+        lambda: read_store_gauges(hub.engine, hub.delivery_clock(), time.time(), pushed),
+        sorted(hub.routes.agencies),
+        ttl=m.store_ttl, stale_after=m.circuit_stale_after))
+    return metrics
+
+
+def _agency_health(hub: Hub) -> AgencyHealthFeed:
+    """The portals' agency health feed: circuits, the last hour's answers, maintenance windows."""
+    from storage.ops_metrics import read_agency_answers
+
+    def answers(since: float, agencies: Any) -> Any:
+        from datetime import datetime, timezone
+
+        return read_agency_answers(hub.engine, datetime.fromtimestamp(since, timezone.utc), agencies)
+
+    m, agencies = hub.settings.metrics, sorted(hub.routes.agencies)
+    return AgencyHealthFeed(
+        agencies=agencies, statuses=hub.store.agency_statuses, answers=answers,
+        calendars={n: _calendar(hub.settings.agencies[n]) for n in agencies},
+        stale_after=m.circuit_stale_after, ttl=m.store_ttl, clock=hub.delivery_clock)
+
+
+def _readiness(hub: Hub, supervisor: Supervisor) -> ReadinessCheck:
+    """What `/readyz` asks: the supervisor's dead and stalled loops, whether the store answers in
+    time and, with RabbitMQ, whether the broker does.
+
+    One probe of each runs at a time: a hung database does not pile up threads, one per probe.
     """
     timeout = hub.settings.api.readiness_timeout
-    probe: asyncio.Future[None] | None = None
+    probes: dict[str, asyncio.Future[None] | None] = {"store": None, "broker": None}
+    checks: dict[str, Callable[[], None]] = {"store": lambda: _ping_store(hub.engine)}
+    if _uses_rabbitmq(hub.settings):
+        from transport.rabbitmq import probe as probe_broker
 
-    async def check() -> dict[str, str]:
-        nonlocal probe
-        failing = {name: f"task died: {why}" for name, why in supervisor.dead.items()}
+        url = hub.settings.transport.url.get_secret_value()
+        checks["broker"] = lambda: probe_broker(url)
+
+    async def ask(name: str) -> str | None:
+        probe = probes[name]
         if probe is None or probe.done():
             if probe is not None and not probe.cancelled():
                 probe.exception()  # seen (it was answered, or timed out, before)
-            probe = asyncio.ensure_future(asyncio.to_thread(_ping_store, hub.engine))
+            probe = probes[name] = asyncio.ensure_future(asyncio.to_thread(checks[name]))
         try:
             await asyncio.wait_for(asyncio.shield(probe), timeout)
         except TimeoutError:
-            failing["store"] = f"no answer within {timeout:g}s"
-        except Exception as exc:  # noqa: BLE001 - whatever the driver raised, the store is away
-            failing["store"] = f"unreachable: {type(exc).__name__}"
+            return f"no answer within {timeout:g}s"
+        except Exception as exc:  # noqa: BLE001 - whatever the driver raised, it is away
+            return f"unreachable: {type(exc).__name__}"
+        return None
+
+    async def check() -> dict[str, str]:
+        failing = {name: f"task died: {why}" for name, why in supervisor.dead.items()}
+        failing.update(supervisor.stalled(hub.settings.supervision.stall_after))
+        answers = await asyncio.gather(*(ask(name) for name in checks))
+        failing.update({name: why for name, why in zip(checks, answers) if why is not None})
         return failing
 
     return check

@@ -105,12 +105,14 @@ def serve(ctx: click.Context, host: str | None, port: int | None, with_simulator
 @click.option("--agency", "agencies", multiple=True, help="Deliver only to these agencies (repeatable).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
               help="Calls in flight per agency (default from config; RabbitMQ prefetch follows it).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /metrics, /healthz and /readyz on this port (default [metrics] worker_port; 0: off).")
 @click.pass_context
-def worker(ctx: click.Context, agencies: tuple[str, ...], concurrency: int | None) -> None:
+def worker(ctx: click.Context, agencies: tuple[str, ...], concurrency: int | None, metrics_port: int | None) -> None:
     """Run a delivery worker process until SIGTERM."""
     from bootstrap import build_hub_when_ready, run_workers
 
-    settings = _settings(ctx)
+    settings = _with_metrics_port(_settings(ctx), "worker_port", metrics_port)
     configure_logging(settings.log_level)
     hub = build_hub_when_ready(settings)
     try:
@@ -120,12 +122,14 @@ def worker(ctx: click.Context, agencies: tuple[str, ...], concurrency: int | Non
 
 
 @cli.command()
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /metrics, /healthz and /readyz on this port (default [metrics] relay_port; 0: off).")
 @click.pass_context
-def relay(ctx: click.Context) -> None:
+def relay(ctx: click.Context, metrics_port: int | None) -> None:
     """Publish committed outbox rows to RabbitMQ when due (also the retry scheduler), until SIGTERM."""
     from bootstrap import build_hub_when_ready, run_relay_process
 
-    settings = _settings(ctx)
+    settings = _with_metrics_port(_settings(ctx), "relay_port", metrics_port)
     configure_logging(settings.log_level)
     hub = build_hub_when_ready(settings)
     try:
@@ -572,6 +576,13 @@ def filings_show(ctx: click.Context, reference: str, url: str | None, token: str
     finally:
         client.close()
     sys.exit(code)
+
+
+def _with_metrics_port(settings: Settings, key: str, port: int | None) -> Settings:
+    """The settings with the command line's `--metrics-port`, when given."""
+    if port is None:
+        return settings
+    return settings.model_copy(update={"metrics": settings.metrics.model_copy(update={key: port})})
 
 
 def _simulated_ports(settings: Settings) -> dict[str, int]:

@@ -6,7 +6,6 @@ Parsing, validation and the store run in the thread pool: the event loop only mo
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,27 +17,32 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from api.agency_health import agency_health_routes
 from api.auth import Caller, RequestGuard, authenticate, authenticate_sync
 from api.callbacks import CallbackGuard
 from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json, recipient_problem_json
 from api.ops.actions import actions_routes
 from api.ops.auth import OperatorGuard, session_routes
-from api.ops.operators import operator_routes
 from api.ops.detail import detail_routes
+from api.ops.operators import operator_routes
 from api.ops.problems import problems_routes
 from api.ops.search import search_routes
 from api.ops.summary import summary_routes
+from api.observability import RequestObservation, metrics_routes, request_id_of
 from api.problems import problem_response
 from api.readiness import ReadinessCheck, health_routes
 from domain.intake import FilingRefused, RecipientMessagesInvalid
 from routing.routes import RouteTable
+from service.agency_health import AgencyHealthFeed
 from service.identity import IdentityStore, RecipientsNotAuthorized, authorize_filing
 from service.intake import MessageCheck, NoRecipients, accept_filing
+from service.metrics import HubMetrics
 from service.operators import OperatorAccounts
 from service.ops_read import OpsReader
 from service.ports import FilingView, IdempotencyConflict, NewFiling, Store
@@ -75,6 +79,10 @@ class ApiContext:
     ops: OpsReader | None = None
     #: RabbitMQ's dead-letter queues for operators (transport.dead_letters); None: embedded queue.
     dead_letters: Any = None
+    #: This process's counters and the store's gauges, served at `/metrics` (None: no `/metrics`).
+    metrics: HubMetrics | None = None
+    #: The agencies' health for portals (`/v1/agencies/health`) and the circuits' staleness.
+    agency_health: AgencyHealthFeed | None = None
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -151,7 +159,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         if isinstance(caller, Response):
             return caller
         portal = caller.portal
-        structlog.contextvars.bind_contextvars(portal=portal, request_id=uuid.uuid4().hex[:16])
+        structlog.contextvars.bind_contextvars(portal=portal)  # request_id: api.observability
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type not in _XML_TYPES | _JSON_TYPES:
             return problem_response(
@@ -288,19 +296,24 @@ def create_app(ctx: ApiContext) -> Starlette:
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("request_failed", exc_info=exc)
+        request_id = request_id_of(request.scope)
         return problem_response(500, "internal-error", "Internal Server Error",
                                 "the hub failed to process the request; nothing was recorded",
-                                instance=request.url.path)
+                                instance=request.url.path,
+                                headers={"X-Request-ID": request_id} if request_id else None)
 
     return Starlette(
         routes=[
             Route("/v1/filings", submit_filing, methods=["POST"]),
             Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
             *delegation_routes(ctx),
+            *agency_health_routes(ctx),
             *delivery_routes(ctx),
             *health_routes(ctx.readiness),
             *_ops_mount(ctx),
+            *metrics_routes(ctx.metrics),
         ],
+        middleware=[Middleware(RequestObservation, metrics=ctx.metrics)],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
 

@@ -46,6 +46,11 @@ def _instant(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch else None
 
 
+def _aware(moment: datetime) -> datetime:
+    # SQLite returns naive datetimes for timezone-aware columns; they were written in UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
 def recipient_json(d: DeliveryView) -> dict[str, Any]:
     """A recipient in the status API."""
     item: dict[str, Any] = {
@@ -305,7 +310,9 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
                 "openUntil": _instant(status.open_until) if status else None,
                 "throttledUntil": _instant(status.throttled_until) if status else None,
                 "reportedBy": status.reported_by if status else None,
-                "updatedAt": status.updated_at.isoformat() if status else None,
+                "updatedAt": _aware(status.updated_at).isoformat() if status else None,
+                # The worker that reported it stopped reporting: its breaker says nothing now.
+                "stale": bool(status and ctx.agency_health and ctx.agency_health.is_stale(status)),
             })
         return _json({"agencies": listing})
 

@@ -1,4 +1,5 @@
-"""Liveness and readiness: `/health` says the process answers; `/readyz` says it can do its work.
+"""Liveness and readiness: `/healthz` (alias `/health`) says the process answers; `/readyz` says
+it can do its work.
 
 `/readyz` answers 503 (RFC 9457 problem details) naming each failing component — a dead
 background task, an unreachable store — so that a load balancer stops sending filings to a
@@ -22,7 +23,7 @@ ReadinessCheck = Callable[[], Awaitable[Mapping[str, str]]]
 
 
 def health_routes(readiness: ReadinessCheck | None) -> list[Route]:
-    """`GET /health` (liveness: no dependency asked) and `GET /readyz` (readiness)."""
+    """`GET /healthz` and `/health` (liveness: no dependency asked) and `GET /readyz` (readiness)."""
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -36,4 +37,5 @@ def health_routes(readiness: ReadinessCheck | None) -> list[Route]:
                                 instance=request.url.path, headers={"Retry-After": "5"},
                                 extra={"components": failing})
 
-    return [Route("/health", health, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
+    return [Route("/healthz", health, methods=["GET"]), Route("/health", health, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"])]

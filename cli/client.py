@@ -129,6 +129,10 @@ class PortalClient:
         """Each agency's circuit breaker."""
         return self._send("GET", "/v1/agencies", user=user or self.user or demo_user(DEMO_OPERATOR))
 
+    def agency_health(self, *, user: User | None = None) -> httpx.Response:
+        """Each agency's state for the portal's users (up, degraded, down, maintenance)."""
+        return self._send("GET", "/v1/agencies/health", user=user or self.user or demo_user(DEMO_OPERATOR))
+
     # -- delegations --------------------------------------------------------------------------
     def grant_delegation(self, *, subject: str, delegate: str, agencies: list[str], valid_to: str,
                          valid_from: str | None = None, user: User | None = None) -> httpx.Response:

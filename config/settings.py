@@ -127,6 +127,26 @@ class SupervisionSettings(BaseModel):
     #: Fault injection for tests only: the background task of this name (api, worker,
     #: notifier, relay, consumer) raises at start instead of running.
     fail_task_for_tests: str = ""
+    #: A watched loop that has not come round for this many seconds is reported stalled by
+    #: `/readyz` (it is alive but does no work: a hung call, a blocked thread).
+    stall_after: float = 60.0
+
+
+class MetricsSettings(BaseModel):
+    """`/metrics`, `/healthz` and `/readyz` of the processes without an API (README, "Observability")."""
+
+    #: Where `hub.py worker` and `hub.py relay` serve them; loopback unless told otherwise.
+    host: str = "127.0.0.1"
+    #: The worker's listener port; 0 disables it (`hub.py worker --metrics-port` overrides).
+    worker_port: int = Field(default=0, ge=0, le=65535)
+    #: The relay's listener port; 0 disables it (`hub.py relay --metrics-port` overrides).
+    relay_port: int = Field(default=0, ge=0, le=65535)
+    #: Seconds a reading of the store's gauges is reused, however often it is scraped.
+    store_ttl: float = Field(default=5.0, ge=0)
+    #: How often a worker re-reports its agencies' circuits (seconds).
+    circuit_report_interval: float = Field(default=15.0, gt=0)
+    #: A circuit whose last report is older than this is shown `stale` (its worker stopped).
+    circuit_stale_after: float = Field(default=60.0, gt=0)
 
 
 class RetrySettings(BaseModel):
@@ -331,6 +351,7 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -60,6 +60,16 @@ class MaintenanceWindow:
         finish_day = day if self.end > self.start else day + timedelta(days=1)
         return begin, datetime.combine(finish_day, self.end, self.tz)
 
+    def spans_between(self, start: float, end: float) -> list[tuple[float, float]]:
+        """The window's spans (epoch start, epoch end) that overlap `[start, end)`."""
+        first = datetime.fromtimestamp(start, self.tz).date() - timedelta(days=1)
+        spans = []
+        for offset in range(int((end - start) // 86_400) + 3):
+            span = self._spans_from(first + timedelta(days=offset))
+            if span is not None and span[1].timestamp() > start and span[0].timestamp() < end:
+                spans.append((span[0].timestamp(), span[1].timestamp()))
+        return spans
+
     def end_if_inside(self, now: float) -> float | None:
         """The epoch at which the window holding `now` ends, or None when `now` is outside."""
         local = datetime.fromtimestamp(now, self.tz)
@@ -78,6 +88,18 @@ class MaintenanceCalendar:
 
     def __bool__(self) -> bool:
         return bool(self.windows)
+
+    def upcoming(self, now: float, horizon: float, limit: int = 20) -> list[tuple[float, float]]:
+        """The spans (epoch start, end) that hold `now` or begin before `now + horizon`, in
+        order, overlapping ones merged: what a portal shows its users before they file."""
+        spans = sorted(s for w in self.windows for s in w.spans_between(now, now + horizon))
+        merged: list[tuple[float, float]] = []
+        for begin, finish in spans:
+            if merged and begin <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], finish))
+            else:
+                merged.append((begin, finish))
+        return merged[:limit]
 
     def resume_at(self, now: float) -> float | None:
         """When calls may resume if `now` is inside a window, else None."""

@@ -11,6 +11,7 @@ else drains as on SIGTERM, and `raise_if_failed` turns the death into the proces
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
@@ -49,6 +50,17 @@ class Supervisor:
         self._tasks: dict[str, asyncio.Task[Any]] = {}  # those that end on stop
         self._dead: dict[str, str] = {}
         self._first: BackgroundTaskDied | None = None
+        self._beats: dict[str, float] = {}
+
+    def beat(self, name: str) -> None:
+        """Loop `name` came round (called once per iteration): it is alive and working."""
+        self._beats[name] = time.monotonic()
+
+    def stalled(self, after: float) -> dict[str, str]:
+        """Loops that beat once but not for `after` seconds: name → why, for readiness."""
+        now = time.monotonic()
+        return {name: f"no progress for {now - at:.0f}s" for name, at in self._beats.items()
+                if now - at > after and name not in self._dead}
 
     def watch(self, name: str, work: Coroutine[Any, Any, Any] | asyncio.Task[Any], *,
               may_return: bool = False, ends_on_stop: bool = True) -> asyncio.Task[Any]:

@@ -37,6 +37,7 @@ from domain.states import TERMINAL_DELIVERY_STATES, DeliveryState
 from service.circuit import CircuitBreaker
 from service.maintenance import MaintenanceCalendar
 from service.operations import PAUSED_REASON, PauseBoard
+from service.metrics import HubMetrics
 from service.ports import ClaimedJob, Completion, StoreUnavailable
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 from service.settle import abandon, defer, park_uncommitted, settle
@@ -88,9 +89,13 @@ class DeliveryWorker:
         breakers: Mapping[str, CircuitBreaker] | None = None,
         maintenance: Mapping[str, MaintenanceCalendar] | None = None,
         report_circuit: CircuitReport | None = None,
+        refresh_circuit: CircuitReport | None = None,
         max_handouts: int = 10,
         pauses: PauseBoard | None = None,
         pause_hold: float = 300.0,
+        metrics: HubMetrics | None = None,
+        report_interval: float | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
         self._poll_fn = poll
@@ -98,9 +103,17 @@ class DeliveryWorker:
         self._breakers = dict(breakers or {})
         self._maintenance = dict(maintenance or {})
         self._report_circuit = report_circuit
+        #: The periodic re-report (default: `report_circuit`); it must not hide another live
+        #: worker's different state (see `SqlStore.report_agency_status`).
+        self._refresh_circuit = refresh_circuit or report_circuit
         self._max_handouts = max_handouts
         self._pauses = pauses
         self._pause_hold = pause_hold
+        self._metrics = metrics
+        #: Breakers are re-reported this often, so the circuit view can tell a live worker's
+        #: report from a stopped one's (`stale`); None: only on a change.
+        self._report_interval = report_interval
+        self._heartbeat = heartbeat
         self._source = source
         self._adapters = adapters
         self._retry = retry_policies
@@ -130,10 +143,13 @@ class DeliveryWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         committer = asyncio.create_task(self._commit_loop(stop))
+        reporter = asyncio.create_task(self._report_loop(stop)) if self._report_interval else None
         idle = self._poll
         log.info("worker_started", owner=self.owner, agencies=sorted(self._adapters))
         try:
             while not stop.is_set():
+                if self._heartbeat is not None:
+                    self._heartbeat()
                 if committer.done():
                     # Outcomes would pile up unrecorded: end this worker, loudly (its supervisor
                     # stops the process; the leases expire and the jobs are taken again).
@@ -165,7 +181,9 @@ class DeliveryWorker:
                 await asyncio.wait({drained, committer}, return_when=asyncio.FIRST_COMPLETED)
                 drained.cancel()
             committer.cancel()
-            await asyncio.gather(committer, return_exceptions=True)
+            if reporter is not None:
+                reporter.cancel()
+            await asyncio.gather(committer, *([reporter] if reporter else []), return_exceptions=True)
             log.info("worker_stopped", owner=self.owner, delivered=self.delivered)
 
     async def _claim(self, agencies: list[str], limit: int, stop: asyncio.Event) -> list[ClaimedJob]:
@@ -199,6 +217,8 @@ class DeliveryWorker:
             else:
                 completion = await self._pass(job)
                 _log_completion(completion)
+                if self._metrics is not None:
+                    self._metrics.record_outcome(job.agency, completion.new_state, deferred=completion.deferred)
             await self._outcomes.put(completion)
         except Exception:
             log.exception("delivery_pass_crashed")
@@ -253,6 +273,8 @@ class DeliveryWorker:
                 breaker.record([], self._clock(), probe=True)
             raise
         after = self._clock()
+        if self._metrics is not None:
+            self._metrics.record_tries(agency, result.tries)
         if breaker is not None:
             answered = [not isinstance(t.error, TransientDeliveryError) for t in result.tries]
             changed = breaker.record(answered, after, probe=probe)
@@ -264,15 +286,25 @@ class DeliveryWorker:
         return settle(job, result, schedule, owner=self.owner, now=after,
                       late=self._late.get(agency), poll=polling and self._poll_fn is not None)
 
-    async def _publish(self, agency: str) -> None:
+    async def _report_loop(self, stop: asyncio.Event) -> None:
+        """Re-report every breaker now and then: the report's age tells readers this worker lives."""
+        assert self._report_interval
+        while not stop.is_set():
+            for agency in self._breakers:
+                await self._publish(agency, changed=False)
+            await sleep_unless(stop, self._report_interval)
+
+    async def _publish(self, agency: str, *, changed: bool = True) -> None:
         """Tell the store how the agency's circuit stands now (best effort: it is only shown)."""
         breaker = self._breakers[agency]
         snapshot = breaker.snapshot()
-        log.info("circuit_changed", agency=agency, **snapshot)
-        if self._report_circuit is None:
+        if changed:
+            log.info("circuit_changed", agency=agency, **snapshot)
+        report = self._report_circuit if changed else self._refresh_circuit
+        if report is None:
             return
         try:
-            await self._report_circuit(agency, snapshot, self.owner)
+            await report(agency, snapshot, self.owner)
         except StoreUnavailable as exc:
             log.warning("store_unavailable", action="circuit_report", agency=agency, error=str(exc))
         except Exception:

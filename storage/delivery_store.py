@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, or_, select, update
@@ -348,19 +348,34 @@ class DeliverySemanticsStore:
 
     # -- the agencies' circuits ----------------------------------------------------------------
     @outages_translated
-    def report_agency_status(self, agency: str, snapshot: Mapping[str, Any], owner: str) -> None:
-        """Upsert what a worker's breaker for `agency` says now."""
+    def report_agency_status(self, agency: str, snapshot: Mapping[str, Any], owner: str, *,
+                             refresh_after: float | None = None) -> None:
+        """Upsert what a worker's breaker for `agency` says now.
+
+        `refresh_after` (seconds) makes it a periodic re-report, not a change: it refreshes the
+        row only when this worker reported it, or it says the same, or the row is older than
+        that (its reporter stopped); another live worker's different state is left shown.
+        """
+        now = _utcnow()
         values = {
             "circuit": snapshot["circuit"], "failures": snapshot["failures"], "opened_at": snapshot.get("opened_at"),
             "open_until": snapshot.get("open_until"), "throttled_until": snapshot.get("throttled_until"),
-            "reported_by": owner, "updated_at": _utcnow(),
+            "reported_by": owner, "updated_at": now,
         }
+        s = agency_status.c
         for _ in range(2):  # two workers may insert the first row at once: the loser updates
             try:
                 with self._write() as conn, conn.begin():
-                    stmt = update(agency_status).where(agency_status.c.agency == agency).values(**values)
-                    if not conn.execute(stmt).rowcount:
-                        conn.execute(insert(agency_status).values(agency=agency, **values))
+                    stmt = update(agency_status).where(s.agency == agency).values(**values)
+                    if refresh_after is not None:
+                        stmt = stmt.where(or_(s.reported_by == owner, s.circuit == values["circuit"],
+                                              s.updated_at < now - timedelta(seconds=refresh_after)))
+                    if conn.execute(stmt).rowcount:
+                        return
+                    if refresh_after is not None and conn.execute(
+                            select(s.agency).where(s.agency == agency)).first() is not None:
+                        return  # another live worker's report stands
+                    conn.execute(insert(agency_status).values(agency=agency, **values))
                 return
             except IntegrityError:
                 continue

@@ -107,7 +107,7 @@ deliveries = Table(
     Column("contract_version", String(32)),
     # Each recorded protocol number is looked up among the agency's others (0006).
     Index("ix_deliveries_agency_protocol_number", "agency", "protocol_number"),
-    # The operator API (0008): counts per state and agency, problems, search by state or by a
+    # The operator API and `/metrics` (0008): counts per state and agency, problems, search by state or by a
     # protocol number whatever the agency.
     Index("ix_deliveries_state_agency", "state", "agency"),
     Index("ix_deliveries_protocol_number", "protocol_number"),

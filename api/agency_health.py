@@ -1,0 +1,49 @@
+"""`GET /v1/agencies/health`: each agency's state for portals, so they can warn users before they file."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+import structlog
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from api.auth import authenticate
+from api.problems import problem_response
+from service.ports import StoreUnavailable
+
+if TYPE_CHECKING:
+    from api.app import ApiContext
+
+__all__ = ["agency_health_routes"]
+
+log = structlog.get_logger("crocevia.api")
+
+
+def agency_health_routes(ctx: ApiContext) -> list[Route]:
+    """The feed, ModI-signed like every portal request (none when no feed is configured)."""
+    feed = ctx.agency_health
+    if feed is None:
+        return []
+
+    async def health(request: Request) -> Response:
+        caller = await authenticate(ctx.guard, request, await request.body())
+        if isinstance(caller, Response):
+            return caller
+        structlog.contextvars.bind_contextvars(portal=caller.portal)
+        try:
+            body = await run_in_threadpool(feed.read)
+        except (OperationalError, DBAPIError, StoreUnavailable):
+            log.warning("store_unavailable", exc_info=True)
+            return problem_response(503, "store-unavailable", "Service Unavailable",
+                                    "the hub's store is not reachable; retry later",
+                                    instance=request.url.path, headers={"Retry-After": "5"})
+        # Portals may cache it as long as the hub does.
+        return Response(orjson.dumps(body), media_type="application/json",
+                        headers={"Cache-Control": f"private, max-age={int(feed.ttl)}"})
+
+    return [Route("/v1/agencies/health", health, methods=["GET"])]
