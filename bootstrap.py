@@ -600,29 +600,46 @@ def build_hub_when_ready(settings: Settings, *, timeout: float = 120.0) -> Hub:
             delay = min(5.0, delay * 2)
 
 
-def check_dependencies(settings: Settings) -> list[str]:
-    """What this process depends on and cannot reach now (empty: healthy). For health checks."""
+def check_dependencies(settings: Settings) -> list[tuple[str, str, str | None]]:
+    """What this process depends on, each checked now: (what, where, problem or None). For
+    health checks and `hub.py check`; a password in a URL is never shown."""
     from sqlalchemy import text
+    from sqlalchemy.engine import make_url
 
     from service.relay import TransportError
 
-    problems: list[str] = []
+    database = make_url(settings.database.url).render_as_string(hide_password=True)
+    checks: list[tuple[str, str, str | None]] = []
     engine = build_engine(settings.database.url, base_dir=settings.path("."), pool_size=1)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+        checks.append(("database", database, None))
     except Exception as exc:  # noqa: BLE001 - any failure is the answer
-        problems.append(f"database: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        checks.append(("database", database, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))
     finally:
         engine.dispose()
     if _uses_rabbitmq(settings):
         from transport.rabbitmq import probe
 
+        where = _without_password(settings.transport.url.get_secret_value())
         try:
             probe(settings.transport.url.get_secret_value())
+            checks.append(("broker", where, None))
         except TransportError as exc:
-            problems.append(f"broker: {exc}")
-    return problems
+            checks.append(("broker", where, str(exc)))
+    return checks
+
+
+def _without_password(url: str) -> str:
+    """`url` with its password (if any) shown as `***`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def queue_report(settings: Settings) -> tuple[list[dict[str, Any]], str | None]:

@@ -141,13 +141,17 @@ def relay(ctx: click.Context, metrics_port: int | None) -> None:
 @cli.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:
-    """Exit 0 if the database (and, with RabbitMQ, the broker) answer; 1 otherwise. For health checks."""
+    """Check the database (and, with RabbitMQ, the broker): one line each, what and where;
+    exit 0 if all answer, 1 otherwise. For health checks."""
     from bootstrap import check_dependencies
 
-    problems = check_dependencies(_settings(ctx))
-    for problem in problems:
-        click.echo(problem, err=True)
-    sys.exit(1 if problems else 0)
+    checks = check_dependencies(_settings(ctx))
+    for what, where, problem in checks:
+        if problem is None:
+            click.echo(f"{what:9} ok    {where}")
+        else:
+            click.echo(f"{what:9} FAIL  {where}: {problem}", err=True)
+    sys.exit(1 if any(problem is not None for _, _, problem in checks) else 0)
 
 
 @cli.command()
