@@ -373,13 +373,14 @@ def lockouts() -> None:
 
 @lockouts.command("list")
 @click.option("--all", "counting", is_flag=True, help="Also callers with failures on record but not locked.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 @click.pass_context
-def lockouts_list(ctx: click.Context, counting: bool) -> None:
+def lockouts_list(ctx: click.Context, counting: bool, as_json: bool) -> None:
     """List locked callers: `address:<ip>` (signatures that did not verify),
     `portal:<id>/user:<tax code>` (signed requests refused) or `operator:<name>` (failed logins)."""
     from cli.lockouts import run_lockouts_list
 
-    sys.exit(run_lockouts_list(_settings(ctx), click.echo, counting=counting))
+    sys.exit(run_lockouts_list(_settings(ctx), click.echo, counting=counting, as_json=as_json))
 
 
 @lockouts.command("lift")

@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
+import orjson
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from cli.table import render_table
 from config.settings import Settings
@@ -45,16 +47,33 @@ def _rows(found: list[Lockout], now: float) -> list[list[str]]:
              _instant(lock.state.last_failure_at), _instant(lock.state.locked_until)] for lock in found]
 
 
+def _lockout_json(lock: Lockout, now: float) -> dict[str, object]:
+    return {"caller": lock.key, "state": "locked" if lock.locked_at(now) else "counting",
+            "failures": lock.state.failures, "lastFailureAt": _instant(lock.state.last_failure_at),
+            "lockedUntil": _instant(lock.state.locked_until) if lock.state.locked_until else None}
+
+
+def _unreachable(echo: Callable[[str], None], exc: Exception) -> int:
+    echo(f"error: the store is not reachable ({type(exc).__name__})")
+    return 1
+
+
 def run_lockouts_list(settings: Settings, echo: Callable[[str], None], *, counting: bool = False,
-                      clock: Callable[[], float] = time.time) -> int:
+                      as_json: bool = False, clock: Callable[[], float] = time.time) -> int:
     """Print the callers locked out now (with `counting`, also those with failures on record).
 
     Returns:
-        0 (an empty list is not an error).
+        0 (an empty list is not an error); 1 when the store cannot be reached (one line).
     """
     now = clock()
-    with _identity(settings) as identity:
-        found = identity.lockouts(now, counting=counting)
+    try:
+        with _identity(settings) as identity:
+            found = identity.lockouts(now, counting=counting)
+    except (OperationalError, DBAPIError) as exc:
+        return _unreachable(echo, exc)
+    if as_json:
+        echo(orjson.dumps([_lockout_json(lock, now) for lock in found]).decode())
+        return 0
     if not found:
         echo("no caller is locked out" if not counting else "no authentication failures on record")
         return 0
@@ -67,11 +86,15 @@ def run_lockouts_lift(settings: Settings, key: str, operator: str, echo: Callabl
     """Lift `key`'s lock and forget its failures, audited as done by `operator`.
 
     Returns:
-        0 when `key` had a record, 1 when it had none (the attempt is audited too).
+        0 when `key` had a record, 1 when it had none (the attempt is audited too) or the
+        store cannot be reached.
     """
     now = clock()
-    with _identity(settings) as identity:
-        lifted = identity.lift_lockout(key, now, operator)
+    try:
+        with _identity(settings) as identity:
+            lifted = identity.lift_lockout(key, now, operator)
+    except (OperationalError, DBAPIError) as exc:
+        return _unreachable(echo, exc)
     if lifted is None:
         echo(f"no lockout or failures on record for {key!r} (see `hub.py lockouts list --all`)")
         return 1

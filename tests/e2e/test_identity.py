@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -453,3 +454,16 @@ def test_an_operator_can_list_lockouts_before_the_hub_ever_started(database_url:
     listed = _hub_cli(database_url, "lockouts", "list")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.strip() == "no caller is locked out"
+
+
+def test_lockouts_list_as_json_and_one_line_when_the_store_is_away(database_url: str) -> None:
+    """`--json` prints a JSON list; a store that cannot be reached is one line and exit 1."""
+    listed = _hub_cli(database_url, "lockouts", "list", "--json")
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    away = _hub_cli(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test", "lockouts", "list")
+    assert away.returncode == 1
+    assert away.stdout.strip() == "error: the store is not reachable (OperationalError)"
+    assert "Traceback" not in away.stderr
