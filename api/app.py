@@ -34,6 +34,7 @@ from api.ops.problems import problems_routes
 from api.ops.search import search_routes
 from api.ops.summary import summary_routes
 from api.problems import problem_response
+from console import console_mount
 from api.readiness import ReadinessCheck, health_routes
 from domain.intake import FilingRefused, RecipientMessagesInvalid
 from routing.routes import RouteTable
@@ -300,6 +301,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             *delivery_routes(ctx),
             *health_routes(ctx.readiness),
             *_ops_mount(ctx),
+            *console_mount(ctx, ctx.ops_guard),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
