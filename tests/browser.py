@@ -38,6 +38,8 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                  f"--user-data-dir={profile}", "--window-size=1400,1000", "--lang=it-IT"):
         options.add_argument(flag)
+    # An Italian operator's browser (headless Chromium ignores --lang for Accept-Language).
+    options.add_experimental_option("prefs", {"intl.accept_languages": "it-IT,it"})
     # No proxy, ever: the console is on loopback.
     options.add_argument("--no-proxy-server")
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
