@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -60,6 +61,19 @@ def _state_of(driver: WebDriver, agency: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, f"#recipient-{agency} h3 .state").get_attribute("data-state") or ""
 
 
+def _shows(driver: WebDriver, text: str) -> None:
+    """Wait (bounded) until the page in the browser shows `text`: a form's submission returns
+    before the next page has loaded."""
+
+    def check() -> bool:
+        try:
+            return text in _text(driver)
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+
+    wait_for(check, timeout=15, what=f"the page to show {text!r}")
+
+
 def test_an_operator_resends_and_finds_the_filing_by_protocol_number(
         make_hub: HubFactory, client_for, sims, browser: WebDriver, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     """RUNTS down → undeliverable; in the console the operator confirms a resend after the
@@ -76,22 +90,29 @@ def test_an_operator_resends_and_finds_the_filing_by_protocol_number(
         browser.save_screenshot(str(tmp_path / "dashboard.png"))
 
         browser.find_element(By.LINK_TEXT, "Ricerca").click()
+        _shows(browser, "Cerca pratiche e consegne")
         browser.find_element(By.ID, "f-reference").send_keys(reference, Keys.ENTER)
+        _shows(browser, "Risultati")
         browser.find_element(By.LINK_TEXT, reference).click()
+        _shows(browser, "Enti destinatari")
         assert _state_of(browser, "runts") == "undeliverable"
 
         sims.set_faults("runts", [])
         resend = browser.find_element(By.CSS_SELECTOR, "#recipient-runts a.button[href$='/runts/resend']")
         resend.send_keys(Keys.ENTER)  # a real link: the keyboard follows it
+        _shows(browser, "Confermi?")
         assert "Reinvia" in browser.find_element(By.TAG_NAME, "h1").text
         assert _by_agency(client.status(reference).json())["runts"]["state"] == "undeliverable"  # not yet
         browser.find_element(By.ID, "reason").send_keys("RUNTS di nuovo raggiungibile")
         browser.find_element(By.ID, "confirm").click()
-        assert "Fatto." in _text(browser)
+        _shows(browser, "Fatto.")
 
         def protocolled() -> bool:
             browser.refresh()
-            return _state_of(browser, "runts") == "protocolled"
+            try:
+                return _state_of(browser, "runts") == "protocolled"
+            except (NoSuchElementException, StaleElementReferenceException):
+                return False
 
         wait_for(protocolled, timeout=30, interval=0.2, what="runts protocolled in the console")
         view = _settled(client, reference, "protocolled")
@@ -101,10 +122,13 @@ def test_an_operator_resends_and_finds_the_filing_by_protocol_number(
         assert protocol in browser.find_element(By.CSS_SELECTOR, "#recipient-runts .protocol").text
 
         browser.find_element(By.LINK_TEXT, "Ricerca").click()
+        _shows(browser, "Cerca pratiche e consegne")
         browser.find_element(By.ID, "f-protocolNumber").send_keys(protocol, Keys.ENTER)
+        _shows(browser, "Risultati")
         rows = browser.find_elements(By.CSS_SELECTOR, "#results tbody tr")
         assert len(rows) == 1 and reference in rows[0].text and "protocollato" in rows[0].text
         rows[0].find_element(By.LINK_TEXT, reference).click()
+        _shows(browser, "Enti destinatari")
         assert browser.find_element(By.ID, "filing-state").text == "protocollato"
         browser.save_screenshot(str(tmp_path / "filing.png"))
         assert (tmp_path / "dashboard.png").stat().st_size > 10_000 and (tmp_path / "filing.png").stat().st_size > 10_000
