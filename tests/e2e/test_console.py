@@ -126,3 +126,36 @@ def test_search_form_refuses_a_bad_field_precisely(hub: RunningHub) -> None:
         assert page.status_code == 422 and "subjectTaxCode" in page.text
         empty = client.get("/console/search", params={"reference": "CRV-1900-000001"})
         assert empty.status_code == 200 and "Nessun risultato" in empty.text
+
+
+def test_cancel_needs_a_reason_and_resume_undoes_a_pause(hub: RunningHub) -> None:
+    """Cancel without a reason: the confirmation page again (422), nothing changed; with one,
+    the recipient is cancelled and the reason audited. A paused agency is resumed."""
+    from cli.client import PortalClient
+    from tests.e2e.test_delivery_semantics import RUNTS
+    from tests.support import TEST_PORTAL_KEY
+
+    with PortalClient(hub.base_url, TEST_PORTAL_KEY) as portal:
+        reference = portal.submit(RUNTS).json()["reference"]
+    path = f"/console/filings/{reference}/recipients/runts/cancel"
+    with _client(hub) as client:
+        token = _login(client, "mrossi")
+        page = client.get(f"/console/filings/{reference}")
+        assert page.status_code == 200 and f'href="{path}"' in page.text
+        no_reason = client.post(path, data={"csrf_token": token, "reason": "  "})
+        assert no_reason.status_code == 422 and "Serve una motivazione" in no_reason.text
+        assert hub.hub.store.ops_recipient(reference, "runts").state == "pending"
+        done = client.post(path, data={"csrf_token": token, "reason": "duplicate filing"})
+        assert done.status_code == 303 and done.headers["location"].endswith("?done=cancel-runts")
+        assert hub.hub.store.ops_recipient(reference, "runts").state == "cancelled"
+        with hub.hub.engine.connect() as conn:
+            lines = conn.execute(select(audit_log.c.actor, audit_log.c.detail)
+                                 .where(audit_log.c.action == "recipient_cancelled")).all()
+        assert [(a, d.get("reason")) for a, d in lines] == [("operator:mrossi", "duplicate filing")]
+
+        assert client.post("/console/agencies/inail/pause", data={"csrf_token": token}).status_code == 303
+        assert "inail" in hub.hub.store.paused_agencies()
+        dashboard = client.get("/console/")
+        assert "/console/agencies/inail/resume" in dashboard.text
+        assert client.post("/console/agencies/inail/resume", data={"csrf_token": token}).status_code == 303
+        assert hub.hub.store.paused_agencies() == {}
