@@ -159,8 +159,9 @@ def page_routes(ctx: ApiContext, console: Console) -> list[Route]:
                 recipient["contentText"] = orjson.dumps(recipient["message"]["content"],
                                                         option=orjson.OPT_INDENT_2).decode()
                 state = recipient["state"]
-                recipient["can"] = {"resend": state in _RESENDABLE, "retry": state in _RETRYABLE,
-                                    "cancel": state in _CANCELLABLE and not recipient.get("supersededBy")}
+                current = not recipient.get("supersededBy")  # a corrected message's old delivery is history
+                recipient["can"] = {"resend": current and state in _RESENDABLE, "retry": current and state in _RETRYABLE,
+                                    "cancel": current and state in _CANCELLABLE}
             return console.render(request, "filing.html", filing=found, done=request.query_params.get("done"))
 
         return await console.read(request, read)

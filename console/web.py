@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import orjson
 import structlog
@@ -58,7 +58,9 @@ class Console:
             "_": catalogue.gettext, "lang": language, "languages": LANGUAGES, "base": BASE,
             "operator": operator, "can_act": operator is not None and role_allows(operator.role, "operator"),
             "csrf_token": getattr(request.state, "csrf_token", None),
-            "when": lambda text: format_instant(text, language), "path": request.url.path,
+            "when": lambda text: format_instant(text, language),
+            "lang_links": {code: f"{request.url.path}?{urlencode({**request.query_params, 'lang': code})}"
+                           for code in LANGUAGES},
             **context,
         }, status_code=status, headers={"Cache-Control": "no-store", "Content-Language": language})
         if chosen:

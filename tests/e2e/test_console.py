@@ -159,3 +159,26 @@ def test_cancel_needs_a_reason_and_resume_undoes_a_pause(hub: RunningHub) -> Non
         assert "/console/agencies/inail/resume" in dashboard.text
         assert client.post("/console/agencies/inail/resume", data={"csrf_token": token}).status_code == 303
         assert hub.hub.store.paused_agencies() == {}
+
+
+def test_search_pages_follow_the_cursor_and_keep_the_filters(hub: RunningHub) -> None:
+    """Two filings, one a page: the next-page link keeps the filters and shows the other one;
+    the language switch keeps the filters too."""
+    from cli.client import PortalClient
+    from tests.e2e.test_delivery_semantics import RUNTS
+    from tests.support import TEST_PORTAL_KEY
+
+    with PortalClient(hub.base_url, TEST_PORTAL_KEY) as portal:
+        refs = {portal.submit(RUNTS).json()["reference"] for _ in range(2)}
+    with _client(hub) as client:
+        _login(client, "mrossi")
+        first = client.get("/console/search", params={"agency": "runts", "limit": "1"})
+        assert first.status_code == 200
+        shown = set(re.findall(r'href="/console/filings/(CRV-[0-9-]+)"', first.text))
+        link = re.search(r'<a href="([^"]+)" rel="next">', first.text)
+        assert len(shown) == 1 and link is not None
+        assert "agency=runts" in link.group(1) and "limit=1" in link.group(1)
+        assert 'href="/console/search?agency=runts&amp;limit=1&amp;lang=en"' in first.text
+        second = client.get(link.group(1).replace("&amp;", "&"))
+        shown |= set(re.findall(r'href="/console/filings/(CRV-[0-9-]+)"', second.text))
+        assert shown == refs
