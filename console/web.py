@@ -3,7 +3,7 @@ answer turned into a page (login, 403, 503), and reading a small form."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -108,5 +108,3 @@ class Console:
             log.warning("store_unavailable", exc_info=True)
             return self.refused(request, 503, "store-unavailable", "")
 
-
-Page = Callable[[Request], Awaitable[Response]]
