@@ -37,6 +37,7 @@ from api.ops.summary import summary_routes
 from api.observability import RequestObservation, metrics_routes, request_id_of
 from api.problems import problem_response
 from api.readiness import ReadinessCheck, health_routes
+from console import console_mount
 from domain.intake import FilingRefused, RecipientMessagesInvalid
 from routing.routes import RouteTable
 from service.agency_health import AgencyHealthFeed
@@ -312,6 +313,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             *health_routes(ctx.readiness),
             *_ops_mount(ctx),
             *metrics_routes(ctx.metrics),
+            *console_mount(ctx, ctx.ops_guard),
         ],
         middleware=[Middleware(RequestObservation, metrics=ctx.metrics)],
         exception_handlers={HTTPException: http_error, Exception: server_error},

@@ -20,7 +20,7 @@ from service.ops_read import SEARCH_COLUMNS, CursorInvalid, SearchFilters, decod
 if TYPE_CHECKING:
     from api.app import ApiContext
 
-__all__ = ["search_routes"]
+__all__ = ["SearchParamInvalid", "parse_search_params", "search_routes"]
 
 #: Default and largest page.
 DEFAULT_LIMIT = 50
@@ -90,6 +90,11 @@ def _filters(params: Any) -> tuple[SearchFilters, tuple[int, str] | None, int, b
     if fmt not in ("json", "csv"):
         raise _Refused(422, "format", "'format' is json or csv")
     return SearchFilters(**values), after, limit, fmt == "csv"
+
+
+#: The same parameter rules for the console's search form (console/pages.py).
+parse_search_params = _filters
+SearchParamInvalid = _Refused
 
 
 def _wants_csv(request: Request, by_format: bool) -> bool:
