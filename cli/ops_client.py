@@ -97,13 +97,17 @@ def run_filings_search(client: OpsClient, filters: Mapping[str, str], echo: Echo
     params["limit"] = str(limit)
     rows: list[dict[str, Any]] = []
     cursor = None
+    pages = 0
     try:
         while True:
             page = client.get("/v1/ops/search", {**params, **({"cursor": cursor} if cursor else {})})
             rows.extend(page["items"])
             cursor = page.get("cursor")
+            pages += 1
             if not follow or not cursor:
                 break
+            # A long export says how far it got, on stderr so that stdout stays the result.
+            echo(f"... page {pages}: {len(rows)} rows so far", err=True)
     except OpsError as exc:
         echo(str(exc), err=True)
         return exc.exit_code

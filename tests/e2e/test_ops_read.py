@@ -282,7 +282,8 @@ def test_cli_searches_and_shows_over_the_operator_api(scene: _Scene, monkeypatch
     assert as_json.exit_code == 0, as_json.stderr
     import orjson
 
-    assert [r["reference"] for r in orjson.loads(as_json.output)["items"]] == [scene.duplicate, scene.first]
+    assert [r["reference"] for r in orjson.loads(as_json.stdout)["items"]] == [scene.duplicate, scene.first]
+    assert as_json.stderr.splitlines() == ["... page 1: 1 rows so far"]  # progress of a long export
 
     shown = runner.invoke(cli, ["filings", "show", scene.undeliverable, "--url", url])
     assert shown.exit_code == 0, shown.stderr
