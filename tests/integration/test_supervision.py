@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from config.settings import PROJECT_ROOT
 from service.supervisor import Supervisor
 from tests.conftest import _postgres_schema_url
 from tests.support import RunningHub, free_port, hub_settings, wait_for
+from tests.tcp_proxy import TcpProxy
 
 #: hub.py's exit status when a background task died.
 EXIT_TASK_DIED = 70
@@ -79,77 +78,17 @@ def test_a_dead_background_task_ends_the_process_non_zero_with_its_traceback(
             httpx.get(f"http://127.0.0.1:{port}/health", trust_env=False, timeout=2)
 
 
-class _Proxy:
-    """A TCP relay on loopback in front of PostgreSQL that the test can cut and restore."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._cut = threading.Event()
-        self._lock = threading.Lock()
-        self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            if self._cut.is_set():
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def cut(self) -> None:
-        """The store becomes unreachable: open connections drop, new ones are closed at once."""
-        self._cut.set()
-        with self._lock:
-            for s in self._open:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            self._open.clear()
-
-    def restore(self) -> None:
-        self._cut.clear()
-
-    def close(self) -> None:
-        self.cut()
-        self._listener.close()
-
-
 @pytest.fixture
-def proxied_postgres() -> Iterator[tuple[str, _Proxy]]:
+def proxied_postgres() -> Iterator[tuple[str, TcpProxy]]:
     for url in _postgres_schema_url():
-        proxy = _Proxy(("127.0.0.1", 5432))
+        proxy = TcpProxy(("127.0.0.1", 5432))
         try:
             yield url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/"), proxy
         finally:
             proxy.close()
 
 
-def test_readyz_names_an_unreachable_store_while_health_stays_live(proxied_postgres: tuple[str, _Proxy]) -> None:
+def test_readyz_names_an_unreachable_store_while_health_stays_live(proxied_postgres: tuple[str, TcpProxy]) -> None:
     """/readyz is 200 while the store answers, 503 naming `store` while it is away, 200 again
     once it is back; /health answers 200 throughout (liveness asks nothing)."""
     url, proxy = proxied_postgres
