@@ -604,11 +604,10 @@ def check_dependencies(settings: Settings) -> list[tuple[str, str, str | None]]:
     """What this process depends on, each checked now: (what, where, problem or None). For
     health checks and `hub.py check`; a password in a URL is never shown."""
     from sqlalchemy import text
-    from sqlalchemy.engine import make_url
 
     from service.relay import TransportError
 
-    database = make_url(settings.database.url).render_as_string(hide_password=True)
+    database = _without_password(settings.database.url)
     checks: list[tuple[str, str, str | None]] = []
     engine = build_engine(settings.database.url, base_dir=settings.path("."), pool_size=1)
     try:
