@@ -464,6 +464,8 @@ def _kind_of(value: Any) -> str:
         return "null"
     if isinstance(value, _NumberOutOfRange):
         return f"a number out of range ({value.digits} digits, magnitude 10^{value.exponent})"
+    if isinstance(value, _JsonNumber):
+        return "a number"
     if isinstance(value, Mapping):
         return "an object"
     if isinstance(value, list):

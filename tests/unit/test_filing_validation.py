@@ -498,3 +498,15 @@ def test_broken_schema_fails_at_startup(tmp_path: Path) -> None:
     )
     with pytest.raises(etree.XMLSchemaParseError):
         FilingValidator(xsd_path=broken)
+
+
+def test_a_number_where_an_object_belongs_is_named_a_number(
+    validator: FilingValidator, model: xmlschema.XMLSchema
+) -> None:
+    """The refusal names what the portal sent in its own terms (a number), not a parser type."""
+    obj = _as_json(model, "business_start.xml")
+    obj["declarant"] = 42
+    with pytest.raises(SchemaViolation) as refused:
+        validator.parse_json(json.dumps(obj).encode())
+    (violation,) = [v for v in refused.value.violations if v.location == "/f:filing/f:declarant"]
+    assert violation.detail == "Expected an object, not a number."
