@@ -10,6 +10,7 @@ docs/agencies-as-configuration.md.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ __all__ = [
     "SandboxSpec",
     "StatusSpec",
     "ValueSpec",
+    "default_catalog",
     "load_agency_catalog",
     "split_contract_ref",
 ]
@@ -687,3 +689,15 @@ def load_agency_catalog(
             spec = _agency(path, resolve)
             agencies[spec.name] = spec
     return AgencyCatalog(agencies)
+
+
+_ROOT = Path(__file__).resolve().parent.parent
+#: Where the repository keeps its agency files and where third-party documents stay in place.
+DEFAULT_AGENCIES_DIR = _ROOT / "config" / "agencies"
+DEFAULT_EXTERNAL_DIR = _ROOT.parent / "shared" / "external"
+
+
+@functools.cache
+def default_catalog() -> AgencyCatalog:
+    """The repository's own declarations (read once, on first use)."""
+    return load_agency_catalog(DEFAULT_AGENCIES_DIR, project_root=_ROOT, external_dir=DEFAULT_EXTERNAL_DIR)

@@ -9,35 +9,21 @@ the default catalog, for tools and tests.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from adapters.base import AgencyAdapter
-from adapters.contracts import AgencyCatalog, load_agency_catalog
+from adapters.contracts import default_catalog
 from adapters.factory import build_agency_adapter
 
 __all__ = ["ADAPTER_BUILDERS", "AdapterBuilder", "build_adapter", "default_catalog"]
-
-_ROOT = Path(__file__).resolve().parent.parent
-#: Where the repository keeps its agency files and where third-party documents stay in place.
-DEFAULT_AGENCIES_DIR = _ROOT / "config" / "agencies"
-DEFAULT_EXTERNAL_DIR = _ROOT.parent / "shared" / "external"
 
 #: Every builder takes `endpoint=`, `http=`, `fault_overrides=`, `signer=` (the agency's
 #: outgoing identity, or None) and `reply_to=` (the hub's callback address for the agency's
 #: late outcomes, or None) as keywords.
 AdapterBuilder = Callable[..., AgencyAdapter]
-
-
-@functools.cache
-def default_catalog() -> AgencyCatalog:
-    """The repository's own declarations (read once, on first use)."""
-    return load_agency_catalog(DEFAULT_AGENCIES_DIR, project_root=_ROOT,
-                               external_dir=DEFAULT_EXTERNAL_DIR)
 
 
 class _Builders(Mapping[str, AdapterBuilder]):

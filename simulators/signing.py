@@ -4,16 +4,10 @@ the hub verifies them exactly as it would a real agency's."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from adapters.contracts import AgencyCatalog, AgencySpec, load_agency_catalog
+from adapters.contracts import AgencyCatalog, AgencySpec, default_catalog
 from security.callbacks import CallbackSigner, load_callback_keys
 
-__all__ = ["DEFAULT_AGENCIES_DIR", "callback_signer", "callback_signers"]
-
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
-#: Where the shipped agency files are (their `[callback]` names each simulator's keys).
-DEFAULT_AGENCIES_DIR = _PROJECT_ROOT / "config" / "agencies"
+__all__ = ["callback_signer", "callback_signers"]
 
 
 def callback_signer(agency: AgencySpec | None) -> CallbackSigner | None:
@@ -29,7 +23,5 @@ def callback_signer(agency: AgencySpec | None) -> CallbackSigner | None:
 
 def callback_signers(names: tuple[str, ...], catalog: AgencyCatalog | None = None) -> dict[str, CallbackSigner | None]:
     """Signers of the agencies `names`, from `catalog` (default: the shipped agency files)."""
-    if catalog is None:
-        catalog = load_agency_catalog(DEFAULT_AGENCIES_DIR, project_root=_PROJECT_ROOT,
-                                      external_dir=_PROJECT_ROOT.parent / "shared" / "external")
+    catalog = catalog or default_catalog()
     return {name: callback_signer(catalog.agencies.get(name)) for name in names}

@@ -22,7 +22,7 @@ import pytest
 from lxml import etree
 from sqlalchemy import select
 
-from adapters.contracts import load_agency_catalog
+from adapters.contracts import default_catalog
 from cli.client import PortalClient
 from config.settings import PROJECT_ROOT
 from security.callbacks import CallbackSigner, load_callback_keys
@@ -41,8 +41,7 @@ RUNTS = (EXAMPLES / "runts_registration.xml").read_bytes().replace(
     b"<socialEnterprise>true</socialEnterprise>", b"<socialEnterprise>false</socialEnterprise>").replace(
     b"<section>impresa_sociale</section>", b"<section>aps</section>")
 #: The agencies' own callback signers: the key pairs their agency files name.
-_CATALOG = load_agency_catalog(PROJECT_ROOT / "config" / "agencies", project_root=PROJECT_ROOT,
-                               external_dir=PROJECT_ROOT.parent / "shared" / "external")
+_CATALOG = default_catalog()
 
 
 def _agency_keys(agency: str) -> tuple[Any, Any]:

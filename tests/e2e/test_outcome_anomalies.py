@@ -10,9 +10,8 @@ from typing import Any
 import httpx
 import orjson
 
-from adapters.contracts import load_agency_catalog
+from adapters.contracts import default_catalog
 from cli.client import PortalClient
-from config.settings import PROJECT_ROOT
 from security.callbacks import CallbackSigner, load_callback_keys
 from tests.e2e.test_delivery_semantics import (  # noqa: F401 - fixtures: make_hub, client_for
     DURC,
@@ -29,8 +28,7 @@ from tests.e2e.test_delivery_semantics import (  # noqa: F401 - fixtures: make_h
 )
 from tests.support import AUDIENCE
 
-_CATALOG = load_agency_catalog(PROJECT_ROOT / "config" / "agencies", project_root=PROJECT_ROOT,
-                               external_dir=PROJECT_ROOT.parent / "shared" / "external")
+_CATALOG = default_catalog()
 
 
 def _signer(agency: str) -> CallbackSigner:
