@@ -9,15 +9,14 @@ import asyncio
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from adapters.base import RetryPolicy, deliver_with_retries, poll_once
 from adapters.contracts import load_agency_catalog
@@ -215,12 +214,7 @@ def operator_accounts(settings: Settings, engine: Engine, writer: Callable[[], A
         lockout_seconds=ops.lockout_seconds, token_days=ops.token_days, max_token_days=ops.max_token_days,
         min_password_length=ops.min_password_length, totp_issuer=ops.totp_issuer,
     )
-    if writer is None:
-        @contextmanager
-        def writer() -> Iterator[Connection]:  # type: ignore[misc]
-            with engine.connect().execution_options(write=True) as conn:
-                yield conn
-    return OperatorAccounts(SqlOperatorStore(engine, writer), policy, clock=clock)
+    return OperatorAccounts(SqlOperatorStore(engine, writer or SqlStore(engine).writer), policy, clock=clock)
 
 
 def callback_verifiers(settings: Settings, contracts: ContractSet) -> dict[str, CallbackVerifier]:
@@ -603,16 +597,13 @@ def build_hub_when_ready(settings: Settings, *, timeout: float = 120.0) -> Hub:
 def check_dependencies(settings: Settings) -> list[tuple[str, str, str | None]]:
     """What this process depends on, each checked now: (what, where, problem or None). For
     health checks and `hub.py check`; a password in a URL is never shown."""
-    from sqlalchemy import text
-
     from service.relay import TransportError
 
     database = _without_password(settings.database.url)
     checks: list[tuple[str, str, str | None]] = []
     engine = build_engine(settings.database.url, base_dir=settings.path("."), pool_size=1)
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        _ping_store(engine)
         checks.append(("database", database, None))
     except Exception as exc:  # noqa: BLE001 - any failure is the answer
         checks.append(("database", database, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))
@@ -637,8 +628,8 @@ def _without_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    host = parts.netloc.rpartition("@")[2]  # as written: an IPv6 address keeps its brackets
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def queue_report(settings: Settings) -> tuple[list[dict[str, Any]], str | None]:

@@ -390,24 +390,24 @@ def lockouts_list(ctx: click.Context, counting: bool, as_json: bool) -> None:
 @click.pass_context
 def lockouts_lift(ctx: click.Context, key: str, operator: str | None) -> None:
     """Lift KEY's lock (as `lockouts list` shows it) and clear its failures; audited."""
-    import getpass
-
     from cli.lockouts import run_lockouts_lift
+
+    sys.exit(run_lockouts_lift(_settings(ctx), key, _operator_name(operator), click.echo))
+
+
+def _operator_name(operator: str | None) -> str:
+    """Who acts, for the audit trail: `--operator`, or the OS user."""
+    import getpass
 
     name = (operator or getpass.getuser()).strip()
     if not name:
         raise click.BadParameter("the operator's name is empty", param_hint="--operator")
-    sys.exit(run_lockouts_lift(_settings(ctx), key, name, click.echo))
+    return name
 
 
 def _actor(operator: str | None) -> str:
     """`operator:<name>` for the audit trail: `--operator`, or the OS user."""
-    import getpass
-
-    name = (operator or getpass.getuser()).strip()
-    if not name:
-        raise click.BadParameter("the operator's name is empty", param_hint="--operator")
-    return f"operator:{name}"
+    return f"operator:{_operator_name(operator)}"
 
 
 _ACTOR_OPTION = click.option("--operator", "acting", default=None, metavar="NAME",

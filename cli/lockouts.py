@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import orjson
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from cli.table import render_table
@@ -18,6 +18,7 @@ from domain.lockout import Lockout
 from storage.engine import build_engine
 from storage.identity import SqlIdentityStore
 from storage.migrate import upgrade_to_head
+from storage.store import SqlStore
 
 __all__ = ["run_lockouts_lift", "run_lockouts_list"]
 
@@ -30,14 +31,10 @@ def _instant(epoch: float | None) -> str:
 def _identity(settings: Settings) -> Iterator[SqlIdentityStore]:
     engine: Engine = build_engine(settings.database.url, base_dir=settings.path("."))
     upgrade_to_head(engine)  # an operator may look before the hub first started on this store
-
-    @contextmanager
-    def writer() -> Iterator[Connection]:
-        with engine.connect() as conn:
-            yield conn
-
     try:
-        yield SqlIdentityStore(engine, writer)
+        # The store's own writer: on SQLite it begins IMMEDIATE, so a lift beside a running
+        # hub waits for the write lock instead of failing at once.
+        yield SqlIdentityStore(engine, SqlStore(engine).writer)
     finally:
         engine.dispose()
 
