@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
@@ -112,16 +111,10 @@ class ModiCallbackVerifier:
         except ModiRefused as refused:
             raise CallbackRefused(refused.slug, refused.detail) from None
         correlation = headers.get(_CORRELATION)
-        if correlation is not None:
-            # The token verified above; its claims are read again only to see what it covers.
-            claims = jwt.decode(headers.get(SIGNATURE_HEADER.lower()) or "", options={"verify_signature": False})
-            signed: dict[str, str] = {}
-            for entry in claims.get("signed_headers") or []:
-                if isinstance(entry, dict):
-                    signed.update({str(k).lower(): str(v) for k, v in entry.items()})
-            if signed.get(_CORRELATION) != correlation:
-                raise CallbackRefused("correlation-id-unsigned", f"{SIGNATURE_HEADER} does not cover the "
-                                                                 "callback's X-Correlation-ID header")
+        # The headers the verified Agid-JWT-Signature covers (a body is required above).
+        if correlation is not None and verified.signed_headers.get(_CORRELATION) != correlation:
+            raise CallbackRefused("correlation-id-unsigned", f"{SIGNATURE_HEADER} does not cover the "
+                                                             "callback's X-Correlation-ID header")
         return VerifiedCallback(token_id=verified.jti, keep_until=verified.expires_at + self._leeway)
 
 

@@ -19,7 +19,8 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -46,6 +47,8 @@ class VerifiedRequest:
     jti: str
     expires_at: float
     user: User | None
+    #: The headers the verified `Agid-JWT-Signature` covers, names lower-cased (empty without a body).
+    signed_headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class ModiRefused(Exception):
@@ -171,12 +174,14 @@ class ModiVerifier:
         portal: str = auth["iss"]
         if not isinstance(auth["jti"], str) or not 8 <= len(auth["jti"]) <= 200:
             raise _signed("invalid-token", "jti must be a string of 8 to 200 characters", portal)
-        if body:
-            self._verify_integrity(headers, body, portal, now)
+        signed = self._verify_integrity(headers, body, portal, now) if body else {}
         user = self._verify_tracking(headers, auth, portal, now) if require_user else None
-        return VerifiedRequest(portal=portal, jti=auth["jti"], expires_at=float(auth["exp"]), user=user)
+        return VerifiedRequest(portal=portal, jti=auth["jti"], expires_at=float(auth["exp"]), user=user,
+                               signed_headers=MappingProxyType(signed))
 
-    def _verify_integrity(self, headers: Mapping[str, str], body: bytes, portal: str, now: float) -> None:
+    def _verify_integrity(self, headers: Mapping[str, str], body: bytes, portal: str,
+                          now: float) -> dict[str, str]:
+        """Check the Digest and its signature; returns the signed headers, names lower-cased."""
         digest_header = headers.get(DIGEST_HEADER.lower())
         if not digest_header:
             raise ModiRefused("digest-missing", "a request with a body needs a Digest: SHA-256=… "
@@ -204,6 +209,7 @@ class ModiVerifier:
         if content_type is not None and signed.get("content-type") != content_type:
             raise ModiRefused("invalid-token", f"{SIGNATURE_HEADER} does not cover the request's "
                                                "Content-Type", portal)
+        return signed
 
     def _verify_tracking(self, headers: Mapping[str, str], auth: Mapping[str, Any], portal: str,
                          now: float) -> User:
