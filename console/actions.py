@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from api.deliveries import recipient_json
 from console.web import BASE, Console
-from service.operations import CANCELLABLE_STATES, AgencyThrottledNow, operator_actor, resend_preview
+from service.operations import MAX_REASON, AgencyThrottledNow, can_cancel, can_retry, operator_actor, resend_preview
 from service.ports import NeedsCorrection, NotResendable, RecipientNotFound
 
 if TYPE_CHECKING:
@@ -26,8 +26,6 @@ __all__ = ["action_routes"]
 
 log = structlog.get_logger("crocevia.console")
 
-#: The longest reason kept (as the operator API).
-_MAX_REASON = 500
 _RECIPIENT_ACTIONS = ("resend", "retry", "cancel")
 _AGENCY_ACTIONS = ("pause", "resume")
 
@@ -42,7 +40,7 @@ def _reason(form: dict[str, str], *, required: bool) -> str | None:
         if required:
             raise _Invalid("reason-required")
         return None
-    if len(value) > _MAX_REASON:
+    if len(value) > MAX_REASON:
         raise _Invalid("reason-too-long")
     return value
 
@@ -64,9 +62,9 @@ def action_routes(ctx: ApiContext, console: Console) -> list[Route]:
             preview["allowed"] = resend_preview(view)["wouldResend"]
         elif action == "retry":
             preview["throttledUntil"] = store.throttled_until(agency)
-            preview["allowed"] = view.state == "retrying"
+            preview["allowed"] = can_retry(view.state)
         else:
-            preview["allowed"] = view.state in {s.value for s in CANCELLABLE_STATES}
+            preview["allowed"] = can_cancel(view.state)
         return preview
 
     def do_recipient(reference: str, agency: str, action: str, actor: str, form: dict[str, str]) -> None:

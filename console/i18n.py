@@ -15,8 +15,8 @@ from babel.dates import format_datetime
 from babel.support import NullTranslations, Translations
 from starlette.requests import Request
 
-__all__ = ["DEFAULT_LANGUAGE", "LANGUAGES", "LANG_COOKIE", "LOCALE_DIR", "choose_language", "format_instant",
-           "translations"]
+__all__ = ["DEFAULT_LANGUAGE", "LANGUAGES", "LANG_COOKIE", "LOCALE_DIR", "ZONE", "choose_language",
+           "format_instant", "translations"]
 
 #: Where the catalogues live: `<lang>/LC_MESSAGES/messages.{po,mo}`.
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -24,8 +24,8 @@ LOCALE_DIR = Path(__file__).parent / "locale"
 LANGUAGES = ("it", "en")
 DEFAULT_LANGUAGE = "it"
 LANG_COOKIE = "crocevia_lang"
-#: Operators read times in the country's time zone; the API keeps UTC.
-_ZONE = ZoneInfo("Europe/Rome")
+#: Operators read and type times in the country's time zone (Italy); the API keeps UTC.
+ZONE = ZoneInfo("Europe/Rome")
 
 
 def choose_language(request: Request) -> tuple[str, bool]:
@@ -71,4 +71,4 @@ def format_instant(text: str | None, language: str) -> str:
         return text
     if moment.tzinfo is None:
         return text
-    return format_datetime(moment.astimezone(_ZONE), "medium", locale=locale)
+    return format_datetime(moment.astimezone(ZONE), "medium", locale=locale)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
 import orjson
 import structlog
@@ -18,9 +17,10 @@ from starlette.routing import Route
 from api.ops.auth import TokenOrSessionGuard
 from api.ops.search import SearchParamInvalid, parse_search_params
 from domain.states import DeliveryState, FilingState
-from service.operations import CANCELLABLE_STATES, operator_actor
+from service.operations import can_cancel, can_resend, can_retry, operator_actor
 from service.operators import LoginRefused, SessionRecord
 from service.ops_read import rfc3339
+from console.i18n import ZONE
 from console.web import BASE, Console, StoreError
 
 if TYPE_CHECKING:
@@ -32,19 +32,13 @@ log = structlog.get_logger("crocevia.console")
 
 #: The search form's text fields (the operator API's query names).
 SEARCH_FIELDS = ("reference", "protocolNumber", "subjectTaxCode", "messageId", "kind", "portal")
-#: A day typed in the form is a day in Italy.
-_ZONE = ZoneInfo("Europe/Rome")
-#: What a recipient in each state may be asked to do.
-_RETRYABLE = {DeliveryState.RETRYING.value}
-_CANCELLABLE = {s.value for s in CANCELLABLE_STATES}
-_RESENDABLE = {DeliveryState.UNDELIVERABLE.value, DeliveryState.CANCELLED.value}
 
 
 def _day_bound(text: str, *, end: bool) -> str:
-    """A `YYYY-MM-DD` day from the form as the API's instant (start of that day, or of the
-    next one for `to`, so the last day is included)."""
+    """A `YYYY-MM-DD` day from the form (a day in Italy) as the API's instant (start of that
+    day, or of the next one for `to`, so the last day is included)."""
     day = date.fromisoformat(text) + timedelta(days=1 if end else 0)
-    return datetime.combine(day, time(), _ZONE).isoformat()
+    return datetime.combine(day, time(), ZONE).isoformat()
 
 
 def _search_params(form: Any) -> dict[str, str]:
@@ -160,8 +154,8 @@ def page_routes(ctx: ApiContext, console: Console) -> list[Route]:
                                                         option=orjson.OPT_INDENT_2).decode()
                 state = recipient["state"]
                 current = not recipient.get("supersededBy")  # a corrected message's old delivery is history
-                recipient["can"] = {"resend": current and state in _RESENDABLE, "retry": current and state in _RETRYABLE,
-                                    "cancel": current and state in _CANCELLABLE}
+                recipient["can"] = {"resend": current and can_resend(state), "retry": current and can_retry(state),
+                                    "cancel": current and can_cancel(state)}
             return console.render(request, "filing.html", filing=found, done=request.query_params.get("done"))
 
         return await console.read(request, read)

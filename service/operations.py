@@ -19,10 +19,14 @@ __all__ = [
     "BULK_RESEND_MAX",
     "CANCELLABLE_STATES",
     "BulkResend",
+    "MAX_REASON",
     "OperationsPort",
     "PAUSED_REASON",
     "PauseBoard",
     "bulk_resend",
+    "can_cancel",
+    "can_resend",
+    "can_retry",
     "operator_actor",
     "resend_preview",
 ]
@@ -35,6 +39,8 @@ PAUSED_REASON = "agency paused by an operator"
 #: An acknowledged one is the agency's now: cancelling our record would not cancel theirs.
 CANCELLABLE_STATES = frozenset({DeliveryState.PENDING, DeliveryState.WAITING, DeliveryState.RETRYING,
                                 DeliveryState.HELD, DeliveryState.UNDELIVERABLE})
+#: The longest reason an operator may give (kept in the audit trail; operator API and console).
+MAX_REASON = 500
 
 
 class AgencyThrottledNow(Exception):
@@ -71,9 +77,26 @@ class OperationsPort(Protocol):
     def audit(self, actor: str, action: str, subject: str, outcome: str, detail: dict[str, Any]) -> None: ...
 
 
+# What an operator may ask of a recipient in `state` (its state's value, or the DeliveryState:
+# a StrEnum member is equal to, and hashes as, its value). The store checks again when it acts.
+def can_resend(state: str) -> bool:
+    """Whether a recipient in `state` may be resent (with the same message id)."""
+    return state in RESENDABLE_DELIVERY_STATES
+
+
+def can_retry(state: str) -> bool:
+    """Whether a recipient in `state` may be retried now (only one waiting for its next attempt)."""
+    return state == DeliveryState.RETRYING
+
+
+def can_cancel(state: str) -> bool:
+    """Whether a recipient in `state` may be cancelled (see `CANCELLABLE_STATES`)."""
+    return state in CANCELLABLE_STATES
+
+
 def resend_preview(view: Any) -> dict[str, Any]:
     """What a resend of this recipient would do (nothing is changed)."""
-    ok = view.state in {s.value for s in RESENDABLE_DELIVERY_STATES}
+    ok = can_resend(view.state)
     return {"wouldResend": ok, "state": view.state, "messageId": view.message_id,
             "reason": None if ok else f"the recipient is {view.state}; a resend needs undeliverable or cancelled"}
 

@@ -26,9 +26,11 @@ from api.ops.auth import OperatorGuard
 from api.problems import problem_response
 from service.operations import (
     BULK_RESEND_MAX,
-    CANCELLABLE_STATES,
+    MAX_REASON,
     AgencyThrottledNow,
     bulk_resend,
+    can_cancel,
+    can_retry,
     operator_actor,
     resend_preview,
 )
@@ -44,8 +46,6 @@ log = structlog.get_logger("crocevia.ops")
 
 #: The largest action body taken (they hold a few flags and a reason).
 _MAX_BODY = 16_384
-#: The longest reason kept in the audit trail.
-_MAX_REASON = 500
 
 
 class _BadRequest(Exception):
@@ -93,8 +93,8 @@ def _reason(body: dict[str, Any], *, required: bool = False) -> str | None:
         if required:
             raise _BadRequest("a `reason` is required", "reason")
         return None
-    if not isinstance(value, str) or len(value) > _MAX_REASON:
-        raise _BadRequest(f"`reason` must be text of at most {_MAX_REASON} characters", "reason")
+    if not isinstance(value, str) or len(value) > MAX_REASON:
+        raise _BadRequest(f"`reason` must be text of at most {MAX_REASON} characters", "reason")
     return value.strip()
 
 
@@ -215,7 +215,7 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
             if view is None:
                 raise RecipientNotFound(f"filing {reference} has no recipient {agency}")
             until = await run_in_threadpool(ctx.store.throttled_until, agency)
-            retrying = view.state == "retrying"
+            retrying = can_retry(view.state)
             return answer("retry", {"preview": {
                 "wouldRetry": retrying and (until is None or force),
                 "state": view.state, "dueAt": _instant(view.next_attempt_at), "throttledUntil": _instant(until),
@@ -236,8 +236,7 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
             view = await run_in_threadpool(ctx.store.ops_recipient, reference, agency)
             if view is None:
                 raise RecipientNotFound(f"filing {reference} has no recipient {agency}")
-            ok = view.state in {s.value for s in CANCELLABLE_STATES}
-            return answer("cancel", {"preview": {"wouldCancel": ok, "state": view.state},
+            return answer("cancel", {"preview": {"wouldCancel": can_cancel(view.state), "state": view.state},
                                      "recipient": recipient_json(view)}, done=False)
         done = await run_in_threadpool(lambda: ctx.store.cancel_recipient(
             reference, agency, actor=operator_actor(operator.name), reason=reason))
