@@ -27,8 +27,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from domain.errors import PermanentDeliveryError
 from domain.states import DeliveryState
+from service.settle import attempt_result
 
 __all__ = ["BACKLOG_STATES", "CONTENT_TYPE", "OPEN_STATES", "HubMetrics", "StoreGaugeCollector"]
 
@@ -79,13 +79,9 @@ class HubMetrics:
     def record_tries(self, agency: str, tries: Iterable[Any]) -> None:
         """One worker pass's calls (`adapters.base.TryRecord`): counted and timed."""
         for t in tries:
-            error = t.error
-            if error is None:
-                result, error_class = "ok", "none"
-            else:
-                result = "permanent" if isinstance(error, PermanentDeliveryError) else "transient"
-                error_class = type(error).__name__
-            self.attempts.labels(agency, result, error_class).inc()
+            result, error_class = attempt_result(t.error)
+            # The metric's labels: an invalid message counts as permanent.
+            self.attempts.labels(agency, "permanent" if result == "invalid" else result, error_class or "none").inc()
             self.call_seconds.labels(agency).observe(t.duration_ms / 1000.0)
 
     def record_outcome(self, agency: str, state: str, *, deferred: bool = False) -> None:

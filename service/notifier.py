@@ -25,9 +25,9 @@ import orjson
 import structlog
 
 from domain.errors import NotificationFailed
-from service.ports import EventSendResult, FilingEvent, StoreUnavailable
+from service.ports import EventSendResult, FilingEvent
 from service.schedule import SchedulePolicy
-from service.waiting import sleep_unless, wait_any
+from service.waiting import Backoff, store_retry, wait_any
 
 __all__ = ["EventNotifier", "EventSender", "EventStore"]
 
@@ -73,7 +73,7 @@ class EventNotifier:
         self._sender = sender
         self._backoff = backoff
         self._horizon = max_age_seconds
-        self._store_backoff = _INITIAL_STORE_BACKOFF
+        self._store_backoff = Backoff(_INITIAL_STORE_BACKOFF, _MAX_STORE_BACKOFF)
         self._concurrency = concurrency
         self._lease = lease_seconds
         self._poll = poll_interval
@@ -98,9 +98,10 @@ class EventNotifier:
                 events = await asyncio.to_thread(self._store.claim_events, self.owner, portals,
                                                  self._concurrency, self._lease)
             except Exception as exc:
-                await self._store_failed("events_claim_failed", exc, stop)
+                await store_retry(log, exc, self._store_backoff, stop, action="events_claim_failed",
+                                  failed="events_claim_failed")
                 continue
-            self._store_backoff = _INITIAL_STORE_BACKOFF
+            self._store_backoff.reset()
             if not events:
                 self._wake.clear()
                 await wait_any(self._wake, stop, timeout=idle)
@@ -112,21 +113,11 @@ class EventNotifier:
                 await asyncio.to_thread(self._store.finish_events, results)
             except Exception as exc:
                 # The leases run out and the events go again: the portal sees a repeat, by id.
-                await self._store_failed("events_finish_failed", exc, stop, count=len(results))
+                await store_retry(log, exc, self._store_backoff, stop, action="events_finish_failed",
+                                  failed="events_finish_failed", count=len(results))
                 continue
             self.delivered += sum(r.delivered for r in results)
         log.info("notifier_stopped", owner=self.owner, delivered=self.delivered)
-
-    async def _store_failed(self, event: str, exc: Exception, stop: asyncio.Event, **fields: object) -> None:
-        """A store call failed: one warning line for an outage, a traceback for anything else;
-        then wait (doubling up to `_MAX_STORE_BACKOFF`) before the next pass."""
-        wait = self._store_backoff
-        if isinstance(exc, StoreUnavailable):
-            log.warning("store_unavailable", action=event, error=str(exc), retry_in_s=round(wait, 2), **fields)
-        else:
-            log.error(event, retry_in_s=round(wait, 2), exc_info=exc, **fields)
-        self._store_backoff = min(_MAX_STORE_BACKOFF, wait * 2)
-        await sleep_unless(stop, wait)
 
     async def _push(self, event: FilingEvent) -> EventSendResult:
         body = orjson.dumps(event.to_json())

@@ -10,7 +10,6 @@ a worker skips a job that is already done and agencies drop a repeated message i
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Protocol
 import structlog
 
 from service.ports import StoreUnavailable
-from service.waiting import sleep_unless
+from service.waiting import Backoff, sleep_unless
 
 __all__ = [
     "BrokerUnavailable",
@@ -108,7 +107,7 @@ class OutboxRelay:
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; every failure is logged and retried with backoff."""
         idle = self._poll
-        backoff = self._backoff_initial
+        backoff = Backoff(self._backoff_initial, self._backoff_max, jitter=True)
         pending: list[OutboxJob] = []  # claimed but not confirmed: published first next time
         log.info("relay_started", owner=self.owner)
         while not stop.is_set():
@@ -129,27 +128,21 @@ class OutboxRelay:
                 await asyncio.to_thread(self._store.mark_published, confirmed)
                 self.published += len(confirmed)
                 pending = []
-                backoff = self._backoff_initial
+                backoff.reset()
             except BrokerUnavailable as exc:
                 log.warning("broker_unavailable", owner=self.owner, error=str(exc),
-                            unconfirmed=len(pending), retry_in=round(backoff, 2))
-                backoff = await _backoff(stop, backoff, self._backoff_max)
+                            unconfirmed=len(pending), retry_in=round(backoff.wait, 2))
+                await backoff.sleep(stop)
             except StoreUnavailable as exc:
                 # Expected: one line per retry. Claimed rows stay leased and come back; rows
                 # published but not marked are published again after their lease (harmless).
-                log.warning("store_unavailable", owner=self.owner, error=str(exc), retry_in=round(backoff, 2))
+                log.warning("store_unavailable", owner=self.owner, error=str(exc), retry_in=round(backoff.wait, 2))
                 pending = []
-                backoff = await _backoff(stop, backoff, self._backoff_max)
+                await backoff.sleep(stop)
             except Exception:
                 # Not an outage: a bug or bad data, kept with its traceback.
-                log.exception("relay_pass_failed", owner=self.owner, retry_in=round(backoff, 2))
+                log.exception("relay_pass_failed", owner=self.owner, retry_in=round(backoff.wait, 2))
                 pending = []
-                backoff = await _backoff(stop, backoff, self._backoff_max)
+                await backoff.sleep(stop)
         await self._publisher.close()
         log.info("relay_stopped", owner=self.owner, published=self.published)
-
-
-async def _backoff(stop: asyncio.Event, current: float, ceiling: float) -> float:
-    """Wait `current` seconds with jitter (or until stop) and return the next wait."""
-    await sleep_unless(stop, current * (0.5 + random.random() / 2))
-    return min(ceiling, current * 2)

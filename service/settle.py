@@ -17,7 +17,7 @@ from domain.states import ESITO_DECISIONS, Decision, DeliveryState
 from service.ports import AttemptRecord, ClaimedJob, Completion
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 
-__all__ = ["abandon", "defer", "park_uncommitted", "settle"]
+__all__ = ["abandon", "attempt_result", "defer", "park_uncommitted", "settle"]
 
 _DEFAULT_LATE = LateOutcomePolicy()
 
@@ -36,19 +36,25 @@ class _Result(Protocol):
     tries: Sequence[_Try]
 
 
+def attempt_result(error: BaseException | None) -> tuple[str, str | None]:
+    """One call's result (ok, invalid, permanent or transient) and its error's class name (None if ok)."""
+    if error is None:
+        return "ok", None
+    # "invalid": our message fails the agency's schema; only a correction can help
+    # (a bodiless resend of it is refused, storage.delivery_store.resend_recipient).
+    result = ("invalid" if isinstance(error, MessageRejectedAsInvalid)
+              else "permanent" if isinstance(error, PermanentDeliveryError) else "transient")
+    return result, type(error).__name__
+
+
 def _attempt_records(tries: Sequence[_Try]) -> list[AttemptRecord]:
     records = []
     for t in tries:
-        error_class, http_status = None, None
+        result, error_class = attempt_result(t.error)
         if t.error is None:
-            result, code, text = "ok", None, None
+            http_status, code, text = None, None, None
         else:
-            error_class, http_status = type(t.error).__name__, t.error.http_status
-            # "invalid": our message fails the agency's schema; only a correction can help
-            # (a bodiless resend of it is refused, storage.delivery_store.resend_recipient).
-            result = ("invalid" if isinstance(t.error, MessageRejectedAsInvalid)
-                      else "permanent" if isinstance(t.error, PermanentDeliveryError) else "transient")
-            code, text = t.error.code, t.error.text[:2000]
+            http_status, code, text = t.error.http_status, t.error.code, t.error.text[:2000]
         records.append(AttemptRecord(t.number, t.started_at, t.duration_ms, result, code, text,
                                      error_class=error_class, http_status=http_status,
                                      request_body=getattr(t, "sent", None), reply_body=getattr(t, "received", None)))

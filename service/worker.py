@@ -41,7 +41,7 @@ from service.metrics import HubMetrics
 from service.ports import ClaimedJob, Completion, StoreUnavailable
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 from service.settle import abandon, defer, park_uncommitted, settle
-from service.waiting import sleep_unless, wait_any
+from service.waiting import Backoff, sleep_unless, store_retry, wait_any
 
 __all__ = ["DeliveryWorker", "JobSource"]
 
@@ -123,7 +123,7 @@ class DeliveryWorker:
         self._batch_size = batch_size
         self._commit_batch = commit_batch
         self._commit_attempts = max(1, commit_attempts)
-        self._claim_backoff = _STORE_BACKOFF_INITIAL
+        self._claim_backoff = Backoff(_STORE_BACKOFF_INITIAL, _STORE_BACKOFF_MAX)
         self._poll = poll_interval
         self._max_poll = max_poll_interval
         self._clock = clock
@@ -190,16 +190,10 @@ class DeliveryWorker:
         try:
             jobs = await self._source.claim(self.owner, agencies, limit)
         except Exception as exc:
-            wait = self._claim_backoff
-            if isinstance(exc, StoreUnavailable):  # expected: one line, no traceback
-                log.warning("store_unavailable", action="jobs_claim", owner=self.owner, error=str(exc),
-                            retry_in_s=round(wait, 2))
-            else:
-                log.error("jobs_claim_failed", owner=self.owner, retry_in_s=round(wait, 2), exc_info=exc)
-            self._claim_backoff = min(_STORE_BACKOFF_MAX, wait * 2)
-            await sleep_unless(stop, wait)
+            await store_retry(log, exc, self._claim_backoff, stop, action="jobs_claim", failed="jobs_claim_failed",
+                              owner=self.owner)
             return []
-        self._claim_backoff = _STORE_BACKOFF_INITIAL
+        self._claim_backoff.reset()
         return jobs
 
     async def _handle(self, job: ClaimedJob) -> None:
@@ -324,25 +318,22 @@ class DeliveryWorker:
 
         If this process dies meanwhile the leases expire and the jobs are retaken, never lost.
         """
-        backoff, failures = _STORE_BACKOFF_INITIAL, 0
+        backoff, failures = Backoff(_STORE_BACKOFF_INITIAL, _STORE_BACKOFF_MAX), 0
         while True:
             try:
                 await self._source.complete(batch)
-            except StoreUnavailable as exc:  # the database is away: hold the outcomes, try again
-                log.warning("store_unavailable", action="outcomes_commit", count=len(batch), error=str(exc),
-                            retry_in_s=round(backoff, 2))
             except Exception as exc:
-                failures += 1
-                if failures >= attempts:
-                    await self._split(batch, exc)
-                    return
-                log.error("outcomes_commit_failed", count=len(batch), failures=failures, retry_in_s=round(backoff, 2),
-                          exc_info=exc)
+                if not isinstance(exc, StoreUnavailable):  # an outage holds the outcomes however long
+                    failures += 1
+                    if failures >= attempts:
+                        await self._split(batch, exc)
+                        return
+                # No stop: the outcomes are held until recorded (the run drains them before it ends).
+                await store_retry(log, exc, backoff, None, action="outcomes_commit", failed="outcomes_commit_failed",
+                                  failures=failures, count=len(batch))
             else:
                 self.delivered += sum(1 for c in batch if c.new_state == DeliveryState.PROTOCOLLED.value)
                 return
-            await asyncio.sleep(backoff)
-            backoff = min(_STORE_BACKOFF_MAX, backoff * 2)
 
     async def _split(self, batch: list[Completion], exc: Exception) -> None:
         """The batch keeps failing for another reason than an outage: record its halves apart
@@ -358,21 +349,18 @@ class DeliveryWorker:
         job = completion.job
         log.error("delivery_parked", filing_ref=job.filing_reference, delivery_id=job.delivery_id, agency=job.agency,
                   outcome_code=parked.outcome_code, state=completion.new_state, exc_info=exc)
-        backoff = _STORE_BACKOFF_INITIAL
+        backoff = Backoff(_STORE_BACKOFF_INITIAL, _STORE_BACKOFF_MAX)
         while True:
             try:
                 await self._source.complete([parked])
                 return
             except StoreUnavailable as outage:
-                log.warning("store_unavailable", action="outcome_park", count=1, error=str(outage),
-                            retry_in_s=round(backoff, 2))
+                await store_retry(log, outage, backoff, None, action="outcome_park", count=1)
             except Exception:
                 # Even the parking is refused: leave the job to its lease (it comes back, and
                 # the poison-job guard ends its round trips).
                 log.exception("delivery_park_failed", delivery_id=job.delivery_id, agency=job.agency)
                 return
-            await asyncio.sleep(backoff)
-            backoff = min(_STORE_BACKOFF_MAX, backoff * 2)
 
 
 def _one_line(exc: BaseException) -> str:
