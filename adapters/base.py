@@ -503,7 +503,7 @@ def acknowledgment(response: httpx.Response, base_url: str) -> Receipt:
 
 async def fetch_late_result(
     http: httpx.AsyncClient, poll_url: str, *, timeout: httpx.Timeout, ctx: ErrorContext, accept: str,
-    max_bytes: int = 1024 * 1024,
+    max_bytes: int,
 ) -> httpx.Response | Receipt:
     """Poll a status resource once (NONBLOCK_PULL).
 

@@ -142,10 +142,9 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
         if not correlation_id:
             raise ctx.build(AgencyProtocolError, f"the acknowledgment carries no "
                                                  f"{self._nb.correlation_header}", code="PROTOCOL")
-        if self._pattern == "pull":
-            return check_acknowledgment(Receipt.acknowledgment(
-                correlation_id=correlation_id, poll_url=self._poll_url(correlation_id)), ctx)
-        return check_acknowledgment(Receipt.acknowledgment(correlation_id=correlation_id), ctx)
+        poll_url = self._poll_url(correlation_id) if self._pattern == "pull" else None
+        return check_acknowledgment(Receipt.acknowledgment(correlation_id=correlation_id,
+                                                           poll_url=poll_url), ctx)
 
     async def poll(self, message: OutgoingMessage, poll_url: str) -> Receipt:
         """Ask the status operation once; once done, read the result operation's receipt.

@@ -161,7 +161,7 @@ class _Reader:
         if value in kinds:
             raise ctx.build(OVERRIDE_KINDS[kinds[value]], text, code=code or value)
         raise ctx.build(AgencyProtocolError, f"unexpected status {_shown(value)} in the reply: {text}",
-                        code=(code or value)[:64] or "PROTOCOL")
+                        code=code or value or "PROTOCOL")
 
     def receipt(self, reply: Any, headers: Mapping[str, str], message_id: str,
                 ctx: ErrorContext, codes: Mapping[str, type[DeliveryError]] | None = None) -> Receipt:

@@ -17,6 +17,8 @@ from adapters.wire import record_received, record_sent
 from domain.errors import AgencyProtocolError
 
 if TYPE_CHECKING:
+    from httpx._client import UseClientDefault
+
     from adapters.base import ErrorContext
 
 __all__ = ["check_body_size", "read_reply"]
@@ -40,7 +42,8 @@ def check_body_size(body: bytes, max_bytes: int, ctx: ErrorContext) -> None:
 
 
 async def read_reply(http: httpx.AsyncClient, method: str, url: httpx.URL | str, *,
-                     max_bytes: int, ctx: ErrorContext, follow_redirects: bool | None = None,
+                     max_bytes: int, ctx: ErrorContext,
+                     follow_redirects: bool | UseClientDefault = httpx.USE_CLIENT_DEFAULT,
                      **kwargs: Any) -> httpx.Response:
     """Send one request and read its reply, at most `max_bytes` of (decoded) body.
 
@@ -48,7 +51,7 @@ async def read_reply(http: httpx.AsyncClient, method: str, url: httpx.URL | str,
         http: the agency's client.
         method, url, kwargs: as for `httpx.AsyncClient.request` (`content`, `headers`,
             `timeout`, ...).
-        follow_redirects: None for the client's own setting.
+        follow_redirects: `httpx.USE_CLIENT_DEFAULT` for the client's own setting.
         max_bytes: the largest body accepted.
         ctx: who the error is about.
 
@@ -61,10 +64,7 @@ async def read_reply(http: httpx.AsyncClient, method: str, url: httpx.URL | str,
     """
     request = http.build_request(method, url, **kwargs)
     record_sent(request.content)
-    if follow_redirects is None:
-        response = await http.send(request, stream=True)
-    else:
-        response = await http.send(request, stream=True, follow_redirects=follow_redirects)
+    response = await http.send(request, stream=True, follow_redirects=follow_redirects)
     try:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_bytes:

@@ -14,6 +14,7 @@ from jsonschema.exceptions import best_match
 from adapters.base import (
     REPLY_TO_HEADER,
     ErrorContext,
+    FaultCodes,
     acknowledgment,
     check_fault_overrides,
     classify_httpx_error,
@@ -80,11 +81,11 @@ def _agency_code(body: Mapping[str, Any] | None, fields: tuple[str, ...]) -> str
 
 
 def _classify_response(
-    response: httpx.Response, ctx: ErrorContext, overrides: Mapping[str, type[DeliveryError]]
+    response: httpx.Response, ctx: ErrorContext, overrides: FaultCodes
 ) -> DeliveryError:
     status = response.status_code
     body = _json_object(response)
-    agency_code = _agency_code(body, getattr(overrides, "fields", ()))
+    agency_code = _agency_code(body, overrides.fields)
     text = _problem_text(body, status)
     code = agency_code or f"HTTP{status}"
     if 200 <= status < 300:
@@ -112,7 +113,7 @@ def _classify_response(
 def _classify(
     exc_or_response: BaseException | httpx.Response,
     ctx: ErrorContext,
-    overrides: Mapping[str, type[DeliveryError]],
+    overrides: FaultCodes,
 ) -> DeliveryError:
     if isinstance(exc_or_response, httpx.Response):
         classified = _classify_response(exc_or_response, ctx, overrides)

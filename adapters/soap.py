@@ -17,6 +17,7 @@ from lxml import etree
 from adapters.base import (
     REPLY_TO_HEADER,
     ErrorContext,
+    FaultCodes,
     acknowledgment,
     check_fault_overrides,
     classify_httpx_error,
@@ -131,13 +132,13 @@ def _read_fault(content: bytes) -> zx.Fault | None:
 
 
 def _from_fault(
-    fault: zx.Fault, ctx: ErrorContext, overrides: Mapping[str, type[DeliveryError]]
+    fault: zx.Fault, ctx: ErrorContext, overrides: FaultCodes
 ) -> DeliveryError:
     fault_code = _local(fault.code)
     kind = fault_code.split(".", 1)[0]  # SOAP 1.1 dotted codes: `Client.Authentication`
     subcodes = [_local(s) for s in (fault.subcodes or [])]
     codice, motivo = _read_rejection(fault.detail)
-    custom = _detail_code(fault.detail, getattr(overrides, "fields", ()))
+    custom = _detail_code(fault.detail, overrides.fields)
     text = motivo or (fault.message or "").strip() or "SOAP fault without a reason"
     # The most specific code wins: the agency's own (our Rifiuto, then a declared detail
     # field), then the innermost SOAP 1.2 subcode.
@@ -194,7 +195,7 @@ def _from_requests_connection_error(
     return ctx.build(OutcomeUnknown, "connection dropped (requests)")
 
 
-_Handler = Callable[[Any, ErrorContext, Mapping[str, type[DeliveryError]]], DeliveryError]
+_Handler = Callable[[Any, ErrorContext, FaultCodes], DeliveryError]
 
 
 def _fixed(cls: type[DeliveryError], text: str) -> _Handler:
@@ -241,7 +242,7 @@ def _is_xml(response: httpx.Response) -> bool:
 
 
 def _classify_response(
-    response: httpx.Response, ctx: ErrorContext, overrides: Mapping[str, type[DeliveryError]]
+    response: httpx.Response, ctx: ErrorContext, overrides: FaultCodes
 ) -> DeliveryError:
     status = response.status_code
     error = classify_status(status, response.headers, ctx)
@@ -259,7 +260,7 @@ def _classify_response(
 def _classify(
     exc_or_response: BaseException | httpx.Response,
     ctx: ErrorContext,
-    overrides: Mapping[str, type[DeliveryError]],
+    overrides: FaultCodes,
 ) -> DeliveryError:
     if isinstance(exc_or_response, httpx.Response):
         classified = _classify_response(exc_or_response, ctx, overrides)

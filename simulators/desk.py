@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -113,6 +113,27 @@ class AgencyDesk:
             return body, {}
         return self.signer.sign(body, content_type, correlation_id)
 
+    async def post_callback(self, http: httpx.AsyncClient, url: str, content: bytes,
+                            headers: Mapping[str, str], correlation_id: str,
+                            record: Callable[[int | None], None], *, tries: int,
+                            backoff_s: float) -> None:
+        """POST `content` to `url` until it answers 2xx, at most `tries` times, the pause
+        doubling from `backoff_s`; each try is signed anew and its status (None: no answer)
+        passed to `record`."""
+        pause_s = backoff_s
+        for _ in range(tries):
+            body, signature = self.signed_callback(content, headers.get("Content-Type", ""), correlation_id)
+            try:
+                status: int | None = (await http.post(url, content=body,
+                                                      headers={**headers, **signature})).status_code
+            except httpx.HTTPError:
+                status = None
+            record(status)
+            if status is not None and 200 <= status < 300:
+                return
+            await asyncio.sleep(pause_s)  # the consumer may not have recorded its ack yet
+            pause_s *= 2
+
     def reset(self) -> None:
         """Clear ledger and runtime faults; requests held by a pause give up, callbacks stop."""
         self.ledger.clear()
@@ -211,21 +232,11 @@ class AgencyDesk:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
         reply = self.replies.receipt(effect, False)
-        content_type = reply.headers["content-type"]
-        pause_s = CALLBACK_BACKOFF_S
-        for _ in range(CALLBACK_TRIES):
-            body, signature = self.signed_callback(reply.body, content_type, effect.correlation_id)
-            headers = {"Content-Type": content_type, "X-Correlation-ID": effect.correlation_id, **signature}
-            try:
-                status: int | None = (await self._http.post(effect.reply_to, content=body,
-                                                            headers=headers)).status_code
-            except httpx.HTTPError:
-                status = None
-            effect.callbacks.append({"at": now_utc(), "esito": effect.esito, "status": status})
-            if status is not None and 200 <= status < 300:
-                return
-            await asyncio.sleep(pause_s)
-            pause_s *= 2
+        headers = {"Content-Type": reply.headers["content-type"], "X-Correlation-ID": effect.correlation_id}
+        await self.post_callback(
+            self._http, effect.reply_to, reply.body, headers, effect.correlation_id,
+            lambda status: effect.callbacks.append({"at": now_utc(), "esito": effect.esito, "status": status}),
+            tries=CALLBACK_TRIES, backoff_s=CALLBACK_BACKOFF_S)
 
     async def process(
         self,

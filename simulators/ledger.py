@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -92,7 +93,7 @@ class Ledger:
     calls: int = 0
     polls: int = 0  # requests to the status resources of late outcomes
     #: The WS-Addressing `To` of each call that carried one (the last `_ADDRESSED_KEPT`).
-    addressed: list[str] = field(default_factory=list)
+    addressed: deque[str] = field(default_factory=lambda: deque(maxlen=_ADDRESSED_KEPT))
 
     def record_rejection(
         self, operation: str, message_id: str, filing_reference: str, code: str, reason: str
@@ -115,7 +116,6 @@ class Ledger:
 
     def record_addressed(self, to: str) -> None:
         self.addressed.append(to[:_ADDRESS_MAX])
-        del self.addressed[:-_ADDRESSED_KEPT]
 
     def clear(self) -> None:
         self.addressed.clear()

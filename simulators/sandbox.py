@@ -12,7 +12,6 @@ address with the callback WSDL's operation). REST contracts: `simulators.sandbox
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import uuid
@@ -483,21 +482,11 @@ class SoapSandbox(SoapEndpointBase):
             log.error("sandbox_callback_unbuildable", agency=self.spec.agency, error=str(exc))
             return
         effect.status = "protocolled"
-        pause_s = CALLBACK_BACKOFF_S
-        for _ in range(CALLBACK_TRIES):
-            # The correlation id travels in the SOAP header here; each try is signed anew.
-            body, signature = self.desk.signed_callback(content, headers.get("Content-Type", ""),
-                                                        effect.correlation_id or "")
-            try:
-                status: int | None = (await self.http.post(effect.reply_to or "", content=body,
-                                                           headers={**headers, **signature})).status_code
-            except httpx.HTTPError:
-                status = None
-            effect.callbacks.append({"at": datetime.now(UTC).isoformat(), "status": status})
-            if status is not None and 200 <= status < 300:
-                return
-            await asyncio.sleep(pause_s)  # the consumer may not have recorded its ack yet
-            pause_s *= 2
+        # The correlation id travels in the SOAP header here.
+        await self.desk.post_callback(
+            self.http, effect.reply_to or "", content, headers, effect.correlation_id or "",
+            lambda status: effect.callbacks.append({"at": datetime.now(UTC).isoformat(), "status": status}),
+            tries=CALLBACK_TRIES, backoff_s=CALLBACK_BACKOFF_S)
 
 
 def soap_sandbox_app(spec: ContractSpec, desk: AgencyDesk, http: httpx.AsyncClient) -> Starlette:
