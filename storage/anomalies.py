@@ -8,7 +8,7 @@ messages of one agency is kept on both deliveries and flagged here on the later 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -127,13 +127,17 @@ def duplicate_number_anomalies(
     return found
 
 
-def filing_anomalies(conn: Connection, filing_id: int) -> dict[str, list[dict[str, Any]]]:
-    """delivery id → its anomalies (as `anomaly_json`), oldest first."""
+def filing_anomalies(
+    conn: Connection, filing_id: int,
+    as_json: Callable[[Mapping[str, Any]], dict[str, Any]] = anomaly_json,
+) -> dict[str, list[dict[str, Any]]]:
+    """delivery id → its anomalies (as `as_json` gives each row, `anomaly_json` by default),
+    oldest first."""
     found: dict[str, list[dict[str, Any]]] = {}
     for r in conn.execute(
         select(anomalies).where(anomalies.c.filing_id == filing_id).order_by(anomalies.c.id)
     ):
-        found.setdefault(r.delivery_id, []).append(anomaly_json(r._mapping))
+        found.setdefault(r.delivery_id, []).append(as_json(r._mapping))
     return found
 
 

@@ -86,10 +86,14 @@ class SqlIdentityStore:
                 return Admission("replayed")
             if row is not None:
                 conn.execute(self._clear_failures, {"caller": caller})
-            if now - self._last_purge > _PURGE_INTERVAL:
-                self._last_purge = now
-                conn.execute(self._purge_tokens, {"now": now})
+            self._purge_if_due(conn, now)
         return Admission("ok")
+
+    def _purge_if_due(self, conn: Connection, now: float) -> None:
+        """Purge expired token ids, at most once every `_PURGE_INTERVAL` seconds."""
+        if now - self._last_purge > _PURGE_INTERVAL:
+            self._last_purge = now
+            conn.execute(self._purge_tokens, {"now": now})
 
     def record_failure(self, caller: str, now: float, policy: LockoutPolicy,
                        entry: AuditEntry) -> tuple[bool, float | None]:
@@ -179,9 +183,8 @@ class SqlIdentityStore:
             inserted = conn.execute(
                 self._remember_token, {"issuer": issuer, "jti": jti, "expires_at": keep_until}
             ).first()
-            if inserted is not None and now - self._last_purge > _PURGE_INTERVAL:
-                self._last_purge = now
-                conn.execute(self._purge_tokens, {"now": now})
+            if inserted is not None:
+                self._purge_if_due(conn, now)
         return inserted is not None
 
     # -- delegations ----------------------------------------------------------------------------

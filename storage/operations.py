@@ -17,9 +17,9 @@ from sqlalchemy.exc import IntegrityError
 
 from domain.states import DeliveryState
 from service.operations import CANCELLABLE_STATES, AgencyThrottledNow
-from service.ports import DeliveryView, NotResendable, RecipientNotFound
+from service.ports import DeliveryView, NotResendable
 from storage.audit import append_audit
-from storage.delivery_ops import EventLog, _current, lock_filings, refresh_filings, settle_dependents
+from storage.delivery_ops import EventLog, _current, refresh_filings, settle_dependents
 from storage.delivery_store import delivery_view
 from storage.delivery_tables import agency_pauses, agency_status
 from storage.errors import outages_translated
@@ -32,8 +32,16 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _throttled_until(conn: Connection, agency: str, epoch: float) -> float | None:
+    """When the agency's last Retry-After ends, if it has not ended by `epoch`."""
+    until = conn.execute(select(agency_status.c.throttled_until)
+                         .where(agency_status.c.agency == agency)).scalar()
+    return until if until is not None and until > epoch else None
+
+
 class OperationsStore:
-    """Needs `_write()`, `_read()` and `_clock` from the store it is mixed into."""
+    """Needs `_write()`, `_read()`, `_clock`, `_recipient()` and `audit()` from the store it is
+    mixed into."""
 
     _clock: Callable[[], float]
 
@@ -42,6 +50,14 @@ class OperationsStore:
 
     def _read(self) -> Connection:  # pragma: no cover - provided by SqlStore
         raise NotImplementedError
+
+    def _recipient(self, conn: Connection, reference: str, portal: str | None,  # pragma: no cover
+                   agency: str) -> tuple[dict[int, dict[str, Any]], dict[str, Any], dict[str, Any]]:
+        raise NotImplementedError  # provided by SqlStore (DeliverySemanticsStore)
+
+    def audit(self, actor: str, action: str, subject: str, outcome: str,  # pragma: no cover
+              detail: dict[str, Any]) -> None:
+        raise NotImplementedError  # provided by SqlStore
 
     # -- reading for previews -------------------------------------------------------------------
     def ops_recipient(self, reference: str, agency: str) -> DeliveryView | None:
@@ -54,20 +70,7 @@ class OperationsStore:
     def throttled_until(self, agency: str) -> float | None:
         """When the agency's last Retry-After ends, if it has not ended yet."""
         with self._read() as conn:
-            until = conn.execute(select(agency_status.c.throttled_until)
-                                 .where(agency_status.c.agency == agency)).scalar()
-        return until if until is not None and until > self._clock() else None
-
-    def _locked_recipient(self, conn: Connection, reference: str, agency: str
-                          ) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
-        filing_id = conn.execute(select(filings.c.id).where(filings.c.reference == reference)).scalar()
-        if filing_id is None:
-            raise RecipientNotFound(f"no filing {reference}")
-        info = lock_filings(conn, [filing_id])
-        row = _current(conn, filing_id, agency)
-        if row is None:
-            raise RecipientNotFound(f"filing {reference} has no recipient {agency}")
-        return info, row
+            return _throttled_until(conn, agency, self._clock())
 
     # -- retry now ------------------------------------------------------------------------------
     def retry_recipient_now(self, reference: str, agency: str, *, actor: str, force: bool = False,
@@ -84,13 +87,11 @@ class OperationsStore:
         """
         now, epoch = _utcnow(), self._clock()
         with self._write() as conn, conn.begin():
-            _, row = self._locked_recipient(conn, reference, agency)
+            _, _, row = self._recipient(conn, reference, None, agency)
             if row["state"] != _S.RETRYING:
                 raise NotResendable(f"the {agency} recipient is {row['state']}; retry now needs retrying",
                                     agency=agency, state=row["state"])
-            throttled = conn.execute(select(agency_status.c.throttled_until)
-                                     .where(agency_status.c.agency == agency)).scalar()
-            throttled = throttled if throttled is not None and throttled > epoch else None
+            throttled = _throttled_until(conn, agency, epoch)
             if throttled is not None and not force:
                 raise AgencyThrottledNow(agency, throttled)
             free = or_(outbox.c.leased_until.is_(None), outbox.c.leased_until < epoch)
@@ -129,7 +130,7 @@ class OperationsStore:
         """
         now, epoch = _utcnow(), self._clock()
         with self._write() as conn, conn.begin():
-            info, row = self._locked_recipient(conn, reference, agency)
+            info, _, row = self._recipient(conn, reference, None, agency)
             if row["state"] not in CANCELLABLE_STATES:
                 allowed = ", ".join(sorted(s.value for s in CANCELLABLE_STATES))
                 raise NotResendable(f"the {agency} recipient is {row['state']}; cancel needs one of {allowed}",
@@ -187,7 +188,7 @@ class OperationsStore:
                              outcome="paused", detail={"agency": agency, "reason": reason})
             return True
         except IntegrityError:
-            self._audit_alone(actor, "agency_paused", agency, "already_paused", {"agency": agency, "reason": reason})
+            self.audit(actor, "agency_paused", agency, "already_paused", {"agency": agency, "reason": reason})
             return False
 
     def resume_agency(self, agency: str, *, actor: str, reason: str | None = None) -> int | None:
@@ -218,8 +219,3 @@ class OperationsStore:
             append_audit(conn, at=now, actor=actor, action="agency_resumed", subject=agency, outcome="resumed",
                          detail={"agency": agency, "jobs_made_due": made_due, "reason": reason})
         return int(made_due)
-
-    def _audit_alone(self, actor: str, action: str, subject: str, outcome: str, detail: dict[str, Any]) -> None:
-        with self._write() as conn, conn.begin():
-            append_audit(conn, at=_utcnow(), actor=actor, action=action, subject=subject, outcome=outcome,
-                         detail=detail)

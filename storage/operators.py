@@ -16,17 +16,11 @@ from domain.operators import OperatorError, lockout_key
 from service.identity import AuditEntry
 from service.operators import Account, OperatorPolicy, SessionRecord, TokenRecord
 from storage.audit import append_audit
+from storage.identity import _aware
 from storage.identity_tables import auth_failures
 from storage.operator_tables import operator_login_failures, operator_sessions, operator_tokens, operators
 
 __all__ = ["SqlOperatorStore"]
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite gives back naive datetimes; they were written in UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=timezone.utc)
 
 
 def _account(row: Any) -> Account:

@@ -17,6 +17,7 @@ from sqlalchemy.sql import Select
 
 from domain.states import OPEN_DELIVERY_STATES, DeliveryState
 from service.ops_read import SearchFilters, SearchPage, encode_cursor, epoch_rfc3339, rfc3339, utc
+from storage.anomalies import filing_anomalies
 from storage.delivery_tables import agency_status, anomalies, filing_events
 from storage.tables import attempts, deliveries, filings
 
@@ -199,11 +200,7 @@ class OpsQueries:
             for a in conn.execute(select(attempts).where(attempts.c.delivery_id.in_(ids))
                                   .order_by(attempts.c.started_at, attempts.c.id)) if ids else ():
                 tries.setdefault(a.delivery_id, []).append(_attempt_json(a))
-            flagged: dict[str, list[dict[str, Any]]] = {}
-            for a in conn.execute(select(anomalies).where(anomalies.c.filing_id == filing.id)
-                                  .order_by(anomalies.c.id)):
-                flagged.setdefault(a.delivery_id, []).append(
-                    {"kind": a.kind, "detail": a.detail, "createdAt": rfc3339(a.created_at)})
+            flagged = filing_anomalies(conn, filing.id, _anomaly_detail)
             events = [
                 {"id": e.id, "seq": e.seq, "type": e.type, "payload": e.payload, "createdAt": rfc3339(e.created_at),
                  "notifiedAt": epoch_rfc3339(e.delivered_at), "notifyAttempts": e.attempts,
@@ -274,6 +271,10 @@ def _circuit(status: Any) -> dict[str, Any]:
     return {"state": status.circuit, "since": since, "failures": status.failures,
             "openUntil": epoch_rfc3339(status.open_until), "throttledUntil": epoch_rfc3339(status.throttled_until),
             "reportedBy": status.reported_by, "reportedAt": rfc3339(status.updated_at)}
+
+
+def _anomaly_detail(a: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": a["kind"], "detail": a["detail"], "createdAt": rfc3339(a["created_at"])}
 
 
 def _attempt_json(a: Any) -> dict[str, Any]:
