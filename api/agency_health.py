@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import orjson
 import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
@@ -13,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import authenticate
-from api.problems import problem_response
+from api.problems import json_response, store_unavailable
 from service.ports import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -39,11 +38,8 @@ def agency_health_routes(ctx: ApiContext) -> list[Route]:
             body = await run_in_threadpool(feed.read)
         except (OperationalError, DBAPIError, StoreUnavailable):
             log.warning("store_unavailable", exc_info=True)
-            return problem_response(503, "store-unavailable", "Service Unavailable",
-                                    "the hub's store is not reachable; retry later",
-                                    instance=request.url.path, headers={"Retry-After": "5"})
+            return store_unavailable(request, "the hub's store is not reachable; retry later")
         # Portals may cache it as long as the hub does.
-        return Response(orjson.dumps(body), media_type="application/json",
-                        headers={"Cache-Control": f"private, max-age={int(feed.ttl)}"})
+        return json_response(body, headers={"Cache-Control": f"private, max-age={int(feed.ttl)}"})
 
     return [Route("/v1/agencies/health", health, methods=["GET"])]

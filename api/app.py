@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
 import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
@@ -26,7 +25,7 @@ from api.agency_health import agency_health_routes
 from api.auth import Caller, RequestGuard, authenticate, authenticate_sync
 from api.callbacks import CallbackGuard
 from api.delegations import delegation_routes
-from api.deliveries import delivery_routes, recipient_json, recipient_problem_json
+from api.deliveries import delivery_routes, recipient_json, refusal_errors
 from api.ops.actions import actions_routes
 from api.ops.auth import OperatorGuard, session_routes
 from api.ops.detail import detail_routes
@@ -35,10 +34,10 @@ from api.ops.problems import problems_routes
 from api.ops.search import search_routes
 from api.ops.summary import summary_routes
 from api.observability import RequestObservation, metrics_routes, request_id_of
-from api.problems import problem_response
+from api.problems import json_response, problem_response, store_unavailable
 from api.readiness import ReadinessCheck, health_routes
 from console import console_mount
-from domain.intake import FilingRefused, RecipientMessagesInvalid
+from domain.intake import FilingRefused
 from routing.routes import RouteTable
 from service.agency_health import AgencyHealthFeed
 from service.identity import IdentityStore, RecipientsNotAuthorized, authorize_filing
@@ -86,10 +85,6 @@ class ApiContext:
     agency_health: AgencyHealthFeed | None = None
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
-
 def _filing_json(view: FilingView) -> dict[str, Any]:
     return {
         "reference": view.reference,
@@ -116,14 +111,7 @@ def _not_authorized(request: Request, exc: RecipientsNotAuthorized) -> Response:
 
 
 def _unavailable(request: Request) -> Response:
-    return problem_response(
-        503,
-        "store-unavailable",
-        "Service Unavailable",
-        "the filing store is not reachable; nothing was recorded, retry later",
-        instance=request.url.path,
-        headers={"Retry-After": "5"},
-    )
+    return store_unavailable(request, "the filing store is not reachable; nothing was recorded, retry later")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -181,14 +169,9 @@ def create_app(ctx: ApiContext) -> Starlette:
                                 f"the filing exceeds {ctx.max_body_bytes} bytes", [])
         try:
             return _accept(request, caller, media_type, body, idempotency_key)
-        except RecipientMessagesInvalid as refused:
-            return _refuse_sync(request, caller, refused.status, refused.problem, refused.title, str(refused),
-                                [recipient_problem_json(p) for p in refused.problems])
         except FilingRefused as refused:
-            return _refuse_sync(
-                request, caller, refused.status, refused.problem, refused.title, str(refused),
-                [_violation_json(v) for v in refused.violations],
-            )
+            return _refuse_sync(request, caller, refused.status, refused.problem, refused.title, str(refused),
+                                refusal_errors(refused, lines=True))
         except RecipientsNotAuthorized as exc:
             _refuse_sync(request, caller, 403, "recipients-not-authorized", "Forbidden", str(exc),
                          [{"code": x.code, "location": f"agency:{r.agency}"}
@@ -246,7 +229,7 @@ def create_app(ctx: ApiContext) -> Starlette:
                      recipients=[r["agency"] for r in accepted.recipients])
             if ctx.on_accepted is not None:
                 ctx.on_accepted()
-        return _json(
+        return json_response(
             {
                 "reference": accepted.reference,
                 "state": accepted.state,
@@ -288,7 +271,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             return _unavailable(request)
         if view is None:
             return problem_response(404, "not-found", "Not Found", f"no filing {reference}", instance=request.url.path)
-        return _json(_filing_json(view))
+        return json_response(_filing_json(view))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -333,11 +316,4 @@ def _ops_mount(ctx: ApiContext) -> list[Mount]:
                    *problems_routes(ctx, guard)]
     routes += actions_routes(ctx, guard)
     return [Mount("/v1/ops", routes=routes)]
-
-
-def _violation_json(v: Any) -> dict[str, Any]:
-    item = {"code": v.code, "location": v.location, "detail": v.detail}
-    if v.line is not None:
-        item["line"] = v.line
-    return item
 

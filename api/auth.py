@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.modi import ModiRefused, ModiVerifier
-from api.problems import problem_response
+from api.problems import problem_response, store_unavailable
 from domain.identity import User
 from domain.lockout import LockoutPolicy, address_key, user_key
 from service.identity import AuditEntry, IdentityStore
@@ -169,9 +169,7 @@ def authenticate_sync(guard: RequestGuard, request: Request, body: bytes) -> Cal
                                 instance=request.url.path, headers=refused.headers)
     except (OperationalError, DBAPIError):
         log.warning("store_unavailable", exc_info=True)
-        return problem_response(503, "store-unavailable", "Service Unavailable",
-                                "the store is not reachable; nothing was recorded, retry later",
-                                instance=request.url.path, headers={"Retry-After": "5"})
+        return store_unavailable(request, "the store is not reachable; nothing was recorded, retry later")
 
 
 async def authenticate(guard: RequestGuard, request: Request, body: bytes) -> Caller | Response:

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import Caller, authenticate
-from api.problems import problem_response
+from api.problems import json_response, problem_response, store_unavailable
 from service.identity import (
     AuditEntry,
     DelegationRefused,
@@ -49,10 +49,6 @@ class _BadRequest(Exception):
         super().__init__(detail)
         self.status = status
         self.slug = slug
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def _instant(value: Any, field: str) -> datetime | None:
@@ -148,9 +144,7 @@ def delegation_routes(ctx: ApiContext) -> list[Route]:
                 return await run_in_threadpool(_refused, request, caller, exc, action, subject)
             except (OperationalError, DBAPIError):
                 log.warning("store_unavailable", exc_info=True)
-                return problem_response(503, "store-unavailable", "Service Unavailable",
-                                        "the store is not reachable; nothing was recorded",
-                                        instance=request.url.path, headers={"Retry-After": "5"})
+                return store_unavailable(request, "the store is not reachable; nothing was recorded")
 
         return handle
 
@@ -168,7 +162,7 @@ def delegation_routes(ctx: ApiContext) -> list[Route]:
             known_agencies=ctx.routes.agencies, at=now,
         )
         log.info("delegation_granted", delegation_id=made["id"])
-        return _json(made, 201, {"Location": f"/v1/delegations/{made['id']}"})
+        return json_response(made, 201, {"Location": f"/v1/delegations/{made['id']}"})
 
     def subdelegate(request: Request, caller: Caller, body: bytes) -> Response:
         data = _parse(request, body)
@@ -181,14 +175,14 @@ def delegation_routes(ctx: ApiContext) -> list[Route]:
             valid_to=_instant(data.get("validTo"), "validTo"), at=ctx.guard.now(),
         )
         log.info("subdelegation_granted", delegation_id=made["id"], parent_id=made["parent"])
-        return _json(made, 201, {"Location": f"/v1/delegations/{made['id']}"})
+        return json_response(made, 201, {"Location": f"/v1/delegations/{made['id']}"})
 
     def revoke(request: Request, caller: Caller, body: bytes) -> Response:
         assert caller.user is not None
         done = revoke_delegation(ctx.identity, user=caller.user, portal=caller.portal,
                                  delegation_id=request.path_params["delegation_id"], at=ctx.guard.now())
         log.info("delegation_revoked", delegation_id=done["id"])
-        return _json(done)
+        return json_response(done)
 
     def listing(request: Request, caller: Caller, body: bytes) -> Response:
         assert caller.user is not None
@@ -199,7 +193,7 @@ def delegation_routes(ctx: ApiContext) -> list[Route]:
         ctx.identity.audit(AuditEntry(actor=caller.actor, action="delegations_listed",
                                       subject=subject.strip().upper()[:64], outcome="ok",
                                       detail={"count": len(items), **caller.audit_context()}))
-        return _json({"subject": subject.strip().upper(), "delegations": items})
+        return json_response({"subject": subject.strip().upper(), "delegations": items})
 
     return [
         Route("/v1/delegations", _handler("delegation_refused", grant), methods=["POST"]),

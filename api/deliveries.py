@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
@@ -16,8 +15,8 @@ from starlette.routing import Route
 
 from api.auth import Caller, authenticate
 from api.callbacks import CallbackRefused
-from api.problems import problem_response
-from domain.intake import FilingRefused, MessageProblem, RecipientMessagesInvalid
+from api.problems import json_response, problem_response, store_unavailable
+from domain.intake import FilingRefused, MessageProblem, RecipientMessagesInvalid, Violation
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.ports import DeliveryView, NeedsCorrection, NotResendable, RecipientNotFound
 from service.recipients import CallbackUnreadable, CorrectionRefused, correct_recipient, record_callback
@@ -25,7 +24,7 @@ from service.recipients import CallbackUnreadable, CorrectionRefused, correct_re
 if TYPE_CHECKING:
     from api.app import ApiContext
 
-__all__ = ["delivery_routes", "recipient_json", "recipient_problem_json"]
+__all__ = ["delivery_routes", "recipient_json", "recipient_problem_json", "refusal_errors"]
 
 log = structlog.get_logger("crocevia.api")
 
@@ -38,17 +37,8 @@ _MAX_CORRELATION = 128
 _MAX_AGENCY = 64
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
-
 def _instant(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch else None
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite returns naive datetimes for timezone-aware columns; they were written in UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def recipient_json(d: DeliveryView) -> dict[str, Any]:
@@ -86,6 +76,21 @@ def recipient_problem_json(p: MessageProblem) -> dict[str, Any]:
     return item
 
 
+def _violation_json(v: Violation, *, line: bool) -> dict[str, Any]:
+    item: dict[str, Any] = {"code": v.code, "location": v.location, "detail": v.detail}
+    if line and v.line is not None:
+        item["line"] = v.line
+    return item
+
+
+def refusal_errors(refused: FilingRefused, *, lines: bool) -> list[dict[str, Any]]:
+    """A refused filing's problem errors: each recipient's message that would fail its agency
+    schema, or each violation (with its line when `lines`: the intake route shows them)."""
+    if isinstance(refused, RecipientMessagesInvalid):
+        return [recipient_problem_json(p) for p in refused.problems]
+    return [_violation_json(v, line=lines) for v in refused.violations]
+
+
 async def _read_body(request: Request, limit: int) -> bytes | None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -102,9 +107,7 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
 
 def delivery_routes(ctx: ApiContext) -> list[Route]:
     def unavailable(request: Request) -> Response:
-        return problem_response(503, "store-unavailable", "Service Unavailable",
-                                "the filing store is not reachable; nothing was recorded, retry later",
-                                instance=request.url.path, headers={"Retry-After": "5"})
+        return store_unavailable(request, "the filing store is not reachable; nothing was recorded, retry later")
 
     def too_large(request: Request) -> Response:
         return problem_response(413, "document-too-large", "Content Too Large",
@@ -164,13 +167,9 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
         except NotResendable as exc:
             return problem_response(409, "recipient-not-resendable", "Conflict", str(exc), instance=path,
                                     extra={"agency": exc.agency, "state": exc.state})
-        except RecipientMessagesInvalid as refused:
-            return problem_response(refused.status, refused.problem, refused.title, str(refused), instance=path,
-                                    errors=[recipient_problem_json(p) for p in refused.problems])
         except FilingRefused as refused:
             return problem_response(refused.status, refused.problem, refused.title, str(refused), instance=path,
-                                    errors=[{"code": v.code, "location": v.location, "detail": v.detail}
-                                            for v in refused.violations])
+                                    errors=refusal_errors(refused, lines=False))
         except CorrectionRefused as exc:
             return problem_response(422, "correction-refused", "Unprocessable Content", str(exc), instance=path)
         except RecipientsNotAuthorized as exc:
@@ -179,8 +178,8 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
                  delivery_id=view.delivery_id, state=view.state)
         if ctx.on_accepted is not None:
             ctx.on_accepted()
-        return _json({"reference": reference, "recipient": recipient_json(view),
-                      "links": {"filing": f"/v1/filings/{reference}"}}, 202)
+        return json_response({"reference": reference, "recipient": recipient_json(view),
+                              "links": {"filing": f"/v1/filings/{reference}"}}, 202)
 
     # -- the event feed -------------------------------------------------------------------------
     async def events(request: Request) -> Response:
@@ -206,7 +205,7 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
         if found is None:
             return problem_response(404, "not-found", "Not Found", f"no filing {reference}",
                                     instance=request.url.path)
-        return _json({"reference": reference, "events": [e.to_json() for e in found]})
+        return json_response({"reference": reference, "events": [e.to_json() for e in found]})
 
     # -- agencies' callbacks (AgID NONBLOCK_PUSH) ------------------------------------------------
     async def callback(request: Request) -> Response:
@@ -224,8 +223,14 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
         except (OperationalError, DBAPIError):
             log.warning("audit_unavailable", exc_info=True)
 
+    def refuse(request: Request, agency: str, correlation_id: str, outcome: str, status: int, slug: str,
+               title: str, detail: str, *, authenticated: bool = True,
+               headers: dict[str, str] | None = None) -> Response:
+        """A refused callback: its audit line (`outcome`), then its problem."""
+        audit_callback(agency, correlation_id, outcome, status, authenticated=authenticated)
+        return problem_response(status, slug, title, detail, instance=request.url.path, headers=headers)
+
     def _callback(request: Request, agency: str, body: bytes | None) -> Response:
-        path = request.url.path
         agency = agency[:_MAX_AGENCY]  # the path is the caller's claim: bounded before it is stored
         correlation_id = request.headers.get(_CORRELATION, "").strip()
         if body is None:
@@ -246,50 +251,42 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
             ctx.callbacks.authenticate(agency, request.headers, body)
         except CallbackRefused as refused:
             log.info("callback_refused", agency=agency, correlation_id=shown, reason=refused.slug)
-            audit_callback(agency, shown, refused.slug, 401, authenticated=False)
-            return problem_response(401, refused.slug, "Unauthorized", refused.detail, instance=path,
-                                    headers={"WWW-Authenticate": 'Bearer realm="crocevia-callbacks"'})
+            return refuse(request, agency, shown, refused.slug, 401, refused.slug, "Unauthorized", refused.detail,
+                          authenticated=False, headers={"WWW-Authenticate": 'Bearer realm="crocevia-callbacks"'})
         except (OperationalError, DBAPIError):
             log.warning("store_unavailable", exc_info=True)
             return unavailable(request)
         if not correlation_id or len(correlation_id) > _MAX_CORRELATION:
-            audit_callback(agency, shown, "missing-correlation-id", 400, authenticated=True)
-            return problem_response(400, "missing-correlation-id", "Bad Request",
-                                    "an X-Correlation-ID header names the exchange", instance=path)
+            return refuse(request, agency, shown, "missing-correlation-id", 400, "missing-correlation-id",
+                          "Bad Request", "an X-Correlation-ID header names the exchange")
         try:
             result = record_callback(ctx.store, ctx.outcome_readers, agency, correlation_id, content_type, body)
         except CallbackUnreadable as exc:
             log.warning("callback_unreadable", agency=agency, correlation_id=correlation_id, error=str(exc))
-            audit_callback(agency, correlation_id, "callback-unreadable", 400, authenticated=True)
-            return problem_response(400, "callback-unreadable", "Bad Request", str(exc), instance=path)
+            return refuse(request, agency, correlation_id, "callback-unreadable", 400, "callback-unreadable",
+                          "Bad Request", str(exc))
         except (OperationalError, DBAPIError):
             return unavailable(request)
         log.info("callback_received", agency=agency, correlation_id=correlation_id, result=result)
         if result == "unknown":
-            audit_callback(agency, correlation_id, "unknown-correlation-id", 404, authenticated=True)
-            return problem_response(404, "unknown-correlation-id", "Not Found",
-                                    f"no delivery to {agency} has correlation id {correlation_id}", instance=path)
+            return refuse(request, agency, correlation_id, "unknown-correlation-id", 404, "unknown-correlation-id",
+                          "Not Found", f"no delivery to {agency} has correlation id {correlation_id}")
         if result == "not_yet":
-            audit_callback(agency, correlation_id, "not-yet-acknowledged", 503, authenticated=True)
-            return problem_response(503, "delivery-not-acknowledged-yet", "Service Unavailable",
-                                    "the hub has not yet recorded the agency's acknowledgment of this message; "
-                                    "nothing was changed: send the callback again later",
-                                    instance=path, headers={"Retry-After": "2"})
+            return refuse(request, agency, correlation_id, "not-yet-acknowledged", 503,
+                          "delivery-not-acknowledged-yet", "Service Unavailable",
+                          "the hub has not yet recorded the agency's acknowledgment of this message; "
+                          "nothing was changed: send the callback again later", headers={"Retry-After": "2"})
         if result == "conflict":
-            audit_callback(agency, correlation_id, "conflict", 409, authenticated=True)
-            return problem_response(409, "outcome-conflict", "Conflict",
-                                    "the delivery waits for no outcome from the agency; nothing was changed",
-                                    instance=path)
+            return refuse(request, agency, correlation_id, "conflict", 409, "outcome-conflict", "Conflict",
+                          "the delivery waits for no outcome from the agency; nothing was changed")
         if result == "contradiction":
-            audit_callback(agency, correlation_id, "contradiction", 409, authenticated=True)
-            return problem_response(409, "outcome-contradicts-record", "Conflict",
-                                    "the delivery already has another protocol number or a final decision; "
-                                    "nothing was changed and the contradiction is kept for operations",
-                                    instance=path)
+            return refuse(request, agency, correlation_id, "contradiction", 409, "outcome-contradicts-record",
+                          "Conflict", "the delivery already has another protocol number or a final decision; "
+                                      "nothing was changed and the contradiction is kept for operations")
         audit_callback(agency, correlation_id, result, 200, authenticated=True)
         if result == "recorded" and ctx.on_accepted is not None:
             ctx.on_accepted()
-        return _json({"status": result}, 200, {"X-Correlation-ID": correlation_id})
+        return json_response({"status": result}, 200, {"X-Correlation-ID": correlation_id})
 
     # -- agencies' circuits ------------------------------------------------------------------------
     async def agencies(request: Request) -> Response:
@@ -310,11 +307,11 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
                 "openUntil": _instant(status.open_until) if status else None,
                 "throttledUntil": _instant(status.throttled_until) if status else None,
                 "reportedBy": status.reported_by if status else None,
-                "updatedAt": _aware(status.updated_at).isoformat() if status else None,
+                "updatedAt": status.updated_at.isoformat() if status else None,
                 # The worker that reported it stopped reporting: its breaker says nothing now.
                 "stale": bool(status and ctx.agency_health and ctx.agency_health.is_stale(status)),
             })
-        return _json({"agencies": listing})
+        return json_response({"agencies": listing})
 
     return [
         Route("/v1/filings/{reference}/recipients/{agency}/resend", resend, methods=["POST"]),

@@ -6,9 +6,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["PROBLEM_TYPE_BASE", "problem_response"]
+__all__ = ["PROBLEM_TYPE_BASE", "json_response", "problem_response", "store_unavailable"]
 
 PROBLEM_TYPE_BASE = "urn:crocevia:problem:"
 
@@ -42,3 +43,13 @@ def problem_response(
         media_type="application/problem+json",
         headers=dict(headers or {}),
     )
+
+
+def store_unavailable(request: Request, detail: str) -> Response:
+    """503 when the store is not reachable: `detail` says what was (not) done; retry in 5 s."""
+    return problem_response(503, "store-unavailable", "Service Unavailable", detail, instance=request.url.path,
+                            headers={"Retry-After": "5"})
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)

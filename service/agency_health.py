@@ -58,8 +58,7 @@ class AgencyHealthFeed:
 
     def is_stale(self, status: AgencyStatus) -> bool:
         """Whether a circuit report is too old to trust: the worker that sent it stopped."""
-        updated = status.updated_at if status.updated_at.tzinfo else status.updated_at.replace(tzinfo=timezone.utc)
-        return self.wall() - updated.timestamp() > self.stale_after
+        return self.wall() - status.updated_at.timestamp() > self.stale_after
 
     def read(self) -> dict[str, Any]:
         """The feed's body (cached for `ttl` seconds)."""

@@ -40,6 +40,7 @@ from storage.delivery_ops import (
 )
 from storage.delivery_tables import agency_status, filing_events
 from storage.errors import outages_translated
+from storage.identity import _aware
 from storage.tables import attempts, deliveries, filings, outbox
 
 __all__ = ["NEVER", "DeliverySemanticsStore", "delivery_view"]
@@ -383,4 +384,4 @@ class DeliverySemanticsStore:
     def agency_statuses(self) -> list[AgencyStatus]:
         with self._read() as conn:
             rows = conn.execute(select(agency_status).order_by(agency_status.c.agency)).all()
-        return [AgencyStatus(**r._mapping) for r in rows]
+        return [AgencyStatus(**{**r._mapping, "updated_at": _aware(r.updated_at)}) for r in rows]

@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.deliveries import recipient_json
+from api.deliveries import _instant, recipient_json
 from api.ops.auth import OperatorGuard
-from api.problems import problem_response
+from api.problems import json_response, problem_response, store_unavailable
 from service.operations import (
     BULK_RESEND_MAX,
     MAX_REASON,
@@ -52,14 +52,6 @@ class _BadRequest(Exception):
     def __init__(self, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
         self.field = field
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def _instant(epoch: float | None) -> str | None:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch else None
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -170,9 +162,7 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
                                         headers={"Retry-After": "5"})
             except (OperationalError, DBAPIError, StoreUnavailable):
                 log.warning("store_unavailable", exc_info=True)
-                return problem_response(503, "store-unavailable", "Service Unavailable",
-                                        "the store is not reachable; nothing was done, retry later",
-                                        instance=path, headers={"Retry-After": "5"})
+                return store_unavailable(request, "the store is not reachable; nothing was done, retry later")
             finally:
                 structlog.contextvars.unbind_contextvars("operator", "ops_action")
 
@@ -187,7 +177,7 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
             ctx.on_accepted()
 
     def answer(action: str, body: dict[str, Any], *, done: bool) -> Response:
-        return _json({"action": action, "confirmed": done, **body}, 202 if done else 200)
+        return json_response({"action": action, "confirmed": done, **body}, 202 if done else 200)
 
     # -- one recipient ------------------------------------------------------------------------------
     async def resend(request: Request, operator: Any) -> Response:
@@ -311,8 +301,8 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
             raise _BadRequest("`limit` must be a whole number") from None
         limit = _limit({"limit": limit}, 100, 1000)
         counts, letters = await run_in_threadpool(ctx.dead_letters.list, agency, limit)
-        return _json({"counts": counts, "total": sum(counts.values()),
-                      "messages": [m.to_json() for m in letters]})
+        return json_response({"counts": counts, "total": sum(counts.values()),
+                              "messages": [m.to_json() for m in letters]})
 
     async def replay(request: Request, operator: Any) -> Response:
         if ctx.dead_letters is None:
@@ -354,7 +344,7 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
         now = ctx.guard.now().timestamp()  # the lockout clock: epoch seconds
         counting = request.query_params.get("all") in ("1", "true")
         found = await run_in_threadpool(lambda: ctx.identity.lockouts(now, counting=counting))
-        return _json({"lockouts": [{
+        return json_response({"lockouts": [{
             "key": lock.key, "locked": lock.locked_at(now), "failures": lock.state.failures,
             "lastFailureAt": _instant(lock.state.last_failure_at), "lockedUntil": _instant(lock.state.locked_until),
         } for lock in found]})

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.problems import problem_response
+from api.problems import json_response, problem_response, store_unavailable
 from domain.operators import TOKEN_PREFIX, Operator, role_allows
 from service.identity import AuditEntry
 from service.operators import LoginRefused, OperatorAccounts, SessionRecord
@@ -99,9 +99,7 @@ class TokenOrSessionGuard:
             return response
         except (OperationalError, DBAPIError):
             log.warning("store_unavailable", exc_info=True)
-            return problem_response(503, "store-unavailable", "Service Unavailable",
-                                    "the store is not reachable; retry later", instance=request.url.path,
-                                    headers={"Retry-After": "5"})
+            return store_unavailable(request, "the store is not reachable; retry later")
 
     def _require(self, request: Request, role: str, form_token: str | None) -> Operator:
         authorization = request.headers.get("authorization")
@@ -212,10 +210,6 @@ async def read_fields(request: Request, limit: int = _FORM_LIMIT) -> dict[str, A
                             f"send application/json or {_FORM_TYPE}", instance=request.url.path)
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
 def session_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
     """`POST /session` (login), `DELETE /session` (logout), `GET /whoami`, under `/v1/ops`.
 
@@ -249,11 +243,9 @@ def session_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
                                     "name, password or one-time code not accepted", instance=request.url.path)
         except (OperationalError, DBAPIError):
             log.warning("store_unavailable", exc_info=True)
-            return problem_response(503, "store-unavailable", "Service Unavailable",
-                                    "the store is not reachable; retry later", instance=request.url.path,
-                                    headers={"Retry-After": "5"})
+            return store_unavailable(request, "the store is not reachable; retry later")
         log.info("operator_logged_in", operator=session.operator.name)
-        response = _json({
+        response = json_response({
             "operator": {"name": session.operator.name, "role": session.operator.role},
             "csrfToken": session.csrf_token,
             "expiresAt": session.expires_at.isoformat(),
@@ -287,7 +279,7 @@ def session_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
         if record is not None:
             body["csrfToken"] = record.csrf_token
             body["sessionStartedAt"] = record.created_at.isoformat()
-        return _json(body)
+        return json_response(body)
 
     routes = [Route("/whoami", whoami, methods=["GET"])]
     if isinstance(guard, TokenOrSessionGuard):

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import orjson
 import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
@@ -14,15 +13,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.ops.auth import OperatorGuard
-from api.problems import problem_response
+from api.problems import problem_response, store_unavailable
 
-__all__ = ["InstantInvalid", "OperatorGuard", "bad_parameter", "json_response", "parse_instant", "read_guarded"]
+__all__ = ["InstantInvalid", "OperatorGuard", "bad_parameter", "parse_instant", "read_guarded"]
 
 log = structlog.get_logger("crocevia.api.ops")
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def bad_parameter(request: Request, status: int, name: str, detail: str) -> Response:
@@ -62,6 +57,4 @@ async def read_guarded(request: Request, guard: OperatorGuard, role: str,
         return await run_in_threadpool(read, operator)
     except (OperationalError, DBAPIError):
         log.warning("store_unavailable", exc_info=True)
-        return problem_response(503, "store-unavailable", "Service Unavailable",
-                                "the store is not reachable; retry later", instance=request.url.path,
-                                headers={"Retry-After": "5"})
+        return store_unavailable(request, "the store is not reachable; retry later")

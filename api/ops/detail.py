@@ -8,8 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.ops.common import OperatorGuard, json_response, read_guarded
-from api.problems import problem_response
+from api.ops.common import OperatorGuard, read_guarded
+from api.problems import json_response, problem_response
+from service.operations import operator_actor
 
 if TYPE_CHECKING:
     from api.app import ApiContext
@@ -32,7 +33,7 @@ def detail_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
 
         def read(operator: Any) -> Response:
             found = ctx.ops.filing_detail(reference)  # type: ignore[union-attr]
-            ctx.store.audit(f"operator:{operator.name}", "ops_filing_read", reference,
+            ctx.store.audit(operator_actor(operator.name), "ops_filing_read", reference,
                             "ok" if found is not None else "not_found", {})
             if found is None:
                 return problem_response(404, "not-found", "Not Found", f"no filing {reference}",

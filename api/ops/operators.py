@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -12,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.ops.auth import OperatorGuard, read_fields
-from api.problems import problem_response
+from api.problems import json_response, problem_response, store_unavailable
 from domain.operators import OperatorError
 from service.operators import OperatorAccounts, account_json
 
@@ -22,10 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["operator_routes"]
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
 def _refused(request: Request, exc: OperatorError) -> Response:
     titles = {404: "Not Found", 409: "Conflict", 422: "Unprocessable Content"}
     return problem_response(exc.status, exc.slug, titles.get(exc.status, "Bad Request"), exc.detail,
@@ -33,8 +28,7 @@ def _refused(request: Request, exc: OperatorError) -> Response:
 
 
 def _unavailable(request: Request) -> Response:
-    return problem_response(503, "store-unavailable", "Service Unavailable", "the store is not reachable; "
-                            "nothing was changed, retry later", instance=request.url.path, headers={"Retry-After": "5"})
+    return store_unavailable(request, "the store is not reachable; nothing was changed, retry later")
 
 
 def _flag(value: Any) -> bool:
@@ -54,7 +48,7 @@ def operator_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
             found = await run_in_threadpool(accounts.list)
         except (OperationalError, DBAPIError):
             return _unavailable(request)
-        return _json({"operators": [account_json(a) for a in found]})
+        return json_response({"operators": [account_json(a) for a in found]})
 
     async def add_operator(request: Request) -> Response:
         admin = await guard.require(request, "admin")
@@ -79,7 +73,7 @@ def operator_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
         body = account_json(account)
         if uri is not None:
             body["totpProvisioningUri"] = uri  # shown once: the secret is not readable later
-        return _json(body, 201)
+        return json_response(body, 201)
 
     async def change_role(request: Request) -> Response:
         admin = await guard.require(request, "admin")
@@ -99,7 +93,7 @@ def operator_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
             return _refused(request, exc)
         except (OperationalError, DBAPIError):
             return _unavailable(request)
-        return _json(account_json(account))
+        return json_response(account_json(account))
 
     async def disable(request: Request) -> Response:
         admin = await guard.require(request, "admin")
@@ -112,7 +106,7 @@ def operator_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
             return _refused(request, exc)
         except (OperationalError, DBAPIError):
             return _unavailable(request)
-        return _json(account_json(account))
+        return json_response(account_json(account))
 
     return [
         Route("/operators", list_operators, methods=["GET"]),

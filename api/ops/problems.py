@@ -8,7 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.ops.common import InstantInvalid, OperatorGuard, bad_parameter, json_response, parse_instant, read_guarded
+from api.ops.common import InstantInvalid, OperatorGuard, bad_parameter, parse_instant, read_guarded
+from api.problems import json_response
 
 if TYPE_CHECKING:
     from api.app import ApiContext

@@ -13,8 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from api.ops.common import InstantInvalid, OperatorGuard, bad_parameter, json_response, parse_instant, read_guarded
+from api.ops.common import InstantInvalid, OperatorGuard, bad_parameter, parse_instant, read_guarded
+from api.problems import json_response
 from domain.states import DeliveryState, FilingState
+from service.operations import operator_actor
 from service.ops_read import SEARCH_COLUMNS, CursorInvalid, SearchFilters, decode_cursor
 
 if TYPE_CHECKING:
@@ -137,7 +139,7 @@ def search_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
         def read(operator: Any) -> Response:
             if as_csv:
                 # An export of personal data in bulk: audited with the operator and the filters.
-                ctx.store.audit(f"operator:{operator.name}", "ops_search_exported", "", "ok",
+                ctx.store.audit(operator_actor(operator.name), "ops_search_exported", "", "ok",
                                 {"filters": {k: v for k, v in request.query_params.items() if k != "cursor"}})
                 explicit = limit if "limit" in request.query_params else None
                 return StreamingResponse(_csv_lines(ops.search_all(filters, after, limit=explicit)),

@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.ops.common import OperatorGuard, json_response, read_guarded
+from api.ops.common import OperatorGuard, read_guarded
+from api.problems import json_response
 from service.ops_read import rfc3339
 
 if TYPE_CHECKING:
