@@ -9,7 +9,8 @@ import asyncio
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -516,6 +517,27 @@ class _WorkerSet:
             await client.aclose()
 
 
+def _supervisor(hub: Hub, stop: asyncio.Event) -> Supervisor:
+    return Supervisor(stop, fail_for_tests=hub.settings.supervision.fail_task_for_tests)
+
+
+def _uvicorn_server(hub: Hub, app: Any, *, host: str, port: int, max_connections: int) -> Any:
+    """A uvicorn server for `app` on `host:port`, with the `[api]` limits but its own connection cap."""
+    import uvicorn
+
+    api = hub.settings.api
+    return uvicorn.Server(server_config(app, host=host, port=port, limits=ServerLimits(
+        header_timeout=api.header_timeout, keep_alive_timeout=api.keep_alive_timeout,
+        max_connections=max_connections, max_header_bytes=api.max_header_bytes)))
+
+
+async def _until_listening(server: Any, task: asyncio.Task[Any], stop: asyncio.Event | None = None) -> bool:
+    """Wait until `server` listens, its serving `task` ends or (if given) `stop` is set: whether it listens."""
+    while not server.started and not task.done() and not (stop is not None and stop.is_set()):
+        await asyncio.sleep(0.01)
+    return bool(server.started)
+
+
 async def run_workers(
     hub: Hub, stop: asyncio.Event, agencies: list[str] | None = None, concurrency: int | None = None
 ) -> None:
@@ -524,7 +546,7 @@ async def run_workers(
     Raises:
         BackgroundTaskDied: the worker, notifier or consumer died (the others were drained).
     """
-    supervisor = Supervisor(stop, fail_for_tests=hub.settings.supervision.fail_task_for_tests)
+    supervisor = _supervisor(hub, stop)
     metrics = HubMetrics()
     workers = _WorkerSet(hub, agencies, concurrency, metrics=metrics, supervisor=supervisor)
     try:
@@ -546,7 +568,6 @@ async def _start_listener(hub: Hub, supervisor: Supervisor, stop: asyncio.Event,
     and `port` (0: none). A port already taken stops the process, named, like the API's."""
     if not port:
         return
-    import uvicorn
     from starlette.applications import Starlette
 
     from starlette.middleware import Middleware
@@ -556,10 +577,8 @@ async def _start_listener(hub: Hub, supervisor: Supervisor, stop: asyncio.Event,
 
     app = Starlette(routes=[*metrics_routes(metrics), *health_routes(_readiness(hub, supervisor))],
                     middleware=[Middleware(RequestObservation)])
-    api, host = hub.settings.api, hub.settings.metrics.host
-    server = uvicorn.Server(server_config(app, host=host, port=port, limits=ServerLimits(
-        header_timeout=api.header_timeout, keep_alive_timeout=api.keep_alive_timeout,
-        max_connections=64, max_header_bytes=api.max_header_bytes)))
+    host = hub.settings.metrics.host
+    server = _uvicorn_server(hub, app, host=host, port=port, max_connections=64)
     task = supervisor.watch(f"{role}-metrics", server.serve(), may_return=True)
 
     async def shutdown() -> None:
@@ -567,9 +586,7 @@ async def _start_listener(hub: Hub, supervisor: Supervisor, stop: asyncio.Event,
         server.should_exit = True
 
     supervisor.watch(f"{role}-metrics-stop", shutdown())
-    while not server.started and not task.done():
-        await asyncio.sleep(0.01)
-    if not server.started:
+    if not await _until_listening(server, task):
         raise RuntimeError(f"the {role}'s metrics listener could not listen on {host}:{port}")
     log.info("metrics_listening", role=role, host=host, port=port)
 
@@ -632,15 +649,23 @@ def _without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
+@contextmanager
+def migrated_engine(settings: Settings, *, pool_size: int = 10) -> Iterator[Engine]:
+    """An engine on the configured store, migrated to head first (as every process does at start:
+    a command may be the first to open a fresh database), disposed of afterwards."""
+    engine = build_engine(settings.database.url, base_dir=settings.path("."), pool_size=pool_size)
+    try:
+        upgrade_to_head(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def queue_report(settings: Settings) -> tuple[list[dict[str, Any]], str | None]:
     """One row per agency: its open jobs in the store and, with RabbitMQ, its queues; plus
     the broker's problem if it could not be read (the store's part is shown anyway)."""
-    engine = build_engine(settings.database.url, base_dir=settings.path("."), pool_size=1)
-    try:
-        upgrade_to_head(engine)  # as every process does at start: an empty database has no jobs
+    with migrated_engine(settings, pool_size=1) as engine:  # an empty database has no jobs
         jobs = SqlStore(engine).queue_summary()
-    finally:
-        engine.dispose()
     agencies = sorted(set(settings.agencies) | set(jobs))
     broker: dict[str, dict[str, int]] = {}
     problem = None
@@ -662,12 +687,8 @@ def queue_report(settings: Settings) -> tuple[list[dict[str, Any]], str | None]:
 def anomaly_report(settings: Settings, agency: str | None, limit: int) -> list[dict[str, Any]]:
     """The latest anomalies kept for operators (contradicting callbacks, duplicate protocol
     numbers), newest first."""
-    engine = build_engine(settings.database.url, base_dir=settings.path("."), pool_size=1)
-    try:
-        upgrade_to_head(engine)
+    with migrated_engine(settings, pool_size=1) as engine:
         return SqlStore(engine).anomalies(agency, limit)
-    finally:
-        engine.dispose()
 
 
 async def run_relay(hub: Hub, stop: asyncio.Event, metrics: HubMetrics | None = None) -> None:
@@ -700,7 +721,7 @@ async def run_relay_process(hub: Hub, stop: asyncio.Event) -> None:
     Raises:
         BackgroundTaskDied: the relay died (logged with its traceback).
     """
-    supervisor = Supervisor(stop, fail_for_tests=hub.settings.supervision.fail_task_for_tests)
+    supervisor = _supervisor(hub, stop)
     metrics = HubMetrics()
     supervisor.watch("relay", run_relay(hub, stop, metrics))
     try:
@@ -726,10 +747,8 @@ async def run_api_and_workers(
         BackgroundTaskDied: a background task (the API server, worker, notifier, relay or
             consumer) died; everything else was stopped and drained first.
     """
-    import uvicorn
-
     public_url = _public_url(hub.settings, host, port)
-    supervisor = Supervisor(stop, fail_for_tests=hub.settings.supervision.fail_task_for_tests)
+    supervisor = _supervisor(hub, stop)
     metrics = _api_metrics(hub)
     workers = (_WorkerSet(hub, None, public_url=public_url, metrics=metrics, supervisor=supervisor)
                if with_workers else None)
@@ -768,10 +787,7 @@ async def run_api_and_workers(
             agency_health=_agency_health(hub),
         )
     )
-    api = hub.settings.api
-    server = uvicorn.Server(server_config(app, host=host, port=port, limits=ServerLimits(
-        header_timeout=api.header_timeout, keep_alive_timeout=api.keep_alive_timeout,
-        max_connections=api.max_connections, max_header_bytes=api.max_header_bytes)))
+    server = _uvicorn_server(hub, app, host=host, port=port, max_connections=hub.settings.api.max_connections)
     # uvicorn ends on its own when it catches SIGTERM/SIGINT: that stops the process, not a death.
     server_task = supervisor.watch("api", server.serve(), may_return=True)
     server_task.add_done_callback(lambda _: stop.set())
@@ -780,9 +796,7 @@ async def run_api_and_workers(
         # The notifier returns at once when no portal has a callback address.
         supervisor.watch("notifier", workers.notifier.run(stop), may_return=True)
     try:
-        while not server.started and not server_task.done() and not stop.is_set():
-            await asyncio.sleep(0.01)
-        if server.started:
+        if await _until_listening(server, server_task, stop):
             if started is not None:
                 started.set()
             log.info("api_listening", host=host, port=port)

@@ -283,9 +283,10 @@ def submit(ctx: click.Context, files: tuple[str, ...], url: str | None, portal: 
     """Submit filings (XML or JSON files) to a running hub, ModI-signed, and print its answers."""
     from bootstrap import portal_signer
     from cli.client import PortalClient, declarant_of, demo_user
+    from cli.ops_client import hub_url
 
     settings = _settings(ctx)
-    base = url or f"http://{settings.api.host}:{settings.api.port}"
+    base = hub_url(settings, url)
     failed = False
     with PortalClient(base, portal_signer(settings, portal)) as client:
         for name in files:
@@ -312,10 +313,11 @@ def status(ctx: click.Context, references: tuple[str, ...], url: str | None, por
     """Show filings and every recipient's state."""
     from bootstrap import portal_signer
     from cli.client import PortalClient, demo_user
+    from cli.ops_client import hub_url
     from cli.table import filings_table
 
     settings = _settings(ctx)
-    base = url or f"http://{settings.api.host}:{settings.api.port}"
+    base = hub_url(settings, url)
     with PortalClient(base, portal_signer(settings, portal), user=demo_user(user, auth)) as client:
         views = []
         for reference in references:
@@ -515,12 +517,11 @@ def filings() -> None:
 
 
 def _ops_client(ctx: click.Context, url: str | None, token: str | None):  # type: ignore[no-untyped-def]
-    from cli.ops_client import OpsClient
+    from cli.ops_client import OpsClient, hub_url
 
     if not token:
         raise click.UsageError("a personal access token is needed: --token or CROCEVIA_OPERATOR_TOKEN")
-    settings = _settings(ctx)
-    return OpsClient(url or f"http://{settings.api.host}:{settings.api.port}", token)
+    return OpsClient(hub_url(_settings(ctx), url), token)
 
 
 _OPS_URL = click.option("--url", default=None, help="Hub base URL (default from config).")

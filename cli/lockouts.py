@@ -9,15 +9,13 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import orjson
-from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from bootstrap import migrated_engine
 from cli.table import render_table
 from config.settings import Settings
 from domain.lockout import Lockout
-from storage.engine import build_engine
 from storage.identity import SqlIdentityStore
-from storage.migrate import upgrade_to_head
 from storage.store import SqlStore
 
 __all__ = ["run_lockouts_lift", "run_lockouts_list"]
@@ -29,14 +27,11 @@ def _instant(epoch: float | None) -> str:
 
 @contextmanager
 def _identity(settings: Settings) -> Iterator[SqlIdentityStore]:
-    engine: Engine = build_engine(settings.database.url, base_dir=settings.path("."))
-    upgrade_to_head(engine)  # an operator may look before the hub first started on this store
-    try:
+    # An operator may look before the hub first started on this store: migrated first.
+    with migrated_engine(settings) as engine:
         # The store's own writer: on SQLite it begins IMMEDIATE, so a lift beside a running
         # hub waits for the write lock instead of failing at once.
         yield SqlIdentityStore(engine, SqlStore(engine).writer)
-    finally:
-        engine.dispose()
 
 
 def _rows(found: list[Lockout], now: float) -> list[list[str]]:

@@ -15,13 +15,11 @@ from datetime import datetime
 import orjson
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from bootstrap import operator_accounts
+from bootstrap import migrated_engine, operator_accounts
 from cli.table import render_table
 from config.settings import Settings
 from domain.operators import OperatorError
 from service.operators import OperatorAccounts, account_json
-from storage.engine import build_engine
-from storage.migrate import upgrade_to_head
 
 __all__ = ["run_operators_add", "run_operators_disable", "run_operators_list", "run_operators_revoke_token",
            "run_operators_role", "run_operators_token", "run_operators_tokens"]
@@ -31,12 +29,8 @@ Echo = Callable[[str], None]
 
 @contextmanager
 def _accounts(settings: Settings, clock: Callable[[], float]) -> Iterator[OperatorAccounts]:
-    engine = build_engine(settings.database.url, base_dir=settings.path("."))
-    try:
-        upgrade_to_head(engine)  # the first admin is often made on a fresh database
+    with migrated_engine(settings) as engine:  # the first admin is often made on a fresh database
         yield operator_accounts(settings, engine, clock=clock)
-    finally:
-        engine.dispose()
 
 
 def _when(at: datetime | None) -> str:

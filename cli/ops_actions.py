@@ -12,62 +12,38 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
 import httpx
 
+from cli.ops_client import HubUnreachable, OpsClient, hub_url
 from cli.table import render_table
 
-__all__ = ["OpsClient", "register"]
+__all__ = ["register"]
 
 #: Exit statuses: the hub refused the request; the hub could not be reached.
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
 
 
-class HubUnreachable(Exception):
-    """No answer from the hub (refused connection, timeout, DNS): one line for the operator."""
+@dataclass(frozen=True)
+class _Connection:
+    """Where and as whom a command asks (`--url`, `--token`), and whether it prints JSON (`--json`)."""
+
+    url: str
+    token: str | None
+    as_json: bool
 
 
-class OpsClient:
-    """The operator API at `url` (`…/v1/ops`), as the holder of `token`."""
-
-    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._base = url.rstrip("/")
-        self._http = httpx.Client(base_url=f"{self._base}/v1/ops", headers=headers, timeout=timeout,
-                                  trust_env=False, transport=transport)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def call(self, method: str, path: str, *, body: dict[str, Any] | None = None,
-             params: dict[str, Any] | None = None) -> httpx.Response:
-        """One request.
-
-        Raises:
-            HubUnreachable: the hub did not answer.
-        """
-        try:
-            return self._http.request(method, path, json=body, params=params)
-        except httpx.TransportError as exc:
-            raise HubUnreachable(f"cannot reach the hub at {self._base}: {type(exc).__name__}: {exc}") from exc
-
-
-def _client(ctx: click.Context) -> OpsClient:
-    opts = ctx.obj["ops"]
-    return OpsClient(opts["url"], opts["token"])
-
-
-def _finish(ctx: click.Context, response: httpx.Response, show: Callable[[dict[str, Any]], None]) -> None:
+def _finish(conn: _Connection, response: httpx.Response, show: Callable[[dict[str, Any]], None]) -> None:
     """Print the answer (JSON or readable) and exit with its status."""
     try:
         body = response.json()
     except ValueError:
         body = {"title": f"HTTP {response.status_code}", "detail": response.text[:200]}
-    if ctx.obj["ops"]["json"]:
+    if conn.as_json:
         click.echo(json.dumps(body, indent=2, ensure_ascii=False))
     elif response.is_success:
         show(body)
@@ -78,17 +54,17 @@ def _finish(ctx: click.Context, response: httpx.Response, show: Callable[[dict[s
     sys.exit(0 if response.is_success else EXIT_REFUSED)
 
 
-def _run(ctx: click.Context, method: str, path: str, show: Callable[[dict[str, Any]], None], *,
+def _run(conn: _Connection, method: str, path: str, show: Callable[[dict[str, Any]], None], *,
          body: dict[str, Any] | None = None, params: dict[str, Any] | None = None) -> None:
-    client = _client(ctx)
+    client = OpsClient(conn.url, conn.token)
     try:
-        response = client.call(method, path, body=body, params=params)
+        response = client.call(method, f"/v1/ops{path}", body=body, params=params)
     except HubUnreachable as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_UNREACHABLE)
     finally:
         client.close()
-    _finish(ctx, response, show)
+    _finish(conn, response, show)
 
 
 def _show_recipient(body: dict[str, Any]) -> None:
@@ -146,10 +122,8 @@ def register(cli: click.Group) -> None:
                           help="The hub's address (default: the configured API host and port).")(fn)
         return fn
 
-    def setup(ctx: click.Context, url: str | None, token: str | None, as_json: bool) -> None:
-        settings = ctx.obj["settings"]
-        ctx.obj["ops"] = {"url": url or f"http://{settings.api.host}:{settings.api.port}", "token": token,
-                          "json": as_json}
+    def setup(ctx: click.Context, url: str | None, token: str | None, as_json: bool) -> _Connection:
+        return _Connection(hub_url(ctx.obj["settings"], url), token, as_json)
 
     @cli.command("resend")
     @click.argument("reference")
@@ -161,8 +135,8 @@ def register(cli: click.Group) -> None:
     def resend(ctx: click.Context, reference: str, agency: str, confirm: bool, reason: str | None,
                url: str | None, token: str | None, as_json: bool) -> None:
         """Send an undeliverable or cancelled recipient's message again (same message id)."""
-        setup(ctx, url, token, as_json)
-        _run(ctx, "POST", f"{_recipient(reference, agency)}/resend", _show_recipient, body=_action(confirm, reason))
+        conn = setup(ctx, url, token, as_json)
+        _run(conn, "POST", f"{_recipient(reference, agency)}/resend", _show_recipient, body=_action(confirm, reason))
 
     @cli.command("retry")
     @click.argument("reference")
@@ -175,8 +149,8 @@ def register(cli: click.Group) -> None:
     def retry(ctx: click.Context, reference: str, agency: str, confirm: bool, reason: str | None, force: bool,
               url: str | None, token: str | None, as_json: bool) -> None:
         """Make a retrying recipient's next attempt due now, ignoring its backoff."""
-        setup(ctx, url, token, as_json)
-        _run(ctx, "POST", f"{_recipient(reference, agency)}/retry", _show_recipient,
+        conn = setup(ctx, url, token, as_json)
+        _run(conn, "POST", f"{_recipient(reference, agency)}/retry", _show_recipient,
              body=_action(confirm, reason, force=force))
 
     @cli.command("cancel")
@@ -189,8 +163,8 @@ def register(cli: click.Group) -> None:
     def cancel(ctx: click.Context, reference: str, agency: str, confirm: bool, reason: str,
                url: str | None, token: str | None, as_json: bool) -> None:
         """Cancel a recipient: no more calls to its agency (a resend revives it)."""
-        setup(ctx, url, token, as_json)
-        _run(ctx, "POST", f"{_recipient(reference, agency)}/cancel", _show_recipient, body=_action(confirm, reason))
+        conn = setup(ctx, url, token, as_json)
+        _run(conn, "POST", f"{_recipient(reference, agency)}/cancel", _show_recipient, body=_action(confirm, reason))
 
     @cli.group("agencies")
     def agencies() -> None:
@@ -206,8 +180,8 @@ def register(cli: click.Group) -> None:
             @click.pass_context
             def command(ctx: click.Context, agency: str, confirm: bool, reason: str | None,
                         url: str | None, token: str | None, as_json: bool) -> None:
-                setup(ctx, url, token, as_json)
-                _run(ctx, "POST", f"/agencies/{agency}/{verb}", _show_fields, body=_action(confirm, reason))
+                conn = setup(ctx, url, token, as_json)
+                _run(conn, "POST", f"/agencies/{agency}/{verb}", _show_fields, body=_action(confirm, reason))
 
             return command
 
@@ -224,8 +198,8 @@ def register(cli: click.Group) -> None:
     def resend_undeliverable(ctx: click.Context, agency: str, start: str, end: str, confirm: bool,
                              reason: str | None, url: str | None, token: str | None, as_json: bool) -> None:
         """Resend AGENCY's recipients that became undeliverable in [--from, --to): count first."""
-        setup(ctx, url, token, as_json)
-        _run(ctx, "POST", f"/agencies/{agency}/resend-undeliverable", _show_fields,
+        conn = setup(ctx, url, token, as_json)
+        _run(conn, "POST", f"/agencies/{agency}/resend-undeliverable", _show_fields,
              body=_action(confirm, reason, **{"from": start, "to": end}))
 
     @cli.group("dlq")
@@ -240,11 +214,11 @@ def register(cli: click.Group) -> None:
     def dlq_list(ctx: click.Context, agency: str | None, limit: int, url: str | None, token: str | None,
                  as_json: bool) -> None:
         """Show the dead-lettered messages (nothing moves)."""
-        setup(ctx, url, token, as_json)
+        conn = setup(ctx, url, token, as_json)
         params: dict[str, Any] = {"limit": limit}
         if agency:
             params["agency"] = agency
-        _run(ctx, "GET", "/dead-letters", _show_letters, params=params)
+        _run(conn, "GET", "/dead-letters", _show_letters, params=params)
 
     @dlq.command("replay")
     @click.option("--agency", default=None, help="Only this agency's queue.")
@@ -257,10 +231,10 @@ def register(cli: click.Group) -> None:
     def dlq_replay(ctx: click.Context, agency: str | None, jobs: tuple[int, ...], limit: int, confirm: bool,
                    reason: str | None, url: str | None, token: str | None, as_json: bool) -> None:
         """Move dead-lettered messages back to their agency's queue."""
-        setup(ctx, url, token, as_json)
+        conn = setup(ctx, url, token, as_json)
         more: dict[str, Any] = {"limit": limit}
         if agency:
             more["agency"] = agency
         if jobs:
             more["jobIds"] = list(jobs)
-        _run(ctx, "POST", "/dead-letters/replay", _show_letters, body=_action(confirm, reason, **more))
+        _run(conn, "POST", "/dead-letters/replay", _show_letters, body=_action(confirm, reason, **more))

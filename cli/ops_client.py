@@ -1,4 +1,5 @@
 """`hub.py filings search|show`: the operator API read over HTTP with a personal access token.
+Also the client the action commands (cli/ops_actions.py) use, with their own exits.
 
 One-line errors, never a traceback: the hub unreachable, the token refused, a bad filter.
 Exit codes (sysexits.h): 0 done, 1 not found, 64 bad request, 69 hub unreachable or
@@ -14,9 +15,10 @@ import httpx
 import orjson
 
 from cli.table import render_table
+from config.settings import Settings
 
-__all__ = ["EXIT_NOT_FOUND", "EXIT_REFUSED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "OpsClient", "OpsError",
-           "run_filings_search", "run_filings_show"]
+__all__ = ["EXIT_NOT_FOUND", "EXIT_REFUSED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "HubUnreachable", "OpsClient",
+           "OpsError", "hub_url", "run_filings_search", "run_filings_show"]
 
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 64  # EX_USAGE: the hub refused the parameters
@@ -47,17 +49,44 @@ def _exit_code(status: int) -> int:
     return EXIT_SOFTWARE
 
 
-class OpsClient:
-    """The operator API over HTTP, authenticated with a personal access token (Bearer)."""
+class HubUnreachable(Exception):
+    """No answer from the hub (refused connection, timeout, DNS); `__cause__` is httpx's error."""
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0,
+    def __init__(self, base: str, error: httpx.TransportError) -> None:
+        super().__init__(f"cannot reach the hub at {base}: {type(error).__name__}: {error}")
+        self.base = base
+        self.error = error
+
+
+def hub_url(settings: Settings, url: str | None = None) -> str:
+    """`url`, or the hub's address from the configuration (`[api] host` and `port`)."""
+    return url or f"http://{settings.api.host}:{settings.api.port}"
+
+
+class OpsClient:
+    """The operator API at `url` (paths under `/v1/ops`), with a personal access token (Bearer) when given."""
+
+    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None) -> None:
-        self._base = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=self._base, timeout=timeout, trust_env=False, transport=transport,
-                                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+        self._base = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(base_url=self._base, headers=headers, timeout=timeout, trust_env=False,
+                                    transport=transport)
 
     def close(self) -> None:
         self._client.close()
+
+    def call(self, method: str, path: str, *, body: dict[str, Any] | None = None,
+             params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """One request, whatever the hub answers.
+
+        Raises:
+            HubUnreachable: the hub did not answer.
+        """
+        try:
+            return self._client.request(method, path, json=body, params=params, headers=headers)
+        except httpx.TransportError as exc:
+            raise HubUnreachable(self._base, exc) from exc
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET a JSON resource of the operator API.
@@ -66,9 +95,10 @@ class OpsClient:
             OpsError: the hub could not be reached, or answered a problem.
         """
         try:
-            response = self._client.get(path, params=params)
-        except httpx.TransportError as exc:
-            raise OpsError(f"cannot reach the hub at {self._base} ({type(exc).__name__})", EXIT_UNAVAILABLE) from exc
+            response = self.call("GET", path, params=params, headers={"Accept": "application/json"})
+        except HubUnreachable as exc:
+            raise OpsError(f"cannot reach the hub at {self._base} ({type(exc.error).__name__})",
+                           EXIT_UNAVAILABLE) from exc.error
         if response.status_code >= 400:
             try:
                 problem = orjson.loads(response.content)
