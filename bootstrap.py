@@ -19,7 +19,7 @@ import httpx
 import structlog
 from sqlalchemy import Engine
 
-from adapters.base import RetryPolicy, deliver_with_retries, poll_once
+from adapters.base import deliver_with_retries, poll_once
 from adapters.contracts import load_agency_catalog
 from adapters.deadline import DeadlineTransport
 from adapters.factory import ContractSet, build_agency_adapter
@@ -40,6 +40,7 @@ from routing.routes import RouteTable, load_route_table
 from schemas.filing import FilingValidator
 from service.agency_health import AgencyHealthFeed
 from service.circuit import CircuitBreaker
+from service.delivery_port import RetryPolicy
 from service.maintenance import MaintenanceCalendar, MaintenanceWindow
 from service.metrics import HubMetrics, StoreGaugeCollector
 from service.notifier import EventNotifier

@@ -1,14 +1,14 @@
-"""The agency adapter port, the HTTP failure table both protocols share, and the retry wrapper."""
+"""The HTTP failure table both protocols share, and the retry wrapper around the delivery port
+(`service.delivery_port`, which the adapters implement)."""
 
 from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Protocol, runtime_checkable
 from urllib.parse import urljoin
 
 import httpx
@@ -37,22 +37,24 @@ from domain.errors import (
 from adapters.replies import read_reply
 from adapters.wire import WireCapture, capturing
 from domain.messages import OutgoingMessage, Receipt
+from service.delivery_port import (
+    AgencyAdapter,
+    DeliveryResult,
+    LateOutcomeAdapter,
+    RetryPolicy,
+    TryRecord,
+)
 
 __all__ = [
     "CORRELATION_HEADER",
     "DEFAULT_TIMEOUT",
     "REPLY_TO_HEADER",
-    "LateOutcomeAdapter",
     "acknowledgment",
     "fetch_late_result",
     "poll_once",
     "OVERRIDE_KINDS",
-    "AgencyAdapter",
-    "DeliveryResult",
     "ErrorContext",
     "FaultCodes",
-    "RetryPolicy",
-    "TryRecord",
     "check_fault_overrides",
     "classify_httpx_error",
     "classify_status",
@@ -62,25 +64,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-
-@runtime_checkable
-class AgencyAdapter(Protocol):
-    """Speaks one agency's protocol. Fakes may subclass this port explicitly."""
-
-    agency: str
-
-    async def deliver(self, message: OutgoingMessage) -> Receipt:
-        """Send one message and return the agency's receipt.
-
-        Raises:
-            DeliveryError: only its subclasses; any other exception is a bug of the adapter.
-        """
-        ...
-
-    async def aclose(self) -> None:
-        """Release what the adapter owns (never the injected HTTP client)."""
-        ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,53 +240,6 @@ def classify_status(
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Short in-process retries (seconds); longer outages go to the persisted schedule."""
-
-    attempts: int = 3
-    initial_wait: float = 0.2
-    max_wait: float = 2.0
-    jitter: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError("attempts must be at least 1")
-        if min(self.initial_wait, self.max_wait, self.jitter) < 0:
-            raise ValueError("waits must not be negative")
-
-    @classmethod
-    def without_waits(cls, attempts: int = 3) -> RetryPolicy:
-        """A policy that retries immediately: for tests."""
-        return cls(attempts=attempts, initial_wait=0.0, max_wait=0.0, jitter=0.0)
-
-
-@dataclass
-class TryRecord:
-    """One call to the adapter."""
-
-    number: int
-    started_at: datetime
-    duration_ms: float
-    error: DeliveryError | None
-    #: The request body sent and the reply body received, bounded (adapters.wire).
-    sent: str | None = None
-    received: str | None = None
-
-
-@dataclass
-class DeliveryResult:
-    """What `deliver_with_retries` returns: a receipt or the last error, and every try."""
-
-    receipt: Receipt | None
-    error: DeliveryError | None
-    tries: list[TryRecord] = field(default_factory=list)
-
-    @property
-    def succeeded(self) -> bool:
-        return self.receipt is not None
-
-
 class _StopBeforeRetryAfter(stop_base):
     """Stop when the planned wait would call the agency before its Retry-After.
 
@@ -320,7 +256,7 @@ class _StopBeforeRetryAfter(stop_base):
         return retry_state.upcoming_sleep < retry_after
 
 
-def _log_retry(message: OutgoingMessage):
+def _log_retry(message: OutgoingMessage) -> Callable[[RetryCallState], None]:
     def before_sleep(retry_state: RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         log.info(
@@ -461,30 +397,6 @@ async def deliver_with_retries(
 REPLY_TO_HEADER = "X-ReplyTo"
 #: The provider's id of a non-blocking exchange: in its 202, and in its callback.
 CORRELATION_HEADER = "X-Correlation-ID"
-
-
-@runtime_checkable
-class LateOutcomeAdapter(Protocol):
-    """An adapter that also reads late outcomes: by polling (PULL) or from a callback (PUSH)."""
-
-    agency: str
-
-    async def poll(self, message: OutgoingMessage, poll_url: str) -> Receipt:
-        """Ask the status resource once: an acknowledgment while the agency works, else the receipt.
-
-        Raises:
-            DeliveryError: as `deliver` does.
-        """
-        ...
-
-    def read_result(self, operation: str, content_type: str, body: bytes, message_id: str) -> Receipt:
-        """Read the receipt an agency POSTed to the hub's callback.
-
-        Raises:
-            DeliveryError: AgencyRejected for a refusal, AgencyProtocolError for a body that is
-                not a receipt of `operation` for `message_id`.
-        """
-        ...
 
 
 def acknowledgment(response: httpx.Response, base_url: str) -> Receipt:

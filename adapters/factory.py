@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from adapters.base import AgencyAdapter, ErrorContext
+from adapters.base import ErrorContext
 from adapters.contracts import AgencyCatalog, AgencySpec, ContractError, ContractSpec
 from adapters.openapi import OpenApiContract, load_openapi_contract
 from adapters.rest import RestAgencyAdapter
@@ -23,6 +23,7 @@ from adapters.soap import SoapAgencyAdapter
 from adapters.wsdl import WsdlContract, load_wsdl_contract
 from domain.errors import AdapterMisconfigured
 from domain.messages import OutgoingMessage, Receipt
+from service.delivery_port import AgencyAdapter
 
 __all__ = [
     "ContractSet",

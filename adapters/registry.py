@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from adapters.base import AgencyAdapter
+from service.delivery_port import AgencyAdapter
 from adapters.contracts import default_catalog
 from adapters.factory import build_agency_adapter
 

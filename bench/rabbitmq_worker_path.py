@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.base import DeliveryResult, TryRecord  # noqa: E402
+from service.delivery_port import DeliveryResult, TryRecord  # noqa: E402
 from config.logging import configure_logging  # noqa: E402
 from domain.messages import Receipt  # noqa: E402
 from routing.plan import PlannedDelivery  # noqa: E402

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Protocol, Sequence
 
 from domain.errors import (
     AgencyRejected,
@@ -14,26 +14,13 @@ from domain.errors import (
 )
 from domain.messages import Receipt
 from domain.states import ESITO_DECISIONS, Decision, DeliveryState
+from service.delivery_port import DeliveryResult, TryRecord
 from service.ports import AttemptRecord, ClaimedJob, Completion
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 
 __all__ = ["abandon", "attempt_result", "defer", "park_uncommitted", "settle"]
 
 _DEFAULT_LATE = LateOutcomePolicy()
-
-
-class _Try(Protocol):
-    number: int
-    started_at: datetime
-    duration_ms: float
-    error: DeliveryError | None
-    # Also `sent` and `received` (adapters.base.TryRecord): what went over the wire, bounded.
-
-
-class _Result(Protocol):
-    receipt: Receipt | None
-    error: DeliveryError | None
-    tries: Sequence[_Try]
 
 
 def attempt_result(error: BaseException | None) -> tuple[str, str | None]:
@@ -47,7 +34,7 @@ def attempt_result(error: BaseException | None) -> tuple[str, str | None]:
     return result, type(error).__name__
 
 
-def _attempt_records(tries: Sequence[_Try]) -> list[AttemptRecord]:
+def _attempt_records(tries: Sequence[TryRecord]) -> list[AttemptRecord]:
     records = []
     for t in tries:
         result, error_class = attempt_result(t.error)
@@ -57,7 +44,7 @@ def _attempt_records(tries: Sequence[_Try]) -> list[AttemptRecord]:
             http_status, code, text = t.error.http_status, t.error.code, t.error.text[:2000]
         records.append(AttemptRecord(t.number, t.started_at, t.duration_ms, result, code, text,
                                      error_class=error_class, http_status=http_status,
-                                     request_body=getattr(t, "sent", None), reply_body=getattr(t, "received", None)))
+                                     request_body=t.sent, reply_body=t.received))
     return records
 
 
@@ -116,7 +103,7 @@ def _from_receipt(
 
 def settle(
     job: ClaimedJob,
-    result: _Result,
+    result: DeliveryResult,
     policy: SchedulePolicy,
     *,
     owner: str,

@@ -35,6 +35,7 @@ from domain.errors import AgencyThrottled, TransientDeliveryError
 from domain.messages import OutgoingMessage
 from domain.states import TERMINAL_DELIVERY_STATES, DeliveryState
 from service.circuit import CircuitBreaker
+from service.delivery_port import AgencyAdapter, DeliveryResult, RetryPolicy
 from service.maintenance import MaintenanceCalendar
 from service.operations import PAUSED_REASON, PauseBoard
 from service.metrics import HubMetrics
@@ -61,8 +62,8 @@ class JobSource(Protocol):
     async def complete(self, completions: Sequence[Completion]) -> None: ...
 
 
-DeliverFn = Callable[[Any, OutgoingMessage, Any], Awaitable[Any]]
-PollFn = Callable[[Any, OutgoingMessage, str], Awaitable[Any]]
+DeliverFn = Callable[[AgencyAdapter, OutgoingMessage, RetryPolicy], Awaitable[DeliveryResult]]
+PollFn = Callable[[AgencyAdapter, OutgoingMessage, str], Awaitable[DeliveryResult]]
 #: `report(agency, breaker.snapshot(), owner)`: publish a breaker's new state.
 CircuitReport = Callable[[str, Mapping[str, Any], str], Awaitable[None]]
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.base import RetryPolicy, deliver_with_retries
+from adapters.base import deliver_with_retries
 from adapters.registry import ADAPTER_BUILDERS
 from domain.errors import (
     AgencyRejected,
@@ -20,6 +20,7 @@ from domain.errors import (
     OutcomeUnknown,
 )
 from domain.messages import OutgoingMessage
+from service.delivery_port import RetryPolicy
 
 AGENCIES = ["inps", "inail", "cciaa", "runts"]
 NO_WAIT = RetryPolicy.without_waits(attempts=3)

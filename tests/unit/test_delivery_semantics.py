@@ -11,7 +11,7 @@ import pytest
 from lxml import etree
 
 from adapters.webhook import sign_body, verify_signature
-from domain.errors import AgencyRejected, AgencyUnreachable
+from domain.errors import AgencyRejected, AgencyUnreachable, DeliveryError
 from domain.messages import Receipt
 from domain.states import DeliveryState as D
 from domain.states import FilingState as F
@@ -20,6 +20,7 @@ from routing.mapping import MappingError, compile_field_map
 from routing.plan import fill_handoffs
 from routing.routes import load_route_table
 from service.circuit import CircuitBreaker, CircuitState
+from service.delivery_port import DeliveryResult, TryRecord
 from service.maintenance import MaintenanceCalendar, MaintenanceWindow, parse_days
 from service.ports import ClaimedJob
 from service.schedule import LateOutcomePolicy, SchedulePolicy
@@ -102,15 +103,8 @@ def test_a_window_across_midnight_and_chained_windows() -> None:
 # -- settling ------------------------------------------------------------------------------------------
 
 
-class _Try:
-    def __init__(self, error: Exception | None) -> None:
-        self.number, self.error = 1, error
-        self.started_at, self.duration_ms = datetime.now(timezone.utc), 1.0
-
-
-class _Result:
-    def __init__(self, receipt: Receipt | None, error: Exception | None = None) -> None:
-        self.receipt, self.error, self.tries = receipt, error, [_Try(error)]
+def _Result(receipt: Receipt | None, error: DeliveryError | None = None) -> DeliveryResult:
+    return DeliveryResult(receipt, error, [TryRecord(1, datetime.now(timezone.utc), 1.0, error)])
 
 
 def _job(state: str = "pending", *, polls: int = 0, acked_ago: float | None = None, poll_url: str | None = None,

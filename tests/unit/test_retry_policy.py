@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.base import AgencyAdapter, RetryPolicy, deliver_with_retries
+from adapters.base import deliver_with_retries
 from domain.errors import (
     AgencyProtocolError,
     AgencyRejected,
@@ -14,6 +14,7 @@ from domain.errors import (
     OutcomeUnknown,
 )
 from domain.messages import OutgoingMessage, Receipt
+from service.delivery_port import AgencyAdapter, RetryPolicy
 
 TAX_CODE = "RSSMRA80A01H501U"
 MESSAGE = OutgoingMessage(

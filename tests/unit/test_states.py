@@ -7,11 +7,18 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from domain.errors import AgencyRejected, AgencyThrottled, AgencyUnreachable, MessageRejectedAsInvalid
+from domain.errors import (
+    AgencyRejected,
+    AgencyThrottled,
+    AgencyUnreachable,
+    DeliveryError,
+    MessageRejectedAsInvalid,
+)
 from domain.messages import Receipt
 from domain.states import DeliveryState as D
 from domain.states import FilingState as F
 from routing.aggregate import aggregate_filing_state
+from service.delivery_port import DeliveryResult, TryRecord
 from service.ports import ClaimedJob
 from service.schedule import SchedulePolicy
 from service.settle import settle
@@ -53,17 +60,12 @@ def test_jitter_spreads_delays_within_bounds() -> None:
     assert len(delays) > 1 and all(10 <= d <= 15 for d in delays)
 
 
-class _Try:
-    def __init__(self, number: int, error: Exception | None) -> None:
-        self.number, self.error = number, error
-        self.started_at, self.duration_ms = datetime.now(timezone.utc), 1.0
+def _Try(number: int, error: DeliveryError | None) -> TryRecord:
+    return TryRecord(number, datetime.now(timezone.utc), 1.0, error)
 
 
-class _Result:
-    def __init__(self, receipt: Receipt | None, errors: list[Exception | None]) -> None:
-        self.receipt = receipt
-        self.error = errors[-1]
-        self.tries = [_Try(i + 1, e) for i, e in enumerate(errors)]
+def _Result(receipt: Receipt | None, errors: list[DeliveryError | None]) -> DeliveryResult:
+    return DeliveryResult(receipt, errors[-1], [_Try(i + 1, e) for i, e in enumerate(errors)])
 
 
 def _job(rounds: int = 0, age: float = 0.0) -> ClaimedJob:
