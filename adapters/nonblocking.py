@@ -12,7 +12,6 @@ Other) the base adapters already follow the headers.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import quote, unquote, urldefrag
 
@@ -21,10 +20,10 @@ import structlog
 import zeep.exceptions as zx
 from lxml import etree
 
-from adapters.base import ErrorContext, classify_status
+from adapters.base import ErrorContext
 from adapters.receipts import check_acknowledgment
-from adapters.replies import check_body_size, read_reply
-from adapters.soap import SoapAgencyAdapter, _classify
+from adapters.replies import check_body_size
+from adapters.soap import SoapAgencyAdapter
 from adapters.wsdl import ENVELOPE_NS, parse_reply
 from domain.errors import AdapterMisconfigured, AgencyProtocolError, AgencyRejected
 from domain.messages import OutgoingMessage, Receipt
@@ -65,7 +64,7 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
 
     `deliver` returns an acknowledgment (`Receipt.acknowledgment`) carrying the agency's
     correlation id; `poll` (PULL) and `read_result` (PUSH) turn the late outcome into the
-    receipt, as `adapters.base.LateOutcomeAdapter` asks.
+    receipt, as `service.delivery_port.LateOutcomeAdapter` asks.
     """
 
     def __init__(self, contract: Any, **kwargs: Any) -> None:
@@ -83,33 +82,19 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
 
     async def _exchange(self, name: str, content: dict[str, Any], ctx: ErrorContext,
                         soap_headers: dict[str, str], message_id: str | None = None) -> httpx.Response:
-        """One call of operation `name`; faults and HTTP failures raised as delivery errors."""
+        """One call of operation `name` on the shared send path; faults and HTTP failures
+        raised as delivery errors. The SOAP headers carry what HTTP headers carry in the
+        blocking pattern (`X-ReplyTo`, `X-Correlation-ID`)."""
         operation = self._operation(name, ctx)
-        envelope = self._loaded.build(name, content, ctx, soap_headers, address=self._endpoint)
-        if self._signer is not None:
-            envelope, _ = self._signer.egress(envelope, {}, name, {})
-        payload = etree.tostring(envelope, encoding="utf-8", xml_declaration=True)
-        headers = dict(operation.headers)
-        if message_id and self._loaded.spec.message_id_header:
-            headers[self._loaded.spec.message_id_header] = message_id
-        started = time.perf_counter()
+        payload = self._envelope(name, content, ctx, soap_headers)
+        request = self._post(operation, payload, message_id or None, {})
+        response = await self._send(request, ctx, name)
+        self._raise_for_status(response, ctx)
         try:
-            response = await read_reply(self._http, "POST", self._endpoint, content=payload,
-                                        headers=headers, timeout=self._timeout,
-                                        max_bytes=self._max_reply, ctx=ctx)
-        except httpx.HTTPError as exc:
-            raise _classify(exc, ctx, self._overrides) from exc
-        log.debug("soap_reply_received", agency=self.agency, operation=name,
-                  status=response.status_code,
-                  duration_ms=round((time.perf_counter() - started) * 1000, 1))
-        status_error = classify_status(response.status_code, response.headers, ctx)
-        if status_error is not None:
-            raise status_error
-        try:
-            self._loaded.binding.process_reply(self._loaded.client, operation.binding_operation,
-                                               response)
+            self.contract.binding.process_reply(self.contract.client, operation.binding_operation,
+                                                response)
         except (zx.Error, etree.LxmlError) as exc:
-            raise _classify(exc, ctx, self._overrides) from exc
+            raise self._failure(exc, ctx) from exc
         return response
 
     def _poll_url(self, correlation_id: str) -> str:
@@ -163,7 +148,7 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
         headers = {self._nb.correlation_header: correlation_id}
         assert self._nb.status_operation and self._nb.result_operation
         response = await self._exchange(self._nb.status_operation, {}, ctx, headers)
-        payload = self._loaded.payload(response.content)
+        payload = self.contract.payload(response.content)
         status = ""
         if payload is not None and self._status_path is not None:
             found = self._status_path(payload)
@@ -191,8 +176,8 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
                             code="PROTOCOL")
         if etree.QName(payload).localname == "Fault":
             response = httpx.Response(500, headers={"content-type": content_type}, content=body)
-            raise _classify(response, ctx, self._overrides)
-        return self._loaded.receipt.receipt(payload, {}, message_id, ctx, self._overrides)
+            raise self._failure(response, ctx)
+        return self.contract.receipt.receipt(payload, {}, message_id, ctx, self._overrides)
 
     def correlation_id(self, content_type: str, body: bytes) -> str | None:
         """The correlation id of a callback: in its SOAP header, as the callback WSDL says."""

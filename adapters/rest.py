@@ -15,12 +15,9 @@ from adapters.base import (
     REPLY_TO_HEADER,
     ErrorContext,
     FaultCodes,
-    acknowledgment,
     check_fault_overrides,
     classify_httpx_error,
     classify_status,
-    effective_timeout,
-    fetch_late_result,
 )
 from domain.errors import (
     AdapterMisconfigured,
@@ -30,10 +27,8 @@ from domain.errors import (
     DeliveryError,
     MessageRejectedAsInvalid,
 )
-from adapters.contracts import ContractError
+from adapters.exchange import ContractAdapter, OutgoingRequest
 from adapters.openapi import OpenApiContract, RestOperation
-from adapters.receipts import check_acknowledgment
-from adapters.replies import check_body_size, read_reply
 from domain.messages import OutgoingMessage, Receipt
 
 __all__ = ["RestAgencyAdapter", "classify_http"]
@@ -173,7 +168,7 @@ def classify_http(
 # ---------------------------------------------------------------------------------------------
 
 
-class RestAgencyAdapter:
+class RestAgencyAdapter(ContractAdapter[OpenApiContract, RestOperation]):
     """Delivers messages to one REST agency through one declared OpenAPI contract version.
 
     Args:
@@ -201,20 +196,11 @@ class RestAgencyAdapter:
         signer: Any = None,
         reply_to: str | None = None,
     ) -> None:
-        self.agency = contract.spec.agency
-        self.contract = contract
-        self._signer = signer
-        self._reply_to = reply_to
+        super().__init__(contract, endpoint=endpoint.rstrip("/"), http=http,
+                         fault_overrides=fault_overrides, timeout=timeout, signer=signer,
+                         reply_to=reply_to)
         self._operations = contract.operations
-        self._endpoint = endpoint.rstrip("/")
         self._urls: dict[str, httpx.URL] = {}  # per operation path, parsed once
-        self._http = http
-        self._timeout = effective_timeout(timeout or http.timeout)
-        self._overrides = check_fault_overrides(
-            {**dict(contract.spec.fault_overrides), **(fault_overrides or {})},
-            contract.spec.fault_code_fields,
-        )
-        self._max_reply = contract.spec.receipt.limits.max_reply_bytes
 
     def __repr__(self) -> str:
         return (f"RestAgencyAdapter(contract={self.contract.spec.ref!r}, "
@@ -246,59 +232,8 @@ class RestAgencyAdapter:
         return self.contract.receipt.receipt(body, response.headers, message.message_id, ctx,
                                              self._overrides)
 
-    def _operation(self, name: str, ctx: ErrorContext) -> _Operation:
-        try:
-            return self.contract.operation(name)
-        except ContractError as exc:
-            raise ctx.build(AdapterMisconfigured, str(exc), code="UNKNOWN_OPERATION") from exc
-
-    async def poll(self, message: OutgoingMessage, poll_url: str) -> Receipt:
-        """Ask the agency's status resource for a late outcome (NONBLOCK_PULL), once.
-
-        Raises:
-            DeliveryError: the status or result could not be read, or is not a receipt.
-        """
-        ctx = ErrorContext(self.agency, message.operation, message.delivery_id)
-        operation = self._operation(message.operation, ctx)
-        found = await fetch_late_result(self._http, poll_url, timeout=self._timeout, ctx=ctx,
-                                        accept="application/json, application/problem+json",
-                                        max_bytes=self._max_reply)
-        if isinstance(found, Receipt):
-            return found
-        receipt = self._read_receipt(found, operation, message, ctx)
-        if receipt is not None:
-            return receipt
-        raise _classify(found, ctx, self._overrides)
-
-    def read_result(self, operation: str, content_type: str, body: bytes, message_id: str) -> Receipt:
-        """Read the receipt an agency POSTed to the hub's callback (NONBLOCK_PUSH).
-
-        Raises:
-            DeliveryError: AgencyProtocolError for a body that is not a receipt for `message_id`.
-        """
-        ctx = ErrorContext(self.agency, operation)
-        check_body_size(body, self._max_reply, ctx)
-        message = OutgoingMessage(message_id, "", "", self.agency, operation, {})
-        response = httpx.Response(200, headers={"content-type": content_type}, content=body)
-        receipt = self._read_receipt(response, self._operation(operation, ctx), message, ctx)
-        if receipt is None:  # pragma: no cover - the contract always describes a 200 receipt
-            raise ctx.build(AgencyProtocolError, "the callback holds no receipt", code="PROTOCOL")
-        return receipt
-
-    async def deliver(self, message: OutgoingMessage) -> Receipt:
-        """Validate, send and read the receipt of one message.
-
-        Raises:
-            MessageRejectedAsInvalid: the body fails the OpenAPI schema; nothing was sent.
-            AdapterMisconfigured: the operation is not in the contract, or 401/403/404.
-            DeliveryError: any other failure, classified by `classify_http`.
-        """
-        ctx = ErrorContext(self.agency, message.operation, message.delivery_id)
-        operation = self._operation(message.operation, ctx)
-        header = message.content.get("messageHeader")
-        if isinstance(header, Mapping) and header.get("messageId") != message.message_id:
-            raise ctx.build(MessageRejectedAsInvalid,
-                            "messageHeader.messageId differs from the delivery's message id")
+    def _encode(self, message: OutgoingMessage, operation: _Operation,
+                ctx: ErrorContext) -> OutgoingRequest:
         body = self.contract.serialize(message.operation, message.content, ctx)
         headers = {
             "Content-Type": "application/json",
@@ -312,27 +247,33 @@ class RestAgencyAdapter:
         if self._signer is not None:
             # New tokens for every try: each carries its own jti.
             headers.update(self._signer.headers(body=body, content_type=headers["Content-Type"]))
-        try:
-            url = self._urls.get(operation.path)
-            if url is None:
-                url = self._urls[operation.path] = httpx.URL(self._endpoint + operation.path)
-            # Read within the contract's bound: an oversized reply is never parsed.
-            response = await read_reply(
-                self._http, operation.method, url, content=body, headers=headers,
-                timeout=self._timeout, max_bytes=self._max_reply, ctx=ctx,
-            )
-        except httpx.HTTPError as exc:
-            raise _classify(exc, ctx, self._overrides) from exc
-        log.debug("rest_reply_received", agency=self.agency, operation=message.operation,
+        url = self._urls.get(operation.path)
+        if url is None:
+            url = self._urls[operation.path] = httpx.URL(self._endpoint + operation.path)
+        return OutgoingRequest(operation.method, url, body, headers, self._endpoint + operation.path)
+
+    def _failure(self, exc_or_response: BaseException | httpx.Response,
+                 ctx: ErrorContext) -> DeliveryError:
+        return _classify(exc_or_response, ctx, self._overrides)
+
+    def _log_reply(self, operation: str, response: httpx.Response, started: float) -> None:
+        log.debug("rest_reply_received", agency=self.agency, operation=operation,
                   status=response.status_code)
-        if response.status_code == 202:
-            # Taken in charge, protocol number later (AgID non-blocking patterns).
-            return check_acknowledgment(acknowledgment(response, self._endpoint + operation.path),
-                                        ctx)
+
+    def _accept(self, operation: _Operation) -> str:
+        return "application/json, application/problem+json"
+
+    def _receipt(self, response: httpx.Response, operation: _Operation,
+                 message: OutgoingMessage, ctx: ErrorContext) -> Receipt:
+        """The receipt in the reply, else the reply classified as a failure."""
         receipt = self._read_receipt(response, operation, message, ctx)
         if receipt is not None:
             return receipt
-        raise _classify(response, ctx, self._overrides)
+        raise self._failure(response, ctx)
 
-    async def aclose(self) -> None:
-        """Nothing to release: the HTTP client belongs to the hub, the contract is shared."""
+    def _callback_receipt(self, response: httpx.Response, operation: _Operation,
+                          message: OutgoingMessage, ctx: ErrorContext) -> Receipt:
+        receipt = self._read_receipt(response, operation, message, ctx)
+        if receipt is None:  # pragma: no cover - the contract always describes a 200 receipt
+            raise ctx.build(AgencyProtocolError, "the callback holds no receipt", code="PROTOCOL")
+        return receipt

@@ -18,12 +18,9 @@ from adapters.base import (
     REPLY_TO_HEADER,
     ErrorContext,
     FaultCodes,
-    acknowledgment,
     check_fault_overrides,
     classify_httpx_error,
     classify_status,
-    effective_timeout,
-    fetch_late_result,
 )
 from domain.errors import (
     AdapterMisconfigured,
@@ -34,10 +31,8 @@ from domain.errors import (
     MessageRejectedAsInvalid,
     OutcomeUnknown,
 )
-from adapters.contracts import ContractError
-from adapters.receipts import check_acknowledgment
-from adapters.replies import check_body_size, read_reply
-from adapters.wsdl import ENVELOPE_NS, WsdlContract, parse_reply
+from adapters.exchange import ContractAdapter, OutgoingRequest
+from adapters.wsdl import ENVELOPE_NS, SoapOperation, WsdlContract, parse_reply
 from domain.messages import OutgoingMessage, Receipt
 
 __all__ = [
@@ -316,7 +311,7 @@ def classify_soap(
 # ---------------------------------------------------------------------------------------------
 
 
-class SoapAgencyAdapter:
+class SoapAgencyAdapter(ContractAdapter[WsdlContract, SoapOperation]):
     """Delivers messages to one SOAP agency through one declared contract version.
 
     Args:
@@ -344,129 +339,84 @@ class SoapAgencyAdapter:
         signer: zeep.Plugin | None = None,
         reply_to: str | None = None,
     ) -> None:
-        self.agency = contract.spec.agency
-        self.contract = contract
-        self._signer = signer
-        self._reply_to = reply_to
-        self._loaded = contract
-        self._endpoint = endpoint
+        super().__init__(contract, endpoint=endpoint, http=http, fault_overrides=fault_overrides,
+                         timeout=timeout, signer=signer, reply_to=reply_to)
         self._url = httpx.URL(endpoint)  # parsed once, not on every request
-        self._http = http
-        self._timeout = effective_timeout(timeout or http.timeout)
-        self._overrides = check_fault_overrides(
-            {**dict(contract.spec.fault_overrides), **(fault_overrides or {})},
-            contract.spec.fault_code_fields,
-        )
-        self._max_reply = contract.spec.receipt.limits.max_reply_bytes
 
     def __repr__(self) -> str:
         return (f"SoapAgencyAdapter(contract={self.contract.spec.ref!r}, "
                 f"endpoint={self._endpoint!r})")
 
-    def _serialize(self, message: OutgoingMessage, ctx: ErrorContext) -> bytes:
-        header = message.content.get("messageHeader")
-        if isinstance(header, Mapping) and header.get("messageId") != message.message_id:
-            raise ctx.build(MessageRejectedAsInvalid,
-                            "messageHeader.messageId differs from the delivery's message id")
+    def _envelope(self, name: str, content: Mapping[str, Any], ctx: ErrorContext,
+                  soap_headers: Mapping[str, Any] | None = None) -> bytes:
+        """The signed envelope of one call of `name`, its body checked against the contract."""
         # zeep (strict) builds the envelope, the contract's schema validates its body.
-        envelope = self._loaded.build(message.operation, message.content, ctx,
-                                      address=self._endpoint)
+        envelope = self.contract.build(name, content, ctx, soap_headers, address=self._endpoint)
         if self._signer is not None:
             # Signed last, over exactly the bytes that leave (zeep's egress plugin contract).
-            envelope, _ = self._signer.egress(envelope, {}, message.operation, {})
+            envelope, _ = self._signer.egress(envelope, {}, name, {})
         return etree.tostring(envelope, encoding="utf-8", xml_declaration=True)
+
+    def _serialize(self, message: OutgoingMessage, ctx: ErrorContext) -> bytes:
+        """The envelope of one delivery (build and sign: the benchmark times this step)."""
+        return self._envelope(message.operation, message.content, ctx)
+
+    def _post(self, operation: SoapOperation, payload: bytes, message_id: str | None,
+              extra_headers: Mapping[str, str]) -> OutgoingRequest:
+        """A POST of `payload` to the endpoint with the operation's headers (SOAPAction,
+        Content-Type), the message id where the contract wants it, then `extra_headers`."""
+        headers = dict(operation.headers)
+        if message_id is not None and self.contract.spec.message_id_header:
+            headers[self.contract.spec.message_id_header] = message_id  # contracts without our envelope
+        headers.update(extra_headers)
+        return OutgoingRequest("POST", self._url, payload, headers, self._endpoint)
+
+    def _encode(self, message: OutgoingMessage, operation: SoapOperation,
+                ctx: ErrorContext) -> OutgoingRequest:
+        extra = {REPLY_TO_HEADER: self._reply_to} if self._reply_to else {}
+        return self._post(operation, self._serialize(message, ctx), message.message_id, extra)
+
+    def _failure(self, exc_or_response: BaseException | httpx.Response,
+                 ctx: ErrorContext) -> DeliveryError:
+        return _classify(exc_or_response, ctx, self._overrides)
+
+    def _log_reply(self, operation: str, response: httpx.Response, started: float) -> None:
+        log.debug("soap_reply_received", agency=self.agency, operation=operation,
+                  status=response.status_code,
+                  duration_ms=round((time.perf_counter() - started) * 1000, 1))
+
+    def _accept(self, operation: SoapOperation) -> str:
+        return operation.headers.get("Accept", "text/xml")
+
+    def _raise_for_status(self, response: httpx.Response, ctx: ErrorContext) -> None:
+        """Raise the statuses whose meaning does not depend on the body (`classify_status`)."""
+        status_error = classify_status(response.status_code, response.headers, ctx)
+        if status_error is not None:
+            raise status_error
 
     def _read_receipt(self, response: httpx.Response, message: OutgoingMessage,
                       ctx: ErrorContext) -> Receipt:
         """The receipt, read with the contract's receipt mapping from the reply's body."""
-        payload = self._loaded.payload(response.content)
+        payload = self.contract.payload(response.content)
         if payload is None:
             raise ctx.build(AgencyProtocolError, "the reply has no body element", code="PROTOCOL")
-        return self._loaded.receipt.receipt(payload, response.headers, message.message_id, ctx,
-                                            self._overrides)
+        return self.contract.receipt.receipt(payload, response.headers, message.message_id, ctx,
+                                             self._overrides)
 
-    def _operation(self, name: str, ctx: ErrorContext) -> Any:
-        try:
-            return self._loaded.operation(name)
-        except ContractError as exc:
-            raise ctx.build(AdapterMisconfigured, str(exc), code="UNKNOWN_OPERATION") from exc
-
-    def _receipt_from(self, response: httpx.Response, operation: Any, message: OutgoingMessage,
-                      ctx: ErrorContext) -> Receipt:
+    def _receipt_from(self, response: httpx.Response, operation: SoapOperation,
+                      message: OutgoingMessage, ctx: ErrorContext) -> Receipt:
         try:
             # zeep raises the agency's fault and checks the reply against the contract; the
             # receipt itself is read with the declared mapping, from the same parsed tree.
-            payload = self._loaded.check_reply(operation, response)
+            payload = self.contract.check_reply(operation, response)
         except (zx.Error, etree.LxmlError) as exc:
-            raise _classify(exc, ctx, self._overrides) from exc
+            raise self._failure(exc, ctx) from exc
         if payload is None:
             raise ctx.build(AgencyProtocolError, "the reply has no body element", code="PROTOCOL")
-        return self._loaded.receipt.receipt(payload, response.headers, message.message_id, ctx,
-                                            self._overrides)
+        return self.contract.receipt.receipt(payload, response.headers, message.message_id, ctx,
+                                             self._overrides)
 
-    async def poll(self, message: OutgoingMessage, poll_url: str) -> Receipt:
-        """Ask the agency's status resource for a late outcome (NONBLOCK_PULL), once.
-
-        Raises:
-            DeliveryError: the status or result could not be read, or the result is a fault.
-        """
-        ctx = ErrorContext(self.agency, message.operation, message.delivery_id)
-        operation = self._operation(message.operation, ctx)
-        found = await fetch_late_result(self._http, poll_url, timeout=self._timeout, ctx=ctx,
-                                        accept=operation.headers.get("Accept", "text/xml"),
-                                        max_bytes=self._max_reply)
-        if isinstance(found, Receipt):
-            return found
-        return self._receipt_from(found, operation, message, ctx)
-
-    def read_result(self, operation: str, content_type: str, body: bytes, message_id: str) -> Receipt:
-        """Read the reply an agency POSTed to the hub's callback (NONBLOCK_PUSH).
-
-        Raises:
-            DeliveryError: AgencyRejected for a refusal (a SOAP fault), AgencyProtocolError for
-                a body that is not this operation's reply for `message_id`.
-        """
-        ctx = ErrorContext(self.agency, operation)
-        check_body_size(body, self._max_reply, ctx)
-        message = OutgoingMessage(message_id, "", "", self.agency, operation, {})
-        response = httpx.Response(200, headers={"content-type": content_type}, content=body)
-        return self._receipt_from(response, self._operation(operation, ctx), message, ctx)
-
-    async def deliver(self, message: OutgoingMessage) -> Receipt:
-        """Validate, send and read the receipt of one message.
-
-        Raises:
-            MessageRejectedAsInvalid: the message fails the contract; nothing was sent.
-            AdapterMisconfigured: the operation is not in the contract, or 401/403/404.
-            DeliveryError: any other failure, classified by `classify_soap`.
-        """
-        ctx = ErrorContext(self.agency, message.operation, message.delivery_id)
-        operation = self._operation(message.operation, ctx)
-        payload = self._serialize(message, ctx)
-        headers = dict(operation.headers)
-        if self._loaded.spec.message_id_header:  # contracts without our envelope
-            headers[self._loaded.spec.message_id_header] = message.message_id
-        if self._reply_to:
-            headers[REPLY_TO_HEADER] = self._reply_to
-        started = time.perf_counter()
-        try:
-            # Read within the contract's bound: an oversized reply is never parsed.
-            response = await read_reply(
-                self._http, "POST", self._url, content=payload, headers=headers,
-                timeout=self._timeout, max_bytes=self._max_reply, ctx=ctx,
-            )
-        except httpx.HTTPError as exc:
-            raise _classify(exc, ctx, self._overrides) from exc
-        log.debug("soap_reply_received", agency=self.agency, operation=message.operation,
-                  status=response.status_code,
-                  duration_ms=round((time.perf_counter() - started) * 1000, 1))
-        status_error = classify_status(response.status_code, response.headers, ctx)
-        if status_error is not None:
-            raise status_error
-        if response.status_code == 202:
-            # Taken in charge, protocol number later (AgID non-blocking patterns).
-            return check_acknowledgment(acknowledgment(response, self._endpoint), ctx)
+    def _receipt(self, response: httpx.Response, operation: SoapOperation,
+                 message: OutgoingMessage, ctx: ErrorContext) -> Receipt:
+        self._raise_for_status(response, ctx)
         return self._receipt_from(response, operation, message, ctx)
-
-    async def aclose(self) -> None:
-        """Nothing to release: the HTTP client belongs to the hub, the contract is shared."""

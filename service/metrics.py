@@ -77,7 +77,7 @@ class HubMetrics:
         self.registry.register(_Published(published))
 
     def record_tries(self, agency: str, tries: Iterable[Any]) -> None:
-        """One worker pass's calls (`adapters.base.TryRecord`): counted and timed."""
+        """One worker pass's calls (`service.delivery_port.TryRecord`): counted and timed."""
         for t in tries:
             result, error_class = attempt_result(t.error)
             # The metric's labels: an invalid message counts as permanent.

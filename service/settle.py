@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from domain.errors import (
     AgencyRejected,
     AgencyThrottled,
-    DeliveryError,
     MessageRejectedAsInvalid,
     PermanentDeliveryError,
 )
