@@ -87,7 +87,7 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
         blocking pattern (`X-ReplyTo`, `X-Correlation-ID`)."""
         operation = self._operation(name, ctx)
         payload = self._envelope(name, content, ctx, soap_headers)
-        request = self._post(operation, payload, message_id or None, {})
+        request = self._soap_request(operation, payload, message_id or None, {})
         response = await self._send(request, ctx, name)
         self._raise_for_status(response, ctx)
         try:

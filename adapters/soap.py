@@ -361,7 +361,7 @@ class SoapAgencyAdapter(ContractAdapter[WsdlContract, SoapOperation]):
         """The envelope of one delivery (build and sign: the benchmark times this step)."""
         return self._envelope(message.operation, message.content, ctx)
 
-    def _post(self, operation: SoapOperation, payload: bytes, message_id: str | None,
+    def _soap_request(self, operation: SoapOperation, payload: bytes, message_id: str | None,
               extra_headers: Mapping[str, str]) -> OutgoingRequest:
         """A POST of `payload` to the endpoint with the operation's headers (SOAPAction,
         Content-Type), the message id where the contract wants it, then `extra_headers`."""
@@ -374,7 +374,7 @@ class SoapAgencyAdapter(ContractAdapter[WsdlContract, SoapOperation]):
     def _encode(self, message: OutgoingMessage, operation: SoapOperation,
                 ctx: ErrorContext) -> OutgoingRequest:
         extra = {REPLY_TO_HEADER: self._reply_to} if self._reply_to else {}
-        return self._post(operation, self._serialize(message, ctx), message.message_id, extra)
+        return self._soap_request(operation, self._serialize(message, ctx), message.message_id, extra)
 
     def _failure(self, exc_or_response: BaseException | httpx.Response,
                  ctx: ErrorContext) -> DeliveryError:
