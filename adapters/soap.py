@@ -362,7 +362,7 @@ class SoapAgencyAdapter(ContractAdapter[WsdlContract, SoapOperation]):
         return self._envelope(message.operation, message.content, ctx)
 
     def _soap_request(self, operation: SoapOperation, payload: bytes, message_id: str | None,
-              extra_headers: Mapping[str, str]) -> OutgoingRequest:
+                      extra_headers: Mapping[str, str]) -> OutgoingRequest:
         """A POST of `payload` to the endpoint with the operation's headers (SOAPAction,
         Content-Type), the message id where the contract wants it, then `extra_headers`."""
         headers = dict(operation.headers)
