@@ -10,6 +10,7 @@ is already done without sending it).
 
 from __future__ import annotations
 
+import builtins
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -110,7 +111,7 @@ class RabbitDeadLetters:
                 conn.close()
 
     def replay(self, agency: str | None = None, limit: int = 100,
-               job_ids: frozenset[int] | None = None) -> list[DeadLetter]:
+               job_ids: frozenset[int] | None = None) -> builtins.list[DeadLetter]:
         """Move up to `limit` dead letters (only `job_ids`, if given) back to their agency's
         delivery queue; the others stay where they are.
 
