@@ -75,13 +75,13 @@ class OpsQueries:
                 .where(deliveries.c.state.in_(watched), deliveries.c.superseded_by.is_(None))
                 .group_by(deliveries.c.agency, deliveries.c.state)
             ).all()
-            oldest: dict[str, datetime] = dict(conn.execute(
+            oldest: dict[str, datetime] = {agency: at for agency, at in conn.execute(
                 select(deliveries.c.agency, func.min(origin))
                 .where(deliveries.c.state.in_(_OPEN)).group_by(deliveries.c.agency)
-            ).tuples().all())
-            flagged: dict[str, int] = dict(conn.execute(
+            )}
+            flagged: dict[str, int] = {agency: count for agency, count in conn.execute(
                 select(anomalies.c.agency, func.count()).group_by(anomalies.c.agency)
-            ).tuples().all())
+            )}
             recent = conn.execute(
                 select(deliveries.c.agency, func.count(func.distinct(attempts.c.delivery_id)), func.count(),
                        func.sum(case((attempts.c.result == "ok", 1), else_=0)))
