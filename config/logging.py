@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO
+from typing import TextIO
 
 import structlog
 
@@ -54,12 +54,12 @@ def quiet_pika(level: int = logging.WARNING) -> None:
             logger.addFilter(_PikaOneLine())
 
 
-def configure_logging(level: str = "info", stream: IO[str] | None = None) -> None:
+def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
     out = stream or sys.stderr
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

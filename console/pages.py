@@ -117,7 +117,8 @@ def page_routes(ctx: ApiContext, console: Console) -> list[Route]:
             return operator
         params = _search_params(request.query_params)
         form = {k: v for k, v in request.query_params.items() if k not in ("cursor", "lang")}
-        base = {"form": form, "fields": SEARCH_FIELDS, "states": [s.value for s in DeliveryState],
+        # Template context, as `render(**context: Any)` takes it (not a `status`).
+        base: dict[str, Any] = {"form": form, "fields": SEARCH_FIELDS, "states": [s.value for s in DeliveryState],
                 "filing_states": [s.value for s in FilingState], "agencies": sorted(ctx.routes.agencies)}
         if not any(k != "cursor" for k in params):
             return console.render(request, "search.html", rows=None, error=None, next=None, **base)

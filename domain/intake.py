@@ -70,7 +70,7 @@ class FilingRefused(Exception):
         return (_restore, (type(self), self.violations, dict(self.__dict__)))
 
 
-def _restore(cls: type[FilingRefused], violations: list[Violation], state: dict) -> FilingRefused:
+def _restore(cls: type[FilingRefused], violations: list[Violation], state: dict[str, object]) -> FilingRefused:
     """Rebuild a pickled refusal without calling its constructor."""
     error = cls.__new__(cls)
     error.__dict__.update(state)

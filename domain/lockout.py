@@ -59,12 +59,14 @@ def register_failure(state: FailureState | None, now: float, policy: LockoutPoli
     current = locked_until(state, now)
     if state is not None and current is not None:
         return FailureState(state.failures + 1, now, current + policy.lock_seconds)
-    fresh = (
+    if (
         state is None
         or state.locked_until is not None  # a lock that has ended starts a new count
         or now - state.last_failure_at > policy.window_seconds
-    )
-    failures = 1 if fresh else state.failures + 1  # type: ignore[union-attr]
+    ):
+        failures = 1
+    else:
+        failures = state.failures + 1
     lock = now + policy.lock_seconds if failures >= policy.threshold else None
     return FailureState(failures, now, lock)
 

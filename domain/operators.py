@@ -58,7 +58,7 @@ def role_allows(role: str, required: str) -> bool:
     """Whether `role` may do what `required` may (unknown roles allow nothing)."""
     if role not in ROLES or required not in ROLES:
         return False
-    return ROLES.index(role) >= ROLES.index(required)  # type: ignore[arg-type]
+    return ROLES.index(role) >= ROLES.index(required)
 
 
 def lockout_key(name: str) -> str:

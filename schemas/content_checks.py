@@ -73,9 +73,10 @@ def _step(element: etree._Element) -> str:
     parent = element.getparent()
     if parent is None:
         return name
-    before = sum(1 for _ in element.itersiblings(element.tag, preceding=True))
+    tag = qname.text  # the element's own `{namespace}name`
+    before = sum(1 for _ in element.itersiblings(tag, preceding=True))
     repeated = qname.namespace == FILING_NS and qname.localname in REPEATED_ELEMENTS
-    if repeated or before or next(element.itersiblings(element.tag), None) is not None:
+    if repeated or before or next(element.itersiblings(tag), None) is not None:
         return f"{name}[{before + 1}]"
     return name
 
@@ -115,6 +116,13 @@ def _date_of(element: etree._Element | None) -> date | None:
         return None
 
 
+def _dated(parent: etree._Element, path: str) -> tuple[etree._Element, date] | None:
+    """The element at `path` with its xs:date value, to report a finding at that element."""
+    element = _find(parent, path)
+    value = _date_of(element)
+    return None if element is None or value is None else (element, value)
+
+
 def _only_check_is_wrong(code: str) -> bool:
     """True when fixing the last character alone would make `code` valid."""
     try:
@@ -141,6 +149,14 @@ def _check_code(found: _Findings, element: etree._Element, *, what: str = "tax_c
     return False
 
 
+def _valid_code(
+    found: _Findings, parent: etree._Element, path: str, *, what: str = "tax_code"
+) -> etree._Element | None:
+    """The code element at `path` when present and valid; an invalid one is reported."""
+    element = _find(parent, path)
+    return element if element is not None and _check_code(found, element, what=what) else None
+
+
 def _age_on(birth: date, today: date) -> int:
     return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
@@ -148,35 +164,40 @@ def _age_on(birth: date, today: date) -> int:
 def _check_subject(found: _Findings, root: etree._Element, today: date) -> None:
     subject = _find(root, "f:subject")
     assert subject is not None  # guaranteed by the schema
-    tax_code = _find(subject, "f:taxCode")
-    vat = _find(subject, "f:vatNumber")
     legal_form = _text(subject, "f:legalForm") or ""
-    code_ok = tax_code is not None and _check_code(found, tax_code)
-    vat_ok = vat is not None and _check_code(found, vat, what="vat_number")
-    if code_ok and len(tax_code.text or "") == 16 and legal_form != SOLE_PROPRIETORSHIP:
+    tax_code = _valid_code(found, subject, "f:taxCode")
+    vat = _valid_code(found, subject, "f:vatNumber", what="vat_number")
+    if tax_code is not None and len(tax_code.text or "") == 16 and legal_form != SOLE_PROPRIETORSHIP:
         found.add(
             "tax_code_kind",
             tax_code,
             f"A 16-character personal tax code identifies a natural person; a subject with legal "
             f"form {legal_form} needs its 11-digit tax code (only DI may use a personal one).",
         )
-    numeric = code_ok and len(tax_code.text or "") == 11
-    if numeric and vat_ok and legal_form in COMPANY_FORMS and vat.text != tax_code.text:
+    if (
+        tax_code is not None
+        and vat is not None
+        and len(tax_code.text or "") == 11
+        and legal_form in COMPANY_FORMS
+        and vat.text != tax_code.text
+    ):
         found.add(
             "vat_number_mismatch",
             vat,
             f"For a company ({legal_form}) the partita IVA must be the same number as its "
             f"11-digit tax code.",
         )
-    start_element = _find(subject, "f:activityStartDate")
-    start = _date_of(start_element)
-    if start is not None and start > today + _ACTIVITY_START_HORIZON:
+    dated = _dated(subject, "f:activityStartDate")
+    if dated is None:
+        return
+    start_element, start = dated
+    if start > today + _ACTIVITY_START_HORIZON:
         found.add(
             "activity_start_too_far",
             start_element,
             f"The activity start date is more than {_ACTIVITY_START_HORIZON.days} days ahead.",
         )
-    if start is not None and start < _EARLIEST_ACTIVITY_START:
+    if start < _EARLIEST_ACTIVITY_START:
         found.add(
             "activity_start_too_early", start_element, "The activity start date is before 1900."
         )
@@ -184,10 +205,10 @@ def _check_subject(found: _Findings, root: etree._Element, today: date) -> None:
 
 def _check_birth(found: _Findings, person: etree._Element, code_ok: bool, today: date) -> None:
     """Birth date in the past, of age, and the one encoded in the person's tax code."""
-    birth_element = _find(person, "f:birthDate")
-    birth = _date_of(birth_element)
-    if birth is None:
+    dated = _dated(person, "f:birthDate")
+    if dated is None:
         return
+    birth_element, birth = dated
     if birth >= today:
         found.add("birth_date_not_past", birth_element, "The birth date is not in the past.")
         return
@@ -216,13 +237,11 @@ def _check_people(found: _Findings, root: etree._Element, today: date) -> None:
     representative = _find(root, "f:legalRepresentative")
     declarant = _find(root, "f:declarant")
     assert representative is not None and declarant is not None  # guaranteed by the schema
-    rep_code = _find(representative, "f:taxCode")
-    rep_ok = rep_code is not None and _check_code(found, rep_code)
-    _check_birth(found, representative, rep_ok, today)
-    declarant_code = _find(declarant, "f:taxCode")
-    declarant_ok = declarant_code is not None and _check_code(found, declarant_code)
+    rep_code = _valid_code(found, representative, "f:taxCode")
+    _check_birth(found, representative, rep_code is not None, today)
+    declarant_code = _valid_code(found, declarant, "f:taxCode")
     role = _text(declarant, "f:role")
-    if rep_ok and declarant_ok and role == "legal_representative":
+    if rep_code is not None and declarant_code is not None and role == "legal_representative":
         if declarant_code.text != rep_code.text:
             found.add(
                 "declarant_not_legal_representative",
@@ -236,8 +255,8 @@ def _check_employees(found: _Findings, root: etree._Element, today: date) -> Non
     start = _date_of(_find(root, "f:subject/f:activityStartDate"))
     first_seen: dict[str, int] = {}
     for index, employee in enumerate(root.iterfind("f:employees/f:employee", NSMAP), start=1):
-        code_element = _find(employee, "f:taxCode")
-        if code_element is not None and _check_code(found, code_element):
+        code_element = _valid_code(found, employee, "f:taxCode")
+        if code_element is not None:
             code = code_element.text or ""
             if code in first_seen:
                 found.add(
@@ -247,10 +266,10 @@ def _check_employees(found: _Findings, root: etree._Element, today: date) -> Non
                 )
             else:
                 first_seen[code] = index
-        hire_element = _find(employee, "f:hireDate")
-        hired = _date_of(hire_element)
-        if hired is None:
+        dated = _dated(employee, "f:hireDate")
+        if dated is None:
             continue
+        hire_element, hired = dated
         if start is not None and hired < start:
             found.add(
                 "hire_date_before_activity_start",

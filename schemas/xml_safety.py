@@ -126,7 +126,7 @@ def _refuse_dtd_remnants(root: etree._Element) -> None:
         raise UnsafeDocument("DOCTYPE declarations are not accepted", code="doctype_forbidden")
     for node in root.iter(etree.Entity):
         raise UnsafeDocument(
-            f"entity references are not accepted (&{node.name};)",
+            f"entity references are not accepted ({node.text})",  # an entity's text is `&name;`
             line=node.sourceline,
             code="entity_forbidden",
         )

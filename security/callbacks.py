@@ -27,6 +27,7 @@ from security.keys import (
     ensure_self_signed_certificate,
     load_certificate,
     load_public_key,
+    public_key_of,
 )
 from security.modi import ModiSigner
 from security.wssecurity import sign_envelope
@@ -63,8 +64,8 @@ def load_callback_credential(certificate: Path, private_key: Path | None,
         OSError: the file cannot be read; ValueError: it holds no supported key.
     """
     if private_key is not None:
-        cert = load_callback_keys(private_key, certificate, common_name)[1]
-        return cert, cert.public_key()  # type: ignore[return-value]
+        generated = load_callback_keys(private_key, certificate, common_name)[1]
+        return generated, public_key_of(generated.public_key())
     pem = certificate.read_bytes()
     cert = load_certificate(pem) if b"-----BEGIN CERTIFICATE-----" in pem else None
     return cert, load_public_key(pem)

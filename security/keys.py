@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
@@ -30,6 +31,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "private_pem",
+    "public_key_of",
     "public_pem",
     "sign_sha256",
 ]
@@ -68,6 +70,18 @@ def algorithm_of(key: PrivateKey | PublicKey) -> str:
     raise ValueError(f"unsupported key type {type(key).__name__}")
 
 
+def public_key_of(key: object) -> PublicKey:
+    """`key` as a public key the hub signs or verifies with (RSA or EC P-256).
+
+    Raises:
+        ValueError: any other key.
+    """
+    if isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        algorithm_of(key)
+        return key
+    raise ValueError(f"unsupported key type {type(key).__name__}")
+
+
 def sign_sha256(key: PrivateKey, data: bytes) -> bytes:
     """A SHA-256 signature of `data`: RSASSA-PKCS1-v1_5 for RSA; for EC the fixed-size
     `r || s` that JWS (RFC 7518 section 3.4) and XML-DSig (RFC 4051 section 3.3) carry, not DER.
@@ -85,9 +99,9 @@ def private_pem(key: PrivateKey) -> bytes:
     )
 
 
-def public_pem(key: PrivateKey | PublicKey) -> bytes:
-    public = key.public_key() if hasattr(key, "private_bytes") else key
-    return public.public_bytes(  # type: ignore[union-attr]
+def public_pem(key: PrivateKey | CertificatePublicKeyTypes) -> bytes:
+    public = key.public_key() if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)) else key
+    return public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
@@ -99,8 +113,10 @@ def load_private_key(pem: bytes) -> PrivateKey:
         ValueError: not a PEM key of a supported type.
     """
     key = serialization.load_pem_private_key(pem, password=None)
-    algorithm_of(key)  # type: ignore[arg-type]
-    return key  # type: ignore[return-value]
+    if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        algorithm_of(key)
+        return key
+    raise ValueError(f"unsupported key type {type(key).__name__}")
 
 
 def load_certificate(pem: bytes) -> x509.Certificate:
@@ -114,11 +130,8 @@ def load_public_key(pem: bytes) -> PublicKey:
         ValueError: neither, or a key of an unsupported type.
     """
     if b"-----BEGIN CERTIFICATE-----" in pem:
-        key = load_certificate(pem).public_key()
-    else:
-        key = serialization.load_pem_public_key(pem)
-    algorithm_of(key)  # type: ignore[arg-type]
-    return key  # type: ignore[return-value]
+        return public_key_of(load_certificate(pem).public_key())
+    return public_key_of(serialization.load_pem_public_key(pem))
 
 
 def _write_secret(path: Path, data: bytes) -> bool:
@@ -171,6 +184,6 @@ def ensure_self_signed_certificate(path: Path, key: PrivateKey, common_name: str
         )
         _write_secret(path, cert.public_bytes(serialization.Encoding.PEM))
     certificate = load_certificate(path.read_bytes())
-    if public_pem(certificate.public_key()) != public_pem(key):  # type: ignore[arg-type]
+    if public_pem(certificate.public_key()) != public_pem(key):
         raise ValueError(f"{path} certifies another key than the hub's signing key")
     return certificate

@@ -186,6 +186,12 @@ def sign_envelope(
     return envelope
 
 
+def _algorithm(parent: etree._Element, tag: str) -> str | None:
+    """The `Algorithm` of `parent`'s child `tag`; None when either is missing (then refused)."""
+    child = parent.find(tag)
+    return None if child is None else child.get("Algorithm")
+
+
 def _by_id(root: etree._Element, identifier: str) -> etree._Element:
     found = [el for el in root.iter() if isinstance(el.tag, str) and el.get(_ID) == identifier]
     if len(found) != 1:
@@ -224,7 +230,7 @@ def verify_envelope(
     signed_info = signature.find(f"{{{DS}}}SignedInfo")
     if signed_info is None:
         raise WsSecurityError("no SignedInfo")
-    if signed_info.find(f"{{{DS}}}CanonicalizationMethod").get("Algorithm") != EXC_C14N:  # type: ignore[union-attr]
+    if _algorithm(signed_info, f"{{{DS}}}CanonicalizationMethod") != EXC_C14N:
         raise WsSecurityError("SignedInfo must use exclusive canonicalization")
     covered: set[int] = set()
     for reference in signed_info.findall(f"{{{DS}}}Reference"):
@@ -235,7 +241,7 @@ def verify_envelope(
         transforms = [t.get("Algorithm") for t in reference.findall(f"{{{DS}}}Transforms/{{{DS}}}Transform")]
         if transforms != [EXC_C14N]:
             raise WsSecurityError("each reference must use exactly the exclusive c14n transform")
-        if reference.find(f"{{{DS}}}DigestMethod").get("Algorithm") != SHA256:  # type: ignore[union-attr]
+        if _algorithm(reference, f"{{{DS}}}DigestMethod") != SHA256:
             raise WsSecurityError("digests must be SHA-256")
         if reference.findtext(f"{{{DS}}}DigestValue", "").strip() != _sha256_b64(_c14n(target)):
             raise WsSecurityError(f"the digest of {etree.QName(target).localname} does not match: "
@@ -251,7 +257,7 @@ def verify_envelope(
     key: Any = certificate.public_key()
     if public_key is not None and key.public_numbers() != public_key.public_numbers():
         raise WsSecurityError("the envelope is signed with another key")
-    method = signed_info.find(f"{{{DS}}}SignatureMethod").get("Algorithm", "")  # type: ignore[union-attr]
+    method = _algorithm(signed_info, f"{{{DS}}}SignatureMethod") or ""
     value = base64.b64decode(signature.findtext(f"{{{DS}}}SignatureValue", "") or "")
     try:
         _verify(key, method, value, _c14n(signed_info))

@@ -52,13 +52,19 @@ class ContractBook(Protocol):
 
 
 class SampleFiling(Protocol):
-    """A parsed example filing (schemas.filing.ParsedFiling) and its file name."""
+    """A parsed example filing (schemas.filing.ParsedFiling) and its file name; read-only,
+    so that frozen dataclasses (schemas.samples.NamedSample) satisfy it."""
 
-    name: str
-    root: etree._Element
-    kind: str
-    declarant_tax_code: str
-    declarant_role: str
+    @property
+    def name(self) -> str: ...
+    @property
+    def root(self) -> etree._Element: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def declarant_tax_code(self) -> str: ...
+    @property
+    def declarant_role(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,8 @@ def record_callback(
         receipt = Receipt(protocol_number="", outcome="RESPINTA", outcome_code=exc.code, outcome_text=exc.text)
     except DeliveryError as exc:
         raise CallbackUnreadable(str(exc)) from exc
-    return store.record_late_outcome(target.delivery_id, receipt)
+    recorded: str = store.record_late_outcome(target.delivery_id, receipt)
+    return recorded
 
 
 def correct_recipient(

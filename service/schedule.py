@@ -21,8 +21,9 @@ class SchedulePolicy:
 
     def delay_after(self, rounds: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
         """Seconds to wait after the `rounds`-th failed pass (1-based); never before Retry-After."""
-        base = min(self.max_delay, self.initial_delay * (2 ** max(0, rounds - 1)))
-        spread = base * self.jitter * (rng or random).random()
+        factor: int = 2 ** max(0, rounds - 1)  # int ** int is typed Any (a negative power is a float)
+        base = min(self.max_delay, self.initial_delay * factor)
+        spread = base * self.jitter * (rng.random() if rng is not None else random.random())
         delay = min(self.max_delay, base + spread)
         return max(delay, retry_after or 0.0)
 
@@ -49,5 +50,6 @@ class LateOutcomePolicy:
     def next_check(self, polls: int, *, pull: bool, retry_after: float | None = None) -> float:
         """Seconds until the next poll (`pull`) or callback check, after `polls` earlier ones."""
         first = self.poll_initial if pull else self.callback_timeout
-        delay = min(max(self.poll_max, first), first * (2 ** max(0, polls)))
+        factor: int = 2 ** max(0, polls)
+        delay = min(max(self.poll_max, first), first * factor)
         return max(delay, retry_after or 0.0)

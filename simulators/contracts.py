@@ -52,7 +52,7 @@ class SoapContract:
 
     @property
     def namespace(self) -> str:
-        return self._wsdl_tree.getroot().get("targetNamespace")
+        return self._wsdl_tree.getroot().get("targetNamespace", "")
 
     @property
     def xsd(self) -> Path:
@@ -62,9 +62,11 @@ class SoapContract:
     def actions(self) -> dict[str, str]:
         """operation -> soapAction, read from the binding so the WSDL stays the one truth."""
         soap = _BINDING_NS[self.soap_version]
-        found = {}
+        found: dict[str, str] = {}
         for op in self._wsdl_tree.iterfind(f"{{{_WSDL}}}binding/{{{_WSDL}}}operation"):
-            found[op.get("name")] = op.find(f"{{{soap}}}operation").get("soapAction", "")
+            name, binding = op.get("name"), op.find(f"{{{soap}}}operation")
+            if name is not None:  # WSDL 1.1: an operation without soap:operation has no soapAction
+                found[name] = "" if binding is None else binding.get("soapAction", "")
         return found
 
     @property

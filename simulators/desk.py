@@ -234,7 +234,7 @@ class AgencyDesk:
         reply = self.replies.receipt(effect, False)
         headers = {"Content-Type": reply.headers["content-type"], "X-Correlation-ID": effect.correlation_id}
         await self.post_callback(
-            self._http, effect.reply_to, reply.body, headers, effect.correlation_id,
+            self._http, effect.reply_to, bytes(reply.body), headers, effect.correlation_id,
             lambda status: effect.callbacks.append({"at": now_utc(), "esito": effect.esito, "status": status}),
             tries=CALLBACK_TRIES, backoff_s=CALLBACK_BACKOFF_S)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import AsyncIterator
 from http import HTTPStatus
 
 from starlette.requests import Request
@@ -88,7 +89,7 @@ def trickled(reply: Response, interval: float) -> StreamingResponse:
     """
     body = bytes(reply.body)
 
-    async def drip():  # type: ignore[no-untyped-def]
+    async def drip() -> AsyncIterator[bytes]:
         for i in range(len(body)):
             if i:
                 await asyncio.sleep(interval)

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from lxml import etree
-from xmlschema.validators import XsdAnyElement, XsdElement, XsdGroup
+from xmlschema.validators import XsdAnyElement, XsdComplexType, XsdElement, XsdGroup
 
 __all__ = ["InstanceBuilder", "InstanceError", "path_steps", "value_for"]
 
@@ -225,7 +225,7 @@ class InstanceBuilder:
         node = etree.Element(element.name)
         xsd_type = element.type
         fixed = element.fixed if element.fixed is not None else element.default
-        if xsd_type.is_simple():
+        if not isinstance(xsd_type, XsdComplexType):  # a simple type
             node.text = value_for(xsd_type, seed=self.seed,
                                   preferred=[fixed] if fixed is not None else [])
             self.types[(node, None)] = xsd_type
@@ -252,8 +252,8 @@ class InstanceBuilder:
                depth: int) -> None:
         particles = list(group)
         if group.model == "choice":
-            chosen = next((p for p in particles if isinstance(p, XsdElement)
-                           and self._wants(path, p.local_name)), None)
+            chosen: XsdElement | XsdAnyElement | XsdGroup | None = next(
+                (p for p in particles if isinstance(p, XsdElement) and self._wants(path, p.local_name)), None)
             chosen = chosen or next((p for p in particles if not isinstance(p, XsdAnyElement)), None)
             particles = [chosen] if chosen is not None else []
         for particle in particles:

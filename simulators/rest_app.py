@@ -10,7 +10,7 @@ import orjson
 import yaml
 from jsonschema import Draft7Validator
 from jsonschema.exceptions import best_match
-from referencing import Registry, Resource
+from referencing import Registry
 from referencing.jsonschema import DRAFT7
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -39,7 +39,7 @@ _PROBLEM = "application/problem+json"
 def request_validator() -> Draft7Validator:
     """A validator of the request body, reading the schema from the OpenAPI components."""
     document = yaml.safe_load(RUNTS_OPENAPI.read_text(encoding="utf-8"))
-    registry = Registry().with_resource(_BASE_URI, Resource(document, DRAFT7))
+    registry = Registry().with_resource(_BASE_URI, DRAFT7.create_resource(document))
     schema = {"$ref": f"{_BASE_URI}#/components/schemas/IscrizioneRequest"}
     return Draft7Validator(schema, registry=registry, format_checker=Draft7Validator.FORMAT_CHECKER)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -197,7 +197,7 @@ class RestSandbox:
                 return found
         return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
-    def _handler(self, operation: RestOperation):  # type: ignore[no-untyped-def]
+    def _handler(self, operation: RestOperation) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             self.desk.ledger.calls += 1
             media = request.headers.get("content-type", "").split(";")[0].strip().lower()

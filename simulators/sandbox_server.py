@@ -134,7 +134,9 @@ class SandboxHandle(SimulatorHandle):
         base = self.urls[ref]
         return f"{base}/soap" if self.kinds.get(ref) == "soap" else base
 
-    soap_endpoint = endpoint
+    def soap_endpoint(self, agency: str) -> str:
+        """The launcher's name for `endpoint`; here `agency` is a contract ref."""
+        return self.endpoint(agency)
 
 
 def start_sandbox(

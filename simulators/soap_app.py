@@ -91,7 +91,7 @@ class _SoapEndpoint(SoapEndpointBase):
         operation = qname.localname.removesuffix("Request")
         known = qname.localname.endswith("Request") and operation in self.contract.actions
         if qname.namespace != self.namespace or not known:
-            return self._refuse(None, "SCHEMA", f"elemento {element.tag} non previsto")
+            return self._refuse(None, "SCHEMA", f"elemento {qname.text} non previsto")
         action_error = self._action_error(request, params, operation)
         if action_error:
             return self._refuse(operation, "ACTION", action_error)
@@ -106,14 +106,15 @@ class _SoapEndpoint(SoapEndpointBase):
         def check() -> Submission:
             if not self.schema.validate(element):
                 error = self.schema.error_log.last_error
+                assert error is not None  # a failed validate() logs why
                 message = f"riga {error.line}: {error.message}"
                 raise InvalidMessageError("SCHEMA", message[:_MAX_ERROR])
             corrects = element.find(f"{{{_CRV}}}messageHeader/{{{_CRV}}}corrects")
             return Submission(
                 operation=operation,
-                message_id=element.findtext(f"{{{_CRV}}}messageHeader/{{{_CRV}}}messageId"),
+                message_id=element.findtext(f"{{{_CRV}}}messageHeader/{{{_CRV}}}messageId", ""),
                 filing_reference=element.findtext(
-                    f"{{{_CRV}}}messageHeader/{{{_CRV}}}filingReference"
+                    f"{{{_CRV}}}messageHeader/{{{_CRV}}}filingReference", ""
                 ),
                 lookup=lookup,
                 corrects=None if corrects is None else {

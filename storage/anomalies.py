@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert, select, tuple_
+from sqlalchemy import Connection, RowMapping, insert, select, tuple_
 
 from storage.delivery_tables import anomalies
 from storage.tables import deliveries, filings
@@ -50,7 +50,7 @@ def bounded(value: str | None) -> str | None:
     return value[:MAX_VALUE_CHARS] + "…"
 
 
-def anomaly_json(row: Mapping[str, Any]) -> dict[str, Any]:
+def anomaly_json(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
     """An anomaly as the status API and the event feed show it."""
     created = row["created_at"]
     return {"kind": row["kind"], "detail": row["detail"],
@@ -129,7 +129,7 @@ def duplicate_number_anomalies(
 
 def filing_anomalies(
     conn: Connection, filing_id: int,
-    as_json: Callable[[Mapping[str, Any]], dict[str, Any]] = anomaly_json,
+    as_json: Callable[[RowMapping], dict[str, Any]] = anomaly_json,
 ) -> dict[str, list[dict[str, Any]]]:
     """delivery id → its anomalies (as `as_json` gives each row, `anomaly_json` by default),
     oldest first."""

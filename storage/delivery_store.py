@@ -102,13 +102,13 @@ class DeliverySemanticsStore:
         """The current delivery to `agency` that the agency's correlation id names (the id it
         gave in its acknowledgment, or our message id)."""
         with self._read() as conn:
-            rows = conn.execute(
+            found = conn.execute(
                 select(deliveries).where(
                     deliveries.c.agency == agency,
                     or_(deliveries.c.correlation_id == correlation_id, deliveries.c.message_id == correlation_id),
                 )
             ).all()
-        rows.sort(key=lambda r: (r.correlation_id != correlation_id, r.superseded_by is not None))
+        rows = sorted(found, key=lambda r: (r.correlation_id != correlation_id, r.superseded_by is not None))
         if not rows:
             return None
         r = rows[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import Connection, Engine, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,6 +22,10 @@ __all__ = ["SqlIdentityStore"]
 _PURGE_INTERVAL = 60.0
 
 
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: datetime | None) -> datetime | None: ...
 def _aware(value: datetime | None) -> datetime | None:
     # SQLite gives back naive datetimes; they were written in UTC.
     if value is None or value.tzinfo is not None:
@@ -35,8 +39,8 @@ def _delegation(row: Any) -> Delegation:
         subject_tax_code=row.subject_tax_code,
         delegate_tax_code=row.delegate_tax_code,
         agencies=frozenset(row.agencies or ()),
-        valid_from=_aware(row.valid_from),  # type: ignore[arg-type]
-        valid_to=_aware(row.valid_to),  # type: ignore[arg-type]
+        valid_from=_aware(row.valid_from),
+        valid_to=_aware(row.valid_to),
         granted_by=row.granted_by,
         revoked_at=_aware(row.revoked_at),
         parent_id=row.parent_id,

@@ -3,6 +3,7 @@ audited in its own transaction (storage.audit)."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
@@ -25,13 +26,13 @@ __all__ = ["SqlOperatorStore"]
 
 def _account(row: Any) -> Account:
     return Account(id=row.id, name=row.name, role=row.role, disabled=bool(row.disabled),
-                   created_at=_aware(row.created_at),  # type: ignore[arg-type]
+                   created_at=_aware(row.created_at),
                    password_hash=row.password_hash, totp_secret=row.totp_secret,
                    totp_last_step=row.totp_last_step)
 
 
 def _token(row: Any, name: str) -> TokenRecord:
-    return TokenRecord(id=row.id, operator=name, label=row.label, created_at=_aware(row.created_at),  # type: ignore[arg-type]
+    return TokenRecord(id=row.id, operator=name, label=row.label, created_at=_aware(row.created_at),
                        expires_at=_aware(row.expires_at), last_used_at=_aware(row.last_used_at),
                        revoked_at=_aware(row.revoked_at))
 
@@ -110,7 +111,7 @@ class SqlOperatorStore:
                 expires_at=expires_at))
             _append(conn, entry)
 
-    def tokens(self, name: str) -> list[TokenRecord]:
+    def tokens(self, name: str) -> builtins.list[TokenRecord]:
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(operator_tokens).join(operators, operators.c.id == operator_tokens.c.operator_id)
@@ -230,8 +231,8 @@ class SqlOperatorStore:
             if row is None:
                 return None
             account = conn.execute(select(operators).where(operators.c.id == row.operator_id)).one()
-        return SessionRecord(id_hash=row.id_hash, account=_account(account), created_at=_aware(row.created_at),  # type: ignore[arg-type]
-                             last_seen_at=_aware(row.last_seen_at), csrf_token=row.csrf_token)  # type: ignore[arg-type]
+        return SessionRecord(id_hash=row.id_hash, account=_account(account), created_at=_aware(row.created_at),
+                             last_seen_at=_aware(row.last_seen_at), csrf_token=row.csrf_token)
 
     def touch_session(self, id_hash: str, at: datetime) -> None:
         with self._writer() as conn, conn.begin():

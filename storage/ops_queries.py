@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, or_, select
+from sqlalchemy import Engine, RowMapping, and_, case, func, or_, select
 from sqlalchemy.sql import Select
 
 from domain.states import OPEN_DELIVERY_STATES, DeliveryState
@@ -75,13 +75,13 @@ class OpsQueries:
                 .where(deliveries.c.state.in_(watched), deliveries.c.superseded_by.is_(None))
                 .group_by(deliveries.c.agency, deliveries.c.state)
             ).all()
-            oldest = dict(conn.execute(  # type: ignore[arg-type]
+            oldest: dict[str, datetime] = {agency: at for agency, at in conn.execute(
                 select(deliveries.c.agency, func.min(origin))
                 .where(deliveries.c.state.in_(_OPEN)).group_by(deliveries.c.agency)
-            ).all())
-            flagged = dict(conn.execute(  # type: ignore[arg-type]
+            )}
+            flagged: dict[str, int] = {agency: count for agency, count in conn.execute(
                 select(anomalies.c.agency, func.count()).group_by(anomalies.c.agency)
-            ).all())
+            )}
             recent = conn.execute(
                 select(deliveries.c.agency, func.count(func.distinct(attempts.c.delivery_id)), func.count(),
                        func.sum(case((attempts.c.result == "ok", 1), else_=0)))
@@ -273,7 +273,7 @@ def _circuit(status: Any) -> dict[str, Any]:
             "reportedBy": status.reported_by, "reportedAt": rfc3339(status.updated_at)}
 
 
-def _anomaly_detail(a: Mapping[str, Any]) -> dict[str, Any]:
+def _anomaly_detail(a: RowMapping) -> dict[str, Any]:
     return {"kind": a["kind"], "detail": a["detail"], "createdAt": rfc3339(a["created_at"])}
 
 

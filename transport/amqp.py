@@ -163,12 +163,14 @@ def describe(reason: object) -> str:
 
 def _root_cause(exc: BaseException) -> BaseException:
     for _ in range(5):  # pika nests three levels; bounded in case of a cycle
+        attempts = getattr(exc, "exceptions", None)  # AMQPConnectionWorkflowFailed: every attempt
+        phase = getattr(exc, "exception", None)  # a connector phase error: its cause
         if isinstance(exc, px.AMQPConnectionError) and exc.args and isinstance(exc.args[0], BaseException):
             exc = exc.args[0]
-        elif getattr(exc, "exceptions", None):  # AMQPConnectionWorkflowFailed: the last attempt
-            exc = exc.exceptions[-1]  # type: ignore[attr-defined]
-        elif isinstance(getattr(exc, "exception", None), BaseException):  # a connector phase error
-            exc = exc.exception  # type: ignore[attr-defined]
+        elif isinstance(attempts, (tuple, list)) and attempts:  # the last attempt says why
+            exc = attempts[-1]
+        elif isinstance(phase, BaseException):
+            exc = phase
         else:
             break
     return exc

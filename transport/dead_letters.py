@@ -10,13 +10,16 @@ is already done without sending it).
 
 from __future__ import annotations
 
+import builtins
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import pika
 import pika.exceptions as px
+from pika.adapters.blocking_connection import BlockingChannel
 
 from service.relay import BrokerUnavailable
 from transport.amqp import Topology, amqp_parameters, describe
@@ -43,20 +46,56 @@ class DeadLetter:
                 "reason": self.reason, "deadLetteredAt": self.dead_lettered_at, "deliveries": self.deliveries}
 
 
-def _letter(agency: str, properties: Any, body: bytes) -> DeadLetter:
+class _Taken(NamedTuple):
+    """One message taken from a queue and not acknowledged yet."""
+
+    tag: int
+    properties: pika.BasicProperties
+    body: bytes
+
+
+def _take(channel: BlockingChannel, queue: str) -> _Taken | None:
+    """The next message of `queue`, unacknowledged; None when the queue is empty."""
+    method, properties, body = channel.basic_get(queue, auto_ack=False)
+    if method is None or properties is None or body is None:
+        return None
+    # The broker's Basic.GetOk always carries a tag; pika declares the field optional.
+    assert method.delivery_tag is not None
+    return _Taken(method.delivery_tag, properties, body)
+
+
+def _letter(agency: str, properties: pika.BasicProperties, body: bytes) -> DeadLetter:
     try:
         data = json.loads(body)
         job_id, delivery_id = int(data["job_id"]), str(data["delivery_id"])
     except (ValueError, TypeError, KeyError):
         job_id, delivery_id = None, None
-    headers = properties.headers or {}
-    death = (headers.get("x-death") or [{}])[0]
+    headers: Mapping[str, object] = properties.headers or {}
+    death = _latest_death(headers)
     at = death.get("time")
     when = at.replace(tzinfo=timezone.utc).isoformat() if isinstance(at, datetime) else None
-    reason = death.get("reason") or headers.get("x-first-death-reason")
-    reason = reason.decode() if isinstance(reason, bytes) else reason
-    return DeadLetter(agency, job_id, delivery_id, reason, when, int(death.get("count") or 0)
-                      + int(headers.get("x-delivery-count") or 0))
+    reason = _text(death.get("reason") or headers.get("x-first-death-reason"))
+    return DeadLetter(agency, job_id, delivery_id, reason, when, _count(death.get("count"))
+                      + _count(headers.get("x-delivery-count")))
+
+
+# AMQP header tables hold values of many types; these read the ones RabbitMQ documents.
+
+def _latest_death(headers: Mapping[str, object]) -> Mapping[str, object]:
+    """The first `x-death` entry (RabbitMQ puts the latest first); empty when there is none."""
+    deaths = headers.get("x-death")
+    latest = deaths[0] if isinstance(deaths, list) and deaths else None
+    return latest if isinstance(latest, Mapping) else {}
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode()
+    return value if isinstance(value, str) else None
+
+
+def _count(value: object) -> int:
+    return int(value) if value and isinstance(value, (int, str, bytes)) else 0
 
 
 class RabbitDeadLetters:
@@ -94,11 +133,11 @@ class RabbitDeadLetters:
                 counts[name] = channel.queue_declare(queue, passive=True).method.message_count
                 taken = 0
                 while len(letters) < limit and taken < counts[name]:
-                    method, properties, body = channel.basic_get(queue, auto_ack=False)
-                    if method is None:
+                    got = _take(channel, queue)
+                    if got is None:
                         break
                     taken += 1
-                    letters.append(_letter(name, properties, body))
+                    letters.append(_letter(name, got.properties, got.body))
                 if taken:
                     # Give them all back, in one go: listing changes nothing.
                     channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
@@ -110,7 +149,7 @@ class RabbitDeadLetters:
                 conn.close()
 
     def replay(self, agency: str | None = None, limit: int = 100,
-               job_ids: frozenset[int] | None = None) -> list[DeadLetter]:
+               job_ids: frozenset[int] | None = None) -> builtins.list[DeadLetter]:
         """Move up to `limit` dead letters (only `job_ids`, if given) back to their agency's
         delivery queue; the others stay where they are.
 
@@ -134,9 +173,10 @@ class RabbitDeadLetters:
                 for _ in range(min(waiting, MAX_BATCH)):
                     if len(replayed) >= limit:
                         break
-                    method, properties, body = channel.basic_get(queue, auto_ack=False)
-                    if method is None:
+                    got = _take(channel, queue)
+                    if got is None:
                         break
+                    tag, properties, body = got
                     letter = _letter(name, properties, body)
                     if job_ids is not None and letter.job_id not in job_ids:
                         kept = True
@@ -148,7 +188,7 @@ class RabbitDeadLetters:
                         headers={"x-crocevia-replayed": 1},
                     )
                     channel.basic_publish(self._topology.exchange, name, body, copy, mandatory=True)
-                    channel.basic_ack(method.delivery_tag)
+                    channel.basic_ack(tag)
                     replayed.append(letter)
                 if kept:
                     channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)

@@ -15,7 +15,10 @@ connection = config.attributes.get("connection")
 if connection is None:
     from sqlalchemy import create_engine
 
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("alembic/env.py needs a connection or sqlalchemy.url in its config")
+    engine = create_engine(url)
     with engine.begin() as conn:
         context.configure(connection=conn, target_metadata=metadata, render_as_batch=True)
         context.run_migrations()
