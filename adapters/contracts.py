@@ -120,9 +120,13 @@ def _fail(text: str, key: str = "") -> PydanticCustomError:
     return PydanticCustomError(_FILE_ERROR, "{text}", {"text": text, "key": key})
 
 
-def _unknown(table: Mapping[str, Any], reserved: frozenset[str]) -> None:
-    """Refuse file keys that would collide with what the loader fills in itself."""
-    clash = sorted(set(table) & reserved)
+def _refuse_keys(table: Mapping[str, Any], refused: frozenset[str]) -> None:
+    """Refuse those of `refused` that a file's table holds, reported as unknown keys.
+
+    Used where a validator reshapes the table first: names the loader fills in itself
+    (`agency`, `version`, ...) must not be smuggled in from the file.
+    """
+    clash = sorted(set(table) & refused)
     if clash:
         raise PydanticCustomError("unknown_keys", "unknown keys {keys}", {"keys": clash})
 
@@ -175,7 +179,7 @@ def _each(raw: Any) -> Any:
     """`references_each = { nodes, name, value }` → the three paths."""
     if not isinstance(raw, Mapping):
         return raw
-    _unknown(raw, frozenset(raw) - {"nodes", "name", "value"})
+    _refuse_keys(raw, frozenset(raw) - {"nodes", "name", "value"})
     for key in ("nodes", "name", "value"):
         if not isinstance(raw.get(key), str):
             raise _fail("missing" if key not in raw else "expected a string", key)
@@ -254,7 +258,7 @@ class StatusSpec:
     def _from_file(cls, data: Any) -> Any:
         """The file names the status's own value `path` (code passes `value`)."""
         if isinstance(data, Mapping):
-            _unknown(data, frozenset({"value"}))
+            _refuse_keys(data, frozenset({"value"}))
             return {("value" if k == "path" else k): v for k, v in data.items()}
         return data
 
@@ -448,7 +452,7 @@ class ContractSpec:
         if not isinstance(data.table, Mapping):
             return data.table  # pydantic names the wrong type
         table = dict(data.table)
-        _unknown(table, frozenset({"agency", "version", "source", "document", "document_text"}))
+        _refuse_keys(table, frozenset({"agency", "version", "source", "document", "document_text"}))
         kind = table.get("kind")
         key, other = {"soap": ("wsdl", "openapi"), "rest": ("openapi", "wsdl")}.get(
             kind if isinstance(kind, str) else "", ("", ""))
@@ -525,7 +529,7 @@ class AgencySpec:
         """Fill in what the file leaves implicit: the name, the current version, the issuer."""
         if not isinstance(data, Mapping) or not isinstance(info.context, Mapping):
             return data
-        _unknown(data, frozenset({"name", "source"}))
+        _refuse_keys(data, frozenset({"name", "source"}))
         source: Path = info.context["source"]
         table = dict(data)
         name = table.pop("agency", source.stem)
