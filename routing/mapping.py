@@ -27,7 +27,7 @@ def validation_problems(exc: ValidationError) -> str:
     """Pydantic's errors as `dotted.key: what` (unknown keys and wrong choices named as such)."""
     problems = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(file)"
+        key = ".".join(str(part) for part in error["loc"])
         ctx = error.get("ctx") or {}
         if error["type"] == "extra_forbidden":
             text = "unknown key"
@@ -39,7 +39,7 @@ def validation_problems(exc: ValidationError) -> str:
             text = str(ctx["error"])
         else:
             text = f"{error['msg'][:1].lower()}{error['msg'][1:]}, got {error['input']!r}"
-        problems.append(f"{key}: {text}")
+        problems.append(f"{key}: {text}" if key else text)  # no key: the table as a whole
     return "; ".join(problems)
 
 
