@@ -6,17 +6,34 @@ agency's sandbox behaves. Loading a catalog reads only the TOML files: the WSDL 
 documents are opened when a contract is loaded (`adapters.wsdl`, `adapters.rest`), so an
 agency nobody routes to costs nothing at start-up. The format is documented in
 docs/agencies-as-configuration.md.
+
+The spec classes are pydantic dataclasses: the same classes validate an agency file (unknown
+keys refused, closed choices as `Literal`s) and are what the adapters read, so the file's
+format is declared once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, NamedTuple, get_args
+
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from adapters.base import OVERRIDE_KINDS
 
@@ -45,30 +62,23 @@ __all__ = [
 #: A document path starting with this is read under the configured `external_dir`
 #: (default `../shared/external`), where third-party interface files stay in place.
 EXTERNAL_PREFIX = "external:"
+Kind = Literal["soap", "rest"]
 #: The AgID interaction patterns a contract may declare (ModI: blocking, PULL, PUSH).
-PATTERNS = frozenset({"blocking", "pull", "push"})
-_KINDS = frozenset({"soap", "rest"})
+Pattern = Literal["blocking", "pull", "push"]
+PATTERNS = frozenset(get_args(Pattern))
 #: How an agency signs its callbacks: ModI (REST: bearer JWT, Digest, Agid-JWT-Signature) or
 #: WS-Security (SOAP: an XML signature over Body and Timestamp by the agency's certificate).
-CALLBACK_PROFILES = frozenset({"modi", "wss"})
-_CONTRACT_KEYS = frozenset({
-    "kind", "wsdl", "openapi", "binding", "service", "port", "soap_version", "xsd",
-    "operations", "envelope", "message_id_header", "endpoint", "connect_timeout",
-    "read_timeout", "pattern", "receipt", "fault_overrides", "fault_code_fields", "sandbox",
-    "nonblocking", "description",
-})
-_RECEIPT_KEYS = frozenset({
-    "namespaces", "protocol_number", "protocolled_at", "outcome", "outcome_code",
-    "outcome_text", "message_id", "references",
-    "references_each", "references_object", "status", "acknowledgment", "http_statuses",
-    "limits",
-})
+CallbackProfile = Literal["modi", "wss"]
+CALLBACK_PROFILES = frozenset(get_args(CallbackProfile))
+#: `envelope = "crocevia"`: the hub adds the crv:messageHeader; "none": the message as mapped.
+Envelope = Literal["crocevia", "none"]
 #: The width of the stored protocol number (`deliveries.protocol_number`): no limit may exceed it.
 PROTOCOL_NUMBER_COLUMN = 64
-_LIMIT_KEYS = frozenset({
-    "protocol_number_max_length", "protocol_number_pattern", "max_references",
-    "reference_max_length", "max_receipt_bytes", "max_reply_bytes",
-})
+
+#: Every spec refuses keys it does not declare, from a file and from code alike.
+_STRICT = ConfigDict(extra="forbid")
+#: The error type whose `key` (in its context) names the offending key below the error's place.
+_FILE_ERROR = "agency_file"
 
 
 class ContractConfigError(ValueError):
@@ -100,7 +110,120 @@ def _shown(path: Path | str) -> str:
         return str(path)
 
 
-@dataclass(frozen=True, slots=True)
+# ---------------------------------------------------------------------------------------------
+# How a file's values become spec values (each passes through what code built already)
+# ---------------------------------------------------------------------------------------------
+
+
+def _fail(text: str, key: str = "") -> PydanticCustomError:
+    """An error naming `key` below the place pydantic reports it at (empty: that place)."""
+    return PydanticCustomError(_FILE_ERROR, "{text}", {"text": text, "key": key})
+
+
+def _refuse_keys(table: Mapping[str, Any], refused: frozenset[str]) -> None:
+    """Refuse those of `refused` that a file's table holds, reported as unknown keys.
+
+    Used where a validator reshapes the table first: names the loader fills in itself
+    (`agency`, `version`, ...) must not be smuggled in from the file.
+    """
+    clash = sorted(set(table) & refused)
+    if clash:
+        raise PydanticCustomError("unknown_keys", "unknown keys {keys}", {"keys": clash})
+
+
+def _value(raw: Any, key: str = "") -> Any:
+    """`"path"`, `{ path | header | const = ... }` or `{ own = "message_id" }` → `ValueSpec`."""
+    if isinstance(raw, ValueSpec):
+        return raw
+    if isinstance(raw, str):
+        return ValueSpec(path=raw)
+    if isinstance(raw, Mapping) and len(raw) == 1:
+        (kind, value), = raw.items()
+        if kind in ("path", "header", "const") and isinstance(value, (str, int)) \
+                and not isinstance(value, bool):
+            return ValueSpec(**{kind: str(value)})
+        if kind == "own" and value == "message_id":
+            return ValueSpec(own="message_id")
+    raise _fail("expected a path string or one of { path | header | const = ... } or "
+                f"{{ own = \"message_id\" }}, got {raw!r}", key)
+
+
+def _values(raw: Any) -> Any:
+    """A table of name → value (`references`) → pairs, each value named in its error."""
+    if isinstance(raw, Mapping):
+        return tuple((str(name), _value(item, str(name))) for name, item in raw.items())
+    return raw
+
+
+def _pairs(raw: Any) -> Any:
+    """A table of name → text (`namespaces`, sandbox `values`) → pairs."""
+    if isinstance(raw, Mapping):
+        return tuple((str(k), str(v)) for k, v in raw.items())
+    return raw
+
+
+def _kinds(raw: Any) -> Any:
+    """A table of code → error kind (`fault_overrides`, status `errors`) → pairs, kinds lowered."""
+    if not isinstance(raw, Mapping):
+        return raw
+    pairs = []
+    for code, kind in raw.items():
+        if not isinstance(kind, str) or kind.lower() not in OVERRIDE_KINDS:
+            raise _fail(f"unknown kind {kind!r}; expected one of {sorted(OVERRIDE_KINDS)}",
+                        str(code))
+        pairs.append((str(code), kind.lower()))
+    return tuple(pairs)
+
+
+def _each(raw: Any) -> Any:
+    """`references_each = { nodes, name, value }` → the three paths."""
+    if not isinstance(raw, Mapping):
+        return raw
+    _refuse_keys(raw, frozenset(raw) - {"nodes", "name", "value"})
+    for key in ("nodes", "name", "value"):
+        if not isinstance(raw.get(key), str):
+            raise _fail("missing" if key not in raw else "expected a string", key)
+    return raw["nodes"], raw["name"], raw["value"]
+
+
+def _envelope(raw: Any) -> Any:
+    """`envelope = "crocevia" | "none"` → whether the hub adds its header."""
+    if isinstance(raw, bool):
+        return raw
+    if raw not in get_args(Envelope):
+        raise _fail("expected \"crocevia\" (the hub adds crv:messageHeader) or \"none\"")
+    return raw == "crocevia"
+
+
+def _resolve(raw: Any, info: ValidationInfo) -> Any:
+    """A document path of a file: `external:` under external_dir, relative under the project."""
+    if not isinstance(raw, str) or not isinstance(info.context, Mapping):
+        return raw
+    if raw.startswith(EXTERNAL_PREFIX):
+        return Path(info.context["external_dir"]) / raw[len(EXTERNAL_PREFIX):]
+    path = Path(raw)
+    return path if path.is_absolute() else Path(info.context["project_root"]) / path
+
+
+def _positive_int(raw: Any) -> Any:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+        raise _fail(f"expected a positive integer, got {raw!r}")
+    return raw
+
+
+_Value = Annotated["ValueSpec", BeforeValidator(_value)]
+_Kinds = Annotated[tuple[tuple[str, str], ...], BeforeValidator(_kinds)]
+_Pairs = Annotated[tuple[tuple[str, str], ...], BeforeValidator(_pairs)]
+_Resolved = Annotated[Path, BeforeValidator(_resolve)]
+_PositiveInt = Annotated[int, BeforeValidator(_positive_int)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The specs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, config=_STRICT)
 class ValueSpec:
     """Where one receipt field comes from: a path into the reply, an HTTP header or a constant.
 
@@ -115,23 +238,39 @@ class ValueSpec:
     own: str | None = None  #: `message_id`: the hub's own message id (a reply with no id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, config=_STRICT)
 class StatusSpec:
     """A business status inside a successful reply (e.g. the ISEE `Esito`).
 
     `code` points at the agency's own code beside a status that is not ok (pagoPA's
     `fault/faultCode`): a code named in the contract's `fault_overrides` picks the error kind,
-    any other code leaves it to `errors`.
+    any other code leaves it to `errors`. In the file `value` is written `path`.
     """
 
-    value: ValueSpec
+    value: _Value
     ok: tuple[str, ...]
-    errors: tuple[tuple[str, str], ...] = ()  #: value → kind of `adapters.base.OVERRIDE_KINDS`
-    text: ValueSpec | None = None
-    code: ValueSpec | None = None
+    errors: _Kinds = ()  #: value → kind of `adapters.base.OVERRIDE_KINDS`
+    text: _Value | None = None
+    code: _Value | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any) -> Any:
+        """The file names the status's own value `path` (code passes `value`)."""
+        if isinstance(data, Mapping):
+            _refuse_keys(data, frozenset({"value"}))
+            return {("value" if k == "path" else k): v for k, v in data.items()}
+        return data
+
+    @field_validator("ok")
+    @classmethod
+    def _some_ok(cls, ok: tuple[str, ...]) -> tuple[str, ...]:
+        if not ok:
+            raise _fail("name at least one value that means success")
+        return ok
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, config=_STRICT)
 class ReceiptLimits:
     """What a reply may hold before it is stored (`[contracts.<v>.receipt.limits]`).
 
@@ -141,14 +280,30 @@ class ReceiptLimits:
     columns the receipt is stored in and leave room for any sane receipt.
     """
 
-    protocol_number_max_length: int = PROTOCOL_NUMBER_COLUMN  #: characters
+    protocol_number_max_length: _PositiveInt = PROTOCOL_NUMBER_COLUMN  #: characters
     #: What a protocol number may look like (the whole value, Python `re` syntax); by default
     #: printable ASCII without leading or trailing blanks.
     protocol_number_pattern: str = r"[!-~](?:[ -~]*[!-~])?"
-    max_references: int = 64
-    reference_max_length: int = 256  #: characters, of a reference's name and of its value
-    max_receipt_bytes: int = 32 * 1024  #: the receipt as stored (UTF-8 of all its fields)
-    max_reply_bytes: int = 1024 * 1024  #: the reply body read at all, decoded
+    max_references: _PositiveInt = 64
+    reference_max_length: _PositiveInt = 256  #: characters, of a reference's name and of its value
+    max_receipt_bytes: _PositiveInt = 32 * 1024  #: the receipt as stored (UTF-8 of all its fields)
+    max_reply_bytes: _PositiveInt = 1024 * 1024  #: the reply body read at all, decoded
+
+    @field_validator("protocol_number_max_length")
+    @classmethod
+    def _fits_the_column(cls, length: int) -> int:
+        if length > PROTOCOL_NUMBER_COLUMN:
+            raise _fail(f"at most {PROTOCOL_NUMBER_COLUMN} (the stored protocol number's width)")
+        return length
+
+    @field_validator("protocol_number_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise _fail(f"not a regular expression: {exc}") from exc
+        return pattern
 
     @property
     def protocol_number_re(self) -> re.Pattern[str]:
@@ -156,7 +311,7 @@ class ReceiptLimits:
         return re.compile(self.protocol_number_pattern)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, config=_STRICT)
 class ReceiptSpec:
     """How a successful reply becomes a `Receipt`.
 
@@ -165,19 +320,20 @@ class ReceiptSpec:
     records it in the protocol number's place, and the docs explain each choice.
     """
 
-    protocol_number: ValueSpec
-    protocolled_at: ValueSpec | None = None
-    outcome: ValueSpec | None = None
-    outcome_code: ValueSpec | None = None  #: a decision's code (a late RESPINTA, say)
-    outcome_text: ValueSpec | None = None
-    message_id: ValueSpec | None = None
-    references: tuple[tuple[str, ValueSpec], ...] = ()
-    references_each: tuple[str, str, str] | None = None  #: (nodes, name, value) paths
+    protocol_number: _Value
+    protocolled_at: _Value | None = None
+    outcome: _Value | None = None
+    outcome_code: _Value | None = None  #: a decision's code (a late RESPINTA, say)
+    outcome_text: _Value | None = None
+    message_id: _Value | None = None
+    references: Annotated[tuple[tuple[str, ValueSpec], ...], BeforeValidator(_values)] = ()
+    #: (nodes, name, value) paths; the file writes `{ nodes = ..., name = ..., value = ... }`.
+    references_each: Annotated[tuple[str, str, str] | None, BeforeValidator(_each)] = None
     references_object: str | None = None  #: REST: a JSON object of name → value
     status: StatusSpec | None = None
-    acknowledgment: bool = False
-    namespaces: tuple[tuple[str, str], ...] = ()
-    http_statuses: tuple[int, ...] = ()  #: REST: statuses whose body is the receipt
+    acknowledgment: bool = Field(default=False, strict=True)
+    namespaces: _Pairs = ()
+    http_statuses: tuple[Annotated[int, Field(strict=True)], ...] = ()  #: REST: statuses whose body is the receipt
     limits: ReceiptLimits = ReceiptLimits()
 
     def paths(self) -> list[str]:
@@ -190,7 +346,7 @@ class ReceiptSpec:
         return [s.path for s in specs if s is not None and s.path]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, config=_STRICT)
 class SandboxSpec:
     """How the schema-driven sandbox plays this contract (simulators/sandbox.py).
 
@@ -202,13 +358,27 @@ class SandboxSpec:
 
     dedupe: str = ""
     prefix: str = ""  #: protocol numbers `<PREFIX>-<year>-<seq>`; default the agency name
-    values: tuple[tuple[str, str], ...] = ()
-    faults: tuple[Mapping[str, Any], ...] = field(default=(), compare=False, hash=False)
+    values: _Pairs = ()
+    faults: tuple[Mapping[str, Any], ...] = dataclasses.field(default=(), compare=False,
+                                                              hash=False)
     #: PULL/PUSH: how many status polls answer "pending" before the outcome is ready.
-    pending_polls: int = 1
+    pending_polls: int = Field(default=1, ge=0, strict=True)
+
+    @field_validator("dedupe")
+    @classmethod
+    def _dedupe(cls, dedupe: str) -> str:
+        if dedupe and dedupe != "digest" and not dedupe.startswith(("field:", "header:")):
+            raise _fail("expected digest, field:<name> or header:<name>")
+        return dedupe
+
+    @field_validator("faults")
+    @classmethod
+    def _plain_faults(cls, faults: tuple[Mapping[str, Any], ...]) -> tuple[Mapping[str, Any], ...]:
+        """Fault rules stay plain dicts: the simulators match and copy them as such."""
+        return tuple(dict(f) for f in faults)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, config=_STRICT)
 class NonBlockingSpec:
     """The operations of a non-blocking contract besides the request (AgID ModI).
 
@@ -227,18 +397,27 @@ class NonBlockingSpec:
     status_path: str | None = None
     done_values: tuple[str, ...] = ()
     failed_values: tuple[str, ...] = ()
-    callback_wsdl: Path | None = None
+    callback_wsdl: _Resolved | None = None
     callback_operation: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+class _Declared(NamedTuple):
+    """A contract table as read from a file, with what the loader knows around it."""
+
+    agency: str
+    version: str
+    source: Path
+    table: Any
+
+
+@dataclass(frozen=True, slots=True, config=_STRICT)
 class ContractSpec:
     """One version of one agency's contract, as declared."""
 
     agency: str
     version: str
-    kind: str  #: "soap" or "rest"
-    document: Path  #: the WSDL or OpenAPI document
+    kind: Kind
+    document: _Resolved  #: the WSDL or OpenAPI document (the file's `wsdl` or `openapi`)
     source: Path  #: the agency file that declares it
     document_text: str  #: the document as written in the file, for messages
     receipt: ReceiptSpec
@@ -246,21 +425,59 @@ class ContractSpec:
     binding: str | None = None  #: `{namespace}Local` or a local name in the WSDL's namespace
     service: str | None = None
     port: str | None = None
-    soap_version: str | None = None  #: checked against the WSDL when given
-    xsd: Path | None = None  #: pre-send validation schema; else the WSDL's own types
-    envelope: bool = True  #: the hub adds the `crv:messageHeader` to every message
+    soap_version: Literal["1.1", "1.2"] | None = None  #: checked against the WSDL when given
+    xsd: _Resolved | None = None  #: pre-send validation schema; else the WSDL's own types
+    #: The hub adds the `crv:messageHeader` to every message (the file's "crocevia" | "none").
+    envelope: Annotated[bool, BeforeValidator(_envelope)] = True
     message_id_header: str | None = None  #: HTTP header carrying the stable message id
     endpoint: str | None = None  #: overrides the agency's endpoint for this version
-    connect_timeout: float | None = None
-    read_timeout: float | None = None
-    pattern: str = "blocking"
-    fault_overrides: tuple[tuple[str, str], ...] = ()
+    connect_timeout: float | None = Field(default=None, gt=0)
+    read_timeout: float | None = Field(default=None, gt=0)
+    pattern: Pattern = "blocking"
+    fault_overrides: _Kinds = ()
     #: Where the agency puts a code of its own in a fault: local names of elements inside a
     #: SOAP fault's detail (AgID `customFaultCode`), dotted paths into a REST error body
     #: (empty: `codice`). The code is looked up in `fault_overrides`.
     fault_code_fields: tuple[str, ...] = ()
     sandbox: SandboxSpec = SandboxSpec()
     nonblocking: NonBlockingSpec | None = None
+    description: str = dataclasses.field(default="", compare=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any) -> Any:
+        """A file's table: its document under `wsdl` (soap) or `openapi` (rest)."""
+        if not isinstance(data, _Declared):
+            return data
+        if not isinstance(data.table, Mapping):
+            return data.table  # pydantic names the wrong type
+        table = dict(data.table)
+        _refuse_keys(table, frozenset({"agency", "version", "source", "document", "document_text"}))
+        kind = table.get("kind")
+        key, other = {"soap": ("wsdl", "openapi"), "rest": ("openapi", "wsdl")}.get(
+            kind if isinstance(kind, str) else "", ("", ""))
+        if not key:
+            document = table.pop("wsdl", table.pop("openapi", ""))  # the kind's error says it
+        elif other in table:
+            raise _fail(f"a {kind} contract names its document with `{key}`", other)
+        elif key not in table:
+            raise _fail("missing", key)
+        else:
+            document = table.pop(key)
+        return {**table, "agency": data.agency, "version": data.version, "source": data.source,
+                "document": document, "document_text": document}
+
+    @model_validator(mode="after")
+    def _nonblocking_named(self) -> ContractSpec:
+        """A SOAP PULL or PUSH contract names the operations the WSDL cannot tell apart."""
+        if self.pattern == "blocking" or self.kind != "soap":
+            return self
+        needed = (("status_operation", "result_operation", "status_path", "done_values")
+                  if self.pattern == "pull" else ("callback_wsdl", "callback_operation"))
+        missing = [k for k in needed if self.nonblocking is None or not getattr(self.nonblocking, k)]
+        if missing:
+            raise _fail(f"a SOAP {self.pattern} contract names {', '.join(missing)}", "nonblocking")
+        return self
 
     @property
     def ref(self) -> str:
@@ -273,7 +490,7 @@ class ContractSpec:
                              operation=operation)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, config=_STRICT)
 class CallbackSpec:
     """The credential an agency's callbacks (AgID NONBLOCK_PUSH) must carry: `[callback]`.
 
@@ -283,18 +500,20 @@ class CallbackSpec:
     production leaves it out and names the certificate the agency was issued.
     """
 
-    profile: str  #: "modi" or "wss"
-    certificate: Path
+    profile: CallbackProfile
+    certificate: _Resolved
     issuer: str  #: modi: the tokens' `iss` (default: the agency's name)
-    private_key: Path | None = None
+    private_key: _Resolved | None = None
+    description: str = dataclasses.field(default="", compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class AgencySpec:
     """An agency and every contract version it speaks; `current` is the routes' default.
 
     `callback` is None when the agency's file declares no callback credential: such an agency
-    cannot post callbacks to the hub at all.
+    cannot post callbacks to the hub at all. In the file `name` is written `agency` (default:
+    the file's name) and `current` may be left out when one version is declared.
     """
 
     name: str
@@ -302,6 +521,37 @@ class AgencySpec:
     current: str
     contracts: Mapping[str, ContractSpec]
     callback: CallbackSpec | None = None
+    description: str = dataclasses.field(default="", compare=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any, info: ValidationInfo) -> Any:
+        """Fill in what the file leaves implicit: the name, the current version, the issuer."""
+        if not isinstance(data, Mapping) or not isinstance(info.context, Mapping):
+            return data
+        _refuse_keys(data, frozenset({"name", "source"}))
+        source: Path = info.context["source"]
+        table = dict(data)
+        name = table.pop("agency", source.stem)
+        contracts = table.get("contracts", {})
+        if isinstance(contracts, Mapping):
+            table["contracts"] = {str(v): _Declared(str(name), str(v), source, raw)
+                                  for v, raw in contracts.items()}
+        if "current" not in table and (not isinstance(contracts, Mapping) or len(contracts) <= 1):
+            table["current"] = next(iter(contracts), "") if isinstance(contracts, Mapping) else ""
+        callback = table.get("callback")
+        if isinstance(callback, Mapping) and "issuer" not in callback:
+            table["callback"] = {**callback, "issuer": name}
+        return {**table, "name": name, "source": source}
+
+    @model_validator(mode="after")
+    def _current_declared(self) -> AgencySpec:
+        if not self.contracts:
+            raise _fail("declare at least one version, e.g. [contracts.v1]", "contracts")
+        if self.current not in self.contracts:
+            raise _fail(f"{self.current!r} is not a declared version ({sorted(self.contracts)})",
+                        "current")
+        return self
 
     def contract(self, version: str | None = None) -> ContractSpec:
         """The contract of `version` (None: the current one).
@@ -319,7 +569,7 @@ class AgencySpec:
             ) from None
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class AgencyCatalog:
     """Every declared agency, by its config name."""
 
@@ -352,318 +602,63 @@ def split_contract_ref(ref: str) -> tuple[str, str | None]:
 # Loading
 # ---------------------------------------------------------------------------------------------
 
-
-class _Reader:
-    """Reads one table of an agency file, naming the file and key in every error."""
-
-    def __init__(self, source: Path, where: str, data: Any) -> None:
-        if not isinstance(data, Mapping):
-            raise ContractConfigError(f"{source.name}: [{where}] must be a table")
-        self.source, self.where, self.data = source, where, data
-
-    def fail(self, key: str, text: str) -> ContractConfigError:
-        return ContractConfigError(f"{self.source.name}: {self.where}.{key}: {text}")
-
-    def str(self, key: str, default: str | None = None, *, required: bool = False) -> str | None:
-        value = self.data.get(key, default)
-        if value is None and required:
-            raise self.fail(key, "missing")
-        if value is not None and not isinstance(value, str):
-            raise self.fail(key, f"expected a string, got {value!r}")
-        return value
-
-    def bool(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(key, f"expected true or false, got {value!r}")
-        return value
-
-    def number(self, key: str) -> float | None:
-        value = self.data.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or value <= 0):
-            raise self.fail(key, f"expected a positive number, got {value!r}")
-        return None if value is None else float(value)
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        value = self.data.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.fail(key, "expected a list of strings")
-        return tuple(value)
-
-    def table(self, key: str) -> Mapping[str, Any]:
-        value = self.data.get(key, {})
-        if not isinstance(value, Mapping):
-            raise self.fail(key, "expected a table")
-        return value
-
-    def sub(self, key: str) -> _Reader | None:
-        if key not in self.data:
-            return None
-        return _Reader(self.source, f"{self.where}.{key}", self.data[key])
-
-    def only(self, allowed: frozenset[str]) -> None:
-        unknown = set(self.data) - allowed
-        if unknown:
-            raise ContractConfigError(
-                f"{self.source.name}: [{self.where}]: unknown keys {sorted(unknown)}; "
-                f"allowed: {sorted(allowed)}"
-            )
+_AGENCY_FILE: TypeAdapter[AgencySpec] = TypeAdapter(AgencySpec)
+#: Hints for a missing table, by its key.
+_REQUIRED_TABLES = {"receipt": "say which reply field gives the protocol number"}
+_MISSING_HINTS = {"current": "several versions are declared: say which one is current",
+                  "protocol_number": "missing (for a reply without one, point at the field that "
+                                     "stands for it and set acknowledgment)"}
 
 
-def _value(reader: _Reader, key: str, raw: Any) -> ValueSpec:
-    if isinstance(raw, str):
-        return ValueSpec(path=raw)
-    if isinstance(raw, Mapping) and len(raw) == 1:
-        (kind, value), = raw.items()
-        if kind in ("path", "header", "const") and isinstance(value, (str, int)):
-            return ValueSpec(**{kind: str(value)})
-        if kind == "own" and value == "message_id":
-            return ValueSpec(own="message_id")
-    raise reader.fail(key, f"expected a path string or one of {{ path | header | const = ... }} "
-                           f"or {{ own = \"message_id\" }}, got {raw!r}")
+def _key(loc: tuple[str, ...]) -> str:
+    """A dotted key as the file writes it; keys outside a contract are named `agency.<key>`."""
+    inside_contract = len(loc) >= 2 and loc[0] == "contracts"
+    return ".".join(loc if inside_contract else ("agency", *loc))
 
 
-def _optional_value(reader: _Reader, key: str) -> ValueSpec | None:
-    return _value(reader, key, reader.data[key]) if key in reader.data else None
+def _problems(exc: ValidationError) -> list[str]:
+    """One line per mistake, each naming the dotted key; unknown keys grouped by table."""
+    unknown: dict[tuple[str, ...], list[str]] = {}
+    problems: list[str] = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        ctx = error.get("ctx") or {}
+        if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            unknown.setdefault(loc[:-1], []).append(loc[-1])
+        elif error["type"] == "unknown_keys":
+            unknown.setdefault(loc, []).extend(ctx["keys"])
+        elif error["type"] == _FILE_ERROR:
+            where = (*loc, ctx["key"]) if ctx.get("key") else loc
+            problems.append(f"{_key(where)}: {ctx['text']}")
+        elif error["type"] == "missing" and loc[-1] in _REQUIRED_TABLES:
+            problems.append(f"[{_key(loc)}] is required: {_REQUIRED_TABLES[loc[-1]]}")
+        elif error["type"] == "missing":
+            problems.append(f"{_key(loc)}: {_MISSING_HINTS.get(loc[-1], 'missing')}")
+        elif error["type"] in ("dict_type", "dataclass_type", "dataclass_exact_type"):
+            problems.append(f"{_key(loc)}: expected a table, got {error['input']!r}")
+        elif error["type"] == "literal_error":
+            problems.append(f"{_key(loc)}: expected one of {ctx['expected']}, "
+                            f"got {error['input']!r}")
+        else:
+            problems.append(f"{_key(loc)}: {error['msg'][:1].lower()}{error['msg'][1:]}, "
+                            f"got {error['input']!r}")
+    for table, keys in unknown.items():
+        problems.append(f"[{_key(table)}]: unknown keys {sorted(keys)}")
+    return problems
 
 
-def _kind(reader: _Reader, key: str, kind: Any) -> str:
-    if not isinstance(kind, str) or kind.lower() not in OVERRIDE_KINDS:
-        raise reader.fail(key, f"unknown kind {kind!r}; expected one of {sorted(OVERRIDE_KINDS)}")
-    return kind.lower()
-
-
-def _status(reader: _Reader) -> StatusSpec:
-    reader.only(frozenset({"path", "ok", "errors", "text", "code"}))
-    errors = reader.table("errors")
-    ok = reader.strings("ok")
-    if not ok:
-        raise reader.fail("ok", "name at least one value that means success")
-    return StatusSpec(
-        value=_value(reader, "path", reader.data.get("path")),
-        ok=ok,
-        errors=tuple((str(k), _kind(reader, f"errors.{k}", v)) for k, v in errors.items()),
-        text=_optional_value(reader, "text"),
-        code=_optional_value(reader, "code"),
-    )
-
-
-def _limits(reader: _Reader | None) -> ReceiptLimits:
-    if reader is None:
-        return ReceiptLimits()
-    reader.only(_LIMIT_KEYS)
-    defaults = ReceiptLimits()
-    found: dict[str, Any] = {}
-    for key in _LIMIT_KEYS - {"protocol_number_pattern"}:
-        value = reader.data.get(key, getattr(defaults, key))
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise reader.fail(key, f"expected a positive integer, got {value!r}")
-        found[key] = value
-    if found["protocol_number_max_length"] > PROTOCOL_NUMBER_COLUMN:
-        raise reader.fail("protocol_number_max_length",
-                          f"at most {PROTOCOL_NUMBER_COLUMN} (the stored protocol number's width)")
-    pattern = reader.str("protocol_number_pattern", defaults.protocol_number_pattern) or ""
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise reader.fail("protocol_number_pattern", f"not a regular expression: {exc}") from exc
-    return ReceiptLimits(protocol_number_pattern=pattern, **found)
-
-
-def _receipt(reader: _Reader | None, contract_where: str, source: Path) -> ReceiptSpec:
-    if reader is None:
-        raise ContractConfigError(f"{source.name}: [{contract_where}.receipt] is required: say "
-                                  f"which reply field gives the protocol number")
-    reader.only(_RECEIPT_KEYS)
-    if "protocol_number" not in reader.data:
-        raise reader.fail("protocol_number", "missing (for a reply without one, point at the "
-                                             "field that stands for it and set acknowledgment)")
-    each = reader.sub("references_each")
-    references_each = None
-    if each is not None:
-        each.only(frozenset({"nodes", "name", "value"}))
-        references_each = (each.str("nodes", required=True), each.str("name", required=True),
-                           each.str("value", required=True))
-    status = reader.sub("status")
-    statuses = reader.data.get("http_statuses", [])
-    if not isinstance(statuses, list) or not all(isinstance(s, int) for s in statuses):
-        raise reader.fail("http_statuses", "expected a list of HTTP status codes")
-    namespaces = reader.table("namespaces")
-    return ReceiptSpec(
-        protocol_number=_value(reader, "protocol_number", reader.data["protocol_number"]),
-        protocolled_at=_optional_value(reader, "protocolled_at"),
-        outcome=_optional_value(reader, "outcome"),
-        outcome_code=_optional_value(reader, "outcome_code"),
-        outcome_text=_optional_value(reader, "outcome_text"),
-        message_id=_optional_value(reader, "message_id"),
-        references=tuple((str(name), _value(reader, f"references.{name}", raw))
-                         for name, raw in reader.table("references").items()),
-        references_each=references_each,  # type: ignore[arg-type]
-        references_object=reader.str("references_object"),
-        status=_status(status) if status is not None else None,
-        acknowledgment=reader.bool("acknowledgment", False),
-        namespaces=tuple((str(k), str(v)) for k, v in namespaces.items()),
-        http_statuses=tuple(statuses),
-        limits=_limits(reader.sub("limits")),
-    )
-
-
-def _sandbox(reader: _Reader | None) -> SandboxSpec:
-    if reader is None:
-        return SandboxSpec()
-    reader.only(frozenset({"dedupe", "prefix", "values", "faults", "pending_polls"}))
-    dedupe = reader.str("dedupe", "") or ""
-    if dedupe and dedupe != "digest" and not dedupe.startswith(("field:", "header:")):
-        raise reader.fail("dedupe", "expected digest, field:<name> or header:<name>")
-    faults = reader.data.get("faults", [])
-    if not isinstance(faults, list) or not all(isinstance(f, Mapping) for f in faults):
-        raise reader.fail("faults", "expected a list of fault rules (tables)")
-    polls = reader.data.get("pending_polls", 1)
-    if isinstance(polls, bool) or not isinstance(polls, int) or polls < 0:
-        raise reader.fail("pending_polls", "expected a non-negative integer")
-    return SandboxSpec(
-        dedupe=dedupe,
-        prefix=reader.str("prefix", "") or "",
-        values=tuple((str(k), str(v)) for k, v in reader.table("values").items()),
-        faults=tuple(dict(f) for f in faults),
-        pending_polls=polls,
-    )
-
-
-def _nonblocking(reader: _Reader | None, resolve: Any) -> NonBlockingSpec | None:
-    if reader is None:
-        return None
-    reader.only(frozenset({
-        "correlation_header", "reply_to_header", "status_operation", "result_operation",
-        "status_path", "done_values", "failed_values", "callback_wsdl", "callback_operation",
-    }))
-    callback = reader.str("callback_wsdl")
-    return NonBlockingSpec(
-        correlation_header=reader.str("correlation_header", "X-Correlation-ID") or "",
-        reply_to_header=reader.str("reply_to_header", "X-ReplyTo") or "",
-        status_operation=reader.str("status_operation"),
-        result_operation=reader.str("result_operation"),
-        status_path=reader.str("status_path"),
-        done_values=reader.strings("done_values"),
-        failed_values=reader.strings("failed_values"),
-        callback_wsdl=resolve(callback) if callback else None,
-        callback_operation=reader.str("callback_operation"),
-    )
-
-
-def _check_soap_nonblocking(reader: _Reader, pattern: str, spec: NonBlockingSpec | None) -> None:
-    needed = (("status_operation", "result_operation", "status_path", "done_values")
-              if pattern == "pull" else ("callback_wsdl", "callback_operation"))
-    missing = [k for k in needed if spec is None or not getattr(spec, k)]
-    if missing:
-        raise reader.fail("nonblocking", f"a SOAP {pattern} contract names {', '.join(missing)}")
-
-
-def _resolver(project_root: Path, external_dir: Path):  # type: ignore[no-untyped-def]
-    def resolve(raw: str) -> Path:
-        if raw.startswith(EXTERNAL_PREFIX):
-            return external_dir / raw[len(EXTERNAL_PREFIX):]
-        path = Path(raw)
-        return path if path.is_absolute() else project_root / path
-
-    return resolve
-
-
-def _contract(agency: str, version: str, reader: _Reader, resolve: Any) -> ContractSpec:
-    reader.only(_CONTRACT_KEYS)
-    kind = reader.str("kind", required=True)
-    if kind not in _KINDS:
-        raise reader.fail("kind", f"expected one of {sorted(_KINDS)}")
-    document_key = "wsdl" if kind == "soap" else "openapi"
-    other = "openapi" if kind == "soap" else "wsdl"
-    if other in reader.data:
-        raise reader.fail(other, f"a {kind} contract names its document with `{document_key}`")
-    document = reader.str(document_key, required=True)
-    assert document is not None
-    soap_version = reader.str("soap_version")
-    if soap_version not in (None, "1.1", "1.2"):
-        raise reader.fail("soap_version", "expected \"1.1\" or \"1.2\"")
-    pattern = reader.str("pattern", "blocking")
-    if pattern not in PATTERNS:
-        raise reader.fail("pattern", f"expected one of {sorted(PATTERNS)}")
-    envelope = reader.str("envelope", "crocevia")
-    if envelope not in ("crocevia", "none"):
-        raise reader.fail("envelope", "expected \"crocevia\" (the hub adds crv:messageHeader) "
-                                      "or \"none\"")
-    overrides = reader.table("fault_overrides")
-    xsd = reader.str("xsd")
-    receipt = _receipt(reader.sub("receipt"), reader.where, reader.source)
-    nonblocking = _nonblocking(reader.sub("nonblocking"), resolve)
-    if pattern != "blocking" and kind == "soap":
-        _check_soap_nonblocking(reader, pattern, nonblocking)
-    return ContractSpec(
-        agency=agency,
-        version=version,
-        kind=kind,
-        document=resolve(document),
-        source=reader.source,
-        document_text=document,
-        receipt=receipt,
-        operations=reader.strings("operations"),
-        binding=reader.str("binding"),
-        service=reader.str("service"),
-        port=reader.str("port"),
-        soap_version=soap_version,
-        xsd=resolve(xsd) if xsd else None,
-        envelope=envelope == "crocevia",
-        message_id_header=reader.str("message_id_header"),
-        endpoint=reader.str("endpoint"),
-        connect_timeout=reader.number("connect_timeout"),
-        read_timeout=reader.number("read_timeout"),
-        pattern=pattern or "blocking",
-        fault_overrides=tuple((str(k), _kind(reader, f"fault_overrides.{k}", v))
-                              for k, v in overrides.items()),
-        fault_code_fields=reader.strings("fault_code_fields"),
-        sandbox=_sandbox(reader.sub("sandbox")),
-        nonblocking=nonblocking,
-    )
-
-
-def _callback(reader: _Reader | None, agency: str, resolve: Any) -> CallbackSpec | None:
-    if reader is None:
-        return None
-    reader.only(frozenset({"profile", "certificate", "issuer", "private_key", "description"}))
-    profile = reader.str("profile", required=True)
-    if profile not in CALLBACK_PROFILES:
-        raise reader.fail("profile", f"expected one of {sorted(CALLBACK_PROFILES)}")
-    certificate = reader.str("certificate", required=True)
-    private_key = reader.str("private_key")
-    assert profile is not None and certificate is not None
-    return CallbackSpec(profile=profile, certificate=resolve(certificate),
-                        issuer=reader.str("issuer") or agency,
-                        private_key=resolve(private_key) if private_key else None)
-
-
-def _agency(path: Path, resolve: Any) -> AgencySpec:
+def _agency(path: Path, project_root: Path, external_dir: Path) -> AgencySpec:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        raise ContractConfigError(f"{path.name}: not valid TOML: {exc}") from exc
-    reader = _Reader(path, "agency", data)
-    reader.only(frozenset({"agency", "current", "description", "contracts", "callback"}))
-    name = reader.str("agency", path.stem) or path.stem
-    contracts_table = reader.table("contracts")
-    if not contracts_table:
-        raise reader.fail("contracts", "declare at least one version, e.g. [contracts.v1]")
-    contracts = {
-        str(version): _contract(name, str(version),
-                                _Reader(path, f"contracts.{version}", raw), resolve)
-        for version, raw in contracts_table.items()
-    }
-    current = reader.str("current") or (next(iter(contracts)) if len(contracts) == 1 else None)
-    if current is None:
-        raise reader.fail("current", "several versions are declared: say which one is current")
-    if current not in contracts:
-        raise reader.fail("current", f"{current!r} is not a declared version ({sorted(contracts)})")
-    return AgencySpec(name=name, source=path, current=current, contracts=contracts,
-                      callback=_callback(reader.sub("callback"), name, resolve))
+        raise ContractConfigError(f"{_shown(path)}: not valid TOML: {exc}") from exc
+    context = {"source": path, "project_root": project_root, "external_dir": external_dir}
+    try:
+        return _AGENCY_FILE.validate_python(data, context=context)
+    except ValidationError as exc:
+        raise ContractConfigError(
+            "; ".join(f"{_shown(path)}: {problem}" for problem in _problems(exc))) from None
 
 
 def load_agency_catalog(
@@ -680,13 +675,12 @@ def load_agency_catalog(
         ContractConfigError: a malformed file, naming it and the key.
     """
     dirs = [directories] if isinstance(directories, Path) else list(directories)
-    resolve = _resolver(project_root, external_dir)
     agencies: dict[str, AgencySpec] = {}
     for directory in dirs:
         if not directory.is_dir():
             raise ContractConfigError(f"agency directory {directory} not found")
         for path in sorted(directory.glob("*.toml")):
-            spec = _agency(path, resolve)
+            spec = _agency(path, project_root, external_dir)
             agencies[spec.name] = spec
     return AgencyCatalog(agencies)
 

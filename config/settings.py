@@ -8,11 +8,12 @@ Only `hub.py` calls `load_settings()`; everything below receives the slice it ne
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -35,6 +36,7 @@ __all__ = [
     "RetrySettings",
     "ScheduleSettings",
     "Settings",
+    "SettingsError",
     "SupervisionSettings",
     "TransportSettings",
     "WorkerSettings",
@@ -46,13 +48,30 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config" / "crocevia.toml"
 
 
-class DatabaseSettings(BaseModel):
+#: The signature algorithms of the hub's and the portals' keys (security/keys.py ALGORITHMS).
+Algorithm = Literal["RS256", "ES256"]
+#: Log levels, in any case (`LOG_LEVEL=DEBUG` as well as `log_level = "debug"`).
+LogLevel = Annotated[Literal["debug", "info", "warning", "error", "critical"],
+                     BeforeValidator(lambda level: level.lower() if isinstance(level, str) else level)]
+
+
+class SettingsError(ValueError):
+    """The settings do not validate; the message names the file and each dotted key."""
+
+
+class _Section(BaseModel):
+    """A group of settings: a key it does not declare is a typo, refused at start-up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
     url: str = "sqlite:///var/crocevia.db"
     pool_size: int = 10
     echo: bool = False
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 1_048_576
@@ -73,8 +92,8 @@ class ApiSettings(BaseModel):
     readiness_timeout: float = 2.0
 
 
-class TransportSettings(BaseModel):
-    kind: str = "embedded"  # "embedded" (the database queue) or "rabbitmq"
+class TransportSettings(_Section):
+    kind: Literal["embedded", "rabbitmq"] = "embedded"  #: the database queue, or RabbitMQ
     url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F")
     #: Names of the exchanges and queues start with this (one prefix per deployment or test).
     prefix: str = "crocevia"
@@ -86,7 +105,7 @@ class TransportSettings(BaseModel):
     reconnect_max: float = 5.0
 
 
-class RelaySettings(BaseModel):
+class RelaySettings(_Section):
     """The outbox relay: publishes committed jobs when due (it is also the retry scheduler)."""
 
     batch_size: int = 500
@@ -97,7 +116,7 @@ class RelaySettings(BaseModel):
     hold_before_mark: float = 0.0
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(_Section):
     lease_seconds: float = 60.0
     poll_interval: float = 0.05
     max_poll_interval: float = 0.5
@@ -120,7 +139,7 @@ class WorkerSettings(BaseModel):
     pause_hold_seconds: float = 300.0
 
 
-class SupervisionSettings(BaseModel):
+class SupervisionSettings(_Section):
     """How a process watches its background tasks (service/supervisor.py): a dead one is
     logged with its traceback and the process exits non-zero."""
 
@@ -132,7 +151,7 @@ class SupervisionSettings(BaseModel):
     stall_after: float = 60.0
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(_Section):
     """`/metrics`, `/healthz` and `/readyz` of the processes without an API (README, "Observability")."""
 
     #: Where `hub.py worker` and `hub.py relay` serve them; loopback unless told otherwise.
@@ -149,7 +168,7 @@ class MetricsSettings(BaseModel):
     circuit_stale_after: float = Field(default=60.0, gt=0)
 
 
-class RetrySettings(BaseModel):
+class RetrySettings(_Section):
     """Short retries inside one worker pass (tenacity)."""
 
     attempts: int = 3
@@ -158,7 +177,7 @@ class RetrySettings(BaseModel):
     jitter: float = 0.2
 
 
-class ScheduleSettings(BaseModel):
+class ScheduleSettings(_Section):
     """The persisted schedule after the short retries: backoff, then undeliverable."""
 
     initial_delay: float = 5.0
@@ -168,7 +187,7 @@ class ScheduleSettings(BaseModel):
     max_age_seconds: float = 86_400.0
 
 
-class CircuitSettings(BaseModel):
+class CircuitSettings(_Section):
     """The agency's circuit breaker: opens after `failure_threshold` consecutive transient
     failures, lets one probe through after `cool_down` seconds."""
 
@@ -177,7 +196,7 @@ class CircuitSettings(BaseModel):
     probe_wait: float = 1.0  #: how long other passes wait while the probe is in flight
 
 
-class MaintenanceWindowSettings(BaseModel):
+class MaintenanceWindowSettings(_Section):
     """No call inside the window; `days` like "sun", "mon-fri", "sat,sun" or "*"; `end` at or
     before `start` runs past midnight."""
 
@@ -187,7 +206,7 @@ class MaintenanceWindowSettings(BaseModel):
     tz: str = "Europe/Rome"
 
 
-class LateOutcomeSettings(BaseModel):
+class LateOutcomeSettings(_Section):
     """When the agency acknowledges first and protocols later (AgID non-blocking patterns)."""
 
     poll_initial: float = 1.0  #: PULL: first poll of the status resource, then doubling
@@ -196,7 +215,7 @@ class LateOutcomeSettings(BaseModel):
     max_wait_seconds: float = 604_800.0  #: then the delivery is parked as undeliverable
 
 
-class AgencySettings(BaseModel):
+class AgencySettings(_Section):
     endpoint: str
     connect_timeout: float = 2.0
     read_timeout: float = 10.0
@@ -222,7 +241,7 @@ class AgencySettings(BaseModel):
     sandbox: bool = False
 
 
-class AgencyIdentitySettings(BaseModel):
+class AgencyIdentitySettings(_Section):
     """Outgoing identity towards one agency, as that agency's profile asks.
 
     `profile`: "none"; "modi" (REST: ID_AUTH_REST_02 bearer token, Digest and
@@ -230,12 +249,17 @@ class AgencyIdentitySettings(BaseModel):
     and Timestamp, with the hub's certificate as a BinarySecurityToken).
     """
 
-    profile: str = "none"
+    profile: Literal["none", "modi", "wss"] = "none"
     audience: str = ""  #: the agency's `aud` (modi); default: the agency's endpoint
     ttl_seconds: int = 60  #: token or timestamp lifetime
 
 
-class IdentitySettings(BaseModel):
+# AgencySettings names AgencyIdentitySettings before it is defined: resolve it now, so the
+# environment source sees the nested group (AGENCIES__INPS__IDENTITY__PROFILE).
+AgencySettings.model_rebuild()
+
+
+class IdentitySettings(_Section):
     """Incoming ModI verification, lockout, and the hub's own signing key.
 
     The hub's key and certificate (for outgoing signatures) are generated on first run
@@ -249,12 +273,12 @@ class IdentitySettings(BaseModel):
     lockout_seconds: float = 300.0
     failure_window_seconds: float = 300.0
     issuer: str = "crocevia"  #: the hub's `iss` towards agencies
-    signing_algorithm: str = "ES256"  #: of a key generated on first run (an existing key is used as is)
+    signing_algorithm: Algorithm = "ES256"  #: of a key generated on first run (an existing key is used as is)
     signing_key_file: str = "var/secrets/hub-signing.pem"
     signing_certificate_file: str = "var/secrets/hub-signing.crt"
 
 
-class PortalSettings(BaseModel):
+class PortalSettings(_Section):
     """A portal that may call the hub, and the key its ModI requests are verified with.
 
     Production registers the public key or X.509 certificate (`public_key` inline PEM or
@@ -263,7 +287,7 @@ class PortalSettings(BaseModel):
     """
 
     name: str = ""
-    algorithm: str = "RS256"  #: RS256 or ES256
+    algorithm: Algorithm = "RS256"
     public_key: str | None = None  #: inline PEM (public key or certificate)
     public_key_file: str | None = None  #: PEM file (public key or certificate)
     private_key_file: str | None = None  #: embedded default only: generated on first run
@@ -274,7 +298,7 @@ class PortalSettings(BaseModel):
     callback_secret_file: str | None = None
 
 
-class OperatorSettings(BaseModel):
+class OperatorSettings(_Section):
     """Operator identity (api/ops/auth.py): console sessions, login lockout, personal tokens."""
 
     #: A console session unused this long ends (the INPS rule: 30 minutes).
@@ -296,7 +320,7 @@ class OperatorSettings(BaseModel):
     totp_issuer: str = "Crocevia"
 
 
-class NotificationSettings(BaseModel):
+class NotificationSettings(_Section):
     """Pushing filing events to the portals' callback addresses."""
 
     initial_delay: float = 1.0
@@ -312,7 +336,7 @@ class NotificationSettings(BaseModel):
     max_age_seconds: float = 86_400.0
 
 
-class HttpSettings(BaseModel):
+class HttpSettings(_Section):
     """How the agency clients speak HTTP (the notifier keeps httpx's own transport)."""
 
     #: "fast": the keep-alive pool of `adapters/http_pool.py`; "httpx": httpx's default
@@ -325,7 +349,7 @@ class HttpSettings(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_nested_delimiter="__",
-        extra="ignore",
+        extra="forbid",
         toml_file=str(DEFAULT_CONFIG_FILE),
     )
 
@@ -338,7 +362,7 @@ class Settings(BaseSettings):
     external_dir: str = "../shared/external"
     #: Sample filings every route's mapping is checked with at start-up.
     samples_dir: str = "schemas/filing/v1/examples"
-    log_level: str = "info"
+    log_level: LogLevel = "info"
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     transport: TransportSettings = Field(default_factory=TransportSettings)
@@ -362,7 +386,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, _FieldsOnlyEnv(settings_cls), TomlConfigSettingsSource(settings_cls))
 
     def path(self, relative: str) -> Path:
         """Resolve a configured path against the project root (absolute paths stay)."""
@@ -370,12 +394,73 @@ class Settings(BaseSettings):
         return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
 
 
+def _known(values: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """`values` without the keys `model` does not declare, at every level of groups."""
+    kept: dict[str, Any] = {}
+    for key, value in values.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            continue
+        section = _section_of(field.annotation)
+        if isinstance(value, dict) and section is not None:
+            value = _known(value, section)
+        elif isinstance(value, dict) and get_origin(field.annotation) is dict:
+            item = _section_of(get_args(field.annotation)[1])
+            if item is not None:
+                value = {name: _known(v, item) if isinstance(v, dict) else v
+                         for name, v in value.items()}
+        kept[key] = value
+    return kept
+
+
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+class _FieldsOnlyEnv(EnvSettingsSource):
+    """The environment, keeping only variables that name a setting.
+
+    Files and explicit values are strict, but the environment is shared with other programs:
+    a variable such as `DATABASE__PASSWORD` meant for another tool is ignored, as before.
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        return _known(super().__call__(), self.settings_cls)
+
+
+def _problem(error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    if error["type"] == "literal_error":
+        return f"{key}: expected one of {error['ctx']['expected']}, got {error['input']!r}"
+    return f"{key}: {error['msg']}"
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Read the settings; `overrides` win over environment and file (used by tests and CLI)."""
-    if config_file is not None:
+    """Read the settings; `overrides` win over environment and file (used by tests and CLI).
 
-        class _FromFile(Settings):
-            model_config = SettingsConfigDict(toml_file=str(config_file))
+    Raises:
+        SettingsError: a key no setting declares, or a value it refuses, naming the file and
+            the dotted key (`config/crocevia.toml: api.prot: unknown key`).
+    """
+    source = Path(config_file) if config_file is not None else DEFAULT_CONFIG_FILE
+    try:
+        if config_file is not None:
 
-        return _FromFile(**overrides)
-    return Settings(**overrides)
+            class _FromFile(Settings):
+                model_config = SettingsConfigDict(toml_file=str(config_file))
+
+            return _FromFile(**overrides)
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(f"{_shown(source)}: {_problem(e)}"
+                                      for e in exc.errors())) from None
+
+
+def _shown(path: Path) -> str:
+    """The file relative to the project when it is inside it (shorter messages)."""
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)

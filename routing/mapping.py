@@ -7,11 +7,12 @@ route table loads, so a typo fails at start-up and the hot path only evaluates.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 from lxml import etree
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["FieldMap", "Handoff", "MappingError", "compile_field_map"]
+__all__ = ["FieldMap", "Handoff", "MappingError", "compile_field_map", "validation_problems"]
 
 FILING_NAMESPACES = {"f": "urn:crocevia:filing:v1"}
 
@@ -20,6 +21,61 @@ _Converter = Callable[[Any], Any]
 
 class MappingError(ValueError):
     """A mapping file is not well formed (raised at load time, naming the field)."""
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """Pydantic's errors as `dotted.key: what` (unknown keys and wrong choices named as such)."""
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        ctx = error.get("ctx") or {}
+        if error["type"] == "extra_forbidden":
+            text = "unknown key"
+        elif error["type"] == "missing":
+            text = "missing"
+        elif error["type"] == "literal_error":
+            text = f"expected one of {ctx['expected']}, got {error['input']!r}"
+        elif error["type"] == "value_error":
+            text = str(ctx["error"])
+        else:
+            text = f"{error['msg'][:1].lower()}{error['msg'][1:]}, got {error['input']!r}"
+        problems.append(f"{key}: {text}" if key else text)  # no key: the table as a whole
+    return "; ".join(problems)
+
+
+#: Every rule table refuses keys it does not declare: a typo fails at load.
+_RULE = ConfigDict(extra="forbid", frozen=True)
+
+
+class _ConstRule(BaseModel):
+    model_config = _RULE
+    const: Any
+
+
+class _FromRecipientRule(BaseModel):
+    model_config = _RULE
+    from_recipient: str  #: the agency whose receipt holds the reference
+    reference: str
+
+
+class _EachRule(BaseModel):
+    model_config = _RULE
+    each: str
+    fields: dict[str, Any] | None = None  #: records, each mapped with its node as context
+
+
+class _XPathRule(BaseModel):
+    model_config = _RULE
+    xpath: str
+    type: Literal["int", "bool", "str"] = "str"
+
+
+#: A table holding one of these keys is that rule (first match wins); any other table is a
+#: nested record whose keys are field names.
+_RULES: tuple[tuple[str, type[BaseModel]], ...] = (
+    ("const", _ConstRule), ("from_recipient", _FromRecipientRule), ("each", _EachRule),
+    ("xpath", _XPathRule),
+)
 
 
 def _text_of(result: Any) -> Any:
@@ -128,7 +184,7 @@ class FieldMap:
                 return None
             rule = dict(rule.rules).get(name)
         if isinstance(rule, (_Scalar, _Each)):
-            return rule.xpath.path
+            return str(rule.xpath.path)
         return None
 
     def handoffs(self, prefix: tuple[str, ...] = ()) -> list[Handoff]:
@@ -149,30 +205,34 @@ def _compile_xpath(expr: str, where: str) -> etree.XPath:
         raise MappingError(f"{where}: invalid XPath {expr!r}: {exc}") from exc
 
 
+def _rule_of(spec: Mapping[str, Any], where: str) -> BaseModel | None:
+    """The rule a table declares, validated; None for a nested record."""
+    model = next((m for key, m in _RULES if key in spec), None)
+    if model is None:
+        return None
+    try:
+        return model.model_validate(spec)
+    except ValidationError as exc:
+        raise MappingError(f"{where}: {validation_problems(exc)}") from None
+
+
 def _compile_rule(spec: Any, where: str) -> Any:
     if isinstance(spec, str):
         return _Scalar(_compile_xpath(spec, where), None)
     if not isinstance(spec, Mapping):
         raise MappingError(f"{where}: expected a string or a table, got {spec!r}")
-    if "const" in spec:
-        return _Const(spec["const"])
-    if "from_recipient" in spec:
-        agency, reference = spec.get("from_recipient"), spec.get("reference")
-        if not isinstance(agency, str) or not isinstance(reference, str) or set(spec) != {
-            "from_recipient", "reference"
-        }:
-            raise MappingError(f"{where}: from_recipient needs exactly an agency and a `reference` name")
-        return _FromRecipient(agency, reference)
-    if "each" in spec:
-        item = compile_field_map(spec["fields"], where) if "fields" in spec else None
+    rule = _rule_of(spec, where)
+    if isinstance(rule, _ConstRule):
+        return _Const(rule.const)
+    if isinstance(rule, _FromRecipientRule):
+        return _FromRecipient(rule.from_recipient, rule.reference)
+    if isinstance(rule, _EachRule):
+        item = compile_field_map(rule.fields, where) if rule.fields is not None else None
         if item is not None and item.handoffs():
             raise MappingError(f"{where}: from_recipient cannot appear inside `each`")
-        return _Each(_compile_xpath(spec["each"], where), item)
-    if "xpath" in spec:
-        kind = spec.get("type", "str")
-        if kind not in _CONVERTERS:
-            raise MappingError(f"{where}: unknown type {kind!r} (int, bool, str)")
-        return _Scalar(_compile_xpath(spec["xpath"], where), _CONVERTERS[kind])
+        return _Each(_compile_xpath(rule.each, where), item)
+    if isinstance(rule, _XPathRule):
+        return _Scalar(_compile_xpath(rule.xpath, where), _CONVERTERS[rule.type])
     return compile_field_map(spec, where)
 
 

@@ -6,16 +6,26 @@ import tomllib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
 
 from lxml import etree
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from domain.identity import IdentityError, parse_min_level
-from routing.mapping import FILING_NAMESPACES, FieldMap, Handoff, MappingError, compile_field_map
+from routing.mapping import (
+    FILING_NAMESPACES,
+    FieldMap,
+    Handoff,
+    MappingError,
+    compile_field_map,
+    validation_problems,
+)
 
 __all__ = ["ON_REJECT_POLICIES", "Route", "RouteTable", "load_route_table", "MappingError"]
 
 #: What a waiting delivery does when the recipient it waits for is rejected.
-ON_REJECT_POLICIES = frozenset({"hold", "cancel"})
+OnReject = Literal["hold", "cancel"]
+ON_REJECT_POLICIES = frozenset(get_args(OnReject))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,67 +92,125 @@ def _check_ordering(kind: str, routes: list[Route], where: str) -> None:
             agency = waits.get(agency)
 
 
-def _with_contract(raw: dict, where: str) -> tuple[dict, str | None]:
-    """`contract = "agency/version"` names the agency too; `agency` may then be left out."""
-    contract = raw.get("contract")
-    if contract is None:
-        return raw, None
-    if not isinstance(contract, str) or not contract.strip():
-        raise MappingError(f"{where}: contract must be \"agency/version\", e.g. \"inps/v1\"")
-    agency, _, version = contract.strip().partition("/")
-    if raw.get("agency", agency) != agency:
-        raise MappingError(f"{where}: contract {contract!r} belongs to {agency!r}, "
-                           f"not to agency {raw['agency']!r}")
-    return {**raw, "agency": agency}, version or None
+def _level(raw: Any) -> int:
+    """`min_level = "SPID2"` (or CIE, CNS, 1..3) → the assurance level."""
+    try:
+        return parse_min_level(raw)
+    except IdentityError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+class _RouteEntry(BaseModel):
+    """One `[[route]]` of routes.toml as written; a key it does not declare is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    #: `contract = "agency/version"` names the agency too; `agency` may then be left out.
+    agency: str | None = None
+    contract: str | None = None
+    operation: str
+    mapping: str
+    when: str | None = None
+    after: str | None = None  #: the agency whose outcome this delivery waits for
+    on_reject: OnReject = "hold"
+    min_level: Annotated[int, BeforeValidator(_level)] = 1
+
+    @model_validator(mode="after")
+    def _one_agency(self) -> _RouteEntry:
+        if self.contract is None:
+            if self.agency is None:
+                raise ValueError("missing agency (or contract)")
+            return self
+        agency = self.contract.strip().partition("/")[0]
+        if not agency:
+            raise ValueError('contract must be "agency/version", e.g. "inps/v1"')
+        if self.agency not in (None, agency):
+            raise ValueError(f"contract {self.contract!r} belongs to {agency!r}, "
+                             f"not to agency {self.agency!r}")
+        return self
+
+    @property
+    def target(self) -> tuple[str, str | None]:
+        """The agency and the contract version named (None: the agency's current one)."""
+        if self.contract is None:
+            assert self.agency is not None  # _one_agency
+            return self.agency, None
+        agency, _, version = self.contract.strip().partition("/")
+        return agency, version or None
+
+
+class _RoutesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    route: list[dict[str, Any]] = []  #: each validated as a `_RouteEntry`, named by its number
+
+
+class _MappingFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fields: dict[str, Any] = {}  #: checked rule by rule by `compile_field_map`
+
+
+def _routes(routes_file: Path) -> list[tuple[str, _RouteEntry]]:
+    """Every route of the file with its place (`routes.toml route #3`), for messages."""
+    with routes_file.open("rb") as fh:
+        data = tomllib.load(fh)
+    try:
+        raw_routes = _RoutesFile.model_validate(data).route
+    except ValidationError as exc:
+        raise MappingError(f"{routes_file.name}: {validation_problems(exc)}") from None
+    routes = []
+    for index, raw in enumerate(raw_routes, start=1):
+        where = f"{routes_file.name} route #{index}"
+        try:
+            routes.append((where, _RouteEntry.model_validate(raw)))
+        except ValidationError as exc:
+            raise MappingError(f"{where}: {validation_problems(exc)}") from None
+    return routes
+
+
+def _field_map(mapping_file: Path) -> FieldMap:
+    with mapping_file.open("rb") as fh:
+        data = tomllib.load(fh)
+    try:
+        spec = _MappingFile.model_validate(data)
+    except ValidationError as exc:
+        raise MappingError(f"{mapping_file.name}: {validation_problems(exc)}") from None
+    return compile_field_map(spec.fields, mapping_file.name)
 
 
 def load_route_table(routes_file: Path, mappings_dir: Path) -> RouteTable:
     """Load and compile the routes and their mappings; any error names the file and field."""
-    with routes_file.open("rb") as fh:
-        data = tomllib.load(fh)
     field_maps: dict[str, FieldMap] = {}
     by_kind: dict[str, list[Route]] = defaultdict(list)
-    for index, raw in enumerate(data.get("route", []), start=1):
-        where = f"{routes_file.name} route #{index}"
-        raw, contract_version = _with_contract(raw, where)
-        missing = {"kind", "agency", "operation", "mapping"} - raw.keys()
-        if missing:
-            raise MappingError(f"{where}: missing {', '.join(sorted(missing))}")
-        name = raw["mapping"]
+    for where, entry in _routes(routes_file):
+        name = entry.mapping
         if name not in field_maps:
             mapping_file = mappings_dir / f"{name}.toml"
             if not mapping_file.is_file():
                 raise MappingError(f"{where}: mapping file {mapping_file} not found")
-            with mapping_file.open("rb") as fh:
-                spec = tomllib.load(fh)
-            field_maps[name] = compile_field_map(spec.get("fields", {}), mapping_file.name)
-        when = raw.get("when")
+            field_maps[name] = _field_map(mapping_file)
         condition = None
-        if when:
+        if entry.when:
             try:
-                condition = etree.XPath(f"boolean({when})", namespaces=FILING_NAMESPACES)
+                condition = etree.XPath(f"boolean({entry.when})", namespaces=FILING_NAMESPACES)
             except etree.XPathSyntaxError as exc:
-                raise MappingError(f"{where}: invalid condition {when!r}: {exc}") from exc
-        try:
-            min_level = parse_min_level(raw.get("min_level"))
-        except IdentityError as exc:
-            raise MappingError(f"{where}: {exc}") from exc
-        on_reject = raw.get("on_reject", "hold")
-        if on_reject not in ON_REJECT_POLICIES:
-            raise MappingError(f"{where}: on_reject must be one of {sorted(ON_REJECT_POLICIES)}")
-        by_kind[raw["kind"]].append(
+                raise MappingError(f"{where}: invalid condition {entry.when!r}: {exc}") from exc
+        agency, contract_version = entry.target
+        by_kind[entry.kind].append(
             Route(
-                kind=raw["kind"],
-                agency=raw["agency"],
-                operation=raw["operation"],
+                kind=entry.kind,
+                agency=agency,
+                operation=entry.operation,
                 mapping_name=name,
                 field_map=field_maps[name],
-                condition_text=when,
+                condition_text=entry.when,
                 condition=condition,
-                after=raw.get("after"),
-                on_reject=on_reject,
+                after=entry.after,
+                on_reject=entry.on_reject,
                 handoffs=tuple(field_maps[name].handoffs()),
-                min_level=min_level,
+                min_level=entry.min_level,
                 contract_version=contract_version,
                 where=where,
                 mapping_file=f"{name}.toml",
