@@ -11,17 +11,14 @@ from adapters.base import (
     TryRecord,
     deliver_with_retries,
 )
-from adapters.registry import ADAPTER_BUILDERS, build_adapter
 from adapters.rest import classify_http
 from adapters.soap import classify_soap
 
 __all__ = [
-    "ADAPTER_BUILDERS",
     "AgencyAdapter",
     "DeliveryResult",
     "RetryPolicy",
     "TryRecord",
-    "build_adapter",
     "classify_http",
     "classify_soap",
     "deliver_with_retries",

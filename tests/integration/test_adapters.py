@@ -11,7 +11,9 @@ import httpx
 import pytest
 
 from adapters.base import RetryPolicy, deliver_with_retries
-from adapters.registry import ADAPTER_BUILDERS
+from adapters.contracts import default_catalog
+from adapters.factory import ContractSet
+from bootstrap import build_adapter
 from domain.errors import (
     AgencyRejected,
     AgencyThrottled,
@@ -132,8 +134,8 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _adapter(sims: Any, agency: str, http: httpx.AsyncClient, **overrides: str) -> Any:
-    return ADAPTER_BUILDERS[agency](endpoint=_endpoint(sims, agency), http=http,
-                                   fault_overrides=overrides)
+    return build_adapter(ContractSet(default_catalog()), agency, endpoint=_endpoint(sims, agency), http=http,
+                         fault_overrides=overrides)
 
 
 @pytest.mark.anyio
