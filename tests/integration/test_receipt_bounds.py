@@ -19,6 +19,7 @@ import httpx
 import pytest
 from lxml import etree
 
+from adapters.base import AgencyAdapter
 from adapters.contracts import default_catalog, load_agency_catalog
 from adapters.factory import ContractSet, build_contract_adapter
 from bootstrap import build_adapter
@@ -79,7 +80,8 @@ async def _deliver_inail(answer: Callable[[Recorded], Reply], http: httpx.AsyncC
                          agencies_dir: Path | None = None) -> Any:
     with agency_server(answer, "/soap") as agency:
         if agencies_dir is None:
-            adapter = build_adapter(ContractSet(default_catalog()), "inail", endpoint=agency.url, http=http)
+            adapter: AgencyAdapter = build_adapter(ContractSet(default_catalog()), "inail", endpoint=agency.url,
+                                                   http=http)
         else:
             catalog = load_agency_catalog(agencies_dir, project_root=PROJECT_ROOT,
                                           external_dir=PROJECT_ROOT.parent / "shared" / "external")
