@@ -228,11 +228,11 @@ class WorkerSet:
     """The agencies, HTTP clients, job source, worker and notifier one worker process owns."""
 
     def __init__(self, hub: Hub, agencies: list[str] | None, concurrency: int | None = None,
-                 public_url_: str | None = None, *, metrics: HubMetrics | None = None,
+                 callbacks_url: str | None = None, *, metrics: HubMetrics | None = None,
                  supervisor: Supervisor | None = None) -> None:
         names = agencies or sorted(hub.routes.agencies)
         s = hub.settings
-        callbacks = public_url_ or public_url(s)
+        callbacks = callbacks_url or public_url(s)
         limits = {n: concurrency or s.agencies[n].concurrency for n in names}
         self.clients: list[httpx.AsyncClient] = []
         self.agencies: dict[str, AgencyRuntime] = {}

@@ -147,7 +147,7 @@ async def run_api_and_workers(
     """
     supervisor = supervisor_for(hub, stop)
     metrics = api_metrics_for(hub)
-    workers = (WorkerSet(hub, None, public_url_=public_url(hub.settings, host, port), metrics=metrics,
+    workers = (WorkerSet(hub, None, callbacks_url=public_url(hub.settings, host, port), metrics=metrics,
                          supervisor=supervisor)
                if with_workers else None)
     if workers is not None:
