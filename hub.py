@@ -43,6 +43,10 @@ def _run_until_signal(main) -> None:  # type: ignore[no-untyped-def]
 _SERVICES = {"serve", "worker", "relay", "simulators", "sandbox"}
 
 
+def _echo(text: str, err: bool) -> None:
+    click.echo(text, err=err)
+
+
 def _exit_before_running(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
@@ -72,7 +76,9 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
 def serve(ctx: click.Context, host: str | None, port: int | None, with_simulators: bool, no_workers: bool,
           with_workers: bool) -> None:
     """Serve the intake and status API (embedded: with a worker; RabbitMQ: the API only)."""
-    from bootstrap import build_hub_when_ready, run_api_and_workers
+    from bootstrap import build_hub
+    from probes import when_store_ready
+    from runner import run_api_and_workers
 
     settings = _settings(ctx)
     if settings.transport.kind == "rabbitmq" and not with_workers:
@@ -90,7 +96,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, with_simulator
             sandbox = start_sandbox(list(sandboxed), ports=sandboxed,
                                     agencies_dir=settings.path(settings.agencies_dir),
                                     external_dir=settings.path(settings.external_dir))
-    hub = build_hub_when_ready(settings)
+    hub = when_store_ready(lambda: build_hub(settings))
     try:
         _run_until_signal(lambda stop: run_api_and_workers(
             hub, stop, host=host or settings.api.host, port=port or settings.api.port, with_workers=not no_workers))
@@ -110,11 +116,13 @@ def serve(ctx: click.Context, host: str | None, port: int | None, with_simulator
 @click.pass_context
 def worker(ctx: click.Context, agencies: tuple[str, ...], concurrency: int | None, metrics_port: int | None) -> None:
     """Run a delivery worker process until SIGTERM."""
-    from bootstrap import build_hub_when_ready, run_workers
+    from bootstrap import build_hub
+    from probes import when_store_ready
+    from runner import run_workers
 
     settings = _with_metrics_port(_settings(ctx), "worker_port", metrics_port)
     configure_logging(settings.log_level)
-    hub = build_hub_when_ready(settings)
+    hub = when_store_ready(lambda: build_hub(settings))
     try:
         _run_until_signal(lambda stop: run_workers(hub, stop, list(agencies) or None, concurrency))
     finally:
@@ -127,11 +135,13 @@ def worker(ctx: click.Context, agencies: tuple[str, ...], concurrency: int | Non
 @click.pass_context
 def relay(ctx: click.Context, metrics_port: int | None) -> None:
     """Publish committed outbox rows to RabbitMQ when due (also the retry scheduler), until SIGTERM."""
-    from bootstrap import build_hub_when_ready, run_relay_process
+    from bootstrap import build_hub
+    from probes import when_store_ready
+    from runner import run_relay_process
 
     settings = _with_metrics_port(_settings(ctx), "relay_port", metrics_port)
     configure_logging(settings.log_level)
-    hub = build_hub_when_ready(settings)
+    hub = when_store_ready(lambda: build_hub(settings))
     try:
         _run_until_signal(lambda stop: run_relay_process(hub, stop))
     finally:
@@ -143,15 +153,9 @@ def relay(ctx: click.Context, metrics_port: int | None) -> None:
 def check(ctx: click.Context) -> None:
     """Check the database (and, with RabbitMQ, the broker): one line each, what and where;
     exit 0 if all answer, 1 otherwise. For health checks."""
-    from bootstrap import check_dependencies
+    from cli.reports import run_check
 
-    checks = check_dependencies(_settings(ctx))
-    for what, where, problem in checks:
-        if problem is None:
-            click.echo(f"{what:9} ok    {where}")
-        else:
-            click.echo(f"{what:9} FAIL  {where}: {problem}", err=True)
-    sys.exit(1 if any(problem is not None for _, _, problem in checks) else 0)
+    sys.exit(run_check(_settings(ctx), _echo))
 
 
 @cli.command()
@@ -159,18 +163,11 @@ def check(ctx: click.Context) -> None:
 def queues(ctx: click.Context) -> None:
     """Per agency: open jobs due, scheduled and leased in the store; with RabbitMQ, messages
     ready, consumers and dead letters. Exit 1 if the broker could not be read."""
-    from bootstrap import queue_report
-    from cli.table import render_table
+    from cli.reports import run_queues
 
-    settings = _settings(ctx)
-    rows, problem = queue_report(settings)
-    columns = ["agency", "due", "scheduled", "leased"]
-    if settings.transport.kind == "rabbitmq":
-        columns += ["ready", "consumers", "dead"]
-    click.echo(render_table(columns, [[row.get(c, "?") for c in columns] for row in rows]))
-    if problem:
-        click.echo(problem, err=True)
-        sys.exit(1)
+    code = run_queues(_settings(ctx), _echo)
+    if code:
+        sys.exit(code)
 
 
 @cli.command()
@@ -180,15 +177,9 @@ def queues(ctx: click.Context) -> None:
 def anomalies(ctx: click.Context, agency: str | None, limit: int) -> None:
     """The latest anomalies, newest first: callbacks that contradicted a recorded protocol
     number or decision (refused, 409) and protocol numbers given to two messages."""
-    import orjson
+    from cli.reports import run_anomalies
 
-    from bootstrap import anomaly_report
-    from cli.table import render_table
-
-    rows = anomaly_report(_settings(ctx), agency, limit)
-    columns = ["createdAt", "agency", "kind", "filingReference", "messageId", "detail"]
-    click.echo(render_table(columns, [[r["createdAt"], r["agency"], r["kind"], r["filingReference"], r["messageId"],
-                                       orjson.dumps(r["detail"]).decode()] for r in rows]))
+    run_anomalies(_settings(ctx), agency, limit, _echo)
 
 
 @cli.command()

@@ -32,7 +32,6 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,7 +113,7 @@ def _settings(args: argparse.Namespace, endpoints: dict[str, str], secrets: Path
 
 
 def _http_client(conf: Any, size: int) -> httpx.AsyncClient:
-    # The same client as bootstrap's `_http_client` today, built here so that a change of
+    # The same client as `wiring.agencies.agency_http_client` with `[http] pool = "httpx"`, built here so that a change of
     # HTTP pool elsewhere does not move this benchmark's "rest" column by itself.
     return httpx.AsyncClient(
         timeout=httpx.Timeout(conf.read_timeout, connect=conf.connect_timeout),
@@ -172,26 +171,25 @@ async def _run(args: argparse.Namespace, settings: Any, agencies: list[str]) -> 
     routes = load_route_table(settings.path(settings.routes_file), settings.path(settings.mappings_dir))
     routes = bootstrap.checked_routes(settings, routes, contracts, validator)
     samples = load_sample_filings(settings.path(settings.samples_dir), validator)
-    hub = types.SimpleNamespace(settings=settings, contracts=contracts)
-    clients, adapters, clocks = [], {}, {}
+    clients, adapters, policies, clocks = [], {}, {}, {}
     for name in agencies:
         conf = settings.agencies[name]
         client = _http_client(conf, args.concurrency)
         clients.append(client)
-        adapters[name] = bootstrap._agency_adapter(
-            hub, name, client, signer=bootstrap._agency_signer(settings, name, conf),
-            reply_to=f"http://127.0.0.1:9/v1/callbacks/{name}")
+        runtime = bootstrap.build_agency_runtime(settings, contracts, name, client, concurrency=args.concurrency,
+                                                 public_url="http://127.0.0.1:9")
+        adapters[name], policies[name] = runtime.adapter, runtime.retry
         clocks[name] = _Clock()
         _instrument(adapters[name], clocks[name])
     results: dict[str, list[dict]] = defaultdict(list)
     try:
         for name in agencies:  # warm-up: contracts, caches, connections
-            policy = bootstrap._retry_policy(settings.agencies[name])
+            policy = policies[name]
             await _deliver_all(adapters[name], _messages(routes, samples, name, args.warmup),
                                policy, args.concurrency)
         for _ in range(args.rounds):
             for name in agencies:
-                policy = bootstrap._retry_policy(settings.agencies[name])
+                policy = policies[name]
                 messages = _messages(routes, samples, name, args.deliveries)
                 clock = clocks[name]
                 clock.spent.clear()

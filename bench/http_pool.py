@@ -3,7 +3,7 @@
 
 A loopback HTTP/1.1 server in a child process answers every POST with a small SOAP reply after
 `--delay-ms` (an agency's latency). This process drives `--requests` calls with `--concurrency`
-in flight through an `httpx.AsyncClient` per transport, built as `bootstrap._http_client`
+in flight through an `httpx.AsyncClient` per transport, built as `wiring.agencies.agency_http_client`
 builds the agency clients, and prints requests/s, this process's CPU per request
 (`time.process_time`, the server excluded) and p50/p99 latency. A warm-up of one call per
 slot (connections opened) precedes each measured run. Transports:

@@ -28,14 +28,14 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.delivery_port import DeliveryResult, TryRecord  # noqa: E402
+from service.delivery_port import DeliveryResult, RetryPolicy, TryRecord  # noqa: E402
 from config.logging import configure_logging  # noqa: E402
 from domain.messages import Receipt  # noqa: E402
 from routing.plan import PlannedDelivery  # noqa: E402
 from service.ports import NewFiling  # noqa: E402
 from service.relay import OutboxRelay  # noqa: E402
 from service.schedule import SchedulePolicy  # noqa: E402
-from service.worker import DeliveryWorker  # noqa: E402
+from service.worker import AgencyRuntime, DeliveryWorker, WorkerOptions  # noqa: E402
 from storage.engine import build_engine  # noqa: E402
 from storage.migrate import upgrade_to_head  # noqa: E402
 from storage.store import SqlStore  # noqa: E402
@@ -83,11 +83,10 @@ async def _run(args: argparse.Namespace, store: SqlStore, prefix: str) -> None:
 
     source = RabbitJobSource(parameters=amqp_parameters(url, name="bench-worker"), topology=topology,
                              prefetch={a: args.concurrency for a in AGENCIES}, store=store)
-    worker = DeliveryWorker(source=source, adapters={a: object() for a in AGENCIES},
-                            retry_policies={a: None for a in AGENCIES},
-                            schedules={a: SchedulePolicy() for a in AGENCIES},
-                            concurrency={a: args.concurrency for a in AGENCIES}, deliver=deliver,
-                            commit_batch=args.commit_batch)
+    runtimes = {a: AgencyRuntime(name=a, adapter=object(), retry=RetryPolicy(),  # type: ignore[arg-type]  # `deliver` ignores it
+                                 schedule=SchedulePolicy(), concurrency=args.concurrency) for a in AGENCIES}
+    worker = DeliveryWorker(source=source, agencies=runtimes, deliver=deliver,
+                            options=WorkerOptions(commit_batch=args.commit_batch))
     source.listen(worker.notify)
     await source.start()
     stop = asyncio.Event()

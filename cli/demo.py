@@ -17,10 +17,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bootstrap import build_hub, portal_signer, run_api_and_workers
+from bootstrap import build_hub, portal_signer
 from cli.client import PortalClient
 from cli.table import filings_table
 from config.settings import PROJECT_ROOT, Settings
+from runner import run_api_and_workers
 
 __all__ = ["DEMO_FAULTS", "EXAMPLES_DIR", "UNDELIVERABLE_FAULTS", "run_demo", "unasked_undeliverable"]
 

@@ -34,17 +34,15 @@ import structlog
 from domain.errors import AgencyThrottled, TransientDeliveryError
 from domain.messages import OutgoingMessage
 from domain.states import TERMINAL_DELIVERY_STATES, DeliveryState
-from service.circuit import CircuitBreaker
+from service.agency_runtime import AgencyRuntime, WorkerOptions
 from service.delivery_port import AgencyAdapter, DeliveryResult, RetryPolicy
-from service.maintenance import MaintenanceCalendar
 from service.operations import PAUSED_REASON, PauseBoard
 from service.metrics import HubMetrics
 from service.ports import ClaimedJob, Completion, StoreUnavailable
-from service.schedule import LateOutcomePolicy, SchedulePolicy
 from service.settle import abandon, defer, park_uncommitted, settle
 from service.waiting import Backoff, sleep_unless, store_retry, wait_any
 
-__all__ = ["DeliveryWorker", "JobSource"]
+__all__ = ["AgencyRuntime", "DeliveryWorker", "JobSource", "WorkerOptions"]
 
 log = structlog.get_logger("crocevia.worker")
 
@@ -69,66 +67,51 @@ CircuitReport = Callable[[str, Mapping[str, Any], str], Awaitable[None]]
 
 
 class DeliveryWorker:
+    """Delivers the claimed jobs of `agencies`, each within its own concurrency limit."""
+
     def __init__(
         self,
         *,
         source: JobSource,
-        adapters: Mapping[str, Any],
-        retry_policies: Mapping[str, Any],
-        schedules: Mapping[str, SchedulePolicy],
-        concurrency: Mapping[str, int],
+        agencies: Mapping[str, AgencyRuntime],
         deliver: DeliverFn,
-        batch_size: int = 64,
-        commit_batch: int = 64,
-        commit_attempts: int = 3,
-        poll_interval: float = 0.05,
-        max_poll_interval: float = 0.5,
+        options: WorkerOptions | None = None,
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
         poll: PollFn | None = None,
-        late: Mapping[str, LateOutcomePolicy] | None = None,
-        breakers: Mapping[str, CircuitBreaker] | None = None,
-        maintenance: Mapping[str, MaintenanceCalendar] | None = None,
         report_circuit: CircuitReport | None = None,
         refresh_circuit: CircuitReport | None = None,
-        max_handouts: int = 10,
         pauses: PauseBoard | None = None,
-        pause_hold: float = 300.0,
         metrics: HubMetrics | None = None,
-        report_interval: float | None = None,
         heartbeat: Callable[[], None] | None = None,
     ) -> None:
+        opts = options or WorkerOptions()
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
+        self._agencies = dict(agencies)
         self._poll_fn = poll
-        self._late = dict(late or {})
-        self._breakers = dict(breakers or {})
-        self._maintenance = dict(maintenance or {})
+        self._breakers = {name: a.breaker for name, a in self._agencies.items() if a.breaker is not None}
         self._report_circuit = report_circuit
         #: The periodic re-report (default: `report_circuit`); it must not hide another live
         #: worker's different state (see `SqlStore.report_agency_status`).
         self._refresh_circuit = refresh_circuit or report_circuit
-        self._max_handouts = max_handouts
+        self._max_handouts = opts.max_handouts
         self._pauses = pauses
-        self._pause_hold = pause_hold
+        self._pause_hold = opts.pause_hold
         self._metrics = metrics
         #: Breakers are re-reported this often, so the circuit view can tell a live worker's
         #: report from a stopped one's (`stale`); None: only on a change.
-        self._report_interval = report_interval
+        self._report_interval = opts.report_interval
         self._heartbeat = heartbeat
         self._source = source
-        self._adapters = adapters
-        self._retry = retry_policies
-        self._schedules = schedules
-        self._limits = dict(concurrency)
         self._deliver = deliver
-        self._batch_size = batch_size
-        self._commit_batch = commit_batch
-        self._commit_attempts = max(1, commit_attempts)
+        self._batch_size = opts.batch_size
+        self._commit_batch = opts.commit_batch
+        self._commit_attempts = max(1, opts.commit_attempts)
         self._claim_backoff = Backoff(_STORE_BACKOFF_INITIAL, _STORE_BACKOFF_MAX)
-        self._poll = poll_interval
-        self._max_poll = max_poll_interval
+        self._poll = opts.poll_interval
+        self._max_poll = opts.max_poll_interval
         self._clock = clock
-        self._in_flight = {agency: 0 for agency in adapters}
+        self._in_flight = {agency: 0 for agency in self._agencies}
         self._slot_freed = asyncio.Event()
         self._wake = asyncio.Event()
         self._outcomes: asyncio.Queue[Completion] = asyncio.Queue()
@@ -140,13 +123,14 @@ class DeliveryWorker:
         self._wake.set()
 
     def _free_slots(self) -> dict[str, int]:
-        return {a: self._limits.get(a, 16) - n for a, n in self._in_flight.items() if self._limits.get(a, 16) > n}
+        limits = {a: self._agencies[a].concurrency if a in self._agencies else 16 for a in self._in_flight}
+        return {a: limits[a] - n for a, n in self._in_flight.items() if limits[a] > n}
 
     async def run(self, stop: asyncio.Event) -> None:
         committer = asyncio.create_task(self._commit_loop(stop))
         reporter = asyncio.create_task(self._report_loop(stop)) if self._report_interval else None
         idle = self._poll
-        log.info("worker_started", owner=self.owner, agencies=sorted(self._adapters))
+        log.info("worker_started", owner=self.owner, agencies=sorted(self._agencies))
         try:
             while not stop.is_set():
                 if self._heartbeat is not None:
@@ -225,18 +209,19 @@ class DeliveryWorker:
 
     async def _pass(self, job: ClaimedJob) -> Completion:
         agency = job.agency
-        schedule = self._schedules[agency]
+        runtime = self._agencies[agency]
+        schedule = runtime.schedule
         now = self._clock()
         if self._pauses is not None and await self._pauses.is_paused(agency):
             # An operator paused the agency: no call, no pass counted and no age bound (nothing
             # is lost however long the pause); resuming makes the job due at once.
             return Completion(job=job, owner=self.owner, new_state=job.state, deferred=True,
                               next_attempt_at=now + self._pause_hold, last_error=PAUSED_REASON)
-        calendar = self._maintenance.get(agency)
+        calendar = runtime.maintenance
         resume = calendar.resume_at(now) if calendar else None
         if resume is not None:
             return defer(job, resume, f"{agency} is in a maintenance window", schedule, owner=self.owner, now=now)
-        breaker = self._breakers.get(agency)
+        breaker = runtime.breaker
         # An operator forced this job past the agency's Retry-After (audited with a reason).
         admission = breaker.admit(now) if breaker is not None and not job.forced else None
         if admission is not None and not admission.allowed:
@@ -253,16 +238,15 @@ class DeliveryWorker:
             content=job.content,
             contract_version=job.contract_version,
         )
-        polling = job.state == DeliveryState.ACKNOWLEDGED.value and job.poll_url is not None
+        poll_url = job.poll_url if job.state == DeliveryState.ACKNOWLEDGED.value else None
+        polling = poll_url is not None
         try:
-            if polling and self._poll_fn is not None:
-                result = await self._poll_fn(self._adapters[agency], message, job.poll_url)
+            if poll_url is not None and self._poll_fn is not None:
+                result = await self._poll_fn(runtime.adapter, message, poll_url)
             else:
-                policy = self._retry[agency]
-                if probe and dataclasses.is_dataclass(policy):
-                    # Half-open: a single call decides whether the circuit closes again.
-                    policy = dataclasses.replace(policy, attempts=1)
-                result = await self._deliver(self._adapters[agency], message, policy)
+                # Half-open: a single call decides whether the circuit closes again.
+                policy = dataclasses.replace(runtime.retry, attempts=1) if probe else runtime.retry
+                result = await self._deliver(runtime.adapter, message, policy)
         except BaseException:
             if breaker is not None and probe:
                 breaker.record([], self._clock(), probe=True)
@@ -279,7 +263,7 @@ class DeliveryWorker:
             if changed:
                 await self._publish(agency)
         return settle(job, result, schedule, owner=self.owner, now=after,
-                      late=self._late.get(agency), poll=polling and self._poll_fn is not None)
+                      late=runtime.late, poll=polling and self._poll_fn is not None)
 
     async def _report_loop(self, stop: asyncio.Event) -> None:
         """Re-report every breaker now and then: the report's age tells readers this worker lives."""

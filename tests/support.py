@@ -118,7 +118,7 @@ class RunningHub:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> RunningHub:
-        from bootstrap import run_api_and_workers
+        from runner import run_api_and_workers
 
         ready = threading.Event()
         errors: list[BaseException] = []

@@ -10,8 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.base import deliver_with_retries
-from adapters.registry import ADAPTER_BUILDERS
+from adapters.base import RetryPolicy, deliver_with_retries
+from adapters.contracts import default_catalog
+from adapters.factory import ContractSet
+from bootstrap import build_adapter
 from domain.errors import (
     AgencyRejected,
     AgencyThrottled,
@@ -20,7 +22,6 @@ from domain.errors import (
     OutcomeUnknown,
 )
 from domain.messages import OutgoingMessage
-from service.delivery_port import RetryPolicy
 
 AGENCIES = ["inps", "inail", "cciaa", "runts"]
 NO_WAIT = RetryPolicy.without_waits(attempts=3)
@@ -133,8 +134,8 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _adapter(sims: Any, agency: str, http: httpx.AsyncClient, **overrides: str) -> Any:
-    return ADAPTER_BUILDERS[agency](endpoint=_endpoint(sims, agency), http=http,
-                                   fault_overrides=overrides)
+    return build_adapter(ContractSet(default_catalog()), agency, endpoint=_endpoint(sims, agency), http=http,
+                         fault_overrides=overrides)
 
 
 @pytest.mark.anyio

@@ -14,7 +14,7 @@ import pytest
 
 from adapters.base import ErrorContext, classify_httpx_error
 from adapters.deadline import CallDeadlineExceeded
-from bootstrap import _http_client
+from wiring.agencies import agency_http_client
 from config.lease_budget import LeaseTooShortError, check_lease_budget, worst_pass_seconds
 from config.settings import AgencySettings, HttpSettings, RetrySettings, Settings
 from domain.errors import OutcomeUnknown
@@ -97,7 +97,7 @@ def test_a_trickling_reply_ends_at_the_call_deadline_and_its_connection_is_dropp
         agency = TricklingAgency()
         await agency.start()
         conf = AgencySettings(endpoint=agency.url, read_timeout=2.0, call_deadline=DEADLINE)
-        client = _http_client(conf, 4, HttpSettings(pool=pool))
+        client = agency_http_client(conf, 4, HttpSettings(pool=pool))
         try:
             warm = await client.get(f"{agency.url}/ok")
             assert warm.text == "ok" and warm.headers["x-connection"] == "1"
@@ -127,7 +127,7 @@ def test_a_prompt_reply_is_read_whole_within_the_deadline() -> None:
     async def main() -> None:
         agency = TricklingAgency()
         await agency.start()
-        client = _http_client(AgencySettings(endpoint=agency.url, call_deadline=DEADLINE), 2,
+        client = agency_http_client(AgencySettings(endpoint=agency.url, call_deadline=DEADLINE), 2,
                               HttpSettings(pool="httpx"))
         try:
             reply = await client.post(f"{agency.url}/ok", content=b"x")

@@ -582,7 +582,7 @@ async def test_https_with_the_agency_certificate_trusted(serve, tmp_path: Path) 
 
 def test_bootstrap_gives_agency_clients_the_configured_transport() -> None:
     """`[http] pool` picks the agency clients' transport: the pool by default, httpx's on request."""
-    from bootstrap import _agency_transport
+    from wiring.agencies import agency_transport as _agency_transport
     from config.settings import HttpSettings
 
     limits = httpx.Limits(max_connections=3, max_keepalive_connections=3)

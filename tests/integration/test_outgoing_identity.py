@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.registry import ADAPTER_BUILDERS
+from adapters.contracts import default_catalog
+from adapters.factory import ContractSet
 from api.modi import ModiVerifier, PortalKey
+from bootstrap import build_adapter
 from security.keys import ensure_self_signed_certificate, generate_private_key
 from security.modi import ModiSigner
 from security.wssecurity import WsSecurityPlugin, verify_envelope
@@ -32,8 +34,8 @@ async def _deliver(sims: Any, agency: str, signer: Any) -> httpx.Request:
         sent.append(request)
 
     async with httpx.AsyncClient(timeout=5.0, event_hooks={"request": [keep]}, trust_env=False) as http:
-        adapter = ADAPTER_BUILDERS[agency](endpoint=_endpoint(sims, agency), http=http, fault_overrides={},
-                                           signer=signer)
+        adapter = build_adapter(ContractSet(default_catalog()), agency, endpoint=_endpoint(sims, agency), http=http,
+                                fault_overrides={}, signer=signer)
         receipt = await adapter.deliver(build_message(agency))
     assert receipt.protocol_number
     return sent[-1]

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from bootstrap import _readiness, build_hub
+from bootstrap import build_hub, readiness
 from service.supervisor import Supervisor
 from tests.conftest import require_server
 from tests.integration.rabbit_harness import RABBITMQ_URL
@@ -35,7 +35,7 @@ def test_readiness_names_an_unreachable_broker_and_recovers(tmp_path: Path) -> N
         hub = build_hub(settings)
         try:
             async def scenario() -> list[dict[str, str]]:
-                check = _readiness(hub, Supervisor(asyncio.Event()))
+                check = readiness(hub, Supervisor(asyncio.Event()))
                 seen = [dict(await check())]
                 proxy.cut()
                 seen.append(dict(await check()))
@@ -61,7 +61,7 @@ def test_readiness_names_a_loop_that_stopped_coming_round(tmp_path: Path) -> Non
     try:
         async def scenario() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
             supervisor = Supervisor(asyncio.Event())
-            check = _readiness(hub, supervisor)
+            check = readiness(hub, supervisor)
             supervisor.beat("worker")
             fresh = dict(await check())
             stalled: dict[str, str] = {}

@@ -19,9 +19,10 @@ import httpx
 import pytest
 from lxml import etree
 
-from adapters.contracts import load_agency_catalog
-from adapters.factory import build_contract_adapter
-from adapters.registry import build_adapter
+from service.delivery_port import AgencyAdapter
+from adapters.contracts import default_catalog, load_agency_catalog
+from adapters.factory import ContractSet, build_contract_adapter
+from bootstrap import build_adapter
 from config.settings import PROJECT_ROOT
 from domain.errors import AgencyProtocolError
 from domain.messages import OutgoingMessage
@@ -79,7 +80,8 @@ async def _deliver_inail(answer: Callable[[Recorded], Reply], http: httpx.AsyncC
                          agencies_dir: Path | None = None) -> Any:
     with agency_server(answer, "/soap") as agency:
         if agencies_dir is None:
-            adapter = build_adapter("inail", endpoint=agency.url, http=http)
+            adapter: AgencyAdapter = build_adapter(ContractSet(default_catalog()), "inail", endpoint=agency.url,
+                                                   http=http)
         else:
             catalog = load_agency_catalog(agencies_dir, project_root=PROJECT_ROOT,
                                           external_dir=PROJECT_ROOT.parent / "shared" / "external")
@@ -187,7 +189,7 @@ def _runts_body(message_id: str, references: int, protocol: str = "RUNTS-2026-00
 async def test_an_oversized_callback_is_refused_by_the_same_reader(http: httpx.AsyncClient,
                                                                    references: int, code: str) -> None:
     """A late outcome POSTed to the hub (NONBLOCK_PUSH) meets the same bounds as a reply."""
-    adapter = build_adapter("runts", endpoint="http://127.0.0.1:9", http=http)
+    adapter = build_adapter(ContractSet(default_catalog()), "runts", endpoint="http://127.0.0.1:9", http=http)
     message: OutgoingMessage = build_message("runts")
     ok = adapter.read_result("IscrizioneEnte", "application/json",
                              _runts_body(message.message_id, 1), message.message_id)
@@ -206,7 +208,7 @@ async def test_a_rest_receipt_with_too_many_references_is_a_protocol_error(http:
         return Reply(201, _runts_body(request.headers["idempotency-key"], 500))
 
     with agency_server(answer) as agency:
-        adapter = build_adapter("runts", endpoint=agency.url, http=http)
+        adapter = build_adapter(ContractSet(default_catalog()), "runts", endpoint=agency.url, http=http)
         with pytest.raises(AgencyProtocolError) as caught:
             await adapter.deliver(build_message("runts"))
     assert caught.value.code == "TOO_MANY_REFERENCES"

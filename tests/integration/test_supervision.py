@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bootstrap import _readiness, build_hub
+from bootstrap import build_hub, readiness
 from config.settings import PROJECT_ROOT
 from service.supervisor import Supervisor
 from tests.conftest import _postgres_schema_url
@@ -118,7 +118,7 @@ def test_readiness_names_a_dead_task_beside_a_live_store(tmp_path: Path) -> None
     try:
         async def scenario() -> tuple[dict[str, str], dict[str, str]]:
             supervisor = Supervisor(asyncio.Event())
-            check = _readiness(hub, supervisor)
+            check = readiness(hub, supervisor)
             before = dict(await check())
             supervisor.watch("worker", dies())
             await supervisor.join()

@@ -10,8 +10,10 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from adapters.contracts import default_catalog
+from adapters.factory import ContractSet
 from adapters.rest import classify_http
-from adapters.registry import build_adapter
+from bootstrap import build_adapter
 from domain.errors import (
     AdapterMisconfigured,
     AgencyProtocolError,
@@ -31,7 +33,7 @@ TAX_CODE = "RSSMRA80A01H501U"
 
 def build_runts_adapter(**kwargs):  # type: ignore[no-untyped-def]
     """RUNTS's adapter, from its declaration in config/agencies/runts.toml."""
-    return build_adapter("runts", **kwargs)
+    return build_adapter(ContractSet(default_catalog()), "runts", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +245,6 @@ async def test_adapter_logs_no_payload_or_tax_code() -> None:
 
 def _runts_contract():  # type: ignore[no-untyped-def]
     from adapters.openapi import load_openapi_contract
-    from adapters.registry import default_catalog
 
     return load_openapi_contract(default_catalog().contract("runts", "v1"))
 

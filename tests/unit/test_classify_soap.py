@@ -11,8 +11,10 @@ import requests
 import zeep.exceptions as zx
 from urllib3.exceptions import NewConnectionError
 
-from adapters.registry import build_adapter
+from adapters.contracts import default_catalog
+from adapters.factory import ContractSet
 from adapters.soap import classify_soap
+from bootstrap import build_adapter
 from domain.errors import (
     AdapterMisconfigured,
     AgencyProtocolError,
@@ -32,12 +34,12 @@ MESSAGE_ID = "0123456789abcdef0123456789abcdef"
 
 def build_inail_adapter(**kwargs):  # type: ignore[no-untyped-def]
     """INAIL's adapter, from its declaration in config/agencies/inail.toml."""
-    return build_adapter("inail", **kwargs)
+    return build_adapter(ContractSet(default_catalog()), "inail", **kwargs)
 
 
 def build_inps_adapter(**kwargs):  # type: ignore[no-untyped-def]
     """INPS's adapter, from its declaration in config/agencies/inps.toml."""
-    return build_adapter("inps", **kwargs)
+    return build_adapter(ContractSet(default_catalog()), "inps", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -442,7 +444,6 @@ def test_contract_is_loaded_once_and_checked() -> None:
     from dataclasses import replace
 
     from adapters.contracts import ContractError
-    from adapters.registry import default_catalog
     from adapters.wsdl import load_wsdl_contract
 
     spec = default_catalog().contract("inps", "v1")
@@ -510,7 +511,6 @@ def test_the_envelope_is_the_one_zeep_create_message_builds() -> None:
     from lxml import etree
 
     from adapters.base import ErrorContext
-    from adapters.registry import default_catalog
     from adapters.wsdl import load_wsdl_contract
 
     for agency, message in (("inail", inail_message()), ("inps", inps_durc_message())):

@@ -9,9 +9,11 @@ from datetime import datetime, timezone
 import pytest
 from structlog.testing import capture_logs
 
+from service.delivery_port import RetryPolicy
 from service.ports import ClaimedJob, Completion
+from service.schedule import SchedulePolicy
 from service.supervisor import BackgroundTaskDied, Supervisor
-from service.worker import DeliveryWorker
+from service.worker import AgencyRuntime, DeliveryWorker, WorkerOptions
 
 
 async def _broken() -> None:
@@ -85,9 +87,11 @@ class _CommitsNothing:
 
 def test_a_worker_whose_commit_loop_died_ends_instead_of_piling_up_outcomes() -> None:
     """The worker loop notices its committer is gone and raises (its supervisor stops the process)."""
-    worker = DeliveryWorker(source=_CommitsNothing(), adapters={"inps": object()}, retry_policies={},
-                            schedules={}, concurrency={"inps": 1}, deliver=None,  # type: ignore[arg-type]
-                            poll_interval=0.01, max_poll_interval=0.02)
+    inps = AgencyRuntime(name="inps", adapter=object(), retry=RetryPolicy(),  # type: ignore[arg-type]  # never called
+                         schedule=SchedulePolicy(), concurrency=1)
+    worker = DeliveryWorker(source=_CommitsNothing(), agencies={"inps": inps},
+                            deliver=None,  # type: ignore[arg-type]  # the job is already settled: nothing is sent
+                            options=WorkerOptions(poll_interval=0.01, max_poll_interval=0.02))
 
     async def scenario() -> None:
         await asyncio.wait_for(worker.run(asyncio.Event()), 10)

@@ -1,0 +1,190 @@
+"""The processes' loops: the API with its in-process workers, a worker process, the relay, and
+the small metrics/health listener of a process without an API.
+
+Everything run here is built by `bootstrap`; this module only starts it under a supervisor,
+waits for `stop`, and drains and closes it in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from api.server import ServerLimits, server_config
+from bootstrap import (
+    Hub,
+    WorkerSet,
+    api_metrics_for,
+    build_api,
+    outcome_readers,
+    public_url,
+    readiness,
+    relay_for,
+    supervisor_for,
+    uses_rabbitmq,
+)
+from service.metrics import HubMetrics
+from service.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    import uvicorn
+
+__all__ = ["run_api_and_workers", "run_relay", "run_relay_process", "run_workers"]
+
+log = structlog.get_logger("crocevia.bootstrap")
+
+
+def _uvicorn_server(hub: Hub, app: Any, *, host: str, port: int, max_connections: int) -> uvicorn.Server:
+    """A uvicorn server for `app` on `host:port`, with the `[api]` limits but its own connection cap."""
+    import uvicorn
+
+    api = hub.settings.api
+    return uvicorn.Server(server_config(app, host=host, port=port, limits=ServerLimits(
+        header_timeout=api.header_timeout, keep_alive_timeout=api.keep_alive_timeout,
+        max_connections=max_connections, max_header_bytes=api.max_header_bytes)))
+
+
+async def _until_listening(server: uvicorn.Server, task: asyncio.Task[Any], stop: asyncio.Event | None = None) -> bool:
+    """Wait until `server` listens, its serving `task` ends or (if given) `stop` is set: whether it listens."""
+    while not server.started and not task.done() and not (stop is not None and stop.is_set()):
+        await asyncio.sleep(0.01)  # uvicorn offers no event for "listening"; poll its flag
+    return bool(server.started)
+
+
+async def run_workers(
+    hub: Hub, stop: asyncio.Event, agencies: list[str] | None = None, concurrency: int | None = None
+) -> None:
+    """Run one delivery worker until `stop` is set, then drain in-flight deliveries.
+
+    Raises:
+        BackgroundTaskDied: the worker, notifier or consumer died (the others were drained).
+    """
+    supervisor = supervisor_for(hub, stop)
+    metrics = HubMetrics()
+    workers = WorkerSet(hub, agencies, concurrency, metrics=metrics, supervisor=supervisor)
+    try:
+        await workers.start(supervisor)
+        supervisor.watch("worker", workers.worker.run(stop))
+        supervisor.watch("notifier", workers.notifier.run(stop), may_return=True)
+        await _start_listener(hub, supervisor, stop, metrics, "worker", hub.settings.metrics.worker_port)
+        await stop.wait()
+    finally:
+        stop.set()
+        await supervisor.join()
+        await workers.close()
+    supervisor.raise_if_failed()
+
+
+async def _start_listener(hub: Hub, supervisor: Supervisor, stop: asyncio.Event, metrics: HubMetrics,
+                          role: str, port: int) -> None:
+    """`/metrics`, `/healthz` and `/readyz` of a process without an API, on `[metrics] host`
+    and `port` (0: none). A port already taken stops the process, named, like the API's."""
+    if not port:
+        return
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+
+    from api.observability import RequestObservation, metrics_routes
+    from api.readiness import health_routes
+
+    app = Starlette(routes=[*metrics_routes(metrics), *health_routes(readiness(hub, supervisor))],
+                    middleware=[Middleware(RequestObservation)])
+    host = hub.settings.metrics.host
+    server = _uvicorn_server(hub, app, host=host, port=port, max_connections=64)
+    task = supervisor.watch(f"{role}-metrics", server.serve(), may_return=True)
+
+    async def shutdown() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    supervisor.watch(f"{role}-metrics-stop", shutdown())
+    if not await _until_listening(server, task):
+        raise RuntimeError(f"the {role}'s metrics listener could not listen on {host}:{port}")
+    log.info("metrics_listening", role=role, host=host, port=port)
+
+
+async def run_relay(hub: Hub, stop: asyncio.Event, metrics: HubMetrics | None = None) -> None:
+    """Publish committed outbox rows to RabbitMQ when due, until `stop` is set."""
+    relay = relay_for(hub)
+    if metrics is not None:
+        metrics.count_published(lambda: relay.published)
+    await relay.run(stop)
+
+
+async def run_relay_process(hub: Hub, stop: asyncio.Event) -> None:
+    """`hub.py relay`: the relay, supervised.
+
+    Raises:
+        BackgroundTaskDied: the relay died (logged with its traceback).
+    """
+    supervisor = supervisor_for(hub, stop)
+    metrics = HubMetrics()
+    supervisor.watch("relay", run_relay(hub, stop, metrics))
+    try:
+        await _start_listener(hub, supervisor, stop, metrics, "relay", hub.settings.metrics.relay_port)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        await supervisor.join()
+    supervisor.raise_if_failed()
+
+
+async def run_api_and_workers(
+    hub: Hub, stop: asyncio.Event, *, host: str, port: int, with_workers: bool = True,
+    started: asyncio.Event | None = None,
+) -> None:
+    """The API and (optionally) a worker in the same event loop; returns when `stop` is set.
+
+    With RabbitMQ, the workers are a relay and a worker in this process (the API never talks
+    to the broker: accepted filings wait in the outbox).
+
+    Raises:
+        BackgroundTaskDied: a background task (the API server, worker, notifier, relay or
+            consumer) died; everything else was stopped and drained first.
+    """
+    supervisor = supervisor_for(hub, stop)
+    metrics = api_metrics_for(hub)
+    workers = (WorkerSet(hub, None, callbacks_url=public_url(hub.settings, host, port), metrics=metrics,
+                         supervisor=supervisor)
+               if with_workers else None)
+    if workers is not None:
+        await workers.start(supervisor)
+        if uses_rabbitmq(hub.settings):
+            supervisor.watch("relay", run_relay(hub, stop, metrics))
+    loop = asyncio.get_running_loop()
+
+    def wake() -> None:
+        if workers is not None:
+            loop.call_soon_threadsafe(workers.worker.notify)
+            loop.call_soon_threadsafe(workers.notifier.notify)
+
+    readers, readers_client = outcome_readers(hub, workers)
+    app = build_api(hub, readers=readers, on_accepted=wake, ready=readiness(hub, supervisor), metrics=metrics)
+    server = _uvicorn_server(hub, app, host=host, port=port, max_connections=hub.settings.api.max_connections)
+    # uvicorn ends on its own when it catches SIGTERM/SIGINT: that stops the process, not a death.
+    server_task = supervisor.watch("api", server.serve(), may_return=True)
+    server_task.add_done_callback(lambda _: stop.set())
+    if workers is not None:
+        supervisor.watch("worker", workers.worker.run(stop))
+        # The notifier returns at once when no portal has a callback address.
+        supervisor.watch("notifier", workers.notifier.run(stop), may_return=True)
+    try:
+        if await _until_listening(server, server_task, stop):
+            if started is not None:
+                started.set()
+            log.info("api_listening", host=host, port=port)
+            await stop.wait()
+    finally:
+        stop.set()
+        server.should_exit = True
+        await supervisor.join()
+        if readers_client is not None:
+            await readers_client.aclose()
+        if workers is not None:
+            await workers.close()
+    supervisor.raise_if_failed()
+    if not server.started and server_task.done():
+        raise RuntimeError(f"the API could not listen on {host}:{port}")

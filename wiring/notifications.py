@@ -1,0 +1,49 @@
+"""The notifier that tells portals about their filings' events, signed with each portal's secret."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from adapters.webhook import WebhookSender, WebhookTarget
+from config.settings import Settings
+from security.secrets import callback_secret
+from service.notifier import EventNotifier, EventStore
+from service.schedule import SchedulePolicy
+
+__all__ = ["build_notifier"]
+
+
+def build_notifier(settings: Settings, store: EventStore,
+                   clock: Callable[[], float]) -> tuple[EventNotifier, httpx.AsyncClient]:
+    """The notifier for every portal with a `callback_url`, and its HTTP client (the caller closes it).
+
+    Raises:
+        ValueError: a portal has a callback address but no secret to sign with.
+    """
+    n = settings.notifications
+    targets = {}
+    for portal, conf in settings.portals.items():
+        if not conf.callback_url:
+            continue
+        inline = conf.callback_secret.get_secret_value() if conf.callback_secret is not None else None
+        file = settings.path(conf.callback_secret_file) if conf.callback_secret_file else None
+        secret = callback_secret(inline, file)
+        if secret is None:
+            raise ValueError(f"portal {portal!r} has a callback_url but no callback_secret(_file)")
+        targets[portal] = WebhookTarget(conf.callback_url, secret)
+    client = httpx.AsyncClient(timeout=httpx.Timeout(n.timeout), trust_env=False,
+                               transport=httpx.AsyncHTTPTransport(retries=0))
+    notifier = EventNotifier(
+        store=store,
+        sender=WebhookSender(client, targets),
+        backoff=SchedulePolicy(initial_delay=n.initial_delay, max_delay=n.max_delay, jitter=n.jitter),
+        max_age_seconds=n.max_age_seconds,
+        concurrency=n.concurrency,
+        lease_seconds=n.lease_seconds,
+        poll_interval=n.poll_interval,
+        max_poll_interval=n.max_poll_interval,
+        clock=clock,
+    )
+    return notifier, client
