@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from cli.ops_client import OpsClient
 
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
@@ -22,7 +27,7 @@ def _settings(ctx: click.Context) -> Settings:
 EXIT_TASK_DIED = 70
 
 
-def _run_until_signal(main) -> None:  # type: ignore[no-untyped-def]
+def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     from service.supervisor import BackgroundTaskDied
 
     async def runner() -> None:
@@ -507,7 +512,7 @@ def filings() -> None:
     """Operators: search filings and show one's full history (over the operator API)."""
 
 
-def _ops_client(ctx: click.Context, url: str | None, token: str | None):  # type: ignore[no-untyped-def]
+def _ops_client(ctx: click.Context, url: str | None, token: str | None) -> OpsClient:
     from cli.ops_client import OpsClient, hub_url
 
     if not token:

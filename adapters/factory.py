@@ -216,7 +216,7 @@ class ContractSet:
 
     def documents(self) -> list[tuple[ContractSpec, ContractError | None]]:
         """Every declared contract with the error loading it raised, if any."""
-        found = []
+        found: list[tuple[ContractSpec, ContractError | None]] = []
         for spec in self.catalog.all_contracts():
             try:
                 self.load(spec)

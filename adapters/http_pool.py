@@ -167,7 +167,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._waiters.append((origin, fut))
         timer = loop.call_later(timeout, _expire_waiter, fut, timeout) if timeout is not None else None
         try:
-            conn = await fut
+            handed_over = await fut
         except BaseException:
             # Cancelled as a hand-off landed: give back what was handed over.
             if fut.done() and not fut.cancelled() and fut.exception() is None:
@@ -180,10 +180,10 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         finally:
             if timer is not None:
                 timer.cancel()
-        if conn is not None and not conn.usable(loop.time(), self._expiry):
-            self._retire(conn)  # its slot stays with this request
+        if handed_over is not None and not handed_over.usable(loop.time(), self._expiry):
+            self._retire(handed_over)  # its slot stays with this request
             return None
-        return conn
+        return handed_over
 
     async def _connect(self, origin: Origin, timeout: float | None, request: httpx.Request) -> Connection:
         scheme, host, port = origin

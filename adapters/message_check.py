@@ -42,7 +42,8 @@ def _field_and_reason(error: MessageRejectedAsInvalid) -> tuple[str, str]:
     if isinstance(cause, jsonschema.ValidationError):  # an OpenAPI request schema
         path = [str(p) for p in cause.absolute_path if isinstance(p, str)]
         if cause.validator == "required" and isinstance(cause.instance, Mapping):
-            missing = [k for k in cause.validator_value if k not in cause.instance]
+            required = cause.validator_value if isinstance(cause.validator_value, list) else []
+            missing = [k for k in required if k not in cause.instance]
             return ".".join([*path, *missing[:1]]), _MISSING
         return ".".join(path), cause.message
     if isinstance(cause, TypeError):  # zeep: a field the operation does not have

@@ -153,7 +153,7 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
         if payload is not None and self._status_path is not None:
             found = self._status_path(payload)
             first = found[0] if isinstance(found, list) and found else found
-            status = (first.text if isinstance(first, etree._Element) else str(first or "")).strip()
+            status = ((first.text or "") if isinstance(first, etree._Element) else str(first or "")).strip()
         if status in self._nb.failed_values:
             raise ctx.build(AgencyRejected, f"the agency reports {status!r}", code=status)
         if status not in self._nb.done_values:

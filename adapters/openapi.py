@@ -172,7 +172,7 @@ class OpenApiContract:
             raise spec.error(f"the OpenAPI document does not load: {exc}") from exc
         base = f"urn:crocevia:openapi:{spec.agency}:{spec.version}"
         self._base = base
-        self._registry = Registry().with_resource(base, Resource(self.document, DRAFT4))
+        self._registry = Registry().with_resource(base, DRAFT4.create_resource(self.document))
         self.receipt_statuses = spec.receipt.http_statuses or DEFAULT_RECEIPT_STATUSES
         self.operations = self._operations()
         for name in spec.operations:

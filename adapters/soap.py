@@ -98,7 +98,8 @@ def _read_fault(content: bytes) -> zx.Fault | None:
     root = parse_reply(content)
     if root is None:
         return None
-    version = {v: k for k, v in _ENV_NS.items()}.get(etree.QName(root).namespace)
+    namespace = etree.QName(root).namespace
+    version = {v: k for k, v in _ENV_NS.items()}.get(namespace) if namespace else None
     if version is None:
         return None
     env = _ENV_NS[version]

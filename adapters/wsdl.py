@@ -19,6 +19,7 @@ from typing import Any
 
 import requests
 import xmlschema
+from xmlschema.aliases import SourceArgType
 import zeep
 import zeep.exceptions as zx
 from lxml import etree
@@ -55,7 +56,7 @@ _UNUSED_ADDRESS = "http://127.0.0.1:9/unused"
 class _NoNetworkAdapter(requests.adapters.BaseAdapter):
     """Refuses every request: stored contracts are read from disk, never fetched."""
 
-    def send(self, request, *args: Any, **kwargs: Any):  # type: ignore[override]
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
         raise requests.exceptions.ConnectionError(
             f"network access is disabled while loading a stored contract ({request.url})"
         )
@@ -116,10 +117,10 @@ def types_schema(wsdl: Path) -> xmlschema.XMLSchemaBase:
         OSError, xmlschema errors: a missing or broken schema.
     """
     root = etree.parse(str(wsdl), hardened_parser()).getroot()
-    sources = []
+    sources: list[SourceArgType] = []
     for schema in root.iterfind(f"{{{_WSDL_NS}}}types/{{{_XS_NS}}}schema"):
         # An embedded schema may use prefixes declared on wsdl:definitions: carry them over.
-        nsmap = {**{k: v for k, v in root.nsmap.items() if k}, **schema.nsmap}
+        nsmap: dict[str | None, str] = {**{k: v for k, v in root.nsmap.items() if k}, **schema.nsmap}
         copied = etree.Element(schema.tag, nsmap=nsmap, attrib=dict(schema.attrib))
         copied.extend(copy.deepcopy(child) for child in schema)
         sources.append(etree.tostring(copied, encoding="unicode"))
@@ -153,7 +154,8 @@ class _TypesSchema:
         self.schema = types_schema(wsdl)
 
     def error(self, element: etree._Element) -> str | None:
-        for error in self.schema.iter_errors(element):
+        # xmlschema walks lxml elements at run time, but its ElementProtocol and the lxml stubs disagree.
+        for error in self.schema.iter_errors(element):  # type: ignore[arg-type]
             where = f" at {error.path}" if getattr(error, "path", None) else ""
             return f"{error.reason or error.message}{where}"
         return None
