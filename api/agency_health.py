@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -13,7 +12,7 @@ from starlette.routing import Route
 
 from api.auth import authenticate
 from api.problems import json_response, store_unavailable
-from service.ports import StoreUnavailable
+from service.ports import StoreError
 
 if TYPE_CHECKING:
     from api.app import ApiContext
@@ -36,7 +35,7 @@ def agency_health_routes(ctx: ApiContext) -> list[Route]:
         structlog.contextvars.bind_contextvars(portal=caller.portal)
         try:
             body = await run_in_threadpool(feed.read)
-        except (OperationalError, DBAPIError, StoreUnavailable):
+        except StoreError:
             log.warning("store_unavailable", exc_info=True)
             return store_unavailable(request, "the hub's store is not reachable; retry later")
         # Portals may cache it as long as the hub does.

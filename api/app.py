@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -45,7 +44,7 @@ from service.intake import MessageCheck, NoRecipients, accept_filing
 from service.metrics import HubMetrics
 from service.operators import OperatorAccounts
 from service.ops_read import OpsReader
-from service.ports import FilingView, IdempotencyConflict, NewFiling, Store
+from service.ports import FilingView, IdempotencyConflict, NewFiling, Store, StoreError
 
 __all__ = ["ApiContext", "create_app"]
 
@@ -177,7 +176,7 @@ def create_app(ctx: ApiContext) -> Starlette:
                          [{"code": x.code, "location": f"agency:{r.agency}"}
                           for r in exc.refusals for x in r.reasons])
             return _not_authorized(request, exc)
-        except (OperationalError, DBAPIError):
+        except StoreError:
             log.warning("store_unavailable", exc_info=True)
             return _unavailable(request)
 
@@ -252,7 +251,7 @@ def create_app(ctx: ApiContext) -> Starlette:
                                      if str(e.get("location", "")).startswith("agency:")}),
                  **caller.audit_context()},
             )
-        except (OperationalError, DBAPIError):
+        except StoreError:
             log.warning("audit_unavailable", exc_info=True)
         return problem_response(status, slug, title, detail, instance=request.url.path, errors=errors)
 
@@ -267,7 +266,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             view = await run_in_threadpool(ctx.store.get_filing, reference, caller.portal, caller.user.tax_code)
             await run_in_threadpool(ctx.store.audit, caller.actor, "filing_read", reference,
                                     "ok" if view is not None else "not_found", caller.audit_context())
-        except (OperationalError, DBAPIError):
+        except StoreError:
             return _unavailable(request)
         if view is None:
             return problem_response(404, "not-found", "Not Found", f"no filing {reference}", instance=request.url.path)

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,6 +31,7 @@ from service.identity import (
     list_delegations,
     revoke_delegation,
 )
+from service.ports import StoreError
 
 if TYPE_CHECKING:
     from api.app import ApiContext
@@ -142,7 +142,7 @@ def delegation_routes(ctx: ApiContext) -> list[Route]:
                                         instance=request.url.path)
             except DelegationRefused as exc:
                 return await run_in_threadpool(_refused, request, caller, exc, action, subject)
-            except (OperationalError, DBAPIError):
+            except StoreError:
                 log.warning("store_unavailable", exc_info=True)
                 return store_unavailable(request, "the store is not reachable; nothing was recorded")
 

@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,7 +17,7 @@ from api.callbacks import CallbackRefused
 from api.problems import json_response, problem_response, store_unavailable
 from domain.intake import FilingRefused, MessageProblem, RecipientMessagesInvalid, Violation
 from service.identity import RecipientsNotAuthorized, authorize_filing
-from service.ports import DeliveryView, NeedsCorrection, NotResendable, RecipientNotFound
+from service.ports import DeliveryView, NeedsCorrection, NotResendable, RecipientNotFound, StoreError
 from service.recipients import CallbackUnreadable, CorrectionRefused, correct_recipient, record_callback
 
 if TYPE_CHECKING:
@@ -140,7 +139,7 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
                                     instance=request.url.path)
         try:
             return await run_in_threadpool(_resend, request, caller, reference, agency, media_type, body)
-        except (OperationalError, DBAPIError):
+        except StoreError:
             log.warning("store_unavailable", exc_info=True)
             return unavailable(request)
 
@@ -200,7 +199,7 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
 
         try:
             found = await run_in_threadpool(read)
-        except (OperationalError, DBAPIError):
+        except StoreError:
             return unavailable(request)
         if found is None:
             return problem_response(404, "not-found", "Not Found", f"no filing {reference}",
@@ -220,7 +219,7 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
             ctx.store.audit(f"agency:{agency}" if authenticated else "anonymous", "agency_callback",
                             correlation_id, outcome,
                             {"agency": agency, "correlationId": correlation_id, "status": status})
-        except (OperationalError, DBAPIError):
+        except StoreError:
             log.warning("audit_unavailable", exc_info=True)
 
     def refuse(request: Request, agency: str, correlation_id: str, outcome: str, status: int, slug: str,
@@ -253,7 +252,7 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
             log.info("callback_refused", agency=agency, correlation_id=shown, reason=refused.slug)
             return refuse(request, agency, shown, refused.slug, 401, refused.slug, "Unauthorized", refused.detail,
                           authenticated=False, headers={"WWW-Authenticate": 'Bearer realm="crocevia-callbacks"'})
-        except (OperationalError, DBAPIError):
+        except StoreError:
             log.warning("store_unavailable", exc_info=True)
             return unavailable(request)
         if not correlation_id or len(correlation_id) > _MAX_CORRELATION:
@@ -265,7 +264,7 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
             log.warning("callback_unreadable", agency=agency, correlation_id=correlation_id, error=str(exc))
             return refuse(request, agency, correlation_id, "callback-unreadable", 400, "callback-unreadable",
                           "Bad Request", str(exc))
-        except (OperationalError, DBAPIError):
+        except StoreError:
             return unavailable(request)
         log.info("callback_received", agency=agency, correlation_id=correlation_id, result=result)
         if result == "unknown":
@@ -295,7 +294,7 @@ def delivery_routes(ctx: ApiContext) -> list[Route]:
             return caller
         try:
             rows = {s.agency: s for s in await run_in_threadpool(ctx.store.agency_statuses)}
-        except (OperationalError, DBAPIError):
+        except StoreError:
             return unavailable(request)
         listing = []
         for name in sorted(ctx.routes.agencies | rows.keys()):

@@ -11,7 +11,6 @@ from urllib.parse import quote, urlencode
 import orjson
 import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -20,7 +19,7 @@ from starlette.templating import Jinja2Templates
 from api.ops.auth import OperatorGuard, read_fields
 from console.i18n import LANG_COOKIE, LANGUAGES, choose_language, format_instant, translations
 from domain.operators import Operator, role_allows
-from service.ports import StoreUnavailable
+from service.ports import StoreError
 
 __all__ = ["BASE", "Console", "StoreError"]
 
@@ -28,8 +27,6 @@ log = structlog.get_logger("crocevia.console")
 
 #: Where the console is mounted (links in the pages are absolute under it).
 BASE = "/console"
-#: The database failures a page answers with 503 rather than a traceback.
-StoreError = (OperationalError, DBAPIError, StoreUnavailable)
 
 
 def _templates() -> Jinja2Templates:

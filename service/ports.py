@@ -29,16 +29,31 @@ __all__ = [
     "NotResendable",
     "RecipientNotFound",
     "Store",
+    "StoreError",
+    "StoreFailed",
     "StoreUnavailable",
 ]
 
 
-class StoreUnavailable(Exception):
+class StoreError(Exception):
+    """A store call failed in the database: the base of the typed errors storage raises instead of
+    its driver's, so no caller outside `storage/` needs to know the driver."""
+
+
+class StoreUnavailable(StoreError):
     """The database cannot be reached or cannot take a write now (connection refused or lost,
     the file locked or unreadable): retry later with backoff, lose nothing.
 
     Storage translates its driver's failures into this once, so the loops can tell an outage
     (wait it out) from any other error (a bug or bad data: bounded retries, then park).
+    """
+
+
+class StoreFailed(StoreError):
+    """The database refused a call that the API or a command made, and not for an outage (a
+    value that does not fit its column, a constraint): the request is answered as not recorded.
+
+    The background loops' own calls keep the driver's error instead (see `storage.errors`).
     """
 
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,7 +33,7 @@ from service.operations import (
     operator_actor,
     resend_preview,
 )
-from service.ports import NeedsCorrection, NotResendable, RecipientNotFound, StoreUnavailable
+from service.ports import NeedsCorrection, NotResendable, RecipientNotFound, StoreError
 from service.relay import TransportError
 
 if TYPE_CHECKING:
@@ -119,7 +118,7 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
     async def audit_refusal(operator: Any, action: str, subject: str, slug: str, detail: dict[str, Any]) -> None:
         try:
             await run_in_threadpool(ctx.store.audit, operator_actor(operator.name), action, subject, slug, detail)
-        except (OperationalError, DBAPIError, StoreUnavailable):
+        except StoreError:
             log.warning("audit_unavailable", action=action)
 
     def guarded(role: str, action: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -160,7 +159,7 @@ def actions_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
                 return problem_response(503, "broker-unavailable", "Service Unavailable",
                                         f"the message broker cannot be reached: {exc}", instance=path,
                                         headers={"Retry-After": "5"})
-            except (OperationalError, DBAPIError, StoreUnavailable):
+            except StoreError:
                 log.warning("store_unavailable", exc_info=True)
                 return store_unavailable(request, "the store is not reachable; nothing was done, retry later")
             finally:

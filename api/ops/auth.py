@@ -17,7 +17,6 @@ from urllib.parse import parse_qsl
 
 import orjson
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,6 +26,7 @@ from api.problems import json_response, problem_response, store_unavailable
 from domain.operators import TOKEN_PREFIX, Operator, role_allows
 from service.identity import AuditEntry
 from service.operators import LoginRefused, OperatorAccounts, SessionRecord
+from service.ports import StoreError
 
 if TYPE_CHECKING:
     from api.app import ApiContext
@@ -97,7 +97,7 @@ class TokenOrSessionGuard:
             if refused.clear_cookie:
                 self.clear_cookie(response)
             return response
-        except (OperationalError, DBAPIError):
+        except StoreError:
             log.warning("store_unavailable", exc_info=True)
             return store_unavailable(request, "the store is not reachable; retry later")
 
@@ -241,7 +241,7 @@ def session_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
                     instance=request.url.path, headers={"Retry-After": str(max(1, int(refused.retry_after + 0.999)))})
             return problem_response(401, "invalid-credentials", "Unauthorized",
                                     "name, password or one-time code not accepted", instance=request.url.path)
-        except (OperationalError, DBAPIError):
+        except StoreError:
             log.warning("store_unavailable", exc_info=True)
             return store_unavailable(request, "the store is not reachable; retry later")
         log.info("operator_logged_in", operator=session.operator.name)

@@ -7,13 +7,13 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.ops.auth import OperatorGuard
 from api.problems import problem_response, store_unavailable
+from service.ports import StoreError
 
 __all__ = ["InstantInvalid", "OperatorGuard", "bad_parameter", "parse_instant", "read_guarded"]
 
@@ -55,6 +55,6 @@ async def read_guarded(request: Request, guard: OperatorGuard, role: str,
     structlog.contextvars.bind_contextvars(operator=operator.name)
     try:
         return await run_in_threadpool(read, operator)
-    except (OperationalError, DBAPIError):
+    except StoreError:
         log.warning("store_unavailable", exc_info=True)
         return store_unavailable(request, "the store is not reachable; retry later")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,6 +13,7 @@ from api.ops.auth import OperatorGuard, read_fields
 from api.problems import json_response, problem_response, store_unavailable
 from domain.operators import OperatorError
 from service.operators import OperatorAccounts, account_json
+from service.ports import StoreError
 
 if TYPE_CHECKING:
     from api.app import ApiContext
@@ -46,7 +46,7 @@ def operator_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
         assert accounts is not None
         try:
             found = await run_in_threadpool(accounts.list)
-        except (OperationalError, DBAPIError):
+        except StoreError:
             return _unavailable(request)
         return json_response({"operators": [account_json(a) for a in found]})
 
@@ -68,7 +68,7 @@ def operator_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
                 name, role, admin.actor, password=password, totp=_flag(fields.get("totp"))))
         except OperatorError as exc:
             return _refused(request, exc)
-        except (OperationalError, DBAPIError):
+        except StoreError:
             return _unavailable(request)
         body = account_json(account)
         if uri is not None:
@@ -91,7 +91,7 @@ def operator_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
             account = await run_in_threadpool(accounts.set_role, request.path_params["name"], role, admin.actor)
         except OperatorError as exc:
             return _refused(request, exc)
-        except (OperationalError, DBAPIError):
+        except StoreError:
             return _unavailable(request)
         return json_response(account_json(account))
 
@@ -104,7 +104,7 @@ def operator_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
             account = await run_in_threadpool(accounts.disable, request.path_params["name"], admin.actor)
         except OperatorError as exc:
             return _refused(request, exc)
-        except (OperationalError, DBAPIError):
+        except StoreError:
             return _unavailable(request)
         return json_response(account_json(account))
 
