@@ -1,4 +1,6 @@
-"""The ports the use cases need, and the plain records that cross them.
+"""The plain records that cross the store's ports, and the store's typed errors.
+
+The store's Protocols, one per consumer, are in `service.store_ports`.
 
 Concrete implementations live at the edge (`storage/`, `transport/`, `adapters/`); tests may
 substitute fakes that honour the same signatures.
@@ -8,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Protocol, Sequence
-
-from routing.plan import PlannedDelivery
+from typing import Any
 
 __all__ = [
     "AcceptedFiling",
@@ -28,7 +28,6 @@ __all__ = [
     "NewFiling",
     "NotResendable",
     "RecipientNotFound",
-    "Store",
     "StoreError",
     "StoreFailed",
     "StoreUnavailable",
@@ -199,22 +198,6 @@ class Completion:
     #: The pass asked for a late outcome (poll or callback check) that is not there yet: it
     #: counts as a poll, not as a failed pass.
     polled: bool = False
-
-
-class Store(Protocol):
-    def accept_filing(
-        self, filing: NewFiling, plan: Callable[[str], list[PlannedDelivery]]
-    ) -> AcceptedFiling: ...
-
-    def get_filing(self, reference: str, portal: str | None, user: str | None = None) -> FilingView | None: ...
-
-    def claim_jobs(
-        self, owner: str, agencies: Sequence[str] | None, limit: int, lease_seconds: float
-    ) -> list[ClaimedJob]: ...
-
-    def complete_jobs(self, completions: Sequence[Completion]) -> None: ...
-
-    def audit(self, actor: str, action: str, subject: str, outcome: str, detail: dict[str, Any]) -> None: ...
 
 
 # -- delivery semantics: late outcomes, resend and correction, events, agency status -------------

@@ -13,6 +13,8 @@ from domain.messages import Receipt
 from routing.plan import FilingFacts, PlannedDelivery, plan_correction
 from routing.routes import RouteTable
 from service.intake import MessageCheck, check_messages
+from service.ports import DeliveryView
+from service.store_ports import LateOutcomes, RecipientCorrections
 
 __all__ = [
     "CallbackUnreadable",
@@ -45,7 +47,7 @@ class _ParsedFiling(Protocol):
 
 
 def record_callback(
-    store: Any, readers: Mapping[str, OutcomeReader], agency: str, correlation_id: str,
+    store: LateOutcomes, readers: Mapping[str, OutcomeReader], agency: str, correlation_id: str,
     content_type: str, body: bytes,
 ) -> str:
     """Record what an agency POSTed to the hub's callback (AgID NONBLOCK_PUSH).
@@ -78,9 +80,9 @@ def record_callback(
 
 
 def correct_recipient(
-    store: Any, routes: RouteTable, parsed: _ParsedFiling, reference: str, portal: str, agency: str,
+    store: RecipientCorrections, routes: RouteTable, parsed: _ParsedFiling, reference: str, portal: str, agency: str,
     *, actor: str, now: datetime | None = None, check: MessageCheck | None = None,
-) -> Any:
+) -> DeliveryView:
     """Replace `agency`'s refused message with one mapped from the corrected filing `parsed`.
 
     The corrected filing must be of the same kind and subject, and still route to `agency`.
