@@ -26,7 +26,8 @@ from adapters.factory import ContractSet, build_agency_adapter
 from adapters.message_check import MessageChecker
 from adapters.http_pool import KeepAliveTransport
 from adapters.webhook import WebhookSender, WebhookTarget
-from api.app import ApiContext, create_app
+from api.app import create_app
+from api.context import ApiContext
 from api.auth import RequestGuard
 from api.ops.auth import CookiePolicy, OperatorGuard, TokenOrSessionGuard
 from api.callbacks import CallbackGuard, CallbackVerifier, ModiCallbackVerifier, WssCallbackVerifier

@@ -3,6 +3,7 @@ answer turned into a page (login, 403, 503), and reading a small form."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from api.ops.auth import OperatorGuard, read_fields
+from api.context import OperatorGuard, ops_guard_of
+from api.ops.auth import read_fields
 from console.i18n import LANG_COOKIE, LANGUAGES, choose_language, format_instant, translations
 from domain.operators import Operator, role_allows
 from service.ports import StoreError
 
-__all__ = ["BASE", "Console", "StoreError"]
+__all__ = ["BASE", "Console", "StoreError", "console_of"]
 
 log = structlog.get_logger("crocevia.console")
 
@@ -29,7 +31,9 @@ log = structlog.get_logger("crocevia.console")
 BASE = "/console"
 
 
+@functools.cache
 def _templates() -> Jinja2Templates:
+    """One template environment per process (it caches the compiled templates)."""
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     return Jinja2Templates(env=env)
@@ -105,3 +109,8 @@ class Console:
             log.warning("store_unavailable", exc_info=True)
             return self.refused(request, 503, "store-unavailable", "")
 
+
+
+def console_of(request: Request) -> Console:
+    """The console over the app's operator guard (cheap: the templates are shared)."""
+    return Console(ops_guard_of(request))

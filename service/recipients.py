@@ -38,12 +38,19 @@ class OutcomeReader(Protocol):
 
 
 class _ParsedFiling(Protocol):
-    kind: str
-    root: etree._Element
-    subject_tax_code: str
-    declarant_tax_code: str
-    declarant_role: str
-    digest: str
+    # Read-only: the parser's records are frozen dataclasses.
+    @property
+    def kind(self) -> str: ...
+    @property
+    def root(self) -> etree._Element: ...
+    @property
+    def subject_tax_code(self) -> str: ...
+    @property
+    def declarant_tax_code(self) -> str: ...
+    @property
+    def declarant_role(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
 
 
 def record_callback(
