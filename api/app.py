@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from api.agency_health import agency_health_routes
-from api.auth import Caller, RequestGuard, authenticate, authenticate_sync
+from api.auth import Caller, authenticate, authenticate_sync
 from api.context import ApiContext, attach_context, context_of
 from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json, refusal_errors

@@ -9,6 +9,7 @@ password, a token, a session id or a code.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import math
@@ -150,7 +151,7 @@ class OperatorStore(Protocol):
     def add_token(self, account: Account, token_id: str, token_hash: str, label: str, at: datetime,
                   expires_at: datetime | None, entry: AuditEntry) -> None: ...
 
-    def tokens(self, name: str) -> list[TokenRecord]: ...
+    def tokens(self, name: str) -> builtins.list[TokenRecord]: ...
 
     def revoke_token(self, token_id: str, at: datetime, entry: AuditEntry) -> TokenRecord | None: ...
 
@@ -274,7 +275,7 @@ class OperatorAccounts:
         self._store.add_token(account, token_id, hash_secret(token), label, now, expires, entry)
         return IssuedToken(token_id, token, expires)
 
-    def tokens(self, name: str) -> list[TokenRecord]:
+    def tokens(self, name: str) -> builtins.list[TokenRecord]:
         return self._store.tokens(name)
 
     def revoke_token(self, token_id: str, actor: str) -> TokenRecord:

@@ -109,7 +109,7 @@ class DeliverySemanticsStore:
                     or_(deliveries.c.correlation_id == correlation_id, deliveries.c.message_id == correlation_id),
                 )
             ).all()
-        rows.sort(key=lambda r: (r.correlation_id != correlation_id, r.superseded_by is not None))
+        rows = sorted(rows, key=lambda r: (r.correlation_id != correlation_id, r.superseded_by is not None))
         if not rows:
             return None
         r = rows[0]

@@ -3,6 +3,7 @@ audited in its own transaction (storage.audit)."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
@@ -118,7 +119,7 @@ class SqlOperatorStore:
             _append(conn, entry)
 
     @errors_translated
-    def tokens(self, name: str) -> list[TokenRecord]:
+    def tokens(self, name: str) -> builtins.list[TokenRecord]:
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(operator_tokens).join(operators, operators.c.id == operator_tokens.c.operator_id)

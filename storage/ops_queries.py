@@ -81,7 +81,7 @@ class OpsQueries:
                 select(deliveries.c.agency, func.min(origin))
                 .where(deliveries.c.state.in_(_OPEN)).group_by(deliveries.c.agency)
             ).all())
-            flagged = dict(conn.execute(  # type: ignore[arg-type]
+            flagged: dict[str, int] = dict(conn.execute(  # type: ignore[arg-type]
                 select(anomalies.c.agency, func.count()).group_by(anomalies.c.agency)
             ).all())
             recent = conn.execute(
