@@ -146,7 +146,8 @@ def _submit(ctx: ApiContext, request: Request, body: bytes | None) -> Response:
         return _unavailable(request)
 
 
-def _accept(ctx: ApiContext, request: Request, caller: Caller, media_type: str, body: bytes, key: str | None) -> Response:
+def _accept(ctx: ApiContext, request: Request, caller: Caller, media_type: str, body: bytes,
+            key: str | None) -> Response:
     portal = caller.portal
     if media_type in _JSON_TYPES:
         parsed = ctx.validator.parse_json(body)

@@ -113,7 +113,8 @@ def _parse(request: Request, body: bytes) -> dict[str, Any]:
     return data
 
 
-def _refused(ctx: ApiContext, request: Request, caller: Caller, exc: DelegationRefused, action: str, subject: str) -> Response:
+def _refused(ctx: ApiContext, request: Request, caller: Caller, exc: DelegationRefused, action: str,
+             subject: str) -> Response:
     ctx.identity.audit(AuditEntry(
         actor=caller.actor, action=action, subject=subject, outcome=exc.slug,
         detail={"status": exc.status, "reasons": [r.code for r in exc.reasons], **caller.audit_context()},

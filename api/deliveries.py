@@ -234,9 +234,9 @@ def _audit_callback(ctx: ApiContext, agency: str, correlation_id: str, outcome: 
         log.warning("audit_unavailable", exc_info=True)
 
 
-def _refuse(ctx: ApiContext, request: Request, agency: str, correlation_id: str, outcome: str, status: int, slug: str,
-           title: str, detail: str, *, authenticated: bool = True,
-           headers: dict[str, str] | None = None) -> Response:
+def _refuse(ctx: ApiContext, request: Request, agency: str, correlation_id: str, outcome: str, status: int,
+            slug: str, title: str, detail: str, *, authenticated: bool = True,
+            headers: dict[str, str] | None = None) -> Response:
     """A refused callback: its audit line (`outcome`), then its problem."""
     _audit_callback(ctx, agency, correlation_id, outcome, status, authenticated=authenticated)
     return problem_response(status, slug, title, detail, instance=request.url.path, headers=headers)
