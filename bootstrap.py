@@ -21,7 +21,8 @@ from adapters.base import deliver_with_retries, poll_once
 from adapters.contracts import load_agency_catalog
 from adapters.factory import ContractSet
 from adapters.message_check import MessageChecker
-from api.app import ApiContext, create_app
+from api.app import create_app
+from api.context import ApiContext
 from api.auth import RequestGuard
 from api.callbacks import CallbackGuard
 from api.modi import ModiVerifier
@@ -34,10 +35,11 @@ from probes import readiness_check
 from routing.routes import RouteTable, load_route_table
 from schemas.filing import FilingValidator
 from service.agency_runtime import AgencyRuntime, WorkerOptions
-from service.delivery_port import AgencyAdapter
+from service.delivery_port import AgencyAdapter, LateOutcomeAdapter
 from service.metrics import HubMetrics
 from service.operations import PauseBoard
 from service.operators import OperatorAccounts, OperatorPolicy
+from service.recipients import OutcomeReader
 from service.relay import OutboxRelay
 from service.supervisor import Supervisor
 from service.worker import DeliveryWorker, JobSource
@@ -318,18 +320,19 @@ def readiness(hub: Hub, supervisor: Supervisor) -> ReadinessCheck:
                            stall_after=hub.settings.supervision.stall_after)
 
 
-def outcome_readers(hub: Hub, workers: WorkerSet | None) -> tuple[dict[str, AgencyAdapter], httpx.AsyncClient | None]:
+def outcome_readers(hub: Hub, workers: WorkerSet | None) -> tuple[dict[str, OutcomeReader], httpx.AsyncClient | None]:
     """What reads agencies' callbacks in the API: the workers' adapters, or (API only) adapters
     built for reading, whose HTTP client (returned, for the caller to close) never sends anything."""
     if workers is not None:
-        return workers.adapters, None
+        return {name: adapter for name, adapter in workers.adapters.items()
+                if isinstance(adapter, LateOutcomeAdapter)}, None
     client = httpx.AsyncClient(trust_env=False)
-    readers: dict[str, AgencyAdapter] = {name: configured_adapter(hub.settings, _contracts(hub), name, client)
+    readers: dict[str, OutcomeReader] = {name: configured_adapter(hub.settings, _contracts(hub), name, client)
                                          for name in sorted(hub.routes.agencies)}
     return readers, client
 
 
-def build_api(hub: Hub, *, readers: Mapping[str, AgencyAdapter], on_accepted: Callable[[], None],
+def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Callable[[], None],
               ready: ReadinessCheck, metrics: HubMetrics) -> Starlette:
     """The intake, status, callback and operator API over the hub's store."""
     return create_app(

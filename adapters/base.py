@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin
 
@@ -84,6 +85,9 @@ def effective_timeout(timeout: httpx.Timeout) -> httpx.Timeout:
     )
 
 
+_E = TypeVar("_E", bound=DeliveryError)
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorContext:
     """Who the error is about: copied into every `DeliveryError` a classifier builds."""
@@ -92,14 +96,14 @@ class ErrorContext:
     operation: str = ""
     delivery_id: str = ""
 
-    def build(self, cls: type[DeliveryError], text: str, **extra: object) -> DeliveryError:
+    def build(self, cls: type[_E], text: str, **extra: object) -> _E:
         """Instantiate `cls` with this context."""
         return cls(
             text,
             agency=self.agency,
             operation=self.operation,
             delivery_id=self.delivery_id,
-            **extra,  # type: ignore[arg-type]
+            **extra,  # type: ignore[arg-type] # each subclass takes its own keywords (code, retry_after)
         )
 
 

@@ -308,6 +308,7 @@ async def _serialize(request: httpx.Request) -> tuple[bytes, bool, bool]:
     try:
         body = request.content
     except httpx.RequestNotRead:  # a streaming body: small here, so read it whole
+        # An AsyncClient's request stream is async; httpx types it as sync-or-async.
         body = b"".join([part async for part in request.stream])  # type: ignore[union-attr]
     headers = request.headers.raw
     chunked = close = False

@@ -28,7 +28,7 @@ _WIRE_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-en
 
 
 def _too_large(ctx: ErrorContext, text: str) -> AgencyProtocolError:
-    return ctx.build(AgencyProtocolError, text, code="REPLY_TOO_LARGE")  # type: ignore[return-value]
+    return ctx.build(AgencyProtocolError, text, code="REPLY_TOO_LARGE")
 
 
 def check_body_size(body: bytes, max_bytes: int, ctx: ErrorContext) -> None:

@@ -2,44 +2,41 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import authenticate
+from api.context import context_of
 from api.problems import json_response, store_unavailable
-from service.ports import StoreUnavailable
-
-if TYPE_CHECKING:
-    from api.app import ApiContext
+from service.agency_health import AgencyHealthFeed
+from service.ports import StoreError
 
 __all__ = ["agency_health_routes"]
 
 log = structlog.get_logger("crocevia.api")
 
 
-def agency_health_routes(ctx: ApiContext) -> list[Route]:
-    """The feed, ModI-signed like every portal request (none when no feed is configured)."""
+async def health(request: Request) -> Response:
+    """The feed, ModI-signed like every portal request."""
+    ctx = context_of(request)
     feed = ctx.agency_health
-    if feed is None:
-        return []
+    assert feed is not None  # mounted only with a feed
+    caller = await authenticate(ctx.guard, request, await request.body())
+    if isinstance(caller, Response):
+        return caller
+    structlog.contextvars.bind_contextvars(portal=caller.portal)
+    try:
+        body = await run_in_threadpool(feed.read)
+    except StoreError:
+        log.warning("store_unavailable", exc_info=True)
+        return store_unavailable(request, "the hub's store is not reachable; retry later")
+    # Portals may cache it as long as the hub does.
+    return json_response(body, headers={"Cache-Control": f"private, max-age={int(feed.ttl)}"})
 
-    async def health(request: Request) -> Response:
-        caller = await authenticate(ctx.guard, request, await request.body())
-        if isinstance(caller, Response):
-            return caller
-        structlog.contextvars.bind_contextvars(portal=caller.portal)
-        try:
-            body = await run_in_threadpool(feed.read)
-        except (OperationalError, DBAPIError, StoreUnavailable):
-            log.warning("store_unavailable", exc_info=True)
-            return store_unavailable(request, "the hub's store is not reachable; retry later")
-        # Portals may cache it as long as the hub does.
-        return json_response(body, headers={"Cache-Control": f"private, max-age={int(feed.ttl)}"})
 
-    return [Route("/v1/agencies/health", health, methods=["GET"])]
+def agency_health_routes(feed: AgencyHealthFeed | None) -> list[Route]:
+    """`GET /v1/agencies/health`; none when no feed is configured."""
+    return [] if feed is None else [Route("/v1/agencies/health", health, methods=["GET"])]

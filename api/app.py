@@ -6,13 +6,10 @@ Parsing, validation and the store run in the thread pool: the event loop only mo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -22,12 +19,12 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from api.agency_health import agency_health_routes
-from api.auth import Caller, RequestGuard, authenticate, authenticate_sync
-from api.callbacks import CallbackGuard
+from api.auth import Caller, authenticate, authenticate_sync
+from api.context import ApiContext, attach_context, context_of
 from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json, refusal_errors
 from api.ops.actions import actions_routes
-from api.ops.auth import OperatorGuard, session_routes
+from api.ops.auth import session_routes
 from api.ops.detail import detail_routes
 from api.ops.operators import operator_routes
 from api.ops.problems import problems_routes
@@ -35,54 +32,19 @@ from api.ops.search import search_routes
 from api.ops.summary import summary_routes
 from api.observability import RequestObservation, metrics_routes, request_id_of
 from api.problems import json_response, problem_response, store_unavailable
-from api.readiness import ReadinessCheck, health_routes
+from api.readiness import health_routes
 from console import console_mount
 from domain.intake import FilingRefused
-from routing.routes import RouteTable
-from service.agency_health import AgencyHealthFeed
-from service.identity import IdentityStore, RecipientsNotAuthorized, authorize_filing
-from service.intake import MessageCheck, NoRecipients, accept_filing
-from service.metrics import HubMetrics
-from service.operators import OperatorAccounts
-from service.ops_read import OpsReader
-from service.ports import FilingView, IdempotencyConflict, NewFiling, Store
+from service.identity import RecipientsNotAuthorized, authorize_filing
+from service.intake import NoRecipients, accept_filing
+from service.ports import FilingView, IdempotencyConflict, NewFiling, StoreError
 
-__all__ = ["ApiContext", "create_app"]
+__all__ = ["ApiContext", "create_app"]  # ApiContext: re-exported from api.context
 
 log = structlog.get_logger("crocevia.api")
 
 _XML_TYPES = {"application/xml", "text/xml"}
 _JSON_TYPES = {"application/json"}
-
-
-@dataclass(frozen=True, slots=True)
-class ApiContext:
-    store: Store
-    validator: Any  # schemas.filing.FilingValidator
-    routes: RouteTable
-    guard: RequestGuard  # ModI signatures, replayed tokens, lockout (api.auth)
-    identity: IdentityStore  # delegations and the identity audit lines
-    max_body_bytes: int = 1_048_576
-    on_accepted: Callable[[], None] | None = None  # wakes an in-process worker
-    #: agency → reads its late-outcome callbacks (`service.recipients.OutcomeReader`)
-    outcome_readers: Mapping[str, Any] = field(default_factory=dict)
-    #: verifies agencies' callbacks (api.callbacks); None: every callback is refused
-    callbacks: CallbackGuard | None = None
-    #: validates each recipient's message against its agency schema at intake (None: no check)
-    message_check: MessageCheck | None = None
-    #: What `/readyz` asks: failing component → reason (dead background tasks, the store).
-    readiness: ReadinessCheck | None = None
-    #: Operator accounts and the guard of `/v1/ops/...` (api/ops/auth.py); None: no operator API.
-    operators: OperatorAccounts | None = None
-    ops_guard: OperatorGuard | None = None
-    #: The operator API's read model (service.ops_read.OpsReader); None: no read endpoints.
-    ops: OpsReader | None = None
-    #: RabbitMQ's dead-letter queues for operators (transport.dead_letters); None: embedded queue.
-    dead_letters: Any = None
-    #: This process's counters and the store's gauges, served at `/metrics` (None: no `/metrics`).
-    metrics: HubMetrics | None = None
-    #: The agencies' health for portals (`/v1/agencies/health`) and the circuits' staleness.
-    agency_health: AgencyHealthFeed | None = None
 
 
 def _filing_json(view: FilingView) -> dict[str, Any]:
@@ -132,175 +94,189 @@ class _TooLarge(Exception):
     pass
 
 
+async def submit_filing(request: Request) -> Response:
+    """`POST /v1/filings`: a ModI-signed filing, XML or JSON; 202 with its reference."""
+    ctx = context_of(request)
+    # The body is read first: its Digest is part of the signature (INTEGRITY_REST_01).
+    try:
+        body: bytes | None = await _read_body(request, ctx.max_body_bytes)
+    except _TooLarge:
+        body = None
+    # Authentication, parsing and the store are blocking: one hand-off to the thread
+    # pool runs them all, rather than one per step.
+    return await run_in_threadpool(_submit, ctx, request, body)
+
+
+def _submit(ctx: ApiContext, request: Request, body: bytes | None) -> Response:
+    caller = authenticate_sync(ctx.guard, request, body or b"")
+    if isinstance(caller, Response):
+        return caller
+    portal = caller.portal
+    structlog.contextvars.bind_contextvars(portal=portal)  # request_id: api.observability
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in _XML_TYPES | _JSON_TYPES:
+        return problem_response(
+            415,
+            "unsupported-media-type",
+            "Unsupported Media Type",
+            "send the filing as application/xml or application/json",
+            instance=request.url.path,
+        )
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and not (1 <= len(idempotency_key) <= 255):
+        return problem_response(
+            400, "invalid-idempotency-key", "Bad Request",
+            "Idempotency-Key must be 1 to 255 characters", instance=request.url.path,
+        )
+    if body is None:
+        return _refuse_sync(ctx, request, caller, 413, "document-too-large", "Content Too Large",
+                            f"the filing exceeds {ctx.max_body_bytes} bytes", [])
+    try:
+        return _accept(ctx, request, caller, media_type, body, idempotency_key)
+    except FilingRefused as refused:
+        return _refuse_sync(ctx, request, caller, refused.status, refused.problem, refused.title, str(refused),
+                            refusal_errors(refused, lines=True))
+    except RecipientsNotAuthorized as exc:
+        _refuse_sync(ctx, request, caller, 403, "recipients-not-authorized", "Forbidden", str(exc),
+                     [{"code": x.code, "location": f"agency:{r.agency}"}
+                      for r in exc.refusals for x in r.reasons])
+        return _not_authorized(request, exc)
+    except StoreError:
+        log.warning("store_unavailable", exc_info=True)
+        return _unavailable(request)
+
+
+def _accept(ctx: ApiContext, request: Request, caller: Caller, media_type: str, body: bytes,
+            key: str | None) -> Response:
+    portal = caller.portal
+    if media_type in _JSON_TYPES:
+        parsed = ctx.validator.parse_json(body)
+    else:
+        parsed = ctx.validator.parse(body)
+    assert caller.user is not None  # filings always name the user
+    granted = authorize_filing(ctx.identity, ctx.routes, parsed.kind, parsed.root, caller.user,
+                               ctx.guard.now())
+    new = NewFiling(
+        kind=parsed.kind,
+        portal=portal,
+        subject_tax_code=parsed.subject_tax_code,
+        subject_name=parsed.subject_name,
+        declarant_tax_code=parsed.declarant_tax_code,
+        declarant_role=parsed.declarant_role,
+        document=parsed.xml,
+        digest=parsed.digest,
+        received_at=datetime.now(timezone.utc),
+        idempotency_key=key,
+        # The same key from another user is another request, not a replay.
+        request_digest=hashlib.sha256(
+            media_type.encode() + b"\n" + caller.user.tax_code.encode() + b"\n" + body
+        ).hexdigest() if key else None,
+        filed_by=caller.user.tax_code,
+        responsible_tax_code=granted.responsible_tax_code,
+        authorization=granted.as_json(),
+        viewers=granted.viewers,
+        auth_context=caller.audit_context(),
+    )
+    try:
+        accepted = accept_filing(ctx.store, ctx.routes, parsed.root, new, ctx.message_check)
+    except IdempotencyConflict as conflict:
+        return problem_response(
+            422, "idempotency-key-reused", "Unprocessable Content", str(conflict),
+            instance=request.url.path, extra={"reference": conflict.reference},
+        )
+    except NoRecipients as exc:
+        return problem_response(422, "no-route", "Unprocessable Content", str(exc), instance=request.url.path)
+    location = f"/v1/filings/{accepted.reference}"
+    headers = {"Location": location}
+    if accepted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    else:
+        log.info("filing_accepted", filing_ref=accepted.reference, kind=new.kind,
+                 recipients=[r["agency"] for r in accepted.recipients])
+        ctx.wake()
+    return json_response(
+        {
+            "reference": accepted.reference,
+            "state": accepted.state,
+            "recipients": accepted.recipients,
+            "links": {"self": location},
+        },
+        202,
+        headers,
+    )
+
+
+def _refuse_sync(ctx: ApiContext, request: Request, caller: Caller, status: int, slug: str, title: str,
+                 detail: str, errors: list[dict[str, Any]]) -> Response:
+    """Audit a refused filing (blocking: runs in the thread pool) and answer the problem."""
+    log.info("filing_refused", problem=slug, violations=len(errors))
+    try:
+        ctx.store.audit(
+            caller.actor, "filing_refused", "", slug,
+            {"status": status, "violations": [e.get("code") for e in errors][:50],
+             "agencies": sorted({e["location"][7:] for e in errors
+                                 if str(e.get("location", "")).startswith("agency:")}),
+             **caller.audit_context()},
+        )
+    except StoreError:
+        log.warning("audit_unavailable", exc_info=True)
+    return problem_response(status, slug, title, detail, instance=request.url.path, errors=errors)
+
+
+async def get_filing(request: Request) -> Response:
+    """`GET /v1/filings/{reference}`: the filing's state and its recipients (the caller's only)."""
+    ctx = context_of(request)
+    caller = await authenticate(ctx.guard, request, await request.body())
+    if isinstance(caller, Response):
+        return caller
+    assert caller.user is not None
+    reference = request.path_params["reference"]
+    try:
+        # Another portal's or another user's filing is as absent as an unknown one.
+        view = await run_in_threadpool(ctx.store.get_filing, reference, caller.portal, caller.user.tax_code)
+        await run_in_threadpool(ctx.store.audit, caller.actor, "filing_read", reference,
+                                "ok" if view is not None else "not_found", caller.audit_context())
+    except StoreError:
+        return _unavailable(request)
+    if view is None:
+        return problem_response(404, "not-found", "Not Found", f"no filing {reference}", instance=request.url.path)
+    return json_response(_filing_json(view))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return problem_response(exc.status_code, f"http-{exc.status_code}", str(exc.detail), str(exc.detail),
+                            instance=request.url.path)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("request_failed", exc_info=exc)
+    request_id = request_id_of(request.scope)
+    return problem_response(500, "internal-error", "Internal Server Error",
+                            "the hub failed to process the request; nothing was recorded",
+                            instance=request.url.path,
+                            headers={"X-Request-ID": request_id} if request_id else None)
+
+
 def create_app(ctx: ApiContext) -> Starlette:
-    async def submit_filing(request: Request) -> Response:
-        # The body is read first: its Digest is part of the signature (INTEGRITY_REST_01).
-        try:
-            body: bytes | None = await _read_body(request, ctx.max_body_bytes)
-        except _TooLarge:
-            body = None
-        # Authentication, parsing and the store are blocking: one hand-off to the thread
-        # pool runs them all, rather than one per step.
-        return await run_in_threadpool(_submit, request, body)
-
-    def _submit(request: Request, body: bytes | None) -> Response:
-        caller = authenticate_sync(ctx.guard, request, body or b"")
-        if isinstance(caller, Response):
-            return caller
-        portal = caller.portal
-        structlog.contextvars.bind_contextvars(portal=portal)  # request_id: api.observability
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type not in _XML_TYPES | _JSON_TYPES:
-            return problem_response(
-                415,
-                "unsupported-media-type",
-                "Unsupported Media Type",
-                "send the filing as application/xml or application/json",
-                instance=request.url.path,
-            )
-        idempotency_key = request.headers.get("idempotency-key")
-        if idempotency_key is not None and not (1 <= len(idempotency_key) <= 255):
-            return problem_response(
-                400, "invalid-idempotency-key", "Bad Request",
-                "Idempotency-Key must be 1 to 255 characters", instance=request.url.path,
-            )
-        if body is None:
-            return _refuse_sync(request, caller, 413, "document-too-large", "Content Too Large",
-                                f"the filing exceeds {ctx.max_body_bytes} bytes", [])
-        try:
-            return _accept(request, caller, media_type, body, idempotency_key)
-        except FilingRefused as refused:
-            return _refuse_sync(request, caller, refused.status, refused.problem, refused.title, str(refused),
-                                refusal_errors(refused, lines=True))
-        except RecipientsNotAuthorized as exc:
-            _refuse_sync(request, caller, 403, "recipients-not-authorized", "Forbidden", str(exc),
-                         [{"code": x.code, "location": f"agency:{r.agency}"}
-                          for r in exc.refusals for x in r.reasons])
-            return _not_authorized(request, exc)
-        except (OperationalError, DBAPIError):
-            log.warning("store_unavailable", exc_info=True)
-            return _unavailable(request)
-
-    def _accept(request: Request, caller: Caller, media_type: str, body: bytes, key: str | None) -> Response:
-        portal = caller.portal
-        if media_type in _JSON_TYPES:
-            parsed = ctx.validator.parse_json(body)
-        else:
-            parsed = ctx.validator.parse(body)
-        assert caller.user is not None  # filings always name the user
-        granted = authorize_filing(ctx.identity, ctx.routes, parsed.kind, parsed.root, caller.user,
-                                   ctx.guard.now())
-        new = NewFiling(
-            kind=parsed.kind,
-            portal=portal,
-            subject_tax_code=parsed.subject_tax_code,
-            subject_name=parsed.subject_name,
-            declarant_tax_code=parsed.declarant_tax_code,
-            declarant_role=parsed.declarant_role,
-            document=parsed.xml,
-            digest=parsed.digest,
-            received_at=datetime.now(timezone.utc),
-            idempotency_key=key,
-            # The same key from another user is another request, not a replay.
-            request_digest=hashlib.sha256(
-                media_type.encode() + b"\n" + caller.user.tax_code.encode() + b"\n" + body
-            ).hexdigest() if key else None,
-            filed_by=caller.user.tax_code,
-            responsible_tax_code=granted.responsible_tax_code,
-            authorization=granted.as_json(),
-            viewers=granted.viewers,
-            auth_context=caller.audit_context(),
-        )
-        try:
-            accepted = accept_filing(ctx.store, ctx.routes, parsed.root, new, ctx.message_check)
-        except IdempotencyConflict as conflict:
-            return problem_response(
-                422, "idempotency-key-reused", "Unprocessable Content", str(conflict),
-                instance=request.url.path, extra={"reference": conflict.reference},
-            )
-        except NoRecipients as exc:
-            return problem_response(422, "no-route", "Unprocessable Content", str(exc), instance=request.url.path)
-        location = f"/v1/filings/{accepted.reference}"
-        headers = {"Location": location}
-        if accepted.replayed:
-            headers["Idempotent-Replayed"] = "true"
-        else:
-            log.info("filing_accepted", filing_ref=accepted.reference, kind=new.kind,
-                     recipients=[r["agency"] for r in accepted.recipients])
-            if ctx.on_accepted is not None:
-                ctx.on_accepted()
-        return json_response(
-            {
-                "reference": accepted.reference,
-                "state": accepted.state,
-                "recipients": accepted.recipients,
-                "links": {"self": location},
-            },
-            202,
-            headers,
-        )
-
-    def _refuse_sync(request: Request, caller: Caller, status: int, slug: str, title: str,
-                     detail: str, errors: list[dict[str, Any]]) -> Response:
-        """Audit a refused filing (blocking: runs in the thread pool) and answer the problem."""
-        log.info("filing_refused", problem=slug, violations=len(errors))
-        try:
-            ctx.store.audit(
-                caller.actor, "filing_refused", "", slug,
-                {"status": status, "violations": [e.get("code") for e in errors][:50],
-                 "agencies": sorted({e["location"][7:] for e in errors
-                                     if str(e.get("location", "")).startswith("agency:")}),
-                 **caller.audit_context()},
-            )
-        except (OperationalError, DBAPIError):
-            log.warning("audit_unavailable", exc_info=True)
-        return problem_response(status, slug, title, detail, instance=request.url.path, errors=errors)
-
-    async def get_filing(request: Request) -> Response:
-        caller = await authenticate(ctx.guard, request, await request.body())
-        if isinstance(caller, Response):
-            return caller
-        assert caller.user is not None
-        reference = request.path_params["reference"]
-        try:
-            # Another portal's or another user's filing is as absent as an unknown one.
-            view = await run_in_threadpool(ctx.store.get_filing, reference, caller.portal, caller.user.tax_code)
-            await run_in_threadpool(ctx.store.audit, caller.actor, "filing_read", reference,
-                                    "ok" if view is not None else "not_found", caller.audit_context())
-        except (OperationalError, DBAPIError):
-            return _unavailable(request)
-        if view is None:
-            return problem_response(404, "not-found", "Not Found", f"no filing {reference}", instance=request.url.path)
-        return json_response(_filing_json(view))
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        return problem_response(exc.status_code, f"http-{exc.status_code}", str(exc.detail), str(exc.detail),
-                                instance=request.url.path)
-
-    async def server_error(request: Request, exc: Exception) -> Response:
-        log.error("request_failed", exc_info=exc)
-        request_id = request_id_of(request.scope)
-        return problem_response(500, "internal-error", "Internal Server Error",
-                                "the hub failed to process the request; nothing was recorded",
-                                instance=request.url.path,
-                                headers={"X-Request-ID": request_id} if request_id else None)
-
-    return Starlette(
+    """The application: routes, middleware and error handlers over `ctx` (kept on its state)."""
+    app = Starlette(
         routes=[
             Route("/v1/filings", submit_filing, methods=["POST"]),
             Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
-            *delegation_routes(ctx),
-            *agency_health_routes(ctx),
-            *delivery_routes(ctx),
+            *delegation_routes(),
+            *agency_health_routes(ctx.agency_health),
+            *delivery_routes(),
             *health_routes(ctx.readiness),
             *_ops_mount(ctx),
             *metrics_routes(ctx.metrics),
-            *console_mount(ctx, ctx.ops_guard),
+            *console_mount(ctx),
         ],
         middleware=[Middleware(RequestObservation, metrics=ctx.metrics)],
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
+    attach_context(app, ctx)
+    return app
 
 
 def _ops_mount(ctx: ApiContext) -> list[Mount]:
@@ -310,10 +286,8 @@ def _ops_mount(ctx: ApiContext) -> list[Mount]:
         return []
     routes = []
     if ctx.operators is not None:
-        routes += [*session_routes(ctx, guard), *operator_routes(ctx, guard)]
+        routes += [*session_routes(guard), *operator_routes()]
     if ctx.ops is not None:
-        routes += [*summary_routes(ctx, guard), *search_routes(ctx, guard), *detail_routes(ctx, guard),
-                   *problems_routes(ctx, guard)]
-    routes += actions_routes(ctx, guard)
+        routes += [*summary_routes(), *search_routes(), *detail_routes(), *problems_routes()]
+    routes += actions_routes()
     return [Mount("/v1/ops", routes=routes)]
-

@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from typing import NoReturn
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,6 +33,7 @@ from api.problems import problem_response, store_unavailable
 from domain.identity import User
 from domain.lockout import LockoutPolicy, address_key, user_key
 from service.identity import AuditEntry, IdentityStore
+from service.ports import StoreError
 
 __all__ = ["AuthRefused", "Caller", "RequestGuard", "authenticate", "authenticate_sync"]
 
@@ -167,7 +167,7 @@ def authenticate_sync(guard: RequestGuard, request: Request, body: bytes) -> Cal
     except AuthRefused as refused:
         return problem_response(refused.status, refused.slug, refused.title, refused.detail,
                                 instance=request.url.path, headers=refused.headers)
-    except (OperationalError, DBAPIError):
+    except StoreError:
         log.warning("store_unavailable", exc_info=True)
         return store_unavailable(request, "the store is not reachable; nothing was recorded, retry later")
 

@@ -23,7 +23,6 @@ from datetime import datetime
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from lxml import etree
 from signxml import SignatureConfiguration, XMLVerifier
 from signxml.algorithms import DigestAlgorithm, SignatureMethod
@@ -171,7 +170,7 @@ class WssCallbackVerifier:
     profile = "wss"
 
     def __init__(self, certificate: x509.Certificate, *, max_lifetime: float, leeway: float) -> None:
-        self._pem = certificate.public_bytes(serialization.Encoding.PEM)
+        self._certificate = certificate
         self._max_lifetime = max_lifetime
         self._leeway = leeway
 
@@ -188,7 +187,7 @@ class WssCallbackVerifier:
             require_x509=False, expect_references=len(uris), signature_methods=_SIGNATURE_METHODS,
             digest_algorithms=frozenset({DigestAlgorithm.SHA256}))
         try:
-            XMLVerifier().verify(body, x509_cert=self._pem, expect_config=config)
+            XMLVerifier().verify(body, x509_cert=self._certificate, expect_config=config)
         except InvalidDigest:
             raise CallbackRefused("signature-invalid", "WS-Security: a signed part (Body or Timestamp) "
                                                        "changed after signing") from None
@@ -206,7 +205,8 @@ class WssCallbackVerifier:
         if expires - created > self._max_lifetime or now - created > self._max_lifetime + self._leeway:
             raise CallbackRefused("signature-invalid", "the WS-Security Timestamp is not fresh (older "
                                                        f"than {self._max_lifetime:.0f} s)")
-        value = signed_info.getparent().findtext(f"{{{DS}}}SignatureValue") or ""  # type: ignore[union-attr]
+        signature = signed_info.getparent()
+        value = (signature.findtext(f"{{{DS}}}SignatureValue") or "") if signature is not None else ""
         token_id = hashlib.sha256("".join(value.split()).encode()).hexdigest()
         return VerifiedCallback(token_id=token_id, keep_until=expires + self._leeway)
 

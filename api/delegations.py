@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import Caller, authenticate
+from api.context import ApiContext, context_of
 from api.problems import json_response, problem_response, store_unavailable
 from service.identity import (
     AuditEntry,
@@ -32,9 +32,7 @@ from service.identity import (
     list_delegations,
     revoke_delegation,
 )
-
-if TYPE_CHECKING:
-    from api.app import ApiContext
+from service.ports import StoreError
 
 __all__ = ["delegation_routes"]
 
@@ -79,53 +77,63 @@ def _text(data: dict[str, Any], field: str) -> str:
     return value
 
 
-def delegation_routes(ctx: ApiContext) -> list[Route]:
-    """The delegation endpoints over the API context (store, guard, identity store)."""
+#: A delegation use case: blocking, run in the thread pool once the caller is known.
+Work = Callable[[ApiContext, Request, Caller, bytes], Response]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
-    async def _read(request: Request) -> bytes | Response:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():  # stop reading as soon as the bound is passed
-            size += len(chunk)
-            if size > _MAX_BODY:
-                return problem_response(413, "document-too-large", "Content Too Large",
-                                        f"a delegation request is at most {_MAX_BODY} bytes",
-                                        instance=request.url.path)
-            chunks.append(chunk)
-        return b"".join(chunks)
 
-    def _parse(request: Request, body: bytes) -> dict[str, Any]:
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "application/json":
-            raise _BadRequest("send the request as application/json", 415, "unsupported-media-type")
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            if str(exc).startswith("number "):
-                # orjson refuses a number beyond a double ("number is infinity when parsed as
-                # double"): well-formed JSON that no field here takes.
-                raise _BadRequest("a number in the body is out of range; no field of a delegation "
-                                  "is a number", 422, "number-out-of-range") from None
-            raise _BadRequest("the body is not JSON") from None
-        if not isinstance(data, dict):
-            raise _BadRequest("the body must be a JSON object")
-        return data
+async def _read(request: Request) -> bytes | Response:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # stop reading as soon as the bound is passed
+        size += len(chunk)
+        if size > _MAX_BODY:
+            return problem_response(413, "document-too-large", "Content Too Large",
+                                    f"a delegation request is at most {_MAX_BODY} bytes",
+                                    instance=request.url.path)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
-    def _refused(request: Request, caller: Caller, exc: DelegationRefused, action: str, subject: str) -> Response:
-        ctx.identity.audit(AuditEntry(
-            actor=caller.actor, action=action, subject=subject, outcome=exc.slug,
-            detail={"status": exc.status, "reasons": [r.code for r in exc.reasons], **caller.audit_context()},
-        ))
-        return problem_response(
-            exc.status, exc.slug, {403: "Forbidden", 404: "Not Found", 409: "Conflict"}.get(
-                exc.status, "Unprocessable Content"),
-            exc.detail, instance=request.url.path,
-            errors=[{"code": r.code, "location": "delegation", "detail": r.detail} for r in exc.reasons],
-        )
 
-    def _handler(action: str, work: Callable[[Request, Caller, bytes], Response]
-                 ) -> Callable[[Request], Awaitable[Response]]:
+def _parse(request: Request, body: bytes) -> dict[str, Any]:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise _BadRequest("send the request as application/json", 415, "unsupported-media-type")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("number "):
+            # orjson refuses a number beyond a double ("number is infinity when parsed as
+            # double"): well-formed JSON that no field here takes.
+            raise _BadRequest("a number in the body is out of range; no field of a delegation "
+                              "is a number", 422, "number-out-of-range") from None
+        raise _BadRequest("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise _BadRequest("the body must be a JSON object")
+    return data
+
+
+def _refused(ctx: ApiContext, request: Request, caller: Caller, exc: DelegationRefused, action: str,
+             subject: str) -> Response:
+    ctx.identity.audit(AuditEntry(
+        actor=caller.actor, action=action, subject=subject, outcome=exc.slug,
+        detail={"status": exc.status, "reasons": [r.code for r in exc.reasons], **caller.audit_context()},
+    ))
+    return problem_response(
+        exc.status, exc.slug, {403: "Forbidden", 404: "Not Found", 409: "Conflict"}.get(
+            exc.status, "Unprocessable Content"),
+        exc.detail, instance=request.url.path,
+        errors=[{"code": r.code, "location": "delegation", "detail": r.detail} for r in exc.reasons],
+    )
+
+
+def _handler(action: str) -> Callable[[Work], Endpoint]:
+    """An endpoint that reads and authenticates the request, runs `work` in the thread pool
+    and answers its refusals (audited as `action`) as problems."""
+
+    def endpoint_of(work: Work) -> Endpoint:
         async def handle(request: Request) -> Response:
+            ctx = context_of(request)
             body = await _read(request)
             if isinstance(body, Response):
                 return body
@@ -135,71 +143,82 @@ def delegation_routes(ctx: ApiContext) -> list[Route]:
             structlog.contextvars.bind_contextvars(portal=caller.portal)
             subject = request.path_params.get("delegation_id", "")
             try:
-                return await run_in_threadpool(work, request, caller, body)
+                return await run_in_threadpool(work, ctx, request, caller, body)
             except _BadRequest as exc:
                 title = {415: "Unsupported Media Type", 422: "Unprocessable Content"}.get(exc.status, "Bad Request")
                 return problem_response(exc.status, exc.slug, title, str(exc),
                                         instance=request.url.path)
             except DelegationRefused as exc:
-                return await run_in_threadpool(_refused, request, caller, exc, action, subject)
-            except (OperationalError, DBAPIError):
+                return await run_in_threadpool(_refused, ctx, request, caller, exc, action, subject)
+            except StoreError:
                 log.warning("store_unavailable", exc_info=True)
                 return store_unavailable(request, "the store is not reachable; nothing was recorded")
 
         return handle
 
-    def grant(request: Request, caller: Caller, body: bytes) -> Response:
-        data = _parse(request, body)
-        assert caller.user is not None
-        now = ctx.guard.now()
-        valid_to = _instant(data.get("validTo"), "validTo")
-        if valid_to is None:
-            raise _BadRequest("validTo is required")
-        made = grant_delegation(
-            ctx.identity, user=caller.user, portal=caller.portal, subject=_text(data, "subject"),
-            delegate=_text(data, "delegate"), agencies=_agencies(data.get("agencies"), True) or [],
-            valid_from=_instant(data.get("validFrom"), "validFrom") or now, valid_to=valid_to,
-            known_agencies=ctx.routes.agencies, at=now,
-        )
-        log.info("delegation_granted", delegation_id=made["id"])
-        return json_response(made, 201, {"Location": f"/v1/delegations/{made['id']}"})
+    return endpoint_of
 
-    def subdelegate(request: Request, caller: Caller, body: bytes) -> Response:
-        data = _parse(request, body)
-        assert caller.user is not None
-        made = grant_subdelegation(
-            ctx.identity, user=caller.user, portal=caller.portal,
-            parent_id=request.path_params["delegation_id"], collaborator=_text(data, "collaborator"),
-            agencies=_agencies(data.get("agencies"), False),
-            valid_from=_instant(data.get("validFrom"), "validFrom"),
-            valid_to=_instant(data.get("validTo"), "validTo"), at=ctx.guard.now(),
-        )
-        log.info("subdelegation_granted", delegation_id=made["id"], parent_id=made["parent"])
-        return json_response(made, 201, {"Location": f"/v1/delegations/{made['id']}"})
 
-    def revoke(request: Request, caller: Caller, body: bytes) -> Response:
-        assert caller.user is not None
-        done = revoke_delegation(ctx.identity, user=caller.user, portal=caller.portal,
-                                 delegation_id=request.path_params["delegation_id"], at=ctx.guard.now())
-        log.info("delegation_revoked", delegation_id=done["id"])
-        return json_response(done)
+@_handler("delegation_refused")
+def grant(ctx: ApiContext, request: Request, caller: Caller, body: bytes) -> Response:
+    data = _parse(request, body)
+    assert caller.user is not None
+    now = ctx.guard.now()
+    valid_to = _instant(data.get("validTo"), "validTo")
+    if valid_to is None:
+        raise _BadRequest("validTo is required")
+    made = grant_delegation(
+        ctx.identity, user=caller.user, portal=caller.portal, subject=_text(data, "subject"),
+        delegate=_text(data, "delegate"), agencies=_agencies(data.get("agencies"), True) or [],
+        valid_from=_instant(data.get("validFrom"), "validFrom") or now, valid_to=valid_to,
+        known_agencies=ctx.routes.agencies, at=now,
+    )
+    log.info("delegation_granted", delegation_id=made["id"])
+    return json_response(made, 201, {"Location": f"/v1/delegations/{made['id']}"})
 
-    def listing(request: Request, caller: Caller, body: bytes) -> Response:
-        assert caller.user is not None
-        subject = request.query_params.get("subject")
-        if not subject:
-            raise _BadRequest("the subject query parameter is required")
-        items = list_delegations(ctx.identity, user=caller.user, subject=subject, at=ctx.guard.now())
-        ctx.identity.audit(AuditEntry(actor=caller.actor, action="delegations_listed",
-                                      subject=subject.strip().upper()[:64], outcome="ok",
-                                      detail={"count": len(items), **caller.audit_context()}))
-        return json_response({"subject": subject.strip().upper(), "delegations": items})
 
+@_handler("subdelegation_refused")
+def subdelegate(ctx: ApiContext, request: Request, caller: Caller, body: bytes) -> Response:
+    data = _parse(request, body)
+    assert caller.user is not None
+    made = grant_subdelegation(
+        ctx.identity, user=caller.user, portal=caller.portal,
+        parent_id=request.path_params["delegation_id"], collaborator=_text(data, "collaborator"),
+        agencies=_agencies(data.get("agencies"), False),
+        valid_from=_instant(data.get("validFrom"), "validFrom"),
+        valid_to=_instant(data.get("validTo"), "validTo"), at=ctx.guard.now(),
+    )
+    log.info("subdelegation_granted", delegation_id=made["id"], parent_id=made["parent"])
+    return json_response(made, 201, {"Location": f"/v1/delegations/{made['id']}"})
+
+
+@_handler("revocation_refused")
+def revoke(ctx: ApiContext, request: Request, caller: Caller, body: bytes) -> Response:
+    assert caller.user is not None
+    done = revoke_delegation(ctx.identity, user=caller.user, portal=caller.portal,
+                             delegation_id=request.path_params["delegation_id"], at=ctx.guard.now())
+    log.info("delegation_revoked", delegation_id=done["id"])
+    return json_response(done)
+
+
+@_handler("delegations_listed")
+def listing(ctx: ApiContext, request: Request, caller: Caller, body: bytes) -> Response:
+    assert caller.user is not None
+    subject = request.query_params.get("subject")
+    if not subject:
+        raise _BadRequest("the subject query parameter is required")
+    items = list_delegations(ctx.identity, user=caller.user, subject=subject, at=ctx.guard.now())
+    ctx.identity.audit(AuditEntry(actor=caller.actor, action="delegations_listed",
+                                  subject=subject.strip().upper()[:64], outcome="ok",
+                                  detail={"count": len(items), **caller.audit_context()}))
+    return json_response({"subject": subject.strip().upper(), "delegations": items})
+
+
+def delegation_routes() -> list[Route]:
+    """The delegation endpoints (store, guard and identity store from the app's context)."""
     return [
-        Route("/v1/delegations", _handler("delegation_refused", grant), methods=["POST"]),
-        Route("/v1/delegations", _handler("delegations_listed", listing), methods=["GET"]),
-        Route("/v1/delegations/{delegation_id}/subdelegations",
-              _handler("subdelegation_refused", subdelegate), methods=["POST"]),
-        Route("/v1/delegations/{delegation_id}/revoke",
-              _handler("revocation_refused", revoke), methods=["POST"]),
+        Route("/v1/delegations", grant, methods=["POST"]),
+        Route("/v1/delegations", listing, methods=["GET"]),
+        Route("/v1/delegations/{delegation_id}/subdelegations", subdelegate, methods=["POST"]),
+        Route("/v1/delegations/{delegation_id}/revoke", revoke, methods=["POST"]),
     ]

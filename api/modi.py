@@ -147,7 +147,7 @@ class ModiVerifier:
 
     def _check_times(self, claims: Mapping[str, Any], what: str, now: float, portal: str) -> None:
         iat, exp, nbf = claims.get("iat"), claims.get("exp"), claims.get("nbf", claims.get("iat"))
-        if not all(isinstance(v, (int, float)) for v in (iat, exp, nbf)):
+        if not (isinstance(iat, (int, float)) and isinstance(exp, (int, float)) and isinstance(nbf, (int, float))):
             raise _signed("invalid-token", f"{what}: iat, nbf and exp must be numbers", portal)
         if exp <= now - self._leeway:
             raise _signed("token-expired", f"{what} has expired", portal)

@@ -9,12 +9,13 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import orjson
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bootstrap import migrated_engine
 from cli.table import render_table
 from config.settings import Settings
 from domain.lockout import Lockout
+from service.ports import StoreError
+from storage.errors import translate_errors
 from storage.identity import SqlIdentityStore
 from storage.store import SqlStore
 
@@ -27,8 +28,9 @@ def _instant(epoch: float | None) -> str:
 
 @contextmanager
 def _identity(settings: Settings) -> Iterator[SqlIdentityStore]:
-    # An operator may look before the hub first started on this store: migrated first.
-    with migrated_engine(settings) as engine:
+    # An operator may look before the hub first started on this store: migrated first. Opening
+    # and migrating fail in the driver's terms: translated here like every store call.
+    with translate_errors(), migrated_engine(settings) as engine:
         # The store's own writer: on SQLite it begins IMMEDIATE, so a lift beside a running
         # hub waits for the write lock instead of failing at once.
         yield SqlIdentityStore(engine, SqlStore(engine).writer)
@@ -45,8 +47,9 @@ def _lockout_json(lock: Lockout, now: float) -> dict[str, object]:
             "lockedUntil": _instant(lock.state.locked_until) if lock.state.locked_until else None}
 
 
-def _unreachable(echo: Callable[[str], None], exc: Exception) -> int:
-    echo(f"error: the store is not reachable ({type(exc).__name__})")
+def _unreachable(echo: Callable[[str], None], exc: StoreError) -> int:
+    # The database library's error class names the failure (its message may hold the URL).
+    echo(f"error: the store is not reachable ({type(exc.__cause__ or exc).__name__})")
     return 1
 
 
@@ -61,7 +64,7 @@ def run_lockouts_list(settings: Settings, echo: Callable[[str], None], *, counti
     try:
         with _identity(settings) as identity:
             found = identity.lockouts(now, counting=counting)
-    except (OperationalError, DBAPIError) as exc:
+    except StoreError as exc:
         return _unreachable(echo, exc)
     if as_json:
         echo(orjson.dumps([_lockout_json(lock, now) for lock in found]).decode())
@@ -85,7 +88,7 @@ def run_lockouts_lift(settings: Settings, key: str, operator: str, echo: Callabl
     try:
         with _identity(settings) as identity:
             lifted = identity.lift_lockout(key, now, operator)
-    except (OperationalError, DBAPIError) as exc:
+    except StoreError as exc:
         return _unreachable(echo, exc)
     if lifted is None:
         echo(f"no lockout or failures on record for {key!r} (see `hub.py lockouts list --all`)")

@@ -13,13 +13,14 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import orjson
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bootstrap import migrated_engine, operator_accounts
 from cli.table import render_table
 from config.settings import Settings
 from domain.operators import OperatorError
 from service.operators import OperatorAccounts, account_json
+from service.ports import StoreError
+from storage.errors import translate_errors
 
 __all__ = ["run_operators_add", "run_operators_disable", "run_operators_list", "run_operators_revoke_token",
            "run_operators_role", "run_operators_token", "run_operators_tokens"]
@@ -29,7 +30,9 @@ Echo = Callable[[str], None]
 
 @contextmanager
 def _accounts(settings: Settings, clock: Callable[[], float]) -> Iterator[OperatorAccounts]:
-    with migrated_engine(settings) as engine:  # the first admin is often made on a fresh database
+    # The first admin is often made on a fresh database; opening and migrating it fail in the
+    # driver's terms, translated here like every store call.
+    with translate_errors(), migrated_engine(settings) as engine:
         yield operator_accounts(settings, engine, clock=clock)
 
 
@@ -45,8 +48,10 @@ def _run(settings: Settings, echo: Echo, clock: Callable[[], float],
             return action(accounts)
     except OperatorError as exc:
         echo(f"error: {exc.detail}")
-    except (OperationalError, DBAPIError) as exc:
-        echo(f"error: the store is not reachable ({type(exc.orig).__name__ if exc.orig else 'database error'})")
+    except StoreError as exc:
+        # The driver's own error class (its message may hold the URL).
+        driver = getattr(exc.__cause__, "orig", None)
+        echo(f"error: the store is not reachable ({type(driver).__name__ if driver else 'database error'})")
     return 1
 
 

@@ -4,7 +4,7 @@ detail and problems by cause. Each reads through the operator API's read model (
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import orjson
@@ -14,17 +14,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from api.context import context_of, ops_guard_of
 from api.ops.auth import TokenOrSessionGuard
 from api.ops.search import SearchParamInvalid, parse_search_params
 from domain.states import DeliveryState, FilingState
 from service.operations import can_cancel, can_resend, can_retry, operator_actor
-from service.operators import LoginRefused, SessionRecord
-from service.ops_read import rfc3339
+from service.operators import LoginRefused, OperatorAccounts, SessionRecord
+from service.ops_read import OpsReader, rfc3339
+from service.ports import StoreError
 from console.i18n import ZONE
-from console.web import BASE, Console, StoreError
-
-if TYPE_CHECKING:
-    from api.app import ApiContext
+from console.web import BASE, console_of
 
 __all__ = ["page_routes"]
 
@@ -53,125 +52,163 @@ def _search_params(form: Any) -> dict[str, str]:
     return params
 
 
-def page_routes(ctx: ApiContext, console: Console) -> list[Route]:
-    """Login, logout and the reading pages (viewer and above)."""
-    assert ctx.ops is not None and ctx.operators is not None
-    ops, accounts, guard = ctx.ops, ctx.operators, console.guard
+def _ops(request: Request) -> OpsReader:
+    ops = context_of(request).ops
+    assert ops is not None  # the console is mounted only with the read model
+    return ops
+
+
+def _accounts(request: Request) -> OperatorAccounts:
+    accounts = context_of(request).operators
+    assert accounts is not None  # the console is mounted only with operator accounts
+    return accounts
+
+
+def _session_guard(request: Request) -> TokenOrSessionGuard:
+    guard = ops_guard_of(request)
     assert isinstance(guard, TokenOrSessionGuard)  # console sessions are that guard's
+    return guard
 
-    async def login_page(request: Request) -> Response:
-        return console.render(request, "login.html", ended=request.query_params.get("ended") == "1",
-                              next=_local(request.query_params.get("next")), failed=None)
 
-    async def login(request: Request) -> Response:
-        form = await console.form(request)
-        if isinstance(form, Response):
-            return form
-        name, password, totp = form.get("name", "").strip().lower(), form.get("password", ""), form.get("totp")
-        target = _local(form.get("next"))
-        if not name or not password or len(password) > 1024:
-            return console.render(request, "login.html", 400, ended=False, next=target, failed="missing")
-        client = request.client.host if request.client else "unknown"
-        try:
-            session = await run_in_threadpool(accounts.login, name, password, totp.strip() or None if totp else None,
-                                              client)
-        except LoginRefused as refused:
-            log.info("operator_login_failed", reason=refused.reason)
-            locked = refused.retry_after is not None
-            return console.render(request, "login.html", 429 if locked else 401, ended=False, next=target,
-                                  failed="locked" if locked else "invalid")
-        except StoreError:
-            log.warning("store_unavailable", exc_info=True)
-            return console.refused(request, 503, "store-unavailable", "")
-        log.info("operator_logged_in", operator=session.operator.name, via="console")
-        response = RedirectResponse(target, status_code=303)
-        guard.set_cookie(response, session.cookie)
-        return response
+async def login_page(request: Request) -> Response:
+    console = console_of(request)
+    return console.render(request, "login.html", ended=request.query_params.get("ended") == "1",
+                          next=_local(request.query_params.get("next")), failed=None)
 
-    async def logout(request: Request) -> Response:
-        operator = await console.operator(request, "viewer")
-        if isinstance(operator, Response):
-            return operator
-        record: SessionRecord | None = getattr(request.state, "operator_session", None)
-        if record is not None:
-            await run_in_threadpool(accounts.logout, record)
-        response = RedirectResponse(f"{BASE}/login", status_code=303)
-        guard.clear_cookie(response)
-        return response
 
-    async def dashboard(request: Request) -> Response:
-        operator = await console.operator(request, "viewer")
-        if isinstance(operator, Response):
-            return operator
+async def login(request: Request) -> Response:
+    console = console_of(request)
+    accounts = _accounts(request)
+    guard = _session_guard(request)
+    form = await console.form(request)
+    if isinstance(form, Response):
+        return form
+    name, password, totp = form.get("name", "").strip().lower(), form.get("password", ""), form.get("totp")
+    target = _local(form.get("next"))
+    if not name or not password or len(password) > 1024:
+        return console.render(request, "login.html", 400, ended=False, next=target, failed="missing")
+    client = request.client.host if request.client else "unknown"
+    try:
+        session = await run_in_threadpool(accounts.login, name, password, totp.strip() or None if totp else None,
+                                          client)
+    except LoginRefused as refused:
+        log.info("operator_login_failed", reason=refused.reason)
+        locked = refused.retry_after is not None
+        return console.render(request, "login.html", 429 if locked else 401, ended=False, next=target,
+                              failed="locked" if locked else "invalid")
+    except StoreError:
+        log.warning("store_unavailable", exc_info=True)
+        return console.refused(request, 503, "store-unavailable", "")
+    log.info("operator_logged_in", operator=session.operator.name, via="console")
+    response = RedirectResponse(target, status_code=303)
+    guard.set_cookie(response, session.cookie)
+    return response
 
-        def read() -> Response:
-            now = datetime.now().astimezone()
-            return console.render(request, "dashboard.html", at=rfc3339(now), agencies=ops.agency_summaries(now),
-                                  paused=ctx.store.paused_agencies())
 
-        return await console.read(request, read)
+async def logout(request: Request) -> Response:
+    console = console_of(request)
+    accounts = _accounts(request)
+    guard = _session_guard(request)
+    operator = await console.operator(request, "viewer")
+    if isinstance(operator, Response):
+        return operator
+    record: SessionRecord | None = getattr(request.state, "operator_session", None)
+    if record is not None:
+        await run_in_threadpool(accounts.logout, record)
+    response = RedirectResponse(f"{BASE}/login", status_code=303)
+    guard.clear_cookie(response)
+    return response
 
-    async def search(request: Request) -> Response:
-        operator = await console.operator(request, "viewer")
-        if isinstance(operator, Response):
-            return operator
-        params = _search_params(request.query_params)
-        form = {k: v for k, v in request.query_params.items() if k not in ("cursor", "lang")}
-        # Template context, as `render(**context: Any)` takes it (not a `status`).
-        base: dict[str, Any] = {"form": form, "fields": SEARCH_FIELDS, "states": [s.value for s in DeliveryState],
-                "filing_states": [s.value for s in FilingState], "agencies": sorted(ctx.routes.agencies)}
-        if not any(k != "cursor" for k in params):
-            return console.render(request, "search.html", rows=None, error=None, next=None, **base)
-        try:
-            filters, after, limit, _ = parse_search_params(_Params(params))
-        except SearchParamInvalid as refused:
-            return console.render(request, "search.html", 422, rows=None, next=None,
-                                  error={"field": refused.name, "detail": refused.detail}, **base)
 
-        def read() -> Response:
-            page = ops.search(filters, limit, after)
-            next_link = None
-            if page.next_cursor is not None:
-                next_link = f"{BASE}/search?{urlencode({**form, 'cursor': page.next_cursor})}"
-            return console.render(request, "search.html", rows=page.rows, error=None, next=next_link, **base)
+async def dashboard(request: Request) -> Response:
+    ctx = context_of(request)
+    console = console_of(request)
+    ops = _ops(request)
+    operator = await console.operator(request, "viewer")
+    if isinstance(operator, Response):
+        return operator
 
-        return await console.read(request, read)
+    def read() -> Response:
+        now = datetime.now().astimezone()
+        return console.render(request, "dashboard.html", at=rfc3339(now), agencies=ops.agency_summaries(now),
+                              paused=ctx.store.paused_agencies())
 
-    async def filing(request: Request) -> Response:
-        operator = await console.operator(request, "viewer")
-        if isinstance(operator, Response):
-            return operator
-        reference = request.path_params["reference"][:32]
+    return await console.read(request, read)
 
-        def read() -> Response:
-            found = ops.filing_detail(reference)
-            # A read of personal data, audited as the operator API's detail is.
-            ctx.store.audit(operator_actor(operator.name), "ops_filing_read", reference,
-                            "ok" if found is not None else "not_found", {"via": "console"})
-            if found is None:
-                return console.refused(request, 404, "not-found", reference)
-            for recipient in found["recipients"]:
-                recipient["contentText"] = orjson.dumps(recipient["message"]["content"],
-                                                        option=orjson.OPT_INDENT_2).decode()
-                state = recipient["state"]
-                current = not recipient.get("supersededBy")  # a corrected message's old delivery is history
-                recipient["can"] = {"resend": current and can_resend(state), "retry": current and can_retry(state),
-                                    "cancel": current and can_cancel(state)}
-            return console.render(request, "filing.html", filing=found, done=request.query_params.get("done"))
 
-        return await console.read(request, read)
+async def search(request: Request) -> Response:
+    ctx = context_of(request)
+    console = console_of(request)
+    ops = _ops(request)
+    operator = await console.operator(request, "viewer")
+    if isinstance(operator, Response):
+        return operator
+    params = _search_params(request.query_params)
+    form = {k: v for k, v in request.query_params.items() if k not in ("cursor", "lang")}
+    base: dict[str, Any] = {"form": form, "fields": SEARCH_FIELDS, "states": [s.value for s in DeliveryState],
+                            "filing_states": [s.value for s in FilingState], "agencies": sorted(ctx.routes.agencies)}
+    if not any(k != "cursor" for k in params):
+        return console.render(request, "search.html", rows=None, error=None, next=None, **base)
+    try:
+        filters, after, limit, _ = parse_search_params(_Params(params))
+    except SearchParamInvalid as refused:
+        return console.render(request, "search.html", 422, rows=None, next=None,
+                              error={"field": refused.name, "detail": refused.detail}, **base)
 
-    async def problems(request: Request) -> Response:
-        operator = await console.operator(request, "viewer")
-        if isinstance(operator, Response):
-            return operator
+    def read() -> Response:
+        page = ops.search(filters, limit, after)
+        next_link = None
+        if page.next_cursor is not None:
+            next_link = f"{BASE}/search?{urlencode({**form, 'cursor': page.next_cursor})}"
+        return console.render(request, "search.html", rows=page.rows, error=None, next=next_link, **base)
 
-        def read() -> Response:
-            groups = ops.problems(None)
-            return console.render(request, "problems.html", groups=groups, total=sum(g["count"] for g in groups))
+    return await console.read(request, read)
 
-        return await console.read(request, read)
 
+async def filing(request: Request) -> Response:
+    ctx = context_of(request)
+    console = console_of(request)
+    ops = _ops(request)
+    operator = await console.operator(request, "viewer")
+    if isinstance(operator, Response):
+        return operator
+    reference = request.path_params["reference"][:32]
+
+    def read() -> Response:
+        found = ops.filing_detail(reference)
+        # A read of personal data, audited as the operator API's detail is.
+        ctx.store.audit(operator_actor(operator.name), "ops_filing_read", reference,
+                        "ok" if found is not None else "not_found", {"via": "console"})
+        if found is None:
+            return console.refused(request, 404, "not-found", reference)
+        for recipient in found["recipients"]:
+            recipient["contentText"] = orjson.dumps(recipient["message"]["content"],
+                                                    option=orjson.OPT_INDENT_2).decode()
+            state = recipient["state"]
+            current = not recipient.get("supersededBy")  # a corrected message's old delivery is history
+            recipient["can"] = {"resend": current and can_resend(state), "retry": current and can_retry(state),
+                                "cancel": current and can_cancel(state)}
+        return console.render(request, "filing.html", filing=found, done=request.query_params.get("done"))
+
+    return await console.read(request, read)
+
+
+async def problems(request: Request) -> Response:
+    console = console_of(request)
+    ops = _ops(request)
+    operator = await console.operator(request, "viewer")
+    if isinstance(operator, Response):
+        return operator
+
+    def read() -> Response:
+        groups = ops.problems(None)
+        return console.render(request, "problems.html", groups=groups, total=sum(g["count"] for g in groups))
+
+    return await console.read(request, read)
+
+
+def page_routes() -> list[Route]:
+    """Login, logout and the reading pages (viewer and above)."""
     return [
         Route("/", dashboard, methods=["GET"]),
         Route("/login", login_page, methods=["GET"]),

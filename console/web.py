@@ -3,6 +3,7 @@ answer turned into a page (login, 403, 503), and reading a small form."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,28 +12,28 @@ from urllib.parse import quote, urlencode
 import orjson
 import structlog
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from api.ops.auth import OperatorGuard, read_fields
+from api.context import OperatorGuard, ops_guard_of
+from api.ops.auth import read_fields
 from console.i18n import LANG_COOKIE, LANGUAGES, choose_language, format_instant, translations
 from domain.operators import Operator, role_allows
-from service.ports import StoreUnavailable
+from service.ports import StoreError
 
-__all__ = ["BASE", "Console", "StoreError"]
+__all__ = ["BASE", "Console", "StoreError", "console_of"]
 
 log = structlog.get_logger("crocevia.console")
 
 #: Where the console is mounted (links in the pages are absolute under it).
 BASE = "/console"
-#: The database failures a page answers with 503 rather than a traceback.
-StoreError = (OperationalError, DBAPIError, StoreUnavailable)
 
 
+@functools.cache
 def _templates() -> Jinja2Templates:
+    """One template environment per process (it caches the compiled templates)."""
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                       autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
     return Jinja2Templates(env=env)
@@ -108,3 +109,8 @@ class Console:
             log.warning("store_unavailable", exc_info=True)
             return self.refused(request, 503, "store-unavailable", "")
 
+
+
+def console_of(request: Request) -> Console:
+    """The console over the app's operator guard (cheap: the templates are shared)."""
+    return Console(ops_guard_of(request))

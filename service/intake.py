@@ -12,7 +12,8 @@ from lxml import etree
 from domain.intake import MessageProblem, RecipientMessagesInvalid
 from routing.plan import FilingFacts, PlannedDelivery, assign_reference, plan_deliveries
 from routing.routes import RouteTable
-from service.ports import AcceptedFiling, NewFiling, Store
+from service.ports import AcceptedFiling, NewFiling
+from service.store_ports import FilingIntake
 
 __all__ = ["MessageCheck", "NoRecipients", "accept_filing", "check_messages"]
 
@@ -55,7 +56,7 @@ def check_messages(routes: RouteTable, kind: str, planned: list[PlannedDelivery]
 
 
 def accept_filing(
-    store: Store, routes: RouteTable, root: etree._Element, filing: NewFiling,
+    store: FilingIntake, routes: RouteTable, root: etree._Element, filing: NewFiling,
     check: MessageCheck | None = None,
 ) -> AcceptedFiling:
     """Plan, check (with `check`) and store one filing.

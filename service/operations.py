@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from domain.states import RESENDABLE_DELIVERY_STATES, DeliveryState
+from service.ports import DeliveryView
+from service.store_ports import RecipientOperations
 
 __all__ = [
     "AgencyThrottledNow",
@@ -63,18 +65,8 @@ def operator_actor(name: str) -> str:
     return f"operator:{name}"
 
 
-class OperationsPort(Protocol):
-    """What the actions need of the store (`storage.store.SqlStore`)."""
-
-    def ops_recipient(self, reference: str, agency: str) -> Any: ...
-
-    def resend_recipient(self, reference: str, portal: str | None, agency: str, *, actor: str,
-                         detail: Mapping[str, Any] | None = None) -> Any: ...
-
-    def undeliverable_recipients(self, agency: str, start: datetime, end: datetime,
-                                 limit: int) -> tuple[int, list[str]]: ...
-
-    def audit(self, actor: str, action: str, subject: str, outcome: str, detail: dict[str, Any]) -> None: ...
+#: What the actions need of the store (kept under its first name; see `service.store_ports`).
+OperationsPort = RecipientOperations
 
 
 # What an operator may ask of a recipient in `state` (its state's value, or the DeliveryState:
@@ -94,7 +86,7 @@ def can_cancel(state: str) -> bool:
     return state in CANCELLABLE_STATES
 
 
-def resend_preview(view: Any) -> dict[str, Any]:
+def resend_preview(view: DeliveryView) -> dict[str, Any]:
     """What a resend of this recipient would do (nothing is changed)."""
     ok = can_resend(view.state)
     return {"wouldResend": ok, "state": view.state, "messageId": view.message_id,

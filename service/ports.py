@@ -1,4 +1,6 @@
-"""The ports the use cases need, and the plain records that cross them.
+"""The plain records that cross the store's ports, and the store's typed errors.
+
+The store's Protocols, one per consumer, are in `service.store_ports`.
 
 Concrete implementations live at the edge (`storage/`, `transport/`, `adapters/`); tests may
 substitute fakes that honour the same signatures.
@@ -8,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Protocol, Sequence
-
-from routing.plan import PlannedDelivery
+from typing import Any
 
 __all__ = [
     "AcceptedFiling",
@@ -28,17 +28,31 @@ __all__ = [
     "NewFiling",
     "NotResendable",
     "RecipientNotFound",
-    "Store",
+    "StoreError",
+    "StoreFailed",
     "StoreUnavailable",
 ]
 
 
-class StoreUnavailable(Exception):
+class StoreError(Exception):
+    """A store call failed in the database: the base of the typed errors storage raises instead of
+    its driver's, so no caller outside `storage/` needs to know the driver."""
+
+
+class StoreUnavailable(StoreError):
     """The database cannot be reached or cannot take a write now (connection refused or lost,
     the file locked or unreadable): retry later with backoff, lose nothing.
 
     Storage translates its driver's failures into this once, so the loops can tell an outage
     (wait it out) from any other error (a bug or bad data: bounded retries, then park).
+    """
+
+
+class StoreFailed(StoreError):
+    """The database refused a call that the API or a command made, and not for an outage (a
+    value that does not fit its column, a constraint): the request is answered as not recorded.
+
+    The background loops' own calls keep the driver's error instead (see `storage.errors`).
     """
 
 
@@ -184,22 +198,6 @@ class Completion:
     #: The pass asked for a late outcome (poll or callback check) that is not there yet: it
     #: counts as a poll, not as a failed pass.
     polled: bool = False
-
-
-class Store(Protocol):
-    def accept_filing(
-        self, filing: NewFiling, plan: Callable[[str], list[PlannedDelivery]]
-    ) -> AcceptedFiling: ...
-
-    def get_filing(self, reference: str, portal: str | None, user: str | None = None) -> FilingView | None: ...
-
-    def claim_jobs(
-        self, owner: str, agencies: Sequence[str] | None, limit: int, lease_seconds: float
-    ) -> list[ClaimedJob]: ...
-
-    def complete_jobs(self, completions: Sequence[Completion]) -> None: ...
-
-    def audit(self, actor: str, action: str, subject: str, outcome: str, detail: dict[str, Any]) -> None: ...
 
 
 # -- delivery semantics: late outcomes, resend and correction, events, agency status -------------

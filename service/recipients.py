@@ -13,6 +13,8 @@ from domain.messages import Receipt
 from routing.plan import FilingFacts, PlannedDelivery, plan_correction
 from routing.routes import RouteTable
 from service.intake import MessageCheck, check_messages
+from service.ports import DeliveryView
+from service.store_ports import LateOutcomes, RecipientCorrections
 
 __all__ = [
     "CallbackUnreadable",
@@ -36,16 +38,23 @@ class OutcomeReader(Protocol):
 
 
 class _ParsedFiling(Protocol):
-    kind: str
-    root: etree._Element
-    subject_tax_code: str
-    declarant_tax_code: str
-    declarant_role: str
-    digest: str
+    # Read-only: the parser's records are frozen dataclasses.
+    @property
+    def kind(self) -> str: ...
+    @property
+    def root(self) -> etree._Element: ...
+    @property
+    def subject_tax_code(self) -> str: ...
+    @property
+    def declarant_tax_code(self) -> str: ...
+    @property
+    def declarant_role(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
 
 
 def record_callback(
-    store: Any, readers: Mapping[str, OutcomeReader], agency: str, correlation_id: str,
+    store: LateOutcomes, readers: Mapping[str, OutcomeReader], agency: str, correlation_id: str,
     content_type: str, body: bytes,
 ) -> str:
     """Record what an agency POSTed to the hub's callback (AgID NONBLOCK_PUSH).
@@ -79,9 +88,9 @@ def record_callback(
 
 
 def correct_recipient(
-    store: Any, routes: RouteTable, parsed: _ParsedFiling, reference: str, portal: str, agency: str,
+    store: RecipientCorrections, routes: RouteTable, parsed: _ParsedFiling, reference: str, portal: str, agency: str,
     *, actor: str, now: datetime | None = None, check: MessageCheck | None = None,
-) -> Any:
+) -> DeliveryView:
     """Replace `agency`'s refused message with one mapped from the corrected filing `parsed`.
 
     The corrected filing must be of the same kind and subject, and still route to `agency`.

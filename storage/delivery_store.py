@@ -39,7 +39,7 @@ from storage.delivery_ops import (
     resume_dependents,
 )
 from storage.delivery_tables import agency_status, filing_events
-from storage.errors import outages_translated
+from storage.errors import errors_translated, outages_translated
 from storage.identity import _aware
 from storage.tables import attempts, deliveries, filings, outbox
 
@@ -98,6 +98,7 @@ class DeliverySemanticsStore:
         raise NotImplementedError
 
     # -- late outcomes (PUSH callbacks) -----------------------------------------------------
+    @errors_translated
     def find_callback_target(self, agency: str, correlation_id: str) -> CallbackTarget | None:
         """The current delivery to `agency` that the agency's correlation id names (the id it
         gave in its acknowledgment, or our message id)."""
@@ -115,12 +116,14 @@ class DeliverySemanticsStore:
         return CallbackTarget(r.id, r.filing_id, r.agency, r.operation, r.message_id, r.state,
                               r.contract_version)
 
+    @errors_translated
     def record_late_outcome(self, delivery_id: str, receipt: Receipt) -> str:
         """Record a late protocol number or decision; "recorded", "duplicate", "conflict",
         "contradiction" (see `apply_late_outcome`)."""
         with self._write() as conn, conn.begin():
             return apply_late_outcome(conn, delivery_id, receipt, _utcnow(), self._clock())
 
+    @errors_translated
     def anomalies(self, agency: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The latest anomalies kept for operators, newest first (`hub.py anomalies`)."""
         with self._read() as conn:
@@ -141,6 +144,7 @@ class DeliverySemanticsStore:
             raise RecipientNotFound(f"filing {reference} has no recipient {agency}")
         return info, dict(filing._mapping), row
 
+    @errors_translated
     def resend_recipient(self, reference: str, portal: str | None, agency: str, *, actor: str,
                          detail: Mapping[str, Any] | None = None) -> DeliveryView:
         """Send one undeliverable or cancelled recipient's message again, with the SAME message
@@ -193,6 +197,7 @@ class DeliverySemanticsStore:
                                  "previous_state": row["state"], "state": state, **(detail or {})})
         return delivery_view(updated)
 
+    @errors_translated
     def correct_recipient(
         self,
         reference: str,
@@ -263,6 +268,7 @@ class DeliverySemanticsStore:
         return delivery_view(created)
 
     # -- the event feed and the notifier -------------------------------------------------------
+    @errors_translated
     def filing_events(self, reference: str, portal: str | None, after: int = 0,
                       limit: int = 1000) -> list[FilingEvent] | None:
         """The filing's events after sequence `after`, in order; None if the filing is not found."""
@@ -381,6 +387,7 @@ class DeliverySemanticsStore:
             except IntegrityError:
                 continue
 
+    @errors_translated
     def agency_statuses(self) -> list[AgencyStatus]:
         with self._read() as conn:
             rows = conn.execute(select(agency_status).order_by(agency_status.c.agency)).all()

@@ -17,9 +17,9 @@ from typing import ParamSpec, TypeVar
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from service.ports import StoreUnavailable
+from service.ports import StoreFailed, StoreUnavailable
 
-__all__ = ["is_outage", "outages_translated", "translate_outages"]
+__all__ = ["errors_translated", "is_outage", "outages_translated", "translate_errors", "translate_outages"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,6 +69,34 @@ def outages_translated(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         with translate_outages():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Raise a typed store error for every database failure: `StoreUnavailable` for an outage,
+    `StoreFailed` for any other refusal (both from the original).
+
+    For the calls of the API, the console and the commands, which answer "nothing was
+    recorded" either way and must not know the driver; the background loops use
+    `translate_outages`, which leaves a refusal as it is.
+    """
+    try:
+        yield
+    except (DBAPIError, PoolTimeout) as exc:
+        if is_outage(exc):
+            raise StoreUnavailable(f"the database is unavailable ({_reason(exc)})") from exc
+        raise StoreFailed(f"the database refused the call ({_reason(exc)})") from exc
+
+
+def errors_translated(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a store method that the API, the console or a command calls (`translate_errors`)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with translate_errors():
             return fn(*args, **kwargs)
 
     return wrapper

@@ -14,6 +14,7 @@ from domain.delegation import Delegation
 from domain.lockout import FailureState, Lockout, LockoutPolicy, locked_until, register_failure
 from service.identity import Admission, AuditEntry
 from storage.audit import append_audit
+from storage.errors import errors_translated
 from storage.identity_tables import auth_failures, delegations, seen_tokens
 
 __all__ = ["SqlIdentityStore"]
@@ -71,6 +72,7 @@ class SqlIdentityStore:
         self._purge_tokens = delete(seen_tokens).where(seen_tokens.c.expires_at < bindparam("now"))
 
     # -- authentication -----------------------------------------------------------------------
+    @errors_translated
     def admit(self, caller: str, issuer: str, jti: str, keep_until: float, now: float) -> Admission:
         """Admit a verified request: refuse it if the caller is locked out or its token id was
         seen before; otherwise remember the id until `keep_until` and clear the caller's
@@ -99,6 +101,7 @@ class SqlIdentityStore:
             self._last_purge = now
             conn.execute(self._purge_tokens, {"now": now})
 
+    @errors_translated
     def record_failure(self, caller: str, now: float, policy: LockoutPolicy,
                        entry: AuditEntry) -> tuple[bool, float | None]:
         """Count one authentication failure and audit it.
@@ -140,6 +143,7 @@ class SqlIdentityStore:
         return was_locked, until
 
     # -- operators: lockouts ------------------------------------------------------------------
+    @errors_translated
     def lockouts(self, now: float, *, counting: bool = False) -> list[Lockout]:
         """Callers locked out at `now`, lock ending soonest first; with `counting`, also those
         with failures on record that are not (or no longer) locked."""
@@ -150,6 +154,7 @@ class SqlIdentityStore:
             rows = conn.execute(query).all()
         return [Lockout(r.caller, FailureState(r.failures, r.last_failure_at, r.locked_until)) for r in rows]
 
+    @errors_translated
     def lift_lockout(self, key: str, now: float, operator: str) -> Lockout | None:
         """Forget `key`'s failures (its lock ends now, its count restarts), audited with the
         operator's name in the same transaction; None, audited too, when `key` has no record.
@@ -174,12 +179,14 @@ class SqlIdentityStore:
                          outcome="lifted" if found is not None else "not_found", detail=detail)
         return found
 
+    @errors_translated
     def audit(self, entry: AuditEntry) -> None:
         """Append one audit line on its own."""
         with self._writer() as conn, conn.begin():
             append_audit(conn, actor=entry.actor, action=entry.action, subject=entry.subject,
                          outcome=entry.outcome, detail=entry.detail)
 
+    @errors_translated
     def remember_token(self, issuer: str, jti: str, keep_until: float, now: float) -> bool:
         """Remember a token id of `issuer` until `keep_until`; False when it was seen before
         (an agency's replayed callback). Ids past their time are purged now and then."""
@@ -192,6 +199,7 @@ class SqlIdentityStore:
         return inserted is not None
 
     # -- delegations ----------------------------------------------------------------------------
+    @errors_translated
     def add_delegation(self, d: Delegation, portal: str, entry: AuditEntry) -> None:
         """Store a new delegation or sub-delegation with its audit line."""
         with self._writer() as conn, conn.begin():
@@ -206,11 +214,13 @@ class SqlIdentityStore:
             append_audit(conn, actor=entry.actor, action=entry.action, subject=entry.subject,
                          outcome=entry.outcome, detail=entry.detail)
 
+    @errors_translated
     def get_delegation(self, delegation_id: str) -> Delegation | None:
         with self._engine.connect() as conn:
             row = conn.execute(select(delegations).where(delegations.c.id == delegation_id)).first()
         return _delegation(row) if row else None
 
+    @errors_translated
     def revoke_delegation(self, delegation_id: str, at: datetime, by: str, entry: AuditEntry) -> bool:
         """Revoke a delegation not revoked yet; False when it already was."""
         with self._writer() as conn, conn.begin():
@@ -225,6 +235,7 @@ class SqlIdentityStore:
                              outcome=entry.outcome, detail=entry.detail)
         return changed
 
+    @errors_translated
     def grants_for(self, user: str, subject: str) -> list[Delegation]:
         """The user's delegations and sub-delegations for `subject`, with the parents of the
         sub-delegations."""
@@ -240,6 +251,7 @@ class SqlIdentityStore:
             ).all() if parent_ids else []
         return [_delegation(r) for r in [*rows, *parents]]
 
+    @errors_translated
     def delegations_of_subject(
         self, subject: str, involving: str
     ) -> tuple[list[Delegation], dict[str, Delegation]]:

@@ -22,7 +22,7 @@ from storage.audit import append_audit
 from storage.delivery_ops import EventLog, _current, refresh_filings, settle_dependents
 from storage.delivery_store import delivery_view
 from storage.delivery_tables import agency_pauses, agency_status
-from storage.errors import outages_translated
+from storage.errors import errors_translated, outages_translated
 from storage.tables import deliveries, filings, outbox
 
 __all__ = ["OperationsStore"]
@@ -60,6 +60,7 @@ class OperationsStore:
         raise NotImplementedError  # provided by SqlStore
 
     # -- reading for previews -------------------------------------------------------------------
+    @errors_translated
     def ops_recipient(self, reference: str, agency: str) -> DeliveryView | None:
         """The filing's current recipient `agency` (any portal), or None."""
         with self._read() as conn:
@@ -67,12 +68,14 @@ class OperationsStore:
             row = _current(conn, filing_id, agency) if filing_id is not None else None
         return delivery_view(row) if row is not None else None
 
+    @errors_translated
     def throttled_until(self, agency: str) -> float | None:
         """When the agency's last Retry-After ends, if it has not ended yet."""
         with self._read() as conn:
             return _throttled_until(conn, agency, self._clock())
 
     # -- retry now ------------------------------------------------------------------------------
+    @errors_translated
     def retry_recipient_now(self, reference: str, agency: str, *, actor: str, force: bool = False,
                             reason: str | None = None) -> DeliveryView:
         """Make a retrying recipient's next attempt due now, ignoring its backoff.
@@ -119,6 +122,7 @@ class OperationsStore:
         return delivery_view({**row, "next_attempt_at": epoch, "updated_at": now})
 
     # -- cancel ---------------------------------------------------------------------------------
+    @errors_translated
     def cancel_recipient(self, reference: str, agency: str, *, actor: str, reason: str) -> DeliveryView:
         """Cancel a recipient: no more calls, its jobs closed (a pass in flight is dropped as
         stale when it reports), what waits for it settled, the filing's state re-derived.
@@ -154,6 +158,7 @@ class OperationsStore:
         return delivery_view(updated)
 
     # -- bulk resend ----------------------------------------------------------------------------
+    @errors_translated
     def undeliverable_recipients(self, agency: str, start: datetime, end: datetime,
                                  limit: int) -> tuple[int, list[str]]:
         """How many of `agency`'s current recipients became undeliverable in [start, end), and
@@ -170,6 +175,7 @@ class OperationsStore:
         return int(count), list(refs)
 
     # -- pause and resume -----------------------------------------------------------------------
+    @errors_translated
     @outages_translated
     def paused_agencies(self) -> dict[str, dict[str, Any]]:
         """Agency → {pausedBy, reason, pausedAt} for every agency paused now."""
@@ -177,6 +183,7 @@ class OperationsStore:
             rows = conn.execute(select(agency_pauses)).all()
         return {r.agency: {"pausedBy": r.paused_by, "reason": r.reason, "pausedAt": r.paused_at} for r in rows}
 
+    @errors_translated
     def pause_agency(self, agency: str, *, actor: str, reason: str | None) -> bool:
         """Pause calls to `agency`; False (audited too) when it was paused already."""
         now = _utcnow()
@@ -191,6 +198,7 @@ class OperationsStore:
             self.audit(actor, "agency_paused", agency, "already_paused", {"agency": agency, "reason": reason})
             return False
 
+    @errors_translated
     def resume_agency(self, agency: str, *, actor: str, reason: str | None = None) -> int | None:
         """Resume calls to `agency` and make the jobs the pause held back due now.
 

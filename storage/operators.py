@@ -17,6 +17,7 @@ from domain.operators import OperatorError, lockout_key
 from service.identity import AuditEntry
 from service.operators import Account, OperatorPolicy, SessionRecord, TokenRecord
 from storage.audit import append_audit
+from storage.errors import errors_translated
 from storage.identity import _aware
 from storage.identity_tables import auth_failures
 from storage.operator_tables import operator_login_failures, operator_sessions, operator_tokens, operators
@@ -57,6 +58,7 @@ class SqlOperatorStore:
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     # -- accounts ---------------------------------------------------------------------------------
+    @errors_translated
     def add(self, name: str, role: str, password_hash: str | None, totp_secret: str | None,
             at: datetime, entry: AuditEntry) -> Account:
         """Store a new account with its audit line.
@@ -75,15 +77,18 @@ class SqlOperatorStore:
         assert found is not None
         return found
 
+    @errors_translated
     def get(self, name: str) -> Account | None:
         with self._engine.connect() as conn:
             row = conn.execute(select(operators).where(operators.c.name == name)).first()
         return _account(row) if row else None
 
+    @errors_translated
     def list(self) -> list[Account]:
         with self._engine.connect() as conn:
             return [_account(r) for r in conn.execute(select(operators).order_by(operators.c.name))]
 
+    @errors_translated
     def set_role(self, name: str, role: str, entry: AuditEntry) -> Account | None:
         with self._writer() as conn, conn.begin():
             changed = conn.execute(update(operators).where(operators.c.name == name).values(role=role)
@@ -92,6 +97,7 @@ class SqlOperatorStore:
                 _append(conn, entry)
         return self.get(name) if changed is not None else None
 
+    @errors_translated
     def disable(self, name: str, entry: AuditEntry) -> Account | None:
         """Disable the account and delete its sessions, with the audit line."""
         with self._writer() as conn, conn.begin():
@@ -103,6 +109,7 @@ class SqlOperatorStore:
         return self.get(name) if changed is not None else None
 
     # -- tokens -----------------------------------------------------------------------------------
+    @errors_translated
     def add_token(self, account: Account, token_id: str, token_hash: str, label: str, at: datetime,
                   expires_at: datetime | None, entry: AuditEntry) -> None:
         with self._writer() as conn, conn.begin():
@@ -111,6 +118,7 @@ class SqlOperatorStore:
                 expires_at=expires_at))
             _append(conn, entry)
 
+    @errors_translated
     def tokens(self, name: str) -> builtins.list[TokenRecord]:
         with self._engine.connect() as conn:
             rows = conn.execute(
@@ -119,6 +127,7 @@ class SqlOperatorStore:
             ).all()
         return [_token(r, name) for r in rows]
 
+    @errors_translated
     def revoke_token(self, token_id: str, at: datetime, entry: AuditEntry) -> TokenRecord | None:
         """Revoke a token (again: it stays revoked from the first time); audited either way."""
         with self._writer() as conn, conn.begin():
@@ -139,6 +148,7 @@ class SqlOperatorStore:
             record.id, record.operator, record.label, record.created_at, record.expires_at,
             record.last_used_at, at)
 
+    @errors_translated
     def token_account(self, token_hash: str) -> tuple[TokenRecord, Account] | None:
         with self._engine.connect() as conn:
             token = conn.execute(select(operator_tokens).where(operator_tokens.c.token_hash == token_hash)).first()
@@ -147,11 +157,13 @@ class SqlOperatorStore:
             account = conn.execute(select(operators).where(operators.c.id == token.operator_id)).one()
         return _token(token, account.name), _account(account)
 
+    @errors_translated
     def touch_token(self, token_id: str, at: datetime) -> None:
         with self._writer() as conn, conn.begin():
             conn.execute(update(operator_tokens).where(operator_tokens.c.id == token_id).values(last_used_at=at))
 
     # -- login failures and lockout ---------------------------------------------------------------
+    @errors_translated
     def lock_of(self, name: str, now: float) -> float | None:
         """When the account's lock ends, or None when it is not locked at `now`."""
         with self._engine.connect() as conn:
@@ -159,6 +171,7 @@ class SqlOperatorStore:
                                  .where(auth_failures.c.caller == lockout_key(name))).scalar_one_or_none()
         return until if until is not None and until > now else None
 
+    @errors_translated
     def record_login_failure(self, account: Account, now: float, policy: OperatorPolicy,
                              entry: AuditEntry) -> float | None:
         """Count one failed login and audit it; lock the account when the failures in the window
@@ -196,6 +209,7 @@ class SqlOperatorStore:
         return until
 
     # -- sessions ---------------------------------------------------------------------------------
+    @errors_translated
     def open_session(self, account: Account, id_hash: str, csrf_token: str, at: datetime,
                      totp_step: int | None, entry: AuditEntry, *, ended_before: tuple[datetime, datetime]) -> bool:
         """Open a session, forget the account's failures and audit the login; False (nothing
@@ -225,6 +239,7 @@ class SqlOperatorStore:
             _append(conn, entry)
         return True
 
+    @errors_translated
     def session(self, id_hash: str) -> SessionRecord | None:
         with self._engine.connect() as conn:
             row = conn.execute(select(operator_sessions).where(operator_sessions.c.id_hash == id_hash)).first()
@@ -234,11 +249,13 @@ class SqlOperatorStore:
         return SessionRecord(id_hash=row.id_hash, account=_account(account), created_at=_aware(row.created_at),
                              last_seen_at=_aware(row.last_seen_at), csrf_token=row.csrf_token)
 
+    @errors_translated
     def touch_session(self, id_hash: str, at: datetime) -> None:
         with self._writer() as conn, conn.begin():
             conn.execute(update(operator_sessions).where(operator_sessions.c.id_hash == id_hash)
                          .values(last_seen_at=at))
 
+    @errors_translated
     def close_session(self, id_hash: str, entry: AuditEntry | None) -> bool:
         with self._writer() as conn, conn.begin():
             gone = conn.execute(delete(operator_sessions).where(operator_sessions.c.id_hash == id_hash)
@@ -247,6 +264,7 @@ class SqlOperatorStore:
                 _append(conn, entry)
         return gone
 
+    @errors_translated
     def audit(self, entry: AuditEntry) -> None:
         with self._writer() as conn, conn.begin():
             _append(conn, entry)

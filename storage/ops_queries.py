@@ -19,6 +19,7 @@ from domain.states import OPEN_DELIVERY_STATES, DeliveryState
 from service.ops_read import SearchFilters, SearchPage, encode_cursor, epoch_rfc3339, rfc3339, utc
 from storage.anomalies import filing_anomalies
 from storage.delivery_tables import agency_status, anomalies, filing_events
+from storage.errors import errors_translated
 from storage.tables import attempts, deliveries, filings
 
 __all__ = ["OpsQueries"]
@@ -63,6 +64,7 @@ class OpsQueries:
     agencies: Iterable[str] = field(default_factory=tuple)
 
     # -- per-agency summary --------------------------------------------------------------------
+    @errors_translated
     def agency_summaries(self, now: datetime) -> list[dict[str, Any]]:
         """One line per agency: counts per watched state, anomalies, the circuit, the oldest
         open delivery's age and the last hour's deliveries and success ratio."""
@@ -152,6 +154,7 @@ class OpsQueries:
         return query.where(or_(deliveries.c.filing_id < filing_id,
                                and_(deliveries.c.filing_id == filing_id, deliveries.c.id < delivery_id)))
 
+    @errors_translated
     def search(self, f: SearchFilters, limit: int, after: tuple[int, str] | None = None) -> SearchPage:
         """One page of deliveries (with their filing), newest filing first.
 
@@ -184,6 +187,7 @@ class OpsQueries:
             after = (found[-1].filing_pk, found[-1].id)
 
     # -- a filing's full history ----------------------------------------------------------------
+    @errors_translated
     def filing_detail(self, reference: str) -> dict[str, Any] | None:
         """The filing, every recipient with its attempts, message and receipt, anomalies and
         events; None when no filing has that reference."""
@@ -219,6 +223,7 @@ class OpsQueries:
         }
 
     # -- problems ---------------------------------------------------------------------------------
+    @errors_translated
     def problems(self, since: datetime | None = None, *, max_groups: int = 500) -> list[dict[str, Any]]:
         """Open problems grouped by cause: agency, error class and code of the last attempt
         (`result` for attempts recorded before the class was kept).

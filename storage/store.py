@@ -31,7 +31,7 @@ from storage.anomalies import filing_anomalies
 from storage.audit import append_audit
 from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
-from storage.errors import outages_translated
+from storage.errors import errors_translated, outages_translated
 from storage.identity_tables import filing_viewers
 from storage.operations import OperationsStore
 from storage.tables import deliveries, filings, outbox
@@ -139,6 +139,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         return self._write()
 
     # -- intake ---------------------------------------------------------------------------
+    @errors_translated
     def accept_filing(
         self, filing: NewFiling, plan: Callable[[str], list[PlannedDelivery]]
     ) -> AcceptedFiling:
@@ -287,6 +288,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         )
 
     # -- reading --------------------------------------------------------------------------
+    @errors_translated
     def get_filing(self, reference: str, portal: str | None, user: str | None = None) -> FilingView | None:
         """The filing, or None when it does not exist or is outside the portal's or user's scope."""
         with self._read() as conn:
@@ -436,6 +438,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             apply_completions(conn, completions, _utcnow(), self._clock())
 
     # -- audit and operations ----------------------------------------------------------------
+    @errors_translated
     def audit(self, actor: str, action: str, subject: str, outcome: str, detail: dict[str, Any]) -> None:
         """Append one line to the hash-chained audit trail, in its own transaction."""
         with self._write() as conn, conn.begin():

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
-from api.app import ApiContext
+from api.context import ApiContext, attach_context
 from api.ops.actions import actions_routes
 from api.problems import problem_response
 from tests.support import RunningHub, free_port
@@ -59,9 +59,11 @@ class OpsServer:
 
     def __init__(self, hub: RunningHub, **context: Any) -> None:
         h = hub.hub
-        ctx = ApiContext(store=h.store, validator=h.validator, routes=h.routes, guard=h.guard, identity=h.identity)
+        ctx = ApiContext(store=h.store, validator=h.validator, routes=h.routes, guard=h.guard, identity=h.identity,
+                         ops_guard=HeaderGuardForTests())
         ctx = dataclasses.replace(ctx, **context)
-        app = Starlette(routes=[Mount("/v1/ops", routes=actions_routes(ctx, HeaderGuardForTests()))])
+        app = Starlette(routes=[Mount("/v1/ops", routes=actions_routes())])
+        attach_context(app, ctx)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,

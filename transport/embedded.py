@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from service.ports import ClaimedJob, Completion, Store
+from service.ports import ClaimedJob, Completion
+from service.store_ports import JobStore
 
 __all__ = ["EmbeddedQueue"]
 
@@ -13,7 +14,7 @@ __all__ = ["EmbeddedQueue"]
 class EmbeddedQueue:
     """A `JobSource` over the store; blocking database calls run in worker threads."""
 
-    def __init__(self, store: Store, *, lease_seconds: float) -> None:
+    def __init__(self, store: JobStore, *, lease_seconds: float) -> None:
         self._store = store
         self._lease = lease_seconds
 

@@ -37,6 +37,7 @@ import structlog
 
 from service.ports import ClaimedJob, Completion
 from service.relay import BrokerUnavailable, OutboxJob, TransportError
+from service.store_ports import JobStore
 from transport.amqp import (
     AmqpChannel,
     AmqpConnection,
@@ -217,7 +218,7 @@ class RabbitJobSource:
         parameters: pika.URLParameters,
         topology: Topology,
         prefetch: Mapping[str, int],
-        store: Any,  # storage.store.SqlStore: load_jobs / complete_jobs
+        store: JobStore,
         lease_seconds: float = 60.0,
         reconnect_initial: float = 0.2,
         reconnect_max: float = 5.0,

@@ -12,24 +12,22 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api.context import OperatorGuard, ops_guard_of
 from api.problems import json_response, problem_response, store_unavailable
 from domain.operators import TOKEN_PREFIX, Operator, role_allows
 from service.identity import AuditEntry
 from service.operators import LoginRefused, OperatorAccounts, SessionRecord
-
-if TYPE_CHECKING:
-    from api.app import ApiContext
+from service.ports import StoreError
 
 __all__ = ["CookiePolicy", "Operator", "OperatorGuard", "TokenOrSessionGuard", "read_fields", "session_routes"]
 
@@ -40,14 +38,6 @@ _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: The largest login or form body read here (a form of a few fields).
 _FORM_LIMIT = 65_536
 _FORM_TYPE = "application/x-www-form-urlencoded"
-
-
-class OperatorGuard(Protocol):
-    """What every operator route asks before doing anything."""
-
-    async def require(self, request: Request, role: str) -> Operator | Response:
-        """The operator, or the problem response to return as is (401, 403, 503)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +87,7 @@ class TokenOrSessionGuard:
             if refused.clear_cookie:
                 self.clear_cookie(response)
             return response
-        except (OperationalError, DBAPIError):
+        except StoreError:
             log.warning("store_unavailable", exc_info=True)
             return store_unavailable(request, "the store is not reachable; retry later")
 
@@ -210,77 +200,89 @@ async def read_fields(request: Request, limit: int = _FORM_LIMIT) -> dict[str, A
                             f"send application/json or {_FORM_TYPE}", instance=request.url.path)
 
 
-def session_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
+def _session_guard(request: Request) -> TokenOrSessionGuard:
+    """The guard that owns console sessions (the session routes are mounted only with it)."""
+    guard = ops_guard_of(request)
+    assert isinstance(guard, TokenOrSessionGuard)
+    return guard
+
+
+async def login(request: Request) -> Response:
+    """`POST /session`: name, password (and TOTP) for a session cookie and its CSRF token."""
+    guard = _session_guard(request)
+    accounts = guard.accounts
+    fields = await read_fields(request)
+    if isinstance(fields, Response):
+        return fields
+    name, password, totp = fields.get("name"), fields.get("password"), fields.get("totp") or None
+    if not isinstance(name, str) or not isinstance(password, str) or not name or not password \
+            or not (totp is None or isinstance(totp, str)) or len(password) > 1024:
+        return problem_response(400, "invalid-login-request", "Bad Request",
+                                "send name and password (and totp when enrolled) as JSON or a form",
+                                instance=request.url.path)
+    client = request.client.host if request.client else "unknown"
+    try:
+        session = await run_in_threadpool(accounts.login, name.strip().lower(), password, totp, client)
+    except LoginRefused as refused:
+        log.info("operator_login_failed", reason=refused.reason)
+        if refused.retry_after is not None:
+            return problem_response(
+                429, "locked-out", "Too Many Requests",
+                "too many failed logins for this account: it is locked for a while",
+                instance=request.url.path, headers={"Retry-After": str(max(1, int(refused.retry_after + 0.999)))})
+        return problem_response(401, "invalid-credentials", "Unauthorized",
+                                "name, password or one-time code not accepted", instance=request.url.path)
+    except StoreError:
+        log.warning("store_unavailable", exc_info=True)
+        return store_unavailable(request, "the store is not reachable; retry later")
+    log.info("operator_logged_in", operator=session.operator.name)
+    response = json_response({
+        "operator": {"name": session.operator.name, "role": session.operator.role},
+        "csrfToken": session.csrf_token,
+        "expiresAt": session.expires_at.isoformat(),
+        "idleTimeoutSeconds": accounts.policy.session_idle_seconds,
+    }, 201)
+    guard.set_cookie(response, session.cookie)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    """`DELETE /session`: end the console session of this request."""
+    guard = _session_guard(request)
+    operator = await guard.require(request, "viewer")
+    if isinstance(operator, Response):
+        return operator
+    record: SessionRecord | None = getattr(request.state, "operator_session", None)
+    if record is None:
+        return problem_response(400, "not-a-session", "Bad Request",
+                                "this request used a token, not a console session: revoke a token with "
+                                "`hub.py operators revoke-token ID`", instance=request.url.path)
+    await run_in_threadpool(guard.accounts.logout, record)
+    response = Response(status_code=204)
+    guard.clear_cookie(response)
+    return response
+
+
+async def whoami(request: Request) -> Response:
+    """`GET /whoami`: the operator, and how it authenticated."""
+    operator = await ops_guard_of(request).require(request, "viewer")
+    if isinstance(operator, Response):
+        return operator
+    record: SessionRecord | None = getattr(request.state, "operator_session", None)
+    body: dict[str, Any] = {"name": operator.name, "role": operator.role,
+                            "via": "session" if record is not None else "token"}
+    if record is not None:
+        body["csrfToken"] = record.csrf_token
+        body["sessionStartedAt"] = record.created_at.isoformat()
+    return json_response(body)
+
+
+def session_routes(guard: OperatorGuard) -> list[Route]:
     """`POST /session` (login), `DELETE /session` (logout), `GET /whoami`, under `/v1/ops`.
 
     With another guard than `TokenOrSessionGuard` (a test's), only `GET /whoami` is served:
     console sessions are that guard's.
     """
-
-    async def login(request: Request) -> Response:
-        assert isinstance(guard, TokenOrSessionGuard)
-        accounts = guard.accounts
-        fields = await read_fields(request)
-        if isinstance(fields, Response):
-            return fields
-        name, password, totp = fields.get("name"), fields.get("password"), fields.get("totp") or None
-        if not isinstance(name, str) or not isinstance(password, str) or not name or not password \
-                or not (totp is None or isinstance(totp, str)) or len(password) > 1024:
-            return problem_response(400, "invalid-login-request", "Bad Request",
-                                    "send name and password (and totp when enrolled) as JSON or a form",
-                                    instance=request.url.path)
-        client = request.client.host if request.client else "unknown"
-        try:
-            session = await run_in_threadpool(accounts.login, name.strip().lower(), password, totp, client)
-        except LoginRefused as refused:
-            log.info("operator_login_failed", reason=refused.reason)
-            if refused.retry_after is not None:
-                return problem_response(
-                    429, "locked-out", "Too Many Requests",
-                    "too many failed logins for this account: it is locked for a while",
-                    instance=request.url.path, headers={"Retry-After": str(max(1, int(refused.retry_after + 0.999)))})
-            return problem_response(401, "invalid-credentials", "Unauthorized",
-                                    "name, password or one-time code not accepted", instance=request.url.path)
-        except (OperationalError, DBAPIError):
-            log.warning("store_unavailable", exc_info=True)
-            return store_unavailable(request, "the store is not reachable; retry later")
-        log.info("operator_logged_in", operator=session.operator.name)
-        response = json_response({
-            "operator": {"name": session.operator.name, "role": session.operator.role},
-            "csrfToken": session.csrf_token,
-            "expiresAt": session.expires_at.isoformat(),
-            "idleTimeoutSeconds": accounts.policy.session_idle_seconds,
-        }, 201)
-        guard.set_cookie(response, session.cookie)
-        return response
-
-    async def logout(request: Request) -> Response:
-        assert isinstance(guard, TokenOrSessionGuard)
-        operator = await guard.require(request, "viewer")
-        if isinstance(operator, Response):
-            return operator
-        record: SessionRecord | None = getattr(request.state, "operator_session", None)
-        if record is None:
-            return problem_response(400, "not-a-session", "Bad Request",
-                                    "this request used a token, not a console session: revoke a token with "
-                                    "`hub.py operators revoke-token ID`", instance=request.url.path)
-        await run_in_threadpool(guard.accounts.logout, record)
-        response = Response(status_code=204)
-        guard.clear_cookie(response)
-        return response
-
-    async def whoami(request: Request) -> Response:
-        operator = await guard.require(request, "viewer")
-        if isinstance(operator, Response):
-            return operator
-        record: SessionRecord | None = getattr(request.state, "operator_session", None)
-        body: dict[str, Any] = {"name": operator.name, "role": operator.role,
-                                "via": "session" if record is not None else "token"}
-        if record is not None:
-            body["csrfToken"] = record.csrf_token
-            body["sessionStartedAt"] = record.created_at.isoformat()
-        return json_response(body)
-
     routes = [Route("/whoami", whoami, methods=["GET"])]
     if isinstance(guard, TokenOrSessionGuard):
         routes += [Route("/session", login, methods=["POST"]), Route("/session", logout, methods=["DELETE"])]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.ops.auth import OperatorGuard
+from api.context import OperatorGuard, ops_guard_of
 from api.problems import problem_response, store_unavailable
+from domain.operators import Operator
+from service.ports import StoreError
 
 __all__ = ["InstantInvalid", "OperatorGuard", "bad_parameter", "parse_instant", "read_guarded"]
 
@@ -46,15 +46,15 @@ def parse_instant(text: str) -> datetime:
     return moment
 
 
-async def read_guarded(request: Request, guard: OperatorGuard, role: str,
-                       read: Callable[[Any], Response]) -> Response:
-    """Require `role`, then run `read(operator)` in the thread pool; a store away is 503."""
-    operator = await guard.require(request, role)
+async def read_guarded(request: Request, role: str, read: Callable[[Operator], Response]) -> Response:
+    """Require `role` of the app's operator guard, then run `read(operator)` in the thread pool;
+    a store away is 503."""
+    operator = await ops_guard_of(request).require(request, role)
     if isinstance(operator, Response):
         return operator
     structlog.contextvars.bind_contextvars(operator=operator.name)
     try:
         return await run_in_threadpool(read, operator)
-    except (OperationalError, DBAPIError):
+    except StoreError:
         log.warning("store_unavailable", exc_info=True)
         return store_unavailable(request, "the store is not reachable; retry later")

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.ops.common import OperatorGuard, read_guarded
+from api.context import context_of
+from api.ops.common import read_guarded
 from api.problems import json_response, problem_response
+from domain.operators import Operator
 from service.operations import operator_actor
-
-if TYPE_CHECKING:
-    from api.app import ApiContext
 
 __all__ = ["detail_routes"]
 
@@ -21,25 +18,28 @@ __all__ = ["detail_routes"]
 _MAX_REFERENCE = 32
 
 
-def detail_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
+async def filing(request: Request) -> Response:
     """The filing with every recipient, their attempts, the message kept and the receipt,
     anomalies and the event feed. A read of personal data: one audit line with the operator."""
-    assert ctx.ops is not None
+    ctx = context_of(request)
+    reference = request.path_params["reference"]
+    if len(reference) > _MAX_REFERENCE:
+        return problem_response(404, "not-found", "Not Found", "no such filing", instance=request.url.path)
+    ops = ctx.ops
+    assert ops is not None  # mounted only with the read model
 
-    async def filing(request: Request) -> Response:
-        reference = request.path_params["reference"]
-        if len(reference) > _MAX_REFERENCE:
-            return problem_response(404, "not-found", "Not Found", "no such filing", instance=request.url.path)
+    def read(operator: Operator) -> Response:
+        found = ops.filing_detail(reference)
+        ctx.store.audit(operator_actor(operator.name), "ops_filing_read", reference,
+                        "ok" if found is not None else "not_found", {})
+        if found is None:
+            return problem_response(404, "not-found", "Not Found", f"no filing {reference}",
+                                    instance=request.url.path)
+        return json_response(found)
 
-        def read(operator: Any) -> Response:
-            found = ctx.ops.filing_detail(reference)  # type: ignore[union-attr]
-            ctx.store.audit(operator_actor(operator.name), "ops_filing_read", reference,
-                            "ok" if found is not None else "not_found", {})
-            if found is None:
-                return problem_response(404, "not-found", "Not Found", f"no filing {reference}",
-                                        instance=request.url.path)
-            return json_response(found)
+    return await read_guarded(request, "viewer", read)
 
-        return await read_guarded(request, guard, "viewer", read)
 
+def detail_routes() -> list[Route]:
+    """`GET /filings/{reference}` (viewer), under `/v1/ops`."""
     return [Route("/filings/{reference}", filing, methods=["GET"])]

@@ -6,21 +6,20 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from api.ops.common import InstantInvalid, OperatorGuard, bad_parameter, parse_instant, read_guarded
+from api.context import context_of, ops_guard_of
+from api.ops.common import InstantInvalid, bad_parameter, parse_instant, read_guarded
 from api.problems import json_response
+from domain.operators import Operator
 from domain.states import DeliveryState, FilingState
 from service.operations import operator_actor
 from service.ops_read import SEARCH_COLUMNS, CursorInvalid, SearchFilters, decode_cursor
-
-if TYPE_CHECKING:
-    from api.app import ApiContext
 
 __all__ = ["SearchParamInvalid", "parse_search_params", "search_routes"]
 
@@ -120,40 +119,42 @@ def _csv_lines(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def search_routes(ctx: ApiContext, guard: OperatorGuard) -> list[Route]:
+async def search(request: Request) -> Response:
     """Search filings and deliveries; newest first, keyset cursor, CSV on request."""
-    assert ctx.ops is not None
+    ctx = context_of(request)
     ops = ctx.ops
+    assert ops is not None  # mounted only with the read model
+    try:
+        filters, after, limit, by_format = _filters(request.query_params)
+    except _Refused as refused:
+        # Guard first: an anonymous caller learns nothing, not even which parameter is wrong.
+        operator = await ops_guard_of(request).require(request, "viewer")
+        if isinstance(operator, Response):
+            return operator
+        return bad_parameter(request, refused.status, refused.name, refused.detail)
+    as_csv = _wants_csv(request, by_format)
 
-    async def search(request: Request) -> Response:
-        try:
-            filters, after, limit, by_format = _filters(request.query_params)
-        except _Refused as refused:
-            # Guard first: an anonymous caller learns nothing, not even which parameter is wrong.
-            operator = await guard.require(request, "viewer")
-            if isinstance(operator, Response):
-                return operator
-            return bad_parameter(request, refused.status, refused.name, refused.detail)
-        as_csv = _wants_csv(request, by_format)
+    def read(operator: Operator) -> Response:
+        if as_csv:
+            # An export of personal data in bulk: audited with the operator and the filters.
+            ctx.store.audit(operator_actor(operator.name), "ops_search_exported", "", "ok",
+                            {"filters": {k: v for k, v in request.query_params.items() if k != "cursor"}})
+            explicit = limit if "limit" in request.query_params else None
+            return StreamingResponse(_csv_lines(ops.search_all(filters, after, limit=explicit)),
+                                     media_type="text/csv; charset=utf-8",
+                                     headers={"Content-Disposition": 'attachment; filename="crocevia-search.csv"'})
+        page = ops.search(filters, limit, after)
+        next_link = None
+        if page.next_cursor is not None:
+            query = {k: v for k, v in request.query_params.items() if k != "cursor"}
+            next_link = f"{request.url.path}?{urlencode({**query, 'cursor': page.next_cursor})}"
+        return json_response({"items": page.rows, "count": len(page.rows), "cursor": page.next_cursor,
+                              "next": next_link},
+                             headers={"Link": f'<{next_link}>; rel="next"'} if next_link else None)
 
-        def read(operator: Any) -> Response:
-            if as_csv:
-                # An export of personal data in bulk: audited with the operator and the filters.
-                ctx.store.audit(operator_actor(operator.name), "ops_search_exported", "", "ok",
-                                {"filters": {k: v for k, v in request.query_params.items() if k != "cursor"}})
-                explicit = limit if "limit" in request.query_params else None
-                return StreamingResponse(_csv_lines(ops.search_all(filters, after, limit=explicit)),
-                                         media_type="text/csv; charset=utf-8",
-                                         headers={"Content-Disposition": 'attachment; filename="crocevia-search.csv"'})
-            page = ops.search(filters, limit, after)
-            next_link = None
-            if page.next_cursor is not None:
-                query = {k: v for k, v in request.query_params.items() if k != "cursor"}
-                next_link = f"{request.url.path}?{urlencode({**query, 'cursor': page.next_cursor})}"
-            return json_response({"items": page.rows, "count": len(page.rows), "cursor": page.next_cursor,
-                                  "next": next_link},
-                                 headers={"Link": f'<{next_link}>; rel="next"'} if next_link else None)
+    return await read_guarded(request, "viewer", read)
 
-        return await read_guarded(request, guard, "viewer", read)
 
+def search_routes() -> list[Route]:
+    """`GET /search` (viewer), under `/v1/ops`."""
     return [Route("/search", search, methods=["GET"])]
