@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from lxml import etree
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,31 +26,11 @@ from service.metrics import HubMetrics
 from service.operators import OperatorAccounts
 from service.ops_read import OpsReader
 from service.recipients import OutcomeReader
+from service.ports import ParsedFilingView
 from service.store_ports import ApiStore
 
 __all__ = ["ApiContext", "DeadLetterQueue", "DeadLetterView", "FilingParser", "OperatorGuard", "ParsedFilingView",
            "attach_context", "context_of", "ops_guard_of"]
-
-
-class ParsedFilingView(Protocol):
-    """A filing that passed the intake checks (`schemas.filing.ParsedFiling`)."""
-
-    @property
-    def root(self) -> etree._Element: ...
-    @property
-    def xml(self) -> bytes: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def subject_tax_code(self) -> str: ...
-    @property
-    def subject_name(self) -> str: ...
-    @property
-    def declarant_tax_code(self) -> str: ...
-    @property
-    def declarant_role(self) -> str: ...
-    @property
-    def digest(self) -> str: ...
 
 
 class FilingParser(Protocol):

@@ -1,4 +1,5 @@
-"""The plain records that cross the store's ports, and the store's typed errors.
+"""The plain records that cross the store's ports, the store's typed errors, and the parsed
+filing as the use cases read it.
 
 The store's Protocols, one per consumer, are in `service.store_ports`.
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from lxml import etree
 
 __all__ = [
     "AcceptedFiling",
@@ -27,6 +30,7 @@ __all__ = [
     "NeedsCorrection",
     "NewFiling",
     "NotResendable",
+    "ParsedFilingView",
     "RecipientNotFound",
     "StoreError",
     "StoreFailed",
@@ -281,3 +285,24 @@ class AgencyStatus:
     throttled_until: float | None
     reported_by: str | None
     updated_at: datetime
+
+
+class ParsedFilingView(Protocol):
+    """A filing that passed the intake checks (`schemas.filing.ParsedFiling`)."""
+
+    @property
+    def root(self) -> etree._Element: ...
+    @property
+    def xml(self) -> bytes: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def subject_tax_code(self) -> str: ...
+    @property
+    def subject_name(self) -> str: ...
+    @property
+    def declarant_tax_code(self) -> str: ...
+    @property
+    def declarant_role(self) -> str: ...
+    @property
+    def digest(self) -> str: ...

@@ -6,14 +6,13 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from lxml import etree
 
 from domain.errors import AgencyRejected, DeliveryError
 from domain.messages import Receipt
 from routing.plan import FilingFacts, PlannedDelivery, plan_correction
 from routing.routes import RouteTable
 from service.intake import MessageCheck, check_messages
-from service.ports import DeliveryView
+from service.ports import DeliveryView, ParsedFilingView
 from service.store_ports import LateOutcomes, RecipientCorrections
 
 __all__ = [
@@ -35,22 +34,6 @@ class CallbackUnreadable(Exception):
 
 class OutcomeReader(Protocol):
     def read_result(self, operation: str, content_type: str, body: bytes, message_id: str) -> Receipt: ...
-
-
-class _ParsedFiling(Protocol):
-    # Read-only: the parser's records are frozen dataclasses.
-    @property
-    def kind(self) -> str: ...
-    @property
-    def root(self) -> etree._Element: ...
-    @property
-    def subject_tax_code(self) -> str: ...
-    @property
-    def declarant_tax_code(self) -> str: ...
-    @property
-    def declarant_role(self) -> str: ...
-    @property
-    def digest(self) -> str: ...
 
 
 def record_callback(
@@ -88,7 +71,7 @@ def record_callback(
 
 
 def correct_recipient(
-    store: RecipientCorrections, routes: RouteTable, parsed: _ParsedFiling, reference: str, portal: str, agency: str,
+    store: RecipientCorrections, routes: RouteTable, parsed: ParsedFilingView, reference: str, portal: str, agency: str,
     *, actor: str, now: datetime | None = None, check: MessageCheck | None = None,
 ) -> DeliveryView:
     """Replace `agency`'s refused message with one mapped from the corrected filing `parsed`.
