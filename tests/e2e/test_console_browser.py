@@ -16,7 +16,7 @@ import pytest
 if os.environ.get("CI") != "true":  # under CI a missing selenium fails the run
     pytest.importorskip("selenium")
 
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -75,6 +75,12 @@ def _shows(driver: WebDriver, text: str) -> None:
             return text in _text(driver)
         except (NoSuchElementException, StaleElementReferenceException):
             return False
+        except WebDriverException as exc:
+            # Chromium answers this, not a stale-element error, when the page is replaced between
+            # finding <main> and reading its text: the next page is still loading.
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
 
     wait_for(check, timeout=15, what=f"the page to show {text!r}")
 
