@@ -13,7 +13,7 @@ import httpx
 
 from adapters.deadline import DeadlineTransport
 from adapters.factory import ContractSet, VersionedAdapter, build_agency_adapter
-from adapters.http_pool import KeepAliveTransport
+from adapters.http_transport import AiohttpTransport
 from config.settings import AgencySettings, HttpSettings, Settings
 from service.agency_runtime import AgencyRuntime
 from service.delivery_port import RetryPolicy
@@ -83,13 +83,12 @@ def calendar(conf: AgencySettings) -> MaintenanceCalendar:
 
 
 def agency_transport(http: HttpSettings, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    """The agency clients' transport, as `[http] pool` says."""
-    if http.pool == "fast":
-        return KeepAliveTransport(limits=limits, max_body=http.max_body_bytes)
-    # httpx's own, exactly as before the pool existed (the switch back). Note that it ignores
-    # the client's `limits`: an AsyncClient given a transport passes them nowhere, so httpcore
-    # keeps its defaults (100 connections, 20 kept alive).
-    return httpx.AsyncHTTPTransport(retries=0)
+    """The agency clients' transport, as `[http] pool` says, bounded by the client's `limits`."""
+    if http.pool == "aiohttp":
+        return AiohttpTransport(limits=limits, max_body=http.max_body_bytes)
+    # An AsyncClient given a transport passes its own `limits` nowhere: they go here, or httpcore
+    # keeps its defaults (100 connections, 20 kept alive) whatever the agency's concurrency.
+    return httpx.AsyncHTTPTransport(limits=limits, retries=0, http2=False)
 
 
 def agency_http_client(conf: AgencySettings, concurrency: int | None = None,

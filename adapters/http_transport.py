@@ -1,0 +1,195 @@
+"""The agency clients' HTTP/1.1 transport: aiohttp's client behind httpx's transport seam.
+
+The adapters speak to agencies through an `httpx.AsyncClient` (`adapters/replies.read_reply`);
+this transport hands each request to an `aiohttp.ClientSession` instead of httpcore, which on
+`bench/http_clients.py` costs less CPU per call than both httpcore and the hand-written pool it
+replaces (issue 13). aiohttp's failures are translated here, once, into httpx's exception tree
+(in the manner of httpx's `map_httpcore_exceptions`), so `classify_httpx_error` reads them as it
+reads httpx's own: nothing sent (ConnectError/ConnectTimeout), maybe received (ReadTimeout,
+RemoteProtocolError, ReadError), our fault (LocalProtocolError).
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+import httpx
+from multidict import CIMultiDict
+from yarl import URL
+
+__all__ = ["DEFAULT_MAX_BODY", "AiohttpTransport"]
+
+#: Largest response body accepted by default: agency receipts are a few KiB.
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+#: Headers aiohttp would add on its own: httpx's client already set what it wants sent.
+_SKIP_AUTO = ("Content-Type", "User-Agent", "Accept", "Accept-Encoding")
+_UNSAFE = re.compile(rb"[\r\n\0]")
+_VERSIONS = {aiohttp.HttpVersion11: b"HTTP/1.1", aiohttp.HttpVersion10: b"HTTP/1.0"}
+
+
+@contextmanager
+def _translated(request: httpx.Request) -> Iterator[None]:
+    """aiohttp's exceptions as httpx's, by where the exchange failed; the cause is kept."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:  # pool wait or connect: nothing was sent
+        raise httpx.ConnectTimeout(str(exc) or "no connection in time", request=request) from exc
+    except aiohttp.SocketTimeoutError as exc:  # sock_read: the request went out
+        raise httpx.ReadTimeout(str(exc) or "no response byte in time", request=request) from exc
+    except aiohttp.ClientConnectorError as exc:  # refused, unreachable, DNS, TLS (cause: ssl.SSLError)
+        raise httpx.ConnectError(str(exc), request=request) from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        # Closed before a complete response: the request may have been read (never resent).
+        raise httpx.RemoteProtocolError(f"the server closed the connection: {exc}", request=request) from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
+        raise httpx.RemoteProtocolError(f"malformed or incomplete response: {exc}", request=request) from exc
+    except aiohttp.ClientOSError as exc:  # reset or broken pipe on an open connection
+        raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx.UnsupportedProtocol(f"invalid URL {exc}", request=request) from exc
+    except aiohttp.ClientError as exc:
+        raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request) from exc
+
+
+def _positive(seconds: float | None) -> float | None:
+    return None if seconds is None else max(seconds, 1e-6)
+
+
+class _Body(httpx.AsyncByteStream):
+    """The reply body as aiohttp reads it, at most `max_body` bytes, failures translated.
+
+    Read to its end, the connection goes back to the pool; closed early (a size bound, the
+    call deadline), the connection is dropped, never reused with bytes left on it.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request, max_body: int) -> None:
+        self._response = response
+        self._request = request
+        self._max_body = max_body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        with _translated(self._request):
+            async for chunk in self._response.content.iter_any():
+                size += len(chunk)
+                if size > self._max_body:
+                    self._response.close()
+                    raise httpx.RemoteProtocolError(f"response body larger than {self._max_body} bytes",
+                                                    request=self._request)
+                yield chunk
+        self._end()
+
+    async def aclose(self) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()  # a partly read body: the connection cannot carry another
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 with keep-alive connections through one `aiohttp.ClientSession`.
+
+    Timeouts come from the httpx client per request: `connect` (plus `pool`, the wait for a free
+    connection) bounds getting a connection, `read` the gap between two bytes of the reply;
+    aiohttp has no write timeout, so a stalled send ends at the call deadline
+    (`adapters/deadline.py`). A request is never sent twice by the transport: a POST on a
+    kept-alive connection the server had closed fails (RemoteProtocolError, outcome unknown).
+
+    Args:
+        limits: `max_connections` (0 or None: unbounded), `keepalive_expiry` (seconds an idle
+            connection is kept); `max_keepalive_connections` 0 turns keep-alive off.
+        verify: an `ssl.SSLContext`, or True/False as for httpx, for https origins.
+        max_body: the largest response body accepted (RemoteProtocolError beyond).
+    """
+
+    def __init__(self, *, limits: httpx.Limits | None = None, verify: ssl.SSLContext | bool = True,
+                 max_body: int = DEFAULT_MAX_BODY) -> None:
+        self.limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        self._verify = verify
+        self._max_body = max_body
+        self._session: aiohttp.ClientSession | None = None
+        self._closing: aiohttp.ClientSession | None = None  #: for `Connection: close` requests
+
+    def _open(self, *, closing: bool = False) -> aiohttp.ClientSession:
+        """A session, made on first use: aiohttp binds it to the running loop."""
+        limits = self.limits
+        verify = self._verify
+        tls: ssl.SSLContext | bool = (verify if isinstance(verify, ssl.SSLContext)
+                                      else httpx.create_ssl_context(verify=verify) if verify else False)
+        keep: dict[str, Any] = ({"force_close": True} if closing or limits.max_keepalive_connections == 0
+                                else {"keepalive_timeout": limits.keepalive_expiry or 5.0})
+        connector = aiohttp.TCPConnector(limit=limits.max_connections or 0, limit_per_host=0, ssl=tls, **keep)
+        # httpx's client owns redirects, cookies and content decoding (so that `read_reply`
+        # bounds decoded bytes); the session only moves bytes.
+        session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                                        auto_decompress=False, trust_env=False)
+        if closing:
+            self._closing = session
+        else:
+            self._session = session
+        return session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request`; the response's body streams from the connection.
+
+        Raises:
+            httpx.TransportError: the subclass saying where the exchange failed.
+        """
+        # aiohttp keeps a connection whose request said `Connection: close`: such a request
+        # goes through a session that never keeps one.
+        closing = "close" in request.headers.get("connection", "").lower()
+        session = (self._closing or self._open(closing=True)) if closing else (self._session or self._open())
+        timeouts: dict[str, float | None] = request.extensions.get("timeout") or {}
+        # aiohttp's `connect` bounds the wait for a pooled connection and the connect together
+        # (httpx's `pool`), `sock_connect` the connect alone. A zero timeout expires at the first
+        # wait in httpx; in aiohttp it would mean none.
+        timeout = aiohttp.ClientTimeout(total=None, connect=_positive(timeouts.get("pool")),
+                                        sock_connect=_positive(timeouts.get("connect")),
+                                        sock_read=_positive(timeouts.get("read")))
+        raw = request.headers.raw
+        # Refused before connecting: a CR, LF or NUL would let a value smuggle its own header.
+        if any(_UNSAFE.search(k) or _UNSAFE.search(v) for k, v in raw):
+            raise httpx.LocalProtocolError("a header name or value contains CR, LF or NUL", request=request)
+        headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw)
+        data: Any
+        try:
+            data = request.content
+        except httpx.RequestNotRead:  # a streaming body: aiohttp frames it chunked itself
+            data = request.stream
+            headers.popall("Transfer-Encoding", None)
+        options: dict[str, Any] = {}
+        if sni := request.extensions.get("sni_hostname"):
+            options["server_hostname"] = sni
+        with _translated(request):
+            try:
+                response = await session.request(
+                    request.method, URL(str(request.url), encoded=True), data=data or None, headers=headers,
+                    skip_auto_headers=_SKIP_AUTO, allow_redirects=False, timeout=timeout, **options)
+            except ValueError as exc:
+                if isinstance(exc, aiohttp.ClientError):  # a certificate error is a ValueError too
+                    raise
+                raise httpx.LocalProtocolError(str(exc), request=request) from exc
+        return httpx.Response(
+            response.status,
+            headers=[(k, v) for k, v in response.raw_headers],
+            stream=_Body(response, request, self._max_body),
+            extensions={"http_version": _VERSIONS.get(response.version, b"HTTP/1.1"),
+                        "reason_phrase": (response.reason or "").encode("latin-1")},
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        """Close every connection (the session is made again on next use)."""
+        sessions = (self._session, self._closing)
+        self._session = self._closing = None
+        for session in sessions:
+            if session is not None:
+                await session.close()
