@@ -29,7 +29,8 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 #: Headers aiohttp would add on its own: httpx's client already set what it wants sent.
 _SKIP_AUTO = ("Content-Type", "User-Agent", "Accept", "Accept-Encoding")
 _UNSAFE = re.compile(rb"[\r\n\0]")
-_VERSIONS = {aiohttp.HttpVersion11: b"HTTP/1.1", aiohttp.HttpVersion10: b"HTTP/1.0"}
+_VERSIONS: dict[aiohttp.HttpVersion | None, bytes] = {aiohttp.HttpVersion11: b"HTTP/1.1",
+                                                     aiohttp.HttpVersion10: b"HTTP/1.0"}
 
 
 @contextmanager
