@@ -85,6 +85,8 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
             if not scope.expired():
                 raise
             raise self._exceeded(request) from exc
+        if isinstance(response.stream, httpx.ByteStream):
+            return response  # read whole within the deadline already: nothing left to bound
         # The body is left to the caller to stream (so that its own size cap stops a huge reply
         # early), but every chunk is read under the same deadline: a reply that trickles in
         # ends with the call, not with the gap between two bytes.

@@ -28,6 +28,8 @@ __all__ = ["DEFAULT_MAX_BODY", "AiohttpTransport"]
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 #: Headers aiohttp would add on its own: httpx's client already set what it wants sent.
 _SKIP_AUTO = ("Content-Type", "User-Agent", "Accept", "Accept-Encoding")
+#: Replies declaring at most this many bytes are read whole before they are handed up.
+_EAGER_BODY = 64 * 1024
 _UNSAFE = re.compile(rb"[\r\n\0]")
 _VERSIONS: dict[aiohttp.HttpVersion | None, bytes] = {aiohttp.HttpVersion11: b"HTTP/1.1",
                                                      aiohttp.HttpVersion10: b"HTTP/1.0"}
@@ -55,10 +57,6 @@ def _translated(request: httpx.Request) -> Iterator[None]:
         raise httpx.UnsupportedProtocol(f"invalid URL {exc}", request=request) from exc
     except aiohttp.ClientError as exc:
         raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request) from exc
-
-
-def _positive(seconds: float | None) -> float | None:
-    return None if seconds is None else max(seconds, 1e-6)
 
 
 class _Body(httpx.AsyncByteStream):
@@ -118,6 +116,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_body = max_body
         self._session: aiohttp.ClientSession | None = None
         self._closing: aiohttp.ClientSession | None = None  #: for `Connection: close` requests
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
 
     def _open(self, *, closing: bool = False) -> aiohttp.ClientSession:
         """A session, made on first use: aiohttp binds it to the running loop."""
@@ -131,12 +130,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # httpx's client owns redirects, cookies and content decoding (so that `read_reply`
         # bounds decoded bytes); the session only moves bytes.
         session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                        auto_decompress=False, trust_env=False)
+                                        auto_decompress=False, trust_env=False, skip_auto_headers=_SKIP_AUTO)
         if closing:
             self._closing = session
         else:
             self._session = session
         return session
+
+    def _timeout(self, key: tuple[float | None, ...]) -> aiohttp.ClientTimeout:
+        """aiohttp's timeouts for httpx's (pool, connect, read), made once per combination.
+
+        aiohttp's `connect` bounds the wait for a pooled connection and the connect together
+        (httpx's `pool`), `sock_connect` the connect alone. A zero timeout expires at the first
+        wait in httpx; in aiohttp it would mean none, hence a microsecond.
+        """
+        if len(self._timeouts) >= 64:  # a handful are configured; bounded all the same
+            self._timeouts.clear()
+        pool, connect, read = (None if t is None else max(t, 1e-6) for t in key)
+        timeout = self._timeouts[key] = aiohttp.ClientTimeout(total=None, connect=pool, sock_connect=connect,
+                                                              sock_read=read)
+        return timeout
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request`; the response's body streams from the connection.
@@ -144,22 +157,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         Raises:
             httpx.TransportError: the subclass saying where the exchange failed.
         """
+        raw = request.headers.raw
+        closing = False
+        for name, value in raw:
+            # Refused before connecting: a CR, LF or NUL would let a value smuggle a header.
+            if _UNSAFE.search(name) or _UNSAFE.search(value):
+                raise httpx.LocalProtocolError("a header name or value contains CR, LF or NUL", request=request)
+            if name.lower() == b"connection" and b"close" in value.lower():
+                closing = True
+        headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw)
         # aiohttp keeps a connection whose request said `Connection: close`: such a request
         # goes through a session that never keeps one.
-        closing = "close" in request.headers.get("connection", "").lower()
         session = (self._closing or self._open(closing=True)) if closing else (self._session or self._open())
         timeouts: dict[str, float | None] = request.extensions.get("timeout") or {}
-        # aiohttp's `connect` bounds the wait for a pooled connection and the connect together
-        # (httpx's `pool`), `sock_connect` the connect alone. A zero timeout expires at the first
-        # wait in httpx; in aiohttp it would mean none.
-        timeout = aiohttp.ClientTimeout(total=None, connect=_positive(timeouts.get("pool")),
-                                        sock_connect=_positive(timeouts.get("connect")),
-                                        sock_read=_positive(timeouts.get("read")))
-        raw = request.headers.raw
-        # Refused before connecting: a CR, LF or NUL would let a value smuggle its own header.
-        if any(_UNSAFE.search(k) or _UNSAFE.search(v) for k, v in raw):
-            raise httpx.LocalProtocolError("a header name or value contains CR, LF or NUL", request=request)
-        headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw)
+        key = (timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read"))
+        timeout = self._timeouts.get(key) or self._timeout(key)
         data: Any
         try:
             data = request.content
@@ -173,15 +185,29 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             try:
                 response = await session.request(
                     request.method, URL(str(request.url), encoded=True), data=data or None, headers=headers,
-                    skip_auto_headers=_SKIP_AUTO, allow_redirects=False, timeout=timeout, **options)
+                    allow_redirects=False, timeout=timeout, **options)
             except ValueError as exc:
                 if isinstance(exc, aiohttp.ClientError):  # a certificate error is a ValueError too
                     raise
                 raise httpx.LocalProtocolError(str(exc), request=request) from exc
+        stream: httpx.AsyncByteStream
+        length = response.content_length
+        if length is not None and length <= min(_EAGER_BODY, self._max_body):
+            # A receipt of a few KiB, declared: read here, in one go, so that the layers above
+            # (deadline, size bound, decoding) iterate over bytes in hand, not the socket.
+            with _translated(request):
+                try:
+                    stream = httpx.ByteStream(await response.read())
+                except BaseException:
+                    response.close()  # cut short (the deadline, a reset): never pooled again
+                    raise
+                response.release()
+        else:
+            stream = _Body(response, request, self._max_body)
         return httpx.Response(
             response.status,
             headers=[(k, v) for k, v in response.raw_headers],
-            stream=_Body(response, request, self._max_body),
+            stream=stream,
             extensions={"http_version": _VERSIONS.get(response.version, b"HTTP/1.1"),
                         "reason_phrase": (response.reason or "").encode("latin-1")},
             request=request,
