@@ -3,7 +3,8 @@
 
 The issue keeps `adapters/http_pool.py` (with `http_wire.py`, `http_connection.py`) only if it is
 at least 1.5x cheaper in CPU per call than both libraries. A loopback HTTP/1.1 server in a child
-process (it answers each POST on a keep-alive connection with a ~1.5 KB SOAP receipt, at once) takes `--calls` POSTs of a ~3 KB SOAP body from this process, in turns, through:
+process (it answers each POST on a keep-alive connection with a ~1.5 KB SOAP receipt, at once)
+takes `--calls` POSTs of a ~3 KB SOAP body from this process, in turns, through:
 
 - `fast`:    `KeepAliveTransport` inside `DeadlineTransport` inside an `httpx.AsyncClient`,
              read through `adapters.replies.read_reply` (size bound): the hub's path until now;
@@ -118,15 +119,11 @@ FAST_FROM: Path | None = None
 
 
 def _keep_alive_transport() -> type[httpx.AsyncBaseTransport]:
-    """`KeepAliveTransport`: from this tree while it has it, else from `--fast-from`'s."""
-    import importlib
+    """`KeepAliveTransport`, loaded from the checkout `--fast-from` names."""
     import importlib.util
 
-    try:
-        return importlib.import_module("adapters.http_pool").KeepAliveTransport  # type: ignore[no-any-return]
-    except ImportError:
-        if FAST_FROM is None:
-            raise SystemExit("`fast` needs --fast-from CHECKOUT (a tree with adapters/http_pool.py)") from None
+    if FAST_FROM is None:
+        raise SystemExit("`fast` needs --fast-from CHECKOUT (a tree with adapters/http_pool.py)")
     for name in ("http_wire", "http_connection", "http_pool"):  # in import order
         spec = importlib.util.spec_from_file_location(f"adapters.{name}", FAST_FROM / "adapters" / f"{name}.py")
         assert spec is not None and spec.loader is not None
