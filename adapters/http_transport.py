@@ -22,7 +22,7 @@ import httpx
 from multidict import CIMultiDict
 from yarl import URL
 
-__all__ = ["DEFAULT_MAX_BODY", "AiohttpTransport"]
+__all__ = ["DEFAULT_MAX_BODY", "AgencyClient", "AiohttpTransport", "BodyTooLarge"]
 
 #: Largest response body accepted by default: agency receipts are a few KiB.
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -35,8 +35,12 @@ _VERSIONS: dict[aiohttp.HttpVersion | None, bytes] = {aiohttp.HttpVersion11: b"H
                                                      aiohttp.HttpVersion10: b"HTTP/1.0"}
 
 
+class BodyTooLarge(Exception):
+    """A reply body passed the caller's bound while being read (`AiohttpTransport.exchange`)."""
+
+
 @contextmanager
-def _translated(request: httpx.Request) -> Iterator[None]:
+def _translated(request: httpx.Request | None) -> Iterator[None]:
     """aiohttp's exceptions as httpx's, by where the exchange failed; the cause is kept."""
     try:
         yield
@@ -213,6 +217,41 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request=request,
         )
 
+    async def exchange(self, method: str, url: str, headers: CIMultiDict[str], content: bytes,
+                       timeouts: dict[str, float | None], max_bytes: int
+                       ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One call without httpx's client around it (`read_reply`'s direct path): the status,
+        the raw headers and the body, decoded as it is read and at most `max_bytes` of it.
+
+        Raises:
+            BodyTooLarge: the declared or decoded body is larger than `max_bytes`.
+            httpx.TransportError: as `handle_async_request` raises them.
+        """
+        for name, value in headers.items():
+            if _UNSAFE.search(name.encode("latin-1")) or _UNSAFE.search(value.encode("latin-1")):
+                raise httpx.LocalProtocolError("a header name or value contains CR, LF or NUL")
+        closing = "close" in headers.get("Connection", "").lower()  # as in handle_async_request
+        session = (self._closing or self._open(closing=True)) if closing else (self._session or self._open())
+        key = (timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read"))
+        timeout = self._timeouts.get(key) or self._timeout(key)
+        with _translated(None):
+            async with session.request(method, URL(url, encoded=True), data=content or None, headers=headers,
+                                       allow_redirects=False, timeout=timeout, auto_decompress=True) as response:
+                declared = response.headers.get("Content-Length", "")
+                encoded = "Content-Encoding" in response.headers
+                if not encoded and declared.isdigit() and int(declared) > max_bytes:
+                    response.close()
+                    raise BodyTooLarge(f"reply of {declared} bytes announced, more than {max_bytes}")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.content.iter_any():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        response.close()  # bytes left on the connection: never pooled again
+                        raise BodyTooLarge(f"reply larger than {max_bytes} bytes")
+                    chunks.append(chunk)
+                return response.status, list(response.raw_headers), b"".join(chunks)
+
     async def aclose(self) -> None:
         """Close every connection (the session is made again on next use)."""
         sessions = (self._session, self._closing)
@@ -220,3 +259,28 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         for session in sessions:
             if session is not None:
                 await session.close()
+
+
+class AgencyClient(httpx.AsyncClient):
+    """An agency's httpx client that may also hand plain calls to aiohttp directly.
+
+    `read_reply` sends a call with only a body, headers and a timeout through `direct`, within
+    `deadline`, skipping httpx's client (request building, cookies, redirects), which costs more
+    CPU per call than aiohttp itself (`bench/http_clients.py`, `direct`). Anything else, and
+    every other use of the client, goes through httpx as usual, on the same transport.
+    """
+
+    def __init__(self, *, direct: AiohttpTransport | None, deadline: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.direct = direct
+        self.deadline = deadline
+        self._urls: dict[str, httpx.URL] = {}
+
+    def url_of(self, target: str) -> httpx.URL:
+        """`target` parsed once: an agency is called at a handful of addresses."""
+        url = self._urls.get(target)
+        if url is None:
+            if len(self._urls) >= 256:  # bounded all the same (polling URLs vary)
+                self._urls.clear()
+            url = self._urls[target] = httpx.URL(target)
+        return url

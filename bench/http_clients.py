@@ -12,8 +12,10 @@ takes `--calls` POSTs of a ~3 KB SOAP body from this process, in turns, through:
              http2=False)` with max_connections = keep-alive connections = the concurrency;
 - `aiohttp`: `aiohttp.ClientSession` on a `TCPConnector(limit=concurrency)`, a total timeout as
              the call deadline, the reply read in chunks up to the same size bound;
-- `seam`:    what replaced `fast`: `adapters.http_transport.AiohttpTransport` in the same client,
-             deadline and `read_reply` (aiohttp's cost plus httpx's client around it).
+- `seam`:    `adapters.http_transport.AiohttpTransport` in the same client, deadline and
+             `read_reply` as `fast` (aiohttp's cost plus httpx's client around it);
+- `hub`:     what replaced `fast`: the client `wiring.agencies.agency_http_client` builds with
+             `[http] pool = "aiohttp"`, through `read_reply` (its direct path skips httpx's client).
 
 `fast` needs `adapters/http_pool.py`, deleted once these figures decided: `--fast-from` names a
 checkout that still has it (its three modules are loaded from there).
@@ -51,7 +53,7 @@ from adapters.http_transport import AiohttpTransport  # noqa: E402
 from adapters.replies import read_reply  # noqa: E402
 from bench.measure import free_port, percentile, proc_stats  # noqa: E402
 
-CLIENTS = ("fast", "httpx", "aiohttp", "seam")
+CLIENTS = ("fast", "httpx", "aiohttp", "seam", "hub")
 #: The reply bound the adapters use for a receipt (`ReceiptLimits.max_reply_bytes` order).
 MAX_BYTES = 1 << 20
 DEADLINE = 30.0
@@ -149,7 +151,15 @@ async def _with_httpx(kind: str, url: str, concurrency: int, run: Callable[[Call
                       ) -> dict[str, float]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     ctx = ErrorContext(agency="bench", operation="IscrizioneAzienda")
-    async with _httpx_client(kind, limits) as client:
+    if kind == "hub":
+        from config.settings import AgencySettings
+        from wiring.agencies import agency_http_client
+
+        conf = AgencySettings(endpoint=url, read_timeout=10.0, connect_timeout=2.0, call_deadline=DEADLINE)
+        made = agency_http_client(conf, concurrency)
+    else:
+        made = _httpx_client(kind, limits)
+    async with made as client:
         async def call() -> int:
             response = await read_reply(client, "POST", url, max_bytes=MAX_BYTES, ctx=ctx,
                                         content=REQUEST_BODY, headers=HEADERS)

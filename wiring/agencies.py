@@ -13,7 +13,7 @@ import httpx
 
 from adapters.deadline import DeadlineTransport
 from adapters.factory import ContractSet, VersionedAdapter, build_agency_adapter
-from adapters.http_transport import AiohttpTransport
+from adapters.http_transport import AgencyClient, AiohttpTransport
 from config.settings import AgencySettings, HttpSettings, Settings
 from service.agency_runtime import AgencyRuntime
 from service.delivery_port import RetryPolicy
@@ -96,10 +96,13 @@ def agency_http_client(conf: AgencySettings, concurrency: int | None = None,
     """The agency's own client: its timeouts, a pool as large as its concurrency, its deadline."""
     size = concurrency or conf.concurrency
     limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    return httpx.AsyncClient(
+    inner = agency_transport(http or HttpSettings(), limits)
+    return AgencyClient(
+        direct=inner if isinstance(inner, AiohttpTransport) else None,
+        deadline=conf.call_deadline,
         timeout=httpx.Timeout(conf.read_timeout, connect=conf.connect_timeout),
         limits=limits,
         # The whole call ends at the agency's deadline, whichever transport speaks HTTP.
-        transport=DeadlineTransport(agency_transport(http or HttpSettings(), limits), conf.call_deadline),
+        transport=DeadlineTransport(inner, conf.call_deadline),
         trust_env=False,
     )
