@@ -4,7 +4,8 @@ The adapters stream the reply and stop at the contract's `max_reply_bytes`
 (`ReceiptLimits`): a declared Content-Length beyond it is refused before the body is read,
 and a body without one stops being read as soon as it passes the bound (the connection is
 then dropped, not reused). The count is of decoded bytes, so a compressed reply cannot
-expand past the bound either.
+expand past the bound either. An agency client on aiohttp (`AgencyClient`) takes a direct path
+for plain calls, with the same headers, timeouts, deadline, bound and errors.
 """
 
 from __future__ import annotations
