@@ -1,9 +1,11 @@
 """The agency clients' HTTP/1.1 transport: aiohttp's client behind httpx's transport seam.
 
 The adapters speak to agencies through an `httpx.AsyncClient` (`adapters/replies.read_reply`);
-this transport hands each request to an `aiohttp.ClientSession` instead of httpcore, which on
-`bench/http_clients.py` costs less CPU per call than both httpcore and the hand-written pool it
-replaces (issue 13). aiohttp's failures are translated here, once, into httpx's exception tree
+this transport hands each request to an `aiohttp.ClientSession` instead of httpcore. On
+`bench/http_clients.py` aiohttp costs a third to a half of the CPU per call of the hand-written
+pool it replaces (issue 13) and httpcore several times more; httpx's client around it costs more
+than aiohttp itself, so `AgencyClient` lets `read_reply` send plain calls through `exchange`
+without it. aiohttp's failures are translated here, once, into httpx's exception tree
 (in the manner of httpx's `map_httpcore_exceptions`), so `classify_httpx_error` reads them as it
 reads httpx's own: nothing sent (ConnectError/ConnectTimeout), maybe received (ReadTimeout,
 RemoteProtocolError, ReadError), our fault (LocalProtocolError).
@@ -100,9 +102,9 @@ class _Body(httpx.AsyncByteStream):
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 with keep-alive connections through one `aiohttp.ClientSession`.
 
-    Timeouts come from the httpx client per request: `connect` (plus `pool`, the wait for a free
-    connection) bounds getting a connection, `read` the gap between two bytes of the reply;
-    aiohttp has no write timeout, so a stalled send ends at the call deadline
+    Timeouts come from the httpx client per request: `pool` bounds getting a connection (the wait
+    for a free one and the connect together), `connect` the connect alone, `read` the gap between
+    two bytes of the reply; aiohttp has no write timeout, so a stalled send ends at the call deadline
     (`adapters/deadline.py`). A request is never sent twice by the transport: a POST on a
     kept-alive connection the server had closed fails (RemoteProtocolError, outcome unknown).
 
