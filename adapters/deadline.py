@@ -7,8 +7,9 @@ reading the complete reply — with one deadline. It wraps either transport of `
 so the bound is the same whichever is configured.
 
 At the deadline the inner exchange is cancelled: both transports then close that connection
-rather than return it to their pool (`KeepAliveTransport` discards a connection on any
-exception of `exchange`; httpcore closes one whose response was not read to the end).
+rather than return it to their pool (aiohttp closes a connection whose request was cancelled,
+and `AiohttpTransport` one whose body was not read to its end; httpcore closes one whose
+response was not read to the end).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
     """Runs each request through `inner` and ends it at `deadline` seconds, body included.
 
     Args:
-        inner: the transport that speaks HTTP (the keep-alive pool or httpx's own).
+        inner: the transport that speaks HTTP (`AiohttpTransport` or httpx's own).
         deadline: seconds for the whole exchange, body included (read as the caller streams it).
 
     Raises (from `handle_async_request`):
@@ -84,6 +85,8 @@ class DeadlineTransport(httpx.AsyncBaseTransport):
             if not scope.expired():
                 raise
             raise self._exceeded(request) from exc
+        if isinstance(response.stream, httpx.ByteStream):
+            return response  # read whole within the deadline already: nothing left to bound
         # The body is left to the caller to stream (so that its own size cap stops a huge reply
         # early), but every chunk is read under the same deadline: a reply that trickles in
         # ends with the call, not with the gap between two bytes.

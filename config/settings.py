@@ -339,10 +339,11 @@ class NotificationSettings(_Section):
 class HttpSettings(_Section):
     """How the agency clients speak HTTP (the notifier keeps httpx's own transport)."""
 
-    #: "fast": the keep-alive pool of `adapters/http_pool.py`; "httpx": httpx's default
-    #: transport, as before it (a switch back, should the pool misbehave).
-    pool: Literal["fast", "httpx"] = "fast"
-    #: The largest agency reply read ("fast" only); a larger one is a protocol error.
+    #: "aiohttp": aiohttp's client behind httpx's seam (`adapters/http_transport.py`), the
+    #: cheaper per call on `bench/http_clients.py`; "httpx": httpx's own transport (a switch
+    #: back). Either is bounded by the agency's concurrency.
+    pool: Literal["aiohttp", "httpx"] = "aiohttp"
+    #: The largest agency reply read ("aiohttp" only); a larger one is a protocol error.
     max_body_bytes: int = 16 * 1024 * 1024
 
 

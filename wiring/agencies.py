@@ -13,7 +13,7 @@ import httpx
 
 from adapters.deadline import DeadlineTransport
 from adapters.factory import ContractSet, VersionedAdapter, build_agency_adapter
-from adapters.http_pool import KeepAliveTransport
+from adapters.http_transport import AgencyClient, AiohttpTransport
 from config.settings import AgencySettings, HttpSettings, Settings
 from service.agency_runtime import AgencyRuntime
 from service.delivery_port import RetryPolicy
@@ -83,13 +83,12 @@ def calendar(conf: AgencySettings) -> MaintenanceCalendar:
 
 
 def agency_transport(http: HttpSettings, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    """The agency clients' transport, as `[http] pool` says."""
-    if http.pool == "fast":
-        return KeepAliveTransport(limits=limits, max_body=http.max_body_bytes)
-    # httpx's own, exactly as before the pool existed (the switch back). Note that it ignores
-    # the client's `limits`: an AsyncClient given a transport passes them nowhere, so httpcore
-    # keeps its defaults (100 connections, 20 kept alive).
-    return httpx.AsyncHTTPTransport(retries=0)
+    """The agency clients' transport, as `[http] pool` says, bounded by the client's `limits`."""
+    if http.pool == "aiohttp":
+        return AiohttpTransport(limits=limits, max_body=http.max_body_bytes)
+    # An AsyncClient given a transport passes its own `limits` nowhere: they go here, or httpcore
+    # keeps its defaults (100 connections, 20 kept alive) whatever the agency's concurrency.
+    return httpx.AsyncHTTPTransport(limits=limits, retries=0, http2=False)
 
 
 def agency_http_client(conf: AgencySettings, concurrency: int | None = None,
@@ -97,10 +96,13 @@ def agency_http_client(conf: AgencySettings, concurrency: int | None = None,
     """The agency's own client: its timeouts, a pool as large as its concurrency, its deadline."""
     size = concurrency or conf.concurrency
     limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    return httpx.AsyncClient(
+    inner = agency_transport(http or HttpSettings(), limits)
+    return AgencyClient(
+        direct=inner if isinstance(inner, AiohttpTransport) else None,
+        deadline=conf.call_deadline,
         timeout=httpx.Timeout(conf.read_timeout, connect=conf.connect_timeout),
         limits=limits,
         # The whole call ends at the agency's deadline, whichever transport speaks HTTP.
-        transport=DeadlineTransport(agency_transport(http or HttpSettings(), limits), conf.call_deadline),
+        transport=DeadlineTransport(inner, conf.call_deadline),
         trust_env=False,
     )

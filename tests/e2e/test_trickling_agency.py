@@ -43,7 +43,7 @@ def _hub(database_url: str, sims, pool: str) -> Iterator[tuple[RunningHub, Porta
         yield hub, client
 
 
-@pytest.mark.parametrize("pool", ["fast", "httpx"])
+@pytest.mark.parametrize("pool", ["aiohttp", "httpx"])
 def test_a_trickling_soap_agency_is_cut_at_each_deadline_and_called_only_as_the_policy_allows(
     database_url: str, sims, pool: str  # type: ignore[no-untyped-def]
 ) -> None:
@@ -67,7 +67,7 @@ def test_a_trickling_soap_agency_is_cut_at_each_deadline_and_called_only_as_the_
         assert _by_agency(client.status(ref).json())["inps"]["attempts"] == TRIES * PASSES
 
 
-@pytest.mark.parametrize("pool", ["fast", "httpx"])
+@pytest.mark.parametrize("pool", ["aiohttp", "httpx"])
 def test_a_rest_agency_that_trickles_twice_protocols_on_the_next_pass_with_one_effect(
     database_url: str, sims, pool: str  # type: ignore[no-untyped-def]
 ) -> None:

@@ -88,7 +88,7 @@ class TricklingAgency:
         self.closed.set()
 
 
-@pytest.mark.parametrize("pool", ["fast", "httpx"])
+@pytest.mark.parametrize("pool", ["aiohttp", "httpx"])
 def test_a_trickling_reply_ends_at_the_call_deadline_and_its_connection_is_dropped(pool: str) -> None:
     """The call ends at the deadline as outcome-unknown; the agency sees that connection
     closed, and the next call goes out on a new one."""

@@ -1,4 +1,5 @@
-"""KeepAliveTransport against real loopback servers: framing, reuse, limits and failures."""
+"""The agency clients' transport (`AiohttpTransport`) against real loopback servers: framing,
+reuse, limits and failures, each read as the adapters classify it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import httpx
 import pytest
 
 from adapters.base import ErrorContext, classify_httpx_error
-from adapters.http_pool import KeepAliveTransport
+from adapters.deadline import CallDeadlineExceeded, DeadlineTransport
+from adapters.http_transport import AiohttpTransport
 from domain.errors import AdapterMisconfigured, AgencyUnreachable, OutcomeUnknown
 
 pytestmark = pytest.mark.anyio
@@ -164,7 +166,7 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[Agency]]]:
 
 def client(connections: int = 8, **options: object) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(transport=KeepAliveTransport(limits=limits, **options),  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=AiohttpTransport(limits=limits, **options),  # type: ignore[arg-type]
                              timeout=TIMEOUT, trust_env=False)
 
 
@@ -318,7 +320,7 @@ async def test_concurrent_requests_stay_within_max_connections(serve) -> None:
 
 
 async def test_pool_timeout_when_no_connection_frees(serve) -> None:
-    """With the only connection busy, a second call fails with PoolTimeout (unreachable, never sent)."""
+    """With the only connection busy, a second call times out getting one (unreachable, never sent)."""
     gate = asyncio.Event()
 
     async def held(writer: asyncio.StreamWriter, request: Request) -> bool:
@@ -330,7 +332,8 @@ async def test_pool_timeout_when_no_connection_frees(serve) -> None:
     async with client(connections=1) as http:
         first = asyncio.create_task(http.get(agency.url))
         await agency.wait_until(lambda: len(agency.requests) == 1)
-        with pytest.raises(httpx.PoolTimeout) as caught:
+        # aiohttp bounds the wait for a connection and the connect together: ConnectTimeout.
+        with pytest.raises(httpx.ConnectTimeout) as caught:
             await http.get(agency.url, timeout=httpx.Timeout(5.0, pool=0.1))
         assert isinstance(classify_httpx_error(caught.value, CTX), AgencyUnreachable)
         gate.set()
@@ -400,17 +403,20 @@ async def test_silent_server_is_read_timeout(serve) -> None:
     assert isinstance(classify_httpx_error(caught.value, CTX), OutcomeUnknown)
 
 
-async def test_server_not_reading_is_write_timeout(serve) -> None:
-    """A server that reads nothing stalls a large body: WriteTimeout."""
+async def test_server_not_reading_ends_at_the_call_deadline(serve) -> None:
+    """A server that reads nothing stalls a large body: the call ends at its deadline (aiohttp
+    has no write timeout), an outcome unknown."""
     gate = asyncio.Event()
 
     async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await gate.wait()
 
     agency = await serve(raw=deaf)
-    async with client() as http:
-        with pytest.raises(httpx.WriteTimeout) as caught:
-            await http.post(agency.url, content=b"x" * (64 * 1024 * 1024), timeout=httpx.Timeout(5.0, write=0.2))
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with httpx.AsyncClient(transport=DeadlineTransport(AiohttpTransport(limits=limits), 0.3),
+                                 timeout=TIMEOUT, trust_env=False) as http:
+        with pytest.raises(CallDeadlineExceeded) as caught:
+            await http.post(agency.url, content=b"x" * (64 * 1024 * 1024))
     gate.set()
     assert isinstance(classify_httpx_error(caught.value, CTX), OutcomeUnknown)
 
@@ -452,8 +458,9 @@ async def test_malformed_response_is_remote_protocol_error(serve, garbage: bytes
             await http.get(agency.url)
 
 
-async def test_stale_idle_connection_is_replaced(serve) -> None:
-    """The server closed the idle connection: the next call opens another and succeeds."""
+async def test_idle_connection_closed_unseen_is_an_outcome_unknown_then_replaced(serve) -> None:
+    """The server closed the idle connection and the loop has not seen it yet: the POST fails as
+    an outcome unknown (never resent by the transport), and the next call opens a new connection."""
     gate = asyncio.Event()
 
     async def then_close(writer: asyncio.StreamWriter, request: Request) -> bool:
@@ -467,8 +474,12 @@ async def test_stale_idle_connection_is_replaced(serve) -> None:
         assert (await http.post(agency.url, content=b"one")).content == b"one"
         gate.set()
         await agency.wait_until(lambda: agency.closed == 1)
-        # No loop turn between the server's close and this call: only the reuse check sees it.
-        assert (await http.post(agency.url, content=b"two")).content == b"two"
+        try:  # no loop turn between the server's close and this call, unless the wait gave one
+            second = (await http.post(agency.url, content=b"two")).content
+        except httpx.RemoteProtocolError as exc:
+            assert isinstance(classify_httpx_error(exc, CTX), OutcomeUnknown)
+            second = (await http.post(agency.url, content=b"two")).content
+        assert second == b"two"
     assert agency.accepted == 2
     assert [r.body for r in agency.on(1)] == [b"one"] and [r.body for r in agency.on(2)] == [b"two"]
 
@@ -581,10 +592,38 @@ async def test_https_with_the_agency_certificate_trusted(serve, tmp_path: Path) 
 
 
 def test_bootstrap_gives_agency_clients_the_configured_transport() -> None:
-    """`[http] pool` picks the agency clients' transport: the pool by default, httpx's on request."""
-    from wiring.agencies import agency_transport as _agency_transport
+    """`[http] pool` picks the agency clients' transport, aiohttp's by default, each with the limits."""
     from config.settings import HttpSettings
+    from wiring.agencies import agency_transport
 
     limits = httpx.Limits(max_connections=3, max_keepalive_connections=3)
-    assert isinstance(_agency_transport(HttpSettings(), limits), KeepAliveTransport)
-    assert isinstance(_agency_transport(HttpSettings(pool="httpx"), limits), httpx.AsyncHTTPTransport)
+    default = agency_transport(HttpSettings(), limits)
+    assert isinstance(default, AiohttpTransport) and default.limits is limits
+    assert isinstance(agency_transport(HttpSettings(pool="httpx"), limits), httpx.AsyncHTTPTransport)
+
+
+async def test_httpx_transport_keeps_the_configured_limits(serve) -> None:
+    """With `pool = "httpx"` the agency's concurrency bounds its connections (it was dropped)."""
+    from config.settings import AgencySettings, HttpSettings
+    from wiring.agencies import agency_http_client
+
+    agency: Agency
+    gate = asyncio.Event()
+
+    async def held(writer: asyncio.StreamWriter, request: Request) -> bool:
+        await gate.wait()
+        writer.write(reply())
+        return True
+
+    agency = await serve(held)
+    conf = AgencySettings(endpoint=agency.url, concurrency=2)
+    async with agency_http_client(conf, 2, HttpSettings(pool="httpx")) as http:
+        calls = [asyncio.create_task(http.get(agency.url)) for _ in range(5)]
+        await agency.wait_until(lambda: agency.accepted == 2)
+        # The others wait for one of the two connections (httpcore's default would open five).
+        with pytest.raises(httpx.PoolTimeout):
+            await http.get(agency.url, timeout=httpx.Timeout(5.0, pool=0.05))
+        assert agency.accepted == 2
+        gate.set()
+        assert [(await c).status_code for c in calls] == [200] * 5
+    assert agency.max_open == 2
