@@ -31,6 +31,7 @@ from zeep.wsdl.bindings.soap import Soap12Binding, SoapBinding
 from adapters.base import DEFAULT_TIMEOUT, ErrorContext
 from adapters.contracts import ContractError, ContractSpec
 from adapters.receipts import XmlReceiptReader
+from adapters.wsdl_render import RequestRenderer
 from domain.errors import AdapterMisconfigured, MessageRejectedAsInvalid
 
 __all__ = [
@@ -259,6 +260,8 @@ class WsdlContract:
             raise spec.error(f"{schema} does not load: {exc}") from exc
         self.receipt = XmlReceiptReader(spec.receipt, spec)
         self._envelope_tag = f"{{{ENVELOPE_NS[self.soap_version]}}}Envelope"
+        self._renderer = RequestRenderer(
+            self.binding, {name: op.binding_operation for name, op in self.operations.items()})
         #: Operations whose replies are first checked with the declared XSD (libxml2) rather
         #: than deserialized by zeep: see `_reply_fits_schema`.
         self._schema_replies = frozenset(
@@ -363,6 +366,17 @@ class WsdlContract:
             self.operation(name)
         except ContractError as exc:
             raise ctx.build(AdapterMisconfigured, str(exc), code="UNKNOWN_OPERATION") from exc
+        envelope = None
+        if not soap_headers and not (self.client.plugins or self.client.wsse):
+            # The common request, rendered directly (`adapters.wsdl_render`); should the schema
+            # refuse it, zeep builds it again below, so that a refusal reads as it always has.
+            envelope = self._renderer.render(name, content)
+            if envelope is not None:
+                envelope = self._addressed(name, envelope, address)
+                if self._body_problem(envelope) is not None:
+                    envelope = None
+                else:
+                    return envelope
         kwargs = dict(content)
         if soap_headers:
             kwargs["_soapheaders"] = dict(soap_headers)
@@ -373,13 +387,7 @@ class WsdlContract:
             else:
                 # What `create_message` does without plugins or wsse: the operation's input
                 # message serializes the envelope (a few % cheaper).
-                envelope = operation.create(**kwargs).content
-                if operation.abstract.wsa_action:
-                    # zeep's `create_message` addresses the WSDL's own port (a production
-                    # address), whatever service it is given: `To` must name the endpoint the
-                    # hub actually calls, configured or sandbox (WS-Addressing 1.0 §3.2).
-                    envelope, _ = WsAddressingPlugin(address or self._wsdl_address).egress(
-                        envelope, {}, operation, {})
+                envelope = self._addressed(name, operation.create(**kwargs).content, address)
         except (zx.Error, TypeError, ValueError) as exc:
             # TypeError/ValueError: zeep's answer to unknown or unconvertible fields.
             raise ctx.build(MessageRejectedAsInvalid,
@@ -387,11 +395,30 @@ class WsdlContract:
         body = envelope.find(self.body_tag)
         if body is None or len(body) == 0:
             raise ctx.build(AdapterMisconfigured, "zeep built an envelope without a body element")
-        problem = self.validator.error(body[0])
+        problem = self._body_problem(envelope)
         if problem is not None:
             raise ctx.build(MessageRejectedAsInvalid,
                             f"the message fails the {self.spec.ref} schema: {problem}")
         return envelope
+
+    def _addressed(self, name: str, envelope: etree._Element, address: str | None) -> etree._Element:
+        """The envelope with its WS-Addressing headers, when the operation declares a `wsam:Action`."""
+        operation = self.operations[name].binding_operation
+        if operation.abstract.wsa_action:
+            # zeep's `create_message` addresses the WSDL's own port (a production
+            # address), whatever service it is given: `To` must name the endpoint the
+            # hub actually calls, configured or sandbox (WS-Addressing 1.0 §3.2).
+            envelope, _ = WsAddressingPlugin(address or self._wsdl_address).egress(
+                envelope, {}, operation, {})
+        return envelope
+
+    def _body_problem(self, envelope: etree._Element) -> str | None:
+        """Why the envelope's body element fails the contract's schema, or None."""
+        body = envelope.find(self.body_tag)
+        if body is None or len(body) == 0:
+            return "no body element"
+        result: str | None = self.validator.error(body[0])
+        return result
 
     def serialize(self, name: str, content: Mapping[str, Any], ctx: ErrorContext,
                   soap_headers: Mapping[str, Any] | None = None, *,
