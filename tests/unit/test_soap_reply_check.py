@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -44,7 +45,7 @@ def _reply(text: str) -> SimpleNamespace:
                            content=text.encode())
 
 
-def _check(contract: WsdlContract, text: str) -> tuple[object, int]:
+def _check(contract: WsdlContract, text: str) -> tuple[Any, int]:
     """The body element `check_reply` returns, and how often zeep's `process_reply` ran."""
     operation = contract.operation("IscrizioneImpresa")
     real = operation.binding_operation.process_reply

@@ -22,7 +22,7 @@ EXAMPLES = PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples"
 
 
 @pytest.fixture(scope="module")
-def planned() -> list[tuple[WsdlContract, Any]]:
+def planned() -> list[tuple[WsdlContract, str, Any]]:
     """Every SOAP message the example filings plan, with its loaded contract."""
     settings = load_settings()
     validator = FilingValidator()
@@ -48,7 +48,7 @@ def _zeep(contract: WsdlContract, operation: str, content: Any) -> bytes:
     return etree.tostring(envelope, encoding="utf-8", xml_declaration=True)
 
 
-def test_the_renderer_writes_zeeps_envelope_byte_for_byte(planned: list[tuple[WsdlContract, Any, Any]]) -> None:
+def test_the_renderer_writes_zeeps_envelope_byte_for_byte(planned: list[tuple[WsdlContract, str, Any]]) -> None:
     """Every sample message is rendered directly, and the bytes are the ones zeep writes."""
     for contract, operation, content in planned:
         rendered = contract._renderer.render(operation, content)  # noqa: SLF001 - the part under test
@@ -58,7 +58,7 @@ def test_the_renderer_writes_zeeps_envelope_byte_for_byte(planned: list[tuple[Ws
         assert etree.tostring(built, encoding="utf-8", xml_declaration=True) == _zeep(contract, operation, content)
 
 
-def test_an_unknown_or_missing_field_is_left_to_zeep(planned: list[tuple[WsdlContract, Any, Any]]) -> None:
+def test_an_unknown_or_missing_field_is_left_to_zeep(planned: list[tuple[WsdlContract, str, Any]]) -> None:
     """The renderer declines; zeep builds and refuses as it always did."""
     contract, operation, content = next(p for p in planned if p[0].spec.agency == "cciaa")
     ctx = ErrorContext("cciaa", operation)
@@ -73,7 +73,7 @@ def test_an_unknown_or_missing_field_is_left_to_zeep(planned: list[tuple[WsdlCon
 
 
 def test_a_rendered_message_the_schema_refuses_is_refused_as_before(
-        planned: list[tuple[WsdlContract, Any, Any]]) -> None:
+        planned: list[tuple[WsdlContract, str, Any]]) -> None:
     """A facet the XSD checks: the same refusal, naming the same element."""
     contract, operation, content = next(p for p in planned if p[0].spec.agency == "cciaa")
     with pytest.raises(MessageRejectedAsInvalid, match="pec"):
