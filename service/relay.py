@@ -55,9 +55,14 @@ class OutboxJob:
 
 
 class RelayStore(Protocol):
-    def claim_unpublished(self, owner: str, limit: int, lease_seconds: float) -> list[OutboxJob]: ...
+    def claim_unpublished(self, owner: str, limit: int, lease_seconds: float,
+                          published: Sequence[int] = ()) -> list[OutboxJob]:
+        """Lease the next due jobs, after marking `published` (in the same transaction)."""
+        ...
 
-    def mark_published(self, job_ids: Sequence[int]) -> None: ...
+    def mark_published(self, job_ids: Sequence[int]) -> None:
+        """Record that the broker confirmed these jobs."""
+        ...
 
 
 class Publisher(Protocol):
@@ -114,13 +119,18 @@ class OutboxRelay:
         idle = self._poll
         backoff = Backoff(self._backoff_initial, self._backoff_max, jitter=True)
         pending: list[OutboxJob] = []  # claimed but not confirmed: published first next time
+        # Confirmed but not yet marked: marked with the next claim, in its transaction (one
+        # transaction per pass instead of two); a crash before that publishes them again.
+        confirmed: list[int] = []
         log.info("relay_started", owner=self.owner)
         while not stop.is_set():
             try:
                 if not pending:
                     pending = await asyncio.to_thread(
-                        self._store.claim_unpublished, self.owner, self._batch, self._lease
+                        self._store.claim_unpublished, self.owner, self._batch, self._lease, confirmed
                     )
+                    self.published += len(confirmed)
+                    confirmed = []
                 if not pending:
                     await sleep_unless(stop, idle)
                     idle = min(self._max_poll, idle * 2)
@@ -129,9 +139,6 @@ class OutboxRelay:
                 confirmed = await self._publisher.publish(pending)
                 if self._hold:
                     await sleep_unless(stop, self._hold)
-                # A crash here publishes these rows again after their lease: harmless.
-                await asyncio.to_thread(self._store.mark_published, confirmed)
-                self.published += len(confirmed)
                 short, pending = len(pending) < self._batch, []
                 backoff.reset()
                 if short and self._gather:
@@ -142,14 +149,29 @@ class OutboxRelay:
                 await backoff.sleep(stop)
             except StoreUnavailable as exc:
                 # Expected: one line per retry. Claimed rows stay leased and come back; rows
-                # published but not marked are published again after their lease (harmless).
+                # published but not marked are marked with the next claim, or else published
+                # again after their lease (harmless).
                 log.warning("store_unavailable", owner=self.owner, error=str(exc), retry_in=round(backoff.wait, 2))
                 pending = []
                 await backoff.sleep(stop)
             except Exception:
                 # Not an outage: a bug or bad data, kept with its traceback.
                 log.exception("relay_pass_failed", owner=self.owner, retry_in=round(backoff.wait, 2))
-                pending = []
+                pending, confirmed = [], []
                 await backoff.sleep(stop)
+        await self._mark_last(confirmed)
         await self._publisher.close()
         log.info("relay_stopped", owner=self.owner, published=self.published)
+
+    async def _mark_last(self, confirmed: list[int]) -> None:
+        """Mark the last confirmed batch before stopping (if the store is away, its rows are
+        published again after their lease: harmless)."""
+        if not confirmed:
+            return
+        try:
+            await asyncio.to_thread(self._store.mark_published, confirmed)
+            self.published += len(confirmed)
+        except StoreUnavailable as exc:
+            log.warning("store_unavailable", owner=self.owner, error=str(exc), unmarked=len(confirmed))
+        except Exception:
+            log.exception("relay_mark_failed", owner=self.owner, unmarked=len(confirmed))

@@ -19,17 +19,20 @@ from service.worker import AgencyRuntime, DeliveryWorker, WorkerOptions
 
 
 class _Store:
-    """Hands out `per_claim` jobs per claim and notes when each claim and mark happened."""
+    """Hands out `per_claim` jobs per claim; notes when each claim happened and what was marked."""
 
     def __init__(self, per_claim: int, stop_after: int) -> None:
         self.per_claim, self.stop_after = per_claim, stop_after
         self.claims: list[float] = []
-        self.marks: list[float] = []
+        self.marked: list[list[int]] = []  # per claim, what it marked first
+        self.marked_apart: list[int] = []
         self.stop: asyncio.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    def claim_unpublished(self, owner: str, limit: int, lease_seconds: float) -> list[OutboxJob]:
+    def claim_unpublished(self, owner: str, limit: int, lease_seconds: float,
+                          published: Sequence[int] = ()) -> list[OutboxJob]:
         self.claims.append(time.monotonic())
+        self.marked.append(sorted(published))
         if len(self.claims) >= self.stop_after:
             assert self.loop is not None and self.stop is not None
             self.loop.call_soon_threadsafe(self.stop.set)
@@ -37,7 +40,7 @@ class _Store:
         return [OutboxJob(start + i, f"d{start + i}", "inps") for i in range(self.per_claim)]
 
     def mark_published(self, job_ids: Sequence[int]) -> None:
-        self.marks.append(time.monotonic())
+        self.marked_apart.extend(job_ids)
 
 
 class _Publisher:
@@ -64,7 +67,7 @@ def test_the_relay_lets_the_next_batch_gather_after_a_short_one() -> None:
     store = _Store(per_claim=2, stop_after=2)
     _relay_run(store, batch=500, gather=0.3)
     assert len(store.claims) == 2
-    assert store.claims[1] - store.marks[0] >= 0.3
+    assert store.claims[1] - store.claims[0] >= 0.3
 
 
 def test_the_relay_claims_again_at_once_after_a_full_batch() -> None:
@@ -73,6 +76,15 @@ def test_the_relay_claims_again_at_once_after_a_full_batch() -> None:
     started = time.monotonic()
     _relay_run(store, batch=5, gather=30)
     assert len(store.claims) == 2 and time.monotonic() - started < 15
+
+
+def test_the_relay_marks_a_batch_in_the_transaction_of_the_next_claim() -> None:
+    """One transaction per pass: the confirmed ids ride on the next claim; the last batch is
+    marked on its own when the relay stops."""
+    store = _Store(per_claim=2, stop_after=3)
+    _relay_run(store, batch=500, gather=0.001)
+    assert store.marked == [[], [1000, 1001], [2000, 2001]]
+    assert store.marked_apart == [3000, 3001]
 
 
 def _job(job_id: int) -> ClaimedJob:
