@@ -366,17 +366,14 @@ class WsdlContract:
             self.operation(name)
         except ContractError as exc:
             raise ctx.build(AdapterMisconfigured, str(exc), code="UNKNOWN_OPERATION") from exc
-        envelope = None
         if not soap_headers and not (self.client.plugins or self.client.wsse):
             # The common request, rendered directly (`adapters.wsdl_render`); should the schema
             # refuse it, zeep builds it again below, so that a refusal reads as it always has.
-            envelope = self._renderer.render(name, content)
-            if envelope is not None:
-                envelope = self._addressed(name, envelope, address)
-                if self._body_problem(envelope) is not None:
-                    envelope = None
-                else:
-                    return envelope
+            rendered = self._renderer.render(name, content)
+            if rendered is not None:
+                rendered = self._addressed(name, rendered, address)
+                if self._body_problem(rendered) is None:
+                    return rendered
         kwargs = dict(content)
         if soap_headers:
             kwargs["_soapheaders"] = dict(soap_headers)
