@@ -84,6 +84,7 @@ class DeliveryWorker:
         pauses: PauseBoard | None = None,
         metrics: HubMetrics | None = None,
         heartbeat: Callable[[], None] | None = None,
+        commit_gather: float = 0.01,
     ) -> None:
         opts = options or WorkerOptions()
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
@@ -107,6 +108,9 @@ class DeliveryWorker:
         self._batch_size = opts.batch_size
         self._commit_batch = opts.commit_batch
         self._commit_attempts = max(1, opts.commit_attempts)
+        #: While calls are still in flight, a short batch waits this long for their outcomes:
+        #: a commit costs about the same for one outcome as for dozens (see `storage.delivery_ops`).
+        self._commit_gather = commit_gather
         self._claim_backoff = Backoff(_STORE_BACKOFF_INITIAL, _STORE_BACKOFF_MAX)
         self._poll = opts.poll_interval
         self._max_poll = opts.max_poll_interval
@@ -292,6 +296,9 @@ class DeliveryWorker:
     async def _commit_loop(self, stop: asyncio.Event) -> None:
         while True:
             batch = [await self._outcomes.get()]
+            if (self._commit_gather and self._outcomes.qsize() + 1 < self._commit_batch
+                    and any(self._in_flight.values())):
+                await asyncio.sleep(self._commit_gather)
             while len(batch) < self._commit_batch and not self._outcomes.empty():
                 batch.append(self._outcomes.get_nowait())
             await self._commit(batch, self._commit_attempts)

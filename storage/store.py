@@ -377,32 +377,39 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
 
     # -- the outbox relay and the RabbitMQ workers ---------------------------------------------
     @outages_translated
-    def claim_unpublished(self, owner: str, limit: int, lease_seconds: float) -> list[OutboxJob]:
-        """Lease up to `limit` due, unpublished, open jobs to relay `owner` for publishing.
+    def claim_unpublished(self, owner: str, limit: int, lease_seconds: float,
+                          published: Sequence[int] = ()) -> list[OutboxJob]:
+        """Lease up to `limit` due, unpublished, open jobs to relay `owner` for publishing;
+        first mark `published` (the previous batch's confirmed jobs) in the same transaction.
 
         PostgreSQL skips rows another relay holds (`FOR UPDATE SKIP LOCKED`); SQLite serialises
-        writers. A lease that runs out (the relay died before `mark_published`) makes the rows
+        writers. A lease that runs out (the relay died before marking them) makes the rows
         claimable again: they are published twice, which delivery tolerates.
         """
-        if limit <= 0:
+        if limit <= 0 and not published:
             return []
         with self._write() as conn, conn.begin():
-            rows = self._lease_due(conn, owner, limit, lease_seconds, outbox.c.published_at.is_(None))
+            if published:
+                self._mark_published(conn, published)
+            rows = (self._lease_due(conn, owner, limit, lease_seconds, outbox.c.published_at.is_(None))
+                    if limit > 0 else [])
         rows.sort(key=lambda r: (r.available_at, r.id))
         return [OutboxJob(job_id=r.id, delivery_id=r.delivery_id, agency=r.agency) for r in rows]
+
+    def _mark_published(self, conn: Connection, job_ids: Sequence[int]) -> None:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(list(job_ids)), outbox.c.published_at.is_(None))
+            .values(published_at=self._clock(), leased_until=None)
+        )
 
     @outages_translated
     def mark_published(self, job_ids: Sequence[int]) -> None:
         """Record that the broker confirmed these jobs (the relay will not publish them again)."""
         if not job_ids:
             return
-        now = self._clock()
         with self._write() as conn, conn.begin():
-            conn.execute(
-                update(outbox)
-                .where(outbox.c.id.in_(list(job_ids)), outbox.c.published_at.is_(None))
-                .values(published_at=now, leased_until=None)
-            )
+            self._mark_published(conn, job_ids)
 
     @outages_translated
     def load_jobs(self, job_ids: Sequence[int]) -> tuple[list[ClaimedJob], set[int]]:
