@@ -25,6 +25,8 @@ from service.ports import (
     FilingView,
     IdempotencyConflict,
     NewFiling,
+    TokenClaim,
+    TokenNotAdmitted,
 )
 from service.relay import OutboxJob
 from storage.anomalies import filing_anomalies
@@ -32,6 +34,7 @@ from storage.audit import append_audit
 from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
 from storage.errors import errors_translated, outages_translated
+from storage.identity import TokenAdmission
 from storage.identity_tables import filing_viewers
 from storage.operations import OperationsStore
 from storage.tables import deliveries, filings, outbox
@@ -119,6 +122,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         # hands the database over at once, instead of SQLite's busy handler sleeping in
         # steps of up to 100 ms; other processes still meet the busy handler.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._tokens = TokenAdmission(engine.dialect.name)
 
     # -- transactions -------------------------------------------------------------------
     @contextmanager
@@ -143,17 +147,33 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
     def accept_filing(
         self, filing: NewFiling, plan: Callable[[str], list[PlannedDelivery]]
     ) -> AcceptedFiling:
+        """Store a filing, its deliveries, outbox rows, event and audit line in one transaction;
+        with `filing.token`, its token id is admitted in that transaction too.
+
+        Raises:
+            TokenNotAdmitted: the token was replayed or its caller is locked out; nothing stored.
+            IdempotencyConflict: the key was used with another body.
+        """
         try:
             return self._accept(filing, plan)
         except IntegrityError:
-            # A concurrent request with the same Idempotency-Key won the race: answer as it did.
+            # A concurrent request with the same Idempotency-Key won the race: answer as it did
+            # (and remember this request's token: its answer is given now).
             if filing.idempotency_key is None:
                 raise
-            with self._read() as conn:
+            with self._write() as conn, conn.begin():
+                self._admit(conn, filing.token)
                 replay = self._replay(conn, filing)
             if replay is None:
                 raise
             return replay
+
+    def _admit(self, conn: Connection, token: TokenClaim | None) -> None:
+        if token is None:
+            return
+        admission = self._tokens.admit(conn, token)
+        if admission.outcome != "ok":
+            raise TokenNotAdmitted(admission.outcome, admission.locked_until)
 
     def _replay(self, conn: Connection, filing: NewFiling) -> AcceptedFiling | None:
         row = conn.execute(
@@ -184,6 +204,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         now = _utcnow()
         epoch = self._clock()
         with self._write() as conn, conn.begin():
+            self._admit(conn, filing.token)
             if filing.idempotency_key is not None:
                 replay = self._replay(conn, filing)
                 if replay is not None:
