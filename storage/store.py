@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from domain.states import TERMINAL_DELIVERY_STATES, DeliveryState, FilingState
+from domain.states import TERMINAL_DELIVERY_STATES, FilingState
 from routing.plan import PlannedDelivery
 from service.ports import (
     AcceptedFiling,
@@ -30,13 +30,14 @@ from service.ports import (
 )
 from service.relay import OutboxJob
 from storage.anomalies import filing_anomalies
-from storage.audit import AuditLine, append_audit, append_audit_lines
+from storage.audit import append_audit, append_audit_lines
 from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
 from storage.errors import errors_translated, outages_translated
 from storage.group_commit import GroupCommit
 from storage.identity import TokenAdmission
 from storage.identity_tables import filing_viewers
+from storage.intake_rows import audit_line, delivery_row, filing_row, outbox_row
 from storage.operations import OperationsStore
 from storage.tables import deliveries, filings, outbox
 
@@ -114,75 +115,6 @@ _INSERT_VIEWERS = insert(filing_viewers)
 
 #: One filing for the intake's group commit: the filing and its plan (reference → deliveries).
 _Intake = tuple[NewFiling, Callable[[str], list[PlannedDelivery]]]
-
-
-def _filing_row(filing: NewFiling, now: datetime) -> dict[str, Any]:
-    return {
-        "kind": filing.kind,
-        "portal": filing.portal,
-        "state": FilingState.IN_PROGRESS.value,
-        "subject_tax_code": filing.subject_tax_code,
-        "subject_name": filing.subject_name,
-        "declarant_tax_code": filing.declarant_tax_code,
-        "declarant_role": filing.declarant_role,
-        "document": filing.document,
-        "digest": filing.digest,
-        "idempotency_key": filing.idempotency_key,
-        "request_digest": filing.request_digest,
-        "created_at": now,
-        "updated_at": now,
-        "filed_by": filing.filed_by,
-        "responsible_tax_code": filing.responsible_tax_code,
-        "authorization": filing.authorization,
-    }
-
-
-def _delivery_row(p: PlannedDelivery, filing_id: int, now: datetime) -> dict[str, Any]:
-    return {
-        "id": p.delivery_id,
-        "filing_id": filing_id,
-        "agency": p.agency,
-        "operation": p.operation,
-        "message_id": p.message_id,
-        # A delivery that waits for another recipient gets no job until then.
-        "state": (DeliveryState.WAITING if p.after else DeliveryState.PENDING).value,
-        "content": p.content,
-        "attempts": 0,
-        "rounds": 0,
-        "polls": 0,
-        "created_at": now,
-        "updated_at": now,
-        "depends_on": p.after,
-        "on_reject": p.on_reject if p.after else None,
-        "handoff": list(p.handoffs) if p.after else None,
-        "contract_version": p.contract_version,
-    }
-
-
-def _outbox_row(p: PlannedDelivery, epoch: float) -> dict[str, Any]:
-    return {"delivery_id": p.delivery_id, "agency": p.agency, "available_at": epoch, "claims": 0,
-            "created_at": epoch}
-
-
-def _audit_line(filing: NewFiling, reference: str, planned: list[PlannedDelivery], now: datetime) -> AuditLine:
-    return AuditLine(
-        at=now,
-        actor=filing.filed_by or f"portal:{filing.portal}",
-        action="filing_accepted",
-        subject=reference,
-        outcome="accepted",
-        detail={
-            "portal": filing.portal,
-            "kind": filing.kind,
-            "subject": filing.subject_tax_code,
-            "declarant": filing.declarant_tax_code,
-            "responsible": filing.responsible_tax_code,
-            "authorization": filing.authorization,
-            "recipients": [p.agency for p in planned],
-            "digest": filing.digest,
-            **(filing.auth_context or {}),
-        },
-    )
 
 
 class SqlStore(DeliverySemanticsStore, OperationsStore):
@@ -307,15 +239,15 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             return []
         now = _utcnow()
         epoch = self._clock()
-        result = conn.execute(_INSERT_FILINGS, [_filing_row(filing, now) for filing, _ in items])
+        result = conn.execute(_INSERT_FILINGS, [filing_row(filing, now) for filing, _ in items])
         ids = [row.id for row in result]
         references = [format_reference(filing.received_at.year, fid) for (filing, _), fid in zip(items, ids)]
         conn.execute(_SET_REFERENCE, [{"b_id": fid, "b_reference": ref} for fid, ref in zip(ids, references)])
         plans = [plan(reference) for (_, plan), reference in zip(items, references)]
-        delivery_rows = [[_delivery_row(p, fid, now) for p in planned] for fid, planned in zip(ids, plans)]
+        delivery_rows = [[delivery_row(p, fid, now) for p in planned] for fid, planned in zip(ids, plans)]
         if any(delivery_rows):
             conn.execute(_INSERT_DELIVERIES, [row for rows in delivery_rows for row in rows])
-            ready = [_outbox_row(p, epoch) for planned in plans for p in planned if not p.after]
+            ready = [outbox_row(p, epoch) for planned in plans for p in planned if not p.after]
             if ready:
                 conn.execute(_INSERT_OUTBOX, ready)
             info = {fid: {"reference": ref, "portal": filing.portal}
@@ -334,7 +266,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         if viewers:
             conn.execute(_INSERT_VIEWERS, viewers)
         append_audit_lines(conn, [
-            _audit_line(filing, reference, planned, now)
+            audit_line(filing, reference, planned, now)
             for (filing, _), reference, planned in zip(items, references, plans)
         ])
         return [
