@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from api.agency_health import agency_health_routes
-from api.auth import Caller, authenticate, authenticate_sync
+from api.auth import Caller, admit_deferred, authenticate, authenticate_sync, refuse_token
 from api.context import ApiContext, attach_context, context_of
 from api.delegations import delegation_routes
 from api.deliveries import delivery_routes, recipient_json, refusal_errors
@@ -37,7 +37,7 @@ from console import console_mount
 from domain.intake import FilingRefused
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.intake import NoRecipients, accept_filing
-from service.ports import FilingView, IdempotencyConflict, NewFiling, StoreError
+from service.ports import FilingView, IdempotencyConflict, NewFiling, StoreError, TokenNotAdmitted
 
 __all__ = ["ApiContext", "create_app"]  # ApiContext: re-exported from api.context
 
@@ -108,13 +108,24 @@ async def submit_filing(request: Request) -> Response:
 
 
 def _submit(ctx: ApiContext, request: Request, body: bytes | None) -> Response:
-    caller = authenticate_sync(ctx.guard, request, body or b"")
+    # The token's admission (replay and lockout check) is deferred into the accept
+    # transaction: one commit per filing. Every other answer admits it on its own first.
+    caller = authenticate_sync(ctx.guard, request, body or b"", defer_admission=True)
     if isinstance(caller, Response):
         return caller
+    try:
+        return _submit_verified(ctx, request, caller, body)
+    except TokenNotAdmitted as refused:
+        return refuse_token(ctx.guard, request, caller, refused)
+
+
+def _submit_verified(ctx: ApiContext, request: Request, caller: Caller, body: bytes | None) -> Response:
     portal = caller.portal
     structlog.contextvars.bind_contextvars(portal=portal)  # request_id: api.observability
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in _XML_TYPES | _JSON_TYPES:
+        if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
+            return denied
         return problem_response(
             415,
             "unsupported-media-type",
@@ -124,26 +135,38 @@ def _submit(ctx: ApiContext, request: Request, body: bytes | None) -> Response:
         )
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and not (1 <= len(idempotency_key) <= 255):
+        if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
+            return denied
         return problem_response(
             400, "invalid-idempotency-key", "Bad Request",
             "Idempotency-Key must be 1 to 255 characters", instance=request.url.path,
         )
     if body is None:
+        if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
+            return denied
         return _refuse_sync(ctx, request, caller, 413, "document-too-large", "Content Too Large",
                             f"the filing exceeds {ctx.max_body_bytes} bytes", [])
     try:
         return _accept(ctx, request, caller, media_type, body, idempotency_key)
-    except FilingRefused as refused:
-        return _refuse_sync(ctx, request, caller, refused.status, refused.problem, refused.title, str(refused),
-                            refusal_errors(refused, lines=True))
-    except RecipientsNotAuthorized as exc:
-        _refuse_sync(ctx, request, caller, 403, "recipients-not-authorized", "Forbidden", str(exc),
-                     [{"code": x.code, "location": f"agency:{r.agency}"}
-                      for r in exc.refusals for x in r.reasons])
-        return _not_authorized(request, exc)
+    except (FilingRefused, RecipientsNotAuthorized) as exc:
+        if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
+            return denied
+        return _refused(ctx, request, caller, exc)
     except StoreError:
         log.warning("store_unavailable", exc_info=True)
         return _unavailable(request)
+
+
+def _refused(ctx: ApiContext, request: Request, caller: Caller,
+             exc: FilingRefused | RecipientsNotAuthorized) -> Response:
+    if isinstance(exc, FilingRefused):
+        refused = exc
+        return _refuse_sync(ctx, request, caller, refused.status, refused.problem, refused.title, str(refused),
+                            refusal_errors(refused, lines=True))
+    _refuse_sync(ctx, request, caller, 403, "recipients-not-authorized", "Forbidden", str(exc),
+                 [{"code": x.code, "location": f"agency:{r.agency}"}
+                  for r in exc.refusals for x in r.reasons])
+    return _not_authorized(request, exc)
 
 
 def _accept(ctx: ApiContext, request: Request, caller: Caller, media_type: str, body: bytes,
@@ -176,15 +199,21 @@ def _accept(ctx: ApiContext, request: Request, caller: Caller, media_type: str, 
         authorization=granted.as_json(),
         viewers=granted.viewers,
         auth_context=caller.audit_context(),
+        token=caller.claim,
     )
     try:
         accepted = accept_filing(ctx.store, ctx.routes, parsed.root, new, ctx.message_check)
     except IdempotencyConflict as conflict:
+        # Rolled back with the filing: the token is admitted on its own.
+        if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
+            return denied
         return problem_response(
             422, "idempotency-key-reused", "Unprocessable Content", str(conflict),
             instance=request.url.path, extra={"reference": conflict.reference},
         )
     except NoRecipients as exc:
+        if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
+            return denied
         return problem_response(422, "no-route", "Unprocessable Content", str(exc), instance=request.url.path)
     location = f"/v1/filings/{accepted.reference}"
     headers = {"Location": location}

@@ -18,7 +18,8 @@ naming a portal, from anywhere, cannot lock that portal or its users out.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import NoReturn
@@ -32,10 +33,11 @@ from api.modi import ModiRefused, ModiVerifier
 from api.problems import problem_response, store_unavailable
 from domain.identity import User
 from domain.lockout import LockoutPolicy, address_key, user_key
-from service.identity import AuditEntry, IdentityStore
-from service.ports import StoreError
+from service.identity import Admission, AuditEntry, IdentityStore
+from service.ports import StoreError, TokenClaim, TokenNotAdmitted
 
-__all__ = ["AuthRefused", "Caller", "RequestGuard", "authenticate", "authenticate_sync"]
+__all__ = ["AuthRefused", "Caller", "RequestGuard", "admit_deferred", "authenticate", "authenticate_sync",
+           "refuse_token"]
 
 log = structlog.get_logger("crocevia.api")
 
@@ -47,6 +49,9 @@ class Caller:
     portal: str
     user: User | None
     jti: str
+    #: Set when admission was deferred (`defer_admission`): the token still to admit, in the
+    #: transaction that acts on the request or through `RequestGuard.admit`.
+    claim: TokenClaim | None = None
 
     @property
     def actor(self) -> str:
@@ -97,8 +102,12 @@ class RequestGuard:
         return datetime.fromtimestamp(self._clock(), timezone.utc)
 
     def authenticate(self, headers: Mapping[str, str], body: bytes, *, client: str, path: str,
-                     require_user: bool = True) -> Caller:
+                     require_user: bool = True, defer_admission: bool = False) -> Caller:
         """Verify one request and admit it.
+
+        With `defer_admission` the token is only verified: the caller carries its `claim`, and
+        must admit it before acting, in the same transaction (the intake's accept) or with
+        `admit`. The check is the same either way; deferring saves a transaction.
 
         Raises:
             AuthRefused: 401 with the failed check, or 429 with Retry-After when locked out.
@@ -109,22 +118,47 @@ class RequestGuard:
         except ModiRefused as refused:
             self._fail(refused, client, path, now)
         tax_code = verified.user.tax_code if verified.user else None
-        caller = user_key(verified.portal, tax_code)
-        admission = self._identity.admit(caller, verified.portal, verified.jti,
-                                         verified.expires_at + self._leeway, now)
+        claim = TokenClaim(caller=user_key(verified.portal, tax_code), issuer=verified.portal,
+                           jti=verified.jti, keep_until=verified.expires_at + self._leeway, now=now)
+        caller = Caller(portal=verified.portal, user=verified.user, jti=verified.jti, claim=claim)
+        if defer_admission:
+            return caller
+        self.admit(caller, client=client, path=path)
+        return Caller(portal=verified.portal, user=verified.user, jti=verified.jti)
+
+    def admit(self, caller: Caller, *, client: str, path: str) -> None:
+        """Admit a caller's deferred token on its own transaction (no-op when already admitted).
+
+        Raises:
+            AuthRefused: 401 for a replayed token, 429 while the caller is locked out.
+        """
+        if caller.claim is None:
+            return
+        claim = caller.claim
+        admission = self._identity.admit(claim.caller, claim.issuer, claim.jti, claim.keep_until, claim.now)
+        if admission.outcome != "ok":
+            self.refuse(caller, admission, client=client, path=path)
+
+    def refuse(self, caller: Caller, admission: Admission, *, client: str, path: str) -> NoReturn:
+        """Answer a token that was not admitted (`locked` or `replayed`): audited, counted.
+
+        Raises:
+            AuthRefused: always.
+        """
+        assert caller.claim is not None
+        now = caller.claim.now
+        tax_code = caller.user.tax_code if caller.user else None
         if admission.outcome == "locked":
             self._identity.audit(AuditEntry(
-                actor=tax_code or f"portal:{verified.portal}", action="request_refused",
+                actor=tax_code or f"portal:{caller.portal}", action="request_refused",
                 subject="", outcome="locked_out",
-                detail={"portal": verified.portal, "caller": caller, "path": path},
+                detail={"portal": caller.portal, "caller": caller.claim.caller, "path": path},
             ))
-            log.info("caller_locked_out", portal=verified.portal, caller_kind="user")
+            log.info("caller_locked_out", portal=caller.portal, caller_kind="user")
             raise self._locked(admission.locked_until or now, now)
-        if admission.outcome == "replayed":
-            self._fail(ModiRefused("token-replayed", "this token's jti was already used: sign every "
-                                                     "request anew", verified.portal,
-                                   verified=True, user=tax_code), client, path, now)
-        return Caller(portal=verified.portal, user=verified.user, jti=verified.jti)
+        self._fail(ModiRefused("token-replayed", "this token's jti was already used: sign every "
+                                                 "request anew", caller.portal,
+                               verified=True, user=tax_code), client, path, now)
 
     def _locked(self, until: float, now: float) -> AuthRefused:
         when = datetime.fromtimestamp(until, timezone.utc).isoformat(timespec="seconds")
@@ -157,19 +191,47 @@ class RequestGuard:
                           {"WWW-Authenticate": 'Bearer realm="crocevia", error="invalid_token"'})
 
 
-def authenticate_sync(guard: RequestGuard, request: Request, body: bytes) -> Caller | Response:
-    """`authenticate` for code already running in the thread pool (blocking)."""
+def _client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@contextmanager
+def _answered(request: Request) -> Iterator[list[Response]]:
+    """Turn `AuthRefused` and `StoreError` into the problem response put in the yielded list."""
+    answer: list[Response] = []
     try:
-        return guard.authenticate(
-            request.headers, body,
-            client=request.client.host if request.client else "unknown", path=request.url.path,
-        )
+        yield answer
     except AuthRefused as refused:
-        return problem_response(refused.status, refused.slug, refused.title, refused.detail,
-                                instance=request.url.path, headers=refused.headers)
+        answer.append(problem_response(refused.status, refused.slug, refused.title, refused.detail,
+                                       instance=request.url.path, headers=refused.headers))
     except StoreError:
         log.warning("store_unavailable", exc_info=True)
-        return store_unavailable(request, "the store is not reachable; nothing was recorded, retry later")
+        answer.append(store_unavailable(request, "the store is not reachable; nothing was recorded, retry later"))
+
+
+def authenticate_sync(guard: RequestGuard, request: Request, body: bytes, *,
+                      defer_admission: bool = False) -> Caller | Response:
+    """`authenticate` for code already running in the thread pool (blocking)."""
+    with _answered(request) as answer:
+        return guard.authenticate(request.headers, body, client=_client_of(request), path=request.url.path,
+                                  defer_admission=defer_admission)
+    return answer[0]
+
+
+def admit_deferred(guard: RequestGuard, request: Request, caller: Caller) -> Response | None:
+    """Admit a deferred token on its own (blocking); the problem response when refused."""
+    with _answered(request) as answer:
+        guard.admit(caller, client=_client_of(request), path=request.url.path)
+        return None
+    return answer[0]
+
+
+def refuse_token(guard: RequestGuard, request: Request, caller: Caller, refused: TokenNotAdmitted) -> Response:
+    """The problem response for a token refused inside the accept transaction (blocking)."""
+    with _answered(request) as answer:
+        guard.refuse(caller, Admission(refused.outcome, refused.locked_until),
+                     client=_client_of(request), path=request.url.path)
+    return answer[0]
 
 
 async def authenticate(guard: RequestGuard, request: Request, body: bytes) -> Caller | Response:

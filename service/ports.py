@@ -35,6 +35,8 @@ __all__ = [
     "StoreError",
     "StoreFailed",
     "StoreUnavailable",
+    "TokenClaim",
+    "TokenNotAdmitted",
 ]
 
 
@@ -69,6 +71,33 @@ class IdempotencyConflict(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class TokenClaim:
+    """A verified request's token id, to be admitted in the transaction that acts on it.
+
+    Admitting it there (refused if `caller` is locked out or the id was seen) makes the
+    replay check and the change one commit: neither happens without the other.
+    """
+
+    caller: str
+    issuer: str
+    jti: str
+    keep_until: float
+    now: float
+
+
+class TokenNotAdmitted(Exception):
+    """The claimed token was refused inside the transaction, which was rolled back.
+
+    `outcome` is `locked` (with `locked_until`) or `replayed`.
+    """
+
+    def __init__(self, outcome: str, locked_until: float | None = None) -> None:
+        super().__init__(f"token not admitted: {outcome}")
+        self.outcome = outcome
+        self.locked_until = locked_until
+
+
+@dataclass(frozen=True, slots=True)
 class NewFiling:
     kind: str
     portal: str
@@ -89,6 +118,8 @@ class NewFiling:
     authorization: dict[str, Any] | None = None
     viewers: tuple[str, ...] = ()
     auth_context: dict[str, Any] | None = None
+    #: The request's token, admitted in the accept transaction (None: admitted before).
+    token: TokenClaim | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, insert, select, text
 from domain.audit import GENESIS_HASH, audit_hash, canonical_line
 from storage.tables import audit_log
 
-__all__ = ["AuditVerification", "append_audit", "verify_audit_chain"]
+__all__ = ["AuditLine", "AuditVerification", "append_audit", "append_audit_lines", "verify_audit_chain"]
 
 #: Advisory lock key of the audit chain on PostgreSQL ("CRVA").
 _AUDIT_LOCK = 0x43525641
@@ -63,6 +63,50 @@ def append_audit(
     conn.execute(_INSERT_LINE, {"at": at, "actor": actor, "action": action, "subject": subject,
                                 "outcome": outcome, "detail": detail, "prev_hash": prev, "hash": digest})
     return digest
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLine:
+    """One line for `append_audit_lines` (the fields of `append_audit`)."""
+
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    outcome: str
+    detail: Mapping[str, Any] | None
+
+
+def append_audit_lines(conn: Connection, lines: list[AuditLine]) -> list[str]:
+    """Append several lines, chained in order, inside the caller's write transaction.
+
+    One chain lock and one read of the last hash for all of them (the intake's group
+    commit); the lines are inserted one after another, so their ids follow the chain.
+    Returns their hashes.
+    """
+    if not lines:
+        return []
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK_CHAIN, {"key": _AUDIT_LOCK})
+    prev = conn.execute(_LAST_HASH).scalar_one_or_none() or GENESIS_HASH
+    rows: list[dict[str, Any]] = []
+    for entry in lines:
+        # What is hashed must be what the database gives back: JSON round-trip the detail.
+        detail = json.loads(json.dumps(entry.detail)) if entry.detail is not None else None
+        digest = audit_hash(prev, canonical_line(at=entry.at, actor=entry.actor, action=entry.action,
+                                                 subject=entry.subject, outcome=entry.outcome, detail=detail))
+        rows.append({"at": entry.at, "actor": entry.actor, "action": entry.action, "subject": entry.subject,
+                     "outcome": entry.outcome, "detail": detail, "prev_hash": prev, "hash": digest})
+        prev = digest
+    # The verification walks the chain by id, so lines must be numbered in chain order: the
+    # drivers' executemany (psycopg 3's pipeline, sqlite3) runs one INSERT per row, in order;
+    # a multi-row INSERT (what SQLAlchemy renders for psycopg2) need not number them so.
+    if conn.dialect.use_insertmanyvalues_wo_returning:
+        for row in rows:
+            conn.execute(_INSERT_LINE, row)
+    else:
+        conn.execute(_INSERT_LINE, rows)
+    return [r["hash"] for r in rows]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any, overload
@@ -13,11 +13,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from domain.delegation import Delegation
 from domain.lockout import FailureState, Lockout, LockoutPolicy, locked_until, register_failure
 from service.identity import Admission, AuditEntry
+from service.ports import TokenClaim
 from storage.audit import append_audit
 from storage.errors import errors_translated
 from storage.identity_tables import auth_failures, delegations, seen_tokens
 
-__all__ = ["SqlIdentityStore"]
+__all__ = ["SqlIdentityStore", "TokenAdmission"]
 
 #: Expired token ids are purged at most this often (seconds).
 _PURGE_INTERVAL = 60.0
@@ -48,6 +49,109 @@ def _delegation(row: Any) -> Delegation:
     )
 
 
+class TokenAdmission:
+    """Admits token ids inside a caller's write transaction: the lockout check, the token-id
+    row and the failure count's reset, with its statements built once.
+
+    Used on its own (`SqlIdentityStore.admit`) and inside the intake's accept transaction
+    (`storage.store`), so that a filing and its token id commit together. The token id's
+    primary key makes a second admission fail in any process on the same database.
+    """
+
+    def __init__(self, dialect: str) -> None:
+        insert_for = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._last_purge = 0.0
+        # SQLAlchemy memoizes a statement's cache key on the object: reused, it is not re-keyed.
+        self._failures_of = select(auth_failures).where(auth_failures.c.caller == bindparam("caller"))
+        self._remember_token = insert_for(seen_tokens).on_conflict_do_nothing().returning(seen_tokens.c.jti)
+        self._clear_failures = delete(auth_failures).where(auth_failures.c.caller == bindparam("caller"))
+        self._purge_tokens = delete(seen_tokens).where(seen_tokens.c.expires_at < bindparam("now"))
+        self._failures_of_many = select(auth_failures).where(
+            auth_failures.c.caller.in_(bindparam("callers", expanding=True)))
+        self._remember_many = (
+            insert_for(seen_tokens).on_conflict_do_nothing().returning(seen_tokens.c.issuer, seen_tokens.c.jti)
+        )
+        self._clear_many = delete(auth_failures).where(
+            auth_failures.c.caller.in_(bindparam("callers", expanding=True)))
+
+    def admit_many(self, conn: Connection, claims: Sequence[TokenClaim]) -> list[Admission]:
+        """`admit` for several claims at once, in three statements (the intake's group commit).
+
+        Each claim is judged as if admitted alone, in order: a token id twice in `claims` is
+        admitted once and replayed after.
+        """
+        if not claims:
+            return []
+        rows = {r.caller: r for r in conn.execute(
+            self._failures_of_many, {"callers": sorted({c.caller for c in claims})})}
+        admissions: list[Admission] = [Admission("replayed")] * len(claims)
+        wanted: dict[tuple[str, str], int] = {}
+        for i, claim in enumerate(claims):
+            row = rows.get(claim.caller)
+            state = FailureState(row.failures, row.last_failure_at, row.locked_until) if row else None
+            until = locked_until(state, claim.now)
+            if until is not None:
+                admissions[i] = Admission("locked", until)
+            elif (claim.issuer, claim.jti) not in wanted:
+                wanted[(claim.issuer, claim.jti)] = i
+        if not wanted:
+            return admissions
+        # ON CONFLICT DO NOTHING returns only the rows it inserted: the others were seen.
+        inserted = {(r.issuer, r.jti) for r in conn.execute(self._remember_many, [
+            {"issuer": issuer, "jti": jti, "expires_at": claims[i].keep_until}
+            for (issuer, jti), i in wanted.items()
+        ])}
+        cleared: set[str] = set()
+        for key, i in wanted.items():
+            if key in inserted:
+                admissions[i] = Admission("ok")
+                if claims[i].caller in rows:
+                    cleared.add(claims[i].caller)
+        if cleared:
+            conn.execute(self._clear_many, {"callers": sorted(cleared)})
+        if inserted:
+            self.purge_if_due(conn, max(c.now for c in claims))
+        return admissions
+
+    def admit(self, conn: Connection, claim: TokenClaim) -> Admission:
+        """`ok` (the id is now remembered until `claim.keep_until`), `locked` or `replayed`.
+
+        Args:
+            conn: a connection in a write transaction; on `locked` or `replayed` nothing was
+                written, and the caller should roll back what it wrote before.
+        """
+        row = conn.execute(self._failures_of, {"caller": claim.caller}).first()
+        state = FailureState(row.failures, row.last_failure_at, row.locked_until) if row else None
+        until = locked_until(state, claim.now)
+        if until is not None:
+            return Admission("locked", until)
+        # RETURNING, not rowcount: drivers need not report a count for ON CONFLICT DO NOTHING.
+        inserted = conn.execute(
+            self._remember_token, {"issuer": claim.issuer, "jti": claim.jti, "expires_at": claim.keep_until}
+        ).first()
+        if inserted is None:
+            return Admission("replayed")
+        if row is not None:
+            conn.execute(self._clear_failures, {"caller": claim.caller})
+        self.purge_if_due(conn, claim.now)
+        return Admission("ok")
+
+    def remember(self, conn: Connection, issuer: str, jti: str, keep_until: float, now: float) -> bool:
+        """Remember a token id without a caller's lockout; False when it was seen before."""
+        inserted = conn.execute(
+            self._remember_token, {"issuer": issuer, "jti": jti, "expires_at": keep_until}
+        ).first()
+        if inserted is not None:
+            self.purge_if_due(conn, now)
+        return inserted is not None
+
+    def purge_if_due(self, conn: Connection, now: float) -> None:
+        """Purge expired token ids, at most once every `_PURGE_INTERVAL` seconds."""
+        if now - self._last_purge > _PURGE_INTERVAL:
+            self._last_purge = now
+            conn.execute(self._purge_tokens, {"now": now})
+
+
 class SqlIdentityStore:
     """Identity records on the hub's database.
 
@@ -61,15 +165,7 @@ class SqlIdentityStore:
         self._engine = engine
         self._writer = writer
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._last_purge = 0.0
-        # `admit` runs on every request: its statements are built once (SQLAlchemy memoizes
-        # a statement's cache key on the object, so a reused one is not re-keyed either).
-        self._failures_of = select(auth_failures).where(auth_failures.c.caller == bindparam("caller"))
-        self._remember_token = (
-            self._insert(seen_tokens).on_conflict_do_nothing().returning(seen_tokens.c.jti)
-        )
-        self._clear_failures = delete(auth_failures).where(auth_failures.c.caller == bindparam("caller"))
-        self._purge_tokens = delete(seen_tokens).where(seen_tokens.c.expires_at < bindparam("now"))
+        self._tokens = TokenAdmission(engine.dialect.name)
 
     # -- authentication -----------------------------------------------------------------------
     @errors_translated
@@ -79,27 +175,7 @@ class SqlIdentityStore:
         failure count.
         """
         with self._writer() as conn, conn.begin():
-            row = conn.execute(self._failures_of, {"caller": caller}).first()
-            state = FailureState(row.failures, row.last_failure_at, row.locked_until) if row else None
-            until = locked_until(state, now)
-            if until is not None:
-                return Admission("locked", until)
-            # RETURNING, not rowcount: drivers need not report a count for ON CONFLICT DO NOTHING.
-            inserted = conn.execute(
-                self._remember_token, {"issuer": issuer, "jti": jti, "expires_at": keep_until}
-            ).first()
-            if inserted is None:
-                return Admission("replayed")
-            if row is not None:
-                conn.execute(self._clear_failures, {"caller": caller})
-            self._purge_if_due(conn, now)
-        return Admission("ok")
-
-    def _purge_if_due(self, conn: Connection, now: float) -> None:
-        """Purge expired token ids, at most once every `_PURGE_INTERVAL` seconds."""
-        if now - self._last_purge > _PURGE_INTERVAL:
-            self._last_purge = now
-            conn.execute(self._purge_tokens, {"now": now})
+            return self._tokens.admit(conn, TokenClaim(caller, issuer, jti, keep_until, now))
 
     @errors_translated
     def record_failure(self, caller: str, now: float, policy: LockoutPolicy,
@@ -191,12 +267,7 @@ class SqlIdentityStore:
         """Remember a token id of `issuer` until `keep_until`; False when it was seen before
         (an agency's replayed callback). Ids past their time are purged now and then."""
         with self._writer() as conn, conn.begin():
-            inserted = conn.execute(
-                self._remember_token, {"issuer": issuer, "jti": jti, "expires_at": keep_until}
-            ).first()
-            if inserted is not None:
-                self._purge_if_due(conn, now)
-        return inserted is not None
+            return self._tokens.remember(conn, issuer, jti, keep_until, now)
 
     # -- delegations ----------------------------------------------------------------------------
     @errors_translated

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, case, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from domain.states import TERMINAL_DELIVERY_STATES, DeliveryState, FilingState
+from domain.states import TERMINAL_DELIVERY_STATES, FilingState
 from routing.plan import PlannedDelivery
 from service.ports import (
     AcceptedFiling,
@@ -25,14 +25,19 @@ from service.ports import (
     FilingView,
     IdempotencyConflict,
     NewFiling,
+    TokenClaim,
+    TokenNotAdmitted,
 )
 from service.relay import OutboxJob
 from storage.anomalies import filing_anomalies
-from storage.audit import append_audit
+from storage.audit import append_audit, append_audit_lines
 from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
 from storage.errors import errors_translated, outages_translated
+from storage.group_commit import GroupCommit
+from storage.identity import TokenAdmission
 from storage.identity_tables import filing_viewers
+from storage.intake_rows import audit_line, delivery_row, filing_row, outbox_row
 from storage.operations import OperationsStore
 from storage.tables import deliveries, filings, outbox
 
@@ -98,7 +103,8 @@ def _claimed_job(r: Any, job_id: int, handed_out: int = 0, lease_token: int | No
 
 # The intake's statements, built once: SQLAlchemy memoizes a statement's cache key on the
 # object, so a reused statement is neither rebuilt nor re-keyed per filing.
-_INSERT_FILING = insert(filings).returning(filings.c.id)
+# Several rows in one INSERT … RETURNING, their ids given back in the order of the rows.
+_INSERT_FILINGS = insert(filings).returning(filings.c.id, sort_by_parameter_order=True)
 # SET-clause bind names must differ from column names.
 _SET_REFERENCE = (
     update(filings).where(filings.c.id == bindparam("b_id")).values(reference=bindparam("b_reference"))
@@ -106,6 +112,9 @@ _SET_REFERENCE = (
 _INSERT_DELIVERIES = insert(deliveries)
 _INSERT_OUTBOX = insert(outbox)
 _INSERT_VIEWERS = insert(filing_viewers)
+
+#: One filing for the intake's group commit: the filing and its plan (reference → deliveries).
+_Intake = tuple[NewFiling, Callable[[str], list[PlannedDelivery]]]
 
 
 class SqlStore(DeliverySemanticsStore, OperationsStore):
@@ -119,6 +128,8 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         # hands the database over at once, instead of SQLite's busy handler sleeping in
         # steps of up to 100 ms; other processes still meet the busy handler.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+        self._tokens = TokenAdmission(engine.dialect.name)
+        self._intake: GroupCommit[_Intake, AcceptedFiling] = GroupCommit(self._commit_intake)
 
     # -- transactions -------------------------------------------------------------------
     @contextmanager
@@ -143,17 +154,130 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
     def accept_filing(
         self, filing: NewFiling, plan: Callable[[str], list[PlannedDelivery]]
     ) -> AcceptedFiling:
+        """Store a filing, its deliveries, outbox rows, event and audit line in one transaction;
+        with `filing.token`, its token id is admitted in that transaction too.
+
+        Concurrent calls are group-committed (`storage.group_commit`): one transaction for the
+        filings that arrive while another commits; each call returns once its filing is
+        committed.
+
+        Raises:
+            TokenNotAdmitted: the token was replayed or its caller is locked out; nothing stored.
+            IdempotencyConflict: the key was used with another body.
+        """
+        return self._intake.submit((filing, plan))
+
+    def _commit_intake(self, items: Sequence[_Intake]) -> list[AcceptedFiling | BaseException]:
+        """One group commit's filings: together, or one by one when together fails."""
+        if len(items) > 1:
+            try:
+                with self._write() as conn, conn.begin():
+                    return self._accept_many(conn, items)
+            except DBAPIError:
+                # Rolled back: an Idempotency-Key raced, or the database failed. Alone, each
+                # filing gets its own answer (a replay, or its own error).
+                pass
+        return [self._accept_alone(filing, plan) for filing, plan in items]
+
+    def _accept_alone(self, filing: NewFiling,
+                      plan: Callable[[str], list[PlannedDelivery]]) -> AcceptedFiling | BaseException:
         try:
-            return self._accept(filing, plan)
+            return self._accept_one(filing, plan)
+        except Exception as exc:  # raised in the submitting thread (`GroupCommit.submit`)
+            return exc
+
+    def _accept_one(self, filing: NewFiling, plan: Callable[[str], list[PlannedDelivery]]) -> AcceptedFiling:
+        try:
+            with self._write() as conn, conn.begin():
+                self._admit(conn, filing.token)
+                if filing.idempotency_key is not None:
+                    replay = self._replay(conn, filing)
+                    if replay is not None:
+                        return replay
+                return self._insert_filings(conn, [(filing, plan)])[0]
         except IntegrityError:
-            # A concurrent request with the same Idempotency-Key won the race: answer as it did.
+            # A concurrent request with the same Idempotency-Key won the race: answer as it did
+            # (and remember this request's token: its answer is given now).
             if filing.idempotency_key is None:
                 raise
-            with self._read() as conn:
+            with self._write() as conn, conn.begin():
+                self._admit(conn, filing.token)
                 replay = self._replay(conn, filing)
             if replay is None:
                 raise
             return replay
+
+    def _admit(self, conn: Connection, token: TokenClaim | None) -> None:
+        if token is None:
+            return
+        admission = self._tokens.admit(conn, token)
+        if admission.outcome != "ok":
+            raise TokenNotAdmitted(admission.outcome, admission.locked_until)
+
+    def _accept_many(self, conn: Connection, items: Sequence[_Intake]) -> list[AcceptedFiling | BaseException]:
+        """Several filings in the caller's transaction; a refused one writes nothing."""
+        outcomes: list[AcceptedFiling | BaseException | None] = [None] * len(items)
+        claimed = [i for i, (filing, _) in enumerate(items) if filing.token is not None]
+        admissions = self._tokens.admit_many(conn, [t for i in claimed if (t := items[i][0].token)])
+        for i, admission in zip(claimed, admissions, strict=True):
+            if admission.outcome != "ok":
+                outcomes[i] = TokenNotAdmitted(admission.outcome, admission.locked_until)
+        for i, (filing, _) in enumerate(items):
+            if outcomes[i] is None and filing.idempotency_key is not None:
+                try:
+                    outcomes[i] = self._replay(conn, filing)
+                except IdempotencyConflict as conflict:
+                    outcomes[i] = conflict
+        fresh = [i for i in range(len(items)) if outcomes[i] is None]
+        for i, accepted in zip(fresh, self._insert_filings(conn, [items[i] for i in fresh]), strict=True):
+            outcomes[i] = accepted
+        return [o for o in outcomes if o is not None]
+
+    def _insert_filings(self, conn: Connection, items: Sequence[_Intake]) -> list[AcceptedFiling]:
+        """Insert new filings with everything they carry: a few statements for all of them."""
+        if not items:
+            return []
+        now = _utcnow()
+        epoch = self._clock()
+        result = conn.execute(_INSERT_FILINGS, [filing_row(filing, now) for filing, _ in items])
+        ids = [row.id for row in result]
+        references = [format_reference(filing.received_at.year, fid) for (filing, _), fid in zip(items, ids)]
+        conn.execute(_SET_REFERENCE, [{"b_id": fid, "b_reference": ref} for fid, ref in zip(ids, references)])
+        plans = [plan(reference) for (_, plan), reference in zip(items, references)]
+        delivery_rows = [[delivery_row(p, fid, now) for p in planned] for fid, planned in zip(ids, plans)]
+        if any(delivery_rows):
+            conn.execute(_INSERT_DELIVERIES, [row for rows in delivery_rows for row in rows])
+            ready = [outbox_row(p, epoch) for planned in plans for p in planned if not p.after]
+            if ready:
+                conn.execute(_INSERT_OUTBOX, ready)
+            info = {fid: {"reference": ref, "portal": filing.portal}
+                    for (filing, _), fid, ref in zip(items, ids, references)}
+            events = EventLog(conn, info, now, epoch, new_filings=ids)
+            for (filing, _), fid, rows in zip(items, ids, delivery_rows):
+                if rows:
+                    events.add(fid, FILING_ACCEPTED, {
+                        "kind": filing.kind,
+                        "state": FilingState.IN_PROGRESS.value,
+                        "recipients": [recipient_payload(r) for r in rows],
+                    })
+            events.flush()
+        viewers = [{"filing_id": fid, "tax_code": v}
+                   for (filing, _), fid in zip(items, ids) for v in sorted(set(filing.viewers))]
+        if viewers:
+            conn.execute(_INSERT_VIEWERS, viewers)
+        append_audit_lines(conn, [
+            audit_line(filing, reference, planned, now)
+            for (filing, _), reference, planned in zip(items, references, plans)
+        ])
+        return [
+            AcceptedFiling(
+                reference=reference,
+                state=FilingState.IN_PROGRESS.value,
+                recipients=[{"agency": p.agency, "operation": p.operation} for p in planned],
+                replayed=False,
+            )
+            for reference, planned in zip(references, plans)
+        ]
 
     def _replay(self, conn: Connection, filing: NewFiling) -> AcceptedFiling | None:
         row = conn.execute(
@@ -176,115 +300,6 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             state=FilingState.IN_PROGRESS.value,
             recipients=[{"agency": r.agency, "operation": r.operation} for r in recipients],
             replayed=True,
-        )
-
-    def _accept(
-        self, filing: NewFiling, plan: Callable[[str], list[PlannedDelivery]]
-    ) -> AcceptedFiling:
-        now = _utcnow()
-        epoch = self._clock()
-        with self._write() as conn, conn.begin():
-            if filing.idempotency_key is not None:
-                replay = self._replay(conn, filing)
-                if replay is not None:
-                    return replay
-            filing_id = conn.execute(_INSERT_FILING, {
-                "kind": filing.kind,
-                "portal": filing.portal,
-                "state": FilingState.IN_PROGRESS.value,
-                "subject_tax_code": filing.subject_tax_code,
-                "subject_name": filing.subject_name,
-                "declarant_tax_code": filing.declarant_tax_code,
-                "declarant_role": filing.declarant_role,
-                "document": filing.document,
-                "digest": filing.digest,
-                "idempotency_key": filing.idempotency_key,
-                "request_digest": filing.request_digest,
-                "created_at": now,
-                "updated_at": now,
-                "filed_by": filing.filed_by,
-                "responsible_tax_code": filing.responsible_tax_code,
-                "authorization": filing.authorization,
-            }).scalar_one()
-            reference = format_reference(filing.received_at.year, filing_id)
-            conn.execute(_SET_REFERENCE, {"b_id": filing_id, "b_reference": reference})
-            planned = plan(reference)
-            if planned:
-                rows = [
-                    {
-                        "id": p.delivery_id,
-                        "filing_id": filing_id,
-                        "agency": p.agency,
-                        "operation": p.operation,
-                        "message_id": p.message_id,
-                        # A delivery that waits for another recipient gets no job until then.
-                        "state": (DeliveryState.WAITING if p.after else DeliveryState.PENDING).value,
-                        "content": p.content,
-                        "attempts": 0,
-                        "rounds": 0,
-                        "polls": 0,
-                        "created_at": now,
-                        "updated_at": now,
-                        "depends_on": p.after,
-                        "on_reject": p.on_reject if p.after else None,
-                        "handoff": list(p.handoffs) if p.after else None,
-                        "contract_version": p.contract_version,
-                    }
-                    for p in planned
-                ]
-                conn.execute(_INSERT_DELIVERIES, rows)
-                ready = [p for p in planned if not p.after]
-                if ready:
-                    conn.execute(
-                        _INSERT_OUTBOX,
-                        [
-                            {
-                                "delivery_id": p.delivery_id,
-                                "agency": p.agency,
-                                "available_at": epoch,
-                                "claims": 0,
-                                "created_at": epoch,
-                            }
-                            for p in ready
-                        ],
-                    )
-                info = {filing_id: {"reference": reference, "portal": filing.portal}}
-                events = EventLog(conn, info, now, epoch, new_filings=[filing_id])
-                events.add(filing_id, FILING_ACCEPTED, {
-                    "kind": filing.kind,
-                    "state": FilingState.IN_PROGRESS.value,
-                    "recipients": [recipient_payload(r) for r in rows],
-                })
-                events.flush()
-            if filing.viewers:
-                conn.execute(
-                    _INSERT_VIEWERS,
-                    [{"filing_id": filing_id, "tax_code": v} for v in sorted(set(filing.viewers))],
-                )
-            append_audit(
-                conn,
-                at=now,
-                actor=filing.filed_by or f"portal:{filing.portal}",
-                action="filing_accepted",
-                subject=reference,
-                outcome="accepted",
-                detail={
-                    "portal": filing.portal,
-                    "kind": filing.kind,
-                    "subject": filing.subject_tax_code,
-                    "declarant": filing.declarant_tax_code,
-                    "responsible": filing.responsible_tax_code,
-                    "authorization": filing.authorization,
-                    "recipients": [p.agency for p in planned],
-                    "digest": filing.digest,
-                    **(filing.auth_context or {}),
-                },
-            )
-        return AcceptedFiling(
-            reference=reference,
-            state=FilingState.IN_PROGRESS.value,
-            recipients=[{"agency": p.agency, "operation": p.operation} for p in planned],
-            replayed=False,
         )
 
     # -- reading --------------------------------------------------------------------------
