@@ -95,6 +95,8 @@ class ApiSettings(_Section):
 class TransportSettings(_Section):
     kind: Literal["embedded", "rabbitmq"] = "embedded"  #: the database queue, or RabbitMQ
     url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F")
+    #: The other nodes of a cluster, tried in turn when `url` cannot be reached (a node stopped).
+    urls: list[SecretStr] = []
     #: Names of the exchanges and queues start with this (one prefix per deployment or test).
     prefix: str = "crocevia"
     #: Deliveries of one message before the quorum queue dead-letters it (poison cap).

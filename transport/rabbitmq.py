@@ -39,6 +39,7 @@ from service.ports import ClaimedJob, Completion
 from service.relay import BrokerUnavailable, OutboxJob, TransportError
 from service.store_ports import JobStore
 from transport.amqp import (
+    Addresses,
     AmqpChannel,
     AmqpConnection,
     Topology,
@@ -78,7 +79,7 @@ class RabbitPublisher:
     messages at once), which is many times faster than waiting for each confirm in turn.
     """
 
-    def __init__(self, parameters: pika.URLParameters, topology: Topology, *, confirm_timeout: float = 30.0) -> None:
+    def __init__(self, parameters: Addresses, topology: Topology, *, confirm_timeout: float = 30.0) -> None:
         self._params = parameters
         self._topology = topology
         self._confirm_timeout = confirm_timeout
@@ -215,7 +216,7 @@ class RabbitJobSource:
     def __init__(
         self,
         *,
-        parameters: pika.URLParameters,
+        parameters: Addresses,
         topology: Topology,
         prefetch: Mapping[str, int],
         store: JobStore,
