@@ -90,6 +90,10 @@ class ApiSettings(_Section):
     max_header_bytes: int = 16_384
     #: Seconds `/readyz` waits for the store to answer before calling it unreachable.
     readiness_timeout: float = 2.0
+    #: Admission control (api/admission.py): filings processed at once (0: no limit), ...
+    max_inflight_submissions: int = 32
+    #: ... and how long one more waits for a slot before it is answered 503 with Retry-After.
+    max_queue_wait_ms: int = 200
 
 
 class TransportSettings(_Section):
