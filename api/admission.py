@@ -67,7 +67,9 @@ class SubmissionAdmission:
             response = problem_response(
                 503, "intake-busy", "Service Unavailable",
                 "the hub is taking as many filings as it can; nothing was recorded, retry later",
-                instance=scope["path"], headers={"Retry-After": self.limits.retry_after})
+                # The body is left unread: closing the connection keeps the client from
+                # sending its next request behind it on a connection the server drops.
+                instance=scope["path"], headers={"Retry-After": self.limits.retry_after, "Connection": "close"})
             await response(scope, receive, send)
             return
         self.inflight += 1
