@@ -7,6 +7,7 @@ running one given by `--urls`), then runs `bench/rabbitmq_e2e.py` once per worke
 cluster's nodes as the broker addresses, and prints the figures side by side.
 
     .venv/bin/python bench/rabbitmq_cluster.py --filings 1000
+    .venv/bin/python bench/rabbitmq_cluster.py --filings 1000 --backlog   # the workers' drain rate
     .venv/bin/python bench/rabbitmq_cluster.py --workers 1 2 4 --filings 1000 --urls amqp://...5681/%2F,...
 """
 
@@ -33,6 +34,8 @@ def _run_bench(urls: str, workers: int, args: argparse.Namespace) -> dict[str, s
             "--workers", str(workers), "--filings", str(args.filings), "--concurrency", str(args.concurrency)]
     if args.rate:
         argv += ["--rate", str(args.rate)]
+    if args.backlog:
+        argv.append("--backlog")
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     print(done.stdout, end="")
     if done.returncode:
@@ -51,6 +54,8 @@ def main() -> int:
     parser.add_argument("--filings", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=float, default=0.0)
+    parser.add_argument("--backlog", action="store_true",
+                        help="accept every filing first, then start the workers: their drain rate, not the intake's")
     parser.add_argument("--urls", help="a running cluster's nodes, comma-separated (default: start one)")
     parser.add_argument("--port", type=int, default=5681, help="AMQP port of node 1 of the cluster started here")
     args = parser.parse_args()
@@ -73,7 +78,8 @@ def main() -> int:
         if directory is not None:
             subprocess.run([str(SCRIPT), "stop"], env=env, capture_output=True, timeout=300)
             shutil.rmtree(directory, ignore_errors=True)
-    print("\nthree-node cluster, quorum queues (replicated on 3 nodes), one machine with 2 cores:")
+    mode = "workers draining a backlog" if args.backlog else "end to end"
+    print(f"\nthree-node cluster, quorum queues (replicated on 3 nodes), one machine with 2 cores, {mode}:")
     print(f"{'workers':>8} " + " ".join(f"{name:>24}" for name in FIGURES))
     for n, found in results.items():
         print(f"{n:>8} " + " ".join(f"{found[name]:>24}" for name in FIGURES))
