@@ -180,6 +180,10 @@ class RabbitPublisher:
             raise BrokerUnavailable(f"{missing} of {len(jobs)} messages not confirmed")
         if self._refused:
             log.error("messages_refused", count=len(self._refused), job_ids=self._refused[:20])
+            if any(job_id not in self._returned for job_id in self._refused):
+                # Nacked, not returned: after a quorum queue's leader dies, a channel can be
+                # nacked on every publish until it is reopened; the relay retries on a new one.
+                await self._drop()
         return list(self._confirmed)
 
     async def close(self) -> None:

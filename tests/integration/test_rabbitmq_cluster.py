@@ -124,9 +124,10 @@ def test_a_connection_skips_an_address_that_does_not_answer() -> None:
     asyncio.run(connect())
 
 
-def test_stopping_the_queue_leader_under_flow_loses_nothing_and_the_workers_carry_on(
-        rabbit_cluster: RabbitCluster, pg_url: str, sims: Any) -> None:  # noqa: F811
-    """Relay and two workers on the cluster; the node leading the queues stops mid-stream."""
+def _leader_lost_under_flow(rabbit_cluster: RabbitCluster, pg_url: str, sims: Any, how: str) -> None:
+    """Relay and two workers on the cluster; the node leading the queues goes (`how`:
+    stop-node or kill-node) while filings flow; everything is delivered exactly once."""
+    rabbit_cluster.run("start")  # every node up (a previous test may have left one down)
     prefix = f"crvtest-{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(prefix="crocevia-rabbit-") as workdir:
         hub = Cluster(pg_url, prefix, sims, Path(workdir))
@@ -144,11 +145,11 @@ def test_stopping_the_queue_leader_under_flow_loses_nothing_and_the_workers_carr
                 assert len(leaders) == 8, leaders  # four agencies, each a queue and its dead letters
                 leader = leaders[f"{prefix}.delivery.inps"]
                 victim = int(leader.split("@")[0][-1])
-                rabbit_cluster.run("stop-node", str(victim))
+                rabbit_cluster.run(how, str(victim))
                 after_stop = hub.scalar(protocolled)
                 # The workers carry on through the two nodes left (new leaders elected).
                 wait_for(lambda: hub.scalar(protocolled) >= after_stop + 30, timeout=60,
-                         what="deliveries after the node stopped")
+                         what="deliveries after the node went")
                 survivor = 1 if victim != 1 else 2
                 assert rabbit_cluster.leaders(prefix, ask=survivor)[f"{prefix}.delivery.inps"] != leader
             assert set(feeder.statuses) == {202}, feeder.statuses
@@ -160,3 +161,16 @@ def test_stopping_the_queue_leader_under_flow_loses_nothing_and_the_workers_carr
             assert hub.scalar("SELECT count(*) FROM filings") == len(feeder.references)
         finally:
             hub.stop_all()
+
+
+def test_stopping_the_queue_leader_under_flow_loses_nothing_and_the_workers_carry_on(
+        rabbit_cluster: RabbitCluster, pg_url: str, sims: Any) -> None:  # noqa: F811
+    """The node leading the queues is stopped (`rabbitmqctl stop`) mid-stream."""
+    _leader_lost_under_flow(rabbit_cluster, pg_url, sims, "stop-node")
+
+
+def test_killing_the_queue_leader_under_flow_loses_nothing_and_the_workers_carry_on(
+        rabbit_cluster: RabbitCluster, pg_url: str, sims: Any) -> None:  # noqa: F811
+    """The node leading the queues is killed (SIGKILL) mid-stream: the relay reopens a channel
+    that the broker keeps nacking, the workers take their redelivered messages once."""
+    _leader_lost_under_flow(rabbit_cluster, pg_url, sims, "kill-node")
