@@ -1,6 +1,6 @@
 """The hub on a three-node RabbitMQ cluster (ops/rabbitmq-cluster/cluster.sh) with quorum queues:
-stopping the node that leads the queues while filings flow loses nothing, duplicates no effect,
-and the workers carry on through the other nodes."""
+stopping or killing the node that leads the queues while filings flow loses nothing, duplicates
+no effect, and the workers carry on through the other nodes (`[transport] urls`)."""
 
 from __future__ import annotations
 
@@ -59,9 +59,6 @@ class RabbitCluster:
         if done.returncode:
             raise RuntimeError(f"cluster.sh {' '.join(args)} failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
         return done.stdout
-
-    def node_of(self, port: int) -> int:
-        return port - int(self.env["CLUSTER_PORT"]) + 1
 
     def leaders(self, prefix: str, *, ask: int = 1) -> dict[str, str]:
         """Queue name → the node that leads it, as node `ask` sees it."""
