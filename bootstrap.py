@@ -21,6 +21,7 @@ from adapters.base import deliver_with_retries, poll_once
 from adapters.contracts import load_agency_catalog
 from adapters.factory import ContractSet
 from adapters.message_check import MessageChecker
+from api.admission import AdmissionLimits
 from api.app import create_app
 from api.context import ApiContext
 from api.auth import RequestGuard
@@ -343,6 +344,7 @@ def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Ca
             guard=hub.guard,
             identity=hub.identity,
             max_body_bytes=hub.settings.api.max_body_bytes,
+            admission=AdmissionLimits(hub.settings.api.max_inflight_submissions, hub.settings.api.max_queue_wait_ms),
             on_accepted=on_accepted,
             outcome_readers=readers,
             callbacks=hub.callbacks,

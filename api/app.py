@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from api.admission import SubmissionAdmission
 from api.agency_health import agency_health_routes
 from api.auth import Caller, admit_deferred, authenticate, authenticate_sync, refuse_token
 from api.context import ApiContext, attach_context, context_of
@@ -301,7 +302,8 @@ def create_app(ctx: ApiContext) -> Starlette:
             *metrics_routes(ctx.metrics),
             *console_mount(ctx),
         ],
-        middleware=[Middleware(RequestObservation, metrics=ctx.metrics)],
+        middleware=[Middleware(RequestObservation, metrics=ctx.metrics),
+                    Middleware(SubmissionAdmission, limits=ctx.admission)],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     attach_context(app, ctx)

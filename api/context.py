@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.admission import AdmissionLimits
 from api.auth import RequestGuard
 from api.callbacks import CallbackGuard
 from api.readiness import ReadinessCheck
@@ -78,6 +79,7 @@ class ApiContext:
     guard: RequestGuard  # ModI signatures, replayed tokens, lockout (api.auth)
     identity: IdentityStore  # delegations and the identity audit lines
     max_body_bytes: int = 1_048_576
+    admission: AdmissionLimits | None = None  #: bounds on submissions at once (None: unbounded)
     on_accepted: Callable[[], None] | None = None  # wakes an in-process worker
     #: agency → reads its late-outcome callbacks
     outcome_readers: Mapping[str, OutcomeReader] = field(default_factory=dict)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -96,11 +97,13 @@ def main() -> int:
     parser.add_argument("--database-url", default=os.environ.get(
         "CROCEVIA_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--rabbitmq-url", default=os.environ.get(
-        "CROCEVIA_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F"))
+        "CROCEVIA_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+        help="the broker; a cluster's nodes separated by commas (the first is tried first)")
     parser.add_argument("--backlog", action="store_true",
                         help="accept every filing first, then start the workers: measures their drain rate")
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
+    args.rabbitmq_url, *more_urls = args.rabbitmq_url.split(",")
 
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     prefix = f"crvbench-{uuid.uuid4().hex[:8]}"
@@ -121,6 +124,7 @@ def main() -> int:
                if not k.startswith(("AGENCIES__", "DATABASE__", "PORTALS__", "TRANSPORT__", "RELAY__", "WORKER__"))}
         env.update({"DATABASE__URL": db_url, "LOG_LEVEL": "warning",
                     "TRANSPORT__KIND": "rabbitmq", "TRANSPORT__URL": args.rabbitmq_url, "TRANSPORT__PREFIX": prefix,
+                    "TRANSPORT__URLS": json.dumps(more_urls),
                     "PORTALS__BENCH__ALGORITHM": "ES256",
                     "PORTALS__BENCH__PUBLIC_KEY": public_pem(BENCH_KEY).decode()})
         for agency in sims.urls:

@@ -90,11 +90,17 @@ class ApiSettings(_Section):
     max_header_bytes: int = 16_384
     #: Seconds `/readyz` waits for the store to answer before calling it unreachable.
     readiness_timeout: float = 2.0
+    #: Admission control (api/admission.py): filings processed at once (0: no limit), ...
+    max_inflight_submissions: int = 32
+    #: ... and how long one more waits for a slot before it is answered 503 with Retry-After.
+    max_queue_wait_ms: int = 200
 
 
 class TransportSettings(_Section):
     kind: Literal["embedded", "rabbitmq"] = "embedded"  #: the database queue, or RabbitMQ
     url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/%2F")
+    #: The other nodes of a cluster, tried in turn when `url` cannot be reached (a node stopped).
+    urls: list[SecretStr] = []
     #: Names of the exchanges and queues start with this (one prefix per deployment or test).
     prefix: str = "crocevia"
     #: Deliveries of one message before the quorum queue dead-letters it (poison cap).

@@ -7,8 +7,9 @@ turn its callbacks into awaitables and its exceptions into `service.relay.Transp
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import pika
 import pika.exceptions as px
@@ -21,6 +22,7 @@ __all__ = [
     "RPC_TIMEOUT",
     "AmqpChannel",
     "AmqpConnection",
+    "Addresses",
     "Topology",
     "amqp_parameters",
     "declare_topology",
@@ -34,6 +36,8 @@ __all__ = [
 log = structlog.get_logger("crocevia.rabbitmq")
 
 RPC_TIMEOUT = 10.0
+#: One broker, or the nodes of a cluster tried in turn (the first that answers is used).
+Addresses: TypeAlias = "pika.URLParameters | Sequence[pika.URLParameters]"
 #: Reply code of a channel closed because a declaration disagrees with what exists.
 _PRECONDITION_FAILED = 406
 
@@ -257,8 +261,24 @@ class AmqpConnection:
         self._waiters: set[asyncio.Future[Any]] = set()
 
     @classmethod
-    async def open(cls, parameters: pika.URLParameters) -> AmqpConnection:
-        """Connect, or raise `BrokerUnavailable`."""
+    async def open(cls, addresses: Addresses) -> AmqpConnection:
+        """Connect to the first of `addresses` that answers (a cluster's nodes, in turn).
+
+        Raises:
+            BrokerUnavailable: no address could be reached; the message says why the last failed.
+        """
+        candidates = [addresses] if isinstance(addresses, pika.URLParameters) else list(addresses)
+        if not candidates:
+            raise BrokerUnavailable("no broker address configured")
+        for candidate in candidates[:-1]:
+            try:
+                return await cls._open_one(candidate)
+            except BrokerUnavailable as exc:
+                log.info("broker_node_unreachable", host=candidate.host, port=candidate.port, error=str(exc))
+        return await cls._open_one(candidates[-1])
+
+    @classmethod
+    async def _open_one(cls, parameters: pika.URLParameters) -> AmqpConnection:
         self = cls()
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[None] = loop.create_future()

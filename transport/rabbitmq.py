@@ -39,6 +39,7 @@ from service.ports import ClaimedJob, Completion
 from service.relay import BrokerUnavailable, OutboxJob, TransportError
 from service.store_ports import JobStore
 from transport.amqp import (
+    Addresses,
     AmqpChannel,
     AmqpConnection,
     Topology,
@@ -78,7 +79,7 @@ class RabbitPublisher:
     messages at once), which is many times faster than waiting for each confirm in turn.
     """
 
-    def __init__(self, parameters: pika.URLParameters, topology: Topology, *, confirm_timeout: float = 30.0) -> None:
+    def __init__(self, parameters: Addresses, topology: Topology, *, confirm_timeout: float = 30.0) -> None:
         self._params = parameters
         self._topology = topology
         self._confirm_timeout = confirm_timeout
@@ -179,6 +180,10 @@ class RabbitPublisher:
             raise BrokerUnavailable(f"{missing} of {len(jobs)} messages not confirmed")
         if self._refused:
             log.error("messages_refused", count=len(self._refused), job_ids=self._refused[:20])
+            if any(job_id not in self._returned for job_id in self._refused):
+                # Nacked, not returned: after a quorum queue's leader dies, a channel can be
+                # nacked on every publish until it is reopened; the relay retries on a new one.
+                await self._drop()
         return list(self._confirmed)
 
     async def close(self) -> None:
@@ -215,7 +220,7 @@ class RabbitJobSource:
     def __init__(
         self,
         *,
-        parameters: pika.URLParameters,
+        parameters: Addresses,
         topology: Topology,
         prefetch: Mapping[str, int],
         store: JobStore,

@@ -39,14 +39,23 @@ def _connection_name(role: str) -> str:
     return f"crocevia-{role}-{os.getpid()}"
 
 
+def _addresses(settings: Settings, role: str) -> list[Any]:
+    """Connection parameters of `[transport] url`, then of each of `urls` (a cluster's nodes)."""
+    from transport.rabbitmq import amqp_parameters
+
+    t = settings.transport
+    return [amqp_parameters(url.get_secret_value(), name=_connection_name(role), heartbeat=t.heartbeat)
+            for url in (t.url, *t.urls)]
+
+
 def job_source(settings: Settings, store: Any, agencies: Iterable[str],
                prefetch: Mapping[str, int]) -> RabbitJobSource:
     """A worker's jobs from the quorum queues of `agencies`, `prefetch[agency]` at a time."""
-    from transport.rabbitmq import RabbitJobSource, amqp_parameters
+    from transport.rabbitmq import RabbitJobSource
 
     t = settings.transport
     return RabbitJobSource(
-        parameters=amqp_parameters(t.url.get_secret_value(), name=_connection_name("worker"), heartbeat=t.heartbeat),
+        parameters=_addresses(settings, "worker"),
         topology=topology(settings, agencies), prefetch=prefetch, store=store,
         lease_seconds=settings.worker.lease_seconds, reconnect_initial=t.reconnect_initial,
         reconnect_max=t.reconnect_max,
@@ -68,7 +77,7 @@ def build_relay(settings: Settings, store: RelayStore, agencies: Iterable[str]) 
     Raises:
         ValueError: the hub runs on the embedded queue, which needs no relay.
     """
-    from transport.rabbitmq import RabbitPublisher, amqp_parameters
+    from transport.rabbitmq import RabbitPublisher
 
     if not uses_rabbitmq(settings):
         raise ValueError("the relay runs with transport.kind = 'rabbitmq' (the embedded queue needs none)")
@@ -76,8 +85,7 @@ def build_relay(settings: Settings, store: RelayStore, agencies: Iterable[str]) 
     return OutboxRelay(
         store=store,
         publisher=RabbitPublisher(
-            amqp_parameters(t.url.get_secret_value(), name=_connection_name("relay"), heartbeat=t.heartbeat),
-            topology(settings, agencies), confirm_timeout=t.confirm_timeout),
+            _addresses(settings, "relay"), topology(settings, agencies), confirm_timeout=t.confirm_timeout),
         batch_size=r.batch_size,
         lease_seconds=r.lease_seconds,
         poll_interval=r.poll_interval,
