@@ -489,38 +489,49 @@ def _own_passes(conn: Connection, completions: Sequence[Completion], epoch: floa
     this pass took it (its lease ran out under it): applying it would overwrite what the newer
     pass does. The closed rows stay locked until the commit, so no claim can take them.
     """
-    first: dict[int, Completion] = {}
-    for c in completions:
-        first.setdefault(c.job.job_id, c)
-    plain = sorted(j for j, c in first.items() if c.job.lease_token is None)
-    fenced = sorted((j, c.job.lease_token) for j, c in first.items() if c.job.lease_token is not None)
+    plain = sorted({c.job.job_id for c in completions if c.job.lease_token is None})
+    fenced = sorted({(c.job.job_id, c.job.lease_token) for c in completions if c.job.lease_token is not None})
     conditions = []
     if plain:
         conditions.append(outbox.c.id.in_(plain))
     if fenced:
         conditions.append(tuple_(outbox.c.id, outbox.c.claims).in_(fenced))
-    closed = set(conn.execute(
+    claims = {r.id: r.claims for r in conn.execute(
         update(outbox).where(or_(*conditions), outbox.c.done_at.is_(None)).values(done_at=epoch)
-        .returning(outbox.c.id)
-    ).scalars())
-    own = [c for c in completions if c.job.job_id in closed and first[c.job.job_id] is c]
-    if len(own) < len(completions):
-        _log_stale(conn, [c for c in completions if not (c.job.job_id in closed and first[c.job.job_id] is c)],
-                   closed)
+        .returning(outbox.c.id, outbox.c.claims)
+    )}
+    # Of each closed job, the first pass that held it (its current claim) is the one applied.
+    own: list[Completion] = []
+    taken: set[int] = set()
+    stale: list[Completion] = []
+    for c in completions:
+        job_id, token = c.job.job_id, c.job.lease_token
+        if job_id in claims and job_id not in taken and (token is None or token == claims[job_id]):
+            taken.add(job_id)
+            own.append(c)
+        else:
+            stale.append(c)
+    if stale:
+        _log_stale(conn, stale, claims)
     return own
 
 
-def _log_stale(conn: Connection, stale: Sequence[Completion], closed: set[int]) -> None:
-    """Say why each stale pass was dropped (a rare path: one more read)."""
+def _log_stale(conn: Connection, stale: Sequence[Completion], closed: Mapping[int, int]) -> None:
+    """Say why each stale pass was dropped (a rare path: one more read). `closed`: the jobs
+    this batch closed, with their claim counts."""
     jobs = {r.id: r for r in conn.execute(
-        select(outbox.c.id, outbox.c.done_at).where(outbox.c.id.in_(sorted({c.job.job_id for c in stale})))
+        select(outbox.c.id, outbox.c.claims, outbox.c.done_at)
+        .where(outbox.c.id.in_(sorted({c.job.job_id for c in stale})))
     ).all()}
     for c in stale:
-        job = jobs.get(c.job.job_id)
-        if job is None or job.done_at is not None or c.job.job_id in closed:
+        job, token = jobs.get(c.job.job_id), c.job.lease_token
+        claims = closed.get(c.job.job_id, job.claims if job is not None else None)
+        if job is None or (c.job.job_id not in closed and job.done_at is not None):
             reason = "job_already_closed"
-        else:
+        elif token is not None and token != claims:
             reason = "job_claimed_again"
+        else:
+            reason = "job_already_closed"  # its fresh pass came earlier in this batch
         _log.warning("stale_pass_dropped", job_id=c.job.job_id, delivery_id=c.job.delivery_id,
                      agency=c.job.agency, owner=c.owner, reason=reason, state=c.new_state)
 
