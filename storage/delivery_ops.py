@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any
 
 import structlog
-from sqlalchemy import JSON, Connection, Table, Update, bindparam, func, insert, select, update
+from sqlalchemy import JSON, Connection, Table, Update, bindparam, func, insert, or_, select, tuple_, update
 
 from domain.messages import Receipt
 from domain.states import (
@@ -126,13 +126,16 @@ class EventLog:
     """
 
     def __init__(self, conn: Connection, filings_info: Mapping[int, Mapping[str, Any]], now: datetime,
-                 epoch: float, *, new_filings: Iterable[int] = ()) -> None:
+                 epoch: float, *, new_filings: Iterable[int] = (), last_seqs: Mapping[int, int] | None = None,
+                 ) -> None:
         self._conn = conn
         self._info = filings_info
         self._now = now
         self._epoch = epoch
         # Filings inserted in this transaction have no events yet: numbered from 1, unread.
         self._next: dict[int, int] = {fid: 1 for fid in new_filings}
+        # Last sequence numbers the caller read already (under the filings' locks): not read again.
+        self._next.update({fid: seq + 1 for fid, seq in (last_seqs or {}).items()})
         self._rows: list[dict[str, Any]] = []
 
     def _number_from_last(self, filing_id: int) -> None:
@@ -192,18 +195,25 @@ def _write_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: 
         conn.execute(_rows_update(table, columns), params)
 
 
-def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: datetime, events: EventLog) -> None:
-    """Re-derive each filing's state from its current deliveries; a change is an event."""
+def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: datetime, events: EventLog,
+                    current: Iterable[Mapping[str, Any]] | None = None) -> None:
+    """Re-derive each filing's state from its current deliveries; a change is an event.
+
+    `current`: every delivery of the filings as the transaction leaves them, when the caller
+    holds them all already (then they are not read again)."""
     if not info:
         return
-    rows = conn.execute(
-        select(deliveries.c.filing_id, deliveries.c.state).where(
-            deliveries.c.filing_id.in_(list(info)), deliveries.c.superseded_by.is_(None)
-        )
-    ).all()
+    if current is None:
+        rows: Iterable[Mapping[str, Any]] = [{"filing_id": r.filing_id, "state": r.state} for r in conn.execute(
+            select(deliveries.c.filing_id, deliveries.c.state).where(
+                deliveries.c.filing_id.in_(list(info)), deliveries.c.superseded_by.is_(None)
+            )
+        )]
+    else:
+        rows = (r for r in current if not r["superseded_by"])
     states: dict[int, list[str]] = {fid: [] for fid in info}
     for row in rows:
-        states[row.filing_id].append(row.state)
+        states[row["filing_id"]].append(row["state"])
     written = []
     for filing_id, delivery_states in states.items():
         new = aggregate_filing_state(delivery_states).value
@@ -243,21 +253,30 @@ class _Dependents:
     """The current deliveries of some filings that wait for another recipient, read once and
     kept up to date in memory while a transaction moves them; `write` stores the moved ones."""
 
-    def __init__(self, conn: Connection, filing_ids: Iterable[int], states: Sequence[str]) -> None:
-        rows = conn.execute(
-            select(deliveries).where(
-                deliveries.c.filing_id.in_(sorted(set(filing_ids))),
-                deliveries.c.depends_on.is_not(None),
-                deliveries.c.superseded_by.is_(None),
-                deliveries.c.state.in_(list(states)),
-            ).order_by(deliveries.c.filing_id, deliveries.c.agency)
-        ).all()
+    def __init__(self, conn: Connection, filing_ids: Iterable[int], states: Sequence[str],
+                 current: Iterable[Mapping[str, Any]] | None = None) -> None:
+        """`current`: all the filings' deliveries as the transaction has them, if the caller
+        holds them already (then nothing is read)."""
+        ids = sorted(set(filing_ids))
+        if current is None:
+            found = [dict(r._mapping) for r in conn.execute(
+                select(deliveries).where(
+                    deliveries.c.filing_id.in_(ids),
+                    deliveries.c.depends_on.is_not(None),
+                    deliveries.c.superseded_by.is_(None),
+                    deliveries.c.state.in_(list(states)),
+                )
+            ).all()]
+        else:
+            wanted = set(ids)
+            found = [dict(r) for r in current if r["filing_id"] in wanted and r["depends_on"] is not None
+                     and not r["superseded_by"] and r["state"] in states]
         self.rows: dict[str, dict[str, Any]] = {}
         self._waiting_for: dict[tuple[int, str], list[str]] = {}
         # Agency order: the same events in the same order on every database and every run.
-        for r in rows:
-            self.rows[r.id] = dict(r._mapping)
-            self._waiting_for.setdefault((r.filing_id, r.depends_on), []).append(r.id)
+        for r in sorted(found, key=lambda r: (r["filing_id"], r["agency"])):
+            self.rows[r["id"]] = r
+            self._waiting_for.setdefault((r["filing_id"], r["depends_on"]), []).append(r["id"])
         self.moved: dict[str, dict[str, Any]] = {}
 
     def of(self, filing_id: int, agency: str, states: Sequence[str]) -> list[dict[str, Any]]:
@@ -293,6 +312,15 @@ def settle_dependents(
     if not work:
         return
     deps = _Dependents(conn, (pred["filing_id"] for pred in work), (_S.WAITING.value, _S.HELD.value))
+    jobs = _settle(deps, list(work), now, epoch, events)
+    deps.write(conn, _SETTLE_COLUMNS)
+    if jobs:
+        conn.execute(insert(outbox), jobs)
+
+
+def _settle(deps: _Dependents, work: list[Any], now: datetime, epoch: float,
+            events: EventLog) -> list[dict[str, Any]]:
+    """Move the dependents of `work` in memory (in `deps`); returns the released ones' jobs."""
     jobs: list[dict[str, Any]] = []
     while work:
         pred = work.pop(0)
@@ -324,9 +352,7 @@ def settle_dependents(
                 dep = deps.move(dep, {"state": new, "last_error": reason, "next_attempt_at": None, "updated_at": now})
                 work.append(dep)
             events.recipient(dep, previous)
-    deps.write(conn, _SETTLE_COLUMNS)
-    if jobs:
-        conn.execute(insert(outbox), jobs)
+    return jobs
 
 
 def resume_dependents(conn: Connection, pred: Mapping[str, Any], now: datetime, events: EventLog) -> None:
@@ -377,17 +403,16 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     events and filing states, all in the caller's transaction.
 
     The passes are applied in order in memory (two passes of one delivery build on each
-    other); then each table gets one statement for the whole batch."""
+    other); then each table gets one statement for the whole batch. Under the filings' locks
+    one read brings every delivery of the batch's filings (and their last event numbers):
+    the passes, the dependents and the filing states are all worked out from it."""
     info = lock_filings(conn, (c.job.filing_id for c in completions))
-    completions = _own_passes(conn, completions)
-    ids = list({c.job.delivery_id for c in completions})
-    current = {
-        r.id: dict(r._mapping) for r in conn.execute(select(deliveries).where(deliveries.c.id.in_(ids))).all()
-    }
+    completions = _own_passes(conn, completions, epoch)
+    if not completions:
+        return  # every pass was stale: nothing of theirs is written
+    current, last_seqs = _filing_deliveries(conn, list(info))
     numbers_before = {i: r["protocol_number"] for i, r in current.items()}
-    conn.execute(update(outbox).where(outbox.c.id.in_(sorted({c.job.job_id for c in completions})))
-                 .values(done_at=epoch))
-    events = EventLog(conn, info, now, epoch)
+    events = EventLog(conn, info, now, epoch, last_seqs=last_seqs)
     touched: dict[str, dict[str, Any]] = {}
     attempt_rows: list[dict[str, Any]] = []
     job_rows: list[dict[str, Any]] = []
@@ -423,44 +448,92 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     _write_rows(conn, deliveries, _PASS_COLUMNS, touched.values())
     if attempt_rows:
         conn.execute(insert(attempts), attempt_rows)
+    flag_anomalies(conn, duplicates, touched, now, events)
+    work = [pred for pred in changed if pred["state"] in _SETTLING]
+    if work:
+        deps = _Dependents(conn, (pred["filing_id"] for pred in work), (_S.WAITING.value, _S.HELD.value),
+                           current.values())
+        job_rows.extend(_settle(deps, work, now, epoch, events))
+        deps.write(conn, _SETTLE_COLUMNS)
+        current.update(deps.moved)
     if job_rows:
         conn.execute(insert(outbox), job_rows)
-    flag_anomalies(conn, duplicates, touched, now, events)
-    settle_dependents(conn, changed, now, epoch, events)
-    refresh_filings(conn, info, now, events)
+    refresh_filings(conn, info, now, events, current.values())
     events.flush()
 
 
-def _own_passes(conn: Connection, completions: Sequence[Completion]) -> list[Completion]:
-    """The passes that still hold their job; stale ones are logged and left out.
+def _filing_deliveries(conn: Connection, filing_ids: Sequence[int]) -> tuple[dict[str, dict[str, Any]], dict[int, int]]:
+    """Every delivery of the (locked) filings by id, and each filing's last event number, in
+    one read; superseded ones too (a pass for one must see that it was replaced)."""
+    last_seq = (
+        select(func.max(filing_events.c.seq))
+        .where(filing_events.c.filing_id == deliveries.c.filing_id)
+        .scalar_subquery()
+        .label("last_event_seq")
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    seqs: dict[int, int] = {}
+    for r in conn.execute(select(deliveries, last_seq).where(deliveries.c.filing_id.in_(filing_ids))).mappings():
+        row = dict(r)
+        seqs[row["filing_id"]] = row.pop("last_event_seq") or 0
+        rows[row["id"]] = row
+    return rows, seqs
 
-    A pass is stale when its job was closed already (another pass of it committed first) or,
-    in the embedded queue, when the job was claimed again after this pass took it (its lease
-    ran out under it): applying it would overwrite what the newer pass does. The job rows are
-    locked, so no claim can take them between this check and the commit.
+
+def _own_passes(conn: Connection, completions: Sequence[Completion], epoch: float) -> list[Completion]:
+    """Close the jobs of the passes that still hold them, and return those passes; stale ones
+    are logged and left out. One UPDATE … RETURNING both checks and closes.
+
+    A pass is stale when its job was closed already (another pass of it committed first, or
+    came earlier in this batch) or, in the embedded queue, when the job was claimed again after
+    this pass took it (its lease ran out under it): applying it would overwrite what the newer
+    pass does. The closed rows stay locked until the commit, so no claim can take them.
     """
-    job_ids = sorted({c.job.job_id for c in completions})
+    plain = sorted({c.job.job_id for c in completions if c.job.lease_token is None})
+    fenced = sorted({(c.job.job_id, c.job.lease_token) for c in completions if c.job.lease_token is not None})
+    conditions = []
+    if plain:
+        conditions.append(outbox.c.id.in_(plain))
+    if fenced:
+        conditions.append(tuple_(outbox.c.id, outbox.c.claims).in_(fenced))
+    claims = {r.id: r.claims for r in conn.execute(
+        update(outbox).where(or_(*conditions), outbox.c.done_at.is_(None)).values(done_at=epoch)
+        .returning(outbox.c.id, outbox.c.claims)
+    )}
+    # Of each closed job, the first pass that held it (its current claim) is the one applied.
+    own: list[Completion] = []
+    taken: set[int] = set()
+    stale: list[Completion] = []
+    for c in completions:
+        job_id, token = c.job.job_id, c.job.lease_token
+        if job_id in claims and job_id not in taken and (token is None or token == claims[job_id]):
+            taken.add(job_id)
+            own.append(c)
+        else:
+            stale.append(c)
+    if stale:
+        _log_stale(conn, stale, claims)
+    return own
+
+
+def _log_stale(conn: Connection, stale: Sequence[Completion], closed: Mapping[int, int]) -> None:
+    """Say why each stale pass was dropped (a rare path: one more read). `closed`: the jobs
+    this batch closed, with their claim counts."""
     jobs = {r.id: r for r in conn.execute(
         select(outbox.c.id, outbox.c.claims, outbox.c.done_at)
-        .where(outbox.c.id.in_(job_ids)).order_by(outbox.c.id).with_for_update()
+        .where(outbox.c.id.in_(sorted({c.job.job_id for c in stale})))
     ).all()}
-    own: list[Completion] = []
-    closed: set[int] = set()
-    for c in completions:
-        job = jobs.get(c.job.job_id)
-        token = c.job.lease_token
-        reason = None
-        if job is None or job.done_at is not None or c.job.job_id in closed:
+    for c in stale:
+        job, token = jobs.get(c.job.job_id), c.job.lease_token
+        claims = closed.get(c.job.job_id, job.claims if job is not None else None)
+        if job is None or (c.job.job_id not in closed and job.done_at is not None):
             reason = "job_already_closed"
-        elif token is not None and job.claims != token:
+        elif token is not None and token != claims:
             reason = "job_claimed_again"
-        if reason is not None:
-            _log.warning("stale_pass_dropped", job_id=c.job.job_id, delivery_id=c.job.delivery_id,
-                         agency=c.job.agency, owner=c.owner, reason=reason, state=c.new_state)
-            continue
-        closed.add(c.job.job_id)
-        own.append(c)
-    return own
+        else:
+            reason = "job_already_closed"  # its fresh pass came earlier in this batch
+        _log.warning("stale_pass_dropped", job_id=c.job.job_id, delivery_id=c.job.delivery_id,
+                     agency=c.job.agency, owner=c.owner, reason=reason, state=c.new_state)
 
 
 def _record_pass(row: Mapping[str, Any], c: Completion, now: datetime) -> tuple[dict[str, Any], bool]:

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from routing.plan import PlannedDelivery
 from service.ports import AttemptRecord, ClaimedJob, Completion, NewFiling
@@ -175,3 +175,45 @@ def test_two_recipients_of_one_filing_settle_in_one_batch(store: SqlStore) -> No
         (5, "filing.state_changed", None, "partially_protocolled"),
     ]
     assert events[3][2]["recipient"]["state"] == "pending"
+
+
+def _statements_of_batch(store: SqlStore, filings_count: int) -> list[str]:
+    """The statements one `complete_jobs` call sends for `filings_count` filings whose cciaa is
+    protocolled (releasing inps: an update of the dependents and their jobs) and whose suap
+    is retried (a next job), with attempts, events and filing states (transaction control
+    left out)."""
+    ids = _accept(store, ["hold"] * filings_count)
+    jobs = _open_jobs(store, ids)
+    later = store._clock() + 300  # noqa: SLF001 - the test's own clock
+    batch = []
+    for n in range(filings_count):
+        batch.append(_pass(jobs[n, "cciaa"], "protocolled", protocol_number=f"N{uuid.uuid4().hex[:8]}",
+                           references={"numeroREA": f"R{n}"}))
+        batch.append(_pass(jobs[n, "suap"], "retrying", last_error="503", next_attempt_at=later))
+    sent: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.split()[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK"):
+            sent.append(statement.split()[0] + " " + statement.split()[2])
+
+    event.listen(store._engine, "before_cursor_execute", count)  # noqa: SLF001 - test inspection
+    try:
+        store.complete_jobs(batch)
+    finally:
+        event.remove(store._engine, "before_cursor_execute", count)  # noqa: SLF001
+    with store._engine.connect() as conn:  # noqa: SLF001 - test inspection
+        released = conn.execute(select(deliveries.c.state).where(
+            deliveries.c.filing_id.in_(ids), deliveries.c.agency == "inps")).scalars().all()
+    assert released == ["pending"] * filings_count  # the batch did release the dependents
+    return sent
+
+
+def test_a_batch_costs_a_fixed_handful_of_statements(store: SqlStore) -> None:
+    """One lock of the filings, one UPDATE … RETURNING that checks and closes the jobs, one
+    read of the filings' deliveries (with their last event numbers, for the dependents and
+    the filing states too), the duplicate-number check, then one write per kind of row:
+    ten statements, however many passes (it took fifteen before the reads were merged)."""
+    small = _statements_of_batch(store, 2)
+    large = _statements_of_batch(store, 8)
+    assert len(large) == len(small), large
+    assert len(large) <= 10, large
