@@ -18,6 +18,7 @@ import zeep.exceptions as zx
 from adapters.base import ErrorContext
 from adapters.contracts import ContractError
 from adapters.factory import ContractSet
+from adapters.openapi import OpenApiContract
 from adapters.wsdl import WsdlContract
 from domain.errors import DeliveryError, MessageRejectedAsInvalid
 from domain.intake import MessageProblem
@@ -68,6 +69,17 @@ class MessageChecker:
 
     def __init__(self, contracts: ContractSet) -> None:
         self._contracts = contracts
+        #: (agency, version) → its loaded contract: resolved once, not per message (a
+        #: contract that fails to resolve is not kept, and is tried again next time).
+        self._loaded: dict[tuple[str, str | None], WsdlContract | OpenApiContract] = {}
+
+    def _contract(self, agency: str, version: str | None) -> WsdlContract | OpenApiContract:
+        """Raises: ContractError (unknown agency or version, a contract that does not load)."""
+        contract = self._loaded.get((agency, version))
+        if contract is None:
+            contract = self._contracts.load(self._contracts.spec(agency, version))
+            self._loaded[(agency, version)] = contract
+        return contract
 
     def problem(self, agency: str, version: str | None, operation: str, content: Mapping[str, Any]) -> MessageProblem | None:
         """Why `content` would fail `agency`'s contract, or None when it passes.
@@ -77,8 +89,7 @@ class MessageChecker:
         """
         ctx = ErrorContext(agency, operation)
         try:
-            spec = self._contracts.spec(agency, version)
-            contract = self._contracts.load(spec)
+            contract = self._contract(agency, version)
             if isinstance(contract, WsdlContract):
                 contract.build(operation, content, ctx)  # the envelope, validated; not serialized
             else:

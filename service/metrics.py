@@ -68,6 +68,9 @@ class HubMetrics:
                               ["status"], registry=r)
         self.http = Counter("crocevia_http_requests", "Every API request, by method and HTTP status",
                             ["method", "status"], registry=r)
+        #: The label children `record_request` moves, by label values.
+        self._http_children: dict[tuple[str, int], Any] = {}
+        self._intake_children: dict[int, Any] = {}
         # The process's own resources (CPU, memory, file descriptors) and Python version.
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -88,9 +91,21 @@ class HubMetrics:
         self.outcomes.labels(agency, "deferred" if deferred else state).inc()
 
     def record_request(self, method: str, path: str, status: int) -> None:
-        self.http.labels(method if method in _METHODS else "other", str(status)).inc()
+        """Count one API request (and, for a submission, its intake status).
+
+        The label children are looked up once per label value and kept: prometheus-client's
+        `labels()` takes a lock and builds the key on every call, i.e. on every request.
+        """
+        key = (method if method in _METHODS else "other", status)
+        http = self._http_children.get(key)
+        if http is None:
+            http = self._http_children.setdefault(key, self.http.labels(key[0], str(status)))
+        http.inc()
         if method == "POST" and path == "/v1/filings":
-            self.intake.labels(str(status)).inc()
+            intake = self._intake_children.get(status)
+            if intake is None:
+                intake = self._intake_children.setdefault(status, self.intake.labels(str(status)))
+            intake.inc()
 
     def render(self) -> bytes:
         """The text exposition (blocking when a store collector is registered: run it in a thread)."""

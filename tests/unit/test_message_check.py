@@ -65,3 +65,25 @@ def test_a_missing_rest_field_is_named(setup: tuple[MessageChecker, dict[str, An
     required = next(k for k in planned["runts"].content if k != "messageHeader")
     problem = _problem(setup, "runts", lambda c: {k: v for k, v in c.items() if k != required})
     assert problem.agency == "runts" and problem.field == required and "required" in problem.detail
+
+
+def test_a_contract_is_resolved_once_not_per_message(setup: tuple[MessageChecker, dict[str, Any]],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check runs for every recipient of every filing: the contract lookup is kept."""
+    checker, planned = setup
+    fresh = MessageChecker(checker._contracts)
+    loads: list[str] = []
+    real = fresh._contracts.load
+    monkeypatch.setattr(fresh._contracts, "load", lambda spec: loads.append(spec.agency) or real(spec))
+    for _ in range(3):
+        for p in planned.values():
+            assert fresh.problem(p.agency, p.contract_version, p.operation, p.content) is None
+    assert sorted(loads) == sorted(planned)
+
+
+def test_an_unknown_agency_is_not_a_message_problem_and_is_not_kept(setup: tuple[MessageChecker, dict[str, Any]]) -> None:
+    checker, planned = setup
+    p = planned["inps"]
+    fresh = MessageChecker(checker._contracts)
+    assert fresh.problem("nowhere", None, p.operation, p.content) is None
+    assert fresh._loaded == {}
