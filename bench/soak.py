@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,7 +109,9 @@ class Portal:
         self.docs = [(EXAMPLES / name).read_bytes() for name in MIX]
         self.users = [demo_user(declarant_of(doc)) for doc in self.docs]
         self.signer = ModiSigner(issuer="bench", private_key=BENCH_KEY, audience="crocevia")
-        self.accepted = self.refused = 0
+        self.accepted = 0
+        #: Refusals by status code or transport error.
+        self.refused: Counter[int | str] = Counter()
 
     async def run(self, n: int | None, rate: float, until: float | None = None) -> float:
         """Submit `n` filings (or until monotonic time `until`), paced at `rate`/s if > 0:
@@ -130,13 +133,13 @@ class Portal:
                                                  user=self.users[i % len(self.docs)])
                     try:
                         r = await client.post("/v1/filings", content=doc, headers=signed)
-                    except httpx.TransportError:
-                        self.refused += 1
+                    except httpx.TransportError as exc:
+                        self.refused[type(exc).__name__] += 1
                         continue
                     if r.status_code == 202:
                         self.accepted += 1
                     else:
-                        self.refused += 1
+                        self.refused[r.status_code] += 1
 
             await asyncio.gather(*(one() for _ in range(self.concurrency)))
             return time.perf_counter() - start
@@ -238,7 +241,7 @@ def main() -> int:
         sampler.join()
         peaks = {name: proc_stats(p.pid)[1] for name, p in procs.items() if p.poll() is None}
         print(f"soak: {args.minutes:g} min at {rate:.1f} filings/s offered, {portal.accepted} accepted, "
-              f"{portal.refused} refused; {'embedded' if args.embedded else f'RabbitMQ, {args.workers} workers'}; "
+              f"{sum(portal.refused.values())} refused {dict(portal.refused)}; {'embedded' if args.embedded else f'RabbitMQ, {args.workers} workers'}; "
               f"RSS sampled every {args.sample_seconds:g} s")
         ok = report(sampler, peaks, args.minutes)
         if args.samples_csv:
