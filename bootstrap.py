@@ -13,55 +13,68 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
-from adapters.base import deliver_with_retries, poll_once
-from adapters.contracts import load_agency_catalog
-from adapters.factory import ContractSet
-from adapters.message_check import MessageChecker
-from api.admission import AdmissionLimits
-from api.app import create_app
-from api.context import ApiContext
-from api.auth import RequestGuard
-from api.callbacks import CallbackGuard
-from api.modi import ModiVerifier
-from api.ops.auth import CookiePolicy, OperatorGuard, TokenOrSessionGuard
-from api.readiness import ReadinessCheck
 from config.lease_budget import check_lease_budget
 from config.settings import Settings
 from domain.lockout import LockoutPolicy
 from probes import readiness_check
 from routing.routes import RouteTable, load_route_table
 from schemas.filing import FilingValidator
-from service.agency_runtime import AgencyRuntime, WorkerOptions
-from service.delivery_port import AgencyAdapter, LateOutcomeAdapter
 from service.metrics import HubMetrics
-from service.operations import PauseBoard
-from service.operators import OperatorAccounts, OperatorPolicy
-from service.recipients import OutcomeReader
-from service.relay import OutboxRelay
 from service.supervisor import Supervisor
-from service.worker import DeliveryWorker, JobSource
 from storage.connect import Engine, ping_store
 from storage.engine import build_engine
-from storage.identity import SqlIdentityStore
 from storage.migrate import upgrade_to_head
-from storage.operators import SqlOperatorStore
-from storage.ops_queries import OpsQueries
 from storage.store import SqlStore
-from transport.embedded import EmbeddedQueue
-from wiring.agencies import agency_http_client, build_adapter, build_agency_runtime, configured_adapter
-from wiring.identity import callback_verifiers, portal_keys, portal_signer
-from wiring.notifications import build_notifier
-from wiring.observability import agency_health, api_metrics
 from wiring.rabbitmq import build_relay, dead_letters, job_source, uses_rabbitmq
 
+# What only some processes need is imported where it is built: the relay never loads the
+# adapters (zeep, xmlschema, aiohttp) nor the API (Starlette, Jinja, signxml), and a worker not
+# the API (issue 13: <= 120 MiB per process). The names are for annotations here.
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from adapters.factory import ContractSet
+    from api.auth import RequestGuard
+    from api.callbacks import CallbackGuard
+    from api.ops.auth import OperatorGuard
+    from api.readiness import ReadinessCheck
+    from service.agency_runtime import AgencyRuntime, WorkerOptions
+    from service.delivery_port import AgencyAdapter
+    from service.operators import OperatorAccounts
+    from service.recipients import OutcomeReader
+    from service.relay import OutboxRelay
+    from service.worker import JobSource
+    from storage.identity import SqlIdentityStore
+    from adapters.factory import VersionedAdapter
+    from security.modi import ModiSigner
     from transport.rabbitmq import RabbitJobSource
+
+
+def build_adapter(contracts: ContractSet, name: str, **options: Any) -> VersionedAdapter:
+    """`wiring.agencies.build_adapter` (its arguments), imported when a process builds adapters."""
+    from wiring.agencies import build_adapter as build
+
+    return build(contracts, name, **options)
+
+
+def build_agency_runtime(settings: Settings, contracts: ContractSet, name: str, http: httpx.AsyncClient, *,
+                         concurrency: int, public_url: str) -> AgencyRuntime:
+    """`wiring.agencies.build_agency_runtime`, imported when a process builds agencies."""
+    from wiring.agencies import build_agency_runtime as build
+
+    return build(settings, contracts, name, http, concurrency=concurrency, public_url=public_url)
+
+
+def portal_signer(settings: Settings, portal: str, *, clock: Callable[[], float] = time.time) -> ModiSigner:
+    """`wiring.identity.portal_signer`: how the embedded portal `portal` signs its requests."""
+    from wiring.identity import portal_signer as signer
+
+    return signer(settings, portal, clock=clock)
+
 
 __all__ = [
     "Hub",
@@ -92,7 +105,8 @@ class Hub:
     store: SqlStore
     routes: RouteTable
     validator: FilingValidator
-    guard: RequestGuard
+    #: The portals' request guard; None in a process that serves no API (`build_hub(role=...)`).
+    guard: RequestGuard | None
     identity: SqlIdentityStore
     #: The agency declarations, loaded on demand (config/agencies, docs/agencies-as-configuration.md).
     contracts: ContractSet | None = None
@@ -110,10 +124,20 @@ class Hub:
         self.engine.dispose()
 
 
+#: What a process builds (`build_hub(role=...)`): "all" (the API, possibly with workers, and
+#: tests), "worker" (no API guards), "relay" (neither API guards nor agency contracts).
+Role = Literal["all", "worker", "relay"]
+
+
 def build_hub(
     settings: Settings, *, migrate: bool = True, clock: Callable[[], float] = time.time,
-    delivery_clock: Callable[[], float] = time.time,
+    delivery_clock: Callable[[], float] = time.time, role: Role = "all",
 ) -> Hub:
+    """The store, routes and (as `role` needs them) contracts and API guards of one process.
+
+    A worker builds no API guards; the relay neither those nor the agency contracts, so it
+    never imports the adapters or the API (their modules are most of a process's memory).
+    """
     # A lease shorter than the longest pass would hand a running job out again: refuse to start.
     check_lease_budget(settings, settings.agencies)
     engine = build_engine(
@@ -129,35 +153,55 @@ def build_hub(
     if unknown:
         raise ValueError(f"routes name agencies with no configuration: {', '.join(sorted(unknown))}")
     validator = FilingValidator(max_bytes=settings.api.max_body_bytes, max_depth=settings.api.max_depth)
-    contracts = load_contracts(settings)
-    # Every route's mapping, on the sample filings, must give a message its contract accepts:
-    # a broken mapping stops the start, naming route, mapping file and violation.
-    routes = checked_routes(settings, routes, contracts, validator)
+    contracts = None
+    if role != "relay":
+        contracts = load_contracts(settings)
+        # Every route's mapping, on the sample filings, must give a message its contract accepts:
+        # a broken mapping stops the start, naming route, mapping file and violation.
+        routes = checked_routes(settings, routes, contracts, validator)
     store = SqlStore(engine, clock=delivery_clock)
+    from storage.identity import SqlIdentityStore
+
     identity = SqlIdentityStore(engine, store.writer)
+    hub = Hub(settings=settings, engine=engine, store=store, routes=routes, validator=validator, guard=None,
+              identity=identity, contracts=contracts, clock=clock, delivery_clock=delivery_clock)
+    if role == "all":
+        _guard_api(hub)
+    return hub
+
+
+def _guard_api(hub: Hub) -> None:
+    """Give `hub` the API's guards: portals' requests, agencies' callbacks, operators."""
+    from api.auth import RequestGuard
+    from api.callbacks import CallbackGuard
+    from api.modi import ModiVerifier
+    from api.ops.auth import CookiePolicy, TokenOrSessionGuard
+    from wiring.identity import callback_verifiers, portal_keys
+
+    settings, clock = hub.settings, hub.clock
     ident = settings.identity
-    guard = RequestGuard(
+    hub.guard = RequestGuard(
         ModiVerifier(portal_keys(settings), ident.audience, max_lifetime=ident.max_token_seconds,
                      leeway=ident.leeway_seconds),
-        identity,
+        hub.identity,
         clock=clock,
         policy=LockoutPolicy(threshold=ident.lockout_threshold, lock_seconds=ident.lockout_seconds,
                              window_seconds=ident.failure_window_seconds),
         leeway=ident.leeway_seconds,
     )
-    callbacks = CallbackGuard(callback_verifiers(settings, contracts), identity, clock=clock)
-    operators = operator_accounts(settings, engine, store.writer, clock=clock)
+    hub.callbacks = CallbackGuard(callback_verifiers(settings, _contracts(hub)), hub.identity, clock=clock)
+    hub.operators = operator_accounts(settings, hub.engine, hub.store.writer, clock=clock)
     ops = settings.operators
-    ops_guard = TokenOrSessionGuard(operators, CookiePolicy(
+    hub.ops_guard = TokenOrSessionGuard(hub.operators, CookiePolicy(
         name=ops.cookie_name, secure=ops.cookie_secure, max_age=int(ops.session_absolute_seconds)))
-    return Hub(settings=settings, engine=engine, store=store, routes=routes, validator=validator, guard=guard,
-               identity=identity, contracts=contracts, clock=clock, delivery_clock=delivery_clock,
-               callbacks=callbacks, operators=operators, ops_guard=ops_guard)
 
 
 def operator_accounts(settings: Settings, engine: Engine, writer: Callable[[], Any] | None = None, *,
                       clock: Callable[[], float] = time.time) -> OperatorAccounts:
     """Operator accounts on the store, with the `[operators]` policy (the API and `hub.py operators`)."""
+    from service.operators import OperatorAccounts, OperatorPolicy
+    from storage.operators import SqlOperatorStore
+
     ops = settings.operators
     policy = OperatorPolicy(
         session_idle_seconds=ops.session_idle_seconds, session_absolute_seconds=ops.session_absolute_seconds,
@@ -170,6 +214,9 @@ def operator_accounts(settings: Settings, engine: Engine, writer: Callable[[], A
 
 def load_contracts(settings: Settings) -> ContractSet:
     """The agency declarations of `settings.agencies_dir` (documents load when first used)."""
+    from adapters.contracts import load_agency_catalog
+    from adapters.factory import ContractSet
+
     catalog = load_agency_catalog(settings.path(settings.agencies_dir), project_root=settings.path("."),
                                   external_dir=settings.path(settings.external_dir))
     return ContractSet(catalog)
@@ -217,6 +264,8 @@ def public_url(settings: Settings, host: str | None = None, port: int | None = N
 
 
 def _worker_options(settings: Settings) -> WorkerOptions:
+    from service.agency_runtime import WorkerOptions
+
     w = settings.worker
     max_handouts = w.max_handouts
     if uses_rabbitmq(settings):
@@ -234,6 +283,13 @@ class WorkerSet:
     def __init__(self, hub: Hub, agencies: list[str] | None, concurrency: int | None = None,
                  callbacks_url: str | None = None, *, metrics: HubMetrics | None = None,
                  supervisor: Supervisor | None = None) -> None:
+        from adapters.base import deliver_with_retries, poll_once
+        from service.operations import PauseBoard
+        from service.worker import DeliveryWorker
+        from transport.embedded import EmbeddedQueue
+        from wiring.agencies import agency_http_client
+        from wiring.notifications import build_notifier
+
         names = agencies or sorted(hub.routes.agencies)
         s = hub.settings
         callbacks = callbacks_url or public_url(s)
@@ -306,6 +362,8 @@ def relay_for(hub: Hub) -> OutboxRelay:
 
 def api_metrics_for(hub: Hub) -> HubMetrics:
     """The API process's metrics, with the hub-wide gauges read from the store."""
+    from wiring.observability import api_metrics
+
     return api_metrics(hub.settings, hub.engine, sorted(hub.routes.agencies), hub.delivery_clock)
 
 
@@ -324,6 +382,9 @@ def readiness(hub: Hub, supervisor: Supervisor) -> ReadinessCheck:
 def outcome_readers(hub: Hub, workers: WorkerSet | None) -> tuple[dict[str, OutcomeReader], httpx.AsyncClient | None]:
     """What reads agencies' callbacks in the API: the workers' adapters, or (API only) adapters
     built for reading, whose HTTP client (returned, for the caller to close) never sends anything."""
+    from service.delivery_port import LateOutcomeAdapter
+    from wiring.agencies import configured_adapter
+
     if workers is not None:
         return {name: adapter for name, adapter in workers.adapters.items()
                 if isinstance(adapter, LateOutcomeAdapter)}, None
@@ -335,7 +396,20 @@ def outcome_readers(hub: Hub, workers: WorkerSet | None) -> tuple[dict[str, Outc
 
 def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Callable[[], None],
               ready: ReadinessCheck, metrics: HubMetrics) -> Starlette:
-    """The intake, status, callback and operator API over the hub's store."""
+    """The intake, status, callback and operator API over the hub's store.
+
+    Raises:
+        ValueError: `hub` was built without the API's guards (`build_hub(role=...)`).
+    """
+    from adapters.message_check import MessageChecker
+    from api.admission import AdmissionLimits
+    from api.app import create_app
+    from api.context import ApiContext
+    from storage.ops_queries import OpsQueries
+    from wiring.observability import agency_health
+
+    if hub.guard is None:
+        raise ValueError("this hub was built without the API's guards: build it with role='all'")
     return create_app(
         ApiContext(
             store=hub.store,

@@ -157,6 +157,15 @@ class SupervisionSettings(_Section):
     stall_after: float = 60.0
 
 
+class MemorySettings(_Section):
+    """How a long-running process keeps its resident memory bounded (issue 13: <= 120 MiB)."""
+
+    #: glibc malloc arenas a process may create (mallopt M_ARENA_MAX), set at start by the
+    #: services of `hub.py`. glibc's default, 8 per core, gives each thread pool worker its own
+    #: arena; their free-but-unreturned pages add tens of MiB of RSS. 0: leave glibc's default.
+    malloc_arena_max: int = Field(default=2, ge=0)
+
+
 class MetricsSettings(_Section):
     """`/metrics`, `/healthz` and `/readyz` of the processes without an API (README, "Observability")."""
 
@@ -383,6 +392,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
 
     @classmethod
     def settings_customise_sources(

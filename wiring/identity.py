@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from adapters.factory import ContractSet
-from api.callbacks import CallbackVerifier, ModiCallbackVerifier, WssCallbackVerifier
-from api.modi import PortalKey
 from config.settings import AgencySettings, Settings
 from security.callbacks import load_callback_credential
 from security.keys import algorithm_of, ensure_private_key, ensure_self_signed_certificate, load_public_key
 from security.modi import ModiSigner
 from security.wssecurity import WsSecurityPlugin
+
+# The API's verifiers (signxml: ~14 MiB of modules) load only where the API builds them; a
+# worker signs but verifies nothing (issue 13: <= 120 MiB per process).
+if TYPE_CHECKING:
+    from adapters.factory import ContractSet
+    from api.callbacks import CallbackVerifier
+    from api.modi import PortalKey
 
 __all__ = ["agency_signer", "callback_verifiers", "portal_keys", "portal_signer"]
 
@@ -34,6 +39,8 @@ def portal_signer(settings: Settings, portal: str, *, clock: Callable[[], float]
 
 def portal_keys(settings: Settings) -> dict[str, PortalKey]:
     """Each portal's public key, as configured inline, in a file, or from its own key file."""
+    from api.modi import PortalKey
+
     keys: dict[str, PortalKey] = {}
     for portal, conf in settings.portals.items():
         if conf.public_key:
@@ -74,6 +81,8 @@ def callback_verifiers(settings: Settings, contracts: ContractSet) -> dict[str, 
     The embedded default's simulated agencies name their `private_key` too: the pair is
     generated here on first run if the simulators have not made it yet.
     """
+    from api.callbacks import ModiCallbackVerifier, WssCallbackVerifier
+
     ident = settings.identity
     verifiers: dict[str, CallbackVerifier] = {}
     for name, agency in contracts.catalog.agencies.items():

@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Memory soak: the hub under a steady paced load for N minutes, each process's RSS sampled.
+
+Issue 13's target: <= 120 MiB peak per process, and a soak at half load that shows no growth.
+This starts the RabbitMQ + PostgreSQL setup (API, relay, N workers as their own processes), or
+with `--embedded` one `hub.py serve` on SQLite, plus the four agency simulators. Unless `--rate`
+is given it first measures a short maximum (`--probe-filings` unpaced) and offers half of it.
+Then it submits at that rate for `--minutes`, reads every process's VmRSS each
+`--sample-seconds`, and prints per process: peak (VmHWM), the median RSS of the first and the
+last minute, and the least-squares slope of RSS over time in MiB/min (over the whole run, and
+after the first minute, which holds the warm-up), each beside its target.
+
+    .venv/bin/python bench/soak.py --minutes 3
+    .venv/bin/python bench/soak.py --embedded --minutes 10 --rate 20
+    .venv/bin/python bench/soak.py --minutes 10 --samples-csv /tmp/soak.csv
+
+Memory-related settings can be varied for a comparison through the environment as usual
+(e.g. MEMORY__MALLOC_ARENA_MAX=0 for glibc's default arenas).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cli.client import declarant_of, demo_user  # noqa: E402
+from security.keys import generate_private_key, public_pem  # noqa: E402
+from security.modi import ModiSigner  # noqa: E402
+from simulators.launcher import start_simulators  # noqa: E402
+from transport.amqp import Topology, delete_topology  # noqa: E402
+
+from measure import free_port, proc_stats, wait_healthy  # noqa: E402
+
+EXAMPLES = ROOT / "schemas" / "filing" / "v1" / "examples"
+MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml"]
+BENCH_KEY = generate_private_key("ES256")
+AGENCIES = ("cciaa", "inail", "inps", "runts")
+#: Issue 13: peak resident memory per process.
+PEAK_TARGET_MIB = 120.0
+#: "No growth": after warm-up, a slope this small adds under 5 MiB an hour-ish soak would notice.
+SLOPE_TARGET_MIB_PER_MIN = 0.1
+
+
+def rss_bytes(pid: int) -> int:
+    """Current resident memory of a live process (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (x, y) points; 0 with fewer than two distinct x."""
+    if len(points) < 2:
+        return 0.0
+    mx = statistics.fmean(x for x, _ in points)
+    my = statistics.fmean(y for _, y in points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if not sxx:
+        return 0.0
+    return sum((x - mx) * (y - my) for x, y in points) / sxx
+
+
+class Sampler(threading.Thread):
+    """Reads each process's RSS every `period` seconds until stopped: (minutes since start, MiB)."""
+
+    def __init__(self, pids: dict[str, int], period: float) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.period = pids, period
+        self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+        self.halt = threading.Event()
+        self.t0 = time.monotonic()
+
+    def run(self) -> None:
+        while True:
+            now = (time.monotonic() - self.t0) / 60
+            for name, pid in self.pids.items():
+                try:
+                    self.samples[name].append((now, rss_bytes(pid) / 2**20))
+                except FileNotFoundError:  # the process died: the report says so
+                    pass
+            if self.halt.wait(self.period):  # the period between samples, not synchronisation
+                return
+
+
+class Portal:
+    """Submits the four filing kinds, ModI-signed, with at most `concurrency` in flight."""
+
+    def __init__(self, base: str, concurrency: int) -> None:
+        self.base, self.concurrency = base, concurrency
+        self.docs = [(EXAMPLES / name).read_bytes() for name in MIX]
+        self.users = [demo_user(declarant_of(doc)) for doc in self.docs]
+        self.signer = ModiSigner(issuer="bench", private_key=BENCH_KEY, audience="crocevia")
+        self.accepted = 0
+        #: Refusals by status code or transport error.
+        self.refused: Counter[int | str] = Counter()
+
+    async def run(self, n: int | None, rate: float, until: float | None = None) -> float:
+        """Submit `n` filings (or until monotonic time `until`), paced at `rate`/s if > 0:
+        the seconds it took."""
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(base_url=self.base, limits=limits, timeout=60, trust_env=False,
+                                     headers={"Content-Type": "application/xml"}) as client:
+            counter = iter(range(n if n is not None else 2**62))
+            start = time.perf_counter()
+
+            async def one() -> None:
+                for i in counter:
+                    if rate:
+                        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))  # pacing
+                    if until is not None and time.monotonic() >= until:
+                        return
+                    doc = self.docs[i % len(self.docs)]
+                    signed = self.signer.headers(body=doc, content_type="application/xml",
+                                                 user=self.users[i % len(self.docs)])
+                    try:
+                        r = await client.post("/v1/filings", content=doc, headers=signed)
+                    except httpx.TransportError as exc:
+                        self.refused[type(exc).__name__] += 1
+                        continue
+                    if r.status_code == 202:
+                        self.accepted += 1
+                    else:
+                        self.refused[r.status_code] += 1
+
+            await asyncio.gather(*(one() for _ in range(self.concurrency)))
+            return time.perf_counter() - start
+
+
+def report(sampler: Sampler, peaks: dict[str, int], minutes: float, out: Callable[[str], None] = print) -> bool:
+    """Print per process peak, first/last-minute medians and slopes beside the targets: whether all met them."""
+    ok = True
+    out(f"{'process':<10} {'peak MiB':>9} {'first-min':>10} {'last-min':>9} {'slope/min':>10} "
+        f"{'slope>1min':>11}   targets: peak <= {PEAK_TARGET_MIB:.0f} MiB, "
+        f"slope after warm-up <= {SLOPE_TARGET_MIB_PER_MIN} MiB/min")
+    for name, points in sampler.samples.items():
+        if not points:
+            out(f"{name:<10} no samples (the process died?)")
+            ok = False
+            continue
+        end = points[-1][0]
+        first = [mib for t, mib in points if t <= 1.0] or [points[0][1]]
+        last = [mib for t, mib in points if t >= end - 1.0]
+        after = [(t, mib) for t, mib in points if t > 1.0]
+        peak = peaks.get(name, 0) / 2**20 or max(mib for _, mib in points)
+        whole, settled = slope(points), slope(after)
+        met = peak <= PEAK_TARGET_MIB and settled <= SLOPE_TARGET_MIB_PER_MIN
+        ok &= met
+        out(f"{name:<10} {peak:9.1f} {statistics.median(first):10.1f} {statistics.median(last):9.1f} "
+            f"{whole:10.3f} {settled:11.3f}   {'ok' if met else 'MISSED'}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=0.0, help="filings/s (0: half a measured maximum)")
+    parser.add_argument("--probe-filings", type=int, default=300, help="unpaced filings that measure the maximum")
+    parser.add_argument("--sample-seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=32, help="portal requests in flight")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (RabbitMQ)")
+    parser.add_argument("--embedded", action="store_true", help="one `hub.py serve` on SQLite, no broker")
+    parser.add_argument("--samples-csv", default=None, help="also write every sample here")
+    parser.add_argument("--database-url", default=os.environ.get(
+        "CROCEVIA_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--rabbitmq-url", default=os.environ.get(
+        "CROCEVIA_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F"))
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="crocevia-soak-"))
+    schema = f"soak_{uuid.uuid4().hex[:10]}"
+    prefix = f"crvsoak-{uuid.uuid4().hex[:8]}"
+    admin = None
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AGENCIES__", "DATABASE__", "PORTALS__", "TRANSPORT__", "RELAY__", "WORKER__"))}
+    env.update({"LOG_LEVEL": "warning", "PORTALS__BENCH__ALGORITHM": "ES256",
+                "PORTALS__BENCH__PUBLIC_KEY": public_pem(BENCH_KEY).decode()})
+    if args.embedded:
+        env["DATABASE__URL"] = f"sqlite:///{workdir / 'soak.db'}"
+    else:
+        admin = create_engine(args.database_url, pool_pre_ping=True)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        sep = "&" if "?" in args.database_url else "?"
+        env.update({"DATABASE__URL": f"{args.database_url}{sep}options=-csearch_path%3D{schema}",
+                    "TRANSPORT__KIND": "rabbitmq", "TRANSPORT__URL": args.rabbitmq_url,
+                    "TRANSPORT__PREFIX": prefix, "TRANSPORT__URLS": json.dumps([])})
+    sims = start_simulators()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for agency in sims.urls:
+            env[f"AGENCIES__{agency.upper()}__ENDPOINT"] = sims.soap_endpoint(agency)
+        subprocess.run([sys.executable, str(ROOT / "hub.py"), "migrate"], env=env, cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+
+        def start(name: str, *argv: str) -> None:
+            with (workdir / f"{name}.log").open("wb") as log:
+                procs[name] = subprocess.Popen([sys.executable, str(ROOT / "hub.py"), *argv],
+                                               env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+        port = free_port()
+        start("api" if not args.embedded else "hub", "serve", "--port", str(port))
+        if not args.embedded:
+            start("relay", "relay")
+            for i in range(args.workers):
+                start(f"worker{i + 1}", "worker")
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, procs.values(), logs=workdir)
+        started = {name: rss_bytes(p.pid) / 2**20 for name, p in procs.items()}
+        print("RSS after start-up (MiB): " + ", ".join(f"{n} {m:.1f}" for n, m in started.items()))
+        rate = args.rate
+        if not rate:
+            probe = Portal(base, args.concurrency)
+            seconds = asyncio.run(probe.run(args.probe_filings, 0.0))
+            rate = max(1.0, probe.accepted / seconds / 2)
+            print(f"probe: {probe.accepted} accepted in {seconds:.1f} s: maximum {probe.accepted / seconds:.1f}"
+                  f" filings/s; soaking at half, {rate:.1f} filings/s")
+        sampler = Sampler({name: p.pid for name, p in procs.items()}, args.sample_seconds)
+        sampler.start()
+        portal = Portal(base, args.concurrency)
+        asyncio.run(portal.run(None, rate, until=time.monotonic() + args.minutes * 60))
+        sampler.halt.set()
+        sampler.join()
+        peaks = {name: proc_stats(p.pid)[1] for name, p in procs.items() if p.poll() is None}
+        print(f"soak: {args.minutes:g} min at {rate:.1f} filings/s offered, {portal.accepted} accepted, "
+              f"{sum(portal.refused.values())} refused {dict(portal.refused)}; {'embedded' if args.embedded else f'RabbitMQ, {args.workers} workers'}; "
+              f"RSS sampled every {args.sample_seconds:g} s")
+        ok = report(sampler, peaks, args.minutes)
+        if args.samples_csv:
+            with open(args.samples_csv, "w") as f:
+                f.write("process,minute,rss_mib\n")
+                for name, points in sampler.samples.items():
+                    f.writelines(f"{name},{t:.4f},{mib:.2f}\n" for t, mib in points)
+        print(f"reproduce: .venv/bin/python bench/soak.py --minutes {args.minutes:g} --rate {rate:.1f}"
+              + (" --embedded" if args.embedded else f" --workers {args.workers}"))
+        return 0 if ok else 1
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        sims.stop()
+        if admin is not None:
+            try:
+                delete_topology(args.rabbitmq_url, Topology(prefix, AGENCIES))
+            finally:
+                with admin.begin() as conn:
+                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

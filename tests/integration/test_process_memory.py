@@ -1,0 +1,91 @@
+"""Issue 13, memory: each process kind builds and imports only what it uses (the modules are
+most of a process's resident memory), and hub.py's services cap glibc's malloc arenas.
+
+Each case runs in a fresh interpreter: what a process imported is only visible there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wiring.memory import limit_malloc_arenas
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The agency adapters' libraries (the SOAP stack, XML Schema, the aiohttp pool).
+ADAPTER_MODULES = ("adapters.wsdl", "adapters.factory", "zeep", "xmlschema", "aiohttp")
+#: The API's own modules and what only it needs (callback signatures: signxml).
+API_MODULES = ("api.app", "api.callbacks", "api.ops.auth", "signxml", "jinja2")
+
+_BUILD = """
+import asyncio, json, sys
+import bootstrap, runner
+from config.settings import load_settings
+
+role = sys.argv[1]
+hub = bootstrap.build_hub(load_settings(None), role=role)
+if role == "worker":
+    async def build():
+        workers = bootstrap.WorkerSet(hub, None)
+        await workers.close()
+    asyncio.run(build())
+print(json.dumps({"modules": sorted(sys.modules), "guard": hub.guard is not None,
+                  "contracts": hub.contracts is not None}))
+hub.dispose()
+"""
+
+
+def _built(role: str, tmp_path: Path) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE__", "TRANSPORT__"))}
+    env["DATABASE__URL"] = f"sqlite:///{tmp_path / 'crocevia.db'}"
+    done = subprocess.run([sys.executable, "-c", _BUILD, role], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_the_relay_loads_neither_the_adapters_nor_the_api(tmp_path: Path) -> None:
+    built = _built("relay", tmp_path)
+    modules = set(built["modules"])  # type: ignore[call-overload]  # a JSON list of names
+    assert not modules & set(ADAPTER_MODULES + API_MODULES)
+    assert built["guard"] is False and built["contracts"] is False
+
+
+def test_a_worker_loads_the_adapters_but_not_the_api(tmp_path: Path) -> None:
+    built = _built("worker", tmp_path)
+    modules = set(built["modules"])  # type: ignore[call-overload]  # a JSON list of names
+    assert {"adapters.wsdl", "zeep"} <= modules
+    assert not modules & set(API_MODULES)
+    assert built["guard"] is False and built["contracts"] is True
+
+
+def test_the_api_process_builds_everything(tmp_path: Path) -> None:
+    built = _built("all", tmp_path)
+    assert built["guard"] is True and built["contracts"] is True
+
+
+def test_hub_py_does_not_load_the_dev_tools_optional_packages() -> None:
+    """rich, pygments (structlog, httpx's CLI) and trio (httpcore) are installed for the dev
+    tools only; a hub process does not import them."""
+    code = ("import runpy, sys\n"
+            "sys.argv = ['hub.py', '--help']\n"
+            "try:\n    runpy.run_path('hub.py', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "import httpx, structlog, structlog.dev\n"
+            "print(sorted(m for m in ('rich', 'pygments', 'trio') if sys.modules.get(m) is not None))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_malloc_arena_cap_is_set_and_zero_leaves_the_default() -> None:
+    assert limit_malloc_arenas(2) is True
+    assert limit_malloc_arenas(0) is False
