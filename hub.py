@@ -10,13 +10,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if __name__ == "__main__":
-    # Optional packages the hub never uses, which libraries import when installed (they are
-    # here for the dev tools: import-linter, pytest, selenium): rich and pygments by structlog
-    # and httpx's CLI, trio by httpcore. Blocked, a hub process is ~12 MiB smaller (issue 13).
-    for _unused in ("rich", "pygments", "trio"):
-        sys.modules.setdefault(_unused, None)  # type: ignore[arg-type]  # None means "not installed"
-
 import click
 
 if TYPE_CHECKING:

@@ -71,20 +71,6 @@ def test_the_api_process_builds_everything(tmp_path: Path) -> None:
     assert built["guard"] is True and built["contracts"] is True
 
 
-def test_hub_py_does_not_load_the_dev_tools_optional_packages() -> None:
-    """rich, pygments (structlog, httpx's CLI) and trio (httpcore) are installed for the dev
-    tools only; a hub process does not import them."""
-    code = ("import runpy, sys\n"
-            "sys.argv = ['hub.py', '--help']\n"
-            "try:\n    runpy.run_path('hub.py', run_name='__main__')\n"
-            "except SystemExit:\n    pass\n"
-            "import httpx, structlog, structlog.dev\n"
-            "print(sorted(m for m in ('rich', 'pygments', 'trio') if sys.modules.get(m) is not None))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[]"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_the_malloc_arena_cap_is_set_and_zero_leaves_the_default() -> None:
     assert limit_malloc_arenas(2) is True
