@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, text
 
-__all__ = ["free_port", "percentile", "proc_stats", "report_deliveries", "settled_filings", "timestamp",
-           "wait_healthy"]
+__all__ = ["drop_bench_backends", "free_port", "percentile", "proc_stats", "report_deliveries",
+           "settled_filings", "stop_processes", "timestamp", "wait_healthy"]
 
 
 def free_port() -> int:
@@ -95,3 +95,29 @@ def report_deliveries(rows: list[tuple[float, float, int]], states: dict[str, in
     print(f"latency submit→last protocol p50 {statistics.median(latencies):.0f} ms  "
           f"p95 {percentile(latencies, 95):.0f} ms  p99 {percentile(latencies, 99):.0f} ms")
     return deliveries
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]], *, grace: float = 30) -> None:
+    """Ask every process to stop (SIGTERM), then kill those still running after `grace` s."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def drop_bench_backends(admin: Engine, schema: str, rabbitmq_url: str, prefix: str,
+                        agencies: Iterable[str]) -> None:
+    """Remove what a RabbitMQ + PostgreSQL benchmark made: its queues, then (always) its schema."""
+    from transport.amqp import Topology, delete_topology
+
+    try:
+        delete_topology(rabbitmq_url, Topology(prefix, tuple(agencies)))
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

@@ -39,7 +39,6 @@ from cli.client import declarant_of, demo_user  # noqa: E402
 from security.keys import generate_private_key, public_pem  # noqa: E402
 from security.modi import ModiSigner  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
-from transport.amqp import Topology, delete_topology  # noqa: E402
 
 EXAMPLES = ROOT / "schemas" / "filing" / "v1" / "examples"
 MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml"]
@@ -49,7 +48,7 @@ AGENCIES = ("cciaa", "inail", "inps", "runts")
 
 
 from measure import free_port as _free_port, proc_stats as _proc_stats  # noqa: E402
-from measure import report_deliveries, settled_filings, timestamp  # noqa: E402
+from measure import drop_bench_backends, report_deliveries, settled_filings, stop_processes, timestamp  # noqa: E402
 from measure import wait_healthy as _wait_healthy  # noqa: E402
 
 
@@ -192,21 +191,9 @@ def main() -> int:
               + (" --backlog" if args.backlog else ""))
         return 0
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs.values())
         sims.stop()
-        try:
-            delete_topology(args.rabbitmq_url, Topology(prefix, AGENCIES))
-        finally:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+        drop_bench_backends(admin, schema, args.rabbitmq_url, prefix, AGENCIES)
 
 
 if __name__ == "__main__":

@@ -45,9 +45,8 @@ from cli.client import declarant_of, demo_user  # noqa: E402
 from security.keys import generate_private_key, public_pem  # noqa: E402
 from security.modi import ModiSigner  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
-from transport.amqp import Topology, delete_topology  # noqa: E402
 
-from measure import free_port, proc_stats, wait_healthy  # noqa: E402
+from measure import drop_bench_backends, free_port, proc_stats, stop_processes, wait_healthy  # noqa: E402
 
 EXAMPLES = ROOT / "schemas" / "filing" / "v1" / "examples"
 MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml"]
@@ -253,22 +252,10 @@ def main() -> int:
               + (" --embedded" if args.embedded else f" --workers {args.workers}"))
         return 0 if ok else 1
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs.values())
         sims.stop()
         if admin is not None:
-            try:
-                delete_topology(args.rabbitmq_url, Topology(prefix, AGENCIES))
-            finally:
-                with admin.begin() as conn:
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-                admin.dispose()
+            drop_bench_backends(admin, schema, args.rabbitmq_url, prefix, AGENCIES)
 
 
 if __name__ == "__main__":
