@@ -83,12 +83,9 @@ async def recipient_action(request: Request) -> Response:
     if action not in _RECIPIENT_ACTIONS:
         return console.refused(request, 404, "not-found", action[:20])
     back = f"{BASE}/filings/{reference}"
-    form: dict[str, str] = {}
-    if request.method == "POST":
-        got = await console.form(request)
-        if isinstance(got, Response):
-            return got
-        form = got
+    form = await console.posted_form(request)
+    if isinstance(form, Response):
+        return form
 
     def work() -> Response:
         if request.method == "POST":
@@ -126,12 +123,9 @@ async def agency_action(request: Request) -> Response:
     agency, action = request.path_params["agency"][:32], request.path_params["action"]
     if action not in _AGENCY_ACTIONS or agency not in ctx.routes.agencies:
         return console.refused(request, 404, "not-found", f"{agency} {action[:20]}")
-    form: dict[str, str] = {}
-    if request.method == "POST":
-        got = await console.form(request)
-        if isinstance(got, Response):
-            return got
-        form = got
+    form = await console.posted_form(request)
+    if isinstance(form, Response):
+        return form
 
     def work() -> Response:
         paused = agency in ctx.store.paused_agencies()

@@ -101,6 +101,10 @@ class Console:
             return self.refused(request, fields.status_code, "invalid-form", "")
         return {k: v for k, v in fields.items() if isinstance(v, str)}
 
+    async def posted_form(self, request: Request) -> dict[str, str] | Response:
+        """`form` for a POST; a GET (the confirmation page) has no fields."""
+        return await self.form(request) if request.method == "POST" else {}
+
     async def read(self, request: Request, work: Callable[[], Response]) -> Response:
         """Run blocking store work in the thread pool; a store away answers a 503 page."""
         try:
