@@ -69,13 +69,16 @@ class Caller:
 class AuthRefused(Exception):
     """The request is refused before anything else happens: 401, or 429 when locked out."""
 
-    def __init__(self, status: int, slug: str, title: str, detail: str, headers: Mapping[str, str]) -> None:
+    def __init__(self, status: int, slug: str, title: str, detail: str, headers: Mapping[str, str],
+                 fields: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.slug = slug
         self.title = title
         self.detail = detail
         self.headers = dict(headers)
+        #: Machine-readable members of the problem (`token`, `claim`): which part to fix.
+        self.fields = dict(fields or {})
 
 
 class RequestGuard:
@@ -188,7 +191,8 @@ class RequestGuard:
         if was_locked and until is not None:
             raise self._locked(until, now)
         raise AuthRefused(401, refused.slug, "Unauthorized", refused.detail,
-                          {"WWW-Authenticate": 'Bearer realm="crocevia", error="invalid_token"'})
+                          {"WWW-Authenticate": 'Bearer realm="crocevia", error="invalid_token"'},
+                          refused.fields())
 
 
 def _client_of(request: Request) -> str:
@@ -203,7 +207,8 @@ def _answered(request: Request) -> Iterator[list[Response]]:
         yield answer
     except AuthRefused as refused:
         answer.append(problem_response(refused.status, refused.slug, refused.title, refused.detail,
-                                       instance=request.url.path, headers=refused.headers))
+                                       instance=request.url.path, headers=refused.headers,
+                                       extra=refused.fields or None))
     except StoreError:
         log.warning("store_unavailable", exc_info=True)
         answer.append(store_unavailable(request, "the store is not reachable; nothing was recorded, retry later"))

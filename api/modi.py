@@ -27,9 +27,9 @@ import jwt
 
 from domain.identity import IdentityError, User, level_from_loa, normalise_user_id
 from security.keys import PublicKey
-from security.modi import DIGEST_HEADER, SIGNATURE_HEADER, TRACKING_HEADER, tracking_digest
+from security.modi import AUTHORIZATION_HEADER, DIGEST_HEADER, SIGNATURE_HEADER, TRACKING_HEADER, tracking_digest
 
-__all__ = ["ModiRefused", "ModiVerifier", "PortalKey", "VerifiedRequest"]
+__all__ = ["REQUIRED_CLAIMS", "ModiRefused", "ModiVerifier", "PortalKey", "VerifiedRequest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,21 +58,54 @@ class ModiRefused(Exception):
     the request was refused for its claims (expired, another audience, replayed, no or bad
     tracking evidence): only then is `portal` more than a claim, and only then may the
     failure count against that portal (api.auth). `user` is the verified user, when known.
+    `token` and `claim` name the token (its header's name) and the claim at fault, when one is:
+    the problem answer carries them so that a portal's developer sees which claim to fix.
     """
 
     def __init__(self, slug: str, detail: str, portal: str | None = None, *,
-                 verified: bool = False, user: str | None = None) -> None:
+                 verified: bool = False, user: str | None = None,
+                 token: str | None = None, claim: str | None = None) -> None:
         super().__init__(detail)
         self.slug = slug
         self.detail = detail
         self.portal = portal
         self.verified = verified
         self.user = user
+        self.token = token
+        self.claim = claim
+
+    def fields(self) -> dict[str, str]:
+        """The machine-readable members of the problem answer (`token`, `claim`) that are known."""
+        out: dict[str, str] = {}
+        if self.token:
+            out["token"] = self.token
+        if self.claim:
+            out["claim"] = self.claim
+        return out
 
 
-def _signed(slug: str, detail: str, portal: str) -> ModiRefused:
+def _signed(slug: str, detail: str, portal: str, *, token: str | None = None,
+            claim: str | None = None) -> ModiRefused:
     """A refusal of a request whose signatures verified with `portal`'s key."""
-    return ModiRefused(slug, detail, portal, verified=True)
+    return ModiRefused(slug, detail, portal, verified=True, token=token, claim=claim)
+
+
+#: The slug prefix of each token's claim problems (`<prefix>-claim-missing`, `<prefix>-claim-invalid`).
+_PREFIX = {AUTHORIZATION_HEADER: "authorization", SIGNATURE_HEADER: "signature",
+           TRACKING_HEADER: "tracking-evidence"}
+
+
+def _missing(token: str, claim: str, portal: str | None, *, verified: bool = True,
+             why: str = "") -> ModiRefused:
+    """`<token>-claim-missing`, naming the token and the claim."""
+    return ModiRefused(f"{_PREFIX[token]}-claim-missing", f"{token} lacks claim {claim!r}{why}", portal,
+                       verified=verified, token=token, claim=claim)
+
+
+def _invalid(token: str, claim: str, why: str, portal: str) -> ModiRefused:
+    """`<token>-claim-invalid`: the claim is there (the signature verified) but wrong."""
+    return _signed(f"{_PREFIX[token]}-claim-invalid", f"{token} claim {claim!r} {why}", portal,
+                   token=token, claim=claim)
 
 
 def _sha256_digest(header: str) -> str | None:
@@ -82,6 +115,15 @@ def _sha256_digest(header: str) -> str | None:
         if sep and name.strip().upper() == "SHA-256":
             return value.strip()
     return None
+
+
+#: The claims each token must carry (docs/modi-recipe.md); the Authorization token's `digest`
+#: is required only with tracking evidence, and checked apart.
+REQUIRED_CLAIMS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    AUTHORIZATION_HEADER: ("iss", "aud", "iat", "exp", "jti"),
+    SIGNATURE_HEADER: ("iss", "aud", "iat", "exp", "signed_headers"),
+    TRACKING_HEADER: ("iss", "aud", "iat", "exp", "userID", "userLocation"),
+})
 
 
 class ModiVerifier:
@@ -103,58 +145,87 @@ class ModiVerifier:
 
     def claimed_portal(self, token: str | None) -> str | None:
         """The registered portal an unverified token claims to come from, if any."""
-        return self._unverified(token)[0]
+        iss = self._unverified(token)[0].get("iss")
+        return iss if isinstance(iss, str) and iss in self._keys else None
 
-    def _unverified(self, token: str | None) -> tuple[str | None, dict[str, Any]]:
-        """The registered portal an unverified token claims, and its header: one parse."""
+    @staticmethod
+    def _unverified(token: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The unverified payload and header of a token (empty when it does not parse): one parse."""
         if not token:
-            return None, {}
+            return {}, {}
         try:
             decoded = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError:
-            return None, {}
-        iss = decoded["payload"].get("iss")
-        return (iss if isinstance(iss, str) and iss in self._keys else None), decoded["header"]
+            return {}, {}
+        payload, header = decoded["payload"], decoded["header"]
+        return (payload if isinstance(payload, dict) else {}), header
 
-    def _decode(self, token: str, portal: str | None, what: str, now: float,
-                required: tuple[str, ...]) -> dict[str, Any]:
-        # The header comes from the same unverified parse as the claimed issuer: a token whose
-        # header does not parse has no claimed portal either, and is refused below.
-        claimed, header = self._unverified(token)
-        if claimed is None or (portal is not None and claimed != portal):
-            raise ModiRefused("invalid-token", f"{what} is not from a registered portal", portal)
-        key = self._keys[claimed]
+    def _decode(self, token: str, portal: str | None, what: str, now: float) -> dict[str, Any]:
+        """Verify one token's signature, then its claims.
+
+        `portal` is None for the Authorization token (its `iss` names the key); the other
+        tokens are verified with the key of the portal the Authorization token named, so a
+        claim they lack is named as such, never taken for an unknown portal.
+        """
+        payload, header = self._unverified(token)
+        if not header:
+            raise ModiRefused("invalid-token", f"{what} is not a compact JWS (header.payload.signature)",
+                              portal, token=what)
+        iss = payload.get("iss")
+        if portal is None:
+            if "iss" not in payload:
+                # Without an issuer no key can verify it: the failure counts against the address.
+                raise _missing(what, "iss", None, verified=False, why=" (the portal's registered id)")
+            if not isinstance(iss, str) or iss not in self._keys:
+                raise ModiRefused("invalid-token", f"{what} is not from a registered portal "
+                                                   f"(iss {iss!r} is unknown here)", None, token=what, claim="iss")
+            signer = iss
+        else:
+            signer = portal
+        key = self._keys[signer]
         if header.get("alg") != key.algorithm:
-            raise ModiRefused("invalid-token", f"{what} must be signed with {key.algorithm}", claimed)
+            raise ModiRefused("invalid-token", f"{what} must be signed with {key.algorithm} "
+                                               f"(header alg is {header.get('alg')!r})", signer, token=what)
         try:
             claims = jwt.decode(
                 token, key.public_key, algorithms=[key.algorithm], audience=self.audience,
-                options={"require": list(required), "verify_exp": False, "verify_iat": False,
-                         "verify_nbf": False},
+                options={"require": list(REQUIRED_CLAIMS[what]), "verify_exp": False, "verify_iat": False,
+                         "verify_nbf": False, "verify_iss": False},
             )
-        except jwt.InvalidAudienceError:
-            # PyJWT verifies the signature before any claim: these tokens are the portal's.
-            raise _signed("wrong-audience", f"{what} is not addressed to this hub "
-                                            f"(aud must be {self.audience!r})", claimed) from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise _signed("invalid-token", f"{what} lacks the {exc.claim!r} claim", claimed) from None
         except jwt.InvalidSignatureError:
-            raise ModiRefused("invalid-token", f"the signature of {what} does not verify", claimed) from None
+            detail = f"the signature of {what} does not verify"
+            if portal is not None and isinstance(iss, str) and iss != portal:
+                detail += f" with the key of {portal!r}, who signed the Authorization token (its iss is {iss!r})"
+            raise ModiRefused("invalid-token", detail, signer, token=what) from None
+        except jwt.MissingRequiredClaimError as exc:
+            # PyJWT verifies the signature before any claim: these tokens are the portal's.
+            raise _missing(what, exc.claim, signer) from None
+        except jwt.InvalidAudienceError:
+            raise _signed("wrong-audience", f"{what} is not addressed to this hub "
+                                            f"(aud must be {self.audience!r})", signer,
+                          token=what, claim="aud") from None
         except jwt.PyJWTError as exc:
-            raise ModiRefused("invalid-token", f"{what} is invalid: {exc}", claimed) from None
-        self._check_times(claims, what, now, claimed)
+            raise ModiRefused("invalid-token", f"{what} is invalid: {exc}", signer, token=what) from None
+        if portal is not None and claims["iss"] != portal:
+            raise _invalid(what, "iss", f"must be {portal!r}, the issuer of the Authorization token", portal)
+        self._check_times(claims, what, now, signer)
         return claims
 
     def _check_times(self, claims: Mapping[str, Any], what: str, now: float, portal: str) -> None:
-        iat, exp, nbf = claims.get("iat"), claims.get("exp"), claims.get("nbf", claims.get("iat"))
-        if not (isinstance(iat, (int, float)) and isinstance(exp, (int, float)) and isinstance(nbf, (int, float))):
-            raise _signed("invalid-token", f"{what}: iat, nbf and exp must be numbers", portal)
+        for name in ("iat", "exp", "nbf"):
+            value = claims.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _invalid(what, name, "must be a number (seconds since the epoch)", portal)
+        iat, exp, nbf = claims["iat"], claims["exp"], claims.get("nbf", claims["iat"])
         if exp <= now - self._leeway:
-            raise _signed("token-expired", f"{what} has expired", portal)
-        if iat > now + self._leeway or nbf > now + self._leeway:
-            raise _signed("invalid-token", f"{what} is not valid yet (issued in the future)", portal)
+            raise _signed("token-expired", f"{what} has expired (claim 'exp')", portal, token=what, claim="exp")
+        for name, value in (("iat", iat), ("nbf", nbf)):
+            if value > now + self._leeway:
+                raise _signed("invalid-token", f"{what} is not valid yet (claim {name!r} is in the future)",
+                              portal, token=what, claim=name)
         if exp - iat > self._max_lifetime:
-            raise _signed("invalid-token", f"{what} lives longer than {self._max_lifetime:.0f} s", portal)
+            raise _signed("invalid-token", f"{what} lives longer than {self._max_lifetime:.0f} s "
+                                           "(claims 'iat' to 'exp')", portal, token=what, claim="exp")
 
     def verify(self, headers: Mapping[str, str], body: bytes, now: float, *,
                require_user: bool = True) -> VerifiedRequest:
@@ -167,13 +238,12 @@ class ModiVerifier:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ModiRefused("missing-token", "an Authorization: Bearer token (ID_AUTH_REST_02) "
-                                               "is required")
+                                               "is required", token=AUTHORIZATION_HEADER)
         token = token.strip()
-        auth = self._decode(token, None, "the Authorization token", now,
-                            ("iss", "aud", "iat", "exp", "jti"))
+        auth = self._decode(token, None, AUTHORIZATION_HEADER, now)
         portal: str = auth["iss"]
         if not isinstance(auth["jti"], str) or not 8 <= len(auth["jti"]) <= 200:
-            raise _signed("invalid-token", "jti must be a string of 8 to 200 characters", portal)
+            raise _invalid(AUTHORIZATION_HEADER, "jti", "must be a string of 8 to 200 characters", portal)
         signed = self._verify_integrity(headers, body, portal, now) if body else {}
         user = self._verify_tracking(headers, auth, portal, now) if require_user else None
         return VerifiedRequest(portal=portal, jti=auth["jti"], expires_at=float(auth["exp"]), user=user,
@@ -194,21 +264,26 @@ class ModiVerifier:
         signature = headers.get(SIGNATURE_HEADER.lower())
         if not signature:
             raise ModiRefused("signature-missing", f"a request with a body needs an {SIGNATURE_HEADER} "
-                                                   "token (INTEGRITY_REST_01)", portal)
-        claims = self._decode(signature, portal, f"the {SIGNATURE_HEADER} token", now,
-                              ("iss", "aud", "iat", "exp", "signed_headers"))
-        signed: dict[str, str] = {}
+                                                   "token (INTEGRITY_REST_01)", portal, token=SIGNATURE_HEADER)
+        claims = self._decode(signature, portal, SIGNATURE_HEADER, now)
         entries = claims["signed_headers"]
-        if isinstance(entries, list):
-            for entry in entries:
-                if isinstance(entry, dict):
-                    signed.update({str(k).lower(): str(v) for k, v in entry.items()})
-        if signed.get("digest") != digest_header:
-            raise ModiRefused("digest-mismatch", "the Digest header is not the one the portal signed", portal)
+        if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+            raise _invalid(SIGNATURE_HEADER, "signed_headers", 'must be a list of objects such as '
+                                                               '[{"digest": …}, {"content-type": …}]', portal)
+        signed: dict[str, str] = {}
+        for entry in entries:
+            signed.update({str(k).lower(): str(v) for k, v in entry.items()})
+        if "digest" not in signed:
+            raise _invalid(SIGNATURE_HEADER, "signed_headers", "must hold the Digest header "
+                                                               '({"digest": "SHA-256=…"})', portal)
+        if signed["digest"] != digest_header:
+            raise ModiRefused("digest-mismatch", "the Digest header is not the one the portal signed "
+                                                 f"({SIGNATURE_HEADER} claim 'signed_headers')", portal,
+                              token=SIGNATURE_HEADER, claim="signed_headers")
         content_type = headers.get("content-type")
         if content_type is not None and signed.get("content-type") != content_type:
-            raise ModiRefused("invalid-token", f"{SIGNATURE_HEADER} does not cover the request's "
-                                               "Content-Type", portal)
+            raise _invalid(SIGNATURE_HEADER, "signed_headers", "does not cover the request's Content-Type "
+                                                               '({"content-type": …}, exactly as sent)', portal)
         return signed
 
     def _verify_tracking(self, headers: Mapping[str, str], auth: Mapping[str, Any], portal: str,
@@ -216,23 +291,39 @@ class ModiVerifier:
         evidence = headers.get(TRACKING_HEADER.lower())
         if not evidence:
             raise _signed("tracking-evidence-missing", f"the user must be named in an {TRACKING_HEADER} "
-                                                       "token (AUDIT_REST_02)", portal)
-        claims = self._decode(evidence, portal, f"the {TRACKING_HEADER} token", now,
-                              ("iss", "aud", "iat", "exp", "userID", "userLocation"))
-        if auth.get("digest") != tracking_digest(evidence):
+                                                       "token (AUDIT_REST_02)", portal, token=TRACKING_HEADER)
+        claims = self._decode(evidence, portal, TRACKING_HEADER, now)
+        if "digest" not in auth:
+            raise _missing(AUTHORIZATION_HEADER, "digest", portal,
+                           why=f' ({{"alg": "SHA256", "value": <hex SHA-256 of the {TRACKING_HEADER} token>}})')
+        if auth["digest"] != tracking_digest(evidence):
             raise _signed("tracking-evidence-unbound", "the Authorization token's digest claim "
-                                                       "does not name this tracking evidence", portal)
+                                                       "does not name this tracking evidence", portal,
+                          token=AUTHORIZATION_HEADER, claim="digest")
+        return self._user_of(claims, portal)
+
+    @staticmethod
+    def _user_of(claims: Mapping[str, Any], portal: str) -> User:
+        """The user the tracking evidence names; each unusable claim is named."""
         loa = claims.get("LoA")
         method = claims.get("authMethod")
+        if not method and not loa:
+            raise _missing(TRACKING_HEADER, "LoA", portal, why=" (or 'authMethod' CIE/CNS)")
         if not method and isinstance(loa, str):
             method = "CIE" if loa.lower().startswith("cie") else "SPID"
         try:
             tax_code = normalise_user_id(str(claims["userID"]))
+        except IdentityError as exc:
+            raise _invalid(TRACKING_HEADER, "userID", f"is not a tax code: {exc}", portal) from None
+        try:
             auth_method, level = level_from_loa(str(method or ""), str(loa) if loa else None)
         except IdentityError as exc:
-            raise _signed("tracking-evidence-invalid", str(exc), portal) from None
+            if not loa:
+                raise _missing(TRACKING_HEADER, "LoA", portal, why=f": {exc}") from None
+            name = "LoA" if str(method).strip().upper() in ("SPID", "CIE", "CNS") else "authMethod"
+            raise _invalid(TRACKING_HEADER, name, f"is not usable: {exc}", portal) from None
         location = str(claims["userLocation"]).strip()
         if not location:
-            raise _signed("tracking-evidence-invalid", "userLocation is empty", portal)
+            raise _invalid(TRACKING_HEADER, "userLocation", "is empty", portal)
         return User(tax_code=tax_code, auth_method=auth_method, level=level,
                     idp=str(claims.get("idp") or ""), location=location[:200])

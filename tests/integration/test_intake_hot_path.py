@@ -79,7 +79,10 @@ def test_one_verifier_keeps_refusing_between_good_requests() -> None:
     mixed["agid-jwt-signature"] = _headers(OTHER, "other")["agid-jwt-signature"]
     with pytest.raises(ModiRefused) as caught:
         verifier.verify(mixed, BODY, NOW)
-    assert caught.value.slug == "invalid-token" and "not from a registered portal" in caught.value.detail
+    # Verified with the key of the portal that signed the Authorization token: it does not
+    # verify, and the answer says so (the other portal is registered, so not "unknown portal").
+    assert caught.value.slug == "invalid-token" and "not from a registered portal" not in caught.value.detail
+    assert "with the key of 'portal'" in caught.value.detail and caught.value.token == "Agid-JWT-Signature"
     assert verifier.verify(_headers(), BODY, NOW).user == USER
     assert verifier.claimed_portal(_headers()["authorization"][7:]) == "portal"
     assert verifier.claimed_portal(jwt.encode({"iss": "nobody"}, "k" * 32, algorithm="HS256")) is None
