@@ -309,25 +309,18 @@ def submit(ctx: click.Context, files: tuple[str, ...], url: str | None, portal: 
 @click.option("--portal", default="demo", show_default=True)
 @click.option("--user", required=True, metavar="TAX_CODE", help="Who is asking (they must be allowed to see it).")
 @click.option("--auth", default="SPID2", show_default=True, help="How the user logged in: SPID1..3, CIE or CNS.")
+@click.option("--wait", is_flag=True, help="Poll until each filing settles (a progress line on stderr).")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="How long --wait waits.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
 @click.pass_context
-def status(ctx: click.Context, references: tuple[str, ...], url: str | None, portal: str, user: str, auth: str) -> None:
+def status(ctx: click.Context, references: tuple[str, ...], url: str | None, portal: str, user: str, auth: str,
+           wait: bool, timeout: float, as_json: bool) -> None:
     """Show filings and every recipient's state."""
-    from bootstrap import portal_signer
-    from cli.client import PortalClient, demo_user
     from cli.ops_client import hub_url
-    from cli.table import filings_table
+    from cli.portal_actions import PortalSession, run_status
 
-    settings = _settings(ctx)
-    base = hub_url(settings, url)
-    with PortalClient(base, portal_signer(settings, portal), user=demo_user(user, auth)) as client:
-        views = []
-        for reference in references:
-            response = client.status(reference)
-            if response.status_code != 200:
-                click.echo(f"{reference}: {response.status_code} {response.json().get('detail')}", err=True)
-                sys.exit(1)
-            views.append(response.json())
-    click.echo(filings_table(views))
+    session = PortalSession(hub_url(_settings(ctx), url), portal, user, auth, as_json)
+    run_status(ctx, session, references, wait=wait, timeout=timeout)
 
 
 @cli.command()
@@ -613,6 +606,11 @@ def _port_of(endpoint: str) -> int:
 from cli.ops_actions import register as _register_ops_actions  # noqa: E402 - commands added to `cli`
 
 _register_ops_actions(cli)
+
+# Portals' commands over the portal API: events, delegations … (cli/portal_actions.py).
+from cli.portal_actions import register as _register_portal_actions  # noqa: E402 - commands added to `cli`
+
+_register_portal_actions(cli)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Operators' action commands over the operator API (HTTP): `hub.py resend|retry|cancel REF
 AGENCY`, `hub.py agencies pause|resume|resend-undeliverable AGENCY`, `hub.py dlq list|replay`.
+(`resend` with `--portal`/`--user` instead of `--token` is the portal's: cli/portal_actions.py.)
 
 Each authenticates with a personal access token (`--token` or `CROCEVIA_OPERATOR_TOKEN`).
 Without `--yes` an action only shows its preview; `--json` prints the API's answer as is.
@@ -13,6 +14,7 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -111,6 +113,24 @@ _yes = click.option("--yes", "confirm", is_flag=True, help="Do it (without: only
 _reason = click.option("--reason", default=None, help="Why (kept in the audit trail).")
 
 
+def _resend_as_portal(ctx: click.Context, reference: str, agency: str, url: str | None, token: str | None,
+                      as_json: bool, portal: str | None, user: str | None, auth: str, corrected: Path | None,
+                      reason: str | None) -> None:
+    """The portal's resend (cli/portal_actions.py): its credentials, never an operator's token."""
+    from click.core import ParameterSource
+
+    from cli.portal_actions import PortalSession, run_resend
+
+    if token and ctx.get_parameter_source("token") is not ParameterSource.ENVIRONMENT:
+        raise click.UsageError("--token is an operator's credential, --portal/--user a portal's: give one or the other")
+    if not user:
+        raise click.UsageError("a portal's resend names the user it vouches for: --user TAX_CODE")
+    if reason:
+        raise click.UsageError("--reason is for operators (their audit trail); a portal's resend has none")
+    run_resend(ctx, PortalSession(hub_url(ctx.obj["settings"], url), portal or "demo", user, auth, as_json),
+               reference, agency, corrected)
+
+
 def register(cli: click.Group) -> None:
     """Add the action commands to `hub.py`'s group; the connection options go on each command."""
 
@@ -131,10 +151,22 @@ def register(cli: click.Group) -> None:
     @_yes
     @_reason
     @connection
+    @click.option("--portal", default=None, help="Resend as this portal (its key, as `submit` finds it).")
+    @click.option("--user", default=None, metavar="TAX_CODE", help="As a portal: the user it vouches for.")
+    @click.option("--auth", default="SPID2", show_default=True, help="As a portal: SPID1..3, CIE or CNS.")
+    @click.option("--corrected", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                  help="As a portal: a corrected filing (XML or JSON) for a rejected recipient.")
     @click.pass_context
     def resend(ctx: click.Context, reference: str, agency: str, confirm: bool, reason: str | None,
-               url: str | None, token: str | None, as_json: bool) -> None:
-        """Send an undeliverable or cancelled recipient's message again (same message id)."""
+               url: str | None, token: str | None, as_json: bool, portal: str | None, user: str | None,
+               auth: str, corrected: Path | None) -> None:
+        """Send a recipient's message again (same message id). An operator (--token) resends an
+        undeliverable or cancelled one; a portal (--portal/--user) its own, or a corrected one."""
+        if portal or user:
+            _resend_as_portal(ctx, reference, agency, url, token, as_json, portal, user, auth, corrected, reason)
+            return
+        if corrected is not None:
+            raise click.UsageError("--corrected is a portal's resend: name --portal and --user")
         conn = setup(ctx, url, token, as_json)
         _run(conn, "POST", f"{_recipient(reference, agency)}/resend", _show_recipient, body=_action(confirm, reason))
 
