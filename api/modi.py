@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 import jwt
+from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
 from domain.identity import IdentityError, User, level_from_loa, normalise_user_id
 from security.keys import PublicKey
@@ -204,6 +205,10 @@ class ModiVerifier:
             raise _signed("wrong-audience", f"{what} is not addressed to this hub "
                                             f"(aud must be {self.audience!r})", signer,
                           token=what, claim="aud") from None
+        except InvalidSubjectError:
+            raise _invalid(what, "sub", "must be a string", signer) from None
+        except InvalidJTIError:
+            raise _invalid(what, "jti", "must be a string", signer) from None
         except jwt.PyJWTError as exc:
             raise ModiRefused("invalid-token", f"{what} is invalid: {exc}", signer, token=what) from None
         if portal is not None and claims["iss"] != portal:

@@ -119,6 +119,8 @@ WRONG = [
     (TRACKING, "LoA", "gold", "tracking-evidence-claim-invalid"),
     (TRACKING, "userLocation", " ", "tracking-evidence-claim-invalid"),
     (AUTH, "jti", "short", "authorization-claim-invalid"),
+    (TRACKING, "sub", 42, "tracking-evidence-claim-invalid"),
+    (AUTH, "iat", "now", "authorization-claim-invalid"),
     (AUTH, "aud", "another-hub", "wrong-audience"),
     (SIGNATURE, "signed_headers", [{"content-type": "application/xml"}], "signature-claim-invalid"),
     (AUTH, "exp", "tomorrow", "authorization-claim-invalid"),
