@@ -91,22 +91,23 @@ def _signed(slug: str, detail: str, portal: str, *, token: str | None = None,
     return ModiRefused(slug, detail, portal, verified=True, token=token, claim=claim)
 
 
-#: The slug prefix of each token's claim problems (`<prefix>-claim-missing`, `<prefix>-claim-invalid`).
-_PREFIX = {AUTHORIZATION_HEADER: "authorization", SIGNATURE_HEADER: "signature",
-           TRACKING_HEADER: "tracking-evidence"}
+#: Each token's problem types for a claim it lacks, and for a claim present but wrong.
+_MISSING = {AUTHORIZATION_HEADER: "authorization-claim-missing", SIGNATURE_HEADER: "signature-claim-missing",
+            TRACKING_HEADER: "tracking-evidence-claim-missing"}
+_INVALID = {AUTHORIZATION_HEADER: "authorization-claim-invalid", SIGNATURE_HEADER: "signature-claim-invalid",
+            TRACKING_HEADER: "tracking-evidence-claim-invalid"}
 
 
 def _missing(token: str, claim: str, portal: str | None, *, verified: bool = True,
              why: str = "") -> ModiRefused:
     """`<token>-claim-missing`, naming the token and the claim."""
-    return ModiRefused(f"{_PREFIX[token]}-claim-missing", f"{token} lacks claim {claim!r}{why}", portal,
+    return ModiRefused(_MISSING[token], f"{token} lacks claim {claim!r}{why}", portal,
                        verified=verified, token=token, claim=claim)
 
 
 def _invalid(token: str, claim: str, why: str, portal: str) -> ModiRefused:
     """`<token>-claim-invalid`: the claim is there (the signature verified) but wrong."""
-    return _signed(f"{_PREFIX[token]}-claim-invalid", f"{token} claim {claim!r} {why}", portal,
-                   token=token, claim=claim)
+    return _signed(_INVALID[token], f"{token} claim {claim!r} {why}", portal, token=token, claim=claim)
 
 
 def _sha256_digest(header: str) -> str | None:
