@@ -415,7 +415,7 @@ def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Ca
         raise ValueError("this hub was built without the API's guards: build it with role='all'")
     # The contracts checked at start-up, validators compiled: reused for every filing.
     checker = MessageChecker(_contracts(hub))
-    drafts = DraftDesk(SqlDrafts(hub.engine), hub.store, hub.validator, hub.routes, hub.identity, checker,
+    drafts = DraftDesk(SqlDrafts(hub.engine, hub.store.writer), hub.store, hub.validator, hub.routes, hub.identity, checker,
                        DraftPolicy(ttl=timedelta(days=hub.settings.drafts.ttl_days),
                                    max_per_user=hub.settings.drafts.max_per_user))
     return create_app(

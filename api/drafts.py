@@ -118,10 +118,12 @@ def _refusal(ctx: ApiContext, desk: DraftDesk, request: Request, caller: Caller,
     subject = request.path_params.get("draft_id", "")
     instance = request.url.path
     if isinstance(exc, DraftRefused):
-        # The store already audited the refusals it decided; the others are audited here.
-        return problem_response(exc.status, exc.slug, _TITLES.get(exc.status, "Bad Request"), exc.detail,
-                                instance=instance, extra=exc.extra or None)
-    if isinstance(exc, FilingRefused):
+        slug, status = exc.slug, exc.status
+        response = problem_response(status, slug, _TITLES.get(status, "Bad Request"), exc.detail,
+                                    instance=instance, extra=exc.extra or None)
+        if exc.audited:  # the use case wrote its line with the change it refused
+            return response
+    elif isinstance(exc, FilingRefused):
         slug, status, errors = exc.problem, exc.status, refusal_errors(exc, lines=True)
         response = problem_response(status, slug, exc.title, str(exc), instance=instance, errors=errors)
     elif isinstance(exc, RecipientsNotAuthorized):

@@ -47,8 +47,10 @@ class Draft:
 class DraftRefused(Exception):
     """A draft command that cannot be carried out: status, problem slug and a sentence."""
 
-    def __init__(self, status: int, slug: str, detail: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, status: int, slug: str, detail: str, extra: dict[str, Any] | None = None, *,
+                 audited: bool = False) -> None:
         super().__init__(detail)
+        self.audited = audited  #: the refusal's audit line is written already
         self.status = status
         self.slug = slug
         self.detail = detail

@@ -167,18 +167,20 @@ class DraftDesk:
         draft = self.drafts.get_draft(draft_id, caller.portal, caller.user.tax_code)
         if draft is None:
             self.drafts.audit_draft(self._entry(caller, action, draft_id, "not-found"))
-            raise DraftRefused(404, "not-found", f"no draft {draft_id}")
+            raise DraftRefused(404, "not-found", f"no draft {draft_id}", audited=True)
         if draft.expired(now):
             # Purged on access: the loop is not needed to make an expired draft disappear.
             self.drafts.delete_draft(draft.id, self._entry(caller, "draft_expired", draft_id, "expired"))
-            raise DraftRefused(410, "draft-expired", f"draft {draft_id} expired at {draft.expires_at.isoformat()}")
+            raise DraftRefused(410, "draft-expired", f"draft {draft_id} expired at {draft.expires_at.isoformat()}",
+                               audited=True)
         return draft
 
     def _owned(self, caller: DraftCaller, draft_id: str, now: datetime, action: str) -> Draft:
         draft = self._visible(caller, draft_id, now, action)
         if draft.owner != caller.user.tax_code:
             self.drafts.audit_draft(self._entry(caller, action, draft_id, "not-draft-owner"))
-            raise DraftRefused(403, "not-draft-owner", "only the user who saved the draft may change or submit it")
+            raise DraftRefused(403, "not-draft-owner", "only the user who saved the draft may change or submit it",
+                               audited=True)
         return draft
 
     # -- use cases ----------------------------------------------------------------------------
@@ -202,7 +204,8 @@ class DraftDesk:
         entry = self._entry(caller, "draft_created", draft.id, kind=draft.kind, warnings=len(draft.warnings))
         if not self.drafts.create_draft(draft, self.policy.max_per_user, now, entry):
             raise DraftRefused(409, "too-many-drafts",
-                               f"a user may keep at most {self.policy.max_per_user} drafts; submit or delete one")
+                               f"a user may keep at most {self.policy.max_per_user} drafts; submit or delete one",
+                               audited=True)
         return draft
 
     def replace(self, caller: DraftCaller, draft_id: str, if_match: str | None, media_type: str, body: bytes,
@@ -217,12 +220,12 @@ class DraftDesk:
         if draft.state is DraftState.SUBMITTED:
             self.drafts.audit_draft(self._entry(caller, "draft_updated", draft_id, "draft-submitted"))
             raise DraftRefused(409, "draft-submitted", f"draft {draft_id} was submitted as {draft.reference}",
-                               {"reference": draft.reference})
+                               {"reference": draft.reference}, audited=True)
         if if_match is not None and if_match.strip() != "*" and if_match.strip() != etag(draft):
             self.drafts.audit_draft(self._entry(caller, "draft_updated", draft_id, "version-mismatch"))
             raise DraftRefused(412, "draft-version-mismatch",
                                f"the draft changed since it was read: it is at version {draft.version}",
-                               {"version": draft.version})
+                               {"version": draft.version}, audited=True)
         inspection = self._inspect(media_type, body, now)
         updated = replace(
             draft, kind=inspection.kind, media_type=media_type, document=body,
@@ -233,7 +236,8 @@ class DraftDesk:
         entry = self._entry(caller, "draft_updated", draft_id, version=updated.version,
                             warnings=len(updated.warnings))
         if not self.drafts.replace_draft(updated, draft.version, entry):
-            raise DraftRefused(412, "draft-version-mismatch", "the draft changed while it was being saved")
+            raise DraftRefused(412, "draft-version-mismatch", "the draft changed while it was being saved",
+                               audited=True)
         return updated
 
     def read(self, caller: DraftCaller, draft_id: str, now: datetime) -> Draft:
@@ -256,7 +260,7 @@ class DraftDesk:
         """Raises: DraftRefused 404/410/403."""
         self._owned(caller, draft_id, now, "draft_deleted")
         if not self.drafts.delete_draft(draft_id, self._entry(caller, "draft_deleted", draft_id)):
-            raise DraftRefused(404, "not-found", f"no draft {draft_id}")
+            raise DraftRefused(404, "not-found", f"no draft {draft_id}", audited=True)
 
     def check(self, caller: DraftCaller, draft_id: str, now: datetime) -> DraftCheck:
         """Validation, authorization per recipient and each agency's message, nothing stored."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -48,13 +49,18 @@ class SqlDrafts:
 
     Args:
         engine: the hub's engine (migrated to 0010 or later).
+        writer: a connection for one write transaction, queued behind the process's other
+            writers (`SqlStore.writer`: SQLite has one writer at a time).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, writer: Callable[[], AbstractContextManager[Connection]]) -> None:
         self._engine = engine
+        self._writer = writer
 
-    def _write(self) -> AbstractContextManager[Connection]:
-        return self._engine.begin()
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._writer() as conn, conn.begin():
+            yield conn
 
     @errors_translated
     def create_draft(self, draft: Draft, max_per_owner: int, now: datetime, audit: AuditEntry) -> bool:
