@@ -115,7 +115,7 @@ def check_json(draft_id: str, result: DraftCheck) -> dict[str, Any]:
 def _refusal(ctx: ApiContext, desk: DraftDesk, request: Request, caller: Caller, action: str,
              exc: Exception) -> Response:
     """Audit a refused draft request (blocking) and answer its problem."""
-    subject = request.path_params.get("draft_id", "")
+    subject = request.path_params.get("draftId", "")
     instance = request.url.path
     if isinstance(exc, DraftRefused):
         slug, status = exc.slug, exc.status
@@ -192,7 +192,7 @@ def create(ctx: ApiContext, desk: DraftDesk, request: Request, caller: DraftCall
 
 @_handler("draft_update_refused")
 def update(ctx: ApiContext, desk: DraftDesk, request: Request, caller: DraftCaller, body: bytes) -> Response:
-    draft = desk.replace(caller, request.path_params["draft_id"], request.headers.get("if-match"),
+    draft = desk.replace(caller, request.path_params["draftId"], request.headers.get("if-match"),
                          _media_type(request), body, ctx.guard.now())
     log.info("draft_updated", draft_id=draft.id, version=draft.version)
     return _saved(draft, 200)
@@ -211,7 +211,7 @@ def _wants_xml(request: Request) -> bool:
 
 @_handler("draft_read_refused")
 def read(ctx: ApiContext, desk: DraftDesk, request: Request, caller: DraftCaller, body: bytes) -> Response:
-    draft = desk.read(caller, request.path_params["draft_id"], ctx.guard.now())
+    draft = desk.read(caller, request.path_params["draftId"], ctx.guard.now())
     headers = {"ETag": etag(draft)}
     if _wants_xml(request):
         try:
@@ -238,14 +238,14 @@ def listing(ctx: ApiContext, desk: DraftDesk, request: Request, caller: DraftCal
 
 @_handler("draft_delete_refused")
 def remove(ctx: ApiContext, desk: DraftDesk, request: Request, caller: DraftCaller, body: bytes) -> Response:
-    desk.delete(caller, request.path_params["draft_id"], ctx.guard.now())
-    log.info("draft_deleted", draft_id=request.path_params["draft_id"])
+    desk.delete(caller, request.path_params["draftId"], ctx.guard.now())
+    log.info("draft_deleted", draft_id=request.path_params["draftId"])
     return Response(status_code=204)
 
 
 @_handler("draft_check_refused")
 def check(ctx: ApiContext, desk: DraftDesk, request: Request, caller: DraftCaller, body: bytes) -> Response:
-    draft_id = request.path_params["draft_id"]
+    draft_id = request.path_params["draftId"]
     result = desk.check(caller, draft_id, ctx.guard.now())
     return json_response(check_json(draft_id, result))
 
@@ -255,7 +255,7 @@ def submit(ctx: ApiContext, desk: DraftDesk, request: Request, caller: DraftCall
     key = request.headers.get("idempotency-key")
     if key is not None and not (1 <= len(key) <= 255):
         raise DraftRefused(400, "invalid-idempotency-key", "Idempotency-Key must be 1 to 255 characters")
-    done = desk.submit(caller, request.path_params["draft_id"], ctx.guard.now(), key)
+    done = desk.submit(caller, request.path_params["draftId"], ctx.guard.now(), key)
     headers = {"Location": done.body["links"]["self"]}
     if done.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -272,9 +272,9 @@ def draft_routes(ctx: ApiContext) -> list[Route]:
     return [
         Route("/v1/drafts", create, methods=["POST"]),
         Route("/v1/drafts", listing, methods=["GET"]),
-        Route("/v1/drafts/{draft_id}", read, methods=["GET"]),
-        Route("/v1/drafts/{draft_id}", update, methods=["PUT"]),
-        Route("/v1/drafts/{draft_id}", remove, methods=["DELETE"]),
-        Route("/v1/drafts/{draft_id}/check", check, methods=["POST"]),
-        Route("/v1/drafts/{draft_id}/submit", submit, methods=["POST"]),
+        Route("/v1/drafts/{draftId}", read, methods=["GET"]),
+        Route("/v1/drafts/{draftId}", update, methods=["PUT"]),
+        Route("/v1/drafts/{draftId}", remove, methods=["DELETE"]),
+        Route("/v1/drafts/{draftId}/check", check, methods=["POST"]),
+        Route("/v1/drafts/{draftId}/submit", submit, methods=["POST"]),
     ]
