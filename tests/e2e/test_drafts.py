@@ -323,3 +323,47 @@ def test_expired_drafts_answer_gone_and_are_purged(sqlite_url: str, sims, clock:
         assert anna.create_draft(incomplete).status_code == 201  # the other expired one is purged
         assert hub.count(drafts) == 1
         assert ("drafts_purged", "ok") in _audit_actions(hub)
+
+
+# -- the command line -----------------------------------------------------------------------------
+
+
+def test_the_draft_commands_print_tables_json_and_one_line_errors(hub: RunningHub, clock: FakeClock,
+                                                                  tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`hub.py drafts` (cli/drafts.py) against the live hub: create shows the warnings table,
+    check the recipients, submit the reference; a refusal is one line on stderr, exit 1."""
+    from cli.drafts import DraftCommands
+
+    out: list[str] = []
+    err: list[str] = []
+    draft_file = tmp_path / "durc.xml"
+    draft_file.write_bytes(re.sub(rb"<pec>.*?</pec>", b"", _example("durc_request.xml")))
+    complete = tmp_path / "durc_complete.xml"
+    complete.write_bytes(_example("durc_request.xml"))
+    with _client(hub, clock, ANNA) as anna:
+        commands = DraftCommands(anna, out.append, err.append)
+        assert commands.create(draft_file) == 0
+        text = "\n".join(out)
+        assert "durc_request" in text and "1 warning(s)" in text and "/f:filing/f:subject/f:atecoCodes" in text
+        draft_id = re.search(r"draft\s+([0-9a-f]{32})", text).group(1)
+
+        out.clear()
+        assert commands.check(draft_id, previews=True) == 0
+        assert "ready: no" in out[0] and any("inps" in line and "RichiestaDurc" in line for line in out)
+
+        out.clear()
+        assert commands.update(draft_id, complete, if_match='"1"') == 0
+        assert commands.update(draft_id, complete, if_match='"1"') == 1
+        assert len(err) == 1 and err[0].startswith("error: 412 draft-version-mismatch:")
+
+        out.clear()
+        assert DraftCommands(anna, out.append, err.append, as_json=True).list() == 0
+        assert orjson.loads("\n".join(out))["drafts"][0]["draftId"] == draft_id
+
+        out.clear()
+        assert commands.submit(draft_id) == 0
+        assert re.search(r"CRV-\d{4}-\d{6}", "\n".join(out)) and "inps RichiestaDurc" in "\n".join(out)
+
+        err.clear()
+        assert commands.show("0" * 32) == 1
+        assert err == [f"error: 404 not-found: no draft {'0' * 32}"]
