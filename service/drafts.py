@@ -308,15 +308,18 @@ class DraftDesk:
         except (ValueError, TypeError, ArithmeticError) as exc:  # a mapping's conversion of a bad value
             general.append({"code": "mapping-failed", "location": "/f:filing", "detail": str(exc)})
             planned = []
-        recipients = [
-            RecipientCheck(
-                agency=p.agency, operation=p.operation, authorized=p.agency not in refused,
-                reasons=refused.get(p.agency, ()),
-                preview=(self._previewer.preview(p.agency, p.contract_version, p.operation, p.content)
-                         if self._previewer is not None else None),
-            )
-            for p in planned
-        ]
+        recipients = []
+        for p in planned:
+            preview = (self._previewer.preview(p.agency, p.contract_version, p.operation, p.content)
+                       if self._previewer is not None else None)
+            if preview is not None and preview.problem is not None and preview.problem.field:
+                # Name the filing field the failing message field comes from, as intake does.
+                route = next((r for r in routes if r.agency == p.agency and r.operation == p.operation), None)
+                source = route.field_map.source_of(tuple(preview.problem.field.split("."))) if route else None
+                preview = replace(preview, problem=replace(preview.problem, filing_field=source))
+            recipients.append(RecipientCheck(agency=p.agency, operation=p.operation,
+                                             authorized=p.agency not in refused,
+                                             reasons=refused.get(p.agency, ()), preview=preview))
         return DraftCheck(violations, general, recipients)
 
     def submit(self, caller: DraftCaller, draft_id: str, now: datetime, key: str | None = None) -> Submitted:

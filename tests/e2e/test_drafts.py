@@ -247,6 +247,27 @@ def test_check_reports_invalid_fields_and_agency_message_problems(hub: RunningHu
     assert "Campione e Soci S.n.c." in inps["preview"] and "appalto_pubblico" in inps["preview"]
 
 
+def test_check_shows_each_agency_message_that_would_fail_its_schema(hub: RunningHub, clock: FakeClock) -> None:
+    """A business start without activityStartDate passes the filing schema but not the three
+    agency schemas: check names, per recipient, the agency field, the filing field and why,
+    with the mapped message still shown; submit is refused 422 recipient-message-invalid."""
+    doc = _example("business_start.xml")
+    without = re.sub(rb"\s*<activityStartDate>[^<]*</activityStartDate>", b"", doc)
+    with _client(hub, clock, MARCO) as marco:
+        draft_id = marco.create_draft(without).json()["draftId"]
+        result = marco.check_draft(draft_id).json()
+        body = _problem(marco.submit_draft(draft_id), 422, "recipient-message-invalid")
+    assert result["ready"] is False and result["errors"] == []
+    for recipient in result["recipients"]:
+        assert recipient["authorized"] is True and recipient["messageValid"] is False
+        [error] = recipient["errors"]
+        assert error["agency"] == recipient["agency"] and error["field"] == "dataInizioAttivita"
+        assert error["filingField"] == "f:subject/f:activityStartDate"
+        assert START_SUBJECT in recipient["preview"]
+    assert {e["agency"] for e in body["errors"]} == {"cciaa", "inps", "inail"}
+    assert hub.count(filings) == 0
+
+
 # -- submit ---------------------------------------------------------------------------------------
 
 
