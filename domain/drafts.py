@@ -61,7 +61,8 @@ def draft_viewers(owner: str, legal_representative: str, chain: tuple[str, ...])
     """Who may read a draft: its owner, the subject's legal representative it names, and the
     grantors and responsible delegates of the owner's delegations for that subject (the rule
     of `domain.delegation.filing_viewers`, before any recipient is authorized)."""
-    return tuple(sorted({v for v in (owner, legal_representative, *chain) if v}))
+    # A tax code is at most 16 characters; an incomplete draft may name anything there.
+    return tuple(sorted({v for v in (owner, legal_representative, *chain) if v and len(v) <= 16}))
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,15 +72,16 @@ def inspect_draft(validator: FilingValidator, data: bytes, media_type: str, *, t
     return DraftInspection(_kind(root), root, warnings)
 
 
-def draft_as_json(validator: FilingValidator, data: bytes, media_type: str) -> Any:
-    """The draft in the JSON form of a filing; an incomplete XML draft is decoded as far as it
-    matches the schema (xmlschema's lax mode), what does not match is left out."""
+def draft_as_json(validator: FilingValidator, data: bytes, media_type: str) -> bytes:
+    """The draft in the JSON form of a filing, as JSON text: a JSON draft as it was sent
+    (already parsed strictly when saved; its numbers keep every digit); an incomplete XML draft
+    decoded as far as it matches the schema (xmlschema's lax mode), the rest left out."""
     if media_type == JSON_TYPE:
-        return orjson.loads(data)
+        return data
     root = parse_untrusted_xml(data, max_bytes=validator.max_bytes, max_depth=validator.max_depth)
     decoded, _errors = validator.json_model().to_dict(
         root, namespaces={"": FILING_NS}, strip_namespaces=True, decimal_type=str, validation="lax")
-    return decoded
+    return orjson.dumps(decoded)
 
 
 def draft_as_xml(validator: FilingValidator, data: bytes, media_type: str) -> bytes:
@@ -91,4 +92,5 @@ def draft_as_xml(validator: FilingValidator, data: bytes, media_type: str) -> by
     """
     if media_type != JSON_TYPE:
         return data
-    return validator.json_to_xml(orjson.loads(data))
+    # Decoded as at intake: numbers keep their digits, and one too long for any field is refused.
+    return validator.json_to_xml(_load_json(data, validator.max_bytes))

@@ -174,6 +174,27 @@ def test_update_read_list_and_delete(hub: RunningHub, clock: FakeClock) -> None:
     assert {"draft_created", "draft_updated", "draft_read", "drafts_listed", "draft_deleted"} <= actions
 
 
+def test_odd_but_well_formed_drafts_are_kept_and_read_back(hub: RunningHub, clock: FakeClock) -> None:
+    """Well-formed documents far from a filing are drafts with warnings, never a 5xx: another
+    root element, a legal representative's code too long for one, a JSON number of 60 digits
+    (read back with every digit), a JSON array; a JSON draft without an XML form answers 406."""
+    too_long = _example("durc_request.xml").replace(b"<taxCode>CMPNNA80E59D612B</taxCode>",
+                                                    b"<taxCode>" + b"X" * 300 + b"</taxCode>", 1)
+    big = b'{"subject": {"taxCode": 123456789012345678901234567890123456789012345678901234567890}}'
+    with _client(hub, clock, ANNA) as anna:
+        for body, ctype in ((b"<other/>", "application/xml"), (too_long, "application/xml"),
+                            (big, "application/json"), (b"[1, 2]", "application/json")):
+            created = anna.create_draft(body, content_type=ctype)
+            assert created.status_code == 201, created.text
+            assert created.json()["warnings"], body[:40]
+            read = anna.draft(created.json()["draftId"])
+            assert read.status_code == 200, read.text
+        big_id = anna.create_draft(big, content_type="application/json").json()["draftId"]
+        assert b'"taxCode":123456789012345678901234567890123456789012345678901234567890' in \
+            anna.draft(big_id).content.replace(b" ", b"")
+        _problem(anna.draft(big_id, accept="application/xml"), 406, "draft-not-convertible")
+
+
 def test_another_users_draft_is_not_found_but_the_legal_representative_reads_it(
         hub: RunningHub, clock: FakeClock) -> None:
     """Elena's draft for Anna's company: Marco (a stranger) gets 404 everywhere, another portal
