@@ -104,9 +104,10 @@ def _cursor(position: int) -> str:
 def _position(cursor: str) -> int:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("d:"):
+        position = int(text[2:]) if text.startswith("d:") else 0
+        if not 0 < position < 2**63:  # a listing position is a positive BIGINT
             raise ValueError(cursor)
-        return int(text[2:])
+        return position
     except (ValueError, UnicodeDecodeError):
         raise DraftRefused(400, "invalid-cursor", "the cursor is not one this hub gave") from None
 

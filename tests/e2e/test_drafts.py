@@ -30,6 +30,7 @@ EXAMPLES = PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples"
 ANNA = "CMPNNA80E59D612B"  # legal representative of 06543210485 (durc_request.xml)
 MARCO = "FTTMRC85C14H501X"  # legal representative of 09182730581 (business_start.xml)
 ELENA = "DLGLNE88D50L219Q"  # a delegate (an accountant)
+BRUNO = "CLLBRT85M10F205L"  # Elena's collaborator
 START_SUBJECT = "09182730581"
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
@@ -165,7 +166,8 @@ def test_update_read_list_and_delete(hub: RunningHub, clock: FakeClock) -> None:
         assert [d["draftId"] for d in page["drafts"]] == [others[2], others[1]]
         rest = anna.drafts(limit=2, cursor=page["nextCursor"]).json()
         assert [d["draftId"] for d in rest["drafts"]] == [others[0], draft_id] and rest["nextCursor"] is None
-        _problem(anna.drafts(cursor="not-a-cursor"), 400, "invalid-cursor")
+        for wrong in ("not-a-cursor", "ZDo5OTk5OTk5OTk5OTk5OTk5OTk5OTk5", "ZDotNQ"):  # d:99…9, d:-5
+            _problem(anna.drafts(cursor=wrong), 400, "invalid-cursor")
 
         assert anna.delete_draft(draft_id).status_code == 204
         _problem(anna.draft(draft_id), 404, "not-found")
@@ -213,7 +215,24 @@ def test_another_users_draft_is_not_found_but_the_legal_representative_reads_it(
         assert anna.draft(draft_id).status_code == 200
         assert [d["draftId"] for d in anna.drafts().json()["drafts"]] == [draft_id]
         _problem(anna.delete_draft(draft_id), 403, "not-draft-owner")
+        _problem(anna.submit_draft(draft_id), 403, "not-draft-owner")
         assert elena.draft(draft_id).status_code == 200
+
+
+def test_a_collaborators_draft_is_read_along_the_delegation_chain(hub: RunningHub, clock: FakeClock) -> None:
+    """Bruno files under Elena's sub-delegation of Anna's delegation: Elena (the responsible
+    delegate) and Anna (the grantor) read and check his draft; Marco does not see it."""
+    with _client(hub, clock, ANNA) as anna, _client(hub, clock, ELENA) as elena, \
+            _client(hub, clock, BRUNO) as bruno, _client(hub, clock, MARCO) as marco:
+        valid_to = datetime.fromtimestamp(clock() + 30 * 86_400, timezone.utc).isoformat()
+        parent = anna.grant_delegation(subject="06543210485", delegate=ELENA, agencies=["inps"], valid_to=valid_to)
+        assert elena.subdelegate(parent.json()["id"], collaborator=BRUNO).status_code == 201
+        draft_id = bruno.create_draft(_example("durc_request.xml", declarant=BRUNO)).json()["draftId"]
+        for reader in (anna, elena, bruno):
+            assert reader.draft(draft_id).status_code == 200
+            assert [d["draftId"] for d in reader.drafts().json()["drafts"]] == [draft_id]
+        assert bruno.check_draft(draft_id).json()["ready"] is True
+        _problem(marco.draft(draft_id), 404, "not-found")
 
 
 # -- check ----------------------------------------------------------------------------------------
