@@ -151,18 +151,17 @@ def _handler(action: str) -> Callable[[Work], Endpoint]:
             desk = ctx.drafts
             assert desk is not None  # the routes are mounted only with a desk
             body = await _read(request, ctx.max_body_bytes)
-            # The signature covers the body's digest: a body cut at the bound cannot verify,
-            # so the size is refused first, to a caller not yet known (as filings are).
-            if body is None:
-                return problem_response(413, "document-too-large", "Content Too Large",
-                                        f"the draft exceeds {ctx.max_body_bytes} bytes", instance=request.url.path)
-            caller = await authenticate(ctx.guard, request, body)
+            # A body past the bound is not kept, so its Digest cannot be checked: the caller is
+            # known from the token and the tracking evidence alone, as for a filing too large.
+            caller = await authenticate(ctx.guard, request, body or b"")
             if isinstance(caller, Response):
                 return caller
             assert caller.user is not None
             structlog.contextvars.bind_contextvars(portal=caller.portal)
             who = DraftCaller(caller.portal, caller.user, caller.audit_context())
             try:
+                if body is None:
+                    raise DraftRefused(413, "document-too-large", f"the draft exceeds {ctx.max_body_bytes} bytes")
                 return await run_in_threadpool(work, ctx, desk, request, who, body)
             except (DraftRefused, FilingRefused, RecipientsNotAuthorized, NoRecipients) as exc:
                 try:

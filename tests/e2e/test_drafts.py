@@ -133,7 +133,7 @@ def test_hard_refusals_stay_hard_and_leave_only_the_audit_line(hub: RunningHub, 
     assert hub.count(drafts) == 0
     refused = [a for a in _audit_actions(hub) if a[0] == "draft_refused"]
     assert {o for _, o in refused} == {"malformed-xml", "forbidden-xml-construct", "malformed-json",
-                                       "unsupported-media-type"}
+                                       "document-too-large", "unsupported-media-type"}
 
 
 def test_update_read_list_and_delete(hub: RunningHub, clock: FakeClock) -> None:
