@@ -260,7 +260,11 @@ def test_check_previews_each_agency_message_and_shows_unauthorized_recipients(
         assert "delegation" in by_agency[agency]["reason"]
     for agency, recipient in by_agency.items():
         assert recipient["messageValid"] is True and recipient["errors"] == [], recipient
-        assert START_SUBJECT in recipient["preview"]
+        assert recipient["previewMediaType"] == "text/xml"
+        # The agency's own message: its namespace, its operation's request, the mapped subject.
+        assert f"urn:crocevia:agency:{agency}:v1" in recipient["preview"]
+        assert f"{recipient['operation']}Request" in recipient["preview"]
+        assert START_SUBJECT in recipient["preview"] and "CRV-2000-000000" in recipient["preview"]
     cciaa = by_agency["cciaa"]
     assert cciaa["operation"] == "IscrizioneImpresa"
     envelope = etree.fromstring(cciaa["preview"].encode())
