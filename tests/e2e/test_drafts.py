@@ -432,3 +432,42 @@ def test_the_draft_commands_print_tables_json_and_one_line_errors(hub: RunningHu
         err.clear()
         assert commands.show("0" * 32) == 1
         assert err == [f"error: 404 not-found: no draft {'0' * 32}"]
+
+
+def test_hub_py_drafts_runs_the_commands_with_the_portals_credentials(sqlite_url: str, sims, clock: FakeClock,
+                                                                      tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`hub.py drafts` end to end, signed with the demo portal's key as `submit` signs: exit 0
+    with tables, --json, and exit 1 with one line on stderr (no traceback) for a refusal."""
+    from click.testing import CliRunner
+
+    from config.settings import load_settings
+    from hub import cli
+
+    settings = hub_settings(sqlite_url, {agency: sims.soap_endpoint(agency) for agency in sims.urls})
+    settings = settings.model_copy(update={"portals": {**settings.portals, "demo": load_settings().portals["demo"]}})
+    draft_file = tmp_path / "durc.xml"
+    draft_file.write_bytes(_example("durc_request.xml"))
+    runner = CliRunner()
+    with RunningHub(settings, clock=clock) as hub:
+        base = ["drafts", "--url", hub.base_url, "--user", ANNA]
+        # (The hub runs in this process: its log lines share the captured stdout.)
+        created = runner.invoke(cli, [*base, "--json", "create", str(draft_file)])
+        assert created.exit_code == 0, created.output + created.stderr
+        draft_id = re.search(r'"draftId": "([0-9a-f]{32})"', created.stdout).group(1)
+        assert '"warnings": []' in created.stdout
+
+        checked = runner.invoke(cli, [*base, "check", draft_id])
+        assert checked.exit_code == 0, checked.stderr
+        assert "ready: yes" in checked.stdout and "RichiestaDurc" in checked.stdout
+
+        submitted = runner.invoke(cli, [*base, "submit", draft_id])
+        assert submitted.exit_code == 0, submitted.stderr
+        assert re.search(r"CRV-\d{4}-\d{6}", submitted.stdout)
+
+        listed = runner.invoke(cli, [*base, "list"])
+        assert listed.exit_code == 0 and draft_id in listed.stdout and "submitted" in listed.stdout
+
+        refused = runner.invoke(cli, [*base, "delete", "0" * 32])
+        assert refused.exit_code == 1
+        assert f"error: 404 not-found: no draft {'0' * 32}" in refused.stderr.splitlines()
+        assert "Traceback" not in refused.output + refused.stderr
