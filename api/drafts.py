@@ -100,7 +100,7 @@ def check_json(draft_id: str, result: DraftCheck) -> dict[str, Any]:
             "agency": r.agency,
             "operation": r.operation,
             "authorized": r.authorized,
-            "messageValid": r.preview is not None and r.preview.problem is None,
+            "messageValid": r.message_valid,
             "preview": r.preview.text if r.preview is not None else None,
             "previewMediaType": r.preview.media_type if r.preview is not None else None,
             "errors": ([recipient_problem_json(r.preview.problem)]

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from domain.delegation import delegation_status
 from domain.drafts import Draft, DraftRefused, DraftState, MessagePreview, draft_viewers
 from domain.identity import User
 from domain.intake import FilingRefused, Violation
@@ -71,7 +72,12 @@ class RecipientCheck:
     operation: str
     authorized: bool
     reasons: tuple[str, ...]
-    preview: MessagePreview | None
+    preview: MessagePreview | None  #: None when the hub checks no agency contract at intake
+
+    @property
+    def message_valid(self) -> bool:
+        """As intake judges it: without a contract check, every message passes."""
+        return self.preview is None or self.preview.problem is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +91,7 @@ class DraftCheck:
     @property
     def ready(self) -> bool:
         return (not self.violations and not self.general and bool(self.recipients)
-                and all(r.authorized and r.preview is not None and r.preview.problem is None
-                        for r in self.recipients))
+                and all(r.authorized and r.message_valid for r in self.recipients))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +133,7 @@ class DraftDesk:
                  new_id: Callable[[], str] = lambda: uuid.uuid4().hex) -> None:
         self.drafts = drafts
         self._intake = intake
-        self._validator = validator
-        self.validator = validator  #: the API renders a draft in the form asked with it
+        self.validator = validator  #: also the API's, to render a draft in the form asked
         self._routes = routes
         self._identity = identity
         self._previewer = previewer
@@ -145,11 +149,9 @@ class DraftDesk:
     def _inspect(self, media_type: str, body: bytes, now: datetime) -> DraftInspection:
         if media_type not in _MEDIA_TYPES:
             raise DraftRefused(415, "unsupported-media-type", "send the draft as application/xml or application/json")
-        return inspect_draft(self._validator, body, media_type, today=now.astimezone(_ROME).date())
+        return inspect_draft(self.validator, body, media_type, today=now.astimezone(_ROME).date())
 
     def _viewers(self, owner: str, inspection: DraftInspection, now: datetime) -> tuple[str, ...]:
-        from domain.delegation import delegation_status
-
         subject = inspection.text("f:subject/f:taxCode")
         chain: list[str] = []
         if subject:
@@ -270,8 +272,7 @@ class DraftDesk:
         self.drafts.audit_draft(self._entry(
             caller, "draft_checked", draft_id, "ready" if result.ready else "not-ready",
             violations=len(result.violations),
-            recipients={r.agency: {"authorized": r.authorized,
-                                   "messageValid": r.preview is not None and r.preview.problem is None}
+            recipients={r.agency: {"authorized": r.authorized, "messageValid": r.message_valid}
                         for r in result.recipients}))
         return result
 
@@ -279,8 +280,8 @@ class DraftDesk:
         root: Any
         kind: str | None
         try:
-            parsed = (self._validator.parse_json(draft.document) if draft.media_type == "application/json"
-                      else self._validator.parse(draft.document))
+            parsed = (self.validator.parse_json(draft.document) if draft.media_type == "application/json"
+                      else self.validator.parse(draft.document))
             violations: list[Violation] = []
             root, kind = parsed.root, parsed.kind
         except FilingRefused as invalid:
@@ -338,9 +339,9 @@ class DraftDesk:
                                                     reference=draft.reference))
                 return Submitted(answer, replayed=True)
         if draft.media_type == "application/json":
-            parsed = self._validator.parse_json(draft.document, today=now.astimezone(_ROME).date())
+            parsed = self.validator.parse_json(draft.document, today=now.astimezone(_ROME).date())
         else:
-            parsed = self._validator.parse(draft.document, today=now.astimezone(_ROME).date())
+            parsed = self.validator.parse(draft.document, today=now.astimezone(_ROME).date())
         granted = authorize_filing(self._identity, self._routes, parsed.kind, parsed.root, caller.user, now)
         new = NewFiling(
             kind=parsed.kind, portal=caller.portal, subject_tax_code=parsed.subject_tax_code,
