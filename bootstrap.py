@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -403,6 +404,8 @@ def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Ca
     """
     from adapters.message_check import MessageChecker
     from api.admission import AdmissionLimits
+    from service.drafts import DraftDesk, DraftPolicy
+    from storage.drafts import SqlDrafts
     from api.app import create_app
     from api.context import ApiContext
     from storage.ops_queries import OpsQueries
@@ -410,6 +413,11 @@ def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Ca
 
     if hub.guard is None:
         raise ValueError("this hub was built without the API's guards: build it with role='all'")
+    # The contracts checked at start-up, validators compiled: reused for every filing.
+    checker = MessageChecker(_contracts(hub))
+    drafts = DraftDesk(SqlDrafts(hub.engine, hub.store.writer), hub.store, hub.validator, hub.routes, hub.identity, checker,
+                       DraftPolicy(ttl=timedelta(days=hub.settings.drafts.ttl_days),
+                                   max_per_user=hub.settings.drafts.max_per_user))
     return create_app(
         ApiContext(
             store=hub.store,
@@ -422,8 +430,7 @@ def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Ca
             on_accepted=on_accepted,
             outcome_readers=readers,
             callbacks=hub.callbacks,
-            # The contracts checked at start-up, validators compiled: reused for every filing.
-            message_check=MessageChecker(_contracts(hub)),
+            message_check=checker,
             readiness=ready,
             operators=hub.operators,
             ops=OpsQueries(hub.engine, tuple(hub.settings.agencies)),
@@ -432,5 +439,6 @@ def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Ca
             metrics=metrics,
             agency_health=agency_health(hub.settings, hub.engine, hub.store.agency_statuses,
                                         sorted(hub.routes.agencies), hub.delivery_clock),
+            drafts=drafts,
         )
     )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from cli.drafts import DraftCommands
     from cli.ops_client import OpsClient
 
 from config.logging import configure_logging
@@ -321,6 +322,102 @@ def status(ctx: click.Context, references: tuple[str, ...], url: str | None, por
 
     session = PortalSession(hub_url(_settings(ctx), url), portal, user, auth, as_json)
     run_status(ctx, session, references, wait=wait, timeout=timeout)
+
+
+@cli.group()
+@click.option("--url", default=None, help="Hub base URL (default from config).")
+@click.option("--portal", default="demo", show_default=True)
+@click.option("--user", required=True, metavar="TAX_CODE", help="The user the portal vouches for.")
+@click.option("--auth", default="SPID2", show_default=True, help="How the user logged in: SPID1..3, CIE or CNS.")
+@click.option("--json", "as_json", is_flag=True, help="The hub's JSON instead of tables.")
+@click.pass_context
+def drafts(ctx: click.Context, url: str | None, portal: str, user: str, auth: str, as_json: bool) -> None:
+    """A portal user's drafts: create, update, show, list, delete, check, submit."""
+    ctx.obj["drafts"] = {"url": url, "portal": portal, "user": user, "auth": auth, "as_json": as_json}
+
+
+def _drafts(ctx: click.Context, run: Callable[[DraftCommands], int]) -> None:
+    """Run one draft command with the group's portal credentials; exit with its status."""
+    from bootstrap import portal_signer
+    from cli.client import PortalClient, demo_user
+    from cli.drafts import DraftCommands
+    from cli.ops_client import hub_url
+
+    settings, opts = _settings(ctx), ctx.obj["drafts"]
+    if opts["portal"] not in settings.portals:
+        raise click.BadParameter(f"no portal {opts['portal']!r} in the configuration", param_hint="--portal")
+    try:
+        who = demo_user(opts["user"], opts["auth"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--user/--auth") from None
+    with PortalClient(hub_url(settings, opts["url"]), portal_signer(settings, opts["portal"]), user=who) as client:
+        code = run(DraftCommands(client, click.echo, lambda line: click.echo(line, err=True),
+                                 as_json=opts["as_json"]))
+    sys.exit(code)
+
+
+_FILE = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+
+@drafts.command("create")
+@_FILE
+@click.pass_context
+def drafts_create(ctx: click.Context, file: Path) -> None:
+    """Save FILE (XML or .json) as a new draft; print its warnings."""
+    _drafts(ctx, lambda c: c.create(file))
+
+
+@drafts.command("update")
+@click.argument("draft_id")
+@_FILE
+@click.option("--if-match", default=None, help='The ETag read ("N"); a stale one is refused.')
+@click.pass_context
+def drafts_update(ctx: click.Context, draft_id: str, file: Path, if_match: str | None) -> None:
+    """Replace DRAFT_ID's document with FILE."""
+    _drafts(ctx, lambda c: c.update(draft_id, file, if_match))
+
+
+@drafts.command("show")
+@click.argument("draft_id")
+@click.pass_context
+def drafts_show(ctx: click.Context, draft_id: str) -> None:
+    """One draft and its warnings."""
+    _drafts(ctx, lambda c: c.show(draft_id))
+
+
+@drafts.command("list")
+@click.option("--cursor", default=None)
+@click.option("--limit", type=click.IntRange(1, 200), default=None)
+@click.pass_context
+def drafts_list(ctx: click.Context, cursor: str | None, limit: int | None) -> None:
+    """The drafts the user may read, newest first."""
+    _drafts(ctx, lambda c: c.list(cursor, limit))
+
+
+@drafts.command("delete")
+@click.argument("draft_id")
+@click.pass_context
+def drafts_delete(ctx: click.Context, draft_id: str) -> None:
+    """Delete DRAFT_ID."""
+    _drafts(ctx, lambda c: c.delete(draft_id))
+
+
+@drafts.command("check")
+@click.argument("draft_id")
+@click.option("--preview", is_flag=True, help="Also print each agency's message as it would be sent.")
+@click.pass_context
+def drafts_check(ctx: click.Context, draft_id: str, preview: bool) -> None:
+    """Run the whole intake on DRAFT_ID without filing it."""
+    _drafts(ctx, lambda c: c.check(draft_id, preview))
+
+
+@drafts.command("submit")
+@click.argument("draft_id")
+@click.option("--idempotency-key", default=None)
+@click.pass_context
+def drafts_submit(ctx: click.Context, draft_id: str, idempotency_key: str | None) -> None:
+    """File DRAFT_ID (once: a repeat answers the same filing)."""
+    _drafts(ctx, lambda c: c.submit(draft_id, idempotency_key))
 
 
 @cli.command()

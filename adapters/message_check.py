@@ -13,13 +13,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
+import orjson
 import zeep.exceptions as zx
+from lxml import etree
 
 from adapters.base import ErrorContext
 from adapters.contracts import ContractError
 from adapters.factory import ContractSet
 from adapters.openapi import OpenApiContract
 from adapters.wsdl import WsdlContract
+from domain.drafts import MessagePreview
 from domain.errors import DeliveryError, MessageRejectedAsInvalid
 from domain.intake import MessageProblem
 
@@ -100,3 +103,28 @@ class MessageChecker:
         except (ContractError, DeliveryError):
             return None
         return None
+
+    def preview(self, agency: str, version: str | None, operation: str,
+                content: Mapping[str, Any]) -> MessagePreview:
+        """`content` as its adapter would send it (the SOAP envelope, the JSON body) and, when
+        the contract refuses it, why; then the text is the mapped content as JSON, since the
+        contract builds no message from it. A contract that cannot be used previews as JSON."""
+        ctx = ErrorContext(agency, operation)
+        try:
+            contract = self._contract(agency, version)
+            if isinstance(contract, WsdlContract):
+                envelope = contract.build(operation, content, ctx)
+                return MessagePreview(etree.tostring(envelope, encoding="unicode", pretty_print=True), "text/xml")
+            body = contract.serialize(operation, content, ctx)
+            return MessagePreview(orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2).decode(),
+                                  "application/json")
+        except MessageRejectedAsInvalid as exc:
+            field, reason = _field_and_reason(exc)
+            problem = MessageProblem(agency=agency, operation=operation, field=field, detail=reason)
+            return MessagePreview(_as_json(content), "application/json", problem)
+        except (ContractError, DeliveryError):
+            return MessagePreview(_as_json(content), "application/json")
+
+
+def _as_json(content: Mapping[str, Any]) -> str:
+    return orjson.dumps(content, option=orjson.OPT_INDENT_2, default=str).decode()

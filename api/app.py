@@ -23,6 +23,7 @@ from api.agency_health import agency_health_routes
 from api.auth import Caller, admit_deferred, authenticate, authenticate_sync, refuse_token
 from api.context import ApiContext, attach_context, context_of
 from api.delegations import delegation_routes
+from api.drafts import draft_routes
 from api.deliveries import delivery_routes, recipient_json, refusal_errors
 from api.ops.actions import actions_routes
 from api.ops.auth import session_routes
@@ -295,6 +296,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             Route("/v1/filings", submit_filing, methods=["POST"]),
             Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
             *delegation_routes(),
+            *draft_routes(ctx),
             *agency_health_routes(ctx.agency_health),
             *delivery_routes(),
             *health_routes(ctx.readiness),

@@ -156,6 +156,40 @@ class PortalClient:
     def delegations(self, subject: str, *, user: User | None = None) -> httpx.Response:
         return self._send("GET", "/v1/delegations", user=user or self.user, params={"subject": subject})
 
+    # -- drafts -------------------------------------------------------------------------------
+    def create_draft(self, document: bytes, *, content_type: str = "application/xml",
+                     user: User | None = None) -> httpx.Response:
+        """Save a (possibly incomplete) filing as a draft; its open points come back as warnings."""
+        return self._send("POST", "/v1/drafts", user=user or self.user, content=document,
+                          headers={"Content-Type": content_type})
+
+    def update_draft(self, draft_id: str, document: bytes, *, content_type: str = "application/xml",
+                     if_match: str | None = None, user: User | None = None) -> httpx.Response:
+        headers = {"Content-Type": content_type}
+        if if_match is not None:
+            headers["If-Match"] = if_match
+        return self._send("PUT", f"/v1/drafts/{draft_id}", user=user or self.user, content=document,
+                          headers=headers)
+
+    def draft(self, draft_id: str, *, accept: str = "application/json", user: User | None = None) -> httpx.Response:
+        return self._send("GET", f"/v1/drafts/{draft_id}", user=user or self.user, headers={"Accept": accept})
+
+    def drafts(self, *, cursor: str | None = None, limit: int | None = None,
+               user: User | None = None) -> httpx.Response:
+        params = {k: str(v) for k, v in (("cursor", cursor), ("limit", limit)) if v is not None}
+        return self._send("GET", "/v1/drafts", user=user or self.user, params=params or None)
+
+    def delete_draft(self, draft_id: str, *, user: User | None = None) -> httpx.Response:
+        return self._send("DELETE", f"/v1/drafts/{draft_id}", user=user or self.user)
+
+    def check_draft(self, draft_id: str, *, user: User | None = None) -> httpx.Response:
+        return self._send("POST", f"/v1/drafts/{draft_id}/check", user=user or self.user)
+
+    def submit_draft(self, draft_id: str, *, idempotency_key: str | None = None,
+                     user: User | None = None) -> httpx.Response:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._send("POST", f"/v1/drafts/{draft_id}/submit", user=user or self.user, headers=headers)
+
     def wait_settled(self, references: list[str], *, timeout: float = 60.0, interval: float = 0.1) -> dict[str, Any]:
         """Poll until every filing is in a final state (or `timeout`); returns the last views."""
         deadline = time.monotonic() + timeout

@@ -25,6 +25,7 @@ __all__ = [
     "AgencyIdentitySettings",
     "CircuitSettings",
     "DatabaseSettings",
+    "DraftSettings",
     "HttpSettings",
     "LateOutcomeSettings",
     "MaintenanceWindowSettings",
@@ -362,6 +363,13 @@ class HttpSettings(_Section):
     max_body_bytes: int = 16 * 1024 * 1024
 
 
+class DraftSettings(_Section):
+    """Drafts (`/v1/drafts`): how long one lives after its last save, how many a user keeps."""
+
+    ttl_days: float = Field(default=30, gt=0)
+    max_per_user: int = Field(default=100, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_nested_delimiter="__",
@@ -393,6 +401,7 @@ class Settings(BaseSettings):
     supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    drafts: DraftSettings = Field(default_factory=DraftSettings)
 
     @classmethod
     def settings_customise_sources(

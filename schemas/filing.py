@@ -285,6 +285,10 @@ class FilingValidator:
         )
         return dict(decoded)
 
+    def json_model(self) -> Any:
+        """The xmlschema model of the filing schema (drafts decode incomplete documents with it)."""
+        return self._json_model()
+
     def _json_model(self) -> Any:
         """The xmlschema model, built on first JSON use (it takes a few hundred ms)."""
         if self._model is not None:

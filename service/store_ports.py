@@ -15,8 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from domain.drafts import Draft
 from domain.messages import Receipt
 from routing.plan import PlannedDelivery
+from service.identity import AuditEntry
 from service.ports import (
     AcceptedFiling,
     AgencyStatus,
@@ -34,6 +36,7 @@ __all__ = [
     "AgencyStatusReads",
     "ApiStore",
     "Auditor",
+    "DraftStore",
     "FilingIntake",
     "FilingReads",
     "JobStore",
@@ -144,3 +147,39 @@ class ApiStore(FilingIntake, FilingReads, RecipientCorrections, LateOutcomes, Ag
 
 class Store(FilingIntake, FilingReads, JobStore, Auditor, Protocol):
     """The filing store as intake, status and the job loops see it (kept for older callers)."""
+
+
+class DraftStore(Protocol):
+    """Drafts (`service.drafts`): each change commits with its audit line.
+
+    A draft is found only in its portal and by one of its viewers; None otherwise.
+    """
+
+    def create_draft(self, draft: Draft, max_per_owner: int, now: datetime, audit: AuditEntry) -> bool:
+        """False (nothing stored) when the owner already has `max_per_owner` live drafts."""
+        ...
+
+    def get_draft(self, draft_id: str, portal: str, viewer: str) -> Draft | None: ...
+
+    def list_drafts(self, portal: str, viewer: str, now: datetime, before: int | None,
+                    limit: int) -> tuple[list[Draft], int | None]:
+        """Live drafts newest first, and the position to continue from (None: the last page)."""
+        ...
+
+    def replace_draft(self, draft: Draft, expected_version: int, audit: AuditEntry) -> bool:
+        """False when the stored draft is no longer at `expected_version` or no longer open."""
+        ...
+
+    def delete_draft(self, draft_id: str, audit: AuditEntry) -> bool: ...
+
+    def mark_submitted(self, draft_id: str, reference: str, answer: dict[str, Any], audit: AuditEntry) -> bool:
+        """False when another submit marked it first (the same filing: its answer stands)."""
+        ...
+
+    def submission(self, draft_id: str) -> dict[str, Any] | None:
+        """The answer of the submit that made the draft a filing (None: not submitted)."""
+        ...
+
+    def purge_expired_drafts(self, now: datetime, limit: int) -> int: ...
+
+    def audit_draft(self, audit: AuditEntry) -> None: ...
