@@ -22,8 +22,16 @@ order. Example::
      "businessStart": {"registrationSection": "ordinaria", "shareCapital": 10000.00}}
 
 `XMLSchema.to_dict(xml, namespaces={"": FILING_NS}, strip_namespaces=True)` produces exactly
-this. Violations found in JSON are located with the same `/f:...` paths as for XML (the element
-the field becomes) and carry no line number.
+this; `schemas/filing/v1/filing.schema.json` is its JSON Schema (generated from the XSD by
+`schemas.json_schema`). Violations found in JSON are located with a JSON Pointer into the
+document the sender sent (`/declarant/taxCode`, `/employees/employee/1/hireDate`) and carry no
+line number; those found in XML keep their `/f:...` path and line.
+
+Every violation of a document comes in one answer. libxml2 stops checking the children of an
+element at its first content-model error (a missing or unexpected child), so when one is found
+the document is checked again with xmlschema, which goes on, and the values libxml2 skipped
+are reported too. For JSON the structure (unknown, missing, repeated fields, the one kind) is
+checked while the document is turned into XML, so every missing field is named, not the first.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from domain.intake import (
     Violation,
 )
 from schemas.content_checks import FILING_NS, NSMAP, check_content, location_of
+from schemas.json_locations import escape_token, json_pointer, json_terms
 from schemas.xml_safety import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
@@ -97,6 +106,10 @@ _LIBXML_MESSAGE = re.compile(r"^Element '[^']*'(?:, attribute '([^']*)')?: (.*)$
 #: A quoted value longer than a reader needs to recognise it.
 #: (libxml2 cuts its messages at 64 KiB, so the closing quote may be missing.)
 _LONG_QUOTE = re.compile(r"'([^']{40})[^']{20,}(?:'|$)")
+
+#: Openings of libxml2's content-model errors: after one, the element's other children are
+#: not checked.
+_CONTENT_MODEL = ("This element is not expected", "Missing child element(s)")
 
 _PATTERN_FAILURE = re.compile(r"is not accepted by the pattern '(.*)'\.$", re.DOTALL)
 
@@ -183,10 +196,14 @@ class FilingValidator:
         )
 
     def _parse(
-        self, data: bytes, *, digest: str, today: date | None, max_bytes: int
+        self, data: bytes, *, digest: str, today: date | None, max_bytes: int,
+        structure: list[Violation] | None = None,
     ) -> ParsedFiling:
         root = parse_untrusted_xml(data, max_bytes=max_bytes, max_depth=self.max_depth)
         errors = self.schema_violations(root)
+        if structure:
+            # What the JSON structure check already said is not said again by the XSD.
+            errors = [*structure, *(e for e in errors if not _explained_by(e, structure))]
         if errors:
             raise SchemaViolation(errors)
         problems = check_content(root, today=today or self._clock())
@@ -223,6 +240,32 @@ class FilingValidator:
             seen.add((location, detail))
             line = entry.line if entry.line and entry.line > 0 else None
             found.append(Violation("schema", location, detail, line))
+        if any(v.detail.startswith(_CONTENT_MODEL) for v in found):
+            more = self._values_beyond(tree, {v.location for v in found})
+            found = sorted([*found, *more], key=lambda v: v.line or 0)  # stable: libxml2's order kept
+        return found
+
+    def _values_beyond(self, tree: etree._ElementTree, known: set[str]) -> list[Violation]:
+        """The value errors libxml2 skipped after a content-model error, found by xmlschema.
+
+        Content-model errors are libxml2's to report (one per element, as xmlschema's); only
+        values at locations not reported yet are added, worded as libxml2 words them.
+        """
+        from xmlschema.validators.exceptions import XMLSchemaChildrenValidationError
+
+        found: list[Violation] = []
+        for error in self._json_model().iter_errors(tree):
+            element = error.elem
+            if isinstance(error, XMLSchemaChildrenValidationError) or not isinstance(
+                element, etree._Element
+            ):
+                continue
+            message = _libxml_message(error, element)
+            location, detail = _describe(message, element, None)
+            if location in known:
+                continue
+            known.add(location)
+            found.append(Violation("schema", location, detail, element.sourceline))
         return found
 
     # -- JSON ------------------------------------------------------------------------------
@@ -238,15 +281,25 @@ class FilingValidator:
         """
         obj = _load_json(data, self.max_bytes)
         try:
+            if not isinstance(obj, Mapping):
+                raise SchemaViolation(
+                    Violation("schema", "/f:filing", "The filing must be a JSON object.")
+                )
+            xml, structure = self._json_document(obj)
             return self._parse(
-                self.json_to_xml(obj),
+                xml,
                 digest=hashlib.sha256(data).hexdigest(),
                 today=today,
                 max_bytes=self.max_bytes * _JSON_EXPANSION,
+                structure=structure,
             )
         except (SchemaViolation, ContentViolation) as exc:
-            # Lines point into XML generated here, which the sender never saw.
-            raise type(exc)([replace(v, line=None) for v in exc.violations]) from None
+            # The sender never saw the XML generated here: its paths and lines mean nothing to
+            # them. Each location becomes a pointer into their JSON.
+            raise type(exc)([
+                replace(v, location=json_pointer(v.location, obj), detail=json_terms(v.detail), line=None)
+                for v in exc.violations
+            ]) from None
 
     def json_to_xml(self, obj: Mapping[str, Any]) -> bytes:
         """The XML document for a JSON filing; its fields are ordered as the schema wants.
@@ -255,17 +308,24 @@ class FilingValidator:
             SchemaViolation: the structure cannot be encoded (unknown fields, an object where
                 a value belongs, a list for a single element, null); all problems at once.
         """
-        problems: list[Violation] = []
         if not isinstance(obj, Mapping):
             raise SchemaViolation(
                 Violation("schema", "/f:filing", "The filing must be a JSON object.")
             )
+        xml, problems = self._json_document(obj)
+        if problems:
+            raise SchemaViolation(problems)
+        return xml
+
+    def _json_document(self, obj: Mapping[str, Any]) -> tuple[bytes, list[Violation]]:
+        """The XML for a JSON filing, with every structure problem found on the way (the XML
+        then lacks what could not be encoded)."""
+        problems: list[Violation] = []
         declaration = self._json_model().elements["filing"]
         obj = {"@schemaVersion": _SCHEMA_VERSION, **obj}
         root = _encode(declaration, obj, None, "/f:filing", problems)
-        if problems:
-            raise SchemaViolation(problems)
-        return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+        xml = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+        return xml, problems
 
     def xml_to_json(self, data: bytes) -> dict[str, Any]:
         """The JSON form (module docstring) of an XML filing that matches the schema.
@@ -521,13 +581,17 @@ def _encode(
         if key.startswith("@"):
             _encode_attribute(element, xsd_type, key[1:], item, location, problems)
         elif key not in children:
-            problems.append(_structure(f"{location}/f:{key}", f"Unknown field '{key}'."))
+            problems.append(_structure(f"{location}/f:{escape_token(key)}", f"Unknown field '{key}'."))
+    _check_presence(xsd_type.content, value, location, problems)
     for child_name, child in children.items():
         if child_name not in value:
             continue
         item = value[child_name]
         if child.is_multiple():
             items = item if isinstance(item, list) else [item]
+            if child.max_occurs is not None and len(items) > child.max_occurs:
+                problems.append(_structure(f"{location}/f:{child_name}", (
+                    f"At most {child.max_occurs} entries are allowed, not {len(items)}.")))
             for index, one in enumerate(items, start=1):
                 _encode(child, one, element, f"{location}/f:{child_name}[{index}]", problems)
         elif isinstance(item, list):
@@ -536,6 +600,86 @@ def _encode(
         else:
             _encode(child, item, element, f"{location}/f:{child_name}", problems)
     return element
+
+
+def _check_presence(
+    group: Any, value: Mapping[str, Any], location: str, problems: list[Violation]
+) -> None:
+    """Every required field the JSON object lacks, and its choices: exactly one alternative.
+
+    Located at the object, as the JSON Schema's `required` is.
+    """
+    for item in group:
+        if getattr(item, "model", None) == "choice":
+            names = [element.local_name for element in item.iter_elements()]
+            given = [name for name in names if name in value]
+            if len(given) > 1:
+                problems.append(_structure(location, (
+                    f"Only one of {', '.join(names)} may be given, not {' and '.join(given)}.")))
+            elif not given and item.min_occurs > 0:
+                problems.append(_structure(location, f"One of {', '.join(names)} is required."))
+        elif getattr(item, "model", None) is not None:
+            _check_presence(item, value, location, problems)
+        elif item.min_occurs > 0 and value.get(item.local_name, None) in (None, []):
+            if item.local_name in value:
+                continue  # null: reported where it is
+            problems.append(_structure(location, f"The required field '{item.local_name}' is missing."))
+
+
+def _explained_by(error: Violation, structure: list[Violation]) -> bool:
+    """True when a structure problem of the JSON already accounts for an XSD error.
+
+    The XSD sees the XML with what could not be encoded left out: an empty element where a
+    null or an object was, a child missing or unexpected where a field was missing or extra.
+    """
+    said = {v.location for v in structure}
+    if error.location in said:
+        return True
+    if not error.detail.startswith(_CONTENT_MODEL):
+        return False
+    parent = error.location if error.detail.startswith("Missing") else error.location.rsplit("/", 1)[0]
+    return any(where == parent or where.rsplit("/", 1)[0] == parent for where in said)
+
+
+def _libxml_message(error: Any, element: etree._Element) -> str:
+    """An xmlschema validation error worded as libxml2 words it, so that `_describe` gives
+    both engines' errors the same sentences."""
+    validator = error.validator
+    kind = type(validator).__name__
+    tag = f"Element '{element.tag}'"
+    if kind == "XsdAttribute":
+        name = validator.local_name
+        value = element.get(name, "")
+        if validator.fixed is not None:
+            return (f"{tag}, attribute '{name}': The value '{value}' does not match the fixed "
+                    f"value constraint '{validator.fixed}'.")
+        return f"{tag}, attribute '{name}': '{value}' is not a valid value: {error.reason}."
+    value = element.text or ""
+    facet = getattr(validator, "value", None)
+    if kind == "XsdPatternFacets":
+        pattern = "|".join(validator.regexps)
+        return f"{tag}: [facet 'pattern'] The value '{value}' is not accepted by the pattern '{pattern}'."
+    if kind == "XsdEnumerationFacets":
+        choices = ", ".join(f"'{e}'" for e in validator.enumeration)
+        return f"{tag}: [facet 'enumeration'] The value '{value}' is not an element of the set {{{choices}}}."
+    if kind == "XsdMaxLengthFacet":
+        return (f"{tag}: [facet 'maxLength'] The value has a length of '{len(value)}'; this exceeds "
+                f"the allowed maximum length of '{facet}'.")
+    if kind == "XsdMinLengthFacet":
+        return (f"{tag}: [facet 'minLength'] The value has a length of '{len(value)}'; this underruns "
+                f"the allowed minimum length of '{facet}'.")
+    if kind == "XsdMinInclusiveFacet":
+        return f"{tag}: [facet 'minInclusive'] The value '{value}' is less than the minimum value allowed ('{facet}')."
+    if kind == "XsdMaxInclusiveFacet":
+        return (f"{tag}: [facet 'maxInclusive'] The value '{value}' is greater than the maximum value "
+                f"allowed ('{facet}').")
+    if kind == "XsdFractionDigitsFacet":
+        return (f"{tag}: [facet 'fractionDigits'] The value '{value}' has more fractional digits than "
+                f"are allowed ('{facet}').")
+    if kind == "XsdTotalDigitsFacet":
+        return f"{tag}: [facet 'totalDigits'] The value '{value}' has more digits than are allowed ('{facet}')."
+    type_name = getattr(validator, "prefixed_name", None) or "its type"
+    return f"{tag}: '{value}' is not a valid value of the atomic type '{type_name}' ({error.reason})."
 
 
 def _encode_attribute(
