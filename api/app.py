@@ -152,18 +152,18 @@ def _submit_verified(ctx: ApiContext, request: Request, caller: Caller, body: by
     except (FilingRefused, RecipientsNotAuthorized) as exc:
         if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
             return denied
-        return _refused(ctx, request, caller, exc)
+        return _refused(ctx, request, caller, exc, json_body=media_type in _JSON_TYPES)
     except StoreError:
         log.warning("store_unavailable", exc_info=True)
         return _unavailable(request)
 
 
 def _refused(ctx: ApiContext, request: Request, caller: Caller,
-             exc: FilingRefused | RecipientsNotAuthorized) -> Response:
+             exc: FilingRefused | RecipientsNotAuthorized, *, json_body: bool = False) -> Response:
     if isinstance(exc, FilingRefused):
         refused = exc
         return _refuse_sync(ctx, request, caller, refused.status, refused.problem, refused.title, str(refused),
-                            refusal_errors(refused, lines=True))
+                            refusal_errors(refused, lines=True, json_body=json_body))
     _refuse_sync(ctx, request, caller, 403, "recipients-not-authorized", "Forbidden", str(exc),
                  [{"code": x.code, "location": f"agency:{r.agency}"}
                   for r in exc.refusals for x in r.reasons])

@@ -17,6 +17,7 @@ from api.callbacks import CallbackRefused
 from api.context import ApiContext, context_of
 from api.problems import json_response, problem_response, store_unavailable
 from domain.intake import FilingRefused, MessageProblem, RecipientMessagesInvalid, Violation
+from schemas.json_locations import field_pointer
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.ports import DeliveryView, FilingEvent, NeedsCorrection, NotResendable, RecipientNotFound, StoreError
 from service.recipients import CallbackUnreadable, CorrectionRefused, correct_recipient, record_callback
@@ -64,12 +65,16 @@ def recipient_json(d: DeliveryView) -> dict[str, Any]:
     return item
 
 
-def recipient_problem_json(p: MessageProblem) -> dict[str, Any]:
-    """One recipient's message that would fail its agency schema, as a problem's error."""
+def recipient_problem_json(p: MessageProblem, *, json_body: bool = False) -> dict[str, Any]:
+    """One recipient's message that would fail its agency schema, as a problem's error.
+
+    `filingField` names the filing field the message's field comes from, in the sender's
+    terms: a JSON Pointer (`/subject/activityStartDate`) when the filing came as JSON.
+    """
     item = {"code": "agency-schema", "location": f"agency:{p.agency}", "agency": p.agency,
             "operation": p.operation, "field": p.field, "detail": p.detail}
     if p.filing_field:
-        item["filingField"] = p.filing_field
+        item["filingField"] = field_pointer(p.filing_field) if json_body else p.filing_field
     return item
 
 
@@ -80,11 +85,12 @@ def _violation_json(v: Violation, *, line: bool) -> dict[str, Any]:
     return item
 
 
-def refusal_errors(refused: FilingRefused, *, lines: bool) -> list[dict[str, Any]]:
+def refusal_errors(refused: FilingRefused, *, lines: bool, json_body: bool = False) -> list[dict[str, Any]]:
     """A refused filing's problem errors: each recipient's message that would fail its agency
-    schema, or each violation (with its line when `lines`: the intake route shows them)."""
+    schema, or each violation (with its line when `lines`: the intake route shows them).
+    `json_body`: the filing came as JSON (the violations are already located in its terms)."""
     if isinstance(refused, RecipientMessagesInvalid):
-        return [recipient_problem_json(p) for p in refused.problems]
+        return [recipient_problem_json(p, json_body=json_body) for p in refused.problems]
     return [_violation_json(v, line=lines) for v in refused.violations]
 
 
@@ -173,7 +179,8 @@ def _resend(ctx: ApiContext, request: Request, caller: Caller, reference: str, a
                                 extra={"agency": exc.agency, "state": exc.state})
     except FilingRefused as refused:
         return problem_response(refused.status, refused.problem, refused.title, str(refused), instance=path,
-                                errors=refusal_errors(refused, lines=False))
+                                errors=refusal_errors(refused, lines=False,
+                                                      json_body=correcting and media_type in _JSON_TYPES))
     except CorrectionRefused as exc:
         return problem_response(422, "correction-refused", "Unprocessable Content", str(exc), instance=path)
     except RecipientsNotAuthorized as exc:

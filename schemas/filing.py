@@ -129,6 +129,18 @@ _PATTERN_HINTS = {
 }
 
 
+#: What a value of each atomic type looks like, for a value that is not one at all.
+_TYPE_HINTS = {
+    "f:Date": "expected a calendar date as YYYY-MM-DD",
+    "xs:date": "expected a calendar date as YYYY-MM-DD",
+    "xs:boolean": "expected true or false",
+    "f:Amount": "expected a decimal number such as 1250.50",
+    "xs:decimal": "expected a decimal number such as 1250.50",
+}
+
+_NOT_OF_TYPE = re.compile(r"^'(.*)' is not a valid value of the atomic type '([^']*)'", re.DOTALL)
+
+
 def _today_in_rome() -> date:
     """Today's date where the agencies are: deadlines and ages are judged in Italian time."""
     try:
@@ -419,7 +431,10 @@ def _describe(message: str, element: etree._Element | None, path: str | None) ->
     detail = _LONG_QUOTE.sub(lambda m: f"'{m.group(1)}…'" + ("" if m.group(0).endswith("'") else
                                                             " is not accepted: far too long"), detail)
     failure = _PATTERN_FAILURE.search(detail)
-    if failure:
+    not_of_type = _NOT_OF_TYPE.match(detail)
+    if not_of_type and not_of_type.group(2) in _TYPE_HINTS:
+        detail = f"The value '{not_of_type.group(1)}' is not accepted: {_TYPE_HINTS[not_of_type.group(2)]}."
+    elif failure:
         hint = _PATTERN_HINTS.get(failure.group(1))
         if hint == "the text is blank":
             detail = "The text is blank."
