@@ -254,6 +254,7 @@ class FilingValidator:
             found.append(Violation("schema", location, detail, line))
         if any(v.detail.startswith(_CONTENT_MODEL) for v in found):
             more = self._values_beyond(tree, {v.location for v in found})
+            more += _missing_children(root, self._json_model().elements["filing"], found)
             found = sorted([*found, *more], key=lambda v: v.line or 0)  # stable: libxml2's order kept
         return found
 
@@ -618,27 +619,72 @@ def _encode(
 
 
 def _check_presence(
-    group: Any, value: Mapping[str, Any], location: str, problems: list[Violation]
+    group: Any, value: Mapping[str, Any], location: str, problems: list[Violation],
+    *, xml: bool = False,
 ) -> None:
     """Every required field the JSON object lacks, and its choices: exactly one alternative.
 
-    Located at the object, as the JSON Schema's `required` is.
+    Located at the object, as the JSON Schema's `required` is. With `xml`, `value` maps the
+    element's children and the words are XML's (an extra alternative is libxml2's to report).
     """
     for item in group:
         if getattr(item, "model", None) == "choice":
             names = [element.local_name for element in item.iter_elements()]
             given = [name for name in names if name in value]
-            if len(given) > 1:
+            if len(given) > 1 and not xml:
                 problems.append(_structure(location, (
                     f"Only one of {', '.join(names)} may be given, not {' and '.join(given)}.")))
             elif not given and item.min_occurs > 0:
-                problems.append(_structure(location, f"One of {', '.join(names)} is required."))
+                problems.append(_structure(location, (
+                    f"Missing child element: one of {', '.join(f'f:{n}' for n in names)}." if xml
+                    else f"One of {', '.join(names)} is required.")))
         elif getattr(item, "model", None) is not None:
-            _check_presence(item, value, location, problems)
+            _check_presence(item, value, location, problems, xml=xml)
         elif item.min_occurs > 0 and value.get(item.local_name, None) in (None, []):
             if item.local_name in value:
                 continue  # null: reported where it is
-            problems.append(_structure(location, f"The required field '{item.local_name}' is missing."))
+            problems.append(_structure(location, (
+                f"Missing child element f:{item.local_name}." if xml
+                else f"The required field '{item.local_name}' is missing.")))
+
+
+def _missing_children(
+    root: etree._Element, declaration: Any, found: list[Violation]
+) -> list[Violation]:
+    """The required children libxml2 did not name: it names one per element and stops there.
+
+    Only elements with a content-model error are looked at; a child libxml2's message already
+    names is not named again.
+    """
+    said: dict[str, str] = {}
+    for v in found:
+        if v.detail.startswith(_CONTENT_MODEL):
+            parent = v.location if v.detail.startswith("Missing") else v.location.rsplit("/", 1)[0]
+            said[parent] = said.get(parent, "") + " " + v.detail
+    missing: list[Violation] = []
+
+    def walk(element: etree._Element, declared: Any) -> None:
+        xsd_type = declared.type
+        if xsd_type.is_simple() or xsd_type.has_simple_content():
+            return
+        children = [c for c in element if isinstance(c.tag, str)]
+        here = location_of(element)
+        if here in said:
+            present = {etree.QName(c).localname: True for c in children
+                       if etree.QName(c).namespace == FILING_NS}
+            problems: list[Violation] = []
+            _check_presence(xsd_type.content, present, here, problems, xml=True)
+            named = set(re.findall(r"f:(\w+)", said[here]))
+            missing.extend(replace(p, line=element.sourceline) for p in problems
+                           if not named & set(re.findall(r"f:(\w+)", p.detail)))
+        declarations = {d.local_name: d for d in xsd_type.content.iter_elements()}
+        for child in children:
+            qname = etree.QName(child)
+            if qname.namespace == FILING_NS and qname.localname in declarations:
+                walk(child, declarations[qname.localname])
+
+    walk(root, declaration)
+    return missing
 
 
 def _explained_by(error: Violation, structure: list[Violation]) -> bool:
