@@ -707,7 +707,7 @@ def _libxml_message(error: Any, element: etree._Element) -> str:
     both engines' errors the same sentences."""
     validator = error.validator
     kind = type(validator).__name__
-    tag = f"Element '{element.tag}'"
+    tag = f"Element '{etree.QName(element).text}'"
     if kind == "XsdAttribute":
         name = validator.local_name
         value = element.get(name, "")
