@@ -3,9 +3,11 @@
 `FilingValidator` is built once per process and shared by all threads.
 
 JSON shape. A filing in JSON is the natural xmlschema encoding of the XML, without namespaces:
-each element is a key holding an object (complex elements) or a string/number/boolean (simple
-ones); repeated elements are lists under their own name inside their wrapper; the root
-attribute is "@schemaVersion" and may be left out ("1.0" is implied). Keys may come in any
+each element is a key holding an object (complex elements) or a value (simple ones): a string
+for text, codes and dates, true/false for a flag, a number or a string of its digits for an
+amount (as the JSON Schema says: a number where text belongs is refused, not converted);
+repeated elements are lists under their own name inside their wrapper; the root attribute is
+"@schemaVersion" and may be left out ("1.0" is implied). Keys may come in any
 order. Example::
 
     {"@schemaVersion": "1.0",
@@ -529,6 +531,26 @@ def _scalar_text(value: Any) -> str | None:
     return None
 
 
+def _wrong_json_kind(xsd_type: Any, value: Any) -> str | None:
+    """Why a JSON scalar is not of the kind its field takes, as the JSON Schema says: text
+    for text, true/false for a boolean, a number or its digits as text for a number."""
+    simple = xsd_type if xsd_type.is_simple() else xsd_type.content
+    primitive = getattr(getattr(simple, "primitive_type", None), "local_name", "string")
+    if primitive == "boolean":
+        return None if isinstance(value, bool) else f"Expected true or false, not {_kind_of(value)}."
+    if primitive in _NUMERIC_PRIMITIVES:
+        if isinstance(value, bool):
+            return "Expected a number, not a boolean."
+        return None
+    if isinstance(value, bool) or isinstance(value, (_JsonNumber, int, float, Decimal)):
+        return f"Expected text, not {_kind_of(value)}."
+    return None
+
+
+#: XSD primitives whose value a JSON number may give (or a string of its digits).
+_NUMERIC_PRIMITIVES = frozenset({"decimal", "float", "double"})
+
+
 def _structure(location: str, detail: str) -> Violation:
     """A JSON structure problem, reported like a schema violation of the element it becomes."""
     return Violation("schema", location, detail)
@@ -546,6 +568,12 @@ def _kind_of(value: Any) -> str:
         return "an object"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (int, float, Decimal)):
+        return "a number"
     return type(value).__name__
 
 
@@ -581,6 +609,10 @@ def _encode(
         text = _scalar_text(value)
         if text is None:
             problems.append(_structure(location, f"Expected a text value, not {_kind_of(value)}."))
+            return element
+        wrong_kind = _wrong_json_kind(xsd_type, value)
+        if wrong_kind is not None:
+            problems.append(_structure(location, wrong_kind))
             return element
         try:
             element.text = text

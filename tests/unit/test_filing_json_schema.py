@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from domain.intake import SchemaViolation
+from domain.intake import ContentViolation, SchemaViolation
 from schemas import json_schema
 from schemas.filing import FILING_XSD, FilingValidator
 from schemas.json_schema import (
@@ -45,11 +45,14 @@ def json_validator(schema: dict[str, Any]) -> Draft202012Validator:
 
 
 def _refused_by_xsd(validator: FilingValidator, document: dict[str, Any]) -> bool:
-    """True when the XSD path (json_to_xml, then the schema) refuses the document."""
+    """True when the XSD path (json_to_xml, then the schema) refuses the document; content
+    checks (check digits, dates) are not shape and do not count."""
     try:
         validator.parse_json(json.dumps(document).encode())
     except SchemaViolation:
         return True
+    except ContentViolation:
+        return False
     return False
 
 
@@ -199,7 +202,18 @@ def _too_long_name(d: dict[str, Any]) -> None:
     d["subject"]["name"] = "x" * 201
 
 
+def _number_for_text(d: dict[str, Any]) -> None:
+    d["subject"]["name"] = 12345
+
+
+def _text_for_flag(d: dict[str, Any]) -> None:
+    del d["businessStart"]
+    d["runtsRegistration"] = {"section": "odv", "socialEnterprise": "true"}
+
+
 BROKEN: dict[str, Callable[[dict[str, Any]], None]] = {
+    "number where text belongs": _number_for_text,
+    "text where a flag belongs": _text_for_flag,
     "missing required field": _without_role,
     "wrong enumeration value": _wrong_enum,
     "pattern violation": _bad_postal_code,
@@ -221,3 +235,37 @@ def test_broken_documents_fail_under_both(
     BROKEN[breakage](broken)
     assert list(json_validator.iter_errors(broken)), f"JSON Schema accepts: {breakage}"
     assert _refused_by_xsd(validator, broken), f"XSD accepts: {breakage}"
+
+
+def _leaves(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(node, dict):
+        return [leaf for key, value in node.items() for leaf in _leaves(value, (*path, key))]
+    if isinstance(node, list):
+        return [leaf for index, value in enumerate(node) for leaf in _leaves(value, (*path, index))]
+    return [path]
+
+
+#: Values a careless portal might put anywhere: blank, too long, of the wrong JSON kind,
+#: an impossible date, a negative or too precise amount, a flag as text.
+_ODD_VALUES: list[Any] = ["", " ", "x" * 300, 123, True, None, [], {}, "2025-02-30", "-1", "1.234", "true", "0"]
+
+
+@pytest.mark.parametrize("path", JSON_EXAMPLES, ids=lambda p: p.name)
+def test_both_schemas_agree_on_odd_values_in_every_field(
+    validator: FilingValidator, json_validator: Draft202012Validator, path: Path
+) -> None:
+    """Each field of each example, set to each odd value: the JSON Schema refuses it exactly
+    when the XSD path does."""
+    document = json.loads(path.read_text(encoding="utf-8"))
+    disagreements = []
+    for leaf in _leaves(document):
+        for value in _ODD_VALUES:
+            changed = copy.deepcopy(document)
+            parent = changed
+            for step in leaf[:-1]:
+                parent = parent[step]
+            parent[leaf[-1]] = value
+            by_json_schema = bool(list(json_validator.iter_errors(changed)))
+            if by_json_schema != _refused_by_xsd(validator, changed):
+                disagreements.append(("/".join(map(str, leaf)), value, by_json_schema))
+    assert disagreements == []
