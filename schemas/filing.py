@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -61,8 +60,16 @@ from domain.intake import (
     SchemaViolation,
     Violation,
 )
-from schemas.content_checks import FILING_NS, NSMAP, check_content, location_of
+from schemas.content_checks import FILING_NS, NSMAP, check_content
 from schemas.json_locations import escape_token, json_pointer, json_terms
+from schemas.schema_errors import (
+    CONTENT_MODEL,
+    check_presence,
+    describe,
+    explained_by,
+    libxml_message,
+    missing_children,
+)
 from schemas.xml_safety import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
@@ -102,46 +109,6 @@ MAX_JSON_NUMBER_DIGITS = 40
 _SCHEMA_VERSION = "1.0"
 
 _NOT_XML_TEXT = "The text has characters that XML cannot carry."
-
-_LIBXML_MESSAGE = re.compile(r"^Element '[^']*'(?:, attribute '([^']*)')?: (.*)$", re.DOTALL)
-
-#: A quoted value longer than a reader needs to recognise it.
-#: (libxml2 cuts its messages at 64 KiB, so the closing quote may be missing.)
-_LONG_QUOTE = re.compile(r"'([^']{40})[^']{20,}(?:'|$)")
-
-#: Openings of libxml2's content-model errors: after one, the element's other children are
-#: not checked.
-_CONTENT_MODEL = ("This element is not expected", "Missing child element(s)")
-
-_PATTERN_FAILURE = re.compile(r"is not accepted by the pattern '(.*)'\.$", re.DOTALL)
-
-# What each XSD pattern means, so a refusal reads as a sentence rather than a regex.
-_PATTERN_HINTS = {
-    r"[\s\S]*\S[\s\S]*": "the text is blank",
-    "[0-9]{11}|[A-Z0-9]{16}": "expected 11 digits or 16 upper-case letters and digits",
-    "[A-Z0-9]{16}": "expected 16 upper-case letters and digits",
-    "[0-9]{11}": "expected 11 digits",
-    "[A-Z][0-9]{3}": "expected a cadastral municipality code such as H501",
-    "[0-9]{5}": "expected 5 digits",
-    "[A-Z]{2}": "expected a two-letter province code such as RM",
-    r"[0-9]{2}\.[0-9]{2}(\.[0-9]{1,2})?": "expected an ATECO code such as 62.01 or 62.01.00",
-    "[0-9]{4}-[0-9]{2}-[0-9]{2}": "expected a date as YYYY-MM-DD without time zone",
-    "[0-9a-f]{64}": "expected 64 lower-case hexadecimal digits",
-    "[0-9]{4}(-(0[1-9]|1[0-2]))?": "expected a year (YYYY) or a month (YYYY-MM)",
-}
-
-
-#: What a value of each atomic type looks like, for a value that is not one at all.
-_TYPE_HINTS = {
-    "f:Date": "expected a calendar date as YYYY-MM-DD",
-    "xs:date": "expected a calendar date as YYYY-MM-DD",
-    "xs:boolean": "expected true or false",
-    "f:Amount": "expected a decimal number such as 1250.50",
-    "xs:decimal": "expected a decimal number such as 1250.50",
-}
-
-_NOT_OF_TYPE = re.compile(r"^'(.*)' is not a valid value of the atomic type '([^']*)'", re.DOTALL)
-
 
 def _today_in_rome() -> date:
     """Today's date where the agencies are: deadlines and ages are judged in Italian time."""
@@ -217,7 +184,7 @@ class FilingValidator:
         errors = self.schema_violations(root)
         if structure:
             # What the JSON structure check already said is not said again by the XSD.
-            errors = [*structure, *(e for e in errors if not _explained_by(e, structure))]
+            errors = [*structure, *(e for e in errors if not explained_by(e, structure))]
         if errors:
             raise SchemaViolation(errors)
         problems = check_content(root, today=today or self._clock())
@@ -248,15 +215,15 @@ class FilingValidator:
             if prefixes is None and ":" in (entry.path or ""):
                 prefixes = _declared_prefixes(root)
             element = _resolve(tree, entry.path, prefixes or {})
-            location, detail = _describe(entry.message, element, entry.path)
+            location, detail = describe(entry.message, element, entry.path)
             if (location, detail) in seen:
                 continue
             seen.add((location, detail))
             line = entry.line if entry.line and entry.line > 0 else None
             found.append(Violation("schema", location, detail, line))
-        if any(v.detail.startswith(_CONTENT_MODEL) for v in found):
+        if any(v.detail.startswith(CONTENT_MODEL) for v in found):
             more = self._values_beyond(tree, {v.location for v in found})
-            more += _missing_children(root, self._json_model().elements["filing"], found)
+            more += missing_children(root, self._json_model().elements["filing"], found)
             found = sorted([*found, *more], key=lambda v: v.line or 0)  # stable: libxml2's order kept
         return found
 
@@ -275,8 +242,8 @@ class FilingValidator:
                 element, etree._Element
             ):
                 continue
-            message = _libxml_message(error, element)
-            location, detail = _describe(message, element, None)
+            message = libxml_message(error, element)
+            location, detail = describe(message, element, None)
             if location in known:
                 continue
             known.add(location)
@@ -422,35 +389,6 @@ def _resolve(
     if isinstance(found, list) and found and isinstance(found[0], etree._Element):
         return found[0]
     return None
-
-
-def _describe(message: str, element: etree._Element | None, path: str | None) -> tuple[str, str]:
-    """Location and a readable detail for one libxml2 schema error."""
-    message = message.replace(f"{{{FILING_NS}}}", "f:").strip()
-    match = _LIBXML_MESSAGE.match(message)
-    attribute, detail = (match.group(1), match.group(2)) if match else (None, message)
-    detail = re.sub(r"^\[facet '[^']*'\]\s*", "", detail)
-    # libxml2 quotes the value refused: a huge one would fill the answer (and the log) with it.
-    detail = _LONG_QUOTE.sub(lambda m: f"'{m.group(1)}…'" + ("" if m.group(0).endswith("'") else
-                                                            " is not accepted: far too long"), detail)
-    failure = _PATTERN_FAILURE.search(detail)
-    not_of_type = _NOT_OF_TYPE.match(detail)
-    if not_of_type and not_of_type.group(2) in _TYPE_HINTS:
-        detail = f"The value '{not_of_type.group(1)}' is not accepted: {_TYPE_HINTS[not_of_type.group(2)]}."
-    elif failure:
-        hint = _PATTERN_HINTS.get(failure.group(1))
-        if hint == "the text is blank":
-            detail = "The text is blank."
-        elif hint:
-            detail = f"{detail[: failure.start()]}is not accepted: {hint}."
-        elif "@" in failure.group(1):
-            detail = f"{detail[: failure.start()]}is not an e-mail address."
-        elif "/" in failure.group(1):
-            detail = f"{detail[: failure.start()]}is not a media type (type/subtype)."
-    location = location_of(element) if element is not None else (path or "/")
-    if attribute:
-        location = f"{location}/@{attribute}"
-    return location, detail
 
 
 def _load_json(data: bytes, max_bytes: int) -> Any:
@@ -630,7 +568,7 @@ def _encode(
             _encode_attribute(element, xsd_type, key[1:], item, location, problems)
         elif key not in children:
             problems.append(_structure(f"{location}/f:{escape_token(key)}", f"Unknown field '{key}'."))
-    _check_presence(xsd_type.content, value, location, problems)
+    check_presence(xsd_type.content, value, location, problems)
     for child_name, child in children.items():
         if child_name not in value:
             continue
@@ -648,131 +586,6 @@ def _encode(
         else:
             _encode(child, item, element, f"{location}/f:{child_name}", problems)
     return element
-
-
-def _check_presence(
-    group: Any, value: Mapping[str, Any], location: str, problems: list[Violation],
-    *, xml: bool = False,
-) -> None:
-    """Every required field the JSON object lacks, and its choices: exactly one alternative.
-
-    Located at the object, as the JSON Schema's `required` is. With `xml`, `value` maps the
-    element's children and the words are XML's (an extra alternative is libxml2's to report).
-    """
-    for item in group:
-        if getattr(item, "model", None) == "choice":
-            names = [element.local_name for element in item.iter_elements()]
-            given = [name for name in names if name in value]
-            if len(given) > 1 and not xml:
-                problems.append(_structure(location, (
-                    f"Only one of {', '.join(names)} may be given, not {' and '.join(given)}.")))
-            elif not given and item.min_occurs > 0:
-                problems.append(_structure(location, (
-                    f"Missing child element: one of {', '.join(f'f:{n}' for n in names)}." if xml
-                    else f"One of {', '.join(names)} is required.")))
-        elif getattr(item, "model", None) is not None:
-            _check_presence(item, value, location, problems, xml=xml)
-        elif item.min_occurs > 0 and value.get(item.local_name, None) in (None, []):
-            if item.local_name in value:
-                continue  # null: reported where it is
-            problems.append(_structure(location, (
-                f"Missing child element f:{item.local_name}." if xml
-                else f"The required field '{item.local_name}' is missing.")))
-
-
-def _missing_children(
-    root: etree._Element, declaration: Any, found: list[Violation]
-) -> list[Violation]:
-    """The required children libxml2 did not name: it names one per element and stops there.
-
-    Only elements with a content-model error are looked at; a child libxml2's message already
-    names is not named again.
-    """
-    said: dict[str, str] = {}
-    for v in found:
-        if v.detail.startswith(_CONTENT_MODEL):
-            parent = v.location if v.detail.startswith("Missing") else v.location.rsplit("/", 1)[0]
-            said[parent] = said.get(parent, "") + " " + v.detail
-    missing: list[Violation] = []
-
-    def walk(element: etree._Element, declared: Any) -> None:
-        xsd_type = declared.type
-        if xsd_type.is_simple() or xsd_type.has_simple_content():
-            return
-        children = [c for c in element if isinstance(c.tag, str)]
-        here = location_of(element)
-        if here in said:
-            present = {etree.QName(c).localname: True for c in children
-                       if etree.QName(c).namespace == FILING_NS}
-            problems: list[Violation] = []
-            _check_presence(xsd_type.content, present, here, problems, xml=True)
-            named = set(re.findall(r"f:(\w+)", said[here]))
-            missing.extend(replace(p, line=element.sourceline) for p in problems
-                           if not named & set(re.findall(r"f:(\w+)", p.detail)))
-        declarations = {d.local_name: d for d in xsd_type.content.iter_elements()}
-        for child in children:
-            qname = etree.QName(child)
-            if qname.namespace == FILING_NS and qname.localname in declarations:
-                walk(child, declarations[qname.localname])
-
-    walk(root, declaration)
-    return missing
-
-
-def _explained_by(error: Violation, structure: list[Violation]) -> bool:
-    """True when a structure problem of the JSON already accounts for an XSD error.
-
-    The XSD sees the XML with what could not be encoded left out: an empty element where a
-    null or an object was, a child missing or unexpected where a field was missing or extra.
-    """
-    said = {v.location for v in structure}
-    if error.location in said:
-        return True
-    if not error.detail.startswith(_CONTENT_MODEL):
-        return False
-    parent = error.location if error.detail.startswith("Missing") else error.location.rsplit("/", 1)[0]
-    return any(where == parent or where.rsplit("/", 1)[0] == parent for where in said)
-
-
-def _libxml_message(error: Any, element: etree._Element) -> str:
-    """An xmlschema validation error worded as libxml2 words it, so that `_describe` gives
-    both engines' errors the same sentences."""
-    validator = error.validator
-    kind = type(validator).__name__
-    tag = f"Element '{etree.QName(element).text}'"
-    if kind == "XsdAttribute":
-        name = validator.local_name
-        value = element.get(name, "")
-        if validator.fixed is not None:
-            return (f"{tag}, attribute '{name}': The value '{value}' does not match the fixed "
-                    f"value constraint '{validator.fixed}'.")
-        return f"{tag}, attribute '{name}': '{value}' is not a valid value: {error.reason}."
-    value = element.text or ""
-    facet = getattr(validator, "value", None)
-    if kind == "XsdPatternFacets":
-        pattern = "|".join(validator.regexps)
-        return f"{tag}: [facet 'pattern'] The value '{value}' is not accepted by the pattern '{pattern}'."
-    if kind == "XsdEnumerationFacets":
-        choices = ", ".join(f"'{e}'" for e in validator.enumeration)
-        return f"{tag}: [facet 'enumeration'] The value '{value}' is not an element of the set {{{choices}}}."
-    if kind == "XsdMaxLengthFacet":
-        return (f"{tag}: [facet 'maxLength'] The value has a length of '{len(value)}'; this exceeds "
-                f"the allowed maximum length of '{facet}'.")
-    if kind == "XsdMinLengthFacet":
-        return (f"{tag}: [facet 'minLength'] The value has a length of '{len(value)}'; this underruns "
-                f"the allowed minimum length of '{facet}'.")
-    if kind == "XsdMinInclusiveFacet":
-        return f"{tag}: [facet 'minInclusive'] The value '{value}' is less than the minimum value allowed ('{facet}')."
-    if kind == "XsdMaxInclusiveFacet":
-        return (f"{tag}: [facet 'maxInclusive'] The value '{value}' is greater than the maximum value "
-                f"allowed ('{facet}').")
-    if kind == "XsdFractionDigitsFacet":
-        return (f"{tag}: [facet 'fractionDigits'] The value '{value}' has more fractional digits than "
-                f"are allowed ('{facet}').")
-    if kind == "XsdTotalDigitsFacet":
-        return f"{tag}: [facet 'totalDigits'] The value '{value}' has more digits than are allowed ('{facet}')."
-    type_name = getattr(validator, "prefixed_name", None) or "its type"
-    return f"{tag}: '{value}' is not a valid value of the atomic type '{type_name}' ({error.reason})."
 
 
 def _encode_attribute(
