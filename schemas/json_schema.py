@@ -11,8 +11,9 @@ namespaces, repeated elements as a list under their own name, the root attribute
 
 - XSD patterns are anchored implicitly; here each is written `^(?:...)$`.
 - Patterns of a base type are kept by referring to it (`$ref` beside the narrower facets).
-- `xs:decimal` takes a JSON number or a string of digits (no float rounding of amounts);
-  `minimum`/`maximum` bind the number, a pattern the string.
+- Text takes a JSON string only, `xs:boolean` true/false only, `xs:decimal` a JSON number or a
+  string of digits (no float rounding of amounts): `minimum`/`maximum` bind the number, a
+  pattern the string. The JSON intake refuses the other kinds alike (schemas/filing.py).
 - `xs:date` adds `format: date` (annotation only, as Draft 2020-12 says).
 - Check digits, date coherence and uniqueness are not shape: the hub checks them after the
   schema (schemas/content_checks.py), as it does for XML.
@@ -31,6 +32,7 @@ __all__ = [
     "FILING_EXAMPLES",
     "FILING_JSON_SCHEMA",
     "build_filing_schema",
+    "load_filing_schema",
     "main",
     "render_example",
     "render_filing_schema",
@@ -269,6 +271,13 @@ def build_filing_schema(xsd_path: Path | None = None) -> dict[str, Any]:
         "$defs": {name: generator.defs[name] for name in sorted(generator.defs)},
     }
     return schema
+
+
+def load_filing_schema() -> dict[str, Any]:
+    """The checked-in JSON Schema, as the OpenAPI document and the tests take it (no XSD work:
+    the file is kept in step by the test that regenerates it)."""
+    loaded: dict[str, Any] = json.loads(FILING_JSON_SCHEMA.read_text(encoding="utf-8"))
+    return loaded
 
 
 def render_filing_schema(xsd_path: Path | None = None) -> str:

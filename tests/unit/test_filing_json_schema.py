@@ -20,6 +20,7 @@ from schemas.json_schema import (
     FILING_EXAMPLES,
     FILING_JSON_SCHEMA,
     build_filing_schema,
+    load_filing_schema,
     render_example,
     render_filing_schema,
 )
@@ -36,7 +37,7 @@ def validator() -> FilingValidator:
 
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
-    return json.loads(FILING_JSON_SCHEMA.read_text(encoding="utf-8"))
+    return load_filing_schema()
 
 
 @pytest.fixture(scope="module")
