@@ -48,16 +48,33 @@ _XS = "{http://www.w3.org/2001/XMLSchema}"
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _ID = "urn:crocevia:filing:v1:json-schema"
 
-#: JSON types of the XSD built-in primitives used by the filing schema.
-_PRIMITIVES: dict[str, dict[str, Any]] = {
-    "string": {"type": "string"},
-    "normalizedString": {"type": "string"},
-    "token": {"type": "string"},
+_DECIMAL = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$"
+_INTEGER = r"^[+-]?[0-9]+$"
+_UNSIGNED = r"^\+?[0-9]+$"
+
+#: JSON Schemas of the XSD built-in types (by local name). A type missing here stops the
+#: generator: add it rather than let the JSON Schema say less than the XSD.
+_BUILTINS: dict[str, dict[str, Any]] = {
+    **{name: {"type": "string"} for name in (
+        "string", "normalizedString", "token", "language", "Name", "NCName", "NMTOKEN", "ID")},
     "date": {"type": "string", "format": "date"},
+    "dateTime": {"type": "string", "format": "date-time"},
+    "time": {"type": "string", "format": "time"},
+    "duration": {"type": "string", "format": "duration"},
+    "gYear": {"type": "string", "pattern": r"^-?[0-9]{4,}(?:Z|[+-][0-9]{2}:[0-9]{2})?$"},
+    "gYearMonth": {"type": "string", "pattern": r"^-?[0-9]{4,}-[0-9]{2}(?:Z|[+-][0-9]{2}:[0-9]{2})?$"},
+    "anyURI": {"type": "string", "format": "uri-reference"},
+    "base64Binary": {"type": "string", "contentEncoding": "base64"},
+    "hexBinary": {"type": "string", "pattern": r"^(?:[0-9A-Fa-f]{2})*$"},
     "boolean": {"type": "boolean"},
-    "decimal": {"type": ["number", "string"]},
-    "integer": {"type": ["integer", "string"]},
-    "int": {"type": ["integer", "string"]},
+    "decimal": {"type": ["number", "string"], "pattern": _DECIMAL},
+    "float": {"type": ["number", "string"]},
+    "double": {"type": ["number", "string"]},
+    **{name: {"type": ["integer", "string"], "pattern": _INTEGER}
+       for name in ("integer", "long", "int", "short", "byte")},
+    **{name: {"type": ["integer", "string"], "pattern": _UNSIGNED, "minimum": 0}
+       for name in ("nonNegativeInteger", "unsignedLong", "unsignedInt", "unsignedShort", "unsignedByte")},
+    "positiveInteger": {"type": ["integer", "string"], "pattern": _UNSIGNED, "minimum": 1},
 }
 
 #: Facets written as a JSON Schema keyword of the same meaning.
@@ -139,17 +156,18 @@ class _Generator:
     def simple(self, xsd_type: Any) -> dict[str, Any]:
         if xsd_type.is_list() or xsd_type.is_union():
             raise UnsupportedSchemaConstruct(f"list or union type: {xsd_type.name}")
-        if not hasattr(xsd_type, "facets") or xsd_type.base_type is None:  # a built-in
-            primitive = xsd_type.local_name
-            if primitive not in _PRIMITIVES:
-                raise UnsupportedSchemaConstruct(f"built-in type xs:{primitive}")
-            return dict(_PRIMITIVES[primitive])
+        if xsd_type.target_namespace == _XS.strip("{}"):  # a built-in
+            if xsd_type.local_name not in _BUILTINS:
+                raise UnsupportedSchemaConstruct(f"built-in type xs:{xsd_type.local_name}")
+            return dict(_BUILTINS[xsd_type.local_name])
         schema = dict(self.type_schema(xsd_type.base_type))
         facets: dict[str, Any] = xsd_type.facets
         primitive = xsd_type.primitive_type.local_name
+        own_pattern = False
         for key, facet in facets.items():
             local = key.removeprefix(_XS) if isinstance(key, str) else ""
             if local == "pattern":
+                own_pattern = True
                 patterns = [_anchored(p) for p in facet.regexps]
                 if len(patterns) == 1:
                     schema["pattern"] = patterns[0]
@@ -169,7 +187,7 @@ class _Generator:
                 continue
             else:
                 raise UnsupportedSchemaConstruct(f"facet {local} on {xsd_type.name}")
-        if primitive == "decimal" and "pattern" not in schema:
+        if primitive == "decimal" and not own_pattern:
             total = facets.get(f"{_XS}totalDigits")
             fraction = facets.get(f"{_XS}fractionDigits")
             if total is not None or fraction is not None:
@@ -237,7 +255,9 @@ class _Generator:
         schema = self.type_schema(element.type)
         doc = _documentation(element)
         if element.is_multiple():
-            schema = {"type": "array", "items": schema, "minItems": max(element.min_occurs, 1)}
+            schema = {"type": "array", "items": schema}
+            if element.min_occurs:
+                schema["minItems"] = element.min_occurs
             if element.max_occurs is not None:
                 schema["maxItems"] = element.max_occurs
         return {"description": doc, **schema} if doc else schema

@@ -270,3 +270,33 @@ def test_both_schemas_agree_on_odd_values_in_every_field(
             if by_json_schema != _refused_by_xsd(validator, changed):
                 disagreements.append(("/".join(map(str, leaf)), value, by_json_schema))
     assert disagreements == []
+
+
+def test_a_construct_the_generator_cannot_translate_stops_it(tmp_path: Path) -> None:
+    """An xs:all content model is not guessed at: the command fails, naming it."""
+    xsd = FILING_XSD.read_text(encoding="utf-8").replace(
+        '''<xs:complexType name="DurcRequest">
+    <xs:sequence>
+      <xs:element name="purpose" type="f:DurcPurpose"/>
+    </xs:sequence>''', '''<xs:complexType name="DurcRequest">
+    <xs:all>
+      <xs:element name="purpose" type="f:DurcPurpose"/>
+    </xs:all>''')
+    changed = tmp_path / "filing.xsd"
+    changed.write_text(xsd, encoding="utf-8")
+    with pytest.raises(json_schema.UnsupportedSchemaConstruct, match="all group"):
+        build_filing_schema(changed)
+
+
+def test_built_in_types_keep_their_meaning(tmp_path: Path) -> None:
+    """An element of an XSD built-in type gets the JSON Schema of that type."""
+    xsd = FILING_XSD.read_text(encoding="utf-8").replace(
+        '<xs:element name="purpose" type="f:DurcPurpose"/>',
+        '<xs:element name="purpose" type="f:DurcPurpose"/>\n'
+        '      <xs:element name="copies" type="xs:positiveInteger" minOccurs="0"/>\n'
+        '      <xs:element name="requestedAt" type="xs:dateTime" minOccurs="0"/>')
+    changed = tmp_path / "filing.xsd"
+    changed.write_text(xsd, encoding="utf-8")
+    properties = build_filing_schema(changed)["$defs"]["DurcRequest"]["properties"]
+    assert properties["copies"] == {"type": ["integer", "string"], "pattern": "^\\+?[0-9]+$", "minimum": 1}
+    assert properties["requestedAt"] == {"type": "string", "format": "date-time"}
