@@ -23,7 +23,7 @@ from api.agency_health import agency_health_routes
 from api.auth import Caller, admit_deferred, authenticate, authenticate_sync, refuse_token
 from api.context import ApiContext, attach_context, context_of
 from api.delegations import delegation_routes
-from api.deliveries import delivery_routes, recipient_json, refusal_errors
+from api.deliveries import delivery_routes, in_sender_terms, recipient_json, refusal_errors
 from api.ops.actions import actions_routes
 from api.ops.auth import session_routes
 from api.ops.detail import detail_routes
@@ -152,18 +152,20 @@ def _submit_verified(ctx: ApiContext, request: Request, caller: Caller, body: by
     except (FilingRefused, RecipientsNotAuthorized) as exc:
         if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
             return denied
-        return _refused(ctx, request, caller, exc, json_body=media_type in _JSON_TYPES)
+        if isinstance(exc, FilingRefused):
+            exc = in_sender_terms(exc, json_body=media_type in _JSON_TYPES)
+        return _refused(ctx, request, caller, exc)
     except StoreError:
         log.warning("store_unavailable", exc_info=True)
         return _unavailable(request)
 
 
 def _refused(ctx: ApiContext, request: Request, caller: Caller,
-             exc: FilingRefused | RecipientsNotAuthorized, *, json_body: bool = False) -> Response:
+             exc: FilingRefused | RecipientsNotAuthorized) -> Response:
     if isinstance(exc, FilingRefused):
         refused = exc
         return _refuse_sync(ctx, request, caller, refused.status, refused.problem, refused.title, str(refused),
-                            refusal_errors(refused, lines=True, json_body=json_body))
+                            refusal_errors(refused, lines=True))
     _refuse_sync(ctx, request, caller, 403, "recipients-not-authorized", "Forbidden", str(exc),
                  [{"code": x.code, "location": f"agency:{r.agency}"}
                   for r in exc.refusals for x in r.reasons])

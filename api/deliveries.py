@@ -3,6 +3,7 @@ feed, agencies' late-outcome callbacks, and the agencies' circuit status."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,7 +23,7 @@ from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.ports import DeliveryView, FilingEvent, NeedsCorrection, NotResendable, RecipientNotFound, StoreError
 from service.recipients import CallbackUnreadable, CorrectionRefused, correct_recipient, record_callback
 
-__all__ = ["delivery_routes", "recipient_json", "recipient_problem_json", "refusal_errors"]
+__all__ = ["delivery_routes", "in_sender_terms", "recipient_json", "recipient_problem_json", "refusal_errors"]
 
 log = structlog.get_logger("crocevia.api")
 
@@ -65,16 +66,12 @@ def recipient_json(d: DeliveryView) -> dict[str, Any]:
     return item
 
 
-def recipient_problem_json(p: MessageProblem, *, json_body: bool = False) -> dict[str, Any]:
-    """One recipient's message that would fail its agency schema, as a problem's error.
-
-    `filingField` names the filing field the message's field comes from, in the sender's
-    terms: a JSON Pointer (`/subject/activityStartDate`) when the filing came as JSON.
-    """
+def recipient_problem_json(p: MessageProblem) -> dict[str, Any]:
+    """One recipient's message that would fail its agency schema, as a problem's error."""
     item = {"code": "agency-schema", "location": f"agency:{p.agency}", "agency": p.agency,
             "operation": p.operation, "field": p.field, "detail": p.detail}
     if p.filing_field:
-        item["filingField"] = field_pointer(p.filing_field) if json_body else p.filing_field
+        item["filingField"] = p.filing_field
     return item
 
 
@@ -85,12 +82,23 @@ def _violation_json(v: Violation, *, line: bool) -> dict[str, Any]:
     return item
 
 
-def refusal_errors(refused: FilingRefused, *, lines: bool, json_body: bool = False) -> list[dict[str, Any]]:
+def in_sender_terms(refused: FilingRefused, *, json_body: bool) -> FilingRefused:
+    """The refusal as the sender wrote the filing: a JSON sender's violations are already
+    located by JSON Pointer (schemas.filing); the filing field a recipient's message maps
+    from becomes one too (`/subject/activityStartDate`, not `f:subject/f:activityStartDate`)."""
+    if not json_body or not isinstance(refused, RecipientMessagesInvalid):
+        return refused
+    return RecipientMessagesInvalid([
+        replace(p, filing_field=field_pointer(p.filing_field)) if p.filing_field else p
+        for p in refused.problems
+    ])
+
+
+def refusal_errors(refused: FilingRefused, *, lines: bool) -> list[dict[str, Any]]:
     """A refused filing's problem errors: each recipient's message that would fail its agency
-    schema, or each violation (with its line when `lines`: the intake route shows them).
-    `json_body`: the filing came as JSON (the violations are already located in its terms)."""
+    schema, or each violation (with its line when `lines`: the intake route shows them)."""
     if isinstance(refused, RecipientMessagesInvalid):
-        return [recipient_problem_json(p, json_body=json_body) for p in refused.problems]
+        return [recipient_problem_json(p) for p in refused.problems]
     return [_violation_json(v, line=lines) for v in refused.violations]
 
 
@@ -177,10 +185,10 @@ def _resend(ctx: ApiContext, request: Request, caller: Caller, reference: str, a
     except NotResendable as exc:
         return problem_response(409, "recipient-not-resendable", "Conflict", str(exc), instance=path,
                                 extra={"agency": exc.agency, "state": exc.state})
-    except FilingRefused as refused:
+    except FilingRefused as exc:
+        refused = in_sender_terms(exc, json_body=correcting and media_type in _JSON_TYPES)
         return problem_response(refused.status, refused.problem, refused.title, str(refused), instance=path,
-                                errors=refusal_errors(refused, lines=False,
-                                                      json_body=correcting and media_type in _JSON_TYPES))
+                                errors=refusal_errors(refused, lines=False))
     except CorrectionRefused as exc:
         return problem_response(422, "correction-refused", "Unprocessable Content", str(exc), instance=path)
     except RecipientsNotAuthorized as exc:

@@ -139,6 +139,7 @@ def test_a_recipient_message_refusal_names_the_json_field(hub: RunningHub) -> No
     assert {e["agency"] for e in json_errors} == {"cciaa", "inps", "inail"}
     assert {e["filingField"] for e in json_errors} == {"/subject/activityStartDate"}
     assert {e["filingField"] for e in xml_errors} == {"f:subject/f:activityStartDate"}
+    assert "(from /subject/activityStartDate)" in as_json.json()["detail"]
 
 
 def test_a_corrected_json_filing_on_resend_gets_every_error_at_json_pointers(hub: RunningHub) -> None:
