@@ -24,7 +24,7 @@ from api.auth import Caller, admit_deferred, authenticate, authenticate_sync, re
 from api.context import ApiContext, attach_context, context_of
 from api.delegations import delegation_routes
 from api.drafts import draft_routes
-from api.deliveries import delivery_routes, recipient_json, refusal_errors
+from api.deliveries import delivery_routes, in_sender_terms, recipient_json, refusal_errors
 from api.ops.actions import actions_routes
 from api.ops.auth import session_routes
 from api.ops.detail import detail_routes
@@ -153,6 +153,8 @@ def _submit_verified(ctx: ApiContext, request: Request, caller: Caller, body: by
     except (FilingRefused, RecipientsNotAuthorized) as exc:
         if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
             return denied
+        if isinstance(exc, FilingRefused):
+            exc = in_sender_terms(exc, json_body=media_type in _JSON_TYPES)
         return _refused(ctx, request, caller, exc)
     except StoreError:
         log.warning("store_unavailable", exc_info=True)

@@ -3,6 +3,7 @@ feed, agencies' late-outcome callbacks, and the agencies' circuit status."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,11 +18,12 @@ from api.callbacks import CallbackRefused
 from api.context import ApiContext, context_of
 from api.problems import json_response, problem_response, store_unavailable
 from domain.intake import FilingRefused, MessageProblem, RecipientMessagesInvalid, Violation
+from schemas.json_locations import field_pointer
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.ports import DeliveryView, FilingEvent, NeedsCorrection, NotResendable, RecipientNotFound, StoreError
 from service.recipients import CallbackUnreadable, CorrectionRefused, correct_recipient, record_callback
 
-__all__ = ["delivery_routes", "recipient_json", "recipient_problem_json", "refusal_errors"]
+__all__ = ["delivery_routes", "in_sender_terms", "recipient_json", "recipient_problem_json", "refusal_errors"]
 
 log = structlog.get_logger("crocevia.api")
 
@@ -78,6 +80,18 @@ def _violation_json(v: Violation, *, line: bool) -> dict[str, Any]:
     if line and v.line is not None:
         item["line"] = v.line
     return item
+
+
+def in_sender_terms(refused: FilingRefused, *, json_body: bool) -> FilingRefused:
+    """The refusal as the sender wrote the filing: a JSON sender's violations are already
+    located by JSON Pointer (schemas.filing); the filing field a recipient's message maps
+    from becomes one too (`/subject/activityStartDate`, not `f:subject/f:activityStartDate`)."""
+    if not json_body or not isinstance(refused, RecipientMessagesInvalid):
+        return refused
+    return RecipientMessagesInvalid([
+        replace(p, filing_field=field_pointer(p.filing_field)) if p.filing_field else p
+        for p in refused.problems
+    ])
 
 
 def refusal_errors(refused: FilingRefused, *, lines: bool) -> list[dict[str, Any]]:
@@ -171,7 +185,8 @@ def _resend(ctx: ApiContext, request: Request, caller: Caller, reference: str, a
     except NotResendable as exc:
         return problem_response(409, "recipient-not-resendable", "Conflict", str(exc), instance=path,
                                 extra={"agency": exc.agency, "state": exc.state})
-    except FilingRefused as refused:
+    except FilingRefused as exc:
+        refused = in_sender_terms(exc, json_body=correcting and media_type in _JSON_TYPES)
         return problem_response(refused.status, refused.problem, refused.title, str(refused), instance=path,
                                 errors=refusal_errors(refused, lines=False))
     except CorrectionRefused as exc:

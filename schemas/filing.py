@@ -3,9 +3,11 @@
 `FilingValidator` is built once per process and shared by all threads.
 
 JSON shape. A filing in JSON is the natural xmlschema encoding of the XML, without namespaces:
-each element is a key holding an object (complex elements) or a string/number/boolean (simple
-ones); repeated elements are lists under their own name inside their wrapper; the root
-attribute is "@schemaVersion" and may be left out ("1.0" is implied). Keys may come in any
+each element is a key holding an object (complex elements) or a value (simple ones): a string
+for text, codes and dates, true/false for a flag, a number or a string of its digits for an
+amount (as the JSON Schema says: a number where text belongs is refused, not converted);
+repeated elements are lists under their own name inside their wrapper; the root attribute is
+"@schemaVersion" and may be left out ("1.0" is implied). Keys may come in any
 order. Example::
 
     {"@schemaVersion": "1.0",
@@ -22,8 +24,16 @@ order. Example::
      "businessStart": {"registrationSection": "ordinaria", "shareCapital": 10000.00}}
 
 `XMLSchema.to_dict(xml, namespaces={"": FILING_NS}, strip_namespaces=True)` produces exactly
-this. Violations found in JSON are located with the same `/f:...` paths as for XML (the element
-the field becomes) and carry no line number.
+this; `schemas/filing/v1/filing.schema.json` is its JSON Schema (generated from the XSD by
+`schemas.json_schema`). Violations found in JSON are located with a JSON Pointer into the
+document the sender sent (`/declarant/taxCode`, `/employees/employee/1/hireDate`) and carry no
+line number; those found in XML keep their `/f:...` path and line.
+
+Every violation of a document comes in one answer. libxml2 stops checking the children of an
+element at its first content-model error (a missing or unexpected child), so when one is found
+the document is checked again with xmlschema, which goes on, and the values libxml2 skipped
+are reported too. For JSON the structure (unknown, missing, repeated fields, the one kind) is
+checked while the document is turned into XML, so every missing field is named, not the first.
 """
 
 from __future__ import annotations
@@ -31,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -51,7 +60,16 @@ from domain.intake import (
     SchemaViolation,
     Violation,
 )
-from schemas.content_checks import FILING_NS, NSMAP, check_content, location_of
+from schemas.content_checks import FILING_NS, NSMAP, check_content
+from schemas.json_locations import escape_token, json_pointer, json_terms
+from schemas.schema_errors import (
+    CONTENT_MODEL,
+    check_presence,
+    describe,
+    explained_by,
+    libxml_message,
+    missing_children,
+)
 from schemas.xml_safety import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
@@ -91,30 +109,6 @@ MAX_JSON_NUMBER_DIGITS = 40
 _SCHEMA_VERSION = "1.0"
 
 _NOT_XML_TEXT = "The text has characters that XML cannot carry."
-
-_LIBXML_MESSAGE = re.compile(r"^Element '[^']*'(?:, attribute '([^']*)')?: (.*)$", re.DOTALL)
-
-#: A quoted value longer than a reader needs to recognise it.
-#: (libxml2 cuts its messages at 64 KiB, so the closing quote may be missing.)
-_LONG_QUOTE = re.compile(r"'([^']{40})[^']{20,}(?:'|$)")
-
-_PATTERN_FAILURE = re.compile(r"is not accepted by the pattern '(.*)'\.$", re.DOTALL)
-
-# What each XSD pattern means, so a refusal reads as a sentence rather than a regex.
-_PATTERN_HINTS = {
-    r"[\s\S]*\S[\s\S]*": "the text is blank",
-    "[0-9]{11}|[A-Z0-9]{16}": "expected 11 digits or 16 upper-case letters and digits",
-    "[A-Z0-9]{16}": "expected 16 upper-case letters and digits",
-    "[0-9]{11}": "expected 11 digits",
-    "[A-Z][0-9]{3}": "expected a cadastral municipality code such as H501",
-    "[0-9]{5}": "expected 5 digits",
-    "[A-Z]{2}": "expected a two-letter province code such as RM",
-    r"[0-9]{2}\.[0-9]{2}(\.[0-9]{1,2})?": "expected an ATECO code such as 62.01 or 62.01.00",
-    "[0-9]{4}-[0-9]{2}-[0-9]{2}": "expected a date as YYYY-MM-DD without time zone",
-    "[0-9a-f]{64}": "expected 64 lower-case hexadecimal digits",
-    "[0-9]{4}(-(0[1-9]|1[0-2]))?": "expected a year (YYYY) or a month (YYYY-MM)",
-}
-
 
 def _today_in_rome() -> date:
     """Today's date where the agencies are: deadlines and ages are judged in Italian time."""
@@ -183,10 +177,14 @@ class FilingValidator:
         )
 
     def _parse(
-        self, data: bytes, *, digest: str, today: date | None, max_bytes: int
+        self, data: bytes, *, digest: str, today: date | None, max_bytes: int,
+        structure: list[Violation] | None = None,
     ) -> ParsedFiling:
         root = parse_untrusted_xml(data, max_bytes=max_bytes, max_depth=self.max_depth)
         errors = self.schema_violations(root)
+        if structure:
+            # What the JSON structure check already said is not said again by the XSD.
+            errors = [*structure, *(e for e in errors if not explained_by(e, structure))]
         if errors:
             raise SchemaViolation(errors)
         problems = check_content(root, today=today or self._clock())
@@ -217,12 +215,39 @@ class FilingValidator:
             if prefixes is None and ":" in (entry.path or ""):
                 prefixes = _declared_prefixes(root)
             element = _resolve(tree, entry.path, prefixes or {})
-            location, detail = _describe(entry.message, element, entry.path)
+            location, detail = describe(entry.message, element, entry.path)
             if (location, detail) in seen:
                 continue
             seen.add((location, detail))
             line = entry.line if entry.line and entry.line > 0 else None
             found.append(Violation("schema", location, detail, line))
+        if any(v.detail.startswith(CONTENT_MODEL) for v in found):
+            more = self._values_beyond(tree, {v.location for v in found})
+            more += missing_children(root, self._json_model().elements["filing"], found)
+            found = sorted([*found, *more], key=lambda v: v.line or 0)  # stable: libxml2's order kept
+        return found
+
+    def _values_beyond(self, tree: etree._ElementTree, known: set[str]) -> list[Violation]:
+        """The value errors libxml2 skipped after a content-model error, found by xmlschema.
+
+        Content-model errors are libxml2's to report (one per element, as xmlschema's); only
+        values at locations not reported yet are added, worded as libxml2 words them.
+        """
+        from xmlschema.validators.exceptions import XMLSchemaChildrenValidationError
+
+        found: list[Violation] = []
+        for error in self._json_model().iter_errors(tree):
+            element = error.elem
+            if isinstance(error, XMLSchemaChildrenValidationError) or not isinstance(
+                element, etree._Element
+            ):
+                continue
+            message = libxml_message(error, element)
+            location, detail = describe(message, element, None)
+            if location in known:
+                continue
+            known.add(location)
+            found.append(Violation("schema", location, detail, element.sourceline))
         return found
 
     # -- JSON ------------------------------------------------------------------------------
@@ -238,15 +263,25 @@ class FilingValidator:
         """
         obj = _load_json(data, self.max_bytes)
         try:
+            if not isinstance(obj, Mapping):
+                raise SchemaViolation(
+                    Violation("schema", "/f:filing", "The filing must be a JSON object.")
+                )
+            xml, structure = self._json_document(obj)
             return self._parse(
-                self.json_to_xml(obj),
+                xml,
                 digest=hashlib.sha256(data).hexdigest(),
                 today=today,
                 max_bytes=self.max_bytes * _JSON_EXPANSION,
+                structure=structure,
             )
         except (SchemaViolation, ContentViolation) as exc:
-            # Lines point into XML generated here, which the sender never saw.
-            raise type(exc)([replace(v, line=None) for v in exc.violations]) from None
+            # The sender never saw the XML generated here: its paths and lines mean nothing to
+            # them. Each location becomes a pointer into their JSON.
+            raise type(exc)([
+                replace(v, location=json_pointer(v.location, obj), detail=json_terms(v.detail), line=None)
+                for v in exc.violations
+            ]) from None
 
     def json_to_xml(self, obj: Mapping[str, Any]) -> bytes:
         """The XML document for a JSON filing; its fields are ordered as the schema wants.
@@ -255,17 +290,24 @@ class FilingValidator:
             SchemaViolation: the structure cannot be encoded (unknown fields, an object where
                 a value belongs, a list for a single element, null); all problems at once.
         """
-        problems: list[Violation] = []
         if not isinstance(obj, Mapping):
             raise SchemaViolation(
                 Violation("schema", "/f:filing", "The filing must be a JSON object.")
             )
+        xml, problems = self._json_document(obj)
+        if problems:
+            raise SchemaViolation(problems)
+        return xml
+
+    def _json_document(self, obj: Mapping[str, Any]) -> tuple[bytes, list[Violation]]:
+        """The XML for a JSON filing, with every structure problem found on the way (the XML
+        then lacks what could not be encoded)."""
+        problems: list[Violation] = []
         declaration = self._json_model().elements["filing"]
         obj = {"@schemaVersion": _SCHEMA_VERSION, **obj}
         root = _encode(declaration, obj, None, "/f:filing", problems)
-        if problems:
-            raise SchemaViolation(problems)
-        return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+        xml = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+        return xml, problems
 
     def xml_to_json(self, data: bytes) -> dict[str, Any]:
         """The JSON form (module docstring) of an XML filing that matches the schema.
@@ -353,32 +395,6 @@ def _resolve(
     return None
 
 
-def _describe(message: str, element: etree._Element | None, path: str | None) -> tuple[str, str]:
-    """Location and a readable detail for one libxml2 schema error."""
-    message = message.replace(f"{{{FILING_NS}}}", "f:").strip()
-    match = _LIBXML_MESSAGE.match(message)
-    attribute, detail = (match.group(1), match.group(2)) if match else (None, message)
-    detail = re.sub(r"^\[facet '[^']*'\]\s*", "", detail)
-    # libxml2 quotes the value refused: a huge one would fill the answer (and the log) with it.
-    detail = _LONG_QUOTE.sub(lambda m: f"'{m.group(1)}…'" + ("" if m.group(0).endswith("'") else
-                                                            " is not accepted: far too long"), detail)
-    failure = _PATTERN_FAILURE.search(detail)
-    if failure:
-        hint = _PATTERN_HINTS.get(failure.group(1))
-        if hint == "the text is blank":
-            detail = "The text is blank."
-        elif hint:
-            detail = f"{detail[: failure.start()]}is not accepted: {hint}."
-        elif "@" in failure.group(1):
-            detail = f"{detail[: failure.start()]}is not an e-mail address."
-        elif "/" in failure.group(1):
-            detail = f"{detail[: failure.start()]}is not a media type (type/subtype)."
-    location = location_of(element) if element is not None else (path or "/")
-    if attribute:
-        location = f"{location}/@{attribute}"
-    return location, detail
-
-
 def _load_json(data: bytes, max_bytes: int) -> Any:
     """Decode a JSON body strictly: bounded size and depth, no NaN, no duplicate keys."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -457,6 +473,26 @@ def _scalar_text(value: Any) -> str | None:
     return None
 
 
+def _wrong_json_kind(xsd_type: Any, value: Any) -> str | None:
+    """Why a JSON scalar is not of the kind its field takes, as the JSON Schema says: text
+    for text, true/false for a boolean, a number or its digits as text for a number."""
+    simple = xsd_type if xsd_type.is_simple() else xsd_type.content
+    primitive = getattr(getattr(simple, "primitive_type", None), "local_name", "string")
+    if primitive == "boolean":
+        return None if isinstance(value, bool) else f"Expected true or false, not {_kind_of(value)}."
+    if primitive in _NUMERIC_PRIMITIVES:
+        if isinstance(value, bool):
+            return "Expected a number, not a boolean."
+        return None
+    if isinstance(value, bool) or isinstance(value, (_JsonNumber, int, float, Decimal)):
+        return f"Expected text, not {_kind_of(value)}."
+    return None
+
+
+#: XSD primitives whose value a JSON number may give (or a string of its digits).
+_NUMERIC_PRIMITIVES = frozenset({"decimal", "float", "double"})
+
+
 def _structure(location: str, detail: str) -> Violation:
     """A JSON structure problem, reported like a schema violation of the element it becomes."""
     return Violation("schema", location, detail)
@@ -474,6 +510,12 @@ def _kind_of(value: Any) -> str:
         return "an object"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (int, float, Decimal)):
+        return "a number"
     return type(value).__name__
 
 
@@ -510,6 +552,10 @@ def _encode(
         if text is None:
             problems.append(_structure(location, f"Expected a text value, not {_kind_of(value)}."))
             return element
+        wrong_kind = _wrong_json_kind(xsd_type, value)
+        if wrong_kind is not None:
+            problems.append(_structure(location, wrong_kind))
+            return element
         try:
             element.text = text
         except ValueError:
@@ -525,13 +571,17 @@ def _encode(
         if key.startswith("@"):
             _encode_attribute(element, xsd_type, key[1:], item, location, problems)
         elif key not in children:
-            problems.append(_structure(f"{location}/f:{key}", f"Unknown field '{key}'."))
+            problems.append(_structure(f"{location}/f:{escape_token(key)}", f"Unknown field '{key}'."))
+    check_presence(xsd_type.content, value, location, problems)
     for child_name, child in children.items():
         if child_name not in value:
             continue
         item = value[child_name]
         if child.is_multiple():
             items = item if isinstance(item, list) else [item]
+            if child.max_occurs is not None and len(items) > child.max_occurs:
+                problems.append(_structure(f"{location}/f:{child_name}", (
+                    f"At most {child.max_occurs} entries are allowed, not {len(items)}.")))
             for index, one in enumerate(items, start=1):
                 _encode(child, one, element, f"{location}/f:{child_name}[{index}]", problems)
         elif isinstance(item, list):
