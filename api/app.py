@@ -34,6 +34,7 @@ from api.ops.summary import summary_routes
 from api.observability import RequestObservation, metrics_routes, request_id_of
 from api.problems import json_response, problem_response, store_unavailable
 from api.readiness import health_routes
+from api.receipts import receipt_routes
 from console import console_mount
 from domain.intake import FilingRefused
 from service.identity import RecipientsNotAuthorized, authorize_filing
@@ -294,6 +295,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         routes=[
             Route("/v1/filings", submit_filing, methods=["POST"]),
             Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
+            *receipt_routes(),
             *delegation_routes(),
             *agency_health_routes(ctx.agency_health),
             *delivery_routes(),

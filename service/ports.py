@@ -164,6 +164,11 @@ class FilingView:
     created_at: datetime
     updated_at: datetime
     deliveries: list[DeliveryView]
+    #: Whom the filing is for and who declared it (the receipt names them; the status JSON does not).
+    subject_tax_code: str = ""
+    subject_name: str = ""
+    declarant_tax_code: str = ""
+    declarant_role: str = ""
 
 
 @dataclass(frozen=True, slots=True)
