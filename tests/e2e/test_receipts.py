@@ -112,7 +112,9 @@ def test_the_receipt_shows_each_agencys_protocol_number_read_back_by_ocr(
     assert "FTTMRC85C14H501X" in flat  # the declarant
 
 
-def test_a_receipt_is_refused_while_agencies_are_still_answering(database_url: str, sims) -> None:  # type: ignore[no-untyped-def]
+def test_a_receipt_is_refused_while_agencies_are_still_answering(
+    database_url: str, sims  # type: ignore[no-untyped-def]
+) -> None:
     """No worker runs: the filing stays in progress and its receipt is a 409 problem."""
     endpoints = {agency: sims.soap_endpoint(agency) for agency in sims.urls}
     with RunningHub(hub_settings(database_url, endpoints), with_workers=False) as running, \
