@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from cli.client import PortalClient, demo_user
 from config.settings import PROJECT_ROOT, load_settings
 from tests.conftest import IN_CI
-from tests.support import OTHER_PORTAL_KEY, TEST_PORTAL_KEY, RunningHub, hub_settings
+from tests.support import OTHER_PORTAL_KEY, TEST_PORTAL_KEY, RunningHub, free_port, hub_settings
 
 EXAMPLES = PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples"
 BUSINESS_START = (EXAMPLES / "business_start.xml").read_bytes()
@@ -146,7 +146,7 @@ def test_hub_py_receipt_saves_the_pdf_or_says_why_in_one_line(
     database_url: str, sims, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     """`hub.py receipt REF -o FILE` with the demo portal's credentials writes the PDF; an unknown
-    reference is one line on stderr and exit code 1."""
+    reference or an unreachable hub is one line on stderr and exit code 1."""
     from hub import cli
     from wiring.identity import portal_signer
 
@@ -170,3 +170,8 @@ def test_hub_py_receipt_saves_the_pdf_or_says_why_in_one_line(
         assert missing.exit_code == 1
         assert missing.stderr.strip() == "CRV-2000-999999: 404 no filing CRV-2000-999999"
         assert not (tmp_path / "x.pdf").exists()
+
+    unreachable = CliRunner().invoke(cli, ["receipt", reference, "-o", str(tmp_path / "y.pdf"), "--url",
+                                           f"http://127.0.0.1:{free_port()}", "--user", "FTTMRC85C14H501X"])
+    assert unreachable.exit_code == 1 and unreachable.stderr.count("\n") == 1
+    assert unreachable.stderr.startswith("receipt: ") and "Traceback" not in unreachable.output
