@@ -421,6 +421,48 @@ def drafts_submit(ctx: click.Context, draft_id: str, idempotency_key: str | None
 
 
 @cli.command()
+@click.argument("reference")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="Where to write the PDF.")
+@click.option("--url", default=None, help="Hub base URL (default from config).")
+@click.option("--portal", default="demo", show_default=True)
+@click.option("--user", required=True, metavar="TAX_CODE", help="Who is asking (they must be allowed to see it).")
+@click.option("--auth", default="SPID2", show_default=True, help="How the user logged in: SPID1..3, CIE or CNS.")
+@click.pass_context
+def receipt(ctx: click.Context, reference: str, output: str, url: str | None, portal: str, user: str,
+            auth: str) -> None:
+    """Save a settled filing's PDF receipt (each agency's protocol number, date and outcome)."""
+    import httpx
+
+    from bootstrap import portal_signer
+    from cli.client import PortalClient, demo_user
+    from cli.ops_client import hub_url
+
+    settings = _settings(ctx)
+    try:
+        who = demo_user(user, auth)
+        with PortalClient(hub_url(settings, url), portal_signer(settings, portal), user=who) as client:
+            response = client.receipt(reference)
+    except (KeyError, ValueError, httpx.HTTPError) as exc:
+        # One line, no traceback: an unknown portal, a malformed tax code, an unreachable hub.
+        click.echo(f"receipt: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", err=True)
+        sys.exit(1)
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("detail") or response.reason_phrase
+        except ValueError:
+            detail = response.reason_phrase
+        click.echo(f"{reference}: {response.status_code} {detail}", err=True)
+        sys.exit(1)
+    try:
+        Path(output).write_bytes(response.content)
+    except OSError as exc:
+        click.echo(f"receipt: cannot write {output}: {exc.strerror}", err=True)
+        sys.exit(1)
+    click.echo(f"{reference}: receipt saved to {output} ({len(response.content)} bytes)")
+
+
+@cli.command()
 @click.pass_context
 def migrate(ctx: click.Context) -> None:
     """Bring the database to the latest schema (alembic upgrade head)."""

@@ -35,8 +35,10 @@ from api.ops.summary import summary_routes
 from api.observability import RequestObservation, metrics_routes, request_id_of
 from api.problems import json_response, problem_response, store_unavailable
 from api.readiness import health_routes
+from api.receipts import receipt_routes
 from console import console_mount
 from domain.intake import FilingRefused
+from domain.timestamps import rfc3339
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.intake import NoRecipients, accept_filing
 from service.ports import FilingView, IdempotencyConflict, NewFiling, StoreError, TokenNotAdmitted
@@ -54,8 +56,8 @@ def _filing_json(view: FilingView) -> dict[str, Any]:
         "reference": view.reference,
         "kind": view.kind,
         "state": view.state,
-        "createdAt": view.created_at.isoformat(),
-        "updatedAt": view.updated_at.isoformat(),
+        "createdAt": rfc3339(view.created_at),
+        "updatedAt": rfc3339(view.updated_at),
         "recipients": [recipient_json(d) for d in view.deliveries],
     }
 
@@ -297,6 +299,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         routes=[
             Route("/v1/filings", submit_filing, methods=["POST"]),
             Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
+            *receipt_routes(),
             *delegation_routes(),
             *draft_routes(ctx),
             *agency_health_routes(ctx.agency_health),

@@ -33,6 +33,7 @@ from api.modi import ModiRefused, ModiVerifier
 from api.problems import problem_response, store_unavailable
 from domain.identity import User
 from domain.lockout import LockoutPolicy, address_key, user_key
+from domain.timestamps import epoch_rfc3339
 from service.identity import Admission, AuditEntry, IdentityStore
 from service.ports import StoreError, TokenClaim, TokenNotAdmitted
 
@@ -164,7 +165,7 @@ class RequestGuard:
                                verified=True, user=tax_code), client, path, now)
 
     def _locked(self, until: float, now: float) -> AuthRefused:
-        when = datetime.fromtimestamp(until, timezone.utc).isoformat(timespec="seconds")
+        when = epoch_rfc3339(round(until))
         return AuthRefused(
             429, "locked-out", "Too Many Requests",
             f"too many consecutive authentication failures: locked out until {when}",

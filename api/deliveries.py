@@ -4,7 +4,6 @@ feed, agencies' late-outcome callbacks, and the agencies' circuit status."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Any
 
 import structlog
@@ -18,6 +17,7 @@ from api.callbacks import CallbackRefused
 from api.context import ApiContext, context_of
 from api.problems import json_response, problem_response, store_unavailable
 from domain.intake import FilingRefused, MessageProblem, RecipientMessagesInvalid, Violation
+from domain.timestamps import agency_instant, epoch_rfc3339, rfc3339
 from schemas.json_locations import field_pointer
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.ports import DeliveryView, FilingEvent, NeedsCorrection, NotResendable, RecipientNotFound, StoreError
@@ -37,7 +37,7 @@ _MAX_AGENCY = 64
 
 
 def _instant(epoch: float | None) -> str | None:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch else None
+    return epoch_rfc3339(epoch) if epoch else None
 
 
 def recipient_json(d: DeliveryView) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def recipient_json(d: DeliveryView) -> dict[str, Any]:
         "messageId": d.message_id,
         "state": d.state,
         "protocolNumber": d.protocol_number,
-        "protocolledAt": d.protocolled_at,
+        "protocolledAt": agency_instant(d.protocolled_at),
         "outcome": d.outcome,
         "outcomeCode": d.outcome_code,
         "outcomeText": d.outcome_text,
@@ -337,7 +337,7 @@ async def agencies(request: Request) -> Response:
             "openUntil": _instant(status.open_until) if status else None,
             "throttledUntil": _instant(status.throttled_until) if status else None,
             "reportedBy": status.reported_by if status else None,
-            "updatedAt": status.updated_at.isoformat() if status else None,
+            "updatedAt": rfc3339(status.updated_at) if status else None,
             # The worker that reported it stopped reporting: its breaker says nothing now.
             "stale": bool(status and ctx.agency_health and ctx.agency_health.is_stale(status)),
         })

@@ -51,5 +51,11 @@ def store_unavailable(request: Request, detail: str) -> Response:
                             headers={"Retry-After": "5"})
 
 
+#: A datetime that reaches an answer unformatted still reads as RFC 3339 with `Z` (naive: UTC,
+#: as the store keeps every instant), like domain.timestamps.rfc3339 spells it.
+_DATETIMES = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+    return Response(orjson.dumps(body, option=_DATETIMES), status_code=status, media_type="application/json",
+                    headers=headers)

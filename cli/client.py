@@ -110,6 +110,11 @@ class PortalClient:
         who = user or self.user or self._submitted_by.get(reference)
         return self._send("GET", f"/v1/filings/{reference}", user=who)
 
+    def receipt(self, reference: str, *, user: User | None = None) -> httpx.Response:
+        """The settled filing's PDF receipt (409 problem while agencies are still answering)."""
+        who = user or self.user or self._submitted_by.get(reference)
+        return self._send("GET", f"/v1/filings/{reference}/receipt.pdf", user=who)
+
     # -- one recipient, events, agencies ----------------------------------------------------------
     def resend(self, reference: str, agency: str, *, corrected: bytes | None = None,
                content_type: str = "application/xml", user: User | None = None) -> httpx.Response:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 
 import orjson
 
@@ -14,6 +13,7 @@ from bootstrap import migrated_engine
 from cli.table import render_table
 from config.settings import Settings
 from domain.lockout import Lockout
+from domain.timestamps import epoch_rfc3339
 from service.ports import StoreError
 from storage.errors import translate_errors
 from storage.identity import SqlIdentityStore
@@ -23,7 +23,7 @@ __all__ = ["run_lockouts_lift", "run_lockouts_list"]
 
 
 def _instant(epoch: float | None) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds") if epoch else "-"
+    return epoch_rfc3339(round(epoch)) if epoch else "-"
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from bootstrap import migrated_engine, operator_accounts
 from cli.table import render_table
 from config.settings import Settings
 from domain.operators import OperatorError
+from domain.timestamps import rfc3339
 from service.operators import OperatorAccounts, account_json
 from service.ports import StoreError
 from storage.errors import translate_errors
@@ -37,7 +38,7 @@ def _accounts(settings: Settings, clock: Callable[[], float]) -> Iterator[Operat
 
 
 def _when(at: datetime | None) -> str:
-    return at.isoformat(timespec="seconds") if at else "-"
+    return rfc3339(at.replace(microsecond=0)) if at else "-"
 
 
 def _run(settings: Settings, echo: Echo, clock: Callable[[], float],

@@ -9,6 +9,7 @@ from typing import Any
 
 from lxml import etree
 
+from domain.timestamps import rfc3339
 from routing.routes import Route, RouteTable
 
 __all__ = ["FilingFacts", "PlannedDelivery", "assign_reference", "fill_handoffs", "plan_correction",
@@ -50,7 +51,7 @@ def _message_header(
         "operation": operation,
         "portal": facts.portal,
         "declarant": {"taxCode": facts.declarant_tax_code, "role": facts.declarant_role},
-        "sentAt": facts.received_at.isoformat(timespec="seconds"),
+        "sentAt": rfc3339(facts.received_at.replace(microsecond=0)),
     }
     if corrects:
         header["corrects"] = dict(corrects)

@@ -11,9 +11,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
+from domain.timestamps import epoch_rfc3339
 from service.maintenance import MaintenanceCalendar
 from service.ports import AgencyStatus
 
@@ -26,7 +26,7 @@ MIN_CALLS = 3
 
 
 def _instant(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")
+    return epoch_rfc3339(epoch)
 
 
 @dataclass

@@ -7,12 +7,13 @@ import asyncio
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from domain.states import RESENDABLE_DELIVERY_STATES, DeliveryState
+from domain.timestamps import epoch_rfc3339, rfc3339
 from service.ports import DeliveryView
 from service.store_ports import RecipientOperations
 
@@ -49,7 +50,7 @@ class AgencyThrottledNow(Exception):
     """The agency asked for no calls before `until` (Retry-After): a retry now needs `force`."""
 
     def __init__(self, agency: str, until: float) -> None:
-        when = datetime.fromtimestamp(until, timezone.utc).isoformat()
+        when = epoch_rfc3339(until)
         super().__init__(f"{agency} asked for no calls before {when} (Retry-After); "
                          "send \"force\": true with a \"reason\" to call it anyway")
         self.agency = agency
@@ -128,7 +129,7 @@ def bulk_resend(store: OperationsPort, agency: str, start: datetime, end: dateti
         except (NotResendable, RecipientNotFound) as exc:
             skipped.append({"reference": reference, "reason": str(exc)})
     store.audit(actor, "agency_bulk_resend", agency, "done",
-                {"agency": agency, "from": start.isoformat(), "to": end.isoformat(), "matching": count,
+                {"agency": agency, "from": rfc3339(start), "to": rfc3339(end), "matching": count,
                  "resent": len(resent), "skipped": len(skipped), "reason": reason})
     log.info("bulk_resend_done", agency=agency, matching=count, resent=len(resent), skipped=len(skipped))
     return BulkResend(matching=count, resent=resent, skipped=skipped, remaining=max(0, count - len(references)))

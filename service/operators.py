@@ -26,6 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from domain.operators import OPERATOR_NAME, ROLES, TOKEN_PREFIX, Operator, OperatorError, Role
+from domain.timestamps import rfc3339
 from service.identity import AuditEntry
 
 __all__ = [
@@ -271,7 +272,7 @@ class OperatorAccounts:
         now = self.now()
         expires = now + timedelta(days=days)
         entry = AuditEntry(actor, "operator_token_created", name, "created",
-                           {"tokenId": token_id, "label": label, "expiresAt": expires.isoformat()})
+                           {"tokenId": token_id, "label": label, "expiresAt": rfc3339(expires)})
         self._store.add_token(account, token_id, hash_secret(token), label, now, expires, entry)
         return IssuedToken(token_id, token, expires)
 
@@ -419,4 +420,4 @@ def account_json(account: Account) -> dict[str, Any]:
     """An account as the operator API and `hub.py operators list --json` show it."""
     return {"name": account.name, "role": account.role, "disabled": account.disabled,
             "totp": account.has_totp, "password": account.password_hash is not None,
-            "createdAt": account.created_at.isoformat()}
+            "createdAt": rfc3339(account.created_at)}

@@ -7,10 +7,14 @@ import base64
 import binascii
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
+
+from domain.timestamps import as_utc
+from domain.timestamps import epoch_rfc3339 as to_epoch_rfc3339
+from domain.timestamps import rfc3339 as to_rfc3339
 
 __all__ = [
     "SEARCH_COLUMNS",
@@ -53,20 +57,17 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 
 def utc(moment: datetime | None) -> datetime | None:
     """A stored instant as an aware UTC datetime (SQLite hands them back naive, in UTC)."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return as_utc(moment) if moment is not None else None
 
 
 def rfc3339(moment: datetime | None) -> str | None:
     """RFC 3339 with a `Z` offset, the operator API's timestamps."""
-    aware = utc(moment)
-    return aware.isoformat().replace("+00:00", "Z") if aware is not None else None
+    return to_rfc3339(moment) if moment is not None else None
 
 
 def epoch_rfc3339(epoch: float | None) -> str | None:
     """An epoch-seconds column (the queue's timing) as RFC 3339."""
-    return rfc3339(datetime.fromtimestamp(epoch, timezone.utc)) if epoch else None
+    return to_epoch_rfc3339(epoch) if epoch else None
 
 
 @dataclass(frozen=True, slots=True)

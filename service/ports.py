@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from lxml import etree
 
+from domain.timestamps import rfc3339
+
 __all__ = [
     "AcceptedFiling",
     "AgencyStatus",
@@ -164,6 +166,11 @@ class FilingView:
     created_at: datetime
     updated_at: datetime
     deliveries: list[DeliveryView]
+    #: Whom the filing is for and who declared it (the receipt names them; the status JSON does not).
+    subject_tax_code: str = ""
+    subject_name: str = ""
+    declarant_tax_code: str = ""
+    declarant_role: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +296,7 @@ class FilingEvent:
             "sequence": self.seq,
             "type": self.type,
             "reference": self.payload.get("reference"),
-            "createdAt": self.created_at.isoformat(),
+            "createdAt": rfc3339(self.created_at),
             "data": {k: v for k, v in self.payload.items() if k != "reference"},
         }
 

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, RowMapping, insert, select, tuple_
 
+from domain.timestamps import rfc3339
 from storage.delivery_tables import anomalies
 from storage.tables import deliveries, filings
 
@@ -54,7 +55,7 @@ def anomaly_json(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
     """An anomaly as the status API and the event feed show it."""
     created = row["created_at"]
     return {"kind": row["kind"], "detail": row["detail"],
-            "createdAt": created.isoformat() if isinstance(created, datetime) else created}
+            "createdAt": rfc3339(created) if isinstance(created, datetime) else created}
 
 
 def _key(delivery_id: str, kind: str, detail: Mapping[str, Any]) -> tuple[str, str, bytes]:

@@ -30,6 +30,7 @@ from domain.states import (
     Decision,
     DeliveryState,
 )
+from domain.timestamps import agency_instant
 from routing.aggregate import aggregate_filing_state
 from routing.plan import fill_handoffs
 from service.ports import Completion
@@ -93,7 +94,7 @@ def recipient_payload(row: Mapping[str, Any]) -> dict[str, Any]:
         "messageId": row["message_id"],
         "state": row["state"],
         "protocolNumber": row.get("protocol_number"),
-        "protocolledAt": row.get("protocolled_at"),
+        "protocolledAt": agency_instant(row.get("protocolled_at")),
         "outcome": row.get("outcome"),
         "outcomeCode": row.get("outcome_code"),
         "outcomeText": row.get("outcome_text"),

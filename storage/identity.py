@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from domain.delegation import Delegation
 from domain.lockout import FailureState, Lockout, LockoutPolicy, locked_until, register_failure
+from domain.timestamps import epoch_rfc3339
 from service.identity import Admission, AuditEntry
 from service.ports import TokenClaim
 from storage.audit import append_audit
@@ -209,7 +210,7 @@ class SqlIdentityStore:
             until = locked_until(after, now)
             detail = {**entry.detail, "failures": after.failures}
             if until is not None:
-                detail["lockedUntil"] = datetime.fromtimestamp(until, timezone.utc).isoformat()
+                detail["lockedUntil"] = epoch_rfc3339(until)
             append_audit(conn, actor=entry.actor, action=entry.action, subject=entry.subject,
                          outcome="locked_out" if was_locked else entry.outcome, detail=detail)
             if until is not None and not was_locked:
@@ -250,7 +251,7 @@ class SqlIdentityStore:
             if found is not None:
                 detail.update(failures=found.state.failures, wasLocked=found.locked_at(now))
                 if found.state.locked_until is not None:
-                    detail["lockedUntil"] = datetime.fromtimestamp(found.state.locked_until, timezone.utc).isoformat()
+                    detail["lockedUntil"] = epoch_rfc3339(found.state.locked_until)
             append_audit(conn, actor=f"operator:{operator}", action="lockout_lifted", subject=key,
                          outcome="lifted" if found is not None else "not_found", detail=detail)
         return found

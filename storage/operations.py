@@ -16,6 +16,7 @@ from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.states import DeliveryState
+from domain.timestamps import rfc3339
 from service.operations import CANCELLABLE_STATES, AgencyThrottledNow
 from service.ports import DeliveryView, NotResendable
 from storage.audit import append_audit
@@ -181,7 +182,7 @@ class OperationsStore:
         """Agency → {pausedBy, reason, pausedAt} for every agency paused now."""
         with self._read() as conn:
             rows = conn.execute(select(agency_pauses)).all()
-        return {r.agency: {"pausedBy": r.paused_by, "reason": r.reason, "pausedAt": r.paused_at} for r in rows}
+        return {r.agency: {"pausedBy": r.paused_by, "reason": r.reason, "pausedAt": rfc3339(r.paused_at)} for r in rows}
 
     @errors_translated
     def pause_agency(self, agency: str, *, actor: str, reason: str | None) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, update
@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from domain.operators import OperatorError, lockout_key
+from domain.timestamps import epoch_rfc3339
 from service.identity import AuditEntry
 from service.operators import Account, OperatorPolicy, SessionRecord, TokenRecord
 from storage.audit import append_audit
@@ -205,7 +206,7 @@ class SqlOperatorStore:
                 conn.execute(delete(operator_login_failures).where(mine))
                 _append(conn, AuditEntry(entry.actor, "caller_locked_out", account.name, "locked", {
                     "caller": key, "failures": count,
-                    "lockedUntil": datetime.fromtimestamp(until, timezone.utc).isoformat()}))
+                    "lockedUntil": epoch_rfc3339(until)}))
         return until
 
     # -- sessions ---------------------------------------------------------------------------------

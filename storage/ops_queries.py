@@ -16,6 +16,7 @@ from sqlalchemy import Engine, RowMapping, and_, case, func, or_, select
 from sqlalchemy.sql import Select
 
 from domain.states import OPEN_DELIVERY_STATES, DeliveryState
+from domain.timestamps import agency_instant
 from service.ops_read import SearchFilters, SearchPage, encode_cursor, epoch_rfc3339, rfc3339, utc
 from storage.anomalies import filing_anomalies
 from storage.delivery_tables import agency_status, anomalies, filing_events
@@ -301,7 +302,7 @@ def _recipient_detail(r: Any, tries: Sequence[Mapping[str, Any]], flagged: list[
         # against the agency schema at intake; the adapter renders it (SOAP/REST) unchanged.
         "message": {"messageId": r.message_id, "operation": r.operation, "content": r.content},
         # The agency's receipt: what it answered (protocol number, decision, references).
-        "receipt": {"protocolNumber": r.protocol_number, "protocolledAt": r.protocolled_at,
+        "receipt": {"protocolNumber": r.protocol_number, "protocolledAt": agency_instant(r.protocolled_at),
                     "outcome": r.outcome, "outcomeCode": r.outcome_code, "outcomeText": r.outcome_text,
                     "references": r.references or {}, "correlationId": r.correlation_id,
                     "acknowledgedAt": rfc3339(r.acknowledged_at)},

@@ -334,6 +334,10 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             created_at=row.created_at,
             updated_at=row.updated_at,
             deliveries=[delivery_view(d, kept.get(d.id, [])) for d in rows],
+            subject_tax_code=row.subject_tax_code,
+            subject_name=row.subject_name,
+            declarant_tax_code=row.declarant_tax_code,
+            declarant_role=row.declarant_role,
         )
 
     # -- the embedded queue -----------------------------------------------------------------

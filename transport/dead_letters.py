@@ -14,13 +14,14 @@ import builtins
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import pika
 import pika.exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel
 
+from domain.timestamps import rfc3339
 from service.relay import BrokerUnavailable
 from transport.amqp import Topology, amqp_parameters, describe
 
@@ -73,7 +74,7 @@ def _letter(agency: str, properties: pika.BasicProperties, body: bytes) -> DeadL
     headers: Mapping[str, object] = properties.headers or {}
     death = _latest_death(headers)
     at = death.get("time")
-    when = at.replace(tzinfo=timezone.utc).isoformat() if isinstance(at, datetime) else None
+    when = rfc3339(at) if isinstance(at, datetime) else None
     reason = _text(death.get("reason") or headers.get("x-first-death-reason"))
     return DeadLetter(agency, job_id, delivery_id, reason, when, _count(death.get("count"))
                       + _count(headers.get("x-delivery-count")))

@@ -25,6 +25,7 @@ from api.context import ApiContext, context_of, ops_guard_of
 from api.deliveries import _instant, recipient_json
 from api.problems import json_response, problem_response, store_unavailable
 from domain.operators import Operator
+from domain.timestamps import rfc3339
 from service.operations import (
     BULK_RESEND_MAX,
     MAX_REASON,
@@ -267,7 +268,7 @@ async def resend_undeliverable(request: Request, operator: Operator) -> Response
     if confirm and result.resent:
         ctx.wake()
     return _answer("resend-undeliverable", {
-        "agency": agency, "from": start.isoformat(), "to": end.isoformat(), "matching": result.matching,
+        "agency": agency, "from": rfc3339(start), "to": rfc3339(end), "matching": result.matching,
         "resent": len(result.resent), "references": result.resent, "skipped": result.skipped,
         "remaining": result.remaining,
     }, done=confirm)

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from api.context import OperatorGuard, ops_guard_of
 from api.problems import json_response, problem_response, store_unavailable
 from domain.operators import TOKEN_PREFIX, Operator, role_allows
+from domain.timestamps import rfc3339
 from service.identity import AuditEntry
 from service.operators import LoginRefused, OperatorAccounts, SessionRecord
 from service.ports import StoreError
@@ -239,7 +240,7 @@ async def login(request: Request) -> Response:
     response = json_response({
         "operator": {"name": session.operator.name, "role": session.operator.role},
         "csrfToken": session.csrf_token,
-        "expiresAt": session.expires_at.isoformat(),
+        "expiresAt": rfc3339(session.expires_at),
         "idleTimeoutSeconds": accounts.policy.session_idle_seconds,
     }, 201)
     guard.set_cookie(response, session.cookie)
@@ -273,7 +274,7 @@ async def whoami(request: Request) -> Response:
                             "via": "session" if record is not None else "token"}
     if record is not None:
         body["csrfToken"] = record.csrf_token
-        body["sessionStartedAt"] = record.created_at.isoformat()
+        body["sessionStartedAt"] = rfc3339(record.created_at)
     return json_response(body)
 
 

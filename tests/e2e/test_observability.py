@@ -152,7 +152,7 @@ def test_circuit_of_a_stopped_worker_is_marked_stale(database_url: str, sims) ->
 
         listing = wait_for(reported, what="the worker's circuit reports")
         assert not any(a["stale"] for a in listing)
-        assert all(a["updatedAt"].endswith("+00:00") for a in listing)
+        assert all(a["updatedAt"].endswith("Z") for a in listing)
         worker_name = listing[0]["reportedBy"]
     # The worker is gone; an API without workers keeps serving the last reports.
     with RunningHub(settings, with_workers=False) as api_only, \

@@ -82,7 +82,7 @@ def test_login_whoami_logout(hub: RunningHub) -> None:
         assert login.status_code == 201, login.text
         body = login.json()
         assert body["operator"] == {"name": "mrossi", "role": "operator"}
-        assert body["expiresAt"].endswith("+00:00") and body["idleTimeoutSeconds"] == 1800
+        assert body["expiresAt"].endswith("Z") and body["idleTimeoutSeconds"] == 1800
         cookie_header = login.headers["set-cookie"]
         assert "HttpOnly" in cookie_header and "SameSite=strict" in cookie_header and "Path=/" in cookie_header
         cookie = client.cookies["crocevia_session"]
