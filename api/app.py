@@ -23,6 +23,7 @@ from api.agency_health import agency_health_routes
 from api.auth import Caller, admit_deferred, authenticate, authenticate_sync, refuse_token
 from api.context import ApiContext, attach_context, context_of
 from api.delegations import delegation_routes
+from api.desk import desk_routes
 from api.deliveries import delivery_routes, recipient_json, refusal_errors
 from api.ops.actions import actions_routes
 from api.ops.auth import session_routes
@@ -38,6 +39,7 @@ from console import console_mount
 from domain.intake import FilingRefused
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.intake import NoRecipients, accept_filing
+from service.ops_read import rfc3339
 from service.ports import FilingView, IdempotencyConflict, NewFiling, StoreError, TokenNotAdmitted
 
 __all__ = ["ApiContext", "create_app"]  # ApiContext: re-exported from api.context
@@ -56,6 +58,9 @@ def _filing_json(view: FilingView) -> dict[str, Any]:
         "createdAt": view.created_at.isoformat(),
         "updatedAt": view.updated_at.isoformat(),
         "recipients": [recipient_json(d) for d in view.deliveries],
+        # The desk (api/desk.py): archived, and the payloads purged after the retention period.
+        "archivedAt": rfc3339(view.archived_at),
+        "payloadPurgedAt": rfc3339(view.payload_purged_at),
     }
 
 
@@ -294,6 +299,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         routes=[
             Route("/v1/filings", submit_filing, methods=["POST"]),
             Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
+            *(desk_routes() if ctx.desk is not None else []),
             *delegation_routes(),
             *agency_health_routes(ctx.agency_health),
             *delivery_routes(),

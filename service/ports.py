@@ -164,6 +164,9 @@ class FilingView:
     created_at: datetime
     updated_at: datetime
     deliveries: list[DeliveryView]
+    #: When the portal archived it (api/desk.py) and when retention purged its payloads.
+    archived_at: datetime | None = None
+    payload_purged_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -334,6 +334,8 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             created_at=row.created_at,
             updated_at=row.updated_at,
             deliveries=[delivery_view(d, kept.get(d.id, [])) for d in rows],
+            archived_at=row.archived_at,
+            payload_purged_at=row.payload_purged_at,
         )
 
     # -- the embedded queue -----------------------------------------------------------------
