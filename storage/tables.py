@@ -76,8 +76,8 @@ filings = Table(
     Index("ix_filings_portal_kind_created_at", "portal", "kind", "created_at"),
     Index("ix_filings_portal_state_created_at", "portal", "state", "created_at"),
     Index("ix_filings_portal_archived_created_at", "portal", "archived_at", "created_at"),
-    # Retention finds settled filings by state and settlement time.
-    Index("ix_filings_state_updated_at", "state", "updated_at"),
+    # Retention finds the filings not purged yet by settlement time.
+    Index("ix_filings_payload_purged_at_updated_at", "payload_purged_at", "updated_at"),
 )
 
 deliveries = Table(

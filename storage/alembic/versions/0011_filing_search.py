@@ -20,7 +20,7 @@ _INDEXES = (
     ("ix_filings_portal_kind_created_at", "filings", ["portal", "kind", "created_at"]),
     ("ix_filings_portal_state_created_at", "filings", ["portal", "state", "created_at"]),
     ("ix_filings_portal_archived_created_at", "filings", ["portal", "archived_at", "created_at"]),
-    ("ix_filings_state_updated_at", "filings", ["state", "updated_at"]),
+    ("ix_filings_payload_purged_at_updated_at", "filings", ["payload_purged_at", "updated_at"]),
     ("ix_deliveries_agency_filing_id", "deliveries", ["agency", "filing_id"]),
     ("ix_filing_viewers_tax_code_filing_id", "filing_viewers", ["tax_code", "filing_id"]),
 )
