@@ -673,25 +673,22 @@ def retention() -> None:
 @click.pass_context
 def retention_run(ctx: click.Context, dry_run: bool, days: int | None, as_json: bool) -> None:
     """Purge now (a worker also does it every `[retention] interval_seconds`); each purge is audited."""
+    from bootstrap import migrated_engine
     from cli.portal_search import run_retention
     from service.ports import StoreError
     from service.retention import run_retention as purge
-    from storage.engine import build_engine
     from storage.retention import RetentionStore
     from storage.store import SqlStore
 
     settings = _settings(ctx)
     conf = settings.retention
-    engine = build_engine(settings.database.url, base_dir=settings.path("."))
     try:
-        store = SqlStore(engine)
-        report = purge(RetentionStore(engine, store.writer), days or conf.settled_payload_days, batch=conf.batch,
-                       dry_run=dry_run)
+        with migrated_engine(settings, pool_size=2) as engine:
+            report = purge(RetentionStore(engine, SqlStore(engine).writer), days or conf.settled_payload_days,
+                           batch=conf.batch, dry_run=dry_run)
     except StoreError as exc:
         click.echo(f"the store failed: {exc}", err=True)
         sys.exit(69)
-    finally:
-        engine.dispose()
     sys.exit(run_retention(report, click.echo, as_json=as_json))
 
 
