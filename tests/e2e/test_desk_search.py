@@ -8,10 +8,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
+import yaml
 from sqlalchemy import func, select
 
 from cli.client import PortalClient, demo_user
+from config.settings import PROJECT_ROOT
 from storage.tables import audit_log, filings
 from tests.e2e.test_delivery_semantics import (  # noqa: F401 - fixtures
     BUSINESS_START,
@@ -28,6 +31,12 @@ MARCO = "FTTMRC85C14H501X"  # declarant of business_start.xml (legal representat
 ANNA = "CMPNNA80E59D612B"  # declarant of durc_request.xml
 START_SUBJECT = "09182730581"
 DURC_SUBJECT = "06543210485"
+
+
+def _conforms(body: dict[str, Any], schema: str = "FilingSearchPage") -> None:
+    """The answer matches its schema in api/openapi/search.yaml."""
+    document = yaml.safe_load((PROJECT_ROOT / "api" / "openapi" / "search.yaml").read_text())
+    jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{schema}", **document}).validate(body)
 
 
 def _as(hub: RunningHub, tax_code: str, key: Any = TEST_PORTAL_KEY) -> PortalClient:
@@ -63,6 +72,7 @@ def test_each_filter_finds_the_users_filings_newest_first(make_hub: HubFactory, 
         as_marco, as_anna = _as(hub, MARCO), _as(hub, ANNA)
 
         everything = _search(as_marco)
+        _conforms(everything)
         assert _refs(everything) == marco[::-1] and everything["nextCursor"] is None
         first = everything["items"][-1]
         assert first["kind"] == "business_start" and first["state"] == "protocolled"
@@ -148,6 +158,7 @@ def test_archive_and_unarchive_a_settled_filing(make_hub: HubFactory, client_for
         archived = as_marco.archive(done)
         assert archived.status_code == 200, archived.text
         item = archived.json()
+        _conforms(item, "FilingSummary")
         assert item["reference"] == done and item["archived"] is True and item["archivedAt"].endswith("Z")
         again = as_marco.archive(done)
         assert again.status_code == 200 and again.json()["archivedAt"] == item["archivedAt"]
@@ -216,3 +227,9 @@ def test_an_unsigned_search_is_refused(make_hub: HubFactory) -> None:
         assert response.status_code == 401 and response.headers["content-type"] == "application/problem+json"
         with hub.hub.engine.connect() as conn:
             assert conn.execute(select(func.count()).select_from(filings)).scalar_one() == 0
+
+
+def test_the_documented_example_is_a_valid_page() -> None:
+    """The example in api/openapi/search.yaml validates against the page's own schema."""
+    document = yaml.safe_load((PROJECT_ROOT / "api" / "openapi" / "search.yaml").read_text())
+    _conforms(document["components"]["examples"]["FilingSearchPage"]["value"])
