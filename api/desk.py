@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from api.auth import Caller, authenticate
 from api.context import ApiContext, context_of
+from api.ops.common import InstantInvalid, bad_parameter, parse_instant
 from api.problems import json_response, problem_response, store_unavailable
 from domain.states import FilingState
 from domain.taxcode import tax_code_error
@@ -57,12 +58,9 @@ class _Invalid(Exception):
 
 def _instant(name: str, text: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise _Invalid(400, name, f"{name!r} is not an RFC 3339 timestamp") from exc
-    if moment.tzinfo is None:
-        raise _Invalid(400, name, f"{name!r} has no offset (add Z or +01:00)")
-    return moment
+        return parse_instant(text)
+    except InstantInvalid as exc:
+        raise _Invalid(400, name, f"{name!r}: {exc}") from exc
 
 
 def _parse(ctx: ApiContext, params: QueryParams, caller: Caller) -> tuple[DeskFilters, int, tuple[datetime, int] | None]:
@@ -153,10 +151,7 @@ def _search(ctx: ApiContext, request: Request, caller: Caller) -> Response:
         except _Invalid as bad:
             ctx.store.audit(caller.actor, "filings_searched", "", "invalid-parameter",
                             {"parameter": bad.name, **caller.audit_context()})
-            return problem_response(
-                bad.status, "invalid-parameter", "Bad Request" if bad.status == 400 else "Unprocessable Content",
-                bad.detail, instance=request.url.path,
-                errors=[{"code": "invalid-parameter", "location": f"query:{bad.name}", "detail": bad.detail}])
+            return bad_parameter(request, bad.status, bad.name, bad.detail)
         page = _desk(ctx).search(filters, limit, after)
         ctx.store.audit(caller.actor, "filings_searched", "", "ok",
                         {"filters": _audited_filters(params), "found": len(page.items), **caller.audit_context()})
