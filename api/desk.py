@@ -56,6 +56,11 @@ class _Invalid(Exception):
         self.status, self.name, self.detail = status, name, detail
 
 
+def _printable(text: str) -> str:
+    """The caller's text as the answer and the audit trail may show it: short, no control characters."""
+    return "".join(c if c.isprintable() else "?" for c in text[:64])
+
+
 def _instant(name: str, text: str) -> datetime:
     try:
         return parse_instant(text)
@@ -71,7 +76,7 @@ def _parse(ctx: ApiContext, params: QueryParams, caller: Caller) -> tuple[DeskFi
     """
     for name in params:
         if name not in _KNOWN:
-            raise _Invalid(400, name, f"unknown parameter {name!r}")
+            raise _Invalid(400, _printable(name), f"unknown parameter {_printable(name)!r}")
         if len(params.getlist(name)) > 1:
             raise _Invalid(400, name, f"{name!r} is given more than once")
     values: dict[str, Any] = {}
@@ -80,6 +85,8 @@ def _parse(ctx: ApiContext, params: QueryParams, caller: Caller) -> tuple[DeskFi
             value = params[name].strip()
             if not value or len(value) > longest:
                 raise _Invalid(422, name, f"{name!r} must be 1 to {longest} characters")
+            if not value.isprintable():  # a NUL or control character matches nothing (PostgreSQL refuses NUL)
+                raise _Invalid(422, name, f"{name!r} has a control character")
             values[attr] = value
     if "subject_tax_code" in values:
         values["subject_tax_code"] = values["subject_tax_code"].upper()
@@ -104,13 +111,15 @@ def _parse(ctx: ApiContext, params: QueryParams, caller: Caller) -> tuple[DeskFi
         values["archived"] = _ARCHIVED[params["archived"]]
     limit = DEFAULT_LIMIT
     if "limit" in params:
-        if not params["limit"].isdigit():
+        if not (params["limit"].isascii() and params["limit"].isdigit()):
             raise _Invalid(400, "limit", "'limit' is a whole number")
         limit = int(params["limit"])
         if not 1 <= limit <= MAX_LIMIT:
             raise _Invalid(422, "limit", f"'limit' is 1 to {MAX_LIMIT}")
     after = None
     if "cursor" in params:
+        if len(params["cursor"]) > 200:
+            raise _Invalid(400, "cursor", "the cursor is not one this API handed out")
         try:
             after = decode_desk_cursor(params["cursor"])
         except DeskCursorInvalid as exc:
@@ -190,6 +199,10 @@ def _archive(ctx: ApiContext, request: Request, caller: Caller, archived: bool) 
     path = request.url.path
     assert caller.user is not None
     try:
+        if len(reference) > 32 or not reference.isprintable():  # no filing has such a reference
+            shown = _printable(reference)  # the audit trail takes text only
+            ctx.store.audit(caller.actor, action, shown, "not_found", caller.audit_context())
+            return problem_response(404, "not-found", "Not Found", f"no filing {shown}", instance=path)
         try:
             item, changed = _desk(ctx).set_archived(reference, caller.portal, caller.user.tax_code, archived,
                                                     actor=caller.actor, context=caller.audit_context())

@@ -171,7 +171,8 @@ def test_archive_and_unarchive_a_settled_filing(make_hub: HubFactory, client_for
         assert client.status(done).json()["archivedAt"] == item["archivedAt"]
 
         # Not theirs: another portal, another user, an unknown reference: 404, nothing changes.
-        for other, ref in ((_as(hub, MARCO, OTHER_PORTAL_KEY), kept), (as_anna, kept), (as_marco, "CRV-1999-000001")):
+        for other, ref in ((_as(hub, MARCO, OTHER_PORTAL_KEY), kept), (as_anna, kept), (as_marco, "CRV-1999-000001"),
+                           (as_marco, "CRV%00" + "9" * 40)):
             response = other.archive(ref)
             assert response.status_code == 404 and response.json()["type"] == "urn:crocevia:problem:not-found"
         assert _search(_as(hub, MARCO, OTHER_PORTAL_KEY), archived="any")["items"] == []
@@ -184,15 +185,20 @@ def test_archive_and_unarchive_a_settled_filing(make_hub: HubFactory, client_for
 
         lines = [(r.actor, r.subject, r.outcome) for r in _audit(hub, "filing_archived")]
         assert lines == [(ANNA, waiting, "not_settled"), (MARCO, done, "ok"), (MARCO, done, "unchanged"),
-                         (MARCO, kept, "not_found"), (ANNA, kept, "not_found"), (MARCO, "CRV-1999-000001", "not_found")]
+                         (MARCO, kept, "not_found"), (ANNA, kept, "not_found"), (MARCO, "CRV-1999-000001", "not_found"),
+                         (MARCO, "CRV?" + "9" * 40, "not_found")]
         assert [(r.subject, r.outcome) for r in _audit(hub, "filing_unarchived")] == [(done, "ok"), (done, "unchanged")]
 
 
 @pytest.mark.parametrize(("params", "status", "name"), [
     ({"colour": "red"}, 400, "colour"),
+    ({"col\x00our": "red"}, 400, "col?our"),
     ({"limit": "0"}, 422, "limit"),
     ({"limit": "201"}, 422, "limit"),
     ({"limit": "ten"}, 400, "limit"),
+    ({"limit": "\u00b2"}, 400, "limit"),  # a digit to str.isdigit, not to int()
+    ({"protocolNumber": "INPS\x00"}, 422, "protocolNumber"),
+    ({"cursor": "A" * 201}, 400, "cursor"),
     ({"state": "lost"}, 422, "state"),
     ({"kind": "marriage"}, 422, "kind"),
     ({"agency": "nasa"}, 422, "agency"),
