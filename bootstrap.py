@@ -409,6 +409,7 @@ def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Ca
     from api.app import create_app
     from api.context import ApiContext
     from storage.ops_queries import OpsQueries
+    from storage.portal_desk import PortalDesk
     from wiring.observability import agency_health
 
     if hub.guard is None:
@@ -434,6 +435,7 @@ def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Ca
             readiness=ready,
             operators=hub.operators,
             ops=OpsQueries(hub.engine, tuple(hub.settings.agencies)),
+            desk=PortalDesk(hub.engine, hub.store.writer),
             ops_guard=hub.ops_guard,
             dead_letters=dead_letters(hub.settings, hub.routes.agencies),
             metrics=metrics,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ import click
 
 if TYPE_CHECKING:
     from cli.drafts import DraftCommands
+    from cli.client import PortalClient
     from cli.ops_client import OpsClient
 
 from config.logging import configure_logging
@@ -646,7 +648,8 @@ def operators_revoke_token(ctx: click.Context, token_id: str, acting: str | None
 
 @cli.group()
 def filings() -> None:
-    """Operators: search filings and show one's full history (over the operator API)."""
+    """Search filings (operators: every one, with a token; portals: the user's, with --user),
+    show one's full history (operators), archive and unarchive (portals)."""
 
 
 def _ops_client(ctx: click.Context, url: str | None, token: str | None) -> OpsClient:
@@ -664,26 +667,37 @@ _OPS_TOKEN = click.option("--token", envvar="CROCEVIA_OPERATOR_TOKEN", default=N
 
 @filings.command("search")
 @click.option("--reference", default=None)
-@click.option("--state", default=None, help="The recipient's state (pending, retrying, undeliverable, ...).")
-@click.option("--filing-state", default=None)
+@click.option("--state", default=None, help="Operators: the recipient's state (pending, retrying, undeliverable, ...).")
+@click.option("--filing-state", default=None, help="The filing's state (in_progress, protocolled, ...).")
 @click.option("--agency", default=None)
 @click.option("--kind", default=None)
 @click.option("--subject", "subject_tax_code", default=None, metavar="TAX_CODE")
-@click.option("--portal", default=None)
+@click.option("--portal", default=None,
+              help="Operators: only this portal's filings. With --user: the portal that signs (default demo).")
 @click.option("--protocol-number", default=None)
-@click.option("--message-id", default=None)
+@click.option("--message-id", default=None, help="Operators only.")
 @click.option("--from", "from_", default=None, metavar="RFC3339", help="Filed at or after (with offset).")
 @click.option("--to", default=None, metavar="RFC3339", help="Filed before (with offset).")
+@click.option("--archived", type=click.Choice(["false", "true", "any"]), default=None,
+              help="Portals: archived filings too (any) or only them (true); default false.")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @click.option("--cursor", default=None, help="Start after this cursor (printed under a page).")
 @click.option("--all", "follow", is_flag=True, help="Follow the cursor through every page.")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--user", default=None, metavar="TAX_CODE",
+              help="Search as a portal for this user (their own and delegated filings), ModI-signed.")
+@click.option("--auth", default="SPID2", show_default=True, help="With --user: SPID1..3, CIE or CNS.")
 @_OPS_URL
 @_OPS_TOKEN
 @click.pass_context
 def filings_search(ctx: click.Context, url: str | None, token: str | None, limit: int, follow: bool,
-                   as_json: bool, **filters: str | None) -> None:
-    """Search filings and their recipients, newest first."""
+                   as_json: bool, user: str | None, auth: str, archived: str | None, **filters: str | None) -> None:
+    """Search filings, newest first: as an operator (--token: every filing and its recipients)
+    or as a portal (--user: the user's own and delegated filings)."""
+    if user is not None:
+        sys.exit(_portal_search(ctx, url, user, auth, limit, follow, as_json, archived, filters))
+    if archived is not None:
+        raise click.UsageError("--archived is a portal's filter: name the user with --user")
     from cli.ops_client import run_filings_search
 
     names = {"reference": "reference", "state": "state", "filing_state": "filingState", "agency": "agency",
@@ -697,6 +711,117 @@ def filings_search(ctx: click.Context, url: str | None, token: str | None, limit
     finally:
         client.close()
     sys.exit(code)
+
+
+def _portal_search(ctx: click.Context, url: str | None, user: str, auth: str, limit: int, follow: bool,
+                   as_json: bool, archived: str | None, filters: dict[str, str | None]) -> int:
+    from cli.portal_search import run_portal_search
+
+    for operator_only in ("state", "message_id"):
+        if filters.get(operator_only) is not None:
+            flag = "--" + operator_only.replace("_", "-")
+            raise click.UsageError(f"{flag} is an operator's filter; portals search by --filing-state")
+    if limit > 200:
+        raise click.UsageError("--limit: a portal's page is 1 to 200 filings")
+    names = {"reference": "reference", "filing_state": "state", "agency": "agency", "kind": "kind",
+             "subject_tax_code": "subjectTaxCode", "protocol_number": "protocolNumber", "from_": "from",
+             "to": "to", "cursor": "cursor"}
+    params = {names[k]: v for k, v in filters.items() if k in names and v is not None}
+    if archived is not None:
+        params["archived"] = archived
+    with _portal_client(ctx, url, filters.get("portal") or "demo", user, auth) as (client, base):
+        return run_portal_search(client, base, params, click.echo, as_json=as_json, limit=limit, follow=follow)
+
+
+@contextmanager
+def _portal_client(ctx: click.Context, url: str | None, portal: str, user: str,
+                   auth: str) -> Iterator[tuple[PortalClient, str]]:
+    """A portal's client for `user`; a portal or user the hub cannot sign for is a usage error."""
+    from bootstrap import portal_signer
+    from cli.client import PortalClient, demo_user
+    from cli.ops_client import hub_url
+
+    settings = _settings(ctx)
+    try:
+        signer = portal_signer(settings, portal)
+        who = demo_user(user, auth)
+    except (KeyError, ValueError, OSError) as exc:
+        raise click.UsageError(f"cannot act as portal {portal!r} for {user!r}: {exc}") from exc
+    base = hub_url(settings, url)
+    with PortalClient(base, signer, user=who) as client:
+        yield client, base
+
+
+_PORTAL_USER = click.option("--user", required=True, metavar="TAX_CODE", help="The user the portal acts for.")
+_PORTAL_AUTH = click.option("--auth", default="SPID2", show_default=True, help="How the user logged in: SPID1..3, CIE or CNS.")
+_PORTAL_NAME = click.option("--portal", default="demo", show_default=True, help="The portal that signs.")
+
+
+@filings.command("archive")
+@click.argument("reference")
+@_PORTAL_USER
+@_PORTAL_AUTH
+@_PORTAL_NAME
+@click.option("--json", "as_json", is_flag=True)
+@_OPS_URL
+@click.pass_context
+def filings_archive(ctx: click.Context, reference: str, user: str, auth: str, portal: str, as_json: bool,
+                    url: str | None) -> None:
+    """Archive a settled filing (it leaves the desk's default search list, stays findable)."""
+    from cli.portal_search import run_portal_archive
+
+    with _portal_client(ctx, url, portal, user, auth) as (client, base):
+        code = run_portal_archive(client, base, reference, True, click.echo, as_json=as_json)
+    sys.exit(code)
+
+
+@filings.command("unarchive")
+@click.argument("reference")
+@_PORTAL_USER
+@_PORTAL_AUTH
+@_PORTAL_NAME
+@click.option("--json", "as_json", is_flag=True)
+@_OPS_URL
+@click.pass_context
+def filings_unarchive(ctx: click.Context, reference: str, user: str, auth: str, portal: str, as_json: bool,
+                      url: str | None) -> None:
+    """Put an archived filing back on the desk's default search list."""
+    from cli.portal_search import run_portal_archive
+
+    with _portal_client(ctx, url, portal, user, auth) as (client, base):
+        code = run_portal_archive(client, base, reference, False, click.echo, as_json=as_json)
+    sys.exit(code)
+
+
+@cli.group()
+def retention() -> None:
+    """Purge the payloads of filings settled longer ago than `[retention] settled_payload_days`."""
+
+
+@retention.command("run")
+@click.option("--dry-run", is_flag=True, help="List what would be purged; change nothing.")
+@click.option("--days", type=click.IntRange(min=1), default=None, help="Override the configured period.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def retention_run(ctx: click.Context, dry_run: bool, days: int | None, as_json: bool) -> None:
+    """Purge now (a worker also does it every `[retention] interval_seconds`); each purge is audited."""
+    from bootstrap import migrated_engine
+    from cli.portal_search import run_retention
+    from service.ports import StoreError
+    from service.retention import run_retention as purge
+    from storage.retention import RetentionStore
+    from storage.store import SqlStore
+
+    settings = _settings(ctx)
+    conf = settings.retention
+    try:
+        with migrated_engine(settings, pool_size=2) as engine:
+            report = purge(RetentionStore(engine, SqlStore(engine).writer), days or conf.settled_payload_days,
+                           batch=conf.batch, dry_run=dry_run)
+    except StoreError as exc:
+        click.echo(f"the store failed: {exc}", err=True)
+        sys.exit(69)
+    sys.exit(run_retention(report, click.echo, as_json=as_json))
 
 
 @filings.command("show")

@@ -68,6 +68,7 @@ async def run_workers(
         await workers.start(supervisor)
         supervisor.watch("worker", workers.worker.run(stop))
         supervisor.watch("notifier", workers.notifier.run(stop), may_return=True)
+        _watch_retention(hub, supervisor, stop)
         await _start_listener(hub, supervisor, stop, metrics, "worker", hub.settings.metrics.worker_port)
         await stop.wait()
     finally:
@@ -75,6 +76,19 @@ async def run_workers(
         await supervisor.join()
         await workers.close()
     supervisor.raise_if_failed()
+
+
+def _watch_retention(hub: Hub, supervisor: Supervisor, stop: asyncio.Event) -> None:
+    """The workers' periodic maintenance: purge settled filings' payloads past `[retention]`."""
+    conf = hub.settings.retention
+    if conf.settled_payload_days <= 0 or conf.interval_seconds <= 0:
+        return
+    from service.retention import retention_loop
+    from storage.retention import RetentionStore
+
+    purger = RetentionStore(hub.engine, hub.store.writer)
+    supervisor.watch("retention", retention_loop(purger, conf.settled_payload_days, conf.interval_seconds, stop,
+                                                 batch=conf.batch))
 
 
 async def _start_listener(hub: Hub, supervisor: Supervisor, stop: asyncio.Event, metrics: HubMetrics,
@@ -171,6 +185,7 @@ async def run_api_and_workers(
         supervisor.watch("worker", workers.worker.run(stop))
         # The notifier returns at once when no portal has a callback address.
         supervisor.watch("notifier", workers.notifier.run(stop), may_return=True)
+        _watch_retention(hub, supervisor, stop)
     try:
         if await _until_listening(server, server_task, stop):
             if started is not None:

@@ -23,6 +23,7 @@ from api.agency_health import agency_health_routes
 from api.auth import Caller, admit_deferred, authenticate, authenticate_sync, refuse_token
 from api.context import ApiContext, attach_context, context_of
 from api.delegations import delegation_routes
+from api.desk import desk_routes
 from api.drafts import draft_routes
 from api.deliveries import delivery_routes, in_sender_terms, recipient_json, refusal_errors
 from api.ops.actions import actions_routes
@@ -41,6 +42,7 @@ from domain.intake import FilingRefused
 from domain.timestamps import rfc3339
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.intake import NoRecipients, accept_filing
+from service.ops_read import rfc3339
 from service.ports import FilingView, IdempotencyConflict, NewFiling, StoreError, TokenNotAdmitted
 
 __all__ = ["ApiContext", "create_app"]  # ApiContext: re-exported from api.context
@@ -59,6 +61,9 @@ def _filing_json(view: FilingView) -> dict[str, Any]:
         "createdAt": rfc3339(view.created_at),
         "updatedAt": rfc3339(view.updated_at),
         "recipients": [recipient_json(d) for d in view.deliveries],
+        # The desk (api/desk.py): archived, and the payloads purged after the retention period.
+        "archivedAt": rfc3339(view.archived_at),
+        "payloadPurgedAt": rfc3339(view.payload_purged_at),
     }
 
 
@@ -300,6 +305,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             Route("/v1/filings", submit_filing, methods=["POST"]),
             Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
             *receipt_routes(),
+            *(desk_routes() if ctx.desk is not None else []),
             *delegation_routes(),
             *draft_routes(ctx),
             *agency_health_routes(ctx.agency_health),

@@ -22,6 +22,7 @@ from domain.operators import Operator
 from routing.routes import RouteTable
 from service.agency_health import AgencyHealthFeed
 from service.drafts import DraftDesk
+from service.desk import FilingDesk
 from service.identity import IdentityStore
 from service.intake import MessageCheck
 from service.metrics import HubMetrics
@@ -103,6 +104,8 @@ class ApiContext:
     agency_health: AgencyHealthFeed | None = None
     #: Drafts (`/v1/drafts`, api/drafts.py); None: no draft routes.
     drafts: DraftDesk | None = None
+    #: The portal's search and archive (`GET /v1/filings`, api/desk.py); None: those routes are off.
+    desk: FilingDesk | None = None
 
     def wake(self) -> None:
         """Tell an in-process worker that there is work (a new, resent or released job)."""

@@ -114,6 +114,19 @@ class PortalClient:
         """The settled filing's PDF receipt (409 problem while agencies are still answering)."""
         who = user or self.user or self._submitted_by.get(reference)
         return self._send("GET", f"/v1/filings/{reference}/receipt.pdf", user=who)
+    # -- the desk: search and archive (api/desk.py) ----------------------------------------------
+    def search(self, params: dict[str, str] | None = None, *, user: User | None = None) -> httpx.Response:
+        """`GET /v1/filings`: the user's filings, newest first (`nextCursor` for the next page)."""
+        return self._send("GET", "/v1/filings", user=user or self.user, params=dict(params or {}))
+
+    def archive(self, reference: str, *, user: User | None = None) -> httpx.Response:
+        """Archive a settled filing: it leaves the default search list."""
+        who = user or self.user or self._submitted_by.get(reference)
+        return self._send("POST", f"/v1/filings/{reference}/archive", user=who)
+
+    def unarchive(self, reference: str, *, user: User | None = None) -> httpx.Response:
+        who = user or self.user or self._submitted_by.get(reference)
+        return self._send("POST", f"/v1/filings/{reference}/unarchive", user=who)
 
     # -- one recipient, events, agencies ----------------------------------------------------------
     def resend(self, reference: str, agency: str, *, corrected: bytes | None = None,

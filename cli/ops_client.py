@@ -17,7 +17,7 @@ import orjson
 from cli.table import render_table
 from config.settings import Settings
 
-__all__ = ["EXIT_NOT_FOUND", "EXIT_REFUSED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "HubUnreachable", "OpsClient",
+__all__ = ["EXIT_NOT_FOUND", "EXIT_SOFTWARE", "exit_code_for", "EXIT_REFUSED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "HubUnreachable", "OpsClient",
            "OpsError", "hub_url", "run_filings_search", "run_filings_show"]
 
 EXIT_NOT_FOUND = 1
@@ -47,6 +47,10 @@ def _exit_code(status: int) -> int:
     if status in (502, 503, 504):
         return EXIT_UNAVAILABLE
     return EXIT_SOFTWARE
+
+
+#: How a command ends for the hub's HTTP status (also the portal commands', cli/portal_search.py).
+exit_code_for = _exit_code
 
 
 class HubUnreachable(Exception):

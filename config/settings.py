@@ -34,6 +34,7 @@ __all__ = [
     "IdentitySettings",
     "PortalSettings",
     "RelaySettings",
+    "RetentionSettings",
     "RetrySettings",
     "ScheduleSettings",
     "Settings",
@@ -370,6 +371,18 @@ class DraftSettings(_Section):
     max_per_user: int = Field(default=100, ge=1)
 
 
+class RetentionSettings(_Section):
+    """How long settled filings keep their payloads (documents, messages, bodies sent and received)."""
+
+    #: Days after a filing settled before its payloads are purged (references, states,
+    #: protocol numbers and hashes stay). 0: never purge.
+    settled_payload_days: int = Field(default=365, ge=0)
+    #: Seconds between two purge passes of a worker (0: only `hub.py retention run`).
+    interval_seconds: float = Field(default=3600.0, ge=0)
+    #: Filings purged per transaction (each with its audit line).
+    batch: int = Field(default=200, ge=1, le=10_000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_nested_delimiter="__",
@@ -402,6 +415,8 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     drafts: DraftSettings = Field(default_factory=DraftSettings)
+
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -171,6 +171,9 @@ class FilingView:
     subject_name: str = ""
     declarant_tax_code: str = ""
     declarant_role: str = ""
+    #: When the portal archived it (api/desk.py) and when retention purged its payloads.
+    archived_at: datetime | None = None
+    payload_purged_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,6 +158,9 @@ class DeliverySemanticsStore:
         now, epoch = _utcnow(), self._clock()
         with self._write() as conn, conn.begin():
             info, filing, row = self._recipient(conn, reference, portal, agency)
+            if filing.get("payload_purged_at") is not None:  # retention removed the message
+                raise NotResendable(f"the filing's payloads were purged after the retention period: "
+                                    f"file it again to reach {agency}", agency=agency, state=row["state"])
             if row["state"] not in RESENDABLE_DELIVERY_STATES:
                 allowed = " or ".join(sorted(s.value for s in RESENDABLE_DELIVERY_STATES))
                 raise NotResendable(f"the {agency} recipient is {row['state']}; a resend needs {allowed}",

@@ -61,4 +61,6 @@ filing_viewers = Table(
     metadata,
     Column("filing_id", _ID, ForeignKey("filings.id"), primary_key=True),
     Column("tax_code", String(16), primary_key=True),
+    # A user's filings, newest first (the portals' search, 0011).
+    Index("ix_filing_viewers_tax_code_filing_id", "tax_code", "filing_id"),
 )

@@ -219,6 +219,8 @@ class OpsQueries:
             "declarant": {"taxCode": filing.declarant_tax_code, "role": filing.declarant_role},
             "filedBy": filing.filed_by, "responsibleTaxCode": filing.responsible_tax_code,
             "digest": filing.digest, "createdAt": rfc3339(filing.created_at), "updatedAt": rfc3339(filing.updated_at),
+            # The portal's archive and retention (0011): a purged filing's messages and bodies are gone.
+            "archivedAt": rfc3339(filing.archived_at), "payloadPurgedAt": rfc3339(filing.payload_purged_at),
             "recipients": [_recipient_detail(r, tries.get(r.id, []), flagged.get(r.id, [])) for r in rows],
             "events": events,
         }

@@ -338,6 +338,8 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             subject_name=row.subject_name,
             declarant_tax_code=row.declarant_tax_code,
             declarant_role=row.declarant_role,
+            archived_at=row.archived_at,
+            payload_purged_at=row.payload_purged_at,
         )
 
     # -- the embedded queue -----------------------------------------------------------------

@@ -65,6 +65,19 @@ filings = Table(
     # The operator API's search by subject and by date range (0008).
     Index("ix_filings_subject_tax_code", "subject_tax_code"),
     Index("ix_filings_created_at", "created_at"),
+    # The portal's desk (0011): archived filings leave the default list; a settled filing's
+    # payloads are purged after the retention period (storage.retention).
+    Column("archived_at", DateTime(timezone=True)),
+    Column("payload_purged_at", DateTime(timezone=True)),
+    # The portals' search (storage.portal_search), newest first by (created_at, id) within a
+    # portal, each filter served by an index that keeps that order.
+    Index("ix_filings_portal_created_at_id", "portal", "created_at", "id"),
+    Index("ix_filings_portal_subject_created_at", "portal", "subject_tax_code", "created_at"),
+    Index("ix_filings_portal_kind_created_at", "portal", "kind", "created_at"),
+    Index("ix_filings_portal_state_created_at", "portal", "state", "created_at"),
+    Index("ix_filings_portal_archived_created_at", "portal", "archived_at", "created_at"),
+    # Retention finds the filings not purged yet by settlement time.
+    Index("ix_filings_payload_purged_at_updated_at", "payload_purged_at", "updated_at"),
 )
 
 deliveries = Table(
@@ -111,6 +124,8 @@ deliveries = Table(
     # protocol number whatever the agency.
     Index("ix_deliveries_state_agency", "state", "agency"),
     Index("ix_deliveries_protocol_number", "protocol_number"),
+    # The portals' search by agency (0011): a filing's recipients at that agency.
+    Index("ix_deliveries_agency_filing_id", "agency", "filing_id"),
 )
 
 attempts = Table(
