@@ -42,7 +42,6 @@ from domain.intake import FilingRefused
 from domain.timestamps import rfc3339
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.intake import NoRecipients, accept_filing
-from service.ops_read import rfc3339
 from service.ports import FilingView, IdempotencyConflict, NewFiling, StoreError, TokenNotAdmitted
 
 __all__ = ["ApiContext", "create_app"]  # ApiContext: re-exported from api.context
@@ -62,8 +61,8 @@ def _filing_json(view: FilingView) -> dict[str, Any]:
         "updatedAt": rfc3339(view.updated_at),
         "recipients": [recipient_json(d) for d in view.deliveries],
         # The desk (api/desk.py): archived, and the payloads purged after the retention period.
-        "archivedAt": rfc3339(view.archived_at),
-        "payloadPurgedAt": rfc3339(view.payload_purged_at),
+        "archivedAt": rfc3339(view.archived_at) if view.archived_at else None,
+        "payloadPurgedAt": rfc3339(view.payload_purged_at) if view.payload_purged_at else None,
     }
 
 
