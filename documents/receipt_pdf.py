@@ -1,7 +1,7 @@
 """The PDF receipt of a settled filing: what a person keeps of what each agency answered.
 
 A4, Italian with English labels beside. Identifiers (reference, tax codes, protocol numbers) are
-set in Courier at 12 pt: a monospaced face keeps look-alike characters apart for the eye and for
+set in Courier (regular: bold reads back worse) at 12 pt: a monospaced face keeps look-alike characters apart for the eye and for
 OCR. Dates are Rome's civil time with their UTC offset written out.
 """
 
@@ -117,7 +117,7 @@ def _row(pdf: FPDF, label: str, value: str, *, ident: bool = False) -> None:
     pdf.multi_cell(_LABEL_WIDTH, 6, _latin1(label), new_x="RIGHT", new_y="TOP")
     label_bottom = pdf.get_y() if pdf.get_y() > y else y + 6
     if ident:
-        pdf.set_font("Courier", style="B", size=_IDENT_SIZE)
+        pdf.set_font("Courier", size=_IDENT_SIZE)
     else:
         pdf.set_font("Helvetica", size=_TEXT_SIZE)
     pdf.multi_cell(0, 6, _latin1(value), align="L", new_x="LMARGIN", new_y="NEXT")
