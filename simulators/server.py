@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from simulators.contracts import RUNTS_OPERATION, SOAP_CONTRACTS
+from simulators.contracts import RUNTS_OPERATIONS, SOAP_CONTRACTS
 from simulators.desk import AgencyDesk
 from simulators.faults import parse_rules
 from simulators.rest_app import runts_app
@@ -39,7 +39,7 @@ DEFAULT_PORTS = {"inps": 8701, "inail": 8702, "cciaa": 8703, "runts": 8704}
 
 def _operations(agency: str) -> tuple[str, ...]:
     if agency == "runts":
-        return (RUNTS_OPERATION,)
+        return tuple(RUNTS_OPERATIONS)
     return SOAP_CONTRACTS[agency].operations
 
 
