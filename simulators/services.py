@@ -111,9 +111,12 @@ def _runts_protocol(counters: Counters) -> str:
 
 
 def _deposit(lookup: Lookup, context: ServiceContext) -> Verdict:
-    """A deposit is filed at the ente's existing position: the receipt repeats its number."""
-    return Verdict(protocol=_runts_protocol(context.counters),
-                   references={"numeroRepertorio": lookup("numeroRepertorio") or ""})
+    """A deposit is filed at the ente's existing position: the receipt repeats its number and
+    says which act it took (and, for accounts, which year)."""
+    references = {"numeroRepertorio": lookup("numeroRepertorio") or "", "tipoAtto": lookup("tipo") or ""}
+    if lookup("esercizio"):
+        references["esercizio"] = lookup("esercizio") or ""
+    return Verdict(protocol=_runts_protocol(context.counters), references=references)
 
 
 def _social_enterprise(lookup: Lookup, context: ServiceContext) -> Verdict:
