@@ -225,7 +225,8 @@ class AgencyDesk:
         effect.mode = "push" if rule.kind == "async_push" else "pull"
         effect.correlation_id = uuid.uuid4().hex
         effect.reply_to = reply_to
-        effect.decision = rule.decision
+        effect.decision = rule.decision  # the rule's decision, late, replaces a service's own
+        effect.decided = False
         effect.decision_code = rule.code if rule.decision == "rejected" else ""
         effect.decision_text = (rule.text or DEFAULT_REJECTION) if rule.decision == "rejected" else ""
         delay = rule.delay_s
