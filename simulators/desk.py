@@ -96,6 +96,8 @@ class AgencyDesk:
                          if name == agency} if numbering is None else {}
         #: The subjects with unpaid contributions in this agency's records (DURC On Line).
         self.debtors: frozenset[str] = DURC_DEBTORS
+        #: RUNTS repertory positions given, with their ente; like the counters, kept on reset.
+        self.registry: dict[str, str] = {}
         self.operations = tuple(operations)
         self.ledger = Ledger()
         self.rules = RuleBook(permanent)
@@ -209,7 +211,8 @@ class AgencyDesk:
         service = self.services.get(submission.operation)
         if service is None:
             return None
-        return service(submission.lookup, ServiceContext(self.counters, self.debtors, today_in_rome()))
+        return service(submission.lookup, ServiceContext(self.counters, self.debtors, today_in_rome(),
+                                                          self.registry))
 
     # ----- late outcomes -----
 

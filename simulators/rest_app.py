@@ -128,6 +128,11 @@ class _RuntsEndpoint:
             return any(as_text(v) == value for v in _values(data, name))
 
         def lookup(name: str) -> str | None:
+            if "/" in name:  # a path of keys from the body's root, e.g. "ente/codiceFiscale"
+                node: Any = data
+                for key in name.split("/"):
+                    node = node.get(key) if isinstance(node, dict) else None
+                return None if node is None or isinstance(node, (dict, list)) else as_text(node)
             return next((as_text(v) for v in _values(data, name)), None)
 
         def check() -> Submission:

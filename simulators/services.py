@@ -2,7 +2,8 @@
 how it numbers, what RUNTS refuses in a communication from the Registro Imprese, and how a
 deposit of acts is receipted (docs/agency-contracts.md, schemas/README.md).
 
-Each rule is keyed by (agency, operation) and sees the request through a `Lookup`; it answers
+Each rule is keyed by (agency, operation) and sees the request through a `Lookup` (RUNTS rules
+name JSON paths, `ente/codiceFiscale`: a body holds several codiceFiscale); it answers
 with a `Verdict` the desk applies instead of (or before) its usual numbering.
 """
 
@@ -38,11 +39,13 @@ DURC_VALIDITY = timedelta(days=120)
 
 @dataclass(frozen=True, slots=True)
 class ServiceContext:
-    """What a rule may read or move besides the request: the agency's counters, its records."""
+    """What a rule may read or move besides the request: the agency's counters, its records
+    (`registry`: RUNTS repertory number → the ente's tax code, for the positions it gave)."""
 
     counters: Counters
     debtors: frozenset[str]
     today: date
+    registry: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,31 +113,47 @@ def _runts_protocol(counters: Counters) -> str:
     return f"RUNTS-{year}-{counters.next('protocollo'):07d}"
 
 
+def _registration(lookup: Lookup, context: ServiceContext) -> Verdict:
+    """A new position in the repertory, remembered with its ente for later deposits."""
+    repertory = f"{context.counters.next('repertorio'):07d}"
+    context.registry[repertory] = lookup("ente/codiceFiscale") or ""
+    return Verdict(protocol=_runts_protocol(context.counters), references={"numeroRepertorio": repertory})
+
+
 def _deposit(lookup: Lookup, context: ServiceContext) -> Verdict:
     """A deposit is filed at the ente's existing position: the receipt repeats its number and
-    says which act it took (and, for accounts, which year)."""
-    references = {"numeroRepertorio": lookup("numeroRepertorio") or "", "tipoAtto": lookup("tipo") or ""}
-    if lookup("esercizio"):
-        references["esercizio"] = lookup("esercizio") or ""
+    says which act it took (and, for accounts, which year). A position this RUNTS gave to
+    another ente is refused; a number it does not know is taken (a position older than the
+    simulator's memory)."""
+    repertory, tax_code = lookup("ente/numeroRepertorio") or "", lookup("ente/codiceFiscale") or ""
+    owner = context.registry.get(repertory)
+    if owner is not None and owner != tax_code:
+        return Verdict(code="ENTE_NON_CORRISPONDENTE",
+                       reason=f"Il numero di repertorio {repertory} non corrisponde all'ente {tax_code}")
+    references = {"numeroRepertorio": repertory, "tipoAtto": lookup("atto/tipo") or ""}
+    if lookup("atto/esercizio"):
+        references["esercizio"] = lookup("atto/esercizio") or ""
     return Verdict(protocol=_runts_protocol(context.counters), references=references)
 
 
 def _social_enterprise(lookup: Lookup, context: ServiceContext) -> Verdict:
     """RUNTS enters in section "imprese sociali" only what the Registro Imprese registered:
     without the REA number and the RI protocol there is nothing to enter."""
-    if not lookup("numeroREA"):
+    if not lookup("registroImprese/numeroREA"):
         return Verdict(code="REA_MANCANTE", reason="Numero REA dell'impresa sociale mancante")
-    if not lookup("protocolloRI"):
+    if not lookup("registroImprese/protocolloRI"):
         return Verdict(code="PROTOCOLLO_RI_MANCANTE",
                        reason="Protocollo dell'iscrizione al Registro Imprese mancante")
+    repertory = f"{context.counters.next('repertorio'):07d}"
+    context.registry[repertory] = lookup("impresa/codiceFiscale") or ""
     return Verdict(protocol=_runts_protocol(context.counters),
-                   references={"numeroRepertorio": f"{context.counters.next('repertorio'):07d}",
-                               "sezione": "impresa_sociale"})
+                   references={"numeroRepertorio": repertory, "sezione": "impresa_sociale"})
 
 
 #: (agency, operation) → its rule; operations not here are numbered by the desk as usual.
 SERVICE_RULES: dict[tuple[str, str], Callable[[Lookup, ServiceContext], Verdict]] = {
     ("inps", "RichiestaDurc"): _durc,
+    ("runts", "IscrizioneEnte"): _registration,
     ("runts", "DepositoAtto"): _deposit,
     ("runts", "ComunicazioneImpresaSociale"): _social_enterprise,
 }

@@ -155,17 +155,40 @@ def test_the_registro_imprese_hands_a_social_enterprise_on_to_runts(
     assert not [e for e in sims.ledger("runts")["effects"] if e["operation"] == "IscrizioneEnte"]
 
 
-def test_a_body_that_is_no_social_enterprise_registers_at_runts_directly(client: PortalClient, sims) -> None:  # type: ignore[no-untyped-def]
-    """An ODV: IscrizioneEnte at RUNTS with a new repertory number, the Registro Imprese untouched."""
-    document = _example("runts_registration_odv.xml").replace(
+def _odv_registration() -> str:
+    """The ODV example, filed by its legal representative himself."""
+    return _example("runts_registration_odv.xml").replace(
         "<role>delegate</role>", "<role>legal_representative</role>").replace(
         "<taxCode>BLLPRI95H11G273L</taxCode>\n    <givenName>Piero</givenName>\n    <familyName>Bello</familyName>",
         "<taxCode>MDLGNN60A30A944O</taxCode>\n    <givenName>Giovanni</givenName>\n    <familyName>Modello</familyName>")
-    view = _settled(client, document)
+
+
+def test_a_body_that_is_no_social_enterprise_registers_at_runts_directly(client: PortalClient, sims) -> None:  # type: ignore[no-untyped-def]
+    """An ODV: IscrizioneEnte at RUNTS with a new repertory number, the Registro Imprese untouched."""
+    view = _settled(client, _odv_registration())
     (runts,) = view["recipients"]
     assert (runts["agency"], runts["operation"]) == ("runts", "IscrizioneEnte")
     assert REPERTORY.fullmatch(runts["references"]["numeroRepertorio"])
     assert not [e for e in sims.ledger("cciaa")["effects"] if e["filingReference"] == view["reference"]]
+
+
+def test_an_ente_deposits_at_the_position_its_registration_gave_and_no_other_may(client: PortalClient) -> None:
+    """Register, then deposit with the repertory number from the registration's receipt: taken.
+    Another ente naming that number: RUNTS refuses it (rejected, with RUNTS's code)."""
+    registered = _settled(client, _odv_registration())["recipients"][0]["references"]["numeroRepertorio"]
+    accounts = _example("runts_deposit_accounts.xml").replace(
+        "<repertoryNumber>0004217</repertoryNumber>", f"<repertoryNumber>{registered}</repertoryNumber>")
+    deposited = _settled(client, accounts)["recipients"][0]
+    assert deposited["references"]["numeroRepertorio"] == registered
+
+    statute = _example("runts_deposit_statute.xml").replace(
+        "<repertoryNumber>0011830</repertoryNumber>", f"<repertoryNumber>{registered}</repertoryNumber>")
+    reference = client.submit(statute.encode()).json()["reference"]
+    view = client.wait_settled([reference], timeout=30)[reference]
+    (runts,) = view["recipients"]
+    assert view["state"] == "rejected" and runts["state"] == "rejected"
+    assert (runts["outcome"], runts["outcomeCode"]) == ("rejected", "ENTE_NON_CORRISPONDENTE")
+    assert registered in runts["outcomeText"] and runts["protocolNumber"] is None
 
 
 def test_runts_refuses_a_communication_without_the_rea_number(sims) -> None:  # type: ignore[no-untyped-def]
