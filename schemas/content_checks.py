@@ -319,6 +319,17 @@ def _check_kind_blocks(found: _Findings, root: etree._Element, today: date) -> N
                 flag,
                 "Section impresa_sociale is only for social enterprises (socialEnterprise true).",
             )
+    elif runts is not None and (_text(runts, "f:socialEnterprise") or "").strip() in ("true", "1"):
+        # The RUNTS enters a social enterprise only in its section, fed by the Registro Imprese
+        # (art. 11 c. 3 D.Lgs. 117/2017): another section would be a registration it never gets.
+        section = _find(runts, "f:section")
+        if section is not None:
+            found.add("social_enterprise_section", section,
+                      "A social enterprise is registered in section impresa_sociale.")
+    start = _find(root, "f:businessStart/f:registrationSection")
+    if start is not None and _text(root, "f:subject/f:legalForm") == "IS" and _text(start, ".") != "speciale":
+        found.add("social_enterprise_section", start,
+                  "A social enterprise (legal form IS) is registered in the special section.")
 
 
 def _check_runts_deposit(found: _Findings, root: etree._Element, today: date) -> None:

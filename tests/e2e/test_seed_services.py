@@ -163,6 +163,25 @@ def _odv_registration() -> str:
         "<taxCode>MDLGNN60A30A944O</taxCode>\n    <givenName>Giovanni</givenName>\n    <familyName>Modello</familyName>")
 
 
+@pytest.mark.parametrize(
+    ("example", "edit", "where"),
+    [("runts_registration.xml", ("<section>impresa_sociale</section>", "<section>aps</section>"), "section"),
+     ("business_start_social_enterprise.xml",
+      ("<registrationSection>speciale</registrationSection>", "<registrationSection>ordinaria</registrationSection>"),
+      "registrationSection")],
+    ids=["runts-section", "ri-section"],
+)
+def test_a_social_enterprise_outside_its_section_is_refused(
+    client: PortalClient, hub: RunningHub, example: str, edit: tuple[str, str], where: str,
+) -> None:
+    """A 422 naming the section: the chamber and the RUNTS would file it where it cannot be."""
+    response = client.submit(_example(example).replace(*edit).encode())
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["errors"]
+    assert error["code"] == "social_enterprise_section" and error["location"].endswith(where)
+    assert hub.count(filings) == 0
+
+
 def test_a_body_that_is_no_social_enterprise_registers_at_runts_directly(client: PortalClient, sims) -> None:  # type: ignore[no-untyped-def]
     """An ODV: IscrizioneEnte at RUNTS with a new repertory number, the Registro Imprese untouched."""
     view = _settled(client, _odv_registration())
