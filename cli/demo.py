@@ -31,6 +31,7 @@ DEMO_FILES = [
     "runts_registration.xml",
     "durc_request.xml",
     "responsibility_declaration.xml",
+    "runts_deposit_accounts.xml",
 ]
 
 # Faults the demo can inject into one agency, as simulator rules.

@@ -22,6 +22,7 @@ class FilingKind(StrEnum):
     RUNTS_REGISTRATION = "runts_registration"
     DURC_REQUEST = "durc_request"
     RESPONSIBILITY_DECLARATION = "responsibility_declaration"
+    RUNTS_DEPOSIT = "runts_deposit"
 
 
 class DeliveryState(StrEnum):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
+from collections.abc import Mapping
 from typing import Any
 
 from lxml import etree
@@ -12,7 +13,7 @@ from lxml import etree
 from domain.timestamps import rfc3339
 from routing.routes import Route, RouteTable
 
-__all__ = ["FilingFacts", "PlannedDelivery", "assign_reference", "fill_handoffs", "plan_correction",
+__all__ = ["FilingFacts", "PlannedDelivery", "assign_reference", "fill_handoffs", "handoff_sources", "plan_correction",
            "plan_deliveries"]
 
 
@@ -87,6 +88,23 @@ def assign_reference(planned: PlannedDelivery, reference: str) -> PlannedDeliver
     if not isinstance(header, dict):
         return planned
     return replace(planned, content={**planned.content, "messageHeader": {**header, "filingReference": reference}})
+
+
+#: Hand-off names that take the predecessor's receipt itself rather than one of its references
+#: (`{ from_recipient = "cciaa", reference = "protocol_number" }`).
+RECEIPT_HANDOFFS = {"protocol_number": "protocol_number"}
+
+
+def handoff_sources(predecessor: Mapping[str, Any]) -> dict[str, str]:
+    """What a predecessor's receipt can hand over: its references, and its protocol number
+    and date under the reserved names of `RECEIPT_HANDOFFS` (a reference of the same name, if
+    an agency gave one, is shadowed: the receipt's own field is what the name says)."""
+    sources = {str(k): str(v) for k, v in (predecessor.get("references") or {}).items()}
+    for name, column in RECEIPT_HANDOFFS.items():
+        value = predecessor.get(column)
+        if value:
+            sources[name] = str(value)
+    return sources
 
 
 def fill_handoffs(

@@ -319,6 +319,36 @@ def _check_kind_blocks(found: _Findings, root: etree._Element, today: date) -> N
                 flag,
                 "Section impresa_sociale is only for social enterprises (socialEnterprise true).",
             )
+    elif runts is not None and (_text(runts, "f:socialEnterprise") or "").strip() in ("true", "1"):
+        # The RUNTS enters a social enterprise only in its section, fed by the Registro Imprese
+        # (art. 11 c. 3 D.Lgs. 117/2017): another section would be a registration it never gets.
+        section = _find(runts, "f:section")
+        if section is not None:
+            found.add("social_enterprise_section", section,
+                      "A social enterprise is registered in section impresa_sociale.")
+    start = _find(root, "f:businessStart/f:registrationSection")
+    if start is not None and _text(root, "f:subject/f:legalForm") == "IS" and _text(start, ".") != "speciale":
+        found.add("social_enterprise_section", start,
+                  "A social enterprise (legal form IS) is registered in the special section.")
+
+
+def _check_runts_deposit(found: _Findings, root: etree._Element, today: date) -> None:
+    """An act cannot be dated in the future; accounts are approved after their year closes."""
+    accounts = _find(root, "f:runtsDeposit/f:annualAccounts")
+    if accounts is not None:
+        year_element = _find(accounts, "f:financialYear")
+        year = int((year_element.text or "0").strip()) if year_element is not None else 0
+        if year_element is not None and year >= today.year + 1:
+            found.add("financial_year_future", year_element, "The financial year has not begun yet.")
+        approved = _dated(accounts, "f:approvalDate")
+        if approved is not None and approved[1] > today:
+            found.add("approval_date_future", approved[0], "The approval date is in the future.")
+        elif approved is not None and approved[1].year <= year:
+            found.add("approval_before_year_end", approved[0],
+                      f"Accounts of {year} can be approved only after the year has closed.")
+    resolved = _dated(root, "f:runtsDeposit/f:statuteChange/f:resolutionDate")
+    if resolved is not None and resolved[1] > today:
+        found.add("resolution_date_future", resolved[0], "The date of the deliberation is in the future.")
 
 
 _CHECKS: tuple[Callable[[_Findings, etree._Element, date], None], ...] = (
@@ -327,6 +357,7 @@ _CHECKS: tuple[Callable[[_Findings, etree._Element, date], None], ...] = (
     _check_employees,
     _check_attachments,
     _check_kind_blocks,
+    _check_runts_deposit,
 )
 
 

@@ -95,6 +95,7 @@ FILING_KINDS: dict[str, str] = {
     "runtsRegistration": "runts_registration",
     "durcRequest": "durc_request",
     "responsibilityDeclaration": "responsibility_declaration",
+    "runtsDeposit": "runts_deposit",
 }
 
 #: Generated XML is larger than the JSON it comes from; this bounds it relative to max_bytes.

@@ -53,6 +53,9 @@ _PATTERN_HINTS = {
     "[0-9]{4}-[0-9]{2}-[0-9]{2}": "expected a date as YYYY-MM-DD without time zone",
     "[0-9a-f]{64}": "expected 64 lower-case hexadecimal digits",
     "[0-9]{4}(-(0[1-9]|1[0-2]))?": "expected a year (YYYY) or a month (YYYY-MM)",
+    "[0-9]{7}": "expected a RUNTS repertory number of 7 digits",
+    "[0-9]{4}": "expected a year (YYYY)",
+    "[0-9]{1,7}(/[0-9]{1,7})?": "expected a notarial repertory number such as 12345 or 12345/6789",
 }
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "ENVELOPE_XSD",
     "RUNTS_OPENAPI",
     "RUNTS_OPERATION",
+    "RUNTS_OPERATIONS",
     "SOAP_CONTRACTS",
     "SoapContract",
     "served_openapi",
@@ -24,6 +25,12 @@ ENVELOPE_XSD = _SCHEMAS / "envelope" / "v1" / "envelope.xsd"
 RUNTS_OPENAPI = _SCHEMAS / "agencies" / "runts" / "v1" / "openapi.yaml"
 #: The operationId of `POST /v1/iscrizioni`, the name fault rules and the ledger use.
 RUNTS_OPERATION = "IscrizioneEnte"
+#: Each RUNTS operation the simulator serves: operationId → (POST path, request schema name).
+RUNTS_OPERATIONS: dict[str, tuple[str, str]] = {
+    RUNTS_OPERATION: ("/v1/iscrizioni", "IscrizioneRequest"),
+    "DepositoAtto": ("/v1/depositi", "DepositoRequest"),
+    "ComunicazioneImpresaSociale": ("/v1/imprese-sociali/comunicazioni", "ComunicazioneImpresaSocialeRequest"),
+}
 #: The placeholder address in our contract files, replaced by the real one when served.
 PLACEHOLDER = "http://127.0.0.1:0"
 

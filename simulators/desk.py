@@ -24,13 +24,14 @@ from simulators.faults import ASYNC_KINDS, DUPLICATE_NUMBER, TECHNICAL_KINDS, TR
 from simulators.httpio import gateway_response, pause, trickled
 from simulators.ledger import Effect, Ledger, now_utc
 from simulators.numbering import NUMBERING, Counters, Lookup
+from simulators.services import DURC_DEBTORS, SERVICE_RULES, ServiceContext, Verdict, today_in_rome
 
 __all__ = ["AgencyDesk", "InvalidMessageError", "Outcome", "Replies", "Submission"]
 
 #: The reason given with a business rejection when the rule names none.
 DEFAULT_REJECTION = "Richiesta respinta dall'ente"
 #: Fields another agency's receipt hands over, kept in the ledger to prove the hand-off.
-HANDED_OVER = ("numeroREA",)
+HANDED_OVER = ("numeroREA", "protocolloRI")
 #: Tries of one callback, and the first pause between them (doubling).
 CALLBACK_TRIES = 6
 CALLBACK_BACKOFF_S = 0.2
@@ -90,6 +91,13 @@ class AgencyDesk:
         self.agency = agency
         #: How protocol numbers look: the agency's own format, or the sandbox's generic one.
         self.numbering = numbering or NUMBERING[agency]
+        #: The seed services' own rules (simulators.services); none where numbering is generic.
+        self.services = {op: rule for (name, op), rule in SERVICE_RULES.items()
+                         if name == agency} if numbering is None else {}
+        #: The subjects with unpaid contributions in this agency's records (DURC On Line).
+        self.debtors: frozenset[str] = DURC_DEBTORS
+        #: RUNTS repertory positions given, with their ente; like the counters, kept on reset.
+        self.registry: dict[str, str] = {}
         self.operations = tuple(operations)
         self.ledger = Ledger()
         self.rules = RuleBook(permanent)
@@ -162,7 +170,17 @@ class AgencyDesk:
                 rule.code, reason,
             )
             return Outcome(None, code=rule.code, reason=reason)
-        protocol, references = self.numbering(self.counters, submission.lookup)
+        verdict = self._verdict(submission)
+        if verdict is not None and verdict.refused:
+            self.ledger.record_rejection(
+                submission.operation, submission.message_id, submission.filing_reference,
+                verdict.code, verdict.reason,
+            )
+            return Outcome(None, code=verdict.code, reason=verdict.reason)
+        if verdict is not None and verdict.protocol:
+            protocol, references = verdict.protocol, dict(verdict.references)
+        else:
+            protocol, references = self.numbering(self.counters, submission.lookup)
         if rule is not None and rule.kind == DUPLICATE_NUMBER and self._last_numbered is not None:
             self.rules.use(rule)  # a faulty numbering: the previous message's number again
             protocol, references = self._last_numbered[0], dict(self._last_numbered[1])
@@ -178,12 +196,23 @@ class AgencyDesk:
             filing_reference=submission.filing_reference,
             received={name: value for name in HANDED_OVER if (value := submission.lookup(name))},
             corrects=submission.corrects,
+            arrival=self.ledger.next_arrival(),
         )
+        if verdict is not None and verdict.decision is not None:
+            effect.decision, effect.decided = verdict.decision, True
         if rule is not None and rule.kind in ASYNC_KINDS:
             self.rules.use(rule)
             self._take_in_charge(effect, rule, reply_to)
         self.ledger.effects[submission.message_id] = effect
         return Outcome(effect, first=True)
+
+    def _verdict(self, submission: Submission) -> Verdict | None:
+        """The operation's own rule (simulators.services), if it has one."""
+        service = self.services.get(submission.operation)
+        if service is None:
+            return None
+        return service(submission.lookup, ServiceContext(self.counters, self.debtors, today_in_rome(),
+                                                          self.registry))
 
     # ----- late outcomes -----
 
@@ -199,7 +228,8 @@ class AgencyDesk:
         effect.mode = "push" if rule.kind == "async_push" else "pull"
         effect.correlation_id = uuid.uuid4().hex
         effect.reply_to = reply_to
-        effect.decision = rule.decision
+        effect.decision = rule.decision  # the rule's decision, late, replaces a service's own
+        effect.decided = False
         effect.decision_code = rule.code if rule.decision == "rejected" else ""
         effect.decision_text = (rule.text or DEFAULT_REJECTION) if rule.decision == "rejected" else ""
         delay = rule.delay_s

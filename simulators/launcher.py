@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -135,13 +136,16 @@ def _url_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
-def _launch(ports: dict[str, int], host: str, rules: str | Path | None) -> SimulatorHandle:
+def _launch(ports: dict[str, int], host: str, rules: str | Path | None,
+            durc_debtors: Iterable[str] | None = None) -> SimulatorHandle:
     command = [
         sys.executable, "-m", "simulators", "--host", host,
         "--ports", ",".join(f"{agency}={ports[agency]}" for agency in AGENCIES),
     ]
     if rules is not None:
         command += ["--rules", str(rules)]
+    if durc_debtors is not None:
+        command += ["--durc-debtors", ",".join(sorted(durc_debtors))]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
     # A file rather than a pipe: nobody reads the child's output while it runs, and a full
@@ -167,6 +171,7 @@ def start_simulators(
     host: str = "127.0.0.1",
     startup_timeout: float = 15.0,
     rules: str | Path | None = None,
+    durc_debtors: Iterable[str] | None = None,
 ) -> SimulatorHandle:
     """Start `python -m simulators` and return once all four agencies are healthy.
 
@@ -176,6 +181,7 @@ def start_simulators(
         host: address to bind; loopback unless told otherwise.
         startup_timeout: seconds to wait for health, per attempt.
         rules: optional JSON file of permanent rules per agency (`--rules`).
+        durc_debtors: tax codes INPS knows as debtors (`--durc-debtors`); None: the default list.
 
     Raises:
         SimulatorStartError: not healthy in time, or the process exited.
@@ -188,7 +194,7 @@ def start_simulators(
     probe_host = _url_host(host)
     for attempt in range(1, attempts + 1):
         chosen = dict(zip(AGENCIES, free_ports(len(AGENCIES), probe_host)))
-        handle = _launch({**chosen, **given}, host, rules)
+        handle = _launch({**chosen, **given}, host, rules, durc_debtors)
         if _wait_healthy(handle, time.monotonic() + startup_timeout):
             return handle
         died = handle.process.poll() is not None

@@ -48,6 +48,8 @@ class Effect:
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     received: dict[str, str] = field(default_factory=dict)
     corrects: dict[str, str] | None = None
+    #: 1 for the first message this ledger protocolled, then one more per new message.
+    arrival: int = 0
 
     @property
     def esito(self) -> str:
@@ -75,6 +77,7 @@ class Effect:
             "callbacks": list(self.callbacks),
             "received": dict(self.received),
             "corrects": dict(self.corrects) if self.corrects else None,
+            "arrival": self.arrival,
         }
 
 
@@ -94,6 +97,12 @@ class Ledger:
     polls: int = 0  # requests to the status resources of late outcomes
     #: The WS-Addressing `To` of each call that carried one (the last `_ADDRESSED_KEPT`).
     addressed: deque[str] = field(default_factory=lambda: deque(maxlen=_ADDRESSED_KEPT))
+    arrivals: int = 0  # new messages protocolled so far: each effect's `arrival`
+
+    def next_arrival(self) -> int:
+        """The arrival rank of the next new message (the desk is one event loop: no race)."""
+        self.arrivals += 1
+        return self.arrivals
 
     def record_rejection(
         self, operation: str, message_id: str, filing_reference: str, code: str, reason: str
@@ -124,6 +133,7 @@ class Ledger:
         self.invalid.clear()
         self.calls = 0
         self.polls = 0
+        self.arrivals = 0
 
     def to_json(self, agency: str) -> dict[str, Any]:
         return {

@@ -33,7 +33,9 @@ def _year() -> int:
 
 
 def _inps(counters: Counters, lookup: Lookup) -> Numbered:
-    return f"INPS.{INPS_SEDE}.{_year()}.{counters.next('protocollo'):07d}", {}
+    # One gapless sequence per year, in order of arrival (the desk numbers on one event loop).
+    year = _year()
+    return f"INPS.{INPS_SEDE}.{year}.{counters.next(f'protocollo:{year}'):07d}", {}
 
 
 def _inail(counters: Counters, lookup: Lookup) -> Numbered:

@@ -1,8 +1,9 @@
-"""The simulated RUNTS: REST/JSON iscrizioni as in schemas/agencies/runts/v1/openapi.yaml."""
+"""The simulated RUNTS: REST/JSON iscrizioni, depositi and imprese-sociali communications as in
+schemas/agencies/runts/v1/openapi.yaml."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulators.contracts import RUNTS_OPENAPI, RUNTS_OPERATION, served_openapi
+from simulators.contracts import RUNTS_OPENAPI, RUNTS_OPERATION, RUNTS_OPERATIONS, served_openapi
 from simulators.control import control_routes
 from simulators.desk import AgencyDesk, InvalidMessageError, Submission
 from simulators.faults import FaultRule, as_text
@@ -36,11 +37,12 @@ _MAX_ERROR = 300
 _PROBLEM = "application/problem+json"
 
 
-def request_validator() -> Draft7Validator:
-    """A validator of the request body, reading the schema from the OpenAPI components."""
+def request_validator(schema_name: str = "IscrizioneRequest") -> Draft7Validator:
+    """A validator of one operation's request body, reading the schema from the OpenAPI
+    components."""
     document = yaml.safe_load(RUNTS_OPENAPI.read_text(encoding="utf-8"))
     registry = Registry().with_resource(_BASE_URI, DRAFT7.create_resource(document))
-    schema = {"$ref": f"{_BASE_URI}#/components/schemas/IscrizioneRequest"}
+    schema = {"$ref": f"{_BASE_URI}#/components/schemas/{schema_name}"}
     return Draft7Validator(schema, registry=registry, format_checker=Draft7Validator.FORMAT_CHECKER)
 
 
@@ -84,43 +86,57 @@ def _problem(status: int, title: str, detail: str, **extra: str) -> Response:
 
 
 class _RuntsEndpoint:
-    """`POST /v1/iscrizioni`; also the desk's replies in REST form."""
+    """`POST` of each RUNTS operation (`RUNTS_OPERATIONS`); also the desk's replies in REST form."""
 
     def __init__(self, desk: AgencyDesk) -> None:
         self.desk = desk
-        self.validator = request_validator()
+        self.validators = {operation: request_validator(schema)
+                           for operation, (_, schema) in RUNTS_OPERATIONS.items()}
         self.openapi = lru_cache(maxsize=8)(served_openapi)
 
     async def contract(self, request: Request) -> Response:
         base = f"{request.url.scheme}://{request.url.netloc}"
         return Response(self.openapi(base), media_type="application/yaml")
 
-    def _refuse(self, status: int, code: str, error: str) -> Response:
-        self.desk.ledger.record_invalid(RUNTS_OPERATION, code, error)
+    def _refuse(self, operation: str, status: int, code: str, error: str) -> Response:
+        self.desk.ledger.record_invalid(operation, code, error)
         return _problem(status, "Richiesta non valida", error, codice=code)
 
-    async def iscrizioni(self, request: Request) -> Response:
+    def handler(self, operation: str) -> Callable[[Request], Awaitable[Response]]:
+        """The endpoint of `operation`."""
+
+        async def handle(request: Request) -> Response:
+            return await self.submit(request, operation)
+
+        return handle
+
+    async def submit(self, request: Request, operation: str) -> Response:
         self.desk.ledger.calls += 1
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media != "application/json":
-            return self._refuse(415, "MEDIA_TYPE", f"tipo {media!r} non accettato")
+            return self._refuse(operation, 415, "MEDIA_TYPE", f"tipo {media!r} non accettato")
         try:
             data = orjson.loads(await read_body(request))
         except BodyTooLargeError as exc:
-            return self._refuse(413, "JSON", str(exc))
+            return self._refuse(operation, 413, "JSON", str(exc))
         except orjson.JSONDecodeError as exc:
-            return self._refuse(400, "JSON", f"JSON non valido: {exc}")
+            return self._refuse(operation, 400, "JSON", f"JSON non valido: {exc}")
         if _too_deep(data):
-            return self._refuse(400, "JSON", f"annidamento oltre {MAX_JSON_DEPTH} livelli")
+            return self._refuse(operation, 400, "JSON", f"annidamento oltre {MAX_JSON_DEPTH} livelli")
 
         def matches(name: str, value: str) -> bool:
             return any(as_text(v) == value for v in _values(data, name))
 
         def lookup(name: str) -> str | None:
+            if "/" in name:  # a path of keys from the body's root, e.g. "ente/codiceFiscale"
+                node: Any = data
+                for key in name.split("/"):
+                    node = node.get(key) if isinstance(node, dict) else None
+                return None if node is None or isinstance(node, (dict, list)) else as_text(node)
             return next((as_text(v) for v in _values(data, name)), None)
 
         def check() -> Submission:
-            error = best_match(self.validator.iter_errors(data))
+            error = best_match(self.validators[operation].iter_errors(data))
             if error is not None:
                 where = "/".join(str(p) for p in error.absolute_path) or "(corpo)"
                 raise InvalidMessageError("SCHEMA", f"{where}: {error.message}"[:_MAX_ERROR])
@@ -130,11 +146,11 @@ class _RuntsEndpoint:
                     "IDEMPOTENCY_KEY", "l'intestazione Idempotency-Key deve essere il messageId"
                 )
             return Submission(
-                RUNTS_OPERATION, header["messageId"], header["filingReference"], lookup,
+                operation, header["messageId"], header["filingReference"], lookup,
                 corrects=header.get("corrects"),
             )
 
-        return await self.desk.process(request, RUNTS_OPERATION, matches, check, self)
+        return await self.desk.process(request, operation, matches, check, self)
 
     # ----- replies (simulators.desk.Replies) -----
 
@@ -145,7 +161,8 @@ class _RuntsEndpoint:
         return _problem(400, "Richiesta non valida", exc.error, codice=exc.code)
 
     def rejection(self, operation: str, code: str, reason: str) -> Response:
-        return _problem(422, "Iscrizione respinta", reason, codice=code, motivo=reason)
+        title = "Iscrizione respinta" if operation == RUNTS_OPERATION else "Richiesta respinta"
+        return _problem(422, title, reason, codice=code, motivo=reason)
 
     def receipt(self, effect: Effect, first: bool) -> Response:
         receipt = {
@@ -176,7 +193,8 @@ def runts_app(desk: AgencyDesk) -> Starlette:
     desk.replies = endpoint
     return Starlette(
         routes=[
-            Route("/v1/iscrizioni", endpoint.iscrizioni, methods=["POST"]),
+            *(Route(path, endpoint.handler(operation), methods=["POST"])
+              for operation, (path, _) in RUNTS_OPERATIONS.items()),
             Route("/openapi.yaml", endpoint.contract, methods=["GET"]),
             *late_routes(desk),
             *control_routes(desk),

@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
-from simulators.contracts import RUNTS_OPERATION, SOAP_CONTRACTS
+from simulators.contracts import RUNTS_OPERATIONS, SOAP_CONTRACTS
 from simulators.desk import AgencyDesk
 from simulators.faults import parse_rules
 from simulators.rest_app import runts_app
@@ -39,7 +39,7 @@ DEFAULT_PORTS = {"inps": 8701, "inail": 8702, "cciaa": 8703, "runts": 8704}
 
 def _operations(agency: str) -> tuple[str, ...]:
     if agency == "runts":
-        return (RUNTS_OPERATION,)
+        return tuple(RUNTS_OPERATIONS)
     return SOAP_CONTRACTS[agency].operations
 
 
@@ -59,9 +59,11 @@ def load_rules(path: str | Path) -> dict[str, list[dict[str, Any]]]:
 
 def build_apps(
     rules: Mapping[str, list[dict[str, Any]]] | None = None,
+    durc_debtors: frozenset[str] | None = None,
 ) -> tuple[dict[str, Starlette], dict[str, AgencyDesk]]:
-    """One app and one desk per agency; `rules` are the permanent rules of each. Each desk
-    signs its callbacks with the key pair its agency file names (`simulators.signing`)."""
+    """One app and one desk per agency; `rules` are the permanent rules of each;
+    `durc_debtors` replaces INPS's list of subjects with unpaid contributions (DURC On Line).
+    Each desk signs its callbacks with the key pair its agency file names (`simulators.signing`)."""
     apps: dict[str, Starlette] = {}
     desks: dict[str, AgencyDesk] = {}
     signers = callback_signers(AGENCIES)
@@ -70,6 +72,8 @@ def build_apps(
         permanent = parse_rules((rules or {}).get(agency, []), operations)
         desk = desks[agency] = AgencyDesk(agency, operations, permanent)
         desk.signer = signers[agency]
+        if durc_debtors is not None:
+            desk.debtors = durc_debtors
         if agency == "runts":
             apps[agency] = runts_app(desk)
         else:
@@ -103,9 +107,10 @@ async def run_simulators(
     host: str = "127.0.0.1",
     *,
     rules: Mapping[str, list[dict[str, Any]]] | None = None,
+    durc_debtors: frozenset[str] | None = None,
 ) -> None:
     """Serve the four simulators until SIGINT/SIGTERM; a second signal forces the exit."""
-    apps, desks = build_apps(rules)
+    apps, desks = build_apps(rules, durc_debtors)
     servers = {
         agency: _Server(
             uvicorn.Config(
@@ -154,6 +159,7 @@ def serve_simulators(
     host: str = "127.0.0.1",
     *,
     rules: Mapping[str, list[dict[str, Any]]] | None = None,
+    durc_debtors: frozenset[str] | None = None,
 ) -> None:
     """Run the simulators in the foreground until SIGINT/SIGTERM (for `hub.py simulators`)."""
     missing = set(AGENCIES) - set(ports)
@@ -161,4 +167,4 @@ def serve_simulators(
         raise ValueError(f"no port for {', '.join(sorted(missing))}")
     if sys.platform == "win32":  # pragma: no cover - loop signal handlers are POSIX only
         raise RuntimeError("the simulators run on POSIX systems")
-    asyncio.run(run_simulators(ports, host, rules=rules))
+    asyncio.run(run_simulators(ports, host, rules=rules, durc_debtors=durc_debtors))

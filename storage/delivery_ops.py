@@ -32,7 +32,7 @@ from domain.states import (
 )
 from domain.timestamps import agency_instant
 from routing.aggregate import aggregate_filing_state
-from routing.plan import fill_handoffs
+from routing.plan import fill_handoffs, handoff_sources
 from service.ports import Completion
 from storage.anomalies import (
     DECISION_CONFLICT,
@@ -332,7 +332,7 @@ def _settle(deps: _Dependents, work: list[Any], now: datetime, epoch: float,
             if pred["state"] == _S.PROTOCOLLED:
                 if previous != _S.WAITING:
                     continue  # held ones resume (waiting) on the predecessor's resend first
-                content, missing = fill_handoffs(dep["content"], dep.get("handoff"), pred.get("references") or {})
+                content, missing = fill_handoffs(dep["content"], dep.get("handoff"), handoff_sources(pred))
                 dep = deps.move(dep, {
                     "state": _S.PENDING.value,
                     "content": content,

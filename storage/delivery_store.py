@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from domain.messages import Receipt
 from domain.states import CORRECTABLE_DELIVERY_STATES, RESENDABLE_DELIVERY_STATES, DeliveryState
-from routing.plan import PlannedDelivery, fill_handoffs
+from routing.plan import PlannedDelivery, fill_handoffs, handoff_sources
 from service.ports import (
     AgencyStatus,
     CallbackTarget,
@@ -179,7 +179,7 @@ class DeliverySemanticsStore:
                                     f"resend or correct {row['depends_on']} first", agency=agency, state=row["state"])
             content = row["content"]
             if pred is not None and row["state"] == _S.CANCELLED:  # never sent: the hand-off is still due
-                content, _ = fill_handoffs(content, row["handoff"], pred["references"] or {})
+                content, _ = fill_handoffs(content, row["handoff"], handoff_sources(pred))
             values = {
                 "state": state, "content": content, "rounds": 0, "polls": 0, "next_attempt_at": None,
                 "correlation_id": None, "poll_url": None, "acknowledged_at": None, "schedule_origin": now,
@@ -235,7 +235,7 @@ class DeliverySemanticsStore:
             state, pred = initial_state(conn, filing["id"], depends_on)
             content = planned.content
             if pred is not None:
-                content, _ = fill_handoffs(content, planned.handoffs, pred["references"] or {})
+                content, _ = fill_handoffs(content, planned.handoffs, handoff_sources(pred))
             new = {
                 "id": planned.delivery_id, "filing_id": filing["id"], "agency": planned.agency,
                 "operation": planned.operation, "message_id": planned.message_id, "state": state,

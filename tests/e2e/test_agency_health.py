@@ -40,10 +40,13 @@ def test_health_feed_shows_down_maintenance_and_up_agencies(database_url: str, s
         unsigned = httpx.get(f"{hub.base_url}/v1/agencies/health")
         assert unsigned.status_code == 401
         assert unsigned.headers["content-type"] == "application/problem+json"
-        ref = client.submit((EXAMPLES / "runts_registration.xml").read_bytes()).json()["reference"]
-        view = client.wait_settled([ref], timeout=40)[ref]
-        states = {r["agency"]: r["state"] for r in view["recipients"]}
-        assert states == {"runts": "protocolled", "cciaa": "undeliverable"}
+        # A deposit goes to RUNTS alone; a social enterprise to the Registro Imprese, whose
+        # communication to RUNTS then waits (held) for a chamber that never answers.
+        refs = [client.submit((EXAMPLES / name).read_bytes()).json()["reference"]
+                for name in ("runts_deposit_accounts.xml", "runts_registration.xml")]
+        views = client.wait_settled(refs, timeout=40)
+        states = [{r["agency"]: r["state"] for r in views[ref]["recipients"]} for ref in refs]
+        assert states == [{"runts": "protocolled"}, {"cciaa": "undeliverable", "runts": "held"}]
 
         response = client.agency_health()
         assert response.status_code == 200, response.text

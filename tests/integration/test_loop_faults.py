@@ -134,7 +134,7 @@ def test_outcomes_committed_during_a_store_outage_are_recorded_once_it_returns( 
         try:
             calls_before = {a: sims.ledger(a)["calls"] for a in AGENCIES}
             references = [client.submit((EXAMPLES / name).read_bytes()).json()["reference"]
-                          for name in ("durc_request.xml", "runts_registration.xml")]
+                          for name in ("durc_request.xml", "runts_deposit_accounts.xml", "runts_registration.xml")]
             wait_for(lambda: all(sims.ledger(a)["calls"] > n for a, n in calls_before.items()),
                      timeout=20, what="the agencies' calls in flight")
             outage.begin()

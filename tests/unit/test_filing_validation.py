@@ -27,6 +27,9 @@ EXAMPLES = FILING_XSD.parent / "examples"
 EXPECTED_KINDS = {
     "business_start.xml": "business_start",
     "business_start_no_employees.xml": "business_start",
+    "business_start_social_enterprise.xml": "business_start",
+    "runts_deposit_accounts.xml": "runts_deposit",
+    "runts_deposit_statute.xml": "runts_deposit",
     "runts_registration.xml": "runts_registration",
     "runts_registration_odv.xml": "runts_registration",
     "durc_request.xml": "durc_request",

@@ -29,8 +29,11 @@ def _plan(name: str, kind: str) -> list:
     [
         ("business_start.xml", "business_start", ["cciaa", "inps", "inail"]),
         ("business_start_no_employees.xml", "business_start", ["cciaa"]),
-        ("runts_registration.xml", "runts_registration", ["runts", "cciaa"]),
+        ("business_start_social_enterprise.xml", "business_start", ["cciaa", "runts"]),
+        ("runts_registration.xml", "runts_registration", ["cciaa", "runts"]),
         ("runts_registration_odv.xml", "runts_registration", ["runts"]),
+        ("runts_deposit_accounts.xml", "runts_deposit", ["runts"]),
+        ("runts_deposit_statute.xml", "runts_deposit", ["runts"]),
         ("durc_request.xml", "durc_request", ["inps"]),
         ("responsibility_declaration.xml", "responsibility_declaration", ["inps"]),
     ],
