@@ -106,10 +106,10 @@ def test_missing_fields_do_not_hide_wrong_values_beside_them(validator: FilingVa
     ("change", "detail"),
     [
         (lambda d: d.pop("businessStart"), "One of businessStart, runtsRegistration, durcRequest, "
-                                           "responsibilityDeclaration is required."),
+                                           "responsibilityDeclaration, runtsDeposit is required."),
         (lambda d: d.update(durcRequest={"purpose": "altro"}), "Only one of businessStart, runtsRegistration, "
-                                                               "durcRequest, responsibilityDeclaration may be "
-                                                               "given, not businessStart and durcRequest."),
+                                                               "durcRequest, responsibilityDeclaration, runtsDeposit "
+                                                               "may be given, not businessStart and durcRequest."),
     ],
     ids=["no kind", "two kinds"],
 )

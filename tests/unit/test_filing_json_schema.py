@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from lxml import etree
 
 from domain.intake import ContentViolation, SchemaViolation
 from schemas import json_schema
@@ -127,7 +128,7 @@ def test_generated_schema_carries_what_the_xsd_says(schema: dict[str, Any]) -> N
     assert schema["additionalProperties"] is False
     assert schema["required"] == ["subject", "legalRepresentative", "declarant"]
     kinds = [alternative["required"][0] for alternative in schema["oneOf"]]
-    assert kinds == ["businessStart", "runtsRegistration", "durcRequest", "responsibilityDeclaration"]
+    assert kinds == ["businessStart", "runtsRegistration", "durcRequest", "responsibilityDeclaration", "runtsDeposit"]
 
 
 def test_a_new_xsd_element_appears_in_the_generated_schema(tmp_path: Path) -> None:
@@ -274,16 +275,20 @@ def test_both_schemas_agree_on_odd_values_in_every_field(
     assert disagreements == []
 
 
+XS = "http://www.w3.org/2001/XMLSchema"
+
+
+def _with_durc_request(change: Callable[[etree._Element], None]) -> str:
+    """The filing XSD with `change` applied to the DurcRequest type's content model."""
+    tree = etree.parse(str(FILING_XSD))
+    (sequence,) = tree.xpath("//xs:complexType[@name='DurcRequest']/xs:sequence", namespaces={"xs": XS})
+    change(sequence)
+    return etree.tostring(tree, encoding="unicode")
+
+
 def test_a_construct_the_generator_cannot_translate_stops_it(tmp_path: Path) -> None:
     """An xs:all content model is not guessed at: the command fails, naming it."""
-    xsd = FILING_XSD.read_text(encoding="utf-8").replace(
-        '''<xs:complexType name="DurcRequest">
-    <xs:sequence>
-      <xs:element name="purpose" type="f:DurcPurpose"/>
-    </xs:sequence>''', '''<xs:complexType name="DurcRequest">
-    <xs:all>
-      <xs:element name="purpose" type="f:DurcPurpose"/>
-    </xs:all>''')
+    xsd = _with_durc_request(lambda sequence: setattr(sequence, "tag", f"{{{XS}}}all"))
     changed = tmp_path / "filing.xsd"
     changed.write_text(xsd, encoding="utf-8")
     with pytest.raises(json_schema.UnsupportedSchemaConstruct, match="all group"):
@@ -292,11 +297,11 @@ def test_a_construct_the_generator_cannot_translate_stops_it(tmp_path: Path) -> 
 
 def test_built_in_types_keep_their_meaning(tmp_path: Path) -> None:
     """An element of an XSD built-in type gets the JSON Schema of that type."""
-    xsd = FILING_XSD.read_text(encoding="utf-8").replace(
-        '<xs:element name="purpose" type="f:DurcPurpose"/>',
-        '<xs:element name="purpose" type="f:DurcPurpose"/>\n'
-        '      <xs:element name="copies" type="xs:positiveInteger" minOccurs="0"/>\n'
-        '      <xs:element name="requestedAt" type="xs:dateTime" minOccurs="0"/>')
+    def add_two(sequence: etree._Element) -> None:
+        etree.SubElement(sequence, f"{{{XS}}}element", name="copies", type="xs:positiveInteger", minOccurs="0")
+        etree.SubElement(sequence, f"{{{XS}}}element", name="requestedAt", type="xs:dateTime", minOccurs="0")
+
+    xsd = _with_durc_request(add_two)
     changed = tmp_path / "filing.xsd"
     changed.write_text(xsd, encoding="utf-8")
     properties = build_filing_schema(changed)["$defs"]["DurcRequest"]["properties"]
