@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from api.ops.auth import OperatorGuard
     from api.readiness import ReadinessCheck
     from service.agency_runtime import AgencyRuntime, WorkerOptions
+    from service.attachments import AttachmentService
     from service.delivery_port import AgencyAdapter
     from service.operators import OperatorAccounts
     from service.recipients import OutcomeReader
@@ -93,6 +95,8 @@ __all__ = [
     "public_url",
     "readiness",
     "relay_for",
+    "attachment_service",
+    "blob_dir",
     "supervisor_for",
     "uses_rabbitmq",
 ]
@@ -432,5 +436,31 @@ def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Ca
             metrics=metrics,
             agency_health=agency_health(hub.settings, hub.engine, hub.store.agency_statuses,
                                         sorted(hub.routes.agencies), hub.delivery_clock),
+            attachments=attachment_service(hub),
         )
+    )
+
+
+def blob_dir(settings: Settings) -> Path:
+    """`[attachments] blob_dir`; by default `blobs/` beside the SQLite file, else under `data_dir`."""
+    if settings.attachments.blob_dir:
+        return settings.path(settings.attachments.blob_dir)
+    url = settings.database.url
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        database = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+        return (database if database.is_absolute() else settings.path(str(database))).parent / "blobs"
+    return settings.path(settings.data_dir) / "blobs"
+
+
+def attachment_service(hub: Hub) -> AttachmentService:
+    """Uploads' metadata on the hub's store and the filesystem blob store."""
+    from service.attachments import AttachmentLimits, AttachmentService
+    from storage.attachments import SqlAttachmentStore
+    from storage.blobs import FileBlobStore
+
+    conf = hub.settings.attachments
+    return AttachmentService(
+        store=SqlAttachmentStore(hub.engine, hub.store.writer),
+        blobs=FileBlobStore(blob_dir(hub.settings)),
+        limits=AttachmentLimits(max_bytes=conf.max_bytes, media_types=frozenset(conf.media_types)),
     )

@@ -21,6 +21,7 @@ from api.readiness import ReadinessCheck
 from domain.operators import Operator
 from routing.routes import RouteTable
 from service.agency_health import AgencyHealthFeed
+from service.attachments import AttachmentService
 from service.identity import IdentityStore
 from service.intake import MessageCheck
 from service.metrics import HubMetrics
@@ -100,6 +101,9 @@ class ApiContext:
     metrics: HubMetrics | None = None
     #: The agencies' health for portals (`/v1/agencies/health`) and the circuits' staleness.
     agency_health: AgencyHealthFeed | None = None
+    #: Uploads and their blob store (`POST /v1/attachments`); None: no attachments route, and a
+    #: filing that references an attachment by id is refused.
+    attachments: AttachmentService | None = None
 
     def wake(self) -> None:
         """Tell an in-process worker that there is work (a new, resent or released job)."""

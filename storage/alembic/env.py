@@ -7,6 +7,7 @@ from alembic import context
 import storage.identity_tables  # noqa: F401 - registers the identity tables on `metadata`
 import storage.delivery_tables  # noqa: F401 - registers the delivery semantics tables
 import storage.operator_tables  # noqa: F401 - registers the operator identity tables
+import storage.attachment_tables  # noqa: F401 - registers the attachments table
 from storage.tables import metadata
 
 config = context.config

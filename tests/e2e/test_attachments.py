@@ -1,0 +1,182 @@
+"""Attachments over real HTTP: streamed, size-capped, hash-checked uploads to a live hub.
+
+Each test runs on SQLite and on PostgreSQL (the `database_url` fixture).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from cli.client import PortalClient, demo_user
+from security.modi import body_digest_of_hash
+from storage.attachment_tables import attachments
+from storage.tables import audit_log
+from tests.support import OTHER_PORTAL_KEY, TEST_PORTAL_KEY, RunningHub, hub_settings
+
+#: The test hubs' cap: above the memory test's 30 MB, small enough to pass it quickly.
+CAP = 40 * 1024 * 1024
+USER = demo_user("PRVCHR70T45F839G")  # the RUNTS example's declarant and legal representative
+
+
+def _settings(database_url: str, blobs: Path, endpoints: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    settings = hub_settings(database_url, endpoints or {})
+    return settings.model_copy(update={"attachments": settings.attachments.model_copy(
+        update={"max_bytes": CAP, "blob_dir": str(blobs)})})
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> Path:
+    return tmp_path / "blobs"
+
+
+@pytest.fixture
+def hub(database_url: str, blobs: Path) -> Iterator[RunningHub]:
+    with RunningHub(_settings(database_url, blobs), with_workers=False) as running:
+        yield running
+
+
+@pytest.fixture
+def client(hub: RunningHub) -> Iterator[PortalClient]:
+    with PortalClient(hub.base_url, TEST_PORTAL_KEY, timeout=60) as c:
+        yield c
+
+
+def make_file(path: Path, size: int, *, head: bytes = b"%PDF-1.7\n") -> Path:
+    """A generated file of `size` bytes (incompressible, so no layer can shrink it)."""
+    with path.open("wb") as out:
+        out.write(head)
+        left = size - len(head)
+        while left > 0:
+            block = os.urandom(min(left, 1 << 20))
+            out.write(block)
+            left -= len(block)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def kept_blobs(blobs: Path) -> list[Path]:
+    return [p for p in blobs.rglob("*") if p.is_file()]
+
+
+def test_a_several_megabyte_upload_is_stored_under_its_hash(client: PortalClient, hub: RunningHub,
+                                                           blobs: Path, tmp_path: Path) -> None:
+    """201 with id, hash, size, type, name and an RFC 3339 time; the blob is the same bytes, 0600."""
+    source = make_file(tmp_path / "statuto.pdf", 6 * 1024 * 1024 + 123)
+    response = client.upload_attachment(source, media_type="application/pdf", user=USER, file_name="statuto.pdf")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    expected = sha256_of(source)
+    assert body["sha256"] == expected
+    assert body["size"] == source.stat().st_size
+    assert body["mediaType"] == "application/pdf"
+    assert body["fileName"] == "statuto.pdf"
+    assert body["attachmentId"].startswith("att_")
+    assert body["createdAt"].endswith("+00:00")
+    assert response.headers["location"] == f"/v1/attachments/{body['attachmentId']}"
+    stored = blobs / "sha256" / expected[:2] / expected[2:4] / expected
+    assert sha256_of(stored) == expected
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert not list((blobs / "tmp").iterdir())
+    with hub.hub.engine.connect() as conn:
+        row = conn.execute(select(attachments).where(attachments.c.id == body["attachmentId"])).one()
+    assert (row.owner, row.portal, row.size) == (USER.tax_code, "test", source.stat().st_size)
+
+
+def test_a_body_that_does_not_match_its_signed_digest_is_422_and_nothing_is_kept(
+        client: PortalClient, hub: RunningHub, blobs: Path, tmp_path: Path) -> None:
+    """The portal signed one hash and sent other bytes: 422, no row, no blob, one audit line."""
+    source = make_file(tmp_path / "atto.pdf", 2 * 1024 * 1024)
+    headers = {"Content-Type": "application/pdf"}
+    headers.update(client.signer.headers(content_type="application/pdf", user=USER,
+                                         digest=body_digest_of_hash(hashlib.sha256(b"other bytes").digest())))
+    response = httpx.post(f"{hub.base_url}/v1/attachments", content=source.read_bytes(), headers=headers,
+                          timeout=30, trust_env=False)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "urn:crocevia:problem:attachment-digest-mismatch"
+    assert hub.count(attachments) == 0
+    assert kept_blobs(blobs) == []
+    with hub.hub.engine.connect() as conn:
+        outcomes = [r.outcome for r in conn.execute(
+            select(audit_log).where(audit_log.c.action == "attachment_refused"))]
+    assert outcomes == ["attachment-digest-mismatch"]
+
+
+@pytest.mark.parametrize("declare_length", [True, False], ids=["content-length", "chunked"])
+def test_an_upload_over_the_cap_is_answered_413_before_the_rest_is_sent(
+        client: PortalClient, hub: RunningHub, blobs: Path, declare_length: bool) -> None:
+    """The client offers 3x the cap and keeps sending: the 413 arrives while it still has most to send."""
+    total = 3 * CAP
+    chunk = os.urandom(256 * 1024)
+    signed = client.signer.headers(content_type="application/pdf", user=USER,
+                                   digest=body_digest_of_hash(hashlib.sha256(b"unused").digest()))
+    head = [f"POST /v1/attachments HTTP/1.1", f"Host: 127.0.0.1:{hub.port}", "Content-Type: application/pdf",
+            *(f"{k}: {v}" for k, v in signed.items()),
+            f"Content-Length: {total}" if declare_length else "Transfer-Encoding: chunked"]
+    received = bytearray()
+    answered = threading.Event()
+
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=30) as sock:
+        def read() -> None:
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                received.extend(data)
+                if b"\r\n\r\n" in received:
+                    answered.set()
+            answered.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        sent = 0
+        try:
+            while sent < total and not answered.is_set():
+                data = chunk if declare_length else b"%x\r\n%s\r\n" % (len(chunk), chunk)
+                sock.sendall(data)
+                sent += len(chunk)
+        except OSError:
+            pass  # the hub closed the connection after answering
+        assert answered.wait(30), "no answer"
+        reader.join(30)
+    assert bytes(received).startswith(b"HTTP/1.1 413"), bytes(received[:200])
+    assert sent < 2 * CAP  # it did not wait for the whole body
+    assert b"attachment-too-large" in received
+    assert hub.count(attachments) == 0
+    assert kept_blobs(blobs) == []
+
+
+def test_wrong_media_type_unsigned_and_bad_file_name_are_refused(client: PortalClient, hub: RunningHub,
+                                                                 blobs: Path, tmp_path: Path) -> None:
+    """415 for a type outside the list, 401 without a signature, 400 for a path as file name."""
+    source = make_file(tmp_path / "a.exe", 1000, head=b"MZ")
+    assert client.upload_attachment(source, media_type="application/octet-stream",
+                                    user=USER).status_code == 415
+    unsigned = httpx.post(f"{hub.base_url}/v1/attachments", content=source.read_bytes(),
+                          headers={"Content-Type": "application/pdf"}, trust_env=False)
+    assert unsigned.status_code == 401
+    bad = client.upload_attachment(source, media_type="application/pdf", user=USER, file_name="../../etc/passwd")
+    assert bad.status_code == 400
+    assert bad.json()["type"] == "urn:crocevia:problem:invalid-file-name"
+    assert hub.count(attachments) == 0
+    assert kept_blobs(blobs) == []
