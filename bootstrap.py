@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from api.ops.auth import OperatorGuard
     from api.readiness import ReadinessCheck
     from service.agency_runtime import AgencyRuntime, WorkerOptions
-    from service.attachments import AttachmentService
+    from service.attachments import AttachmentService, BlobStore
     from service.delivery_port import AgencyAdapter
     from service.operators import OperatorAccounts
     from service.recipients import OutcomeReader
@@ -64,11 +64,11 @@ def build_adapter(contracts: ContractSet, name: str, **options: Any) -> Versione
 
 
 def build_agency_runtime(settings: Settings, contracts: ContractSet, name: str, http: httpx.AsyncClient, *,
-                         concurrency: int, public_url: str) -> AgencyRuntime:
+                         concurrency: int, public_url: str, blobs: BlobStore | None = None) -> AgencyRuntime:
     """`wiring.agencies.build_agency_runtime`, imported when a process builds agencies."""
     from wiring.agencies import build_agency_runtime as build
 
-    return build(settings, contracts, name, http, concurrency=concurrency, public_url=public_url)
+    return build(settings, contracts, name, http, concurrency=concurrency, public_url=public_url, blobs=blobs)
 
 
 def portal_signer(settings: Settings, portal: str, *, clock: Callable[[], float] = time.time) -> ModiSigner:
@@ -300,11 +300,14 @@ class WorkerSet:
         limits = {n: concurrency or s.agencies[n].concurrency for n in names}
         self.clients: list[httpx.AsyncClient] = []
         self.agencies: dict[str, AgencyRuntime] = {}
+        from storage.blobs import FileBlobStore
+
+        blobs = FileBlobStore(blob_dir(s))  # the attachments the messages list
         for name in names:
             client = agency_http_client(s.agencies[name], limits[name], s.http)
             self.clients.append(client)
             self.agencies[name] = build_agency_runtime(s, _contracts(hub), name, client, concurrency=limits[name],
-                                                       public_url=callbacks)
+                                                       public_url=callbacks, blobs=blobs)
         self.rabbit: RabbitJobSource | None = None
         source: JobSource
         if uses_rabbitmq(s):
