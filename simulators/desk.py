@@ -12,8 +12,8 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import httpx
 from starlette.requests import Request
@@ -54,6 +54,8 @@ class Submission:
     filing_reference: str
     lookup: Lookup
     corrects: dict[str, str] | None = None  # the header's link to a refused message
+    #: The attachments received with it, each checked against its declared SHA-256.
+    attachments: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,7 @@ class AgencyDesk:
             filing_reference=submission.filing_reference,
             received={name: value for name in HANDED_OVER if (value := submission.lookup(name))},
             corrects=submission.corrects,
+            attachments=list(submission.attachments),
         )
         if rule is not None and rule.kind in ASYNC_KINDS:
             self.rules.use(rule)

@@ -48,6 +48,8 @@ class Effect:
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     received: dict[str, str] = field(default_factory=dict)
     corrects: dict[str, str] | None = None
+    #: The attachments received with the message: name, type, SHA-256, size and form.
+    attachments: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def esito(self) -> str:
@@ -75,6 +77,7 @@ class Effect:
             "callbacks": list(self.callbacks),
             "received": dict(self.received),
             "corrects": dict(self.corrects) if self.corrects else None,
+            "attachments": [dict(a) for a in self.attachments],
         }
 
 

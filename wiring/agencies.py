@@ -52,11 +52,11 @@ def build_adapter(contracts: ContractSet, name: str, *, endpoint: str, http: htt
 
 def configured_adapter(settings: Settings, contracts: ContractSet, name: str, http: httpx.AsyncClient, *,
                        signer: Any = None, reply_to: str | None = None,
-                  blobs: BlobStore | None = None) -> VersionedAdapter:
+                       blobs: BlobStore | None = None) -> VersionedAdapter:
     """`build_adapter` at the endpoints and fault overrides `[agencies.NAME]` configures."""
     conf = settings.agencies[name]
     return build_adapter(contracts, name, endpoint=conf.endpoint, endpoints=conf.endpoints, http=http,
-                         fault_overrides=conf.fault_overrides, signer=signer, reply_to=reply_to)
+                         fault_overrides=conf.fault_overrides, signer=signer, reply_to=reply_to, blobs=blobs)
 
 
 def build_agency_runtime(settings: Settings, contracts: ContractSet, name: str, http: httpx.AsyncClient, *,

@@ -180,3 +180,66 @@ def test_wrong_media_type_unsigned_and_bad_file_name_are_refused(client: PortalC
     assert bad.json()["type"] == "urn:crocevia:problem:invalid-file-name"
     assert hub.count(attachments) == 0
     assert kept_blobs(blobs) == []
+
+
+# ----- referenced by a filing, delivered in each contract's form -----
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "filing" / "v1" / "examples"
+
+
+def filing_with(attachments_xml: str) -> bytes:
+    """The RUNTS example (a social enterprise: RUNTS and the Registro Imprese) with these attachments."""
+    document = (EXAMPLES / "runts_registration.xml").read_text(encoding="utf-8")
+    start, end = document.index("<attachments>"), document.index("</attachments>") + len("</attachments>")
+    return (document[:start] + f"<attachments>{attachments_xml}</attachments>" + document[end:]).encode()
+
+
+def attachment_xml(upload: dict, *, name: str, document_type: str, sha256: str | None = None,
+                   attachment_id: str | None = None) -> str:
+    return (f"<attachment><name>{name}</name><mediaType>{upload['mediaType']}</mediaType>"
+            f"<sha256>{sha256 or upload['sha256']}</sha256><documentType>{document_type}</documentType>"
+            f"<attachmentId>{attachment_id or upload['attachmentId']}</attachmentId></attachment>")
+
+
+@pytest.fixture
+def delivering_hub(database_url: str, blobs: Path, sims) -> Iterator[RunningHub]:  # type: ignore[no-untyped-def]
+    endpoints = {agency: sims.soap_endpoint(agency) for agency in sims.urls}
+    with RunningHub(_settings(database_url, blobs, endpoints)) as running:
+        yield running
+
+
+def test_a_filing_delivers_its_attachments_by_mtom_and_multipart_intact_once(
+        delivering_hub: RunningHub, sims, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The statute goes to the Registro Imprese as MTOM and to RUNTS as multipart/form-data, the
+    accounts to RUNTS only; each simulator's ledger shows every document once, with its hash and size."""
+    with PortalClient(delivering_hub.base_url, TEST_PORTAL_KEY, timeout=60) as client:
+        statute_file = make_file(tmp_path / "statuto.pdf", 5 * 1024 * 1024 + 7)
+        accounts_file = make_file(tmp_path / "bilancio.p7m", 3 * 1024 * 1024 + 1, head=b"0\x82")
+        statute = client.upload_attachment(statute_file, media_type="application/pdf", user=USER,
+                                           file_name="statuto.pdf").json()
+        accounts = client.upload_attachment(accounts_file, media_type="application/pkcs7-mime", user=USER,
+                                            file_name="bilancio.p7m").json()
+        document = filing_with(attachment_xml(statute, name="statuto.pdf", document_type="statuto")
+                               + attachment_xml(accounts, name="bilancio-2025.pdf.p7m", document_type="bilancio"))
+        response = client.submit(document, user=USER)
+        assert response.status_code == 202, response.text
+        reference = response.json()["reference"]
+        view = client.wait_settled([reference], timeout=60)[reference]
+    assert view["state"] == "protocolled", view
+
+    def documents(agency: str) -> list[dict]:
+        effects = [e for e in sims.ledger(agency)["effects"] if e["filingReference"] == reference]
+        assert len(effects) == 1 and effects[0]["duplicates"] == 0
+        return effects[0]["attachments"]
+
+    assert documents("cciaa") == [
+        {"nome": "statuto.pdf", "mediaType": "application/pdf", "sha256": statute["sha256"],
+         "size": statute_file.stat().st_size, "form": "mtom"}]
+    assert documents("runts") == [
+        {"nome": "statuto.pdf", "mediaType": "application/pdf", "sha256": statute["sha256"],
+         "size": statute_file.stat().st_size, "form": "multipart"},
+        {"nome": "bilancio-2025.pdf.p7m", "mediaType": "application/pkcs7-mime", "sha256": accounts["sha256"],
+         "size": accounts_file.stat().st_size, "form": "multipart"}]
+    with delivering_hub.hub.engine.connect() as conn:
+        referenced = {r.id: r.referenced_by for r in conn.execute(select(attachments))}
+    assert referenced == {statute["attachmentId"]: reference, accounts["attachmentId"]: reference}
