@@ -466,4 +466,5 @@ def attachment_service(hub: Hub) -> AttachmentService:
         store=SqlAttachmentStore(hub.engine, hub.store.writer),
         blobs=FileBlobStore(blob_dir(hub.settings)),
         limits=AttachmentLimits(max_bytes=conf.max_bytes, media_types=frozenset(conf.media_types)),
+        unreferenced_ttl=conf.unreferenced_ttl,
     )

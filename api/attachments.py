@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
@@ -76,7 +76,7 @@ async def upload_attachment(request: Request) -> Response:
     assert caller.user is not None
     try:
         media_type, file_name, declared = _check_head(request, service.limits)
-        record = await _receive(request, service, caller, media_type, file_name, declared)
+        record = await _receive(request, service, caller, media_type, file_name, declared, ctx.guard.now())
     except _Refused as refused:
         await _audit(ctx.store, caller, "attachment_refused", refused.slug, {"status": refused.status})
         log.info("attachment_refused", problem=refused.slug)
@@ -87,6 +87,8 @@ async def upload_attachment(request: Request) -> Response:
         log.warning("store_unavailable", exc_info=True)
         return store_unavailable(request, "the attachment store is not reachable; nothing was kept, retry later")
     log.info("attachment_uploaded", attachment_id=record.id, size=record.size)
+    if service.sweep_due(record.created_at):
+        await _sweep(service, record.created_at)
     return json_response(attachment_json(record), 201, {"Location": f"/v1/attachments/{record.id}"})
 
 
@@ -105,7 +107,7 @@ def _check_head(request: Request, limits: AttachmentLimits) -> tuple[str, str | 
 
 
 async def _receive(request: Request, service: AttachmentService, caller: Caller, media_type: str,
-                   file_name: str | None, declared: str) -> AttachmentRecord:
+                   file_name: str | None, declared: str, now: datetime) -> AttachmentRecord:
     """Stream the body into a blob, check size and hash, keep blob and row (or neither)."""
     assert caller.user is not None
     writer = service.blobs.writer()
@@ -129,7 +131,7 @@ async def _receive(request: Request, service: AttachmentService, caller: Caller,
     record = AttachmentRecord(id="att_" + secrets.token_hex(12), sha256=sha256, size=writer.size,
                               media_type=media_type, file_name=file_name, portal=caller.portal,
                               owner=caller.user.tax_code,
-                              created_at=datetime.now(timezone.utc).replace(microsecond=0))
+                              created_at=now.replace(microsecond=0))
     try:
         await run_in_threadpool(service.store.add, record)
     except StoreError:
@@ -141,6 +143,17 @@ async def _receive(request: Request, service: AttachmentService, caller: Caller,
             pass  # the expiry sweep removes blobs no row names
         raise
     return record
+
+
+async def _sweep(service: AttachmentService, now: datetime) -> None:
+    """Expire unreferenced attachments (uploads drive it: no upload, nothing new to expire)."""
+    try:
+        expired = await run_in_threadpool(service.expire, now)
+    except StoreError:
+        log.warning("attachment_sweep_failed", exc_info=True)
+        return
+    if expired:
+        log.info("attachments_expired", count=expired)
 
 
 async def _audit(store: Any, caller: Caller, action: str, outcome: str, detail: dict[str, Any]) -> None:

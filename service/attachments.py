@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import BinaryIO, Protocol
 
 from lxml import etree
@@ -123,13 +123,36 @@ class AttachmentLimits:
     media_types: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttachmentService:
-    """What the attachments route works with: the metadata rows, the blobs, the limits."""
+    """What the attachments route works with: the metadata rows, the blobs, the limits, and
+    how long an unreferenced attachment is kept."""
 
     store: AttachmentStore
     blobs: BlobStore
     limits: AttachmentLimits
+    #: Seconds an attachment no filing references is kept (`[attachments] unreferenced_ttl`).
+    unreferenced_ttl: float = 7 * 24 * 3600.0
+    #: Seconds between two expiry sweeps of one process.
+    sweep_interval: float = 60.0
+    _last_sweep: float | None = None
+
+    def sweep_due(self, now: datetime) -> bool:
+        """Whether this process should sweep now (at most once per `sweep_interval`); claims it."""
+        stamp = now.timestamp()
+        if self._last_sweep is not None and stamp - self._last_sweep < self.sweep_interval:
+            return False
+        self._last_sweep = stamp
+        return True
+
+    def expire(self, now: datetime) -> int:
+        """Delete the attachments unreferenced for longer than the TTL, and each blob no other
+        attachment names; blocking. Returns how many expired."""
+        expired = self.store.expire_unreferenced(now - timedelta(seconds=self.unreferenced_ttl))
+        for sha256 in {r.sha256 for r in expired}:
+            if not self.store.sha256_in_use(sha256):
+                self.blobs.delete(sha256)
+        return len(expired)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,12 @@ import hashlib
 import os
 import socket
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import select
 
@@ -243,3 +245,92 @@ def test_a_filing_delivers_its_attachments_by_mtom_and_multipart_intact_once(
     with delivering_hub.hub.engine.connect() as conn:
         referenced = {r.id: r.referenced_by for r in conn.execute(select(attachments))}
     assert referenced == {statute["attachmentId"]: reference, accounts["attachmentId"]: reference}
+
+
+def test_a_filing_naming_an_unknown_foreign_or_altered_attachment_is_422_naming_each(
+        client: PortalClient, hub: RunningHub, tmp_path: Path) -> None:
+    """Unknown id, another user's upload, another portal's upload, a different hash: one error each,
+    located at its attachmentId, and no filing stored."""
+    from storage.tables import filings
+
+    mine = client.upload_attachment(make_file(tmp_path / "a.pdf", 10_000), media_type="application/pdf",
+                                    user=USER).json()
+    someone_else = client.upload_attachment(make_file(tmp_path / "b.pdf", 10_000), media_type="application/pdf",
+                                            user=demo_user("RSSMRA80A01H501U")).json()
+    with PortalClient(hub.base_url, OTHER_PORTAL_KEY) as other:
+        other_portal = other.upload_attachment(make_file(tmp_path / "c.pdf", 10_000), media_type="application/pdf",
+                                               user=USER).json()
+    document = filing_with(
+        attachment_xml(mine, name="ok.pdf", document_type="statuto")
+        + attachment_xml(mine, name="unknown.pdf", document_type="bilancio", attachment_id="att_" + "0" * 24)
+        + attachment_xml(someone_else, name="foreign.pdf", document_type="verbale")
+        + attachment_xml(other_portal, name="other-portal.pdf", document_type="procura")
+        + attachment_xml(mine, name="altered.pdf", document_type="altro", sha256="f" * 64))
+    for content_type, body in (("application/xml", document),
+                               ("application/json", orjson.dumps(hub.hub.validator.xml_to_json(document)))):
+        response = client.submit(body, content_type=content_type, user=USER)
+        assert response.status_code == 422, response.text
+        problem = response.json()
+        assert problem["type"] == "urn:crocevia:problem:attachment-invalid"
+        errors = {e["location"]: e["code"] for e in problem["errors"]}
+        assert errors == {
+            "/f:filing/f:attachments/f:attachment[2]/f:attachmentId": "attachment-unknown",
+            "/f:filing/f:attachments/f:attachment[3]/f:attachmentId": "attachment-unknown",
+            "/f:filing/f:attachments/f:attachment[4]/f:attachmentId": "attachment-unknown",
+            "/f:filing/f:attachments/f:attachment[5]/f:attachmentId": "attachment-hash-mismatch",
+        }, content_type
+        assert mine["attachmentId"] in problem["detail"] or "attachment" in problem["detail"]
+    assert hub.count(filings) == 0
+    with hub.hub.engine.connect() as conn:
+        assert {r.referenced_by for r in conn.execute(select(attachments))} == {None}
+
+
+def test_uploading_30_mb_takes_no_more_memory_than_3_mb(client: PortalClient, hub: RunningHub,
+                                                       tmp_path: Path) -> None:
+    """Peak Python allocations (client and hub share this process) stay flat as the file grows tenfold."""
+    small = make_file(tmp_path / "small.pdf", 3 * 1024 * 1024)
+    large = make_file(tmp_path / "large.pdf", 30 * 1024 * 1024)
+    client.upload_attachment(small, media_type="application/pdf", user=USER)  # warm every code path once
+
+    def peak_of(source: Path) -> int:
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            response = client.upload_attachment(source, media_type="application/pdf", user=USER)
+            assert response.status_code == 201, response.text
+            return tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+
+    small_peak, large_peak = peak_of(small), peak_of(large)
+    assert large_peak < 4 * 1024 * 1024, (small_peak, large_peak)  # far below the 30 MB it moved
+    assert large_peak < small_peak + 2 * 1024 * 1024, (small_peak, large_peak)
+
+
+def test_an_unreferenced_attachment_expires_and_a_referenced_one_stays(database_url: str, blobs: Path,
+                                                                      tmp_path: Path) -> None:
+    """After the configured time an upload no filing names is gone, row and blob; one a filing names stays."""
+    from tests.support import FakeClock, portal_signer
+
+    clock = FakeClock()
+    settings = _settings(database_url, blobs)
+    ttl = settings.attachments.unreferenced_ttl
+    with RunningHub(settings, clock=clock, with_workers=False) as running, \
+            PortalClient(running.base_url, portal_signer("test", clock=clock)) as client:
+        def upload(name: str) -> dict:
+            response = client.upload_attachment(make_file(tmp_path / name, 20_000), media_type="application/pdf",
+                                                user=USER)
+            assert response.status_code == 201, response.text
+            return response.json()
+
+        forgotten, kept = upload("forgotten.pdf"), upload("kept.pdf")
+        filed = client.submit(filing_with(attachment_xml(kept, name="statuto.pdf", document_type="statuto")),
+                              user=USER)
+        assert filed.status_code == 202, filed.text
+        clock.advance(ttl + 120)
+        later = upload("later.pdf")
+        with running.hub.engine.connect() as conn:
+            left = {r.id for r in conn.execute(select(attachments))}
+    assert left == {kept["attachmentId"], later["attachmentId"]}
+    assert {p.name for p in kept_blobs(blobs)} == {kept["sha256"], later["sha256"]}
