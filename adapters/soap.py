@@ -391,6 +391,11 @@ class SoapAgencyAdapter(ContractAdapter[WsdlContract, SoapOperation]):
         streamed inline; signed last, over the envelope as it leaves."""
         spec = self.contract.spec.attachments
         assert spec is not None and self._blobs is not None  # `_attachment_parts` found some
+        if spec.form == "base64" and self._signer is not None:
+            # A signature over the envelope would cover the markers, not the streamed content.
+            raise ctx.build(AdapterMisconfigured, "inline base64 attachments cannot be signed while streamed: "
+                                                  "declare form = \"mtom\" for a signing profile",
+                            code="ATTACHMENT_FORM")
         envelope = self.contract.build(message.operation, message.content, ctx, None, address=self._endpoint)
         listed = [el for el in envelope.iter() if isinstance(el.tag, str) and etree.QName(el).localname == spec.element]
         if len(listed) != len(parts):

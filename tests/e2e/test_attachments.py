@@ -334,3 +334,37 @@ def test_an_unreferenced_attachment_expires_and_a_referenced_one_stays(database_
             left = {r.id for r in conn.execute(select(attachments))}
     assert left == {kept["attachmentId"], later["attachmentId"]}
     assert {p.name for p in kept_blobs(blobs)} == {kept["sha256"], later["sha256"]}
+
+
+def test_a_business_start_sends_the_deed_inline_in_base64_to_inail_and_by_mtom_to_the_register(
+        delivering_hub: RunningHub, sims, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """INAIL's contract takes attachments inline (base64, streamed into the envelope); the
+    Registro Imprese's as MTOM; INPS's mapping takes none: each ledger shows exactly its documents."""
+    founder = demo_user("FTTMRC85C14H501X")  # the business_start example's declarant
+    with PortalClient(delivering_hub.base_url, TEST_PORTAL_KEY, timeout=60) as client:
+        deed_file = make_file(tmp_path / "atto.pdf", 4 * 1024 * 1024 + 5)
+        statute_file = make_file(tmp_path / "statuto.pdf", 1024 * 1024 + 3)
+        deed = client.upload_attachment(deed_file, media_type="application/pdf", user=founder).json()
+        statute = client.upload_attachment(statute_file, media_type="application/pdf", user=founder).json()
+        document = (EXAMPLES / "business_start.xml").read_text(encoding="utf-8")
+        start, end = document.index("<attachments>"), document.index("</attachments>") + len("</attachments>")
+        document = (document[:start] + "<attachments>"
+                    + attachment_xml(deed, name="atto-costitutivo.pdf", document_type="atto_costitutivo")
+                    + attachment_xml(statute, name="statuto.pdf", document_type="statuto")
+                    + "</attachments>" + document[end:])
+        response = client.submit(document.encode(), user=founder)
+        assert response.status_code == 202, response.text
+        reference = response.json()["reference"]
+        view = client.wait_settled([reference], timeout=60)[reference]
+    assert view["state"] == "protocolled", view
+
+    def documents(agency: str) -> list[tuple[str, str, int, str]]:
+        effects = [e for e in sims.ledger(agency)["effects"] if e["filingReference"] == reference]
+        assert len(effects) == 1 and effects[0]["duplicates"] == 0
+        return [(a["nome"], a["sha256"], a["size"], a["form"]) for a in effects[0]["attachments"]]
+
+    deed_entry = ("atto-costitutivo.pdf", deed["sha256"], deed_file.stat().st_size)
+    assert documents("inail") == [(*deed_entry, "base64")]
+    assert documents("cciaa") == [(*deed_entry, "mtom"),
+                                  ("statuto.pdf", statute["sha256"], statute_file.stat().st_size, "mtom")]
+    assert documents("inps") == []
