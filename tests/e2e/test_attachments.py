@@ -368,3 +368,30 @@ def test_a_business_start_sends_the_deed_inline_in_base64_to_inail_and_by_mtom_t
     assert documents("cciaa") == [(*deed_entry, "mtom"),
                                   ("statuto.pdf", statute["sha256"], statute_file.stat().st_size, "mtom")]
     assert documents("inps") == []
+
+
+def test_delivering_30_mb_takes_no_more_memory_than_3_mb(delivering_hub: RunningHub, sims,
+                                                         tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Upload, intake and delivery (MTOM to the register, multipart to RUNTS) of one statute: the
+    peak of Python allocations in this process (client, API and worker) stays flat as it grows tenfold."""
+    with PortalClient(delivering_hub.base_url, TEST_PORTAL_KEY, timeout=120) as client:
+        def peak_of(size: int, name: str) -> int:
+            source = make_file(tmp_path / name, size)
+            tracemalloc.start()
+            try:
+                tracemalloc.reset_peak()
+                base = tracemalloc.get_traced_memory()[0]
+                upload = client.upload_attachment(source, media_type="application/pdf", user=USER).json()
+                response = client.submit(filing_with(attachment_xml(upload, name=name, document_type="statuto")),
+                                         user=USER)
+                assert response.status_code == 202, response.text
+                reference = response.json()["reference"]
+                assert client.wait_settled([reference], timeout=90)[reference]["state"] == "protocolled"
+                return tracemalloc.get_traced_memory()[1] - base
+            finally:
+                tracemalloc.stop()
+
+        peak_of(512 * 1024, "warm.pdf")  # every code path once
+        small, large = peak_of(3 * 1024 * 1024, "small.pdf"), peak_of(30 * 1024 * 1024, "large.pdf")
+    assert large < 8 * 1024 * 1024, (small, large)
+    assert large < small + 3 * 1024 * 1024, (small, large)
