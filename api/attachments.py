@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -86,6 +86,11 @@ async def upload_attachment(request: Request) -> Response:
     except StoreError:
         log.warning("store_unavailable", exc_info=True)
         return store_unavailable(request, "the attachment store is not reachable; nothing was kept, retry later")
+    except ClientDisconnect:
+        # The portal went away mid-upload: the temporary blob is gone, nobody reads an answer.
+        log.info("attachment_abandoned")
+        return problem_response(400, "upload-interrupted", "Bad Request", "the upload was interrupted",
+                                instance=request.url.path)
     log.info("attachment_uploaded", attachment_id=record.id, size=record.size)
     if service.sweep_due(record.created_at):
         await _sweep(service, record.created_at)

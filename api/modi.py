@@ -191,8 +191,8 @@ class ModiVerifier:
         portal: str = auth["iss"]
         if not isinstance(auth["jti"], str) or not 8 <= len(auth["jti"]) <= 200:
             raise _signed("invalid-token", "jti must be a string of 8 to 200 characters", portal)
-        signed = self._verify_integrity(headers, None if streamed else body, portal, now) \
-            if body or streamed else {}
+        signed = (self._verify_integrity(headers, None if streamed else body, portal, now)
+                  if body or streamed else {})
         user = self._verify_tracking(headers, auth, portal, now) if require_user else None
         return VerifiedRequest(portal=portal, jti=auth["jti"], expires_at=float(auth["exp"]), user=user,
                                signed_headers=MappingProxyType(signed))
@@ -210,7 +210,8 @@ class ModiVerifier:
             if sent is None or declared_sha256(headers) is None:
                 raise ModiRefused("digest-missing", "a streamed body needs a Digest: SHA-256=<base64 "
                                                     "of 32 bytes> header (INTEGRITY_REST_01)", portal)
-        elif sent is None or not hmac.compare_digest(sent, base64.b64encode(hashlib.sha256(body).digest()).decode()):
+        elif sent is None or not hmac.compare_digest(
+                sent, base64.b64encode(hashlib.sha256(body).digest()).decode()):
             raise ModiRefused("digest-mismatch", "the body does not match its Digest header: it "
                                                  "changed after signing", portal)
         signature = headers.get(SIGNATURE_HEADER.lower())

@@ -91,7 +91,7 @@ def _sibling(element: etree._Element, name: str) -> str:
     return (found.text or "").strip() if found is not None else ""
 
 
-def received_xop(root: etree._Element, parts: dict[str, bytes], content_name: str = "contenuto") -> list[dict[str, Any]]:
+def received_xop(root: etree._Element, parts: dict[str, bytes]) -> list[dict[str, Any]]:
     """Resolve each xop:Include against the MIME parts (by Content-ID), check its hash, and
     empty its content element (so the envelope validates as base64Binary)."""
     received = []
