@@ -28,7 +28,7 @@ from api.problems import json_response, problem_response, store_unavailable
 from service.attachments import AttachmentLimits, AttachmentRecord, AttachmentService
 from service.ports import StoreError
 
-__all__ = ["attachment_json", "attachment_routes", "upload_attachment"]
+__all__ = ["attachment_json", "attachment_routes", "get_attachment", "upload_attachment"]
 
 log = structlog.get_logger("crocevia.api")
 
@@ -169,6 +169,28 @@ async def _audit(store: Any, caller: Caller, action: str, outcome: str, detail: 
         log.warning("audit_unavailable", exc_info=True)
 
 
+async def get_attachment(request: Request) -> Response:
+    """`GET /v1/attachments/{attachmentId}`: the metadata of one of the caller's own uploads."""
+    ctx = context_of(request)
+    service = ctx.attachments
+    assert service is not None  # the route is mounted only with the service
+    caller = await run_in_threadpool(authenticate_sync, ctx.guard, request, b"")
+    if isinstance(caller, Response):
+        return caller
+    assert caller.user is not None
+    attachment_id = request.path_params["attachmentId"]
+    try:
+        record = (await run_in_threadpool(service.store.get_many, [attachment_id])).get(attachment_id)
+    except StoreError:
+        return store_unavailable(request, "the attachment store is not reachable; retry later")
+    # Another portal's or user's upload is as absent as an unknown one.
+    if record is None or record.portal != caller.portal or record.owner != caller.user.tax_code:
+        return problem_response(404, "not-found", "Not Found", f"no attachment {attachment_id}",
+                                instance=request.url.path)
+    return json_response(attachment_json(record))
+
+
 def attachment_routes() -> list[Route]:
     """The attachments routes (mounted when the hub has a blob store)."""
-    return [Route("/v1/attachments", upload_attachment, methods=["POST"])]
+    return [Route("/v1/attachments", upload_attachment, methods=["POST"]),
+            Route("/v1/attachments/{attachmentId}", get_attachment, methods=["GET"])]

@@ -128,6 +128,10 @@ class PortalClient:
 
         return self._http.post("/v1/attachments", content=stream(), headers=headers)
 
+    def attachment(self, attachment_id: str, *, user: User) -> httpx.Response:
+        """`GET /v1/attachments/{attachmentId}`: one of the user's uploads."""
+        return self._send("GET", f"/v1/attachments/{attachment_id}", user=user)
+
     def status(self, reference: str, *, user: User | None = None) -> httpx.Response:
         who = user or self.user or self._submitted_by.get(reference)
         return self._send("GET", f"/v1/filings/{reference}", user=who)

@@ -98,6 +98,11 @@ def test_a_several_megabyte_upload_is_stored_under_its_hash(client: PortalClient
     with hub.hub.engine.connect() as conn:
         row = conn.execute(select(attachments).where(attachments.c.id == body["attachmentId"])).one()
     assert (row.owner, row.portal, row.size) == (USER.tax_code, "test", source.stat().st_size)
+    read = client.attachment(body["attachmentId"], user=USER)
+    assert read.status_code == 200 and read.json() == body
+    assert client.attachment(body["attachmentId"], user=demo_user("RSSMRA80A01H501U")).status_code == 404
+    with PortalClient(hub.base_url, OTHER_PORTAL_KEY) as other:
+        assert other.attachment(body["attachmentId"], user=USER).status_code == 404
 
 
 def test_a_body_that_does_not_match_its_signed_digest_is_422_and_nothing_is_kept(
