@@ -400,3 +400,29 @@ def test_delivering_30_mb_takes_no_more_memory_than_3_mb(delivering_hub: Running
         small, large = peak_of(3 * 1024 * 1024, "small.pdf"), peak_of(30 * 1024 * 1024, "large.pdf")
     assert large < 8 * 1024 * 1024, (small, large)
     assert large < small + 3 * 1024 * 1024, (small, large)
+
+
+def test_an_agency_refuses_a_document_that_does_not_hash_as_declared(
+        delivering_hub: RunningHub, sims, blobs: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A blob altered on disk after upload reaches each agency with its declared hash: the
+    register (MTOM) and RUNTS (multipart) both refuse it, record no effect, and say why (ALLEGATO)."""
+    with PortalClient(delivering_hub.base_url, TEST_PORTAL_KEY, timeout=60) as client:
+        statute = client.upload_attachment(make_file(tmp_path / "statuto.pdf", 300_000),
+                                           media_type="application/pdf", user=USER).json()
+        digest = statute["sha256"]
+        stored = blobs / "sha256" / digest[:2] / digest[2:4] / digest
+        stored.write_bytes(b"%PDF-1.7\n" + os.urandom(300_000 - 9))  # same size, other bytes
+        response = client.submit(filing_with(attachment_xml(statute, name="statuto.pdf", document_type="statuto")),
+                                 user=USER)
+        assert response.status_code == 202, response.text
+        reference = response.json()["reference"]
+        view = client.wait_settled([reference], timeout=60)[reference]
+    # The register answers a business refusal (SOAP Client fault), RUNTS a 400: a message the
+    # agency holds invalid, not to be sent again as it is.
+    assert {r["agency"]: r["state"] for r in view["recipients"]} == {"cciaa": "rejected",
+                                                                     "runts": "undeliverable"}, view
+    for agency in ("cciaa", "runts"):
+        ledger = sims.ledger(agency)
+        assert not [e for e in ledger["effects"] if e["filingReference"] == reference]
+        assert [i["codice"] for i in ledger["invalid"]] == ["ALLEGATO"], ledger["invalid"]
+        assert digest in ledger["invalid"][0]["errore"]
