@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from api.ops.auth import OperatorGuard
     from api.readiness import ReadinessCheck
     from service.agency_runtime import AgencyRuntime, WorkerOptions
+    from service.attachments import AttachmentService, BlobStore
     from service.delivery_port import AgencyAdapter
     from service.operators import OperatorAccounts
     from service.recipients import OutcomeReader
@@ -63,11 +65,11 @@ def build_adapter(contracts: ContractSet, name: str, **options: Any) -> Versione
 
 
 def build_agency_runtime(settings: Settings, contracts: ContractSet, name: str, http: httpx.AsyncClient, *,
-                         concurrency: int, public_url: str) -> AgencyRuntime:
+                         concurrency: int, public_url: str, blobs: BlobStore | None = None) -> AgencyRuntime:
     """`wiring.agencies.build_agency_runtime`, imported when a process builds agencies."""
     from wiring.agencies import build_agency_runtime as build
 
-    return build(settings, contracts, name, http, concurrency=concurrency, public_url=public_url)
+    return build(settings, contracts, name, http, concurrency=concurrency, public_url=public_url, blobs=blobs)
 
 
 def portal_signer(settings: Settings, portal: str, *, clock: Callable[[], float] = time.time) -> ModiSigner:
@@ -94,6 +96,8 @@ __all__ = [
     "public_url",
     "readiness",
     "relay_for",
+    "attachment_service",
+    "blob_dir",
     "supervisor_for",
     "uses_rabbitmq",
 ]
@@ -297,11 +301,14 @@ class WorkerSet:
         limits = {n: concurrency or s.agencies[n].concurrency for n in names}
         self.clients: list[httpx.AsyncClient] = []
         self.agencies: dict[str, AgencyRuntime] = {}
+        from storage.blobs import FileBlobStore
+
+        blobs = FileBlobStore(blob_dir(s))  # the attachments the messages list
         for name in names:
             client = agency_http_client(s.agencies[name], limits[name], s.http)
             self.clients.append(client)
             self.agencies[name] = build_agency_runtime(s, _contracts(hub), name, client, concurrency=limits[name],
-                                                       public_url=callbacks)
+                                                       public_url=callbacks, blobs=blobs)
         self.rabbit: RabbitJobSource | None = None
         source: JobSource
         if uses_rabbitmq(s):
@@ -442,5 +449,32 @@ def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Ca
             agency_health=agency_health(hub.settings, hub.engine, hub.store.agency_statuses,
                                         sorted(hub.routes.agencies), hub.delivery_clock),
             drafts=drafts,
+            attachments=attachment_service(hub),
         )
+    )
+
+
+def blob_dir(settings: Settings) -> Path:
+    """`[attachments] blob_dir`; by default `blobs/` beside the SQLite file, else under `data_dir`."""
+    if settings.attachments.blob_dir:
+        return settings.path(settings.attachments.blob_dir)
+    url = settings.database.url
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        database = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+        return (database if database.is_absolute() else settings.path(str(database))).parent / "blobs"
+    return settings.path(settings.data_dir) / "blobs"
+
+
+def attachment_service(hub: Hub) -> AttachmentService:
+    """Uploads' metadata on the hub's store and the filesystem blob store."""
+    from service.attachments import AttachmentLimits, AttachmentService
+    from storage.attachments import SqlAttachmentStore
+    from storage.blobs import FileBlobStore
+
+    conf = hub.settings.attachments
+    return AttachmentService(
+        store=SqlAttachmentStore(hub.engine, hub.store.writer),
+        blobs=FileBlobStore(blob_dir(hub.settings)),
+        limits=AttachmentLimits(max_bytes=conf.max_bytes, media_types=frozenset(conf.media_types)),
+        unreferenced_ttl=conf.unreferenced_ttl,
     )

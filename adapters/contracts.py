@@ -43,6 +43,7 @@ __all__ = [
     "PROTOCOL_NUMBER_COLUMN",
     "AgencyCatalog",
     "AgencySpec",
+    "AttachmentSpec",
     "CALLBACK_PROFILES",
     "CallbackSpec",
     "ContractConfigError",
@@ -401,6 +402,24 @@ class NonBlockingSpec:
     callback_operation: str | None = None
 
 
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class AttachmentSpec:
+    """How this contract carries a message's attachments (README, "Attachments").
+
+    The mapping lists them in the message as `element` records (a list of `element` elements
+    in SOAP, an array property in REST) holding their `sha256`; the adapter streams each one's
+    content from the blob store in the contract's form: `mtom` (SOAP: multipart/related, the
+    `content` element holding an xop:Include), `base64` (SOAP: inline in the `content`
+    element) or `multipart` (REST: multipart/form-data, the JSON message in part `message`,
+    each file in a part named `file_part`).
+    """
+
+    form: Literal["mtom", "base64", "multipart"]
+    element: str = "allegato"
+    content: str = "contenuto"
+    file_part: str = "allegato"
+
+
 class _Declared(NamedTuple):
     """A contract table as read from a file, with what the loader knows around it."""
 
@@ -441,6 +460,7 @@ class ContractSpec:
     fault_code_fields: tuple[str, ...] = ()
     sandbox: SandboxSpec = SandboxSpec()
     nonblocking: NonBlockingSpec | None = None
+    attachments: AttachmentSpec | None = None
     description: str = dataclasses.field(default="", compare=False)
 
     @model_validator(mode="before")

@@ -25,11 +25,13 @@ from adapters.base import (
     effective_timeout,
     fetch_late_result,
 )
+from adapters.attachments import BlobPart, StreamedBody
 from adapters.contracts import ContractError, ContractSpec
 from adapters.receipts import check_acknowledgment
 from adapters.replies import check_body_size, read_reply
 from domain.errors import AdapterMisconfigured, DeliveryError, MessageRejectedAsInvalid
 from domain.messages import OutgoingMessage, Receipt
+from service.attachments import BlobStore
 from service.delivery_port import AgencyAdapter, LateOutcomeAdapter
 
 __all__ = ["ContractAdapter", "DeclaredContract", "OutgoingRequest"]
@@ -65,6 +67,8 @@ class OutgoingRequest:
     headers: dict[str, str]
     #: What a 202's `Location` is resolved against: the address as configured, unnormalised.
     address: str
+    #: A body streamed with its attachments (then `content` is empty), read afresh per send.
+    stream: StreamedBody | None = None
 
 
 class ContractAdapter(AgencyAdapter, LateOutcomeAdapter, Generic[_C, _Op]):
@@ -80,6 +84,8 @@ class ContractAdapter(AgencyAdapter, LateOutcomeAdapter, Generic[_C, _Op]):
         signer: the agency's outgoing identity (the subclass applies it), or None.
         reply_to: the hub's callback address for this agency's late outcomes (`X-ReplyTo`,
             AgID NONBLOCK_PUSH), or None.
+        blobs: where the attachments a message lists are read from (None: a message that
+            lists attachments is refused as misconfigured).
     """
 
     def __init__(
@@ -92,8 +98,10 @@ class ContractAdapter(AgencyAdapter, LateOutcomeAdapter, Generic[_C, _Op]):
         timeout: httpx.Timeout | None = None,
         signer: Any = None,
         reply_to: str | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.agency = contract.spec.agency
+        self._blobs = blobs
         self.contract = contract
         self._signer = signer
         self._reply_to = reply_to
@@ -140,6 +148,33 @@ class ContractAdapter(AgencyAdapter, LateOutcomeAdapter, Generic[_C, _Op]):
 
     # ----- the shared path -----
 
+    def _attachment_parts(self, message: OutgoingMessage, ctx: ErrorContext) -> list[BlobPart]:
+        """The attachments the message lists (the contract's `[attachments] element`), each
+        checked to be in the blob store; empty when the contract carries none.
+
+        Raises:
+            AdapterMisconfigured: no blob store is wired, or a listed blob is missing.
+        """
+        spec = self.contract.spec.attachments
+        listed = message.content.get(spec.element) if spec is not None else None
+        if not listed:
+            return []
+        if self._blobs is None:
+            raise ctx.build(AdapterMisconfigured, "the message lists attachments and no blob store is wired",
+                            code="ATTACHMENT_STORE")
+        items = listed if isinstance(listed, list) else [listed]
+        parts = [BlobPart(str(item.get("sha256", "")), str(item.get("mediaType") or "application/octet-stream"),
+                          str(item.get("nome") or "")) for item in items if isinstance(item, Mapping)]
+        for part in parts:
+            try:
+                present = self._blobs.exists(part.sha256)
+            except ValueError:
+                present = False
+            if not present:
+                raise ctx.build(AdapterMisconfigured, f"attachment {part.sha256} is not in the blob store",
+                                code="ATTACHMENT_MISSING")
+        return parts
+
     def _operation(self, name: str, ctx: ErrorContext) -> _Op:
         try:
             operation: _Op = self.contract.operation(name)
@@ -156,8 +191,9 @@ class ContractAdapter(AgencyAdapter, LateOutcomeAdapter, Generic[_C, _Op]):
         started = time.perf_counter()
         try:
             # Read within the contract's bound: an oversized reply is never parsed.
+            content = request.stream.stream() if request.stream is not None else request.content
             response = await read_reply(
-                self._http, request.method, request.url, content=request.content,
+                self._http, request.method, request.url, content=content,
                 headers=request.headers, timeout=self._timeout, max_bytes=self._max_reply,
                 ctx=ctx,
             )

@@ -70,7 +70,10 @@ async def read_reply(http: httpx.AsyncClient, method: str, url: httpx.URL | str,
     if isinstance(http, AgencyClient) and http.direct is not None and _plain(kwargs, follow_redirects):
         return await _read_direct(http, http.direct, method, url, max_bytes=max_bytes, ctx=ctx, **kwargs)
     request = http.build_request(method, url, **kwargs)
-    record_sent(request.content)
+    try:
+        record_sent(request.content)
+    except httpx.RequestNotRead:  # streamed with its attachments: the bytes are not kept
+        record_sent(b"(a streamed body: the message and its attachments)")
     response = await http.send(request, stream=True, follow_redirects=follow_redirects)
     try:
         declared = response.headers.get("content-length", "")

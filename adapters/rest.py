@@ -27,9 +27,12 @@ from domain.errors import (
     DeliveryError,
     MessageRejectedAsInvalid,
 )
+from adapters.attachments import form_data_body
 from adapters.exchange import ContractAdapter, OutgoingRequest
 from adapters.openapi import OpenApiContract, RestOperation
 from domain.messages import OutgoingMessage, Receipt
+from security.modi import body_digest_of_hash
+from service.attachments import BlobStore
 
 __all__ = ["RestAgencyAdapter", "classify_http"]
 
@@ -195,10 +198,11 @@ class RestAgencyAdapter(ContractAdapter[OpenApiContract, RestOperation]):
         timeout: httpx.Timeout | None = None,
         signer: Any = None,
         reply_to: str | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         super().__init__(contract, endpoint=endpoint.rstrip("/"), http=http,
                          fault_overrides=fault_overrides, timeout=timeout, signer=signer,
-                         reply_to=reply_to)
+                         reply_to=reply_to, blobs=blobs)
         self._operations = contract.operations
         self._urls: dict[str, httpx.URL] = {}  # per operation path, parsed once
 
@@ -244,12 +248,23 @@ class RestAgencyAdapter(ContractAdapter[OpenApiContract, RestOperation]):
             headers[self.contract.spec.message_id_header] = message.message_id
         if self._reply_to:
             headers[REPLY_TO_HEADER] = self._reply_to
+        stream = None
+        parts = self._attachment_parts(message, ctx)
+        if parts:
+            # The contract's form (multipart/form-data): the JSON message, then each file.
+            spec = self.contract.spec.attachments
+            assert spec is not None and self._blobs is not None
+            headers["Content-Type"], stream = form_data_body(body, parts, self._blobs, file_part=spec.file_part)
         if self._signer is not None:
-            # New tokens for every try: each carries its own jti.
-            headers.update(self._signer.headers(body=body, content_type=headers["Content-Type"]))
+            # New tokens for every try: each carries its own jti. A streamed body is hashed in
+            # a pass of its own: its Digest goes out before it.
+            digest = body_digest_of_hash(stream.sha256()) if stream is not None else None
+            headers.update(self._signer.headers(body=body, content_type=headers["Content-Type"], digest=digest))
         url = self._urls.get(operation.path)
         if url is None:
             url = self._urls[operation.path] = httpx.URL(self._endpoint + operation.path)
+        if stream is not None:
+            return OutgoingRequest(operation.method, url, b"", headers, self._endpoint + operation.path, stream)
         return OutgoingRequest(operation.method, url, body, headers, self._endpoint + operation.path)
 
     def _failure(self, exc_or_response: BaseException | httpx.Response,

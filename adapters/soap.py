@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,9 +32,11 @@ from domain.errors import (
     MessageRejectedAsInvalid,
     OutcomeUnknown,
 )
+from adapters.attachments import BlobPart, include, inline_base64_body, mtom_body
 from adapters.exchange import ContractAdapter, OutgoingRequest
 from adapters.wsdl import ENVELOPE_NS, SoapOperation, WsdlContract, parse_reply
 from domain.messages import OutgoingMessage, Receipt
+from service.attachments import BlobStore
 
 __all__ = [
     "SCHEMAS_DIR",
@@ -339,9 +342,10 @@ class SoapAgencyAdapter(ContractAdapter[WsdlContract, SoapOperation]):
         timeout: httpx.Timeout | None = None,
         signer: zeep.Plugin | None = None,
         reply_to: str | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         super().__init__(contract, endpoint=endpoint, http=http, fault_overrides=fault_overrides,
-                         timeout=timeout, signer=signer, reply_to=reply_to)
+                         timeout=timeout, signer=signer, reply_to=reply_to, blobs=blobs)
         self._url = httpx.URL(endpoint)  # parsed once, not on every request
 
     def __repr__(self) -> str:
@@ -375,7 +379,49 @@ class SoapAgencyAdapter(ContractAdapter[WsdlContract, SoapOperation]):
     def _encode(self, message: OutgoingMessage, operation: SoapOperation,
                 ctx: ErrorContext) -> OutgoingRequest:
         extra = {REPLY_TO_HEADER: self._reply_to} if self._reply_to else {}
+        parts = self._attachment_parts(message, ctx)
+        if parts:
+            return self._with_attachments(message, operation, parts, ctx, extra)
         return self._soap_request(operation, self._serialize(message, ctx), message.message_id, extra)
+
+    def _with_attachments(self, message: OutgoingMessage, operation: SoapOperation, parts: list[BlobPart],
+                          ctx: ErrorContext, extra: dict[str, str]) -> OutgoingRequest:
+        """The envelope (validated without the content), each attachment's content element
+        added as the contract's form says: an xop:Include of a MIME part (MTOM), or its base64
+        streamed inline; signed last, over the envelope as it leaves."""
+        spec = self.contract.spec.attachments
+        assert spec is not None and self._blobs is not None  # `_attachment_parts` found some
+        if spec.form == "base64" and self._signer is not None:
+            # A signature over the envelope would cover the markers, not the streamed content.
+            raise ctx.build(AdapterMisconfigured, "inline base64 attachments cannot be signed while streamed: "
+                                                  "declare form = \"mtom\" for a signing profile",
+                            code="ATTACHMENT_FORM")
+        envelope = self.contract.build(message.operation, message.content, ctx, None, address=self._endpoint)
+        listed = [el for el in envelope.iter() if isinstance(el.tag, str) and etree.QName(el).localname == spec.element]
+        if len(listed) != len(parts):
+            raise ctx.build(AdapterMisconfigured, f"the envelope holds {len(listed)} {spec.element} elements "
+                                                  f"for {len(parts)} attachments", code="ATTACHMENT_ELEMENT")
+        markers: list[tuple[bytes, BlobPart]] = []
+        for element, part in zip(listed, parts):
+            namespace = etree.QName(element).namespace
+            content = etree.SubElement(element, f"{{{namespace}}}{spec.content}" if namespace else spec.content)
+            if spec.form == "mtom":
+                include(content, part)
+            else:
+                marker = f"crocevia-attachment-{len(markers)}-{part.sha256}"
+                content.text = marker
+                markers.append((marker.encode(), part))
+        if self._signer is not None:
+            envelope, _ = self._signer.egress(envelope, {}, message.operation, {})
+        payload = etree.tostring(envelope, encoding="utf-8", xml_declaration=True)
+        request = self._soap_request(operation, b"", message.message_id, extra)
+        if spec.form == "mtom":
+            soap_type = request.headers.get("Content-Type", "text/xml").split(";", 1)[0].strip()
+            content_type, body = mtom_body(payload, parts, self._blobs, soap_type)
+            request.headers["Content-Type"] = content_type
+        else:
+            body = inline_base64_body(payload, markers, self._blobs)
+        return dataclasses.replace(request, stream=body)
 
     def _failure(self, exc_or_response: BaseException | httpx.Response,
                  ctx: ErrorContext) -> DeliveryError:

@@ -20,6 +20,7 @@ from starlette.routing import Mount, Route
 
 from api.admission import SubmissionAdmission
 from api.agency_health import agency_health_routes
+from api.attachments import attachment_routes
 from api.auth import Caller, admit_deferred, authenticate, authenticate_sync, refuse_token
 from api.context import ApiContext, attach_context, context_of
 from api.delegations import delegation_routes
@@ -40,6 +41,7 @@ from api.receipts import receipt_routes
 from console import console_mount
 from domain.intake import FilingRefused
 from domain.timestamps import rfc3339
+from service.attachments import verify_references
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.intake import NoRecipients, accept_filing
 from service.ports import FilingView, IdempotencyConflict, NewFiling, StoreError, TokenNotAdmitted
@@ -187,6 +189,9 @@ def _accept(ctx: ApiContext, request: Request, caller: Caller, media_type: str, 
     else:
         parsed = ctx.validator.parse(body)
     assert caller.user is not None  # filings always name the user
+    # Attachments named by id must be this user's uploads, with the hashes the filing declares.
+    referenced = verify_references(ctx.attachments.store if ctx.attachments else None, parsed.root,
+                                   portal, caller.user.tax_code)
     granted = authorize_filing(ctx.identity, ctx.routes, parsed.kind, parsed.root, caller.user,
                                ctx.guard.now())
     new = NewFiling(
@@ -233,6 +238,8 @@ def _accept(ctx: ApiContext, request: Request, caller: Caller, media_type: str, 
         log.info("filing_accepted", filing_ref=accepted.reference, kind=new.kind,
                  recipients=[r["agency"] for r in accepted.recipients])
         ctx.wake()
+        if referenced and ctx.attachments is not None:
+            _mark_referenced(ctx, [r.id for r in referenced], accepted.reference)
     return json_response(
         {
             "reference": accepted.reference,
@@ -243,6 +250,15 @@ def _accept(ctx: ApiContext, request: Request, caller: Caller, media_type: str, 
         202,
         headers,
     )
+
+
+def _mark_referenced(ctx: ApiContext, ids: list[str], reference: str) -> None:
+    """Referenced attachments no longer expire (the filing is accepted either way)."""
+    assert ctx.attachments is not None
+    try:
+        ctx.attachments.store.mark_referenced(ids, reference)
+    except StoreError:
+        log.warning("attachment_reference_unrecorded", filing_ref=reference, exc_info=True)
 
 
 def _refuse_sync(ctx: ApiContext, request: Request, caller: Caller, status: int, slug: str, title: str,
@@ -307,6 +323,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             *(desk_routes() if ctx.desk is not None else []),
             *delegation_routes(),
             *draft_routes(ctx),
+            *(attachment_routes() if ctx.attachments is not None else []),
             *agency_health_routes(ctx.agency_health),
             *delivery_routes(),
             *health_routes(ctx.readiness),

@@ -106,7 +106,8 @@ class RequestGuard:
         return datetime.fromtimestamp(self._clock(), timezone.utc)
 
     def authenticate(self, headers: Mapping[str, str], body: bytes, *, client: str, path: str,
-                     require_user: bool = True, defer_admission: bool = False) -> Caller:
+                     require_user: bool = True, defer_admission: bool = False,
+                     streamed: bool = False) -> Caller:
         """Verify one request and admit it.
 
         With `defer_admission` the token is only verified: the caller carries its `claim`, and
@@ -118,7 +119,7 @@ class RequestGuard:
         """
         now = self._clock()
         try:
-            verified = self._verifier.verify(headers, body, now, require_user=require_user)
+            verified = self._verifier.verify(headers, body, now, require_user=require_user, streamed=streamed)
         except ModiRefused as refused:
             self._fail(refused, client, path, now)
         tax_code = verified.user.tax_code if verified.user else None
@@ -216,11 +217,12 @@ def _answered(request: Request) -> Iterator[list[Response]]:
 
 
 def authenticate_sync(guard: RequestGuard, request: Request, body: bytes, *,
-                      defer_admission: bool = False) -> Caller | Response:
-    """`authenticate` for code already running in the thread pool (blocking)."""
+                      defer_admission: bool = False, streamed: bool = False) -> Caller | Response:
+    """`authenticate` for code already running in the thread pool (blocking); with `streamed`
+    the body is still unread and only its declared Digest is verified (`ModiVerifier.verify`)."""
     with _answered(request) as answer:
         return guard.authenticate(request.headers, body, client=_client_of(request), path=request.url.path,
-                                  defer_admission=defer_admission)
+                                  defer_admission=defer_admission, streamed=streamed)
     return answer[0]
 
 

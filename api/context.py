@@ -23,6 +23,7 @@ from routing.routes import RouteTable
 from service.agency_health import AgencyHealthFeed
 from service.drafts import DraftDesk
 from service.desk import FilingDesk
+from service.attachments import AttachmentService
 from service.identity import IdentityStore
 from service.intake import MessageCheck
 from service.metrics import HubMetrics
@@ -106,6 +107,9 @@ class ApiContext:
     drafts: DraftDesk | None = None
     #: The portal's search and archive (`GET /v1/filings`, api/desk.py); None: those routes are off.
     desk: FilingDesk | None = None
+    #: Uploads and their blob store (`POST /v1/attachments`); None: no attachments route, and a
+    #: filing that references an attachment by id is refused.
+    attachments: AttachmentService | None = None
 
     def wake(self) -> None:
         """Tell an in-process worker that there is work (a new, resent or released job)."""

@@ -19,6 +19,7 @@ from api.problems import json_response, problem_response, store_unavailable
 from domain.intake import FilingRefused, MessageProblem, RecipientMessagesInvalid, Violation
 from domain.timestamps import agency_instant, epoch_rfc3339, rfc3339
 from schemas.json_locations import field_pointer
+from service.attachments import verify_references
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.ports import DeliveryView, FilingEvent, NeedsCorrection, NotResendable, RecipientNotFound, StoreError
 from service.recipients import CallbackUnreadable, CorrectionRefused, correct_recipient, record_callback
@@ -172,9 +173,14 @@ def _resend(ctx: ApiContext, request: Request, caller: Caller, reference: str, a
         if correcting:
             parsed = ctx.validator.parse_json(body) if media_type in _JSON_TYPES else ctx.validator.parse(body)
             if caller.user is not None:
+                # A corrected filing's attachments are checked as a new filing's are.
+                referenced = verify_references(ctx.attachments.store if ctx.attachments else None, parsed.root,
+                                               caller.portal, caller.user.tax_code)
                 authorize_filing(ctx.identity, ctx.routes, parsed.kind, parsed.root, caller.user, ctx.guard.now())
             view = correct_recipient(ctx.store, ctx.routes, parsed, reference, caller.portal, agency,
                                      actor=caller.actor, check=ctx.message_check)
+            if caller.user is not None and referenced and ctx.attachments is not None:
+                ctx.attachments.store.mark_referenced([r.id for r in referenced], reference)
         else:
             view = ctx.store.resend_recipient(reference, caller.portal, agency, actor=caller.actor)
     except RecipientNotFound as exc:

@@ -30,7 +30,7 @@ from domain.identity import IdentityError, User, level_from_loa, normalise_user_
 from security.keys import PublicKey
 from security.modi import AUTHORIZATION_HEADER, DIGEST_HEADER, SIGNATURE_HEADER, TRACKING_HEADER, tracking_digest
 
-__all__ = ["REQUIRED_CLAIMS", "ModiRefused", "ModiVerifier", "PortalKey", "VerifiedRequest"]
+__all__ = ["REQUIRED_CLAIMS", "ModiRefused", "ModiVerifier", "PortalKey", "VerifiedRequest", "declared_sha256"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +126,19 @@ REQUIRED_CLAIMS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     SIGNATURE_HEADER: ("iss", "aud", "iat", "exp", "signed_headers"),
     TRACKING_HEADER: ("iss", "aud", "iat", "exp", "userID", "userLocation"),
 })
+
+
+def declared_sha256(headers: Mapping[str, str]) -> str | None:
+    """The body's SHA-256 the `Digest` header declares, in lower-case hex; None when absent or
+    not 32 bytes of base64."""
+    value = _sha256_digest(headers.get(DIGEST_HEADER.lower()) or "")
+    if value is None:
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        return None
+    return raw.hex() if len(raw) == 32 else None
 
 
 class ModiVerifier:
@@ -234,8 +247,12 @@ class ModiVerifier:
                                            "(claims 'iat' to 'exp')", portal, token=what, claim="exp")
 
     def verify(self, headers: Mapping[str, str], body: bytes, now: float, *,
-               require_user: bool = True) -> VerifiedRequest:
+               require_user: bool = True, streamed: bool = False) -> VerifiedRequest:
         """Verify one request; `headers` is case-insensitive (Starlette's Headers).
+
+        With `streamed` the body is still to come (an attachment streamed to disk): the Digest
+        header and its signature are verified now, and the caller compares the body's hash
+        with `declared_sha256(headers)` once it has read it.
 
         Raises:
             ModiRefused: the first check that failed.
@@ -250,21 +267,27 @@ class ModiVerifier:
         portal: str = auth["iss"]
         if not isinstance(auth["jti"], str) or not 8 <= len(auth["jti"]) <= 200:
             raise _invalid(AUTHORIZATION_HEADER, "jti", "must be a string of 8 to 200 characters", portal)
-        signed = self._verify_integrity(headers, body, portal, now) if body else {}
+        signed = (self._verify_integrity(headers, None if streamed else body, portal, now)
+                  if body or streamed else {})
         user = self._verify_tracking(headers, auth, portal, now) if require_user else None
         return VerifiedRequest(portal=portal, jti=auth["jti"], expires_at=float(auth["exp"]), user=user,
                                signed_headers=MappingProxyType(signed))
 
-    def _verify_integrity(self, headers: Mapping[str, str], body: bytes, portal: str,
+    def _verify_integrity(self, headers: Mapping[str, str], body: bytes | None, portal: str,
                           now: float) -> dict[str, str]:
-        """Check the Digest and its signature; returns the signed headers, names lower-cased."""
+        """Check the Digest and its signature (the Digest against `body` unless it is None: a
+        body still streaming); returns the signed headers, names lower-cased."""
         digest_header = headers.get(DIGEST_HEADER.lower())
         if not digest_header:
             raise ModiRefused("digest-missing", "a request with a body needs a Digest: SHA-256=… "
                                                 "header (INTEGRITY_REST_01)", portal)
         sent = _sha256_digest(digest_header)
-        actual = base64.b64encode(hashlib.sha256(body).digest()).decode()
-        if sent is None or not hmac.compare_digest(sent, actual):
+        if body is None:
+            if sent is None or declared_sha256(headers) is None:
+                raise ModiRefused("digest-missing", "a streamed body needs a Digest: SHA-256=<base64 "
+                                                    "of 32 bytes> header (INTEGRITY_REST_01)", portal)
+        elif sent is None or not hmac.compare_digest(
+                sent, base64.b64encode(hashlib.sha256(body).digest()).decode()):
             raise ModiRefused("digest-mismatch", "the body does not match its Digest header: it "
                                                  "changed after signing", portal)
         signature = headers.get(SIGNATURE_HEADER.lower())

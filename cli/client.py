@@ -8,7 +8,10 @@ the user its SPID/CIE/CNS login authenticated.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +19,7 @@ import orjson
 from lxml import etree
 
 from domain.identity import User, level_from_loa, normalise_user_id
-from security.modi import ModiSigner
+from security.modi import ModiSigner, body_digest_of_hash
 
 __all__ = ["DEMO_OPERATOR", "PortalClient", "TERMINAL_FILING_STATES", "declarant_of", "demo_user"]
 
@@ -105,6 +108,29 @@ class PortalClient:
         if response.status_code == 202 and who is not None:
             self._submitted_by[response.json()["reference"]] = who
         return response
+
+    def upload_attachment(self, path: Path, *, media_type: str, user: User, file_name: str | None = None,
+                          chunk_size: int = 65_536) -> httpx.Response:
+        """`POST /v1/attachments`: hash the file in one pass, then stream it (never read whole)."""
+        digest = hashlib.sha256()
+        with path.open("rb") as source:
+            for chunk in iter(lambda: source.read(chunk_size), b""):
+                digest.update(chunk)
+        headers = {"Content-Type": media_type}
+        if file_name is not None:
+            headers["Content-Disposition"] = f'attachment; filename="{file_name}"'
+        headers.update(self.signer.headers(content_type=media_type, user=user,
+                                           digest=body_digest_of_hash(digest.digest())))
+
+        def stream() -> Iterator[bytes]:
+            with path.open("rb") as source:
+                yield from iter(lambda: source.read(chunk_size), b"")
+
+        return self._http.post("/v1/attachments", content=stream(), headers=headers)
+
+    def attachment(self, attachment_id: str, *, user: User) -> httpx.Response:
+        """`GET /v1/attachments/{attachmentId}`: one of the user's uploads."""
+        return self._send("GET", f"/v1/attachments/{attachment_id}", user=user)
 
     def status(self, reference: str, *, user: User | None = None) -> httpx.Response:
         who = user or self.user or self._submitted_by.get(reference)

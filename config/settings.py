@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 __all__ = [
     "AgencySettings",
+    "AttachmentSettings",
     "ApiSettings",
     "AgencyIdentitySettings",
     "CircuitSettings",
@@ -166,6 +167,20 @@ class MemorySettings(_Section):
     #: services of `hub.py`. glibc's default, 8 per core, gives each thread pool worker its own
     #: arena; their free-but-unreturned pages add tens of MiB of RSS. 0: leave glibc's default.
     malloc_arena_max: int = Field(default=2, ge=0)
+
+
+class AttachmentSettings(_Section):
+    """`POST /v1/attachments`: how large, of which types, where kept, how long unreferenced."""
+
+    #: The largest attachment accepted; one byte more is answered 413 as soon as it arrives.
+    max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    #: Media types accepted (PDF and PDF/A, CAdES `.p7m`, XML); others are answered 415.
+    media_types: list[str] = Field(default_factory=lambda: ["application/pdf", "application/pkcs7-mime",
+                                                            "application/xml"])
+    #: The blob store's folder; empty: `blobs/` beside the SQLite file, else under `data_dir`.
+    blob_dir: str = ""
+    #: Seconds an attachment no filing references is kept before it expires.
+    unreferenced_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)
 
 
 class MetricsSettings(_Section):
@@ -417,6 +432,8 @@ class Settings(BaseSettings):
     drafts: DraftSettings = Field(default_factory=DraftSettings)
 
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+
+    attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
 
     @classmethod
     def settings_customise_sources(

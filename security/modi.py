@@ -36,6 +36,7 @@ __all__ = [
     "TRACKING_HEADER",
     "ModiSigner",
     "body_digest",
+    "body_digest_of_hash",
     "tracking_digest",
 ]
 
@@ -48,6 +49,11 @@ TRACKING_HEADER = "Agid-JWT-TrackingEvidence"
 def body_digest(body: bytes) -> str:
     """The `Digest` header value for `body` (RFC 3230, SHA-256, base64)."""
     return "SHA-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode()
+
+
+def body_digest_of_hash(sha256: bytes) -> str:
+    """The `Digest` header value of a body whose SHA-256 was computed while streaming it."""
+    return "SHA-256=" + base64.b64encode(sha256).decode()
 
 
 def tracking_digest(token: str) -> dict[str, str]:
@@ -127,11 +133,13 @@ class ModiSigner:
         content_type: str | None = None,
         user: User | None = None,
         signed: Mapping[str, str] | None = None,
+        digest: str | None = None,
     ) -> dict[str, str]:
         """The headers to add to one request: always Authorization; Digest and
         Agid-JWT-Signature when there is a body; Agid-JWT-TrackingEvidence when `user` is given.
         `signed` names further headers (lower-case name → value) that Agid-JWT-Signature covers,
-        such as the X-Correlation-ID of an agency's callback.
+        such as the X-Correlation-ID of an agency's callback. `digest` is the Digest of a body
+        streamed rather than passed (`body_digest_of_hash`): it is signed instead of `body`'s.
 
         Each call makes new tokens with a new `jti`: sign every request, including retries.
         """
@@ -142,8 +150,8 @@ class ModiSigner:
             evidence = self.tracking_evidence(user, now)
             out[TRACKING_HEADER] = evidence
             auth_claims["digest"] = tracking_digest(evidence)
-        if body:
-            digest = body_digest(body)
+        if body or digest:
+            digest = digest or body_digest(body or b"")
             out[DIGEST_HEADER] = digest
             signed_headers: list[dict[str, str]] = [{"digest": digest}]
             if content_type:

@@ -12,8 +12,8 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import httpx
 from starlette.requests import Request
@@ -55,6 +55,8 @@ class Submission:
     filing_reference: str
     lookup: Lookup
     corrects: dict[str, str] | None = None  # the header's link to a refused message
+    #: The attachments received with it, each checked against its declared SHA-256.
+    attachments: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +199,7 @@ class AgencyDesk:
             received={name: value for name in HANDED_OVER if (value := submission.lookup(name))},
             corrects=submission.corrects,
             arrival=self.ledger.next_arrival(),
+            attachments=list(submission.attachments),
         )
         if verdict is not None and verdict.decision is not None:
             effect.decision, effect.decided = verdict.decision, True

@@ -50,6 +50,8 @@ class Effect:
     corrects: dict[str, str] | None = None
     #: 1 for the first message this ledger protocolled, then one more per new message.
     arrival: int = 0
+    #: The attachments received with the message: name, type, SHA-256, size and form.
+    attachments: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def esito(self) -> str:
@@ -78,6 +80,7 @@ class Effect:
             "received": dict(self.received),
             "corrects": dict(self.corrects) if self.corrects else None,
             "arrival": self.arrival,
+            "attachments": [dict(a) for a in self.attachments],
         }
 
 

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from simulators.attachments import MAX_MULTIPART_BYTES, Part, content_type_params, split_multipart, verified
 from simulators.contracts import RUNTS_OPENAPI, RUNTS_OPERATION, RUNTS_OPERATIONS, served_openapi
 from simulators.control import control_routes
 from simulators.desk import AgencyDesk, InvalidMessageError, Submission
@@ -85,6 +86,38 @@ def _problem(status: int, title: str, detail: str, **extra: str) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=_PROBLEM)
 
 
+def _form_data(body: bytes, params: dict[str, str]) -> tuple[bytes, list[Part]]:
+    """The JSON message (part `message`) and the document parts (`allegato`) of a form.
+
+    Raises:
+        InvalidMessageError: "MULTIPART" when the body is not such a form.
+    """
+    message: bytes | None = None
+    files = []
+    for part in split_multipart(body, params.get("boundary", "")):
+        name = content_type_params(part.headers.get("content-disposition", "")).get("name")
+        if name == "message":
+            message = part.body
+        elif name == "allegato":
+            files.append(part)
+    if message is None:
+        raise InvalidMessageError("MULTIPART", "manca la parte message")
+    return message, files
+
+
+def _documents(declared: list[Any], files: list[Part]) -> list[dict[str, Any]]:
+    """Each declared document matched with its part, in order, its SHA-256 checked.
+
+    Raises:
+        InvalidMessageError: "ALLEGATO" when the counts or a hash differ.
+    """
+    if len(declared) != len(files):
+        raise InvalidMessageError("ALLEGATO", f"{len(declared)} allegati dichiarati, {len(files)} ricevuti")
+    return [verified(str(item.get("nome", "")), str(item.get("mediaType", "")), str(item.get("sha256", "")),
+                     part.body, "multipart")
+            for item, part in zip(declared, files)]
+
+
 class _RuntsEndpoint:
     """`POST` of each RUNTS operation (`RUNTS_OPERATIONS`); also the desk's replies in REST form."""
 
@@ -112,13 +145,21 @@ class _RuntsEndpoint:
 
     async def submit(self, request: Request, operation: str) -> Response:
         self.desk.ledger.calls += 1
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media != "application/json":
-            return self._refuse(operation, 415, "MEDIA_TYPE", f"tipo {media!r} non accettato")
+        params = content_type_params(request.headers.get("content-type", ""))
+        media = params[""]
+        files: list[Part] | None = None  # multipart/form-data: the documents, in order
         try:
-            data = orjson.loads(await read_body(request))
+            if media == "multipart/form-data":
+                document, files = _form_data(await read_body(request, MAX_MULTIPART_BYTES), params)
+            elif media == "application/json":
+                document = await read_body(request)
+            else:
+                return self._refuse(operation, 415, "MEDIA_TYPE", f"tipo {media!r} non accettato")
+            data = orjson.loads(document)
         except BodyTooLargeError as exc:
             return self._refuse(operation, 413, "JSON", str(exc))
+        except InvalidMessageError as exc:
+            return self._refuse(operation, 400, exc.code, exc.error)
         except orjson.JSONDecodeError as exc:
             return self._refuse(operation, 400, "JSON", f"JSON non valido: {exc}")
         if _too_deep(data):
@@ -147,7 +188,7 @@ class _RuntsEndpoint:
                 )
             return Submission(
                 operation, header["messageId"], header["filingReference"], lookup,
-                corrects=header.get("corrects"),
+                corrects=header.get("corrects"), attachments=_documents(data.get("allegati") or [], files or []),
             )
 
         return await self.desk.process(request, operation, matches, check, self)

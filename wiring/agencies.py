@@ -16,6 +16,7 @@ from adapters.factory import ContractSet, VersionedAdapter, build_agency_adapter
 from adapters.http_transport import AgencyClient, AiohttpTransport
 from config.settings import AgencySettings, HttpSettings, Settings
 from service.agency_runtime import AgencyRuntime
+from service.attachments import BlobStore
 from service.delivery_port import RetryPolicy
 from service.circuit import CircuitBreaker
 from service.maintenance import MaintenanceCalendar, MaintenanceWindow
@@ -28,7 +29,8 @@ __all__ = ["agency_http_client", "agency_transport", "build_adapter", "build_age
 
 def build_adapter(contracts: ContractSet, name: str, *, endpoint: str, http: httpx.AsyncClient,
                   endpoints: Mapping[str, str] | None = None, fault_overrides: Mapping[str, str] | None = None,
-                  signer: Any = None, reply_to: str | None = None) -> VersionedAdapter:
+                  signer: Any = None, reply_to: str | None = None,
+                  blobs: BlobStore | None = None) -> VersionedAdapter:
     """The adapter of agency `name`, speaking every contract version its file declares.
 
     Args:
@@ -38,29 +40,33 @@ def build_adapter(contracts: ContractSet, name: str, *, endpoint: str, http: htt
         fault_overrides: fault code → "transient" or "permanent", winning over the contract's.
         signer: the agency's outgoing identity (`wiring.identity.agency_signer`), or None.
         reply_to: the hub's callback address for the agency's late outcomes, or None.
+        blobs: the blob store the attachments a message lists are streamed from, or None.
 
     Raises:
         KeyError: no agency file declares `name`.
     """
     return build_agency_adapter(contracts.catalog.agency(name), endpoint=endpoint, endpoints=endpoints, http=http,
-                                fault_overrides=fault_overrides or {}, signer=signer, reply_to=reply_to)
+                                fault_overrides=fault_overrides or {}, signer=signer, reply_to=reply_to,
+                                blobs=blobs)
 
 
 def configured_adapter(settings: Settings, contracts: ContractSet, name: str, http: httpx.AsyncClient, *,
-                       signer: Any = None, reply_to: str | None = None) -> VersionedAdapter:
+                       signer: Any = None, reply_to: str | None = None,
+                       blobs: BlobStore | None = None) -> VersionedAdapter:
     """`build_adapter` at the endpoints and fault overrides `[agencies.NAME]` configures."""
     conf = settings.agencies[name]
     return build_adapter(contracts, name, endpoint=conf.endpoint, endpoints=conf.endpoints, http=http,
-                         fault_overrides=conf.fault_overrides, signer=signer, reply_to=reply_to)
+                         fault_overrides=conf.fault_overrides, signer=signer, reply_to=reply_to, blobs=blobs)
 
 
 def build_agency_runtime(settings: Settings, contracts: ContractSet, name: str, http: httpx.AsyncClient, *,
-                         concurrency: int, public_url: str) -> AgencyRuntime:
+                         concurrency: int, public_url: str, blobs: BlobStore | None = None) -> AgencyRuntime:
     """Agency `name` as a worker runs it: its adapter (on `http`, signing as its profile asks,
-    late outcomes called back under `public_url`) and its policies from `[agencies.NAME]`."""
+    late outcomes called back under `public_url`, attachments read from `blobs`) and its
+    policies from `[agencies.NAME]`."""
     conf = settings.agencies[name]
     adapter = configured_adapter(settings, contracts, name, http, signer=agency_signer(settings, name, conf),
-                                 reply_to=f"{public_url}/v1/callbacks/{name}")
+                                 reply_to=f"{public_url}/v1/callbacks/{name}", blobs=blobs)
     r, s, late, c = conf.retry, conf.schedule, conf.late, conf.circuit
     return AgencyRuntime(
         name=name,

@@ -8,6 +8,7 @@ import storage.identity_tables  # noqa: F401 - registers the identity tables on 
 import storage.delivery_tables  # noqa: F401 - registers the delivery semantics tables
 import storage.operator_tables  # noqa: F401 - registers the operator identity tables
 import storage.draft_tables  # noqa: F401 - registers the drafts tables
+import storage.attachment_tables  # noqa: F401 - registers the attachments table
 from storage.tables import metadata
 
 config = context.config
