@@ -6,18 +6,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
     from cli.drafts import DraftCommands
-    from cli.client import PortalClient
     from cli.ops_client import OpsClient
+    from cli.portal import PortalSession
 
+from cli.portal import portal_options
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
 
@@ -273,88 +273,93 @@ def demo(ctx: click.Context, faults: tuple[str, ...], timeout: float) -> None:
     sys.exit(code)
 
 
+def _portal_session(ctx: click.Context, url: str | None, portal: str, user: str | None, auth: str,
+                    as_json: bool = False) -> PortalSession:
+    """The portal command's `--url/--portal/--user/--auth/--json` (cli/portal.py builds its client)."""
+    from cli.ops_client import hub_url
+    from cli.portal import PortalSession
+
+    return PortalSession(hub_url(_settings(ctx), url), portal, user, auth, as_json)
+
+
 @cli.command()
-@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--url", default=None, help="Hub base URL (default from config).")
-@click.option("--portal", default="demo", show_default=True)
+@click.option("--portal", envvar="CROCEVIA_PORTAL", default="demo", show_default=True,
+              help="The portal whose key signs (env CROCEVIA_PORTAL).")
 @click.option("--idempotency-key", default=None)
 @click.option("--user", default=None, metavar="TAX_CODE",
               help="The user the portal vouches for (default: each filing's declarant, as the demo portal).")
 @click.option("--auth", default="SPID2", show_default=True, help="How the user logged in: SPID1..3, CIE or CNS.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer (only it, on stdout).")
 @click.pass_context
 def submit(ctx: click.Context, files: tuple[str, ...], url: str | None, portal: str, idempotency_key: str | None,
-           user: str | None, auth: str) -> None:
-    """Submit filings (XML or JSON files) to a running hub, ModI-signed, and print its answers."""
-    from bootstrap import portal_signer
-    from cli.client import PortalClient, declarant_of, demo_user
-    from cli.ops_client import hub_url
+           user: str | None, auth: str, as_json: bool) -> None:
+    """Submit filings (XML or JSON files) to a running hub, ModI-signed; print each filing's
+    reference and recipients. A refused file is one line on stderr; the others still go."""
+    from cli.client import declarant_of
+    from cli.portal import EXIT_USAGE, PortalError, checked, make_user, portal_client, print_json
+    from cli.table import render_table
 
-    settings = _settings(ctx)
-    base = hub_url(settings, url)
-    failed = False
-    with PortalClient(base, portal_signer(settings, portal)) as client:
+    session = _portal_session(ctx, url, portal, user, auth, as_json)
+    answers: list[dict[str, Any]] = []
+    code = 0
+    with portal_client(_settings(ctx), session) as client:
         for name in files:
             data = Path(name).read_bytes()
             ctype = "application/json" if name.endswith(".json") else "application/xml"
-            tax_code = user or declarant_of(data, ctype)
-            if not tax_code:
-                raise click.UsageError(f"{name}: no declarant tax code found; name the user with --user")
-            who = demo_user(tax_code, auth)
-            response = client.submit(data, content_type=ctype, idempotency_key=idempotency_key, user=who)
-            failed |= response.status_code >= 400
-            click.echo(f"{name}: {response.status_code} {response.text}")
-    sys.exit(1 if failed else 0)
+            try:
+                tax_code = user or declarant_of(data, ctype)
+                if not tax_code:
+                    raise PortalError("no declarant tax code found; name the user with --user", EXIT_USAGE)
+                body = checked(client.submit(data, content_type=ctype, idempotency_key=idempotency_key,
+                                             user=make_user(tax_code, auth)))
+            except PortalError as exc:
+                click.echo(f"error: {name}: {exc}", err=True)
+                code = code or exc.exit_code
+                continue
+            answers.append({"file": name, **body})
+    if as_json:
+        print_json(answers[0] if len(files) == 1 and answers else answers)
+    elif answers:
+        click.echo(render_table(["file", "filing", "state", "recipients"], [
+            [a["file"], a.get("reference"), a.get("state"),
+             ", ".join(f"{r.get('agency')} {r.get('operation')}" for r in a.get("recipients") or [])]
+            for a in answers]))
+    sys.exit(code)
 
 
 @cli.command()
 @click.argument("references", nargs=-1, required=True)
-@click.option("--url", default=None, help="Hub base URL (default from config).")
-@click.option("--portal", default="demo", show_default=True)
-@click.option("--user", required=True, metavar="TAX_CODE", help="Who is asking (they must be allowed to see it).")
-@click.option("--auth", default="SPID2", show_default=True, help="How the user logged in: SPID1..3, CIE or CNS.")
 @click.option("--wait", is_flag=True, help="Poll until each filing settles (a progress line on stderr).")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="How long --wait waits.")
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
+@portal_options
 @click.pass_context
 def status(ctx: click.Context, references: tuple[str, ...], url: str | None, portal: str, user: str, auth: str,
            wait: bool, timeout: float, as_json: bool) -> None:
     """Show filings and every recipient's state."""
-    from cli.ops_client import hub_url
-    from cli.portal_actions import PortalSession, run_status
+    from cli.portal_actions import run_status
 
-    session = PortalSession(hub_url(_settings(ctx), url), portal, user, auth, as_json)
-    run_status(ctx, session, references, wait=wait, timeout=timeout)
+    run_status(ctx, _portal_session(ctx, url, portal, user, auth, as_json), references, wait=wait, timeout=timeout)
 
 
 @cli.group()
-@click.option("--url", default=None, help="Hub base URL (default from config).")
-@click.option("--portal", default="demo", show_default=True)
-@click.option("--user", required=True, metavar="TAX_CODE", help="The user the portal vouches for.")
-@click.option("--auth", default="SPID2", show_default=True, help="How the user logged in: SPID1..3, CIE or CNS.")
-@click.option("--json", "as_json", is_flag=True, help="The hub's JSON instead of tables.")
+@portal_options
 @click.pass_context
 def drafts(ctx: click.Context, url: str | None, portal: str, user: str, auth: str, as_json: bool) -> None:
     """A portal user's drafts: create, update, show, list, delete, check, submit."""
-    ctx.obj["drafts"] = {"url": url, "portal": portal, "user": user, "auth": auth, "as_json": as_json}
+    ctx.obj["drafts"] = _portal_session(ctx, url, portal, user, auth, as_json)
 
 
 def _drafts(ctx: click.Context, run: Callable[[DraftCommands], int]) -> None:
     """Run one draft command with the group's portal credentials; exit with its status."""
-    from bootstrap import portal_signer
-    from cli.client import PortalClient, demo_user
     from cli.drafts import DraftCommands
-    from cli.ops_client import hub_url
+    from cli.portal import portal_client
 
-    settings, opts = _settings(ctx), ctx.obj["drafts"]
-    if opts["portal"] not in settings.portals:
-        raise click.BadParameter(f"no portal {opts['portal']!r} in the configuration", param_hint="--portal")
-    try:
-        who = demo_user(opts["user"], opts["auth"])
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--user/--auth") from None
-    with PortalClient(hub_url(settings, opts["url"]), portal_signer(settings, opts["portal"]), user=who) as client:
+    session = ctx.obj["drafts"]
+    with portal_client(_settings(ctx), session) as client:
         code = run(DraftCommands(client, click.echo, lambda line: click.echo(line, err=True),
-                                 as_json=opts["as_json"]))
+                                 as_json=session.as_json))
     sys.exit(code)
 
 
@@ -426,42 +431,25 @@ def drafts_submit(ctx: click.Context, draft_id: str, idempotency_key: str | None
 @click.argument("reference")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, writable=True),
               help="Where to write the PDF.")
-@click.option("--url", default=None, help="Hub base URL (default from config).")
-@click.option("--portal", default="demo", show_default=True)
-@click.option("--user", required=True, metavar="TAX_CODE", help="Who is asking (they must be allowed to see it).")
-@click.option("--auth", default="SPID2", show_default=True, help="How the user logged in: SPID1..3, CIE or CNS.")
+@portal_options
 @click.pass_context
 def receipt(ctx: click.Context, reference: str, output: str, url: str | None, portal: str, user: str,
-            auth: str) -> None:
+            auth: str, as_json: bool) -> None:
     """Save a settled filing's PDF receipt (each agency's protocol number, date and outcome)."""
-    import httpx
+    from cli.portal import EXIT_CANNOT_WRITE, PortalError, checked, portal_client, print_json
 
-    from bootstrap import portal_signer
-    from cli.client import PortalClient, demo_user
-    from cli.ops_client import hub_url
-
-    settings = _settings(ctx)
-    try:
-        who = demo_user(user, auth)
-        with PortalClient(hub_url(settings, url), portal_signer(settings, portal), user=who) as client:
-            response = client.receipt(reference)
-    except (KeyError, ValueError, httpx.HTTPError) as exc:
-        # One line, no traceback: an unknown portal, a malformed tax code, an unreachable hub.
-        click.echo(f"receipt: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", err=True)
-        sys.exit(1)
-    if response.status_code != 200:
+    with portal_client(_settings(ctx), _portal_session(ctx, url, portal, user, auth, as_json)) as client:
+        response = client.receipt(reference)
+        if response.status_code != 200:
+            checked(response)  # the refusal, in one line
         try:
-            detail = response.json().get("detail") or response.reason_phrase
-        except ValueError:
-            detail = response.reason_phrase
-        click.echo(f"{reference}: {response.status_code} {detail}", err=True)
-        sys.exit(1)
-    try:
-        Path(output).write_bytes(response.content)
-    except OSError as exc:
-        click.echo(f"receipt: cannot write {output}: {exc.strerror}", err=True)
-        sys.exit(1)
-    click.echo(f"{reference}: receipt saved to {output} ({len(response.content)} bytes)")
+            Path(output).write_bytes(response.content)
+        except OSError as exc:
+            raise PortalError(f"cannot write {output}: {exc.strerror}", EXIT_CANNOT_WRITE) from None
+    if as_json:
+        print_json({"reference": reference, "file": output, "bytes": len(response.content)})
+    else:
+        click.echo(f"{reference}: receipt saved to {output} ({len(response.content)} bytes)")
 
 
 @cli.command()
@@ -715,6 +703,7 @@ def filings_search(ctx: click.Context, url: str | None, token: str | None, limit
 
 def _portal_search(ctx: click.Context, url: str | None, user: str, auth: str, limit: int, follow: bool,
                    as_json: bool, archived: str | None, filters: dict[str, str | None]) -> int:
+    from cli.portal import portal_client
     from cli.portal_search import run_portal_search
 
     for operator_only in ("state", "message_id"):
@@ -729,67 +718,37 @@ def _portal_search(ctx: click.Context, url: str | None, user: str, auth: str, li
     params = {names[k]: v for k, v in filters.items() if k in names and v is not None}
     if archived is not None:
         params["archived"] = archived
-    with _portal_client(ctx, url, filters.get("portal") or "demo", user, auth) as (client, base):
-        return run_portal_search(client, base, params, click.echo, as_json=as_json, limit=limit, follow=follow)
-
-
-@contextmanager
-def _portal_client(ctx: click.Context, url: str | None, portal: str, user: str,
-                   auth: str) -> Iterator[tuple[PortalClient, str]]:
-    """A portal's client for `user`; a portal or user the hub cannot sign for is a usage error."""
-    from bootstrap import portal_signer
-    from cli.client import PortalClient, demo_user
-    from cli.ops_client import hub_url
-
-    settings = _settings(ctx)
-    try:
-        signer = portal_signer(settings, portal)
-        who = demo_user(user, auth)
-    except (KeyError, ValueError, OSError) as exc:
-        raise click.UsageError(f"cannot act as portal {portal!r} for {user!r}: {exc}") from exc
-    base = hub_url(settings, url)
-    with PortalClient(base, signer, user=who) as client:
-        yield client, base
-
-
-_PORTAL_USER = click.option("--user", required=True, metavar="TAX_CODE", help="The user the portal acts for.")
-_PORTAL_AUTH = click.option("--auth", default="SPID2", show_default=True, help="How the user logged in: SPID1..3, CIE or CNS.")
-_PORTAL_NAME = click.option("--portal", default="demo", show_default=True, help="The portal that signs.")
+    session = _portal_session(ctx, url, filters.get("portal") or "demo", user, auth, as_json)
+    with portal_client(_settings(ctx), session) as client:
+        return run_portal_search(client, params, click.echo, as_json=as_json, limit=limit, follow=follow)
 
 
 @filings.command("archive")
 @click.argument("reference")
-@_PORTAL_USER
-@_PORTAL_AUTH
-@_PORTAL_NAME
-@click.option("--json", "as_json", is_flag=True)
-@_OPS_URL
+@portal_options
 @click.pass_context
-def filings_archive(ctx: click.Context, reference: str, user: str, auth: str, portal: str, as_json: bool,
-                    url: str | None) -> None:
+def filings_archive(ctx: click.Context, reference: str, url: str | None, portal: str, user: str, auth: str,
+                    as_json: bool) -> None:
     """Archive a settled filing (it leaves the desk's default search list, stays findable)."""
-    from cli.portal_search import run_portal_archive
-
-    with _portal_client(ctx, url, portal, user, auth) as (client, base):
-        code = run_portal_archive(client, base, reference, True, click.echo, as_json=as_json)
-    sys.exit(code)
+    _archive(ctx, _portal_session(ctx, url, portal, user, auth, as_json), reference, True)
 
 
 @filings.command("unarchive")
 @click.argument("reference")
-@_PORTAL_USER
-@_PORTAL_AUTH
-@_PORTAL_NAME
-@click.option("--json", "as_json", is_flag=True)
-@_OPS_URL
+@portal_options
 @click.pass_context
-def filings_unarchive(ctx: click.Context, reference: str, user: str, auth: str, portal: str, as_json: bool,
-                      url: str | None) -> None:
+def filings_unarchive(ctx: click.Context, reference: str, url: str | None, portal: str, user: str, auth: str,
+                      as_json: bool) -> None:
     """Put an archived filing back on the desk's default search list."""
+    _archive(ctx, _portal_session(ctx, url, portal, user, auth, as_json), reference, False)
+
+
+def _archive(ctx: click.Context, session: PortalSession, reference: str, archived: bool) -> None:
+    from cli.portal import portal_client
     from cli.portal_search import run_portal_archive
 
-    with _portal_client(ctx, url, portal, user, auth) as (client, base):
-        code = run_portal_archive(client, base, reference, False, click.echo, as_json=as_json)
+    with portal_client(_settings(ctx), session) as client:
+        code = run_portal_archive(client, reference, archived, click.echo, as_json=session.as_json)
     sys.exit(code)
 
 

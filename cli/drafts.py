@@ -1,7 +1,8 @@
 """`hub.py drafts ...`: a portal's drafts from the command line, with the portal's credentials.
 
 Each command prints a readable table (or the hub's JSON with `--json`) and returns the exit
-status; a refusal or an unreachable hub is one line on stderr, never a traceback.
+status; a refusal is one line on stderr (`cli.portal.problem_line`) with the portal side's exit
+code. The hub unreachable raises httpx's error, which `cli.portal.portal_client` ends in one line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import httpx
 import orjson
 
 from cli.client import PortalClient
+from cli.portal import PortalError, checked
 from cli.table import render_table
 
 __all__ = ["DraftCommands"]
@@ -49,14 +51,10 @@ class DraftCommands:
               ok: tuple[int, ...] = (200, 201, 202)) -> int:
         """Send one request; print its answer with `show` (or as JSON), or one error line."""
         try:
-            response = send()
-        except httpx.HTTPError as exc:
-            self._error(f"error: the hub is not reachable ({type(exc).__name__})")
-            return 1
-        if response.status_code not in ok:
-            self._error(_problem_line(response))
-            return 1
-        body = response.json() if response.content else {}
+            body = checked(send(), ok)
+        except PortalError as exc:
+            self._error(f"error: {exc}")
+            return exc.exit_code
         if self._json:
             self._echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
         else:
@@ -125,16 +123,3 @@ class DraftCommands:
                                       ", ".join(f"{r['agency']} {r['operation']}" for r in body["recipients"])]]))
 
         return self._call(lambda: self._client.submit_draft(draft_id, idempotency_key=idempotency_key), show)
-
-
-def _problem_line(response: httpx.Response) -> str:
-    """One line for a refusal: status, problem type and detail, and how many errors it lists."""
-    try:
-        problem = response.json()
-    except ValueError:
-        return f"error: {response.status_code} {response.text[:200]}"
-    slug = str(problem.get("type", "")).rsplit(":", 1)[-1]
-    errors = problem.get("errors") or []
-    first = f" (first: {errors[0].get('location')}: {errors[0].get('detail')})" if errors else ""
-    more = f"; {len(errors)} error(s){first}" if errors else ""
-    return f"error: {response.status_code} {slug}: {problem.get('detail', '')}{more}"

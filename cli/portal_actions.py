@@ -4,88 +4,42 @@
 operator's `--token` (cli/ops_actions.py hands over to `run_resend`).
 
 Each names the user the portal vouches for (`--user`, `--auth`). `--json` prints the API's
-answer as is; otherwise a table. A refusal prints the problem's title and detail on one line
-(exit 1); a hub that cannot be reached, one line too (exit 2); a wait that ends before the filing
-settles, exit 3. Never a traceback.
+answer as is; otherwise a table; progress goes to stderr. Failures end in one line with the
+portal side's exit codes (cli/portal.py). Never a traceback.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-import httpx
+import orjson
 
-from cli.client import TERMINAL_FILING_STATES, PortalClient, demo_user
+from cli.client import TERMINAL_FILING_STATES, PortalClient
 from cli.ops_client import hub_url
+from cli.portal import (EXIT_TIMEOUT, PortalError, PortalSession, checked, portal_client, portal_options,
+                        print_json, progress)
 from cli.table import filings_table, render_table
 
-__all__ = ["EXIT_REFUSED", "EXIT_TIMEOUT", "EXIT_UNREACHABLE", "PortalSession", "portal_options", "register",
-           "run_resend", "run_status"]
-
-#: Exit statuses: the hub refused; the hub could not be reached; the wait ended first.
-EXIT_REFUSED = 1
-EXIT_UNREACHABLE = 2
-EXIT_TIMEOUT = 3
-
-
-@dataclass(frozen=True)
-class PortalSession:
-    """Where, as which portal and for which user a command asks, and how it prints."""
-
-    url: str
-    portal: str
-    user: str
-    auth: str
-    as_json: bool
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+__all__ = ["PortalSession", "portal_options", "register", "run_resend", "run_status"]
 
 
 @contextmanager
 def _client(ctx: click.Context, session: PortalSession) -> Iterator[PortalClient]:
-    """A signed client for the session; a missing key or user is a one-line usage error, an
-    unreachable hub one line and exit 2."""
-    from bootstrap import portal_signer
-
-    settings = ctx.obj["settings"]
-    if session.portal not in settings.portals:
-        raise click.UsageError(f"no portal {session.portal!r} in the configuration ([portals.{session.portal}])")
-    try:
-        signer = portal_signer(settings, session.portal)
-        user = demo_user(session.user, session.auth)
-    except (KeyError, ValueError) as exc:
-        raise click.UsageError(str(exc).strip("'\"")) from None
-    client = PortalClient(session.url, signer, user=user)
-    try:
+    """The session's signed client (cli/portal.py): any failure inside is one line."""
+    with portal_client(ctx.obj["settings"], session) as client:
         yield client
-    except httpx.TransportError as exc:
-        _fail(f"cannot reach the hub at {session.url}: {type(exc).__name__}", EXIT_UNREACHABLE)
-    finally:
-        client.close()
 
 
-def _answer(session: PortalSession, response: httpx.Response, show: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-    """The answer's JSON, printed (as is, or by `show`); a refusal ends the command in one line."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"title": f"HTTP {response.status_code}", "detail": response.text[:200]}
-    if not response.is_success:
-        named = f" [{body['token']} claim {body['claim']}]" if body.get("claim") else ""
-        _fail(f"{response.status_code} {body.get('title', '')}: {body.get('detail', '')}{named}", EXIT_REFUSED)
+def _answer(session: PortalSession, response: Any, show: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """The answer's JSON, printed (as JSON, or by `show`); a refusal ends the command in one line."""
+    body = checked(response)
     if session.as_json:
-        click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+        print_json(body)
     else:
         show(body)
     return dict(body)
@@ -96,9 +50,9 @@ def _progress(view: dict[str, Any]) -> str:
     return f"... {view.get('reference')}: {view.get('state')} ({recipients})"
 
 
-def _view(session: PortalSession, client: PortalClient, reference: str) -> dict[str, Any]:
+def _view(client: PortalClient, reference: str) -> dict[str, Any]:
     """The filing's status answer (a refusal ends the command), not printed."""
-    return _answer(replace(session, as_json=False), client.status(reference), lambda body: None)
+    return dict(checked(client.status(reference)))
 
 
 def _wait_settled(session: PortalSession, client: PortalClient, reference: str, timeout: float) -> dict[str, Any]:
@@ -106,15 +60,16 @@ def _wait_settled(session: PortalSession, client: PortalClient, reference: str, 
     deadline = time.monotonic() + timeout
     last, interval = "", 0.1
     while True:
-        view = _view(session, client, reference)
+        view = _view(client, reference)
         line = _progress(view)
         if line != last:
-            click.echo(line, err=True)
+            progress(line)
             last = line
         if view.get("state") in TERMINAL_FILING_STATES:
             return view
         if time.monotonic() > deadline:
-            _fail(f"{reference} has not settled after {timeout:g} s (state {view.get('state')})", EXIT_TIMEOUT)
+            raise PortalError(f"{reference} has not settled after {timeout:g} s (state {view.get('state')})",
+                                 EXIT_TIMEOUT)
         time.sleep(interval)  # polling a remote hub: the interval between asks, not a synchronisation
         interval = min(interval * 2, 1.0)
 
@@ -123,10 +78,10 @@ def run_status(ctx: click.Context, session: PortalSession, references: tuple[str
                timeout: float) -> None:
     """`hub.py status REF...`: each filing and its recipients; `--wait` until each settles."""
     with _client(ctx, session) as client:
-        views = [_wait_settled(session, client, reference, timeout) if wait else _view(session, client, reference)
+        views = [_wait_settled(session, client, reference, timeout) if wait else _view(client, reference)
                  for reference in references]
     if session.as_json:
-        click.echo(json.dumps(views if len(views) > 1 else views[0], indent=2, ensure_ascii=False))
+        print_json(views if len(views) > 1 else views[0])
     else:
         click.echo(filings_table(views))
 
@@ -190,26 +145,26 @@ def _run_events(ctx: click.Context, session: PortalSession, reference: str, afte
         # Follow: print each new event as it comes (a table row, or one JSON object a line),
         # until the filing has settled and its feed is read to the end.
         deadline = time.monotonic() + timeout
-        quiet = replace(session, as_json=False)
         if not session.as_json:
             click.echo(_EVENTS_HEADER)
         last, interval, settled = "", 0.1, False
         while True:
-            events = _answer(quiet, client.events(reference, after=after), lambda body: None).get("events", [])
+            events = checked(client.events(reference, after=after)).get("events", [])
             for event in events:
-                click.echo(json.dumps(event, ensure_ascii=False) if session.as_json else _event_line(event))
+                click.echo(orjson.dumps(event).decode() if session.as_json else _event_line(event))
                 after = max(after, int(event.get("sequence") or after))
             # Settled at the previous read, and the feed read to its end since: nothing more comes.
             if settled and not events:
                 return
-            view = _view(session, client, reference)
+            view = _view(client, reference)
             settled = view.get("state") in TERMINAL_FILING_STATES
             line = _progress(view)
             if line != last:
-                click.echo(line, err=True)
+                progress(line)
                 last = line
             if time.monotonic() > deadline:
-                _fail(f"{reference} has not settled after {timeout:g} s (state {view.get('state')})", EXIT_TIMEOUT)
+                raise PortalError(f"{reference} has not settled after {timeout:g} s (state {view.get('state')})",
+                                 EXIT_TIMEOUT)
             if not events and not settled:
                 time.sleep(interval)  # polling a remote feed: the interval between asks
                 interval = min(interval * 2, 1.0)
@@ -223,19 +178,6 @@ def _show_delegations(body: dict[str, Any]) -> None:
         ["id", "parent", "subject", "delegate", "agencies", "valid from", "valid to", "status", "granted by"],
         [[d.get("id"), d.get("parent") or "-", d.get("subject"), d.get("delegate"), ",".join(d.get("agencies") or []),
           d.get("validFrom"), d.get("validTo"), d.get("status"), d.get("grantedBy")] for d in items]))
-
-
-def portal_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`--url`, `--portal`, `--user`, `--auth`, `--json` on a portal command."""
-    fn = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")(fn)
-    fn = click.option("--auth", default="SPID2", show_default=True,
-                      help="How the user logged in: SPID1..3, CIE or CNS.")(fn)
-    fn = click.option("--user", envvar="CROCEVIA_USER", required=True, metavar="TAX_CODE",
-                      help="The user the portal vouches for (env CROCEVIA_USER).")(fn)
-    fn = click.option("--portal", envvar="CROCEVIA_PORTAL", default="demo", show_default=True,
-                      help="The portal whose key signs (as `submit` finds it; env CROCEVIA_PORTAL).")(fn)
-    fn = click.option("--url", default=None, help="Hub base URL (default from config).")(fn)
-    return fn
 
 
 def _session(ctx: click.Context, url: str | None, portal: str, user: str, auth: str, as_json: bool) -> PortalSession:

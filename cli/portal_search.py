@@ -1,7 +1,8 @@
 """`hub.py filings search|archive|unarchive` as a portal: the desk's API (`GET /v1/filings`,
 `POST .../archive`) with the portal's ModI credentials and the user it vouches for.
 
-One-line errors, never a traceback; the exit codes are the operator commands' (cli/ops_client.py).
+A refusal raises `cli.portal.PortalError`, which the command's `portal_client` ends in one line
+with the portal side's exit code (the operators' for the same answer, cli/portal.py).
 """
 
 from __future__ import annotations
@@ -9,41 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import httpx
 import orjson
 
 from cli.client import PortalClient
-from cli.ops_client import EXIT_SOFTWARE, EXIT_UNAVAILABLE, OpsError, exit_code_for
+from cli.portal import checked
 from cli.table import render_table
 
 __all__ = ["run_portal_archive", "run_portal_search", "run_retention"]
 
 Echo = Callable[..., None]
-
-
-def _answer(call: Callable[[], httpx.Response], base: str) -> Any:
-    """The JSON of a successful answer.
-
-    Raises:
-        OpsError: the hub unreachable, or a problem (its detail and the parameter it names).
-    """
-    try:
-        response = call()
-    except httpx.TransportError as exc:
-        raise OpsError(f"cannot reach the hub at {base} ({type(exc).__name__})", EXIT_UNAVAILABLE) from exc
-    if response.status_code >= 400:
-        try:
-            problem = orjson.loads(response.content)
-            detail = problem.get("detail") or problem.get("title") or ""
-            errors = problem.get("errors") or []
-            where = f" ({errors[0].get('location')})" if errors and errors[0].get("location") else ""
-        except (orjson.JSONDecodeError, AttributeError):
-            detail, where = response.text[:200], ""
-        raise OpsError(f"the hub answered {response.status_code}: {detail}{where}", exit_code_for(response.status_code))
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise OpsError(f"the hub answered {response.status_code} without JSON", EXIT_SOFTWARE) from exc
 
 
 def _dump(value: Any) -> str:
@@ -55,30 +30,26 @@ def _recipients(item: Mapping[str, Any]) -> str:
                      for r in item.get("recipients", []))
 
 
-def run_portal_search(client: PortalClient, base: str, filters: Mapping[str, str], echo: Echo, *,
+def run_portal_search(client: PortalClient, filters: Mapping[str, str], echo: Echo, *,
                       as_json: bool = False, limit: int = 50, follow: bool = False) -> int:
     """Print the user's matching filings as a table (or JSON); with `follow`, every page.
 
     Returns:
-        0, or the exit code of the failure (printed as one line on stderr).
+        0 (a refusal raises `PortalError`).
     """
     params = {k: v for k, v in filters.items() if v is not None}
     params["limit"] = str(limit)
     items: list[dict[str, Any]] = []
     cursor: str | None = params.pop("cursor", None)
     pages = 0
-    try:
-        while True:
-            page = _answer(lambda: client.search({**params, **({"cursor": cursor} if cursor else {})}), base)
-            items.extend(page["items"])
-            cursor = page.get("nextCursor")
-            pages += 1
-            if not follow or not cursor:
-                break
-            echo(f"... page {pages}: {len(items)} filings so far", err=True)
-    except OpsError as exc:
-        echo(str(exc), err=True)
-        return exc.exit_code
+    while True:
+        page = checked(client.search({**params, **({"cursor": cursor} if cursor else {})}))
+        items.extend(page["items"])
+        cursor = page.get("nextCursor")
+        pages += 1
+        if not follow or not cursor:
+            break
+        echo(f"... page {pages}: {len(items)} filings so far", err=True)
     if as_json:
         echo(_dump({"items": items, "nextCursor": cursor}))
         return 0
@@ -95,18 +66,14 @@ def run_portal_search(client: PortalClient, base: str, filters: Mapping[str, str
     return 0
 
 
-def run_portal_archive(client: PortalClient, base: str, reference: str, archived: bool, echo: Echo, *,
+def run_portal_archive(client: PortalClient, reference: str, archived: bool, echo: Echo, *,
                        as_json: bool = False) -> int:
     """Archive (or unarchive) one filing and print it.
 
     Returns:
-        0, or the exit code of the failure (printed as one line on stderr).
+        0 (a refusal raises `PortalError`).
     """
-    try:
-        item = _answer(lambda: client.archive(reference) if archived else client.unarchive(reference), base)
-    except OpsError as exc:
-        echo(str(exc), err=True)
-        return exc.exit_code
+    item = checked(client.archive(reference) if archived else client.unarchive(reference))
     if as_json:
         echo(_dump(item))
     else:
