@@ -18,7 +18,7 @@ from cli.table import render_table
 from config.settings import Settings
 
 __all__ = ["EXIT_NOT_FOUND", "EXIT_SOFTWARE", "exit_code_for", "EXIT_REFUSED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "HubUnreachable", "OpsClient",
-           "OpsError", "hub_url", "run_filings_search", "run_filings_show"]
+           "OpsError", "hub_url", "read_pages", "run_filings_search", "run_filings_show"]
 
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 64  # EX_USAGE: the hub refused the parameters
@@ -65,6 +65,23 @@ class HubUnreachable(Exception):
 def hub_url(settings: Settings, url: str | None = None) -> str:
     """`url`, or the hub's address from the configuration (`[api] host` and `port`)."""
     return url or f"http://{settings.api.host}:{settings.api.port}"
+
+
+def read_pages(fetch: Callable[[str | None], Mapping[str, Any]], cursor: str | None, follow: bool, echo: Echo, *,
+               cursor_key: str, noun: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The items of a page from `cursor` (with `follow`, of every page after it too) and the
+    cursor that goes on; a long export says how far it got, on stderr so that stdout stays the
+    result. (Also the portal's search, cli/portal_search.py.)"""
+    items: list[dict[str, Any]] = []
+    pages = 0
+    while True:
+        page = fetch(cursor)
+        items.extend(page["items"])
+        cursor = page.get(cursor_key)
+        pages += 1
+        if not follow or not cursor:
+            return items, cursor
+        echo(f"... page {pages}: {len(items)} {noun} so far", err=True)
 
 
 class OpsClient:
@@ -129,19 +146,9 @@ def run_filings_search(client: OpsClient, filters: Mapping[str, str], echo: Echo
     """
     params = {k: v for k, v in filters.items() if v is not None}
     params["limit"] = str(limit)
-    rows: list[dict[str, Any]] = []
-    cursor = None
-    pages = 0
     try:
-        while True:
-            page = client.get("/v1/ops/search", {**params, **({"cursor": cursor} if cursor else {})})
-            rows.extend(page["items"])
-            cursor = page.get("cursor")
-            pages += 1
-            if not follow or not cursor:
-                break
-            # A long export says how far it got, on stderr so that stdout stays the result.
-            echo(f"... page {pages}: {len(rows)} rows so far", err=True)
+        rows, cursor = read_pages(lambda at: client.get("/v1/ops/search", {**params, **({"cursor": at} if at else {})}),
+                                  None, follow, echo, cursor_key="cursor", noun="rows")
     except OpsError as exc:
         echo(str(exc), err=True)
         return exc.exit_code

@@ -180,6 +180,12 @@ def _show_delegations(body: dict[str, Any]) -> None:
           d.get("validFrom"), d.get("validTo"), d.get("status"), d.get("grantedBy")] for d in items]))
 
 
+def _delegations(ctx: click.Context, session: PortalSession, call: Callable[[PortalClient], Any]) -> None:
+    """One delegations request: its answer as a table (or JSON), a failure in one line."""
+    with _client(ctx, session) as client:
+        _answer(session, call(client), _show_delegations)
+
+
 def _session(ctx: click.Context, url: str | None, portal: str, user: str, auth: str, as_json: bool) -> PortalSession:
     return PortalSession(hub_url(ctx.obj["settings"], url), portal, user, auth, as_json)
 
@@ -211,8 +217,7 @@ def register(cli: click.Group) -> None:
     def list_(ctx: click.Context, subject: str, url: str | None, portal: str, user: str, auth: str,
               as_json: bool) -> None:
         """The subject's delegations the user takes part in."""
-        with _client(ctx, session := _session(ctx, url, portal, user, auth, as_json)) as client:
-            _answer(session, client.delegations(subject), _show_delegations)
+        _delegations(ctx, _session(ctx, url, portal, user, auth, as_json), lambda client: client.delegations(subject))
 
     @delegations.command("grant")
     @click.option("--subject", required=True, metavar="TAX_CODE")
@@ -225,9 +230,8 @@ def register(cli: click.Group) -> None:
     def grant(ctx: click.Context, subject: str, delegate: str, agencies: tuple[str, ...], valid_from: str | None,
               valid_to: str, url: str | None, portal: str, user: str, auth: str, as_json: bool) -> None:
         """The user (the subject's legal representative) delegates DELEGATE at some agencies."""
-        with _client(ctx, session := _session(ctx, url, portal, user, auth, as_json)) as client:
-            _answer(session, client.grant_delegation(subject=subject, delegate=delegate, agencies=list(agencies),
-                                                     valid_from=valid_from, valid_to=valid_to), _show_delegations)
+        _delegations(ctx, _session(ctx, url, portal, user, auth, as_json), lambda client: client.grant_delegation(
+            subject=subject, delegate=delegate, agencies=list(agencies), valid_from=valid_from, valid_to=valid_to))
 
     @delegations.command("subdelegate")
     @click.argument("delegation_id")
@@ -241,10 +245,9 @@ def register(cli: click.Group) -> None:
                     valid_from: str | None, valid_to: str | None, url: str | None, portal: str, user: str,
                     auth: str, as_json: bool) -> None:
         """The delegate passes part of DELEGATION_ID to a collaborator."""
-        with _client(ctx, session := _session(ctx, url, portal, user, auth, as_json)) as client:
-            _answer(session, client.subdelegate(delegation_id, collaborator=collaborator,
-                                                agencies=list(agencies) or None, valid_from=valid_from,
-                                                valid_to=valid_to), _show_delegations)
+        _delegations(ctx, _session(ctx, url, portal, user, auth, as_json), lambda client: client.subdelegate(
+            delegation_id, collaborator=collaborator, agencies=list(agencies) or None, valid_from=valid_from,
+            valid_to=valid_to))
 
     @delegations.command("revoke")
     @click.argument("delegation_id")
@@ -253,5 +256,5 @@ def register(cli: click.Group) -> None:
     def revoke(ctx: click.Context, delegation_id: str, url: str | None, portal: str, user: str, auth: str,
                as_json: bool) -> None:
         """End DELEGATION_ID (and the sub-delegations under it)."""
-        with _client(ctx, session := _session(ctx, url, portal, user, auth, as_json)) as client:
-            _answer(session, client.revoke_delegation(delegation_id), _show_delegations)
+        _delegations(ctx, _session(ctx, url, portal, user, auth, as_json),
+                     lambda client: client.revoke_delegation(delegation_id))

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from cli.client import PortalClient
+from cli.ops_client import read_pages
 from cli.portal import checked
 from cli.table import render_table
 
@@ -39,17 +40,8 @@ def run_portal_search(client: PortalClient, filters: Mapping[str, str], echo: Ec
     """
     params = {k: v for k, v in filters.items() if v is not None}
     params["limit"] = str(limit)
-    items: list[dict[str, Any]] = []
-    cursor: str | None = params.pop("cursor", None)
-    pages = 0
-    while True:
-        page = checked(client.search({**params, **({"cursor": cursor} if cursor else {})}))
-        items.extend(page["items"])
-        cursor = page.get("nextCursor")
-        pages += 1
-        if not follow or not cursor:
-            break
-        echo(f"... page {pages}: {len(items)} filings so far", err=True)
+    items, cursor = read_pages(lambda at: checked(client.search({**params, **({"cursor": at} if at else {})})),
+                               params.pop("cursor", None), follow, echo, cursor_key="nextCursor", noun="filings")
     if as_json:
         echo(_dump({"items": items, "nextCursor": cursor}))
         return 0
