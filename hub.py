@@ -366,7 +366,20 @@ def _drafts(ctx: click.Context, run: Callable[[DraftCommands], int]) -> None:
 _FILE = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 
 
+def _draft_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """`drafts CMD --json` as well as `drafts --json CMD`: `--json` goes where every command has it."""
+    from dataclasses import replace
+
+    if value:
+        ctx.obj["drafts"] = replace(ctx.obj["drafts"], as_json=True)
+
+
+_DRAFT_JSON = click.option("--json", is_flag=True, expose_value=False, callback=_draft_json,
+                           help="Print the API's JSON answer (only it, on stdout).")
+
+
 @drafts.command("create")
+@_DRAFT_JSON
 @_FILE
 @click.pass_context
 def drafts_create(ctx: click.Context, file: Path) -> None:
@@ -375,6 +388,7 @@ def drafts_create(ctx: click.Context, file: Path) -> None:
 
 
 @drafts.command("update")
+@_DRAFT_JSON
 @click.argument("draft_id")
 @_FILE
 @click.option("--if-match", default=None, help='The ETag read ("N"); a stale one is refused.')
@@ -385,6 +399,7 @@ def drafts_update(ctx: click.Context, draft_id: str, file: Path, if_match: str |
 
 
 @drafts.command("show")
+@_DRAFT_JSON
 @click.argument("draft_id")
 @click.pass_context
 def drafts_show(ctx: click.Context, draft_id: str) -> None:
@@ -393,6 +408,7 @@ def drafts_show(ctx: click.Context, draft_id: str) -> None:
 
 
 @drafts.command("list")
+@_DRAFT_JSON
 @click.option("--cursor", default=None)
 @click.option("--limit", type=click.IntRange(1, 200), default=None)
 @click.pass_context
@@ -402,6 +418,7 @@ def drafts_list(ctx: click.Context, cursor: str | None, limit: int | None) -> No
 
 
 @drafts.command("delete")
+@_DRAFT_JSON
 @click.argument("draft_id")
 @click.pass_context
 def drafts_delete(ctx: click.Context, draft_id: str) -> None:
@@ -410,6 +427,7 @@ def drafts_delete(ctx: click.Context, draft_id: str) -> None:
 
 
 @drafts.command("check")
+@_DRAFT_JSON
 @click.argument("draft_id")
 @click.option("--preview", is_flag=True, help="Also print each agency's message as it would be sent.")
 @click.pass_context
@@ -419,6 +437,7 @@ def drafts_check(ctx: click.Context, draft_id: str, preview: bool) -> None:
 
 
 @drafts.command("submit")
+@_DRAFT_JSON
 @click.argument("draft_id")
 @click.option("--idempotency-key", default=None)
 @click.pass_context

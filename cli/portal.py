@@ -132,7 +132,10 @@ def problem_line(response: httpx.Response) -> str:
         line += f" [{problem.get('token')} claim {problem['claim']}]"
     errors = problem.get("errors") or []
     if errors and isinstance(errors[0], dict):
-        line += f" ({len(errors)} error(s), first: {errors[0].get('location')}: {errors[0].get('detail')})"
+        first = errors[0]
+        said = f"{first.get('location')}" + (f": {first.get('detail')}" if first.get("detail") != problem.get("detail")
+                                             else "")
+        line += f" ({said})" if len(errors) == 1 else f" ({len(errors)} errors, first: {said})"
     return line
 
 

@@ -94,9 +94,9 @@ def test_a_portal_searches_archives_and_unarchives_from_the_command_line(demo_hu
     bad = _cli("filings", "search", "--user", ANNA, "--url", url, "--from", "yesterday")
     assert bad.exit_code == 64 and "query:from" in bad.stderr and bad.stderr.count("\n") == 1
     missing = _cli("filings", "archive", "CRV-1999-000001", "--user", ANNA, "--url", url)
-    assert missing.exit_code == 1 and missing.stderr.startswith("the hub answered 404")
+    assert missing.exit_code == 1 and missing.stderr.startswith("error: 404 ")
     away = _cli("filings", "search", "--user", ANNA, "--url", f"http://127.0.0.1:{free_port()}")
-    assert away.exit_code == 69 and away.stderr.startswith("cannot reach the hub") and away.stderr.count("\n") == 1
+    assert away.exit_code == 69 and away.stderr.startswith("error: cannot reach the hub") and away.stderr.count("\n") == 1
     operator_only = _cli("filings", "search", "--user", ANNA, "--url", url, "--state", "pending")
     assert operator_only.exit_code == 2 and "--filing-state" in operator_only.stderr
     portal_only = _cli("filings", "search", "--url", url, "--archived", "true", "--token", "x")

@@ -82,10 +82,10 @@ def _one_line_error(result: Result, code: int, starts: str) -> None:
 
 
 def _submit(hub_cli: Any, document: Path = DURC) -> str:
-    submitted = _ok(hub_cli("submit", str(document), user=None))
-    match = re.search(r'"reference":"(CRV-\d{4}-\d{6})"', submitted.stdout)
-    assert match, submitted.stdout
-    return match[1]
+    submitted = _ok(hub_cli("submit", str(document), "--json", user=None))
+    reference = json.loads(submitted.stdout)["reference"]
+    assert re.fullmatch(r"CRV-\d{4}-\d{6}", reference), submitted.stdout
+    return str(reference)
 
 
 def _protocol_in_store(hub: RunningHub, reference: str) -> str:
@@ -130,8 +130,8 @@ def test_errors_are_one_line(hub: RunningHub, hub_cli: Any) -> None:
     _one_line_error(hub_cli("status", "CRV-2000-999999"), 1, "error: 404 Not Found: ")
     _one_line_error(hub_cli("events", "CRV-2000-999999"), 1, "error: 404 Not Found: ")
     away = f"http://127.0.0.1:{free_port()}"
-    _one_line_error(hub_cli("events", "CRV-2000-999999", url=away), 2, f"error: cannot reach the hub at {away}")
-    _one_line_error(hub_cli("delegations", "list", "--subject", DURC_SUBJECT, url=away), 2, "error: cannot reach")
+    _one_line_error(hub_cli("events", "CRV-2000-999999", url=away), 69, f"error: cannot reach the hub at {away}")
+    _one_line_error(hub_cli("delegations", "list", "--subject", DURC_SUBJECT, url=away), 69, "error: cannot reach")
     reference = _submit(hub_cli)
     # Another user may not read Anna's filing: the hub's refusal, in one line.
     _one_line_error(hub_cli("events", reference, user=BRUNO), 1, "error: 404 Not Found: ")
@@ -145,7 +145,7 @@ def test_a_portal_resends_a_rejected_recipient_with_a_correction(hub: RunningHub
                               "match": {"motivo": "appalto_pubblico"}}])
     reference = _submit(hub_cli)
     assert "rejected" in _ok(hub_cli("status", reference, "--wait")).stderr
-    _one_line_error(hub_cli("resend", reference, "inps"), 1, "error: 409 Conflict: ")
+    _one_line_error(hub_cli("resend", reference, "inps"), 70, "error: 409 Conflict: ")
 
     corrected = tmp_path / "durc-corrected.xml"
     corrected.write_bytes(DURC.read_bytes().replace(b"<purpose>appalto_pubblico</purpose>",
@@ -185,7 +185,7 @@ def test_delegations_from_the_command_line(hub: RunningHub, hub_cli: Any) -> Non
                     1, "error: 404 Not Found: ")
     wider = hub_cli("delegations", "subdelegate", granted["id"], "--collaborator", BRUNO, "--agency", "inail",
                     user=ELENA)
-    _one_line_error(wider, 1, "error: 422 ")
+    _one_line_error(wider, 64, "error: 422 ")
 
     revoked = _ok(hub_cli("delegations", "revoke", granted["id"])).stdout
     assert "revoked" in revoked

@@ -146,7 +146,7 @@ def test_hub_py_receipt_saves_the_pdf_or_says_why_in_one_line(
     database_url: str, sims, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     """`hub.py receipt REF -o FILE` with the demo portal's credentials writes the PDF; an unknown
-    reference or an unreachable hub is one line on stderr and exit code 1."""
+    reference (exit 1) or an unreachable hub (exit 69) is one line on stderr."""
     from hub import cli
     from wiring.identity import portal_signer
 
@@ -168,10 +168,10 @@ def test_hub_py_receipt_saves_the_pdf_or_says_why_in_one_line(
         missing = runner.invoke(cli, ["receipt", "CRV-2000-999999", "-o", str(tmp_path / "x.pdf"),
                                       "--url", running.base_url, "--user", "FTTMRC85C14H501X"])
         assert missing.exit_code == 1
-        assert missing.stderr.strip() == "CRV-2000-999999: 404 no filing CRV-2000-999999"
+        assert missing.stderr.startswith("error: 404 ") and missing.stderr.strip().endswith("no filing CRV-2000-999999")
         assert not (tmp_path / "x.pdf").exists()
 
     unreachable = CliRunner().invoke(cli, ["receipt", reference, "-o", str(tmp_path / "y.pdf"), "--url",
                                            f"http://127.0.0.1:{free_port()}", "--user", "FTTMRC85C14H501X"])
-    assert unreachable.exit_code == 1 and unreachable.stderr.count("\n") == 1
-    assert unreachable.stderr.startswith("receipt: ") and "Traceback" not in unreachable.output
+    assert unreachable.exit_code == 69 and unreachable.stderr.count("\n") == 1
+    assert unreachable.stderr.startswith("error: cannot reach the hub") and "Traceback" not in unreachable.output
