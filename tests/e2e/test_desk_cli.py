@@ -68,7 +68,7 @@ def test_a_portal_searches_archives_and_unarchives_from_the_command_line(demo_hu
     lines = table.stdout.splitlines()
     assert lines[0].split()[:3] == ["filing", "kind", "state"]
     assert lines[2].startswith(second) and lines[3].startswith(first)  # newest first
-    assert "inps:protocolled INPS." in lines[2]  # each recipient with its protocol number
+    assert "inps:protocolled INPS_" in lines[2]  # each recipient with its protocol number
 
     paged = _cli("filings", "search", "--user", ANNA, "--url", url, "--json", "--limit", "1", "--all")
     assert paged.exit_code == 0, paged.stderr

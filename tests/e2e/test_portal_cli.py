@@ -29,7 +29,7 @@ ANNA = "CMPNNA80E59D612B"  # legal representative of 06543210485 (durc_request.x
 ELENA = "DLGLNE88D50L219Q"  # a delegate (an accountant)
 BRUNO = "CLLBRT85M10F205L"  # Elena's collaborator
 DURC_SUBJECT = "06543210485"
-INPS_PROTOCOL = r"INPS\.\d{4}\.\d{4}\.\d{7}"
+INPS_PROTOCOL = r"INPS_\d{8}"  # DURC On Line numbers its own (simulators/services.py)
 
 
 @pytest.fixture
