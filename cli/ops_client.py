@@ -49,7 +49,7 @@ def _exit_code(status: int) -> int:
     return EXIT_SOFTWARE
 
 
-#: How a command ends for the hub's HTTP status (also the portal commands', cli/portal_search.py).
+#: How a command ends for the hub's HTTP status (also every portal command's, cli/portal.py).
 exit_code_for = _exit_code
 
 
