@@ -344,19 +344,29 @@ def status(ctx: click.Context, references: tuple[str, ...], url: str | None, por
 
 
 @cli.group()
-@portal_options
+@click.option("--url", default=None, help="Hub base URL (default from config).")
+@click.option("--portal", envvar="CROCEVIA_PORTAL", default="demo", show_default=True,
+              help="The portal whose key signs (env CROCEVIA_PORTAL).")
+@click.option("--user", envvar="CROCEVIA_USER", default=None, metavar="TAX_CODE",
+              help="The user the portal vouches for (env CROCEVIA_USER).")
+@click.option("--auth", default="SPID2", show_default=True, help="How the user logged in: SPID1..3, CIE or CNS.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer (only it, on stdout).")
 @click.pass_context
-def drafts(ctx: click.Context, url: str | None, portal: str, user: str, auth: str, as_json: bool) -> None:
-    """A portal user's drafts: create, update, show, list, delete, check, submit."""
-    ctx.obj["drafts"] = _portal_session(ctx, url, portal, user, auth, as_json)
+def drafts(ctx: click.Context, url: str | None, portal: str, user: str | None, auth: str, as_json: bool) -> None:
+    """A portal user's drafts: create, update, show, list, delete, check, submit. The portal's
+    options go before the command or after it, as on every other portal command."""
+    ctx.obj["drafts"] = {"url": url, "portal": portal, "user": user, "auth": auth, "as_json": as_json}
 
 
 def _drafts(ctx: click.Context, run: Callable[[DraftCommands], int]) -> None:
-    """Run one draft command with the group's portal credentials; exit with its status."""
+    """Run one draft command with the portal's credentials; exit with its status."""
     from cli.drafts import DraftCommands
     from cli.portal import portal_client
 
-    session = ctx.obj["drafts"]
+    opts = ctx.obj["drafts"]
+    if not opts["user"]:
+        raise click.UsageError("Missing option '--user' (or CROCEVIA_USER).")
+    session = _portal_session(ctx, opts["url"], opts["portal"], opts["user"], opts["auth"], opts["as_json"])
     with portal_client(_settings(ctx), session) as client:
         code = run(DraftCommands(client, click.echo, lambda line: click.echo(line, err=True),
                                  as_json=session.as_json))
@@ -366,20 +376,30 @@ def _drafts(ctx: click.Context, run: Callable[[DraftCommands], int]) -> None:
 _FILE = click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 
 
-def _draft_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    """`drafts CMD --json` as well as `drafts --json CMD`: `--json` goes where every command has it."""
-    from dataclasses import replace
+def _draft_option(name: str) -> Callable[[click.Context, click.Parameter, object], None]:
+    """A portal option given after the draft command: it overrides the group's."""
 
-    if value:
-        ctx.obj["drafts"] = replace(ctx.obj["drafts"], as_json=True)
+    def given(ctx: click.Context, _param: click.Parameter, value: object) -> None:
+        if value is not None and value is not False:
+            ctx.obj["drafts"][name] = value
+
+    return given
 
 
-_DRAFT_JSON = click.option("--json", is_flag=True, expose_value=False, callback=_draft_json,
-                           help="Print the API's JSON answer (only it, on stdout).")
+def _draft_options(fn: Callable[..., object]) -> Callable[..., object]:
+    """`--url/--portal/--user/--auth/--json` after a draft command too (`drafts list --json`)."""
+    for flag, name, more in (
+            ("--json", "as_json", {"is_flag": True, "default": False, "help": "Print the API's JSON answer."}),
+            ("--auth", "auth", {"help": "How the user logged in: SPID1..3, CIE or CNS."}),
+            ("--user", "user", {"metavar": "TAX_CODE", "help": "The user the portal vouches for."}),
+            ("--portal", "portal", {"help": "The portal whose key signs (default demo)."}),
+            ("--url", "url", {"help": "Hub base URL (default from config)."})):
+        fn = click.option(flag, name, expose_value=False, callback=_draft_option(name), **more)(fn)
+    return fn
 
 
 @drafts.command("create")
-@_DRAFT_JSON
+@_draft_options
 @_FILE
 @click.pass_context
 def drafts_create(ctx: click.Context, file: Path) -> None:
@@ -388,7 +408,7 @@ def drafts_create(ctx: click.Context, file: Path) -> None:
 
 
 @drafts.command("update")
-@_DRAFT_JSON
+@_draft_options
 @click.argument("draft_id")
 @_FILE
 @click.option("--if-match", default=None, help='The ETag read ("N"); a stale one is refused.')
@@ -399,7 +419,7 @@ def drafts_update(ctx: click.Context, draft_id: str, file: Path, if_match: str |
 
 
 @drafts.command("show")
-@_DRAFT_JSON
+@_draft_options
 @click.argument("draft_id")
 @click.pass_context
 def drafts_show(ctx: click.Context, draft_id: str) -> None:
@@ -408,7 +428,7 @@ def drafts_show(ctx: click.Context, draft_id: str) -> None:
 
 
 @drafts.command("list")
-@_DRAFT_JSON
+@_draft_options
 @click.option("--cursor", default=None)
 @click.option("--limit", type=click.IntRange(1, 200), default=None)
 @click.pass_context
@@ -418,7 +438,7 @@ def drafts_list(ctx: click.Context, cursor: str | None, limit: int | None) -> No
 
 
 @drafts.command("delete")
-@_DRAFT_JSON
+@_draft_options
 @click.argument("draft_id")
 @click.pass_context
 def drafts_delete(ctx: click.Context, draft_id: str) -> None:
@@ -427,7 +447,7 @@ def drafts_delete(ctx: click.Context, draft_id: str) -> None:
 
 
 @drafts.command("check")
-@_DRAFT_JSON
+@_draft_options
 @click.argument("draft_id")
 @click.option("--preview", is_flag=True, help="Also print each agency's message as it would be sent.")
 @click.pass_context
@@ -437,7 +457,7 @@ def drafts_check(ctx: click.Context, draft_id: str, preview: bool) -> None:
 
 
 @drafts.command("submit")
-@_DRAFT_JSON
+@_draft_options
 @click.argument("draft_id")
 @click.option("--idempotency-key", default=None)
 @click.pass_context

@@ -231,5 +231,11 @@ def test_json_is_all_stdout_holds(files: dict[str, Path], live_hub: RunningHub) 
     followed = _invoke(files, ["events", reference, "--follow", "--json"], url=url)
     assert all(json.loads(line)["sequence"] for line in followed.stdout.splitlines())
     assert json.loads(_invoke(files, ["drafts", "list", "--json"], url=url).stdout)["drafts"] == []
+    from hub import cli
+
+    with capture_logs():  # the portal's options after the draft command, as after every other one
+        after = CliRunner().invoke(cli, ["drafts", "list", "--url", url, "--portal", "cli", "--user", ANNA, "--json"],
+                                   env=_env(files))
+    assert after.exit_code == 0 and json.loads(after.stdout) == {"drafts": [], "nextCursor": None}, after.output
     listed = json.loads(_invoke(files, ["delegations", "list", "--subject", SUBJECT, "--json"], url=url).stdout)
     assert listed["delegations"] == []
