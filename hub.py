@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from cli.ops_client import OpsClient
     from cli.portal import PortalSession
 
-from cli.portal import portal_options
+from cli.portal import portal_options, session_of
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
 
@@ -273,15 +273,6 @@ def demo(ctx: click.Context, faults: tuple[str, ...], timeout: float) -> None:
     sys.exit(code)
 
 
-def _portal_session(ctx: click.Context, url: str | None, portal: str, user: str | None, auth: str,
-                    as_json: bool = False) -> PortalSession:
-    """The portal command's `--url/--portal/--user/--auth/--json` (cli/portal.py builds its client)."""
-    from cli.ops_client import hub_url
-    from cli.portal import PortalSession
-
-    return PortalSession(hub_url(_settings(ctx), url), portal, user, auth, as_json)
-
-
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--url", default=None, help="Hub base URL (default from config).")
@@ -301,7 +292,7 @@ def submit(ctx: click.Context, files: tuple[str, ...], url: str | None, portal: 
     from cli.portal import EXIT_USAGE, PortalError, checked, make_user, portal_client, print_json
     from cli.table import render_table
 
-    session = _portal_session(ctx, url, portal, user, auth, as_json)
+    session = session_of(ctx, url, portal, user, auth, as_json)
     answers: list[dict[str, Any]] = []
     code = 0
     with portal_client(_settings(ctx), session) as client:
@@ -340,7 +331,7 @@ def status(ctx: click.Context, references: tuple[str, ...], url: str | None, por
     """Show filings and every recipient's state."""
     from cli.portal_actions import run_status
 
-    run_status(ctx, _portal_session(ctx, url, portal, user, auth, as_json), references, wait=wait, timeout=timeout)
+    run_status(ctx, session_of(ctx, url, portal, user, auth, as_json), references, wait=wait, timeout=timeout)
 
 
 @cli.group()
@@ -366,7 +357,7 @@ def _drafts(ctx: click.Context, run: Callable[[DraftCommands], int]) -> None:
     opts = ctx.obj["drafts"]
     if not opts["user"]:
         raise click.UsageError("Missing option '--user' (or CROCEVIA_USER).")
-    session = _portal_session(ctx, opts["url"], opts["portal"], opts["user"], opts["auth"], opts["as_json"])
+    session = session_of(ctx, opts["url"], opts["portal"], opts["user"], opts["auth"], opts["as_json"])
     with portal_client(_settings(ctx), session) as client:
         code = run(DraftCommands(client, click.echo, lambda line: click.echo(line, err=True),
                                  as_json=session.as_json))
@@ -477,7 +468,7 @@ def receipt(ctx: click.Context, reference: str, output: str, url: str | None, po
     """Save a settled filing's PDF receipt (each agency's protocol number, date and outcome)."""
     from cli.portal import EXIT_CANNOT_WRITE, PortalError, checked, portal_client, print_json
 
-    with portal_client(_settings(ctx), _portal_session(ctx, url, portal, user, auth, as_json)) as client:
+    with portal_client(_settings(ctx), session_of(ctx, url, portal, user, auth, as_json)) as client:
         response = client.receipt(reference)
         if response.status_code != 200:
             checked(response)  # the refusal, in one line
@@ -757,7 +748,7 @@ def _portal_search(ctx: click.Context, url: str | None, user: str, auth: str, li
     params = {names[k]: v for k, v in filters.items() if k in names and v is not None}
     if archived is not None:
         params["archived"] = archived
-    session = _portal_session(ctx, url, filters.get("portal") or "demo", user, auth, as_json)
+    session = session_of(ctx, url, filters.get("portal") or "demo", user, auth, as_json)
     with portal_client(_settings(ctx), session) as client:
         return run_portal_search(client, params, click.echo, as_json=as_json, limit=limit, follow=follow)
 
@@ -769,7 +760,7 @@ def _portal_search(ctx: click.Context, url: str | None, user: str, auth: str, li
 def filings_archive(ctx: click.Context, reference: str, url: str | None, portal: str, user: str, auth: str,
                     as_json: bool) -> None:
     """Archive a settled filing (it leaves the desk's default search list, stays findable)."""
-    _archive(ctx, _portal_session(ctx, url, portal, user, auth, as_json), reference, True)
+    _archive(ctx, session_of(ctx, url, portal, user, auth, as_json), reference, True)
 
 
 @filings.command("unarchive")
@@ -779,7 +770,7 @@ def filings_archive(ctx: click.Context, reference: str, url: str | None, portal:
 def filings_unarchive(ctx: click.Context, reference: str, url: str | None, portal: str, user: str, auth: str,
                       as_json: bool) -> None:
     """Put an archived filing back on the desk's default search list."""
-    _archive(ctx, _portal_session(ctx, url, portal, user, auth, as_json), reference, False)
+    _archive(ctx, session_of(ctx, url, portal, user, auth, as_json), reference, False)
 
 
 def _archive(ctx: click.Context, session: PortalSession, reference: str, archived: bool) -> None:

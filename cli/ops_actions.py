@@ -119,7 +119,8 @@ def _resend_as_portal(ctx: click.Context, reference: str, agency: str, url: str 
     """The portal's resend (cli/portal_actions.py): its credentials, never an operator's token."""
     from click.core import ParameterSource
 
-    from cli.portal_actions import PortalSession, run_resend
+    from cli.portal import session_of
+    from cli.portal_actions import run_resend
 
     if token and ctx.get_parameter_source("token") is not ParameterSource.ENVIRONMENT:
         raise click.UsageError("--token is an operator's credential, --portal/--user a portal's: give one or the other")
@@ -127,8 +128,7 @@ def _resend_as_portal(ctx: click.Context, reference: str, agency: str, url: str 
         raise click.UsageError("a portal's resend names the user it vouches for: --user TAX_CODE")
     if reason:
         raise click.UsageError("--reason is for operators (their audit trail); a portal's resend has none")
-    run_resend(ctx, PortalSession(hub_url(ctx.obj["settings"], url), portal or "demo", user, auth, as_json),
-               reference, agency, corrected)
+    run_resend(ctx, session_of(ctx, url, portal or "demo", user, auth, as_json), reference, agency, corrected)
 
 
 def register(cli: click.Group) -> None:

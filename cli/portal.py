@@ -27,13 +27,14 @@ import httpx
 import orjson
 
 from cli.client import PortalClient, demo_user
-from cli.ops_client import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE, exit_code_for
+from cli.ops_client import (EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE, exit_code_for,
+                            hub_url)
 from config.settings import Settings
 from domain.identity import User
 
 __all__ = ["EXIT_CANNOT_WRITE", "EXIT_CONFIG", "EXIT_NOT_FOUND", "EXIT_REFUSED", "EXIT_SOFTWARE", "EXIT_TIMEOUT",
            "EXIT_UNAVAILABLE", "EXIT_USAGE", "PortalError", "PortalSession", "checked", "fail", "make_user",
-           "open_client", "portal_client", "portal_options", "print_json", "problem_line", "progress"]
+           "open_client", "portal_client", "portal_options", "print_json", "problem_line", "progress", "session_of"]
 
 EXIT_CANNOT_WRITE = 73  # EX_CANTCREAT: the output file (a receipt) cannot be written
 EXIT_TIMEOUT = 75  # EX_TEMPFAIL: a wait ran out before the filing settled; asking again later may do
@@ -59,6 +60,12 @@ class PortalSession:
     auth: str
     as_json: bool
     timeout: float = 10.0  # seconds for one answer from the hub
+
+
+def session_of(ctx: click.Context, url: str | None, portal: str, user: str | None, auth: str,
+               as_json: bool = False) -> PortalSession:
+    """The command's `--url/--portal/--user/--auth/--json`: `--url`, or the configured hub."""
+    return PortalSession(hub_url(ctx.obj["settings"], url), portal, user, auth, as_json)
 
 
 def fail(message: str, code: int) -> NoReturn:

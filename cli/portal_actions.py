@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 import orjson
 
 from cli.client import TERMINAL_FILING_STATES, PortalClient
-from cli.ops_client import hub_url
 from cli.portal import (EXIT_TIMEOUT, PortalError, PortalSession, checked, portal_client, portal_options,
-                        print_json, progress)
+                        print_json, progress, session_of)
 from cli.table import filings_table, render_table
 
 __all__ = ["PortalSession", "portal_options", "register", "run_resend", "run_status"]
@@ -35,7 +35,7 @@ def _client(ctx: click.Context, session: PortalSession) -> Iterator[PortalClient
         yield client
 
 
-def _answer(session: PortalSession, response: Any, show: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def _answer(session: PortalSession, response: httpx.Response, show: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """The answer's JSON, printed (as JSON, or by `show`); a refusal ends the command in one line."""
     body = checked(response)
     if session.as_json:
@@ -186,10 +186,6 @@ def _delegations(ctx: click.Context, session: PortalSession, call: Callable[[Por
         _answer(session, call(client), _show_delegations)
 
 
-def _session(ctx: click.Context, url: str | None, portal: str, user: str, auth: str, as_json: bool) -> PortalSession:
-    return PortalSession(hub_url(ctx.obj["settings"], url), portal, user, auth, as_json)
-
-
 def register(cli: click.Group) -> None:
     """Add `events` and `delegations …` to `hub.py`'s group."""
 
@@ -204,7 +200,7 @@ def register(cli: click.Group) -> None:
     def events(ctx: click.Context, reference: str, after: int, follow: bool, timeout: float, url: str | None,
                portal: str, user: str, auth: str, as_json: bool) -> None:
         """A filing's events (the feed its portal callback receives)."""
-        _run_events(ctx, _session(ctx, url, portal, user, auth, as_json), reference, after, follow, timeout)
+        _run_events(ctx, session_of(ctx, url, portal, user, auth, as_json), reference, after, follow, timeout)
 
     @cli.group("delegations")
     def delegations() -> None:
@@ -217,7 +213,7 @@ def register(cli: click.Group) -> None:
     def list_(ctx: click.Context, subject: str, url: str | None, portal: str, user: str, auth: str,
               as_json: bool) -> None:
         """The subject's delegations the user takes part in."""
-        _delegations(ctx, _session(ctx, url, portal, user, auth, as_json), lambda client: client.delegations(subject))
+        _delegations(ctx, session_of(ctx, url, portal, user, auth, as_json), lambda client: client.delegations(subject))
 
     @delegations.command("grant")
     @click.option("--subject", required=True, metavar="TAX_CODE")
@@ -230,7 +226,7 @@ def register(cli: click.Group) -> None:
     def grant(ctx: click.Context, subject: str, delegate: str, agencies: tuple[str, ...], valid_from: str | None,
               valid_to: str, url: str | None, portal: str, user: str, auth: str, as_json: bool) -> None:
         """The user (the subject's legal representative) delegates DELEGATE at some agencies."""
-        _delegations(ctx, _session(ctx, url, portal, user, auth, as_json), lambda client: client.grant_delegation(
+        _delegations(ctx, session_of(ctx, url, portal, user, auth, as_json), lambda client: client.grant_delegation(
             subject=subject, delegate=delegate, agencies=list(agencies), valid_from=valid_from, valid_to=valid_to))
 
     @delegations.command("subdelegate")
@@ -245,7 +241,7 @@ def register(cli: click.Group) -> None:
                     valid_from: str | None, valid_to: str | None, url: str | None, portal: str, user: str,
                     auth: str, as_json: bool) -> None:
         """The delegate passes part of DELEGATION_ID to a collaborator."""
-        _delegations(ctx, _session(ctx, url, portal, user, auth, as_json), lambda client: client.subdelegate(
+        _delegations(ctx, session_of(ctx, url, portal, user, auth, as_json), lambda client: client.subdelegate(
             delegation_id, collaborator=collaborator, agencies=list(agencies) or None, valid_from=valid_from,
             valid_to=valid_to))
 
@@ -256,5 +252,5 @@ def register(cli: click.Group) -> None:
     def revoke(ctx: click.Context, delegation_id: str, url: str | None, portal: str, user: str, auth: str,
                as_json: bool) -> None:
         """End DELEGATION_ID (and the sub-delegations under it)."""
-        _delegations(ctx, _session(ctx, url, portal, user, auth, as_json),
+        _delegations(ctx, session_of(ctx, url, portal, user, auth, as_json),
                      lambda client: client.revoke_delegation(delegation_id))
