@@ -162,7 +162,7 @@ def _submit_verified(ctx: ApiContext, request: Request, caller: Caller, body: by
         if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
             return denied
         if isinstance(exc, FilingRefused):
-            exc = in_sender_terms(exc, json_body=media_type in _JSON_TYPES)
+            exc = in_sender_terms(exc, json_body=body if media_type in _JSON_TYPES else None)
         return _refused(ctx, request, caller, exc)
     except StoreError:
         log.warning("store_unavailable", exc_info=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import orjson
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -18,7 +19,7 @@ from api.context import ApiContext, context_of
 from api.problems import json_response, problem_response, store_unavailable
 from domain.intake import FilingRefused, MessageProblem, RecipientMessagesInvalid, Violation
 from domain.timestamps import agency_instant, epoch_rfc3339, rfc3339
-from schemas.json_locations import field_pointer
+from schemas.json_locations import field_pointer, json_pointer
 from service.attachments import verify_references
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.ports import DeliveryView, FilingEvent, NeedsCorrection, NotResendable, RecipientNotFound, StoreError
@@ -83,16 +84,22 @@ def _violation_json(v: Violation, *, line: bool) -> dict[str, Any]:
     return item
 
 
-def in_sender_terms(refused: FilingRefused, *, json_body: bool) -> FilingRefused:
-    """The refusal as the sender wrote the filing: a JSON sender's violations are already
-    located by JSON Pointer (schemas.filing); the filing field a recipient's message maps
-    from becomes one too (`/subject/activityStartDate`, not `f:subject/f:activityStartDate`)."""
-    if not json_body or not isinstance(refused, RecipientMessagesInvalid):
+def in_sender_terms(refused: FilingRefused, *, json_body: bytes | None) -> FilingRefused:
+    """The refusal as the sender wrote the filing. `json_body`: the JSON the sender sent (None for
+    XML). The parser already locates its own violations by JSON Pointer (schemas.filing); what is
+    refused after parsing (attachments, a recipient's message) still names XML paths, and
+    becomes a pointer here too (`/subject/activityStartDate`, not `f:subject/f:activityStartDate`)."""
+    if json_body is None:
         return refused
-    return RecipientMessagesInvalid([
-        replace(p, filing_field=field_pointer(p.filing_field)) if p.filing_field else p
-        for p in refused.problems
-    ])
+    if isinstance(refused, RecipientMessagesInvalid):
+        return RecipientMessagesInvalid([
+            replace(p, filing_field=field_pointer(p.filing_field)) if p.filing_field else p
+            for p in refused.problems
+        ])
+    if not any(v.location.startswith("/f:filing") for v in refused.violations):
+        return refused
+    sent = orjson.loads(json_body)  # it parsed once already, or the parser would have refused it
+    return refused.relocated(lambda location: json_pointer(location, sent))
 
 
 def refusal_errors(refused: FilingRefused, *, lines: bool) -> list[dict[str, Any]]:
@@ -192,7 +199,7 @@ def _resend(ctx: ApiContext, request: Request, caller: Caller, reference: str, a
         return problem_response(409, "recipient-not-resendable", "Conflict", str(exc), instance=path,
                                 extra={"agency": exc.agency, "state": exc.state})
     except FilingRefused as exc:
-        refused = in_sender_terms(exc, json_body=correcting and media_type in _JSON_TYPES)
+        refused = in_sender_terms(exc, json_body=body if correcting and media_type in _JSON_TYPES else None)
         return problem_response(refused.status, refused.problem, refused.title, str(refused), instance=path,
                                 errors=refusal_errors(refused, lines=False))
     except CorrectionRefused as exc:

@@ -8,8 +8,8 @@ that were found, so a portal can fix every field in one round trip.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 __all__ = [
@@ -64,6 +64,12 @@ class FilingRefused(Exception):
         hidden = len(self.violations) - _SHOWN_IN_MESSAGE
         more = f" (and {hidden} more)" if hidden > 0 else ""
         return f"{self.title} [{self.problem}]: {shown or 'no detail'}{more}"
+
+    def relocated(self, locate: Callable[[str], str]) -> FilingRefused:
+        """The same refusal with each violation located by `locate`, lines dropped (a JSON
+        sender's violations found in the XML made from it: those lines mean nothing to them)."""
+        moved = [replace(v, location=locate(v.location), line=None) for v in self.violations]
+        return _restore(type(self), moved, dict(self.__dict__))
 
     def __reduce__(self) -> tuple[object, ...]:
         # Subclasses take different constructor arguments; rebuild from state, not from args.

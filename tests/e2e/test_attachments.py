@@ -194,11 +194,18 @@ def test_wrong_media_type_unsigned_and_bad_file_name_are_refused(client: PortalC
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "filing" / "v1" / "examples"
 
 
-def filing_with(attachments_xml: str) -> bytes:
-    """The RUNTS example (a social enterprise: RUNTS and the Registro Imprese) with these attachments."""
+def filing_with(attachments_xml: str, *, social_enterprise: bool = True) -> bytes:
+    """The RUNTS example with these attachments: as shipped, a social enterprise (registered at
+    the Registro Imprese, which tells RUNTS); otherwise the same body as an APS, which registers
+    at RUNTS itself."""
     document = (EXAMPLES / "runts_registration.xml").read_text(encoding="utf-8")
     start, end = document.index("<attachments>"), document.index("</attachments>") + len("</attachments>")
-    return (document[:start] + f"<attachments>{attachments_xml}</attachments>" + document[end:]).encode()
+    document = document[:start] + f"<attachments>{attachments_xml}</attachments>" + document[end:]
+    if not social_enterprise:
+        document = (document.replace("<legalForm>IS</legalForm>", "<legalForm>APS</legalForm>")
+                    .replace("<section>impresa_sociale</section>", "<section>aps</section>")
+                    .replace("<socialEnterprise>true</socialEnterprise>", "<socialEnterprise>false</socialEnterprise>"))
+    return document.encode()
 
 
 def attachment_xml(upload: dict, *, name: str, document_type: str, sha256: str | None = None,
@@ -217,31 +224,44 @@ def delivering_hub(database_url: str, blobs: Path, sims) -> Iterator[RunningHub]
 
 def test_a_filing_delivers_its_attachments_by_mtom_and_multipart_intact_once(
         delivering_hub: RunningHub, sims, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The statute goes to the Registro Imprese as MTOM and to RUNTS as multipart/form-data, the
-    accounts to RUNTS only; each simulator's ledger shows every document once, with its hash and size."""
+    """The statute of a social enterprise goes to the Registro Imprese as MTOM; an APS's statute
+    and accounts go to RUNTS as multipart/form-data; each simulator's ledger shows every document
+    once, with its hash and size."""
     with PortalClient(delivering_hub.base_url, TEST_PORTAL_KEY, timeout=60) as client:
         statute_file = make_file(tmp_path / "statuto.pdf", 5 * 1024 * 1024 + 7)
         accounts_file = make_file(tmp_path / "bilancio.p7m", 3 * 1024 * 1024 + 1, head=b"0\x82")
-        statute = client.upload_attachment(statute_file, media_type="application/pdf", user=USER,
-                                           file_name="statuto.pdf").json()
-        accounts = client.upload_attachment(accounts_file, media_type="application/pkcs7-mime", user=USER,
-                                            file_name="bilancio.p7m").json()
-        document = filing_with(attachment_xml(statute, name="statuto.pdf", document_type="statuto")
-                               + attachment_xml(accounts, name="bilancio-2025.pdf.p7m", document_type="bilancio"))
-        response = client.submit(document, user=USER)
-        assert response.status_code == 202, response.text
-        reference = response.json()["reference"]
-        view = client.wait_settled([reference], timeout=60)[reference]
-    assert view["state"] == "protocolled", view
+
+        def upload_both() -> tuple[dict, dict]:
+            statute = client.upload_attachment(statute_file, media_type="application/pdf", user=USER,
+                                               file_name="statuto.pdf").json()
+            accounts = client.upload_attachment(accounts_file, media_type="application/pkcs7-mime", user=USER,
+                                                file_name="bilancio.p7m").json()
+            return statute, accounts
+
+        references: dict[str, str] = {}
+        uploads: dict[str, tuple[dict, dict]] = {}
+        for agency, social in (("cciaa", True), ("runts", False)):
+            statute, accounts = uploads[agency] = upload_both()
+            document = filing_with(attachment_xml(statute, name="statuto.pdf", document_type="statuto")
+                                   + attachment_xml(accounts, name="bilancio-2025.pdf.p7m", document_type="bilancio"),
+                                   social_enterprise=social)
+            response = client.submit(document, user=USER)
+            assert response.status_code == 202, response.text
+            references[agency] = response.json()["reference"]
+        views = client.wait_settled(list(references.values()), timeout=60)
+    assert {views[r]["state"] for r in references.values()} == {"protocolled"}, views
 
     def documents(agency: str) -> list[dict]:
-        effects = [e for e in sims.ledger(agency)["effects"] if e["filingReference"] == reference]
+        effects = [e for e in sims.ledger(agency)["effects"] if e["filingReference"] == references[agency]]
         assert len(effects) == 1 and effects[0]["duplicates"] == 0
         return effects[0]["attachments"]
 
+    # The register takes deeds (statute, deed of incorporation), not the accounts.
+    statute, _ = uploads["cciaa"]
     assert documents("cciaa") == [
         {"nome": "statuto.pdf", "mediaType": "application/pdf", "sha256": statute["sha256"],
          "size": statute_file.stat().st_size, "form": "mtom"}]
+    statute, accounts = uploads["runts"]
     assert documents("runts") == [
         {"nome": "statuto.pdf", "mediaType": "application/pdf", "sha256": statute["sha256"],
          "size": statute_file.stat().st_size, "form": "multipart"},
@@ -249,7 +269,8 @@ def test_a_filing_delivers_its_attachments_by_mtom_and_multipart_intact_once(
          "size": accounts_file.stat().st_size, "form": "multipart"}]
     with delivering_hub.hub.engine.connect() as conn:
         referenced = {r.id: r.referenced_by for r in conn.execute(select(attachments))}
-    assert referenced == {statute["attachmentId"]: reference, accounts["attachmentId"]: reference}
+    assert referenced == {upload["attachmentId"]: references[agency]
+                          for agency, pair in uploads.items() for upload in pair}
 
 
 def test_a_filing_naming_an_unknown_foreign_or_altered_attachment_is_422_naming_each(
@@ -271,18 +292,22 @@ def test_a_filing_naming_an_unknown_foreign_or_altered_attachment_is_422_naming_
         + attachment_xml(someone_else, name="foreign.pdf", document_type="verbale")
         + attachment_xml(other_portal, name="other-portal.pdf", document_type="procura")
         + attachment_xml(mine, name="altered.pdf", document_type="altro", sha256="f" * 64))
-    for content_type, body in (("application/xml", document),
-                               ("application/json", orjson.dumps(hub.hub.validator.xml_to_json(document)))):
+    # Each error is located in the sender's own terms: an XML path, or a JSON Pointer.
+    for content_type, body, where in (
+            ("application/xml", document, "/f:filing/f:attachments/f:attachment[{}]/f:attachmentId"),
+            ("application/json", orjson.dumps(hub.hub.validator.xml_to_json(document)),
+             "/attachments/attachment/{}/attachmentId")):
         response = client.submit(body, content_type=content_type, user=USER)
         assert response.status_code == 422, response.text
         problem = response.json()
         assert problem["type"] == "urn:crocevia:problem:attachment-invalid"
         errors = {e["location"]: e["code"] for e in problem["errors"]}
+        position = (lambda n: n) if content_type == "application/xml" else (lambda n: n - 1)
         assert errors == {
-            "/f:filing/f:attachments/f:attachment[2]/f:attachmentId": "attachment-unknown",
-            "/f:filing/f:attachments/f:attachment[3]/f:attachmentId": "attachment-unknown",
-            "/f:filing/f:attachments/f:attachment[4]/f:attachmentId": "attachment-unknown",
-            "/f:filing/f:attachments/f:attachment[5]/f:attachmentId": "attachment-hash-mismatch",
+            where.format(position(2)): "attachment-unknown",
+            where.format(position(3)): "attachment-unknown",
+            where.format(position(4)): "attachment-unknown",
+            where.format(position(5)): "attachment-hash-mismatch",
         }, content_type
         assert mine["attachmentId"] in problem["detail"] or "attachment" in problem["detail"]
     assert hub.count(filings) == 0
@@ -412,16 +437,20 @@ def test_an_agency_refuses_a_document_that_does_not_hash_as_declared(
         digest = statute["sha256"]
         stored = blobs / "sha256" / digest[:2] / digest[2:4] / digest
         stored.write_bytes(b"%PDF-1.7\n" + os.urandom(300_000 - 9))  # same size, other bytes
-        response = client.submit(filing_with(attachment_xml(statute, name="statuto.pdf", document_type="statuto")),
-                                 user=USER)
-        assert response.status_code == 202, response.text
-        reference = response.json()["reference"]
-        view = client.wait_settled([reference], timeout=60)[reference]
+        references = {}
+        for agency, social in (("cciaa", True), ("runts", False)):
+            response = client.submit(filing_with(attachment_xml(statute, name="statuto.pdf", document_type="statuto"),
+                                                 social_enterprise=social), user=USER)
+            assert response.status_code == 202, response.text
+            references[agency] = response.json()["reference"]
+        views = client.wait_settled(list(references.values()), timeout=60)
     # The register answers a business refusal (SOAP Client fault), RUNTS a 400: a message the
     # agency holds invalid, not to be sent again as it is.
-    assert {r["agency"]: r["state"] for r in view["recipients"]} == {"cciaa": "rejected",
-                                                                     "runts": "undeliverable"}, view
-    for agency in ("cciaa", "runts"):
+    states = {agency: {r["agency"]: r["state"] for r in views[reference]["recipients"]}
+              for agency, reference in references.items()}
+    assert states["cciaa"]["cciaa"] == "rejected", views
+    assert states["runts"] == {"runts": "undeliverable"}, views
+    for agency, reference in references.items():
         ledger = sims.ledger(agency)
         assert not [e for e in ledger["effects"] if e["filingReference"] == reference]
         assert [i["codice"] for i in ledger["invalid"]] == ["ALLEGATO"], ledger["invalid"]

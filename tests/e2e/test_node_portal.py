@@ -29,7 +29,8 @@ PORTAL_SCRIPT = PROJECT_ROOT / "examples" / "node-portal" / "portal.mjs"
 EXAMPLES = PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples"
 #: Each simulated agency's protocol number format (simulators/numbering.py).
 FORMATS = {
-    "inps": r"INPS\.\d{4}\.\d{4}\.\d{7}",
+    # INPS's own (INPS.<office>.<year>.<seq>), or DURC On Line's for a DURC (INPS_<8 digits>).
+    "inps": r"INPS\.\d{4}\.\d{4}\.\d{7}|INPS_\d{8}",
     "inail": r"INAIL/\d{4}/\d{8}",
     "cciaa": r"[A-Z]{2}/RI/\d{4}/\d{6}",
     "runts": r"RUNTS-\d{4}-\d{7}",
