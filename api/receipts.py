@@ -15,7 +15,6 @@ from starlette.routing import Route
 from api.auth import authenticate
 from api.context import context_of
 from api.problems import problem_response, store_unavailable
-from documents.receipt_pdf import render_receipt
 from domain.states import FilingState
 from service.ports import StoreError
 
@@ -51,6 +50,9 @@ async def get_receipt(request: Request) -> Response:
             f"filing {reference} is {view.state}: the receipt is ready once every agency has answered",
             instance=request.url.path, extra={"state": view.state},
         )
+    # fpdf2 (with Pillow and fontTools, ~20 MiB) loads with the first receipt, not in every API process.
+    from documents.receipt_pdf import render_receipt
+
     pdf = await run_in_threadpool(render_receipt, view, ctx.guard.now())
     log.info("receipt_rendered", filing_ref=reference, size=len(pdf))
     return Response(pdf, media_type="application/pdf", headers={

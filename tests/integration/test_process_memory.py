@@ -66,9 +66,15 @@ def test_a_worker_loads_the_adapters_but_not_the_api(tmp_path: Path) -> None:
     assert built["guard"] is False and built["contracts"] is True
 
 
+#: What only an occasional request needs: the PDF receipt's library and what it pulls in (~20 MiB).
+ON_DEMAND_MODULES = ("fpdf", "PIL", "fontTools")
+
+
 def test_the_api_process_builds_everything(tmp_path: Path) -> None:
     built = _built("all", tmp_path)
     assert built["guard"] is True and built["contracts"] is True
+    # ... but not what only a receipt needs: it loads with the first receipt.
+    assert not set(built["modules"]) & set(ON_DEMAND_MODULES)  # type: ignore[call-overload]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
