@@ -30,6 +30,8 @@ from config.settings import load_settings
 
 role = sys.argv[1]
 hub = bootstrap.build_hub(load_settings(None), role=role)
+if role == "all":
+    import api.app  # what `serve` imports to build the application
 if role == "worker":
     async def build():
         workers = bootstrap.WorkerSet(hub, None)
