@@ -17,19 +17,6 @@ from tests.support import OTHER_PORTAL_KEY, TEST_PORTAL_KEY, RunningHub, hub_set
 EXAMPLES = PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples"
 
 
-@pytest.fixture
-def hub(database_url: str, sims) -> Iterator[RunningHub]:  # type: ignore[no-untyped-def]
-    endpoints = {agency: sims.soap_endpoint(agency) for agency in sims.urls}
-    with RunningHub(hub_settings(database_url, endpoints)) as running:
-        yield running
-
-
-@pytest.fixture
-def client(hub: RunningHub) -> Iterator[PortalClient]:
-    with PortalClient(hub.base_url, TEST_PORTAL_KEY) as c:
-        yield c
-
-
 def _settled(client: PortalClient, reference: str) -> dict:
     views = client.wait_settled([reference], timeout=30)
     return views[reference]

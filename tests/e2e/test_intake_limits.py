@@ -27,13 +27,6 @@ ANNA = "CMPNNA80E59D612B"  # legal representative of 06543210485 (durc_request.x
 ELENA = "DLGLNE88D50L219Q"  # a delegate
 
 
-@pytest.fixture
-def hub(database_url: str, sims) -> Iterator[RunningHub]:  # type: ignore[no-untyped-def]
-    endpoints = {agency: sims.soap_endpoint(agency) for agency in sims.urls}
-    with RunningHub(hub_settings(database_url, endpoints)) as running:
-        yield running
-
-
 def _client(hub: RunningHub, tax_code: str) -> PortalClient:
     return PortalClient(hub.base_url, portal_signer("test"), user=demo_user(tax_code), timeout=30)
 

@@ -56,19 +56,6 @@ def _pdfinfo(pdf: bytes, workdir: Path) -> dict[str, str]:
     return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in done.stdout.splitlines())}
 
 
-@pytest.fixture
-def hub(database_url: str, sims) -> Iterator[RunningHub]:  # type: ignore[no-untyped-def]
-    endpoints = {agency: sims.soap_endpoint(agency) for agency in sims.urls}
-    with RunningHub(hub_settings(database_url, endpoints)) as running:
-        yield running
-
-
-@pytest.fixture
-def client(hub: RunningHub) -> Iterator[PortalClient]:
-    with PortalClient(hub.base_url, TEST_PORTAL_KEY) as c:
-        yield c
-
-
 def _submit(client: PortalClient) -> str:
     response = client.submit(BUSINESS_START)
     assert response.status_code == 202, response.text

@@ -33,19 +33,6 @@ DURC_PROTOCOL = re.compile(r"INPS_[0-9]{8}")
 INPS_PROTOCOL = re.compile(r"INPS\.0001\.([0-9]{4})\.([0-9]{7})")
 
 
-@pytest.fixture
-def hub(database_url: str, sims) -> Iterator[RunningHub]:  # type: ignore[no-untyped-def]
-    endpoints = {agency: sims.soap_endpoint(agency) for agency in sims.urls}
-    with RunningHub(hub_settings(database_url, endpoints)) as running:
-        yield running
-
-
-@pytest.fixture
-def client(hub: RunningHub) -> Iterator[PortalClient]:
-    with PortalClient(hub.base_url, TEST_PORTAL_KEY) as c:
-        yield c
-
-
 def _example(name: str) -> str:
     return (EXAMPLES / name).read_text(encoding="utf-8")
 

@@ -42,13 +42,6 @@ def _timestamps(value: Any, path: str = "$") -> Iterator[tuple[str, str]]:
         yield path, value
 
 
-@pytest.fixture
-def hub(database_url: str, sims) -> Iterator[RunningHub]:  # type: ignore[no-untyped-def]
-    endpoints = {agency: sims.soap_endpoint(agency) for agency in sims.urls}
-    with RunningHub(hub_settings(database_url, endpoints)) as running:
-        yield running
-
-
 def _answers(hub: RunningHub, sims) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """The JSON answers of the main endpoints around one settled filing with a rejection."""
     sims.set_faults("inail", [{"kind": "reject", "code": "R100", "text": "posizione non ammessa"}])
