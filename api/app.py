@@ -37,6 +37,7 @@ from api.problems import json_response, problem_response, store_unavailable
 from api.readiness import health_routes
 from console import console_mount
 from domain.intake import FilingRefused
+from domain.timestamps import rfc3339
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.intake import NoRecipients, accept_filing
 from service.ports import FilingView, IdempotencyConflict, NewFiling, StoreError, TokenNotAdmitted
@@ -54,8 +55,8 @@ def _filing_json(view: FilingView) -> dict[str, Any]:
         "reference": view.reference,
         "kind": view.kind,
         "state": view.state,
-        "createdAt": view.created_at.isoformat(),
-        "updatedAt": view.updated_at.isoformat(),
+        "createdAt": rfc3339(view.created_at),
+        "updatedAt": rfc3339(view.updated_at),
         "recipients": [recipient_json(d) for d in view.deliveries],
     }
 

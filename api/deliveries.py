@@ -17,6 +17,7 @@ from api.callbacks import CallbackRefused
 from api.context import ApiContext, context_of
 from api.problems import json_response, problem_response, store_unavailable
 from domain.intake import FilingRefused, MessageProblem, RecipientMessagesInvalid, Violation
+from domain.timestamps import rfc3339
 from service.identity import RecipientsNotAuthorized, authorize_filing
 from service.ports import DeliveryView, FilingEvent, NeedsCorrection, NotResendable, RecipientNotFound, StoreError
 from service.recipients import CallbackUnreadable, CorrectionRefused, correct_recipient, record_callback
@@ -322,7 +323,7 @@ async def agencies(request: Request) -> Response:
             "openUntil": _instant(status.open_until) if status else None,
             "throttledUntil": _instant(status.throttled_until) if status else None,
             "reportedBy": status.reported_by if status else None,
-            "updatedAt": status.updated_at.isoformat() if status else None,
+            "updatedAt": rfc3339(status.updated_at) if status else None,
             # The worker that reported it stopped reporting: its breaker says nothing now.
             "stale": bool(status and ctx.agency_health and ctx.agency_health.is_stale(status)),
         })

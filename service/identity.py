@@ -30,6 +30,7 @@ from domain.delegation import (
 from domain.identity import IdentityError, User, normalise_user_id
 from domain.lockout import Lockout, LockoutPolicy
 from domain.taxcode import tax_code_error
+from domain.timestamps import rfc3339
 from routing.routes import RouteTable
 
 __all__ = [
@@ -194,10 +195,10 @@ def _describe(d: Delegation, status: str) -> dict[str, Any]:
         "subject": d.subject_tax_code,
         "delegate": d.delegate_tax_code,
         "agencies": sorted(d.agencies),
-        "validFrom": d.valid_from.isoformat(),
-        "validTo": d.valid_to.isoformat(),
+        "validFrom": rfc3339(d.valid_from),
+        "validTo": rfc3339(d.valid_to),
         "grantedBy": d.granted_by,
-        "revokedAt": d.revoked_at.isoformat() if d.revoked_at else None,
+        "revokedAt": rfc3339(d.revoked_at) if d.revoked_at else None,
         "status": status,
     }
 

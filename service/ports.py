@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 from lxml import etree
 
+from domain.timestamps import rfc3339
+
 __all__ = [
     "AcceptedFiling",
     "AgencyStatus",
@@ -289,7 +291,7 @@ class FilingEvent:
             "sequence": self.seq,
             "type": self.type,
             "reference": self.payload.get("reference"),
-            "createdAt": self.created_at.isoformat(),
+            "createdAt": rfc3339(self.created_at),
             "data": {k: v for k, v in self.payload.items() if k != "reference"},
         }
 

@@ -17,7 +17,9 @@ import requests
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
 from openapi_spec_validator import validate
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -29,7 +31,7 @@ from starlette.routing import Mount, Route
 
 from api.openapi import OpenApiError, build_document
 from api.problems import PROBLEM_TYPE_BASE
-from cli.client import demo_user
+from cli.client import PortalClient, demo_user
 from config.settings import PROJECT_ROOT
 from security.modi import ModiSigner
 from tests.support import TEST_PORTAL_KEY, RunningHub, hub_settings
@@ -37,6 +39,7 @@ from tests.support import TEST_PORTAL_KEY, RunningHub, hub_settings
 #: A valid tax code at SPID level 2: the legal representative of the examples' business.
 USER = demo_user("FTTMRC85C14H501X", "SPID2")
 _METHODS = {"get", "put", "post", "delete", "patch"}
+EXAMPLES = PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples"
 
 
 @pytest.fixture
@@ -277,35 +280,57 @@ _CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance
            response_headers_conformance]
 
 
+def _strategies(operation: Any, reference: str) -> list[tuple[str, Any]]:
+    """Positive and negative cases, plus (where the path names a filing) cases about a real one."""
+    out = [("positive", operation.as_strategy(GenerationMode.POSITIVE)),
+           ("negative", operation.as_strategy(GenerationMode.NEGATIVE))]
+    if "{reference}" in operation.path:
+        out.append(("real filing", operation.as_strategy(GenerationMode.POSITIVE,
+                                                         path_parameters={"reference": reference})))
+    return out
+
+
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(hub: RunningHub) -> None:
-    """Generated requests (positive and negative, seeded), each ModI-signed: no 5xx, and every
-    answer's status, content type, headers and body are the document's."""
+    """Generated requests (positive, negative, and about a real filing; seeded), each ModI-signed:
+    no 5xx, every problem type described, and every answer's status, content type, headers and
+    body are the document's."""
+    with PortalClient(hub.base_url, TEST_PORTAL_KEY, user=USER) as client:
+        accepted = client.submit((EXAMPLES / "business_start.xml").read_bytes())
+    assert accepted.status_code == 202, accepted.text
+    reference = accepted.json()["reference"]
     schema = schemathesis.openapi.from_url(hub.base_url + "/openapi.json")
-    # Agencies' callbacks carry the agency's credential, which no portal has: their refusals
-    # are still checked (401 for every generated callback), as everything else.
+    # Agencies' callbacks carry the agency's credential, which no portal has: they are still
+    # generated, and their refusals checked against the document like every other answer.
     session = SigningSession(TEST_PORTAL_KEY)
     failures: list[str] = []
+    seen: dict[str, set[int]] = {}
     problem_types: set[str] = set()
     described = set(schema.raw_schema["x-problem-types"])
     for result in schema.get_all_operations():
         operation = result.ok()
+        for mode, strategy in _strategies(operation, reference):
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=20, derandomize=True, database=None, deadline=None,
-                  phases=[Phase.explicit, Phase.generate],
-                  suppress_health_check=list(HealthCheck))
-        def run(case: schemathesis.Case) -> None:
-            response = case.call(base_url=hub.base_url, session=session, timeout=30)
-            if response.headers.get("content-type", "").startswith("application/problem+json"):
-                slug = str(response.json().get("type", ""))[len(PROBLEM_TYPE_BASE):]
-                problem_types.add(slug)
-                assert slug in described, f"undocumented problem type {slug}"
-            case.validate_response(response, checks=_CHECKS, transport_kwargs={"base_url": hub.base_url})
+            @given(case=strategy)
+            @settings(max_examples=15, derandomize=True, database=None, deadline=None,
+                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            def run(case: schemathesis.Case) -> None:
+                response = case.call(base_url=hub.base_url, session=session, timeout=30)
+                seen.setdefault(operation.label, set()).add(response.status_code)
+                if (response.headers.get("content-type") or [""])[0].startswith("application/problem+json"):
+                    slug = str(response.json().get("type", ""))[len(PROBLEM_TYPE_BASE):]
+                    problem_types.add(slug)
+                    assert slug in described, f"undocumented problem type {slug}"
+                case.validate_response(response, checks=_CHECKS, transport_kwargs={"base_url": hub.base_url})
 
-        try:
-            run()
-        except Exception as exc:  # noqa: BLE001 - every operation's failures are reported together
-            failures.append(f"{operation.label}: {exc}")
+            try:
+                run()
+            except Unsatisfiable:
+                assert mode == "negative", operation.label  # nothing to get wrong: no parameter, no body
+            except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - all operations reported together
+                failures.append(f"{operation.label} ({mode}): {type(exc).__name__}: {str(exc)[:2500]}")
     assert failures == [], "\n\n".join(failures)
-    # The signed requests did get past the signature checks: filings were refused or accepted.
-    assert problem_types & {"schema-violation", "malformed-json", "malformed-xml", "unsupported-media-type"}
+    # The signed requests got past the signature checks: filings were refused for their content,
+    # and the real filing was read.
+    assert problem_types & {"schema-violation", "malformed-json", "malformed-xml"}, problem_types
+    assert 200 in seen["GET /v1/filings/{reference}"], seen
+    assert 200 in seen["GET /v1/filings/{reference}/events"], seen
