@@ -5,6 +5,7 @@ schemathesis against the live hub with ModI-signed requests.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -289,6 +290,12 @@ _CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance
            response_headers_conformance]
 
 
+#: For a longer hunt by hand: CROCEVIA_SCHEMATHESIS_SCALE=8 multiplies the examples, and
+#: CROCEVIA_SCHEMATHESIS_EXPLORE=1 draws new ones each run (CI keeps the seeded, bounded run).
+_SCALE = int(os.environ.get("CROCEVIA_SCHEMATHESIS_SCALE", "1"))
+_EXPLORE = bool(os.environ.get("CROCEVIA_SCHEMATHESIS_EXPLORE"))
+
+
 def _strategies(operation: Any, reference: str) -> list[tuple[str, int, Any]]:
     """Positive and negative cases, plus (where the path names a filing) cases about a real one."""
     out = [("positive", 12, operation.as_strategy(GenerationMode.POSITIVE)),
@@ -320,7 +327,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(h
         for mode, examples, strategy in _strategies(operation, reference):
 
             @given(case=strategy)
-            @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
+            @settings(max_examples=examples * _SCALE, derandomize=not _EXPLORE, database=None, deadline=None,
                       phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
             def run(case: schemathesis.Case) -> None:
                 response = case.call(base_url=hub.base_url, session=session, timeout=30)
