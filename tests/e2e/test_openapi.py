@@ -194,6 +194,13 @@ def test_every_problem_type_the_code_answers_is_described(sqlite_hub: RunningHub
             "delivery-not-acknowledged-yet", "weak-password", "session-idle"} <= used
     missing = sorted(used - set(described))
     assert missing == [], f"problem types used by the code but not described: {missing}"
+    # Each refusal an operation lists is one of them (no slug misspelt in a response's text).
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            for status, response in op["responses"].items():
+                if int(status) >= 400:
+                    listed = set(re.findall(r"`([a-z0-9]+(?:-[a-z0-9]+)+)`", response.get("description", "")))
+                    assert listed <= set(described), (path, method, status, listed - set(described))
     for slug, info in described.items():
         assert info["description"].strip() and info["status"], slug
         assert f"`{PROBLEM_TYPE_BASE}{slug}`" in document["info"]["description"]
@@ -290,6 +297,17 @@ _CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance
            response_headers_conformance]
 
 
+def _response_text(document: dict[str, Any], operation: Any, status: int) -> str:
+    """What the document says of `status` at `operation`: the reference's own description, else
+    the shared response's (each lists the problem types it carries)."""
+    response = document["paths"][operation.path][operation.method.lower()]["responses"].get(str(status), {})
+    if "description" in response:
+        return str(response["description"])
+    ref = str(response.get("$ref", ""))
+    shared = document["components"]["responses"].get(ref.rsplit("/", 1)[-1], {})
+    return str(shared.get("description", ""))
+
+
 #: For a longer hunt by hand: CROCEVIA_SCHEMATHESIS_SCALE=8 multiplies the examples, and
 #: CROCEVIA_SCHEMATHESIS_EXPLORE=1 draws new ones each run (CI keeps the seeded, bounded run).
 _SCALE = int(os.environ.get("CROCEVIA_SCHEMATHESIS_SCALE", "1"))
@@ -336,6 +354,8 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(h
                     slug = str(response.json().get("type", ""))[len(PROBLEM_TYPE_BASE):]
                     problem_types.add(slug)
                     assert slug in described, f"undocumented problem type {slug}"
+                    listed = _response_text(schema.raw_schema, operation, response.status_code)
+                    assert f"`{slug}`" in listed, f"{slug} not listed for {response.status_code}: {listed}"
                 case.validate_response(response, checks=_CHECKS, transport_kwargs={"base_url": hub.base_url})
 
             try:
