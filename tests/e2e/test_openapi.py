@@ -368,6 +368,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(h
     # The signed requests got past the signature checks: filings were refused for their content,
     # and the real filing was read.
     assert problem_types & {"schema-violation", "malformed-json", "malformed-xml"}, problem_types
+    assert 201 in seen["POST /v1/delegations"], seen  # the documented example grants one
     assert 200 in seen["GET /v1/filings/{reference}"], seen
     assert 200 in seen["GET /v1/filings/{reference}/events"], seen
 
