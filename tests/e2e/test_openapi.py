@@ -418,3 +418,52 @@ def test_every_filing_example_of_the_document_is_accepted_as_documented(sqlite_h
             case.validate_response(response, checks=_CHECKS, transport_kwargs={"base_url": sqlite_hub.base_url})
             sent += 1
     assert sent >= 8
+
+
+def _pointer(*parts: str) -> str:
+    return "#/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _media_examples(document: dict[str, Any]) -> Iterator[tuple[str, Any, list[str]]]:
+    """(where, example value, JSON pointer parts of its schema) for every JSON example."""
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            places: list[tuple[list[str], dict[str, Any]]] = []
+            for media_type, media in op.get("requestBody", {}).get("content", {}).items():
+                places.append((["paths", path, method, "requestBody", "content", media_type], media))
+            for status, response in op["responses"].items():
+                base = ["paths", path, method, "responses", status]
+                if "$ref" in response:
+                    name = response["$ref"].rsplit("/", 1)[-1]
+                    base, response = ["components", "responses", name], document["components"]["responses"][name]
+                for media_type, media in response.get("content", {}).items():
+                    places.append(([*base, "content", media_type], media))
+            for where, media in places:
+                if "json" not in where[-1] or "schema" not in media:
+                    continue
+                values = [media["example"]] if "example" in media else []
+                for ref in media.get("examples", {}).values():
+                    values.append(document["components"]["examples"][ref["$ref"].rsplit("/", 1)[-1]]["value"])
+                for value in values:
+                    yield f"{method.upper()} {path} {where[-3] if 'responses' in where else 'body'}", value, \
+                        [*where, "schema"]
+
+
+def test_every_json_example_in_the_document_matches_its_schema() -> None:
+    """Request and response examples (filings in JSON, problems, views) follow their own schemas,
+    date-times included: the document never shows what the hub would not send or take."""
+    import jsonschema
+
+    from schemas.filing import FilingValidator
+
+    document = build_document(json_of=FilingValidator().xml_to_json)
+    checked = 0
+    for where, value, schema_at in _media_examples(document):
+        # The document itself is the root, so `#/components/...` references resolve.
+        root = {**{k: v for k, v in document.items() if k in ("components", "paths")},
+                "$ref": _pointer(*schema_at)}
+        validator = jsonschema.Draft202012Validator(root, format_checker=jsonschema.FormatChecker())
+        errors = [e.message for e in validator.iter_errors(value)]
+        assert errors == [], (where, errors[:3])
+        checked += 1
+    assert checked >= 20
