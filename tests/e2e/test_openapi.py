@@ -37,7 +37,8 @@ from cli.client import PortalClient, declarant_of, demo_user
 from config.settings import PROJECT_ROOT
 from domain.identity import User
 from security.modi import ModiSigner
-from tests.support import TEST_PORTAL_KEY, RunningHub, hub_settings
+from tests.browser import browser  # noqa: F401 - fixture
+from tests.support import TEST_PORTAL_KEY, RunningHub, hub_settings, wait_for
 
 #: A valid tax code at SPID level 2: the legal representative of the examples' business.
 USER = demo_user("FTTMRC85C14H501X", "SPID2")
@@ -467,3 +468,19 @@ def test_every_json_example_in_the_document_matches_its_schema() -> None:
         assert errors == [], (where, errors[:3])
         checked += 1
     assert checked >= 20
+
+
+def test_swagger_ui_renders_every_operation_from_the_hub_alone(sqlite_hub: RunningHub, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """In a browser, /docs shows each operation of the document (Swagger UI reads OpenAPI 3.1),
+    and every resource the page loaded came from the hub."""
+    from selenium.webdriver.common.by import By
+
+    document = _document(sqlite_hub)
+    operations = sum(1 for item in document["paths"].values() for m in item if m in _METHODS)
+    browser.get(sqlite_hub.base_url + "/docs")
+    blocks = wait_for(lambda: (found := browser.find_elements(By.CSS_SELECTOR, ".opblock"))
+                      and len(found) >= operations and found, timeout=30, what="Swagger UI's operations")
+    assert len(blocks) == operations
+    assert "Crocevia portal API" in browser.find_element(By.CSS_SELECTOR, ".title").text
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and all(url.startswith(sqlite_hub.base_url + "/") for url in loaded), loaded
