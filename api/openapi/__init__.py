@@ -57,6 +57,14 @@ def _merge(target: dict[str, Any], name: str, value: Any, where: str) -> None:
     target[name] = value
 
 
+def _merge_path_item(paths: dict[str, Any], route: str, item: Mapping[str, Any], where: str) -> None:
+    """A path item that several fragments share (`GET /v1/filings` is the desk's search, `POST`
+    the intake's): merged per key, each operation defined once."""
+    target = paths.setdefault(route, {})
+    for key, value in item.items():
+        _merge(target, key, value, f"{where} {route}")
+
+
 def _load(path: Path) -> dict[str, Any]:
     import yaml  # only the document's builder reads YAML
 
@@ -168,7 +176,7 @@ def build_document(*, folder: Path = FRAGMENTS, filing_schema: Path = FILING_SCH
             continue
         fragment = _load(path)
         for route, item in (fragment.get("paths") or {}).items():
-            _merge(document["paths"], route, item, path.name)
+            _merge_path_item(document["paths"], route, item, path.name)
         for kind, named in (fragment.get("components") or {}).items():
             if kind not in _COMPONENT_KINDS:
                 raise OpenApiError(f"{path.name}: unknown component kind {kind!r}")
