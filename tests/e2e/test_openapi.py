@@ -158,7 +158,9 @@ def test_each_filing_kind_has_an_xml_and_a_json_example(sqlite_hub: RunningHub) 
 _SLUG_PATTERNS = [
     re.compile(r'problem_response\(\s*[^,()]+,\s*"([a-z0-9-]+)"', re.S),
     re.compile(r'\b(?:ModiRefused|CallbackRefused|_signed|_unauthorized)\(\s*"([a-z0-9-]+)"'),
-    re.compile(r'\b(?:AuthRefused|DelegationRefused|_BadRequest)\(\s*\d{3},\s*"([a-z0-9-]+)"'),
+    re.compile(r'\b(?:AuthRefused|DelegationRefused|DraftRefused|_BadRequest)\(\s*\d{3},\s*"([a-z0-9-]+)"'),
+    # The ModI claim checks name their types per token, in a table.
+    re.compile(r'"([a-z-]+-claim-(?:missing|invalid))"'),
     # The operators' guard's refusals carry a title; the ops search's name a parameter instead.
     re.compile(r'\b_Refused\(\s*\d{3},\s*"([a-z0-9-]+)",\s*"[A-Z]'),
     re.compile(r'\bOperatorError\(\s*"([a-z0-9-]+)"'),
@@ -174,7 +176,8 @@ _SESSION_SLUGS = re.compile(r'"(session-[a-z-]+)"')
 def _slugs_in_code() -> set[str]:
     found: set[str] = set()
     files = [*(PROJECT_ROOT / "api").rglob("*.py"), PROJECT_ROOT / "domain" / "intake.py",
-             PROJECT_ROOT / "service" / "identity.py", PROJECT_ROOT / "service" / "operators.py"]
+             PROJECT_ROOT / "service" / "identity.py", PROJECT_ROOT / "service" / "operators.py",
+             PROJECT_ROOT / "service" / "drafts.py", PROJECT_ROOT / "service" / "attachments.py"]
     for path in files:
         text = path.read_text(encoding="utf-8")
         for pattern in _SLUG_PATTERNS:
@@ -192,7 +195,8 @@ def test_every_problem_type_the_code_answers_is_described(sqlite_hub: RunningHub
     used = _slugs_in_code()
     # The patterns do find what they should: a few slugs of each kind of source.
     assert {"schema-violation", "token-expired", "invalid-delegation", "store-unavailable",
-            "delivery-not-acknowledged-yet", "weak-password", "session-idle"} <= used
+            "delivery-not-acknowledged-yet", "weak-password", "session-idle", "tracking-evidence-claim-missing",
+            "draft-expired", "attachment-too-large", "attachment-invalid", "filing-not-settled"} <= used
     missing = sorted(used - set(described))
     assert missing == [], f"problem types used by the code but not described: {missing}"
     # Each refusal an operation lists is one of them (no slug misspelt in a response's text).
