@@ -447,8 +447,10 @@ def _media_examples(document: dict[str, Any]) -> Iterator[tuple[str, Any, list[s
                 if "json" not in where[-1] or "schema" not in media:
                     continue
                 values = [media["example"]] if "example" in media else []
-                for ref in media.get("examples", {}).values():
-                    values.append(document["components"]["examples"][ref["$ref"].rsplit("/", 1)[-1]]["value"])
+                for example in media.get("examples", {}).values():  # shared ($ref) or written in place
+                    if "$ref" in example:
+                        example = document["components"]["examples"][example["$ref"].rsplit("/", 1)[-1]]
+                    values.append(example["value"])
                 for value in values:
                     yield f"{method.upper()} {path} {where[-3] if 'responses' in where else 'body'}", value, \
                         [*where, "schema"]
