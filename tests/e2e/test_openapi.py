@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -319,24 +319,51 @@ _SCALE = int(os.environ.get("CROCEVIA_SCHEMATHESIS_SCALE", "1"))
 _EXPLORE = bool(os.environ.get("CROCEVIA_SCHEMATHESIS_EXPLORE"))
 
 
-def _strategies(operation: Any, reference: str) -> list[tuple[str, int, Any]]:
-    """Positive and negative cases, plus (where the path names a filing) cases about a real one."""
+#: A path parameter → a function that makes a real resource of that kind and returns its id.
+RealIds = dict[str, Callable[[], str]]
+
+
+def _strategies(operation: Any, real: RealIds) -> list[tuple[str, int, Any]]:
+    """Positive and negative cases, plus (where the path names a filing, a draft or an
+    attachment) cases about a real one, made afresh for each operation (a delete or a submit
+    of one operation leaves the next one's intact)."""
     out = [("positive", 12, operation.as_strategy(GenerationMode.POSITIVE)),
            ("negative", 8, operation.as_strategy(GenerationMode.NEGATIVE))]
-    if "{reference}" in operation.path:
-        out.append(("real filing", 5, operation.as_strategy(GenerationMode.POSITIVE,
-                                                            path_parameters={"reference": reference})))
+    for name, make in real.items():
+        if "{" + name + "}" in operation.path:
+            out.append((f"real {name}", 5, operation.as_strategy(GenerationMode.POSITIVE,
+                                                                 path_parameters={name: make()})))
     return out
 
 
-def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(hub: RunningHub) -> None:
+def _real_ids(hub: RunningHub, client: PortalClient, reference: str, folder: Path) -> RealIds:
+    """Makers of a real filing (the one submitted), draft (a complete filing saved) and attachment."""
+    document = (EXAMPLES / "business_start.xml").read_bytes()
+    upload = folder / "statuto.pdf"
+    upload.write_bytes(b"%PDF-1.7\n% a statute for the schemathesis run\n%%EOF\n")
+
+    def draft() -> str:
+        saved = client.create_draft(document, user=USER)
+        assert saved.status_code == 201, saved.text
+        return str(saved.json()["draftId"])
+
+    def attachment() -> str:
+        stored = client.upload_attachment(upload, media_type="application/pdf", user=USER, file_name="statuto.pdf")
+        assert stored.status_code == 201, stored.text
+        return str(stored.json()["attachmentId"])
+
+    return {"reference": lambda: reference, "draftId": draft, "attachmentId": attachment}
+
+
+def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(hub: RunningHub,
+                                                                            tmp_path: Path) -> None:
     """Generated requests (positive, negative, and about a real filing; seeded), each ModI-signed:
     no 5xx, every problem type described, and every answer's status, content type, headers and
     body are the document's."""
-    with PortalClient(hub.base_url, TEST_PORTAL_KEY, user=USER) as client:
-        accepted = client.submit((EXAMPLES / "business_start.xml").read_bytes())
+    client = PortalClient(hub.base_url, TEST_PORTAL_KEY, user=USER)
+    accepted = client.submit((EXAMPLES / "business_start.xml").read_bytes())
     assert accepted.status_code == 202, accepted.text
-    reference = accepted.json()["reference"]
+    real = _real_ids(hub, client, accepted.json()["reference"], tmp_path)
     schema = schemathesis.openapi.from_url(hub.base_url + "/openapi.json")
     # Agencies' callbacks carry the agency's credential, which no portal has: they are still
     # generated, and their refusals checked against the document like every other answer.
@@ -347,7 +374,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(h
     described = set(schema.raw_schema["x-problem-types"])
     for result in schema.get_all_operations():
         operation = result.ok()
-        for mode, examples, strategy in _strategies(operation, reference):
+        for mode, examples, strategy in _strategies(operation, real):
 
             @given(case=strategy)
             @settings(max_examples=examples * _SCALE, derandomize=not _EXPLORE, database=None, deadline=None,
@@ -369,6 +396,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(h
                 assert mode == "negative", operation.label  # nothing to get wrong: no parameter, no body
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - all operations reported together
                 failures.append(f"{operation.label} ({mode}): {type(exc).__name__}: {str(exc)[:2500]}")
+    client.close()
     assert failures == [], "\n\n".join(failures)
     # The signed requests got past the signature checks: filings were refused for their content,
     # and the real filing was read.
@@ -376,6 +404,11 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(h
     assert 201 in seen["POST /v1/delegations"], seen  # the documented example grants one
     assert 200 in seen["GET /v1/filings/{reference}"], seen
     assert 200 in seen["GET /v1/filings/{reference}/events"], seen
+    # The desk's areas were reached with real resources, not only refused.
+    assert 201 in seen["POST /v1/drafts"] and 200 in seen["GET /v1/drafts/{draftId}"], seen
+    assert 200 in seen["POST /v1/drafts/{draftId}/check"] and 202 in seen["POST /v1/drafts/{draftId}/submit"], seen
+    assert 200 in seen["GET /v1/filings"] and 200 in seen["POST /v1/filings/{reference}/unarchive"], seen
+    assert 200 in seen["GET /v1/attachments/{attachmentId}"], seen
 
 
 def test_an_event_sequence_beyond_the_store_is_refused_as_a_bad_request(hub: RunningHub) -> None:
