@@ -251,8 +251,10 @@ def _audit_callback(ctx: ApiContext, agency: str, correlation_id: str, outcome: 
                    authenticated: bool) -> None:
     """One line of the audit trail per callback, accepted or refused: never the body."""
     try:
+        # The line's subject holds 64 characters (PostgreSQL refuses more; the id may have 128):
+        # the whole id stays in the detail.
         ctx.store.audit(f"agency:{agency}" if authenticated else "anonymous", "agency_callback",
-                        correlation_id, outcome,
+                        correlation_id[:64], outcome,
                         {"agency": agency, "correlationId": correlation_id, "status": status})
     except StoreError:
         log.warning("audit_unavailable", exc_info=True)
