@@ -426,6 +426,29 @@ def test_an_event_sequence_beyond_the_store_is_refused_as_a_bad_request(hub: Run
         assert fine.status_code == 200 and fine.json()["events"] == []
 
 
+def test_an_identifier_no_resource_has_is_not_found_on_either_store(hub: RunningHub) -> None:
+    """A path identifier longer than any the hub hands out, or with a control character, names
+    nothing: 404 `not-found` at every operation that reads one, never a 503 because the store
+    (PostgreSQL) refused to look it up or to audit it."""
+    odd = ["A" * 300, "CRV-2026-000001%00", "x%01y"]
+    paths = ["/v1/filings/{}", "/v1/filings/{}/events", "/v1/filings/{}/receipt.pdf", "/v1/drafts/{}",
+             "/v1/attachments/{}"]
+    with PortalClient(hub.base_url, TEST_PORTAL_KEY, user=USER) as client:
+        for template in paths:
+            for ident in odd:
+                answer = client._send("GET", template.format(ident), user=USER)
+                assert answer.status_code == 404, (template, ident, answer.text)
+                assert answer.json()["type"] == PROBLEM_TYPE_BASE + "not-found"
+        for template in ("/v1/filings/{}/archive", "/v1/filings/{}/unarchive", "/v1/drafts/{}/check",
+                         "/v1/drafts/{}/submit"):
+            for ident in odd:
+                answer = client._send("POST", template.format(ident), user=USER)
+                assert answer.status_code == 404, (template, ident, answer.text)
+        for ident in odd:
+            answer = client._send("DELETE", f"/v1/drafts/{ident}", user=USER)
+            assert answer.status_code == 404, (ident, answer.text)
+
+
 def test_every_filing_example_of_the_document_is_accepted_as_documented(sqlite_hub: RunningHub) -> None:
     """Each filing example the document shows (XML and JSON, every kind), sent as it stands by its
     declarant, is accepted: 202, with an answer that conforms to the document."""
