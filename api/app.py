@@ -34,6 +34,7 @@ from api.ops.operators import operator_routes
 from api.ops.problems import problems_routes
 from api.ops.search import search_routes
 from api.ops.summary import summary_routes
+from api.openapi import openapi_routes
 from api.observability import RequestObservation, metrics_routes, request_id_of
 from api.problems import json_response, problem_response, store_unavailable
 from api.readiness import health_routes
@@ -327,6 +328,7 @@ def create_app(ctx: ApiContext) -> Starlette:
             *agency_health_routes(ctx.agency_health),
             *delivery_routes(),
             *health_routes(ctx.readiness),
+            *openapi_routes(ctx.validator.xml_to_json),
             *_ops_mount(ctx),
             *metrics_routes(ctx.metrics),
             *console_mount(ctx),

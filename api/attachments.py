@@ -44,6 +44,11 @@ def attachment_json(record: AttachmentRecord) -> dict[str, Any]:
             "createdAt": record.created_at.isoformat()}
 
 
+#: The longest `Content-Disposition` read (the document's bound): a file name has at most 255
+#: characters, even percent-encoded in `filename*` it fits.
+_MAX_DISPOSITION = 1024
+
+
 class _Refused(Exception):
     def __init__(self, status: int, slug: str, title: str, detail: str) -> None:
         super().__init__(detail)
@@ -55,9 +60,14 @@ def _file_name(request: Request) -> str | None:
     header = request.headers.get("content-disposition")
     if header is None:
         return None
-    message = EmailMessage()
-    message["content-disposition"] = header
-    name = message.get_filename()
+    name: str | None = None
+    if len(header) <= _MAX_DISPOSITION:
+        message = EmailMessage()
+        try:
+            message["content-disposition"] = header
+            name = message.get_filename()
+        except RecursionError:  # the stdlib parser recurses once per nested comment: "((((…"
+            name = None
     if name is None or not name.strip() or len(name) > 255 or _BAD_NAME.search(name):
         raise _Refused(400, "invalid-file-name", "Bad Request",
                        "Content-Disposition must name a file of 1 to 255 characters without "

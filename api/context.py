@@ -44,6 +44,8 @@ class FilingParser(Protocol):
 
     def parse_json(self, data: bytes) -> ParsedFilingView: ...
 
+    def xml_to_json(self, data: bytes) -> dict[str, Any]: ...
+
 
 class DeadLetterView(Protocol):
     """One dead-lettered message as operators see it (`transport.dead_letters.DeadLetter`)."""

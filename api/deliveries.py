@@ -36,6 +36,8 @@ _CORRELATION = "x-correlation-id"
 #: The longest correlation id taken (and kept in the audit trail), and agency name.
 _MAX_CORRELATION = 128
 _MAX_AGENCY = 64
+#: The largest event sequence number (the store's column is a 32-bit integer).
+_MAX_SEQUENCE = 2**31 - 1
 
 
 def _instant(epoch: float | None) -> str | None:
@@ -221,11 +223,12 @@ async def events(request: Request) -> Response:
     if isinstance(caller, Response):
         return caller
     reference = request.path_params["reference"]
-    try:
-        after = int(request.query_params.get("after", "0"))
-    except ValueError:
-        return problem_response(400, "invalid-request", "Bad Request", "`after` is a sequence number",
-                                instance=request.url.path)
+    raw_after = request.query_params.get("after", "0")
+    # Sequence numbers are the store's 32-bit integers: a larger one is a 400, not a store error.
+    if not (raw_after.isascii() and raw_after.isdigit()) or int(raw_after) > _MAX_SEQUENCE:
+        return problem_response(400, "invalid-request", "Bad Request",
+                                f"`after` is a sequence number, 0 to {_MAX_SEQUENCE}", instance=request.url.path)
+    after = int(raw_after)
 
     def read() -> list[FilingEvent] | None:
         if not _visible(ctx, caller, reference):
@@ -255,8 +258,10 @@ def _audit_callback(ctx: ApiContext, agency: str, correlation_id: str, outcome: 
                    authenticated: bool) -> None:
     """One line of the audit trail per callback, accepted or refused: never the body."""
     try:
+        # The line's subject holds 64 characters (PostgreSQL refuses more; the id may have 128):
+        # the whole id stays in the detail.
         ctx.store.audit(f"agency:{agency}" if authenticated else "anonymous", "agency_callback",
-                        correlation_id, outcome,
+                        correlation_id[:64], outcome,
                         {"agency": agency, "correlationId": correlation_id, "status": status})
     except StoreError:
         log.warning("audit_unavailable", exc_info=True)

@@ -131,7 +131,11 @@ def _refusal(ctx: ApiContext, desk: DraftDesk, request: Request, caller: Caller,
         errors = [{"code": x.code, "location": f"agency:{r.agency}", "detail": x.detail}
                   for r in exc.refusals for x in r.reasons]
         response = problem_response(status, slug, "Forbidden", str(exc), instance=instance, errors=errors,
-                                    extra={"agencies": [r.agency for r in exc.refusals]})
+                                    # The same `agencies` as the intake's refusal: one problem type, one shape.
+                                    extra={"agencies": [
+                                        {"agency": r.agency,
+                                         "reasons": [{"code": x.code, "detail": x.detail} for x in r.reasons]}
+                                        for r in exc.refusals]})
     else:
         slug, status = "no-route", 422
         response = problem_response(status, slug, "Unprocessable Content", str(exc), instance=instance)

@@ -53,6 +53,7 @@ class SqlAttachmentStore:
     @errors_translated
     def get_many(self, ids: Sequence[str]) -> dict[str, AttachmentRecord]:
         """The rows of those ids that exist."""
+        ids = [i for i in ids if "\x00" not in i]  # no id has a NUL, and PostgreSQL refuses one in text
         if not ids:
             return {}
         with self._engine.connect() as conn:

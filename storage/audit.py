@@ -31,6 +31,16 @@ _LAST_HASH = select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
 _INSERT_LINE = insert(audit_log)
 
 
+#: The subject column's width (tables.audit_log).
+_SUBJECT_CHARS = 64
+
+
+def storable_subject(subject: str) -> str:
+    """The subject as the column keeps it: a caller's identifier can be longer than any the hub
+    hands out, or carry a NUL, which PostgreSQL refuses; the refusal must still be audited."""
+    return subject[:_SUBJECT_CHARS].replace("\x00", "?")
+
+
 def append_audit(
     conn: Connection,
     *,
@@ -54,6 +64,7 @@ def append_audit(
     if conn.dialect.name == "postgresql":
         conn.execute(_LOCK_CHAIN, {"key": _AUDIT_LOCK})
     at = at or datetime.now(timezone.utc)
+    subject = storable_subject(subject)
     # What is hashed must be what the database gives back: JSON round-trip the detail.
     detail = json.loads(json.dumps(detail)) if detail is not None else None
     prev = conn.execute(_LAST_HASH).scalar_one_or_none() or GENESIS_HASH
@@ -93,9 +104,10 @@ def append_audit_lines(conn: Connection, lines: list[AuditLine]) -> list[str]:
     for entry in lines:
         # What is hashed must be what the database gives back: JSON round-trip the detail.
         detail = json.loads(json.dumps(entry.detail)) if entry.detail is not None else None
+        subject = storable_subject(entry.subject)
         digest = audit_hash(prev, canonical_line(at=entry.at, actor=entry.actor, action=entry.action,
-                                                 subject=entry.subject, outcome=entry.outcome, detail=detail))
-        rows.append({"at": entry.at, "actor": entry.actor, "action": entry.action, "subject": entry.subject,
+                                                 subject=subject, outcome=entry.outcome, detail=detail))
+        rows.append({"at": entry.at, "actor": entry.actor, "action": entry.action, "subject": subject,
                      "outcome": entry.outcome, "detail": detail, "prev_hash": prev, "hash": digest})
         prev = digest
     # The verification walks the chain by id, so lines must be numbered in chain order: the

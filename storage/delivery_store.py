@@ -275,6 +275,8 @@ class DeliverySemanticsStore:
     def filing_events(self, reference: str, portal: str | None, after: int = 0,
                       limit: int = 1000) -> list[FilingEvent] | None:
         """The filing's events after sequence `after`, in order; None if the filing is not found."""
+        if "\x00" in reference:  # no reference has a NUL, and PostgreSQL refuses one in text
+            return None
         with self._read() as conn:
             query = select(filings.c.id).where(filings.c.reference == reference)
             if portal is not None:

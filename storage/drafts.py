@@ -91,6 +91,8 @@ class SqlDrafts:
     def get_draft(self, draft_id: str, portal: str, viewer: str) -> Draft | None:
         """The draft if `viewer` may read it in `portal` (expired ones included: the caller
         tells them apart); None otherwise."""
+        if "\x00" in draft_id:  # no id has a NUL, and PostgreSQL refuses one in text
+            return None
         with self._engine.connect() as conn:
             row = conn.execute(select(drafts).where(drafts.c.id == draft_id, drafts.c.portal == portal)).first()
             if row is None:

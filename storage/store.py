@@ -306,6 +306,8 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
     @errors_translated
     def get_filing(self, reference: str, portal: str | None, user: str | None = None) -> FilingView | None:
         """The filing, or None when it does not exist or is outside the portal's or user's scope."""
+        if "\x00" in reference:  # no reference has a NUL, and PostgreSQL refuses one in text
+            return None
         with self._read() as conn:
             query = select(filings).where(filings.c.reference == reference)
             if portal is not None:

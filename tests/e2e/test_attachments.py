@@ -189,6 +189,22 @@ def test_wrong_media_type_unsigned_and_bad_file_name_are_refused(client: PortalC
     assert kept_blobs(blobs) == []
 
 
+def test_a_content_disposition_the_parser_cannot_take_is_a_bad_file_name_not_a_500(
+        client: PortalClient, hub: RunningHub, blobs: Path) -> None:
+    """Nested comments (`((((…`, found by schemathesis: the stdlib parser recursed until it
+    failed, a 500) and a header longer than the document's 1024 characters: 400
+    invalid-file-name, nothing kept."""
+    body = b"%PDF-1.7\n%%EOF\n"
+    for disposition in ("attachment; filename=" + "(" * 1000, "attachment; filename=" + "a" * 1100 + ".pdf"):
+        headers = {"Content-Type": "application/pdf", "Content-Disposition": disposition,
+                   **client.signer.headers(body=body, content_type="application/pdf", user=USER)}
+        refused = httpx.post(f"{hub.base_url}/v1/attachments", content=body, headers=headers, trust_env=False)
+        assert refused.status_code == 400, (disposition[:40], refused.text)
+        assert refused.json()["type"] == "urn:crocevia:problem:invalid-file-name"
+    assert hub.count(attachments) == 0
+    assert kept_blobs(blobs) == []
+
+
 # ----- referenced by a filing, delivered in each contract's form -----
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "filing" / "v1" / "examples"

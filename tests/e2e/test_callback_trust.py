@@ -275,3 +275,16 @@ def test_the_simulated_agencys_own_signed_callback_is_recorded(hub: RunningHub, 
     lines = [line for line in _callback_lines(hub) if line.detail["agency"] == "inail"]
     assert [(line.actor, line.outcome) for line in lines] == [("agency:inail", "recorded")]
     assert _recipient(client, reference, "inail")["protocolNumber"] == effect["protocollo"]
+
+
+def test_a_refused_callback_with_a_long_correlation_id_keeps_its_audit_line(hub: RunningHub) -> None:
+    """A correlation id of 65 to 128 characters (found by schemathesis): the refusal is audited on
+    PostgreSQL too (the line's subject holds 64 characters; the whole id stays in its detail)."""
+    correlation_id = "c" * 128
+    response = _post(hub, "nosuch", b'{"esito": "ACCOLTA"}',
+                     {"Content-Type": "application/json", "X-Correlation-ID": correlation_id})
+    assert response.status_code == 401
+    assert response.json()["type"].endswith("no-callback-credential")
+    lines = _callback_lines(hub)
+    assert [(line.subject, line.detail["correlationId"], line.outcome) for line in lines] == [
+        (correlation_id[:64], correlation_id, "no-callback-credential")]

@@ -346,6 +346,26 @@ def test_submit_refuses_as_the_filing_intake_does(hub: RunningHub, clock: FakeCl
     assert ("draft_submit_refused", "schema-violation") in _audit_actions(hub)
 
 
+def test_an_unauthorized_submit_answers_the_intakes_problem_in_the_same_shape(hub: RunningHub,
+                                                                              clock: FakeClock) -> None:
+    """Elena holds Marco's delegation for INPS only: submitting her business start as a draft is
+    refused exactly as `POST /v1/filings` refuses it (403 recipients-not-authorized), with
+    `agencies` naming each refused agency and its reasons, as the document describes; nothing filed."""
+    with _client(hub, clock, MARCO) as marco, _client(hub, clock, ELENA) as elena:
+        valid_to = datetime.fromtimestamp(clock() + 30 * 86_400, timezone.utc).isoformat()
+        assert marco.grant_delegation(subject=START_SUBJECT, delegate=ELENA, agencies=["inps"],
+                                      valid_to=valid_to).status_code == 201
+        document = _example("business_start.xml", declarant=ELENA)
+        draft_id = elena.create_draft(document).json()["draftId"]
+        from_draft = _problem(elena.submit_draft(draft_id), 403, "recipients-not-authorized")
+        direct = _problem(elena.submit(document), 403, "recipients-not-authorized")
+    assert from_draft["agencies"] == direct["agencies"]
+    assert sorted(a["agency"] for a in from_draft["agencies"]) == ["cciaa", "inail"]
+    for refused in from_draft["agencies"]:
+        assert refused["reasons"] and all(r["code"] and r["detail"] for r in refused["reasons"]), refused
+    assert hub.count(filings) == 0
+
+
 def test_two_concurrent_submits_file_once(database_url: str, sims, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
     """Two submits of one draft at the same moment (SQLite and PostgreSQL): one filing, both
     answers name it."""
