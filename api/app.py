@@ -22,6 +22,7 @@ from api.admission import SubmissionAdmission
 from api.agency_health import agency_health_routes
 from api.attachments import attachment_routes
 from api.auth import Caller, admit_deferred, authenticate, authenticate_sync, refuse_token
+from api.bodies import read_bounded
 from api.context import ApiContext, attach_context, context_of
 from api.delegations import delegation_routes
 from api.desk import desk_routes
@@ -87,32 +88,11 @@ def _unavailable(request: Request) -> Response:
     return store_unavailable(request, "the filing store is not reachable; nothing was recorded, retry later")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class _TooLarge(Exception):
-    pass
-
-
 async def submit_filing(request: Request) -> Response:
     """`POST /v1/filings`: a ModI-signed filing, XML or JSON; 202 with its reference."""
     ctx = context_of(request)
     # The body is read first: its Digest is part of the signature (INTEGRITY_REST_01).
-    try:
-        body: bytes | None = await _read_body(request, ctx.max_body_bytes)
-    except _TooLarge:
-        body = None
+    body = await read_bounded(request, ctx.max_body_bytes)
     # Authentication, parsing and the store are blocking: one hand-off to the thread
     # pool runs them all, rather than one per step.
     return await run_in_threadpool(_submit, ctx, request, body)

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import Caller, authenticate
+from api.bodies import read_bounded
 from api.callbacks import CallbackRefused
 from api.context import ApiContext, context_of
 from api.problems import json_response, problem_response, store_unavailable
@@ -112,20 +113,6 @@ def refusal_errors(refused: FilingRefused, *, lines: bool) -> list[dict[str, Any
     return [_violation_json(v, line=lines) for v in refused.violations]
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _unavailable(request: Request) -> Response:
     return store_unavailable(request, "the filing store is not reachable; nothing was recorded, retry later")
 
@@ -153,7 +140,7 @@ async def resend(request: Request) -> Response:
     """`POST /v1/filings/{reference}/recipients/{agency}/resend`: the same message again, or
     (with a body) a corrected filing's message for that agency."""
     ctx = context_of(request)
-    body = await _read_body(request, ctx.max_body_bytes)
+    body = await read_bounded(request, ctx.max_body_bytes)
     if body is None:
         return _too_large(request)
     caller = await _caller_for(request, body)
@@ -249,7 +236,7 @@ async def events(request: Request) -> Response:
 async def callback(request: Request) -> Response:
     """`POST /v1/callbacks/{agency}`: an agency's late outcome (AgID NONBLOCK_PUSH)."""
     ctx = context_of(request)
-    body = await _read_body(request, ctx.max_body_bytes)
+    body = await read_bounded(request, ctx.max_body_bytes)
     # Authentication, the audit line and the store are blocking: one hand-off runs them all.
     return await run_in_threadpool(_callback, ctx, request, request.path_params["agency"], body)
 

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.auth import Caller, authenticate
+from api.bodies import read_bounded
 from api.context import ApiContext, context_of
 from api.deliveries import recipient_problem_json, refusal_errors
 from api.problems import json_response, problem_response, store_unavailable
@@ -45,20 +46,6 @@ _TITLES = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 406: "Not Acc
 #: A draft use case: blocking, run in the thread pool once the caller is known.
 Work = Callable[[ApiContext, DraftDesk, Request, DraftCaller, bytes], Response]
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-async def _read(request: Request, limit: int) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():  # stop reading as soon as the bound is passed
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _media_type(request: Request) -> str:
@@ -154,7 +141,7 @@ def _handler(action: str) -> Callable[[Work], Endpoint]:
             ctx = context_of(request)
             desk = ctx.drafts
             assert desk is not None  # the routes are mounted only with a desk
-            body = await _read(request, ctx.max_body_bytes)
+            body = await read_bounded(request, ctx.max_body_bytes)
             # A body past the bound is not kept, so its Digest cannot be checked: the caller is
             # known from the token and the tracking evidence alone, as for a filing too large.
             caller = await authenticate(ctx.guard, request, body or b"")
