@@ -11,12 +11,9 @@ from pathlib import Path
 
 import click
 
+from cli.context import settings_of as _settings
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
-
-
-def _settings(ctx: click.Context) -> Settings:
-    return ctx.obj["settings"]
 
 
 #: Exit status of a service whose background task died (EX_SOFTWARE): the orchestrator restarts it.

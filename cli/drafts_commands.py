@@ -13,19 +13,13 @@ from typing import TYPE_CHECKING
 
 import click
 
+from cli.context import settings_of as _settings
 from cli.portal import session_of
-from config.settings import Settings
 
 if TYPE_CHECKING:
     from cli.drafts import DraftCommands
 
 __all__ = ["register"]
-
-
-def _settings(ctx: click.Context) -> Settings:
-    """The settings `hub.py`'s root group loaded (`--config`)."""
-    settings: Settings = ctx.obj["settings"]
-    return settings
 
 
 @click.group()

@@ -12,20 +12,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from cli.context import settings_of as _settings
 from cli.portal import portal_options, session_of
-from config.settings import Settings
 
 if TYPE_CHECKING:
     from cli.ops_client import OpsClient
     from cli.portal import PortalSession
 
 __all__ = ["register"]
-
-
-def _settings(ctx: click.Context) -> Settings:
-    """The settings `hub.py`'s root group loaded (`--config`)."""
-    settings: Settings = ctx.obj["settings"]
-    return settings
 
 
 @click.group()

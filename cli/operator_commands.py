@@ -12,15 +12,9 @@ import sys
 
 import click
 
-from config.settings import Settings
+from cli.context import settings_of as _settings
 
 __all__ = ["register"]
-
-
-def _settings(ctx: click.Context) -> Settings:
-    """The settings `hub.py`'s root group loaded (`--config`)."""
-    settings: Settings = ctx.obj["settings"]
-    return settings
 
 
 @click.group()

@@ -13,16 +13,10 @@ from typing import Any
 
 import click
 
+from cli.context import settings_of as _settings
 from cli.portal import portal_options, session_of
-from config.settings import Settings
 
 __all__ = ["register"]
-
-
-def _settings(ctx: click.Context) -> Settings:
-    """The settings `hub.py`'s root group loaded (`--config`)."""
-    settings: Settings = ctx.obj["settings"]
-    return settings
 
 
 @click.command()
