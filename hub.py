@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from cli import (drafts_commands, filings_commands, operator_commands, ops_actions, portal_actions,
+                 portal_commands, retention_commands)
 from cli.context import settings_of as _settings
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
@@ -332,9 +334,6 @@ def _port_of(endpoint: str) -> int:
 # (cli/portal_commands.py); drafts … (cli/drafts_commands.py); filings search|show|archive|unarchive
 # (cli/filings_commands.py); retention run (cli/retention_commands.py); operator accounts and
 # lockouts (cli/operator_commands.py).
-from cli import (drafts_commands, filings_commands, operator_commands, ops_actions,  # noqa: E402
-                 portal_actions, portal_commands, retention_commands)
-
 for _area in (ops_actions, portal_actions, portal_commands, drafts_commands, filings_commands, retention_commands,
               operator_commands):
     _area.register(cli)
