@@ -35,24 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from cli.client import declarant_of, demo_user  # noqa: E402
-from measure import free_port, percentile, proc_stats, wait_healthy  # noqa: E402
-from security.keys import generate_private_key, public_pem  # noqa: E402
-from security.modi import ModiSigner  # noqa: E402
+from measure import BenchPortal, free_port, percentile, proc_stats, wait_healthy  # noqa: E402
 
-EXAMPLES = ROOT / "schemas" / "filing" / "v1" / "examples"
-MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml"]
-BENCH_KEY = generate_private_key("ES256")
+PORTAL = BenchPortal()
+
 
 
 async def _submit_all(base: str, n: int, concurrency: int) -> tuple[float, list[float], Counter[int | str]]:
     """Submit `n` filings with at most `concurrency` in flight; wall seconds, latencies (ms), refusals."""
-    docs = [(EXAMPLES / name).read_bytes() for name in MIX]
-    users = [demo_user(declarant_of(doc)) for doc in docs]
-    signer = ModiSigner(issuer="bench", private_key=BENCH_KEY, audience="crocevia")
     # Sign everything before the clock starts: the client shares the cores with the API.
-    signed = [signer.headers(body=docs[i % len(docs)], content_type="application/xml",
-                             user=users[i % len(docs)]) for i in range(n)]
+    filings = [PORTAL.filing(i) for i in range(n)]  # signed before the clock starts
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     refused: Counter[int | str] = Counter()
     latencies: list[float] = []
@@ -67,7 +59,7 @@ async def _submit_all(base: str, n: int, concurrency: int) -> tuple[float, list[
                 i = queue.get_nowait()
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post("/v1/filings", content=docs[i % len(docs)], headers=signed[i])
+                    r = await client.post("/v1/filings", content=filings[i][0], headers=filings[i][1])
                 except httpx.TransportError as exc:
                     refused[type(exc).__name__] += 1
                     continue
@@ -116,8 +108,7 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AGENCIES__", "DATABASE__", "PORTALS__", "TRANSPORT__", "RELAY__", "WORKER__"))}
     env.update({"DATABASE__URL": db_url, "LOG_LEVEL": "warning",
-                "PORTALS__BENCH__ALGORITHM": "ES256",
-                "PORTALS__BENCH__PUBLIC_KEY": public_pem(BENCH_KEY).decode()})
+                **PORTAL.env()})
     port = free_port()
     log_path = workdir / "api.log"
     spy = None

@@ -31,15 +31,10 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cli.client import declarant_of, demo_user  # noqa: E402
-from measure import drop_bench_backends, free_port, percentile, proc_stats, stop_processes, wait_healthy  # noqa: E402
-from security.keys import generate_private_key, public_pem  # noqa: E402
-from security.modi import ModiSigner  # noqa: E402
+from measure import BenchPortal, drop_bench_backends, free_port, percentile, proc_stats, stop_processes, wait_healthy  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
 
-EXAMPLES = ROOT / "schemas" / "filing" / "v1" / "examples"
-MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml"]
-BENCH_KEY = generate_private_key("ES256")
+PORTAL = BenchPortal()
 AGENCIES = ("cciaa", "inail", "inps", "runts")
 
 
@@ -47,15 +42,11 @@ class _Load:
     """Signed submissions; records (status, seconds, Retry-After) per request."""
 
     def __init__(self, base: str) -> None:
-        self.docs = [(EXAMPLES / name).read_bytes() for name in MIX]
-        self.users = [demo_user(declarant_of(doc)) for doc in self.docs]
-        self.signer = ModiSigner(issuer="bench", private_key=BENCH_KEY, audience="crocevia")
         self.base = base
         self.results: list[tuple[int | str, float, str | None]] = []
 
     async def one(self, client: httpx.AsyncClient, i: int) -> None:
-        doc = self.docs[i % len(self.docs)]
-        headers = self.signer.headers(body=doc, content_type="application/xml", user=self.users[i % len(self.docs)])
+        doc, headers = PORTAL.filing(i)
         t0 = time.perf_counter()
         try:
             r = await client.post("/v1/filings", content=doc, headers=headers)
@@ -143,7 +134,7 @@ def main() -> int:
                                     "API__"))}
         env.update({"DATABASE__URL": db_url, "LOG_LEVEL": "warning", "TRANSPORT__KIND": "rabbitmq",
                     "TRANSPORT__URL": args.rabbitmq_url, "TRANSPORT__PREFIX": prefix,
-                    "PORTALS__BENCH__ALGORITHM": "ES256", "PORTALS__BENCH__PUBLIC_KEY": public_pem(BENCH_KEY).decode()})
+                    **PORTAL.env()})
         if args.max_inflight is not None:
             env["API__MAX_INFLIGHT_SUBMISSIONS"] = str(args.max_inflight)
         if args.max_wait_ms is not None:

@@ -1,5 +1,5 @@
-"""What every benchmark here measures the same way: free ports, process CPU and peak memory,
-percentiles."""
+"""What every benchmark here does the same way: the bench portal and its filings, free ports,
+process CPU and peak memory, percentiles. The caller puts the project root on sys.path first."""
 
 from __future__ import annotations
 
@@ -15,8 +15,36 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, text
 
-__all__ = ["drop_bench_backends", "free_port", "percentile", "proc_stats", "report_deliveries",
+from cli.client import declarant_of, demo_user
+from security.keys import generate_private_key, public_pem
+from security.modi import ModiSigner
+
+__all__ = ["BenchPortal", "drop_bench_backends", "free_port", "percentile", "proc_stats", "report_deliveries",
            "settled_filings", "stop_processes", "timestamp", "wait_healthy"]
+
+#: The benchmarks' mix: one filing of each of the four original kinds, in turn.
+MIX = ("business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml")
+_EXAMPLES = Path(__file__).resolve().parent.parent / "schemas" / "filing" / "v1" / "examples"
+
+
+class BenchPortal:
+    """The portal every benchmark files as: it signs like any portal (ModI, ES256) with a key made
+    per run, and each example is filed by its own declarant."""
+
+    def __init__(self) -> None:
+        self.key = generate_private_key("ES256")
+        self.docs = [(_EXAMPLES / name).read_bytes() for name in MIX]
+        self.users = [demo_user(declarant_of(doc)) for doc in self.docs]
+        self.signer = ModiSigner(issuer="bench", private_key=self.key, audience="crocevia")
+
+    def env(self) -> dict[str, str]:
+        """The hub's settings (environment) that register this portal."""
+        return {"PORTALS__BENCH__ALGORITHM": "ES256", "PORTALS__BENCH__PUBLIC_KEY": public_pem(self.key).decode()}
+
+    def filing(self, i: int) -> tuple[bytes, dict[str, str]]:
+        """The `i`-th filing of the mix and its signed headers."""
+        doc = self.docs[i % len(self.docs)]
+        return doc, self.signer.headers(body=doc, content_type="application/xml", user=self.users[i % len(self.docs)])
 
 
 def free_port() -> int:

@@ -35,28 +35,21 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cli.client import declarant_of, demo_user  # noqa: E402
-from security.keys import generate_private_key, public_pem  # noqa: E402
-from security.modi import ModiSigner  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
 
-EXAMPLES = ROOT / "schemas" / "filing" / "v1" / "examples"
-MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml"]
-#: The bench portal signs like any portal (ModI, ES256); its key is made per run.
-BENCH_KEY = generate_private_key("ES256")
 AGENCIES = ("cciaa", "inail", "inps", "runts")
 
 
 from measure import free_port as _free_port, proc_stats as _proc_stats  # noqa: E402
 from measure import drop_bench_backends, report_deliveries, settled_filings, stop_processes, timestamp  # noqa: E402
 from measure import wait_healthy as _wait_healthy  # noqa: E402
+from measure import BenchPortal  # noqa: E402
+
+PORTAL = BenchPortal()
 
 
 async def _submit_all(base: str, n: int, concurrency: int, rate: float) -> tuple[float, float, Counter[int | str]]:
     """Submit `n` filings with at most `concurrency` in flight; `rate` > 0 paces them (open loop)."""
-    docs = [(EXAMPLES / name).read_bytes() for name in MIX]
-    users = [demo_user(declarant_of(doc)) for doc in docs]  # each example's declarant files it
-    signer = ModiSigner(issuer="bench", private_key=BENCH_KEY, audience="crocevia")
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     refused: Counter[int | str] = Counter()
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60, trust_env=False,
@@ -70,8 +63,7 @@ async def _submit_all(base: str, n: int, concurrency: int, rate: float) -> tuple
                 i = queue.get_nowait()
                 if rate:
                     await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-                doc = docs[i % len(docs)]
-                signed = signer.headers(body=doc, content_type="application/xml", user=users[i % len(docs)])
+                doc, signed = PORTAL.filing(i)
                 try:
                     r = await client.post("/v1/filings", content=doc, headers=signed)
                 except httpx.TransportError as exc:
@@ -124,8 +116,7 @@ def main() -> int:
         env.update({"DATABASE__URL": db_url, "LOG_LEVEL": "warning",
                     "TRANSPORT__KIND": "rabbitmq", "TRANSPORT__URL": args.rabbitmq_url, "TRANSPORT__PREFIX": prefix,
                     "TRANSPORT__URLS": json.dumps(more_urls),
-                    "PORTALS__BENCH__ALGORITHM": "ES256",
-                    "PORTALS__BENCH__PUBLIC_KEY": public_pem(BENCH_KEY).decode()})
+                    **PORTAL.env()})
         for agency in sims.urls:
             env[f"AGENCIES__{agency.upper()}__ENDPOINT"] = sims.soap_endpoint(agency)
         subprocess.run([sys.executable, str(ROOT / "hub.py"), "migrate"], env=env, cwd=ROOT, check=True,

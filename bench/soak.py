@@ -41,16 +41,11 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cli.client import declarant_of, demo_user  # noqa: E402
-from security.keys import generate_private_key, public_pem  # noqa: E402
-from security.modi import ModiSigner  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
 
-from measure import drop_bench_backends, free_port, proc_stats, stop_processes, wait_healthy  # noqa: E402
+from measure import BenchPortal, drop_bench_backends, free_port, proc_stats, stop_processes, wait_healthy  # noqa: E402
 
-EXAMPLES = ROOT / "schemas" / "filing" / "v1" / "examples"
-MIX = ["business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml"]
-BENCH_KEY = generate_private_key("ES256")
+PORTAL = BenchPortal()
 AGENCIES = ("cciaa", "inail", "inps", "runts")
 #: Issue 13: peak resident memory per process.
 PEAK_TARGET_MIB = 120.0
@@ -105,9 +100,6 @@ class Portal:
 
     def __init__(self, base: str, concurrency: int) -> None:
         self.base, self.concurrency = base, concurrency
-        self.docs = [(EXAMPLES / name).read_bytes() for name in MIX]
-        self.users = [demo_user(declarant_of(doc)) for doc in self.docs]
-        self.signer = ModiSigner(issuer="bench", private_key=BENCH_KEY, audience="crocevia")
         self.accepted = 0
         #: Refusals by status code or transport error.
         self.refused: Counter[int | str] = Counter()
@@ -127,9 +119,7 @@ class Portal:
                         await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))  # pacing
                     if until is not None and time.monotonic() >= until:
                         return
-                    doc = self.docs[i % len(self.docs)]
-                    signed = self.signer.headers(body=doc, content_type="application/xml",
-                                                 user=self.users[i % len(self.docs)])
+                    doc, signed = PORTAL.filing(i)
                     try:
                         r = await client.post("/v1/filings", content=doc, headers=signed)
                     except httpx.TransportError as exc:
@@ -190,8 +180,7 @@ def main() -> int:
     admin = None
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AGENCIES__", "DATABASE__", "PORTALS__", "TRANSPORT__", "RELAY__", "WORKER__"))}
-    env.update({"LOG_LEVEL": "warning", "PORTALS__BENCH__ALGORITHM": "ES256",
-                "PORTALS__BENCH__PUBLIC_KEY": public_pem(BENCH_KEY).decode()})
+    env.update({"LOG_LEVEL": "warning", **PORTAL.env()})
     if args.embedded:
         env["DATABASE__URL"] = f"sqlite:///{workdir / 'soak.db'}"
     else:
