@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -65,6 +66,11 @@ def _ping_if_idle(engine: Engine) -> None:
     event.listen(engine, "checkout", checkout)
 
 
+def _json_text(value: object) -> str:
+    """JSON columns' text, written by orjson: a fifth of the stdlib's cost on the hot path."""
+    return orjson.dumps(value).decode()
+
+
 def build_engine(url: str, *, base_dir: Path | None = None, pool_size: int = 10, echo: bool = False) -> Engine:
     """Relative SQLite paths are taken from `base_dir`; the file's folder is created."""
     parsed = make_url(url)
@@ -82,12 +88,15 @@ def build_engine(url: str, *, base_dir: Path | None = None, pool_size: int = 10,
             pool_size=pool_size,
             max_overflow=pool_size,
             hide_parameters=True,
+            json_serializer=_json_text,
+            json_deserializer=orjson.loads,
         )
         event.listen(engine, "connect", _tune_sqlite)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     # hide_parameters: a database error's text (logged with its traceback) never carries the
     # statement's values, which may be personal data.
-    engine = create_engine(parsed, echo=echo, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True)
+    engine = create_engine(parsed, echo=echo, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True,
+                           json_serializer=_json_text, json_deserializer=orjson.loads)
     _ping_if_idle(engine)
     return engine

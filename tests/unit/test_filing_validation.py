@@ -112,6 +112,16 @@ def test_stored_xml_is_canonical_and_parses_back(validator: FilingValidator) -> 
     assert validator.parse(parsed.xml).kind == "business_start"
 
 
+def test_stored_xml_is_the_c14n_2_form_of_the_document(validator: FilingValidator) -> None:
+    """The stored bytes are exactly the document's C14N 2.0 form, whatever its spelling: an
+    unused namespace declaration, a processing instruction, attribute order, character references."""
+    text = _example().decode().replace('xmlns="urn:', 'xmlns:unused="urn:nothing" xmlns="urn:', 1)
+    text = text.replace("<subject>", "<?audit x?><subject>", 1).replace("</name>", "&#xE9;&#x9;</name>", 1)
+    parsed = validator.parse(text.encode())
+    assert b"urn:nothing" not in parsed.xml and b"<?audit x?>" in parsed.xml
+    assert parsed.xml == etree.tostring(etree.fromstring(text.encode()), method="c14n2", with_comments=False)
+
+
 def test_namespace_prefix_does_not_matter(validator: FilingValidator) -> None:
     """A document using a prefix instead of the default namespace is the same filing."""
     text = _example().decode().replace('xmlns="urn:', 'xmlns:x="urn:')
