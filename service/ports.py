@@ -243,6 +243,9 @@ class Completion:
     #: The pass asked for a late outcome (poll or callback check) that is not there yet: it
     #: counts as a poll, not as a failed pass.
     polled: bool = False
+    #: The transport found the pass stale (its message was requeued under it): the store
+    #: records only the calls it made (`attempts`), and neither its outcome nor its job.
+    stale: bool = False
 
 
 # -- delivery semantics: late outcomes, resend and correction, events, agency status -------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -33,7 +33,7 @@ from domain.states import (
 from domain.timestamps import agency_instant
 from routing.aggregate import aggregate_filing_state
 from routing.plan import fill_handoffs, handoff_sources
-from service.ports import Completion
+from service.ports import AttemptRecord, Completion
 from storage.anomalies import (
     DECISION_CONFLICT,
     PROTOCOL_NUMBER_CONFLICT,
@@ -406,11 +406,14 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     The passes are applied in order in memory (two passes of one delivery build on each
     other); then each table gets one statement for the whole batch. Under the filings' locks
     one read brings every delivery of the batch's filings (and their last event numbers):
-    the passes, the dependents and the filing states are all worked out from it."""
+    the passes, the dependents and the filing states are all worked out from it.
+
+    A pass whose outcome is not applied (stale, or its delivery settled meanwhile) still made
+    its calls: its tries are recorded and counted, once, and nothing else of it."""
     info = lock_filings(conn, (c.job.filing_id for c in completions))
-    completions = _own_passes(conn, completions, epoch)
-    if not completions:
-        return  # every pass was stale: nothing of theirs is written
+    own, stale = _own_passes(conn, completions, epoch)
+    if not own and not any(c.attempts for c in stale):
+        return  # every pass was stale and made no call: nothing of theirs is written
     current, last_seqs = _filing_deliveries(conn, list(info))
     numbers_before = {i: r["protocol_number"] for i, r in current.items()}
     events = EventLog(conn, info, now, epoch, last_seqs=last_seqs)
@@ -418,23 +421,29 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     attempt_rows: list[dict[str, Any]] = []
     job_rows: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
-    for c in completions:
+    tries = _RecordedTries(conn, [c for c in stale if c.attempts])
+    applied = {id(c) for c in own}
+    for c in completions:  # in the batch's order: a pass builds on the ones before it
         row = current.get(c.job.delivery_id)
-        # A settled delivery never moves again: a late duplicate pass changes nothing.
-        if row is None or row["state"] in _TERMINAL or row["superseded_by"] or row["state"] == _S.WAITING:
+        if row is None:
+            continue
+        # A settled delivery never moves again, nor does one replaced or waiting, and a stale
+        # pass moves none: only the calls such a pass made are added to the delivery's count.
+        if id(c) not in applied or row["state"] in _TERMINAL or row["superseded_by"] or row["state"] == _S.WAITING:
+            made = tries.new(c)
+            if not made:
+                continue
+            row = {**row, "attempts": row["attempts"] + len(made)}
+            attempt_rows.extend(_attempt_rows(row["id"], c.owner, made))
+            current[row["id"]] = touched[row["id"]] = row
             continue
         if c.deferred:
             row = {**row, "next_attempt_at": c.next_attempt_at, "updated_at": now}
         else:
             previous = row["state"]
             row, moved = _record_pass(row, c, now)
-            attempt_rows.extend(
-                {"delivery_id": row["id"], "number": a.number, "started_at": a.started_at,
-                 "duration_ms": a.duration_ms, "result": a.result, "error_code": a.error_code,
-                 "error_text": a.error_text, "worker": c.owner, "error_class": a.error_class,
-                 "http_status": a.http_status, "request_body": a.request_body, "reply_body": a.reply_body}
-                for a in c.attempts
-            )
+            attempt_rows.extend(_attempt_rows(row["id"], c.owner, c.attempts))
+            tries.add(c)
             if moved:
                 events.recipient(row, previous)
                 changed.append(row)
@@ -481,17 +490,21 @@ def _filing_deliveries(conn: Connection, filing_ids: Sequence[int]) -> tuple[dic
     return rows, seqs
 
 
-def _own_passes(conn: Connection, completions: Sequence[Completion], epoch: float) -> list[Completion]:
-    """Close the jobs of the passes that still hold them, and return those passes; stale ones
-    are logged and left out. One UPDATE … RETURNING both checks and closes.
+def _own_passes(conn: Connection, completions: Sequence[Completion],
+                epoch: float) -> tuple[list[Completion], list[Completion]]:
+    """Close the jobs of the passes that still hold them; return those passes and the stale
+    ones (logged). One UPDATE … RETURNING both checks and closes.
 
     A pass is stale when its job was closed already (another pass of it committed first, or
-    came earlier in this batch) or, in the embedded queue, when the job was claimed again after
-    this pass took it (its lease ran out under it): applying it would overwrite what the newer
-    pass does. The closed rows stay locked until the commit, so no claim can take them.
+    came earlier in this batch), when the transport found it so (`Completion.stale`: its
+    message was requeued under it) or, in the embedded queue, when the job was claimed again
+    after this pass took it (its lease ran out under it): applying its outcome would overwrite
+    what the newer pass does. The closed rows stay locked until the commit, so no claim can
+    take them.
     """
-    plain = sorted({c.job.job_id for c in completions if c.job.lease_token is None})
-    fenced = sorted({(c.job.job_id, c.job.lease_token) for c in completions if c.job.lease_token is not None})
+    live = [c for c in completions if not c.stale]
+    plain = sorted({c.job.job_id for c in live if c.job.lease_token is None})
+    fenced = sorted({(c.job.job_id, c.job.lease_token) for c in live if c.job.lease_token is not None})
     conditions = []
     if plain:
         conditions.append(outbox.c.id.in_(plain))
@@ -500,12 +513,12 @@ def _own_passes(conn: Connection, completions: Sequence[Completion], epoch: floa
     claims = {r.id: r.claims for r in conn.execute(
         update(outbox).where(or_(*conditions), outbox.c.done_at.is_(None)).values(done_at=epoch)
         .returning(outbox.c.id, outbox.c.claims)
-    )}
+    )} if conditions else {}
     # Of each closed job, the first pass that held it (its current claim) is the one applied.
     own: list[Completion] = []
     taken: set[int] = set()
     stale: list[Completion] = []
-    for c in completions:
+    for c in live:
         job_id, token = c.job.job_id, c.job.lease_token
         if job_id in claims and job_id not in taken and (token is None or token == claims[job_id]):
             taken.add(job_id)
@@ -514,7 +527,48 @@ def _own_passes(conn: Connection, completions: Sequence[Completion], epoch: floa
             stale.append(c)
     if stale:
         _log_stale(conn, stale, claims)
-    return own
+    return own, stale + [c for c in completions if c.stale]
+
+
+def _attempt_rows(delivery_id: str, worker: str, tries: Iterable[AttemptRecord]) -> list[dict[str, Any]]:
+    return [{"delivery_id": delivery_id, "number": a.number, "started_at": a.started_at,
+             "duration_ms": a.duration_ms, "result": a.result, "error_code": a.error_code,
+             "error_text": a.error_text, "worker": worker, "error_class": a.error_class,
+             "http_status": a.http_status, "request_body": a.request_body, "reply_body": a.reply_body}
+            for a in tries]
+
+
+def _utc(at: datetime) -> datetime:
+    """`at` as a naive UTC instant (SQLite gives back naive ones, PostgreSQL aware ones)."""
+    return at.astimezone(timezone.utc).replace(tzinfo=None) if at.tzinfo is not None else at
+
+
+class _RecordedTries:
+    """The tries already recorded for the deliveries of some stale passes (a rare path: one
+    read), so that a stale pass's tries are counted once however often it is offered: the
+    same batch committed again after its commit's answer was lost finds all its passes stale."""
+
+    def __init__(self, conn: Connection, passes: Sequence[Completion]) -> None:
+        ids = sorted({c.job.delivery_id for c in passes})
+        rows = conn.execute(
+            select(attempts.c.delivery_id, attempts.c.worker, attempts.c.number, attempts.c.started_at)
+            .where(attempts.c.delivery_id.in_(ids))
+        ).all() if ids else []
+        self._seen = {(r.delivery_id, r.worker, r.number, _utc(r.started_at)) for r in rows}
+
+    def new(self, c: Completion) -> list[AttemptRecord]:
+        """The tries of `c` not recorded yet (now marked recorded)."""
+        fresh = []
+        for a in c.attempts:
+            key = (c.job.delivery_id, c.owner, a.number, _utc(a.started_at))
+            if key not in self._seen:
+                self._seen.add(key)
+                fresh.append(a)
+        return fresh
+
+    def add(self, c: Completion) -> None:
+        """Mark the tries of `c`, recorded by this batch, as recorded."""
+        self._seen.update((c.job.delivery_id, c.owner, a.number, _utc(a.started_at)) for a in c.attempts)
 
 
 def _log_stale(conn: Connection, stale: Sequence[Completion], closed: Mapping[int, int]) -> None:

@@ -393,15 +393,18 @@ class RabbitJobSource:
             StoreUnavailable: the store is away; nothing was acknowledged, the caller retries.
             Exception: the store refused the batch otherwise; nothing was acknowledged.
         """
-        completions = self._own(completions)
-        for c in completions:
+        own = [c for c in self._own(completions) if not c.stale]
+        held = {id(c) for c in own}
+        for c in own:
             delivery = self._active.get(c.job.job_id)
             if delivery is not None:
                 delivery.deadline = None  # the outcome is known: only the commit is pending
+        # A stale pass's calls were made all the same: the store counts them (only them).
+        stale = [dataclasses.replace(c, stale=True) for c in completions if id(c) not in held and c.attempts]
         started = time.perf_counter()
-        await asyncio.to_thread(self._store.complete_jobs, completions)
-        log.debug("outcomes_committed", count=len(completions), ms=round((time.perf_counter() - started) * 1000, 1))
-        for c in completions:
+        await asyncio.to_thread(self._store.complete_jobs, own + stale)
+        log.debug("outcomes_committed", count=len(own), ms=round((time.perf_counter() - started) * 1000, 1))
+        for c in own:
             delivery = self._active.pop(c.job.job_id, None)
             if delivery is not None:
                 self._settle(delivery, "ack")
