@@ -98,6 +98,11 @@ def _submit(client: PortalClient, document: bytes) -> str:
     return response.json()["reference"]
 
 
+def _instant(text: str) -> datetime:
+    """An API timestamp (RFC 3339, `Z` for UTC) as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _view(client: PortalClient, reference: str) -> dict[str, Any]:
     response = client.status(reference)
     assert response.status_code == 200, response.text
@@ -247,6 +252,13 @@ def test_the_circuit_opens_then_a_single_probe_closes_it(make_hub: HubFactory, c
         def inps_circuit() -> dict[str, Any]:
             return {a["agency"]: a for a in client.agencies().json()["agencies"]}["inps"]
 
+        def parked_until_the_circuit_reopens(*refs: str) -> bool:
+            """Every INPS delivery waits in the queue for the cool-down's end: no pass is under
+            way, so a jump of the clock (past any job's lease) retakes none."""
+            until = inps_circuit()["openUntil"]
+            waits = [_by_agency(_view(client, ref))["inps"]["nextAttemptAt"] for ref in refs]
+            return until is not None and all(w is not None and _instant(w) >= _instant(until) for w in waits)
+
         first = _submit(client, DURC)
         wait_for(lambda: inps_circuit()["circuit"] == "open", what="inps circuit open")
         assert sims.ledger("inps")["calls"] == 3
@@ -258,12 +270,14 @@ def test_the_circuit_opens_then_a_single_probe_closes_it(make_hub: HubFactory, c
         assert sims.ledger("inps")["calls"] == 3
         assert _by_agency(_view(client, second))["inps"]["attempts"] == 0
 
+        wait_for(lambda: parked_until_the_circuit_reopens(first, second), what="both deferred to the cool-down's end")
         opened = inps_circuit()["openUntil"]
         clock.advance(61)  # one probe, which fails: open again, and nothing else was called
         wait_for(lambda: inps_circuit()["openUntil"] not in (None, opened), what="circuit reopened")
         assert inps_circuit()["circuit"] == "open"
         assert sims.ledger("inps")["calls"] == 4
 
+        wait_for(lambda: parked_until_the_circuit_reopens(first, second), what="both deferred to the new cool-down's end")
         sims.set_faults("inps", [])
         clock.advance(61)
         for ref in (first, second):
