@@ -17,8 +17,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
-
 from config.lease_budget import check_lease_budget
 from config.settings import Settings
 from domain.lockout import LockoutPolicy
@@ -34,9 +32,10 @@ from storage.store import SqlStore
 from wiring.rabbitmq import build_relay, dead_letters, job_source, uses_rabbitmq
 
 # What only some processes need is imported where it is built: the relay never loads the
-# adapters (zeep, xmlschema, aiohttp) nor the API (Starlette, Jinja, signxml), and a worker not
+# adapters (zeep, xmlschema, aiohttp, httpx) nor the API (Starlette, Jinja, signxml), and a worker not
 # the API (issue 13: <= 120 MiB per process). The names are for annotations here.
 if TYPE_CHECKING:
+    import httpx
     from starlette.applications import Starlette
 
     from adapters.factory import ContractSet
@@ -396,6 +395,8 @@ def outcome_readers(hub: Hub, workers: WorkerSet | None) -> tuple[dict[str, Outc
     if workers is not None:
         return {name: adapter for name, adapter in workers.adapters.items()
                 if isinstance(adapter, LateOutcomeAdapter)}, None
+    import httpx
+
     client = httpx.AsyncClient(trust_env=False)
     readers: dict[str, OutcomeReader] = {name: configured_adapter(hub.settings, _contracts(hub), name, client)
                                          for name in sorted(hub.routes.agencies)}

@@ -15,13 +15,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import httpx
 
 from cli.ops_client import HubUnreachable, OpsClient, hub_url
 from cli.table import render_table
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["register"]
 

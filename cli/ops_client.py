@@ -9,13 +9,15 @@ unavailable, 77 refused (401/403), 70 anything else the hub answered.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from cli.table import render_table
 from config.settings import Settings
+
+if TYPE_CHECKING:  # loaded when a client is made, not by every command line (issue 13)
+    import httpx
 
 __all__ = ["EXIT_NOT_FOUND", "EXIT_SOFTWARE", "exit_code_for", "EXIT_REFUSED", "EXIT_UNAVAILABLE", "EXIT_USAGE", "HubUnreachable", "OpsClient",
            "OpsError", "hub_url", "read_pages", "run_filings_search", "run_filings_show"]
@@ -89,6 +91,8 @@ class OpsClient:
 
     def __init__(self, url: str, token: str | None, *, timeout: float = 30.0,
                  transport: httpx.BaseTransport | None = None) -> None:
+        import httpx
+
         self._base = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(base_url=self._base, headers=headers, timeout=timeout, trust_env=False,
@@ -104,6 +108,8 @@ class OpsClient:
         Raises:
             HubUnreachable: the hub did not answer.
         """
+        import httpx
+
         try:
             return self._client.request(method, path, json=body, params=params, headers=headers)
         except httpx.TransportError as exc:

@@ -20,17 +20,22 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import httpx
 import orjson
 
-from cli.client import PortalClient, demo_user
 from cli.ops_client import (EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_SOFTWARE, EXIT_UNAVAILABLE, EXIT_USAGE, exit_code_for,
                             hub_url)
 from config.settings import Settings
 from domain.identity import User
+
+# httpx and the signed client (jwt, cryptography, lxml) load when a command talks to the hub,
+# not in the services whose command line imports this module (issue 13).
+if TYPE_CHECKING:
+    import httpx
+
+    from cli.client import PortalClient
 
 __all__ = ["EXIT_CANNOT_WRITE", "EXIT_CONFIG", "EXIT_NOT_FOUND", "EXIT_REFUSED", "EXIT_SOFTWARE", "EXIT_TIMEOUT",
            "EXIT_UNAVAILABLE", "EXIT_USAGE", "PortalError", "PortalSession", "checked", "fail", "make_user",
@@ -76,6 +81,8 @@ def fail(message: str, code: int) -> NoReturn:
 
 def make_user(tax_code: str, auth: str) -> User:
     """The user the portal vouches for; a malformed tax code or login method is exit 64."""
+    from cli.client import demo_user
+
     try:
         return demo_user(tax_code, auth)
     except ValueError as exc:
@@ -89,6 +96,7 @@ def open_client(settings: Settings, session: PortalSession) -> PortalClient:
         PortalError: an unknown portal or an unreadable key (78), a malformed user (64).
     """
     from bootstrap import portal_signer
+    from cli.client import PortalClient
 
     if session.portal not in settings.portals:
         raise PortalError(f"no portal {session.portal!r} in the configuration ([portals.{session.portal}]); "
@@ -109,6 +117,8 @@ def open_client(settings: Settings, session: PortalSession) -> PortalClient:
 def portal_client(settings: Settings, session: PortalSession) -> Iterator[PortalClient]:
     """The session's client; whatever fails inside (a `PortalError`, the hub unreachable or too
     slow) ends the command in one line, never a traceback."""
+    import httpx
+
     try:
         client = open_client(settings, session)
     except PortalError as exc:

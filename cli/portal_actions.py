@@ -14,16 +14,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import httpx
 import orjson
 
-from cli.client import TERMINAL_FILING_STATES, PortalClient
 from cli.portal import (EXIT_TIMEOUT, PortalError, PortalSession, checked, portal_client, portal_options,
                         print_json, progress, session_of)
 from cli.table import filings_table, render_table
+
+if TYPE_CHECKING:  # the signed client (httpx, jwt, lxml) loads when a command runs (issue 13)
+    import httpx
+
+    from cli.client import PortalClient
 
 __all__ = ["PortalSession", "portal_options", "register", "run_resend", "run_status"]
 
@@ -57,6 +60,8 @@ def _view(client: PortalClient, reference: str) -> dict[str, Any]:
 
 def _wait_settled(session: PortalSession, client: PortalClient, reference: str, timeout: float) -> dict[str, Any]:
     """Poll the filing until it settles, a progress line on stderr at each change."""
+    from cli.client import TERMINAL_FILING_STATES
+
     deadline = time.monotonic() + timeout
     last, interval = "", 0.1
     while True:
@@ -138,6 +143,8 @@ def _show_events(body: dict[str, Any]) -> None:
 
 def _run_events(ctx: click.Context, session: PortalSession, reference: str, after: int, follow: bool,
                 timeout: float) -> None:
+    from cli.client import TERMINAL_FILING_STATES
+
     with _client(ctx, session) as client:
         if not follow:
             _answer(session, client.events(reference, after=after), _show_events)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import structlog
+# Imported when logging is configured: hub.py's services first mark the optional packages they
+# never use (wiring/memory.py), which structlog would otherwise load on import (issue 13).
+if TYPE_CHECKING:
+    import structlog
 
 __all__ = ["configure_logging", "quiet_pika"]
 
@@ -55,6 +58,8 @@ def quiet_pika(level: int = logging.WARNING) -> None:
 
 
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    import structlog
+
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO

@@ -3,21 +3,28 @@
 glibc gives threads their own malloc arenas (up to 8 per core); the thread pools of a hub
 process (anyio's, SQLAlchemy's callers, pika's) each touch one, and every arena keeps freed
 pages resident. Capping the arenas at start bounds that growth (issue 13: <= 120 MiB per process).
+
+Some libraries also import optional packages merely because they are installed (in a development
+environment they are: the test tools bring them), and keep them resident for nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import sys
 
-import structlog
-
-__all__ = ["M_ARENA_MAX", "limit_malloc_arenas"]
+__all__ = ["M_ARENA_MAX", "UNUSED_OPTIONAL_MODULES", "limit_malloc_arenas", "skip_unused_optional_modules"]
 
 #: mallopt's parameter number for the arena cap (glibc malloc.h).
 M_ARENA_MAX = -8
 
-log = structlog.get_logger("crocevia.memory")
+#: Imported only if installed, never used by a service: httpx's own command line (`httpx._main`,
+#: which loads rich and pygments, ~6 MiB), rich (structlog's pretty console tracebacks, ~5 MiB;
+#: the hub renders JSON) and trio (httpcore's and anyio's other event loop, ~4.5 MiB; the hub
+#: runs on asyncio). Each importer falls back when the import fails; none is a dependency of
+#: the project, only of its test tools, so an installed hub behaves the same.
+UNUSED_OPTIONAL_MODULES = ("httpx._main", "rich", "trio")
 
 
 def limit_malloc_arenas(arenas: int) -> bool:
@@ -36,6 +43,20 @@ def limit_malloc_arenas(arenas: int) -> bool:
     if mallopt is None:
         return False
     if not mallopt(M_ARENA_MAX, arenas):
-        log.warning("malloc_arena_cap_refused", arenas=arenas)
+        import structlog  # only on this rare path
+
+        structlog.get_logger("crocevia.memory").warning("malloc_arena_cap_refused", arenas=arenas)
         return False
     return True
+
+
+def skip_unused_optional_modules() -> list[str]:
+    """Make `UNUSED_OPTIONAL_MODULES` unimportable in this process (None in `sys.modules`, which
+    makes an import raise ImportError); the names so marked, leaving any already loaded alone.
+
+    For the long-running services only: called before they import httpx; tests keep them.
+    """
+    skipped = [name for name in UNUSED_OPTIONAL_MODULES if name not in sys.modules]
+    for name in skipped:
+        sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not found" marker
+    return skipped

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from wiring.memory import limit_malloc_arenas
+from wiring.memory import UNUSED_OPTIONAL_MODULES, limit_malloc_arenas
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +58,48 @@ def test_the_relay_loads_neither_the_adapters_nor_the_api(tmp_path: Path) -> Non
     modules = set(built["modules"])  # type: ignore[call-overload]  # a JSON list of names
     assert not modules & set(ADAPTER_MODULES + API_MODULES)
     assert built["guard"] is False and built["contracts"] is False
+
+
+def test_a_process_on_a_migrated_database_loads_no_alembic_and_the_relay_no_http_client(tmp_path: Path) -> None:
+    assert "alembic" in _built("relay", tmp_path)["modules"]  # type: ignore[operator]  # the first migrates
+    modules = set(_built("relay", tmp_path)["modules"])  # type: ignore[call-overload]  # then at head
+    assert not modules & {"alembic", "mako", "httpx", "httpcore"}
+
+
+def test_the_command_line_alone_loads_no_http_client_nor_signing() -> None:
+    """What every service's `hub.py` imports before it runs: the portal and operator commands'
+    clients (httpx, jwt) load only when such a command runs."""
+    done = subprocess.run([sys.executable, "-c", "import json, sys, hub; print(json.dumps(sorted(sys.modules)))"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert not set(json.loads(done.stdout)) & {"httpx", "jwt", "cryptography", "alembic", "structlog"}
+
+
+_SERVICE = """
+import json, logging, sys
+from wiring.memory import skip_unused_optional_modules
+skipped = skip_unused_optional_modules()
+import httpx, httpcore
+import structlog
+from config.logging import configure_logging
+configure_logging("info")
+transport = httpx.AsyncHTTPTransport()  # httpcore's connection pool, as the notifier's client has
+try:
+    raise ValueError("boom")
+except ValueError:
+    structlog.get_logger("t").exception("failed")
+print(json.dumps({"skipped": skipped, "loaded": sorted(m for m, module in sys.modules.items()
+                  if module is not None and m.split(".")[0] in ("rich", "pygments", "trio"))}))
+"""
+
+
+def test_a_service_goes_without_the_test_tools_optional_packages_and_still_logs_tracebacks() -> None:
+    done = subprocess.run([sys.executable, "-c", _SERVICE], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"skipped": list(UNUSED_OPTIONAL_MODULES), "loaded": []}
+    logged = json.loads(done.stderr.strip().splitlines()[-1])
+    assert logged["event"] == "failed" and logged["exception"].startswith("Traceback")
+    assert logged["exception"].endswith("ValueError: boom")
 
 
 def test_a_worker_loads_the_adapters_but_not_the_api(tmp_path: Path) -> None:

@@ -1,0 +1,42 @@
+"""Migration at start: a fresh database is brought to head; one already there is recognised by a
+plain query, without loading alembic (issue 13: every process checks at start)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+
+from storage.migrate import alembic_config, head_revision
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Starts like a process of the hub: upgrade_to_head on the URL given, then reports the
+#: revision it left and whether alembic had to be imported.
+_START = """
+import sys
+from sqlalchemy import text
+from storage.engine import build_engine
+from storage.migrate import upgrade_to_head
+engine = build_engine(sys.argv[1])
+upgrade_to_head(engine)
+with engine.connect() as conn:
+    print(conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one(), "alembic" in sys.modules)
+"""
+
+
+def _start(url: str) -> tuple[str, bool]:
+    out = subprocess.run([sys.executable, "-c", _START, url], cwd=ROOT, check=True, capture_output=True, text=True)
+    revision, loaded = out.stdout.split()
+    return revision, loaded == "True"
+
+
+def test_the_head_read_from_the_scripts_is_alembics_head() -> None:
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_a_fresh_database_is_migrated_and_a_migrated_one_is_checked_without_alembic(database_url: str) -> None:
+    assert _start(database_url) == (head_revision(), True)
+    assert _start(database_url) == (head_revision(), False)
