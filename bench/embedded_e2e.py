@@ -34,17 +34,20 @@ from simulators.launcher import start_simulators  # noqa: E402
 
 
 from measure import free_port as _free_port, proc_stats as _proc_stats  # noqa: E402
-from measure import report_deliveries, settled_filings  # noqa: E402
+from measure import report_deliveries, report_targets, settled_filings  # noqa: E402
 from measure import wait_healthy as _wait_healthy  # noqa: E402
 from measure import BenchPortal  # noqa: E402
 
 PORTAL = BenchPortal()
 
 
-async def _submit_all(base: str, n: int, concurrency: int, rate: float = 0.0) -> tuple[float, float, int]:
-    """Submit `n` filings with at most `concurrency` in flight; `rate` > 0 paces them (open loop)."""
+async def _submit_all(base: str, n: int, concurrency: int, rate: float = 0.0,
+                      ) -> tuple[float, float, int, list[float]]:
+    """Submit `n` filings with at most `concurrency` in flight; `rate` > 0 paces them (open loop).
+    Returns the start, the end, the refusals and each accepted request's time (ms)."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     refused = 0
+    took: list[float] = []
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60, trust_env=False,
                                  headers={"Content-Type": "application/xml"}) as client:
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -58,13 +61,16 @@ async def _submit_all(base: str, n: int, concurrency: int, rate: float = 0.0) ->
                 if rate:
                     await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
                 doc, signed = PORTAL.filing(i)
+                sent = time.perf_counter()
                 r = await client.post("/v1/filings", content=doc, headers=signed)
                 if r.status_code != 202:
                     refused += 1
+                else:
+                    took.append((time.perf_counter() - sent) * 1000)
 
         start = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(concurrency)))
-        return start, time.perf_counter(), refused
+        return start, time.perf_counter(), refused, took
 
 
 def main() -> int:
@@ -97,7 +103,7 @@ def main() -> int:
         _wait_healthy(base, [hub])
         cpu0, _ = _proc_stats(hub.pid)
         t0_wall = datetime.now(timezone.utc)
-        start, end, refused = asyncio.run(_submit_all(base, args.filings, args.concurrency, args.rate))
+        start, end, refused, took = asyncio.run(_submit_all(base, args.filings, args.concurrency, args.rate))
         engine = create_engine(db_url)
         open_q = text("SELECT count(*) FROM deliveries WHERE state NOT IN ('protocolled','rejected','undeliverable')")
         deadline = time.monotonic() + args.timeout
@@ -112,9 +118,13 @@ def main() -> int:
         print(f"filings submitted            {n} ({refused} refused), concurrency {args.concurrency}, "
               f"offered rate {args.rate or 'max'}, "
               f"agency latency {args.agency_latency_ms} ms")
-        report_deliveries(rows, states, filings=n, accepted_seconds=end - start, first=t0_wall.timestamp())
-        print(f"hub CPU per filing           {(cpu1 - cpu0) / n * 1000:8.2f} ms (API + worker, one process)")
+        figures = report_deliveries(rows, states, filings=n, accepted_seconds=end - start,
+                                    first=t0_wall.timestamp(), submit_ms=took)
+        print(f"hub CPU per filing           {(cpu1 - cpu0) / n * 1000:8.2f} ms (API + worker, one process), "
+              f"{(cpu1 - cpu0) / max(1, figures.deliveries) * 1000:.2f} ms per delivery")
         print(f"peak memory                  hub {hub_peak / 2**20:.0f} MiB, simulators {sims_peak / 2**20:.0f} MiB")
+        report_targets([("deliveries/s (embedded, SQLite)", figures.deliveries_per_s, "/s", 700, True),
+                        ("peak RSS of the hub", hub_peak / 2**20, "MiB", 120, False)])
         print(f"reproduce: .venv/bin/python bench/embedded_e2e.py --filings {n} --concurrency {args.concurrency}"
               + (f" --rate {args.rate:g}" if args.rate else "")
               + (f" --agency-latency-ms {args.agency_latency_ms}" if args.agency_latency_ms else ""))

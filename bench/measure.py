@@ -8,7 +8,8 @@ import socket
 import statistics
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from cli.client import declarant_of, demo_user
 from security.keys import generate_private_key, public_pem
 from security.modi import ModiSigner
 
-__all__ = ["BenchPortal", "drop_bench_backends", "free_port", "percentile", "proc_stats", "report_deliveries",
-           "settled_filings", "stop_processes", "timestamp", "wait_healthy"]
+__all__ = ["BenchPortal", "DeliveryFigures", "drop_bench_backends", "free_port", "percentile", "proc_stats",
+           "report_deliveries", "report_targets", "settled_filings", "stop_processes", "timestamp", "wait_healthy"]
 
 #: The benchmarks' mix: one filing of each of the four original kinds, in turn.
 MIX = ("business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml")
@@ -101,28 +102,56 @@ def settled_filings(engine: Engine) -> tuple[list[tuple[float, float, int]], dic
         rows = conn.execute(text(
             "SELECT f.created_at, max(d.updated_at), count(*) FROM filings f JOIN deliveries d "
             "ON d.filing_id = f.id WHERE d.state = 'protocolled' GROUP BY f.id")).all()
-        states = dict(conn.execute(text("SELECT state, count(*) FROM deliveries GROUP BY state")).all())
+        states: dict[str, int] = dict(conn.execute(text("SELECT state, count(*) FROM deliveries GROUP BY state")).all())
     return [(timestamp(created), timestamp(last), count) for created, last, count in rows], states
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryFigures:
+    """What `report_deliveries` printed, for the lines that set them against the targets."""
+
+    deliveries: int
+    deliveries_per_s: float
+    e2e_p95_ms: float
+    submit_p99_ms: float | None
+
+
 def report_deliveries(rows: list[tuple[float, float, int]], states: dict[str, int], *, filings: int,
-                      accepted_seconds: float, first: float, note: str | None = None) -> int:
-    """Print the rates and latencies every end-to-end benchmark reports; returns the deliveries.
+                      accepted_seconds: float, first: float, note: str | None = None,
+                      submit_ms: list[float] | None = None) -> DeliveryFigures:
+    """Print the rates and latencies every end-to-end benchmark reports.
 
     Rates of delivery run from `first` (epoch seconds) to the last protocol number; latency is
-    from a filing's acceptance to its last protocol number."""
+    from a filing's acceptance to its last protocol number; `submit_ms` are the portal's own
+    request times (request sent to 202 read), when it measured them."""
     latencies = [(last - created) * 1000 for created, last, _ in rows]
     deliveries = sum(count for *_, count in rows)
     last_done = max(last for _, last, _ in rows)
+    rate = deliveries / (last_done - first)
     print(f"deliveries                   {deliveries} protocolled; states {states}")
     print(f"accepted filings/s           {filings / accepted_seconds:8.1f}")
     print(f"fully delivered filings/s    {len(rows) / (last_done - first):8.1f}")
-    print(f"deliveries/s                 {deliveries / (last_done - first):8.1f}")
+    print(f"deliveries/s                 {rate:8.1f}")
     if note:
         print(note)
+    submit_p99 = None
+    if submit_ms:
+        submit_p99 = percentile(submit_ms, 99)
+        print(f"latency of submit (202)      p50 {statistics.median(submit_ms):.0f} ms  "
+              f"p95 {percentile(submit_ms, 95):.0f} ms  p99 {submit_p99:.0f} ms")
+    p95 = percentile(latencies, 95)
     print(f"latency submit→last protocol p50 {statistics.median(latencies):.0f} ms  "
-          f"p95 {percentile(latencies, 95):.0f} ms  p99 {percentile(latencies, 99):.0f} ms")
-    return deliveries
+          f"p95 {p95:.0f} ms  p99 {percentile(latencies, 99):.0f} ms")
+    return DeliveryFigures(deliveries, rate, p95, submit_p99)
+
+
+def report_targets(figures: Sequence[tuple[str, float, str, float, bool]]) -> None:
+    """Print each figure beside its target (issue 13): (what, value, unit, target, higher is better)."""
+    print("against the targets (issue 13):")
+    for what, value, unit, target, higher in figures:
+        met = value >= target if higher else value <= target
+        sign = "≥" if higher else "≤"
+        print(f"  {what:<44} {value:9.1f} {unit:<5} target {sign} {target:g} {unit:<5} {'met' if met else 'NOT met'}")
 
 
 def stop_processes(procs: Iterable[subprocess.Popen[bytes]], *, grace: float = 30) -> None:

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "ops" / "rabbitmq-cluster" / "cluster.sh"
 #: The lines of `rabbitmq_e2e.py`'s report quoted in the summary.
 FIGURES = {"deliveries/s": r"^deliveries/s\s+([\d.]+)", "filings/s": r"^fully delivered filings/s\s+([\d.]+)",
-           "p95 ms": r"p95 (\d+) ms", "worker CPU/delivery ms": r"worker CPU per delivery ([\d.]+) ms"}
+           "e2e p95 ms": r"^latency submit→last protocol p50 \d+ ms\s+p95 (\d+) ms",
+           "hub CPU/delivery ms": r"hub CPU per delivery ([\d.]+) ms"}
 
 
 def _run_bench(urls: str, workers: int, args: argparse.Namespace) -> dict[str, str]:

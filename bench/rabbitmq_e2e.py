@@ -41,17 +41,20 @@ AGENCIES = ("cciaa", "inail", "inps", "runts")
 
 
 from measure import free_port as _free_port, proc_stats as _proc_stats  # noqa: E402
-from measure import drop_bench_backends, report_deliveries, settled_filings, stop_processes, timestamp  # noqa: E402
+from measure import drop_bench_backends, report_deliveries, report_targets, settled_filings, stop_processes, timestamp  # noqa: E402
 from measure import wait_healthy as _wait_healthy  # noqa: E402
 from measure import BenchPortal  # noqa: E402
 
 PORTAL = BenchPortal()
 
 
-async def _submit_all(base: str, n: int, concurrency: int, rate: float) -> tuple[float, float, Counter[int | str]]:
-    """Submit `n` filings with at most `concurrency` in flight; `rate` > 0 paces them (open loop)."""
+async def _submit_all(base: str, n: int, concurrency: int, rate: float,
+                      ) -> tuple[float, float, Counter[int | str], list[float]]:
+    """Submit `n` filings with at most `concurrency` in flight; `rate` > 0 paces them (open loop).
+    Returns the start, the end, the refusals and each accepted request's time (ms)."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     refused: Counter[int | str] = Counter()
+    took: list[float] = []
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60, trust_env=False,
                                  headers={"Content-Type": "application/xml"}) as client:
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -64,6 +67,7 @@ async def _submit_all(base: str, n: int, concurrency: int, rate: float) -> tuple
                 if rate:
                     await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
                 doc, signed = PORTAL.filing(i)
+                sent = time.perf_counter()
                 try:
                     r = await client.post("/v1/filings", content=doc, headers=signed)
                 except httpx.TransportError as exc:
@@ -71,10 +75,12 @@ async def _submit_all(base: str, n: int, concurrency: int, rate: float) -> tuple
                     continue
                 if r.status_code != 202:
                     refused[r.status_code] += 1
+                else:
+                    took.append((time.perf_counter() - sent) * 1000)
 
         start = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(concurrency)))
-        return start, time.perf_counter(), refused
+        return start, time.perf_counter(), refused, took
 
 
 def main() -> int:
@@ -138,7 +144,7 @@ def main() -> int:
         cpu0 = {name: _proc_stats(p.pid)[0] for name, p in procs.items()}
         sims_cpu0, _ = _proc_stats(sims.process.pid)
         t0_wall = datetime.now(timezone.utc)
-        start_t, end_t, refused = asyncio.run(_submit_all(base, args.filings, args.concurrency, args.rate))
+        start_t, end_t, refused, took = asyncio.run(_submit_all(base, args.filings, args.concurrency, args.rate))
         engine = create_engine(db_url)
         if args.backlog:
             # Every job waits in RabbitMQ first; then the workers start and drain the backlog.
@@ -166,15 +172,27 @@ def main() -> int:
         print(f"filings submitted            {n} ({sum(refused.values())} refused: {dict(refused)}), concurrency {args.concurrency}, "
               f"offered rate {args.rate or 'max'}, agency latency {args.agency_latency_ms} ms, "
               f"{args.workers} worker process(es) x {args.worker_concurrency} per agency")
-        deliveries = report_deliveries(
-            rows, states, filings=n, accepted_seconds=end_t - start_t, first=first,
+        figures = report_deliveries(
+            rows, states, filings=n, accepted_seconds=end_t - start_t, first=first, submit_ms=took,
             note=("  (--backlog: rates are the workers' drain, first to last delivery; latencies include the wait)"
                   if args.backlog else None))
+        deliveries = figures.deliveries
+        hub_cpu = 0.0
         for name, (cpu, peak) in stats.items():
-            print(f"  {name:<10} CPU {cpu - cpu0[name]:7.1f} s   peak memory {peak / 2**20:5.0f} MiB")
+            used = cpu - cpu0[name]
+            hub_cpu += used
+            print(f"  {name:<10} CPU {used:7.1f} s = {used / max(1, deliveries) * 1000:5.2f} ms per delivery   "
+                  f"peak memory {peak / 2**20:5.0f} MiB")
         print(f"  {'simulators':<10} CPU {sims_cpu1 - sims_cpu0:7.1f} s   peak memory {sims_peak / 2**20:5.0f} MiB")
-        print(f"  worker CPU per delivery {sum(stats[k][0] - cpu0[k] for k in stats if k.startswith('worker')) / max(1, deliveries) * 1000:.1f} ms; "
+        print(f"  hub CPU per delivery {hub_cpu / max(1, deliveries) * 1000:.2f} ms (API + relay + workers); "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes included)")
+        targets = [("deliveries/s (RabbitMQ + PostgreSQL, 2 workers)", figures.deliveries_per_s, "/s", 600, True),
+                   ("hub CPU per delivery", hub_cpu / max(1, deliveries) * 1000, "ms", 2, False),
+                   ("peak RSS, largest hub process", max(peak for _, peak in stats.values()) / 2**20, "MiB", 120, False)]
+        if args.rate:  # the latency targets hold at half the sustained load
+            targets += [("submit p99 (at half the sustained load)", figures.submit_p99_ms or 0.0, "ms", 50, False),
+                        ("submit→last protocol p95 (at half the load)", figures.e2e_p95_ms, "ms", 250, False)]
+        report_targets(targets)
         print(f"reproduce: .venv/bin/python bench/rabbitmq_e2e.py --workers {args.workers} --filings {n} "
               f"--concurrency {args.concurrency} --worker-concurrency {args.worker_concurrency}"
               + (f" --rate {args.rate:g}" if args.rate else "")
