@@ -15,11 +15,9 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
-import xmlschema
-from xmlschema.aliases import SourceArgType
 import zeep
 import zeep.exceptions as zx
 from lxml import etree
@@ -33,6 +31,10 @@ from adapters.contracts import ContractError, ContractSpec
 from adapters.receipts import XmlReceiptReader
 from adapters.wsdl_render import RequestRenderer
 from domain.errors import AdapterMisconfigured, MessageRejectedAsInvalid
+
+if TYPE_CHECKING:
+    import xmlschema
+    from xmlschema.aliases import SourceArgType
 
 __all__ = [
     "ENVELOPE_NS",
@@ -117,6 +119,8 @@ def types_schema(wsdl: Path) -> xmlschema.XMLSchemaBase:
     Raises:
         OSError, xmlschema errors: a missing or broken schema.
     """
+    import xmlschema  # only a WSDL without its own XSD needs it (~11 MiB resident)
+
     root = etree.parse(str(wsdl), hardened_parser()).getroot()
     sources: list[SourceArgType] = []
     for schema in root.iterfind(f"{{{_WSDL_NS}}}types/{{{_XS_NS}}}schema"):
@@ -160,7 +164,13 @@ class _TypesSchema:
     """Pre-send validation with the schemas embedded in the WSDL (xmlschema)."""
 
     def __init__(self, wsdl: Path) -> None:
-        self.schema = types_schema(wsdl)
+        """Raises: ValueError (the embedded schemas do not load), OSError."""
+        import xmlschema
+
+        try:
+            self.schema = types_schema(wsdl)
+        except xmlschema.XMLSchemaException as exc:
+            raise ValueError(str(exc)) from exc
 
     def error(self, element: etree._Element) -> str | None:
         # xmlschema walks lxml elements at run time, but its ElementProtocol and the lxml stubs disagree.
@@ -255,7 +265,7 @@ class WsdlContract:
         try:
             self.validator: Any = (_LxmlSchema(spec.xsd) if spec.xsd is not None
                                    else _TypesSchema(spec.document))
-        except (OSError, etree.LxmlError, xmlschema.XMLSchemaException, ValueError) as exc:
+        except (OSError, etree.LxmlError, ValueError) as exc:
             schema = spec.xsd.name if spec.xsd is not None else "the schemas in wsdl:types"
             raise spec.error(f"{schema} does not load: {exc}") from exc
         self.receipt = XmlReceiptReader(spec.receipt, spec)
