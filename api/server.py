@@ -5,10 +5,14 @@ uvicorn bounds the idle keep-alive wait (`timeout_keep_alive`), the connections 
 (`h11_max_incomplete_event_size` applies only to a head still incomplete), but not the time a
 client may take to send its headers: a client sending one byte a second (slowloris) keeps a
 connection and a socket forever. `HeaderTimeoutProtocol` arms a timer when a request begins
-(the connection opens, or the first byte of the next request on a kept-alive connection
-arrives) and closes the connection with 408 if the head is not complete when it fires; and it
-measures every head, answering 431 beyond `max_header_bytes`; a connection beyond
-`max_connections` is served a 503 problem+json.
+(the connection opens, the first byte of the next request on a kept-alive connection arrives,
+or the next request cycle starts with that request's bytes already buffered, pipelined behind
+the one before) and closes the connection with 408 if the head is not complete when it fires;
+and it measures every head before h11 parses it, answering 431 beyond `max_header_bytes`; a
+connection beyond `max_connections` is served a 503 problem+json. Both refusals are written
+only when no request is in progress, so after every answer already owed, in order. One head
+escapes the measure: one read whole with the end of a body the app answered without reading
+it (uvicorn parses it within its own loop); h11's bound still applies if it arrives in parts.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ log = structlog.get_logger("crocevia.api")
 
 
 def _problem_answer(status: int, reason: str, slug: str, detail: str) -> bytes:
-    """A whole RFC 9457 answer that closes the connection, written before h11 read any request."""
+    """A whole RFC 9457 answer that closes the connection, written outside h11 between requests."""
     body = orjson.dumps({"type": PROBLEM_TYPE_BASE + slug, "title": reason, "status": status, "detail": detail})
     return (b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\nconnection: close\r\n"
             b"content-length: %d\r\n\r\n%s" % (status, reason.encode(), len(body), body))
@@ -82,17 +86,24 @@ class HeaderTimeoutProtocol(H11Protocol):
             self.app = _over_capacity
         self._arm_header_timer()
 
-    def data_received(self, data: bytes) -> None:
-        if self.conn.their_state is h11.IDLE:
-            # The first byte of a request on a kept-alive connection starts that request's clock.
-            if self._header_timer is None:
+    def handle_events(self) -> None:
+        # uvicorn parses here both what was just read (`data_received`) and, when a response
+        # completes, the next request h11 buffered behind it, pipelined (`on_response_complete`
+        # starts the next cycle): in both, a request not yet parsed is checked first. IDLE means
+        # no request is in progress, so every answer owed was written before a refusal.
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            if self._header_timer is None:  # its first byte, or its cycle's start if buffered
                 self._arm_header_timer()
-            if self._head_too_large(data):
+            if self._head_too_large():
                 self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
                 return
-        super().data_received(data)
+        super().handle_events()
         if self.conn.their_state is not h11.IDLE:  # h11 produced the Request: the head is complete
             self._disarm_header_timer()
+        elif self.conn.trailing_data[0] and self._header_timer is None:
+            # A cycle started inside uvicorn's loop (a response sent before its request's body
+            # ended), the next head begun in the same read: its clock starts now.
+            self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
@@ -106,10 +117,11 @@ class HeaderTimeoutProtocol(H11Protocol):
             self._header_timer.cancel()
             self._header_timer = None
 
-    def _head_too_large(self, data: bytes) -> bool:
+    def _head_too_large(self) -> bool:
         # h11 bounds only a head still incomplete (`max_incomplete_event_size`): one that
-        # arrives whole in one read would pass at any size. Measure it up to its blank line.
-        pending = self.conn.trailing_data[0] + data
+        # arrives whole in one read, or buffered whole behind a pipelined request, would pass
+        # at any size. Measure the buffered head up to its blank line.
+        pending = self.conn.trailing_data[0]
         ends = [i for i in (pending.find(b"\n\r\n"), pending.find(b"\n\n")) if i >= 0]
         size = min(ends) + 1 if ends else len(pending)
         return size > self.max_header_bytes
@@ -121,7 +133,7 @@ class HeaderTimeoutProtocol(H11Protocol):
         self._refuse(_REQUEST_TIMEOUT, "request_head_timed_out", timeout_s=self.header_timeout)
 
     def _refuse(self, answer: bytes, event: str, **fields: Any) -> None:
-        """Answer before any request was read (so not through h11) and close the connection."""
+        """Answer while no request is in progress (so not through h11) and close the connection."""
         self._disarm_header_timer()
         log.info(event, **fields)
         self.transport.write(answer)

@@ -6,6 +6,7 @@ misbehaving client does below HTTP libraries (slowloris, idle connections, huge 
 
 from __future__ import annotations
 
+import re
 import selectors
 import socket
 import threading
@@ -218,3 +219,68 @@ def test_a_request_head_beyond_the_maximum_is_refused(small_hub: RunningHub) -> 
     assert refused.status_code == 431
     assert refused.headers["content-type"] == "application/problem+json"
     assert refused.json()["type"] == "urn:crocevia:problem:request-head-too-large"
+
+
+def _answers_until_closed(sock: socket.socket, timeout: float) -> tuple[bool, list[bytes]]:
+    """The status lines the server sent, in order, and whether it closed within `timeout`."""
+    closed, received = _closed_within(sock, timeout)
+    return closed, re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+
+
+def test_a_pipelined_request_trickling_its_head_is_answered_408_after_the_one_before(
+    tmp_path: Path, sims: Any
+) -> None:
+    """A second request sent in the same write as the first, its head never finished, is closed
+    with 408 within the header timeout, after the first request's answer (not the keep-alive's)."""
+    with _hub(tmp_path, sims, header_timeout=1.0, keep_alive_timeout=30.0) as hub, _connect(hub.port) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                     b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+        started = time.monotonic()
+        closed, statuses = _answers_until_closed(sock, 5.0)
+        assert closed and time.monotonic() - started < 2.5
+        assert statuses == [b"200", b"408"]
+
+
+def test_a_pipelined_head_beyond_the_maximum_is_refused_after_the_one_before(small_hub: RunningHub) -> None:
+    """A too-large head pipelined behind a request is answered 431 after that request's answer,
+    in order, and is not served."""
+    with _connect(small_hub.port) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                     b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 8000 + b"\r\n\r\n")
+        closed, statuses = _answers_until_closed(sock, 5.0)
+        assert closed
+        assert statuses == [b"200", b"431"]
+
+
+def test_a_head_that_never_ends_a_header_is_refused_once_beyond_the_maximum(small_hub: RunningHub) -> None:
+    """A header sent in many writes that never ends its line is refused with 431 once the head
+    passes `max_header_bytes` (the server does not buffer it without bound)."""
+    with _connect(small_hub.port) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ")
+        try:
+            for _ in range(40):  # 20 000 bytes, five times the bound, 500 at a time
+                sock.sendall(b"a" * 500)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused and closed before all was sent
+        closed, received = _closed_within(sock, 5.0)
+        assert closed and received.startswith(b"HTTP/1.1 431 ")
+        assert b"request-head-too-large" in received
+
+
+def test_a_head_begun_after_a_body_answered_unread_is_answered_408(tmp_path: Path, sims: Any) -> None:
+    """A request answered before its body was read (404 on an unknown path), the body then sent
+    with the start of a next head that is never finished: closed with 408 within the header
+    timeout, not held open (the keep-alive wait does not apply once bytes arrive)."""
+    with _hub(tmp_path, sims, header_timeout=1.0, keep_alive_timeout=30.0) as hub, _connect(hub.port) as sock:
+        sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\n")
+        answered = b""
+        while not answered.endswith(b"}"):  # the whole 404 problem+json, body not yet sent
+            chunk = sock.recv(4096)
+            assert chunk, f"closed after {answered!r}"
+            answered += chunk
+        assert answered.startswith(b"HTTP/1.1 404 ")
+        sock.sendall(b"abcde" b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
+        started = time.monotonic()
+        closed, statuses = _answers_until_closed(sock, 5.0)
+        assert closed and time.monotonic() - started < 2.5
+        assert statuses == [b"408"]
