@@ -186,7 +186,8 @@ def main() -> int:
         print(f"  {'simulators':<10} CPU {sims_cpu1 - sims_cpu0:7.1f} s   peak memory {sims_peak / 2**20:5.0f} MiB")
         print(f"  hub CPU per delivery {hub_cpu / max(1, deliveries) * 1000:.2f} ms (API + relay + workers); "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes included)")
-        targets = [("deliveries/s (RabbitMQ + PostgreSQL, 2 workers)", figures.deliveries_per_s, "/s", 600, True),
+        targets = [(f"deliveries/s (RabbitMQ + PostgreSQL, {args.workers} workers)", figures.deliveries_per_s, "/s",
+                    600, True),
                    ("hub CPU per delivery", hub_cpu / max(1, deliveries) * 1000, "ms", 2, False),
                    ("peak RSS, largest hub process", max(peak for _, peak in stats.values()) / 2**20, "MiB", 120, False)]
         if args.rate:  # the latency targets hold at half the sustained load
