@@ -22,13 +22,15 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from routing.plan import PlannedDelivery  # noqa: E402
 from service.ports import AttemptRecord, ClaimedJob, Completion, NewFiling  # noqa: E402
+from measure import fresh_schema  # noqa: E402
 from storage.engine import build_engine  # noqa: E402
 from storage.migrate import upgrade_to_head  # noqa: E402
 from storage.store import SqlStore  # noqa: E402
@@ -109,14 +111,9 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 done, cpu, wall = _measure(f"sqlite:///{tmp}/bench.db", args.filings, args.batch)
         else:
-            schema = f"bench_{uuid.uuid4().hex[:10]}"
-            admin = create_engine(args.postgres_url)
-            with admin.begin() as conn:
-                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            sep = "&" if "?" in args.postgres_url else "?"
+            admin, schema, db_url = fresh_schema(args.postgres_url)
             try:
-                done, cpu, wall = _measure(f"{args.postgres_url}{sep}options=-csearch_path%3D{schema}",
-                                           args.filings, args.batch)
+                done, cpu, wall = _measure(db_url, args.filings, args.batch)
             finally:
                 with admin.begin() as conn:
                     conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from measure import BenchPortal, free_port, percentile, proc_stats, wait_healthy  # noqa: E402
+from measure import BenchPortal, free_port, fresh_schema, percentile, proc_stats, wait_healthy  # noqa: E402
 
 PORTAL = BenchPortal()
 
@@ -95,14 +94,7 @@ def main() -> int:
     schema = None
     admin = None
     if args.database_url:
-        from sqlalchemy import create_engine, text
-
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(args.database_url)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        sep = "&" if "?" in args.database_url else "?"
-        db_url = f"{args.database_url}{sep}options=-csearch_path%3D{schema}"
+        admin, schema, db_url = fresh_schema(args.database_url)
     else:
         db_url = f"sqlite:///{workdir / 'bench.db'}"
     env = {k: v for k, v in os.environ.items()

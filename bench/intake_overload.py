@@ -31,7 +31,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from measure import BenchPortal, drop_bench_backends, free_port, percentile, proc_stats, stop_processes, wait_healthy  # noqa: E402
+from measure import BenchPortal, drop_bench_backends, free_port, fresh_schema, percentile, proc_stats, stop_processes, wait_healthy  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
 
 PORTAL = BenchPortal()
@@ -118,12 +118,8 @@ def main() -> int:
         "CROCEVIA_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F"))
     args = parser.parse_args()
 
-    schema, prefix = f"bench_{uuid.uuid4().hex[:10]}", f"crvbench-{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.database_url, pool_pre_ping=True)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in args.database_url else "?"
-    db_url = f"{args.database_url}{sep}options=-csearch_path%3D{schema}"
+    prefix = f"crvbench-{uuid.uuid4().hex[:8]}"
+    admin, schema, db_url = fresh_schema(args.database_url)
     logdir = Path(tempfile.mkdtemp(prefix="crocevia-bench-"))
     sims = start_simulators()
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -179,7 +175,7 @@ def main() -> int:
             while conn.execute(open_q).scalar_one() and time.monotonic() < deadline:
                 time.sleep(0.1)  # polling a condition with a deadline
             stored = conn.execute(text("SELECT count(*) FROM filings")).scalar_one()
-            states = dict(conn.execute(text("SELECT state, count(*) FROM deliveries GROUP BY state")).all())
+            states: dict[str, int] = dict(conn.execute(text("SELECT state, count(*) FROM deliveries GROUP BY state")).all())
         engine.dispose()
         print(f"accepted {accepted}, stored {stored} filings ({'none lost' if stored == accepted else 'MISMATCH'}); "
               f"deliveries {states}; API CPU in the overload phase {api_cpu:.1f} s; "

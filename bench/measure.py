@@ -8,6 +8,7 @@ import socket
 import statistics
 import subprocess
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ from security.keys import generate_private_key, public_pem
 from security.modi import ModiSigner
 
 __all__ = ["BenchPortal", "DeliveryFigures", "drop_bench_backends", "free_port", "percentile", "proc_stats",
-           "report_deliveries", "report_targets", "settled_filings", "stop_processes", "timestamp", "wait_healthy"]
+           "fresh_schema", "report_deliveries", "report_targets", "settled_filings", "stop_processes", "timestamp", "wait_healthy"]
 
 #: The benchmarks' mix: one filing of each of the four original kinds, in turn.
 MIX = ("business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml")
@@ -152,6 +153,19 @@ def report_targets(figures: Sequence[tuple[str, float, str, float, bool]]) -> No
         met = value >= target if higher else value <= target
         sign = "≥" if higher else "≤"
         print(f"  {what:<44} {value:9.1f} {unit:<5} target {sign} {target:g} {unit:<5} {'met' if met else 'NOT met'}")
+
+
+def fresh_schema(database_url: str) -> tuple[Engine, str, str]:
+    """A new PostgreSQL schema for one run: the admin engine (to drop it afterwards), the
+    schema's name, and the URL whose connections work in it."""
+    from sqlalchemy import create_engine
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(database_url, pool_pre_ping=True)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in database_url else "?"
+    return admin, schema, f"{database_url}{sep}options=-csearch_path%3D{schema}"
 
 
 def stop_processes(procs: Iterable[subprocess.Popen[bytes]], *, grace: float = 30) -> None:

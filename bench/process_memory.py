@@ -24,12 +24,11 @@ import time
 import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from measure import BenchPortal, drop_bench_backends, free_port, stop_processes, wait_healthy  # noqa: E402
+from measure import BenchPortal, drop_bench_backends, free_port, fresh_schema, stop_processes, wait_healthy  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
 
 AGENCIES = ("cciaa", "inail", "inps", "runts")
@@ -109,13 +108,8 @@ def main() -> int:
     args = parser.parse_args()
 
     portal = BenchPortal()
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
     prefix = f"crvbench-{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.database_url, pool_pre_ping=True)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in args.database_url else "?"
-    db_url = f"{args.database_url}{sep}options=-csearch_path%3D{schema}"
+    admin, schema, db_url = fresh_schema(args.database_url)
     logdir = Path(tempfile.mkdtemp(prefix="crocevia-memory-"))
     sims = start_simulators()
     procs: dict[str, subprocess.Popen[bytes]] = {}

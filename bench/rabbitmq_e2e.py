@@ -41,7 +41,7 @@ AGENCIES = ("cciaa", "inail", "inps", "runts")
 
 
 from measure import free_port as _free_port, proc_stats as _proc_stats  # noqa: E402
-from measure import drop_bench_backends, report_deliveries, report_targets, settled_filings, stop_processes, timestamp  # noqa: E402
+from measure import drop_bench_backends, fresh_schema, report_deliveries, report_targets, settled_filings, stop_processes, timestamp  # noqa: E402
 from measure import wait_healthy as _wait_healthy  # noqa: E402
 from measure import BenchPortal  # noqa: E402
 
@@ -102,13 +102,8 @@ def main() -> int:
     args = parser.parse_args()
     args.rabbitmq_url, *more_urls = args.rabbitmq_url.split(",")
 
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
     prefix = f"crvbench-{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.database_url, pool_pre_ping=True)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in args.database_url else "?"
-    db_url = f"{args.database_url}{sep}options=-csearch_path%3D{schema}"
+    admin, schema, db_url = fresh_schema(args.database_url)
     logdir = Path(tempfile.mkdtemp(prefix="crocevia-bench-"))
     sims = start_simulators()
     procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -23,10 +23,11 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from service.delivery_port import DeliveryResult, RetryPolicy, TryRecord  # noqa: E402
 from config.logging import configure_logging  # noqa: E402
@@ -36,6 +37,7 @@ from service.ports import NewFiling  # noqa: E402
 from service.relay import OutboxRelay  # noqa: E402
 from service.schedule import SchedulePolicy  # noqa: E402
 from service.worker import AgencyRuntime, DeliveryWorker, WorkerOptions  # noqa: E402
+from measure import fresh_schema  # noqa: E402
 from storage.engine import build_engine  # noqa: E402
 from storage.migrate import upgrade_to_head  # noqa: E402
 from storage.store import SqlStore  # noqa: E402
@@ -123,13 +125,9 @@ def main() -> int:
     args = parser.parse_args()
     configure_logging(os.environ.get("LOG_LEVEL", "warning"))  # as the e2e benchmark's processes
 
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
     prefix = f"crvbench-{uuid.uuid4().hex[:8]}"
-    admin = create_engine(args.database_url, pool_pre_ping=True)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in args.database_url else "?"
-    engine = build_engine(f"{args.database_url}{sep}options=-csearch_path%3D{schema}", pool_size=20)
+    admin, schema, db_url = fresh_schema(args.database_url)
+    engine = build_engine(db_url, pool_size=20)
     try:
         upgrade_to_head(engine)
         store = SqlStore(engine)

@@ -36,14 +36,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from simulators.launcher import start_simulators  # noqa: E402
 
-from measure import BenchPortal, drop_bench_backends, free_port, proc_stats, stop_processes, wait_healthy  # noqa: E402
+from measure import BenchPortal, drop_bench_backends, free_port, fresh_schema, proc_stats, stop_processes, wait_healthy  # noqa: E402
 
 PORTAL = BenchPortal()
 AGENCIES = ("cciaa", "inail", "inps", "runts")
@@ -184,11 +183,8 @@ def main() -> int:
     if args.embedded:
         env["DATABASE__URL"] = f"sqlite:///{workdir / 'soak.db'}"
     else:
-        admin = create_engine(args.database_url, pool_pre_ping=True)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        sep = "&" if "?" in args.database_url else "?"
-        env.update({"DATABASE__URL": f"{args.database_url}{sep}options=-csearch_path%3D{schema}",
+        admin, schema, db_url = fresh_schema(args.database_url)
+        env.update({"DATABASE__URL": db_url,
                     "TRANSPORT__KIND": "rabbitmq", "TRANSPORT__URL": args.rabbitmq_url,
                     "TRANSPORT__PREFIX": prefix, "TRANSPORT__URLS": json.dumps([])})
     sims = start_simulators()
