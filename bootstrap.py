@@ -156,7 +156,8 @@ def build_hub(
     unknown = routes.agencies - settings.agencies.keys()
     if unknown:
         raise ValueError(f"routes name agencies with no configuration: {', '.join(sorted(unknown))}")
-    validator = FilingValidator(max_bytes=settings.api.max_body_bytes, max_depth=settings.api.max_depth)
+    validator = FilingValidator(max_bytes=settings.api.max_body_bytes, max_depth=settings.api.max_depth,
+                                validators=settings.api.schema_validators)
     contracts = None
     if role != "relay":
         contracts = load_contracts(settings)

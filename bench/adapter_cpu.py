@@ -166,7 +166,8 @@ async def _deliver_all(adapter: Any, messages: list[OutgoingMessage], policy: An
 
 
 async def _run(args: argparse.Namespace, settings: Any, agencies: list[str]) -> dict[str, list[dict]]:
-    validator = FilingValidator(max_bytes=settings.api.max_body_bytes, max_depth=settings.api.max_depth)
+    validator = FilingValidator(max_bytes=settings.api.max_body_bytes, max_depth=settings.api.max_depth,
+                                validators=settings.api.schema_validators)
     contracts = bootstrap.load_contracts(settings)
     routes = load_route_table(settings.path(settings.routes_file), settings.path(settings.mappings_dir))
     routes = bootstrap.checked_routes(settings, routes, contracts, validator)

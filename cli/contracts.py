@@ -41,7 +41,8 @@ def run_contracts_check(settings: Settings, routes_file: Path | None = None,
         return 1
     problems: list[Problem] = []
     resolved = resolve_routes(table, contracts, collect=problems)
-    validator = FilingValidator(max_bytes=settings.api.max_body_bytes, max_depth=settings.api.max_depth)
+    validator = FilingValidator(max_bytes=settings.api.max_body_bytes, max_depth=settings.api.max_depth,
+                                validators=settings.api.schema_validators)
     try:
         samples = load_sample_filings(settings.path(settings.samples_dir), validator)
     except ValueError as exc:

@@ -475,8 +475,11 @@ def test_malformed_json_helper_builds_the_json_problem() -> None:
 # -- concurrency --------------------------------------------------------------------------------
 
 
-def test_concurrent_validation_keeps_each_documents_errors(validator: FilingValidator) -> None:
-    """Threads sharing one validator each get exactly their own document's violations."""
+@pytest.mark.parametrize("copies", [1, 3])
+def test_concurrent_validation_keeps_each_documents_errors(copies: int) -> None:
+    """Eight threads sharing one validator, with fewer compiled schemas than threads (they
+    wait for one), each get exactly their own document's violations."""
+    validator = FilingValidator(clock=lambda: TODAY, validators=copies)
     good = _example()
     bad_postal = _edited("business_start.xml", (">00184<", ">0018<"))
     bad_province = _edited("business_start.xml", (">RM<", ">rm<"))
@@ -500,6 +503,12 @@ def test_root_is_an_lxml_element(validator: FilingValidator) -> None:
     assert isinstance(parsed.root, etree._Element)
     section = parsed.root.findtext("f:runtsRegistration/f:section", namespaces=NSMAP)
     assert section == "impresa_sociale"
+
+
+def test_a_validator_needs_at_least_one_compiled_schema() -> None:
+    """`api.schema_validators = 0` would leave every filing waiting forever: refused up front."""
+    with pytest.raises(ValueError, match="at least 1"):
+        FilingValidator(validators=0)
 
 
 def test_broken_schema_fails_at_startup(tmp_path: Path) -> None:
