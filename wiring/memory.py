@@ -20,11 +20,12 @@ __all__ = ["M_ARENA_MAX", "UNUSED_OPTIONAL_MODULES", "limit_malloc_arenas", "ski
 M_ARENA_MAX = -8
 
 #: Imported only if installed, never used by a service: httpx's own command line (`httpx._main`,
-#: which loads rich and pygments, ~6 MiB), rich (structlog's pretty console tracebacks, ~5 MiB;
-#: the hub renders JSON) and trio (httpcore's and anyio's other event loop, ~4.5 MiB; the hub
-#: runs on asyncio). Each importer falls back when the import fails; none is a dependency of
-#: the project, only of its test tools, so an installed hub behaves the same.
-UNUSED_OPTIONAL_MODULES = ("httpx._main", "rich", "trio")
+#: which loads rich and pygments, ~6 MiB) and rich (structlog's pretty console tracebacks,
+#: ~5 MiB; the hub renders JSON). Each importer falls back when the import fails; neither is a
+#: dependency of the project, only of its test tools, so an installed hub behaves the same.
+#: Not trio: a None in `sys.modules` reads as "imported" to code that only tests the name
+#: (tenacity's async sleep does, and then imports it: every in-pass retry failed).
+UNUSED_OPTIONAL_MODULES = ("httpx._main", "rich")
 
 
 def limit_malloc_arenas(arenas: int) -> bool:
