@@ -31,7 +31,7 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from measure import BenchPortal, drop_bench_backends, free_port, fresh_schema, percentile, proc_stats, stop_processes, wait_healthy  # noqa: E402
+from measure import BenchPortal, add_backend_arguments, drop_bench_backends, free_port, fresh_schema, percentile, proc_stats, stop_processes, wait_healthy  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
 
 PORTAL = BenchPortal()
@@ -112,10 +112,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--max-inflight", type=int, default=None, help="[api] max_inflight_submissions (0: no gate)")
     parser.add_argument("--max-wait-ms", type=int, default=None, help="[api] max_queue_wait_ms")
-    parser.add_argument("--database-url", default=os.environ.get(
-        "CROCEVIA_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
-    parser.add_argument("--rabbitmq-url", default=os.environ.get(
-        "CROCEVIA_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F"))
+    add_backend_arguments(parser)
     args = parser.parse_args()
 
     prefix = f"crvbench-{uuid.uuid4().hex[:8]}"

@@ -3,6 +3,7 @@ process CPU and peak memory, percentiles. The caller puts the project root on sy
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import statistics
@@ -22,7 +23,7 @@ from security.keys import generate_private_key, public_pem
 from security.modi import ModiSigner
 
 __all__ = ["BenchPortal", "DeliveryFigures", "drop_bench_backends", "free_port", "percentile", "proc_stats",
-           "fresh_schema", "report_deliveries", "report_targets", "settled_filings", "stop_processes", "timestamp", "wait_healthy"]
+           "add_backend_arguments", "fresh_schema", "report_deliveries", "rss_bytes", "report_targets", "settled_filings", "stop_processes", "timestamp", "wait_healthy"]
 
 #: The benchmarks' mix: one filing of each of the four original kinds, in turn.
 MIX = ("business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml")
@@ -65,6 +66,23 @@ def proc_stats(pid: int) -> tuple[float, int]:
         if line.startswith("VmHWM:"):
             hwm = int(line.split()[1]) * 1024
     return cpu, hwm
+
+
+def rss_bytes(pid: int) -> int:
+    """Current resident memory of a live process (VmRSS, bytes)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser, *, rabbitmq_help: str | None = None) -> None:
+    """`--database-url` and `--rabbitmq-url`: the machine's PostgreSQL and RabbitMQ unless the
+    environment (CROCEVIA_BENCH_POSTGRES, CROCEVIA_BENCH_RABBITMQ) or the command line says."""
+    parser.add_argument("--database-url", default=os.environ.get(
+        "CROCEVIA_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--rabbitmq-url", default=os.environ.get(
+        "CROCEVIA_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F"), help=rabbitmq_help)
 
 
 def percentile(values: list[float], p: float) -> float:

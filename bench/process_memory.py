@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from measure import BenchPortal, drop_bench_backends, free_port, fresh_schema, stop_processes, wait_healthy  # noqa: E402
+from measure import BenchPortal, add_backend_arguments, drop_bench_backends, free_port, fresh_schema, rss_bytes, stop_processes, wait_healthy  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
 
 AGENCIES = ("cciaa", "inail", "inps", "runts")
@@ -58,14 +58,6 @@ for package, modules in groups:
     before = now
 print(json.dumps({"base": rss() - sum(k for _, k in out), "packages": out}))
 """
-
-
-def current_rss(pid: int) -> int:
-    """Resident memory of a live process now (bytes)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def imported_packages(importtime_log: Path) -> list[tuple[str, list[str]]]:
@@ -101,10 +93,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--top", type=int, default=15, help="packages listed per process kind")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after the API answers")
-    parser.add_argument("--database-url", default=os.environ.get(
-        "CROCEVIA_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
-    parser.add_argument("--rabbitmq-url", default=os.environ.get(
-        "CROCEVIA_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F"))
+    add_backend_arguments(parser)
     args = parser.parse_args()
 
     portal = BenchPortal()
@@ -129,7 +118,7 @@ def main() -> int:
                                                env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
         wait_healthy(f"http://127.0.0.1:{port}", procs.values(), logs=logdir)
         time.sleep(args.settle)  # let the relay and the worker connect and declare
-        rss = {name: current_rss(p.pid) for name, p in procs.items()}
+        rss = {name: rss_bytes(p.pid) for name, p in procs.items()}
     finally:
         stop_processes(procs.values())
         sims.stop()

@@ -41,7 +41,7 @@ AGENCIES = ("cciaa", "inail", "inps", "runts")
 
 
 from measure import free_port as _free_port, proc_stats as _proc_stats  # noqa: E402
-from measure import drop_bench_backends, fresh_schema, report_deliveries, report_targets, settled_filings, stop_processes, timestamp  # noqa: E402
+from measure import add_backend_arguments, drop_bench_backends, fresh_schema, report_deliveries, report_targets, settled_filings, stop_processes, timestamp  # noqa: E402
 from measure import wait_healthy as _wait_healthy  # noqa: E402
 from measure import BenchPortal  # noqa: E402
 
@@ -91,11 +91,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--worker-concurrency", type=int, default=128, help="calls in flight per agency per worker")
     parser.add_argument("--agency-latency-ms", type=int, default=0)
-    parser.add_argument("--database-url", default=os.environ.get(
-        "CROCEVIA_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
-    parser.add_argument("--rabbitmq-url", default=os.environ.get(
-        "CROCEVIA_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F"),
-        help="the broker; a cluster's nodes separated by commas (the first is tried first)")
+    add_backend_arguments(parser, rabbitmq_help="the broker; a cluster's nodes separated by commas (the first is tried first)")
     parser.add_argument("--backlog", action="store_true",
                         help="accept every filing first, then start the workers: measures their drain rate")
     parser.add_argument("--timeout", type=float, default=600)

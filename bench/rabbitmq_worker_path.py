@@ -37,7 +37,7 @@ from service.ports import NewFiling  # noqa: E402
 from service.relay import OutboxRelay  # noqa: E402
 from service.schedule import SchedulePolicy  # noqa: E402
 from service.worker import AgencyRuntime, DeliveryWorker, WorkerOptions  # noqa: E402
-from measure import fresh_schema  # noqa: E402
+from measure import add_backend_arguments, fresh_schema  # noqa: E402
 from storage.engine import build_engine  # noqa: E402
 from storage.migrate import upgrade_to_head  # noqa: E402
 from storage.store import SqlStore  # noqa: E402
@@ -118,10 +118,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=128, help="calls in flight per agency")
     parser.add_argument("--relay-batch", type=int, default=500)
     parser.add_argument("--commit-batch", type=int, default=64, help="outcomes per commit (worker.commit_batch)")
-    parser.add_argument("--database-url", default=os.environ.get(
-        "CROCEVIA_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
-    parser.add_argument("--rabbitmq-url", default=os.environ.get(
-        "CROCEVIA_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F"))
+    add_backend_arguments(parser)
     args = parser.parse_args()
     configure_logging(os.environ.get("LOG_LEVEL", "warning"))  # as the e2e benchmark's processes
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from simulators.launcher import start_simulators  # noqa: E402
 
-from measure import BenchPortal, drop_bench_backends, free_port, fresh_schema, proc_stats, stop_processes, wait_healthy  # noqa: E402
+from measure import BenchPortal, add_backend_arguments, drop_bench_backends, free_port, fresh_schema, proc_stats, rss_bytes, stop_processes, wait_healthy  # noqa: E402
 
 PORTAL = BenchPortal()
 AGENCIES = ("cciaa", "inail", "inps", "runts")
@@ -50,14 +50,6 @@ AGENCIES = ("cciaa", "inail", "inps", "runts")
 PEAK_TARGET_MIB = 120.0
 #: "No growth": after warm-up, a slope this small adds under 5 MiB an hour-ish soak would notice.
 SLOPE_TARGET_MIB_PER_MIN = 0.1
-
-
-def rss_bytes(pid: int) -> int:
-    """Current resident memory of a live process (VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def slope(points: list[tuple[float, float]]) -> float:
@@ -167,10 +159,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (RabbitMQ)")
     parser.add_argument("--embedded", action="store_true", help="one `hub.py serve` on SQLite, no broker")
     parser.add_argument("--samples-csv", default=None, help="also write every sample here")
-    parser.add_argument("--database-url", default=os.environ.get(
-        "CROCEVIA_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
-    parser.add_argument("--rabbitmq-url", default=os.environ.get(
-        "CROCEVIA_BENCH_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672/%2F"))
+    add_backend_arguments(parser)
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="crocevia-soak-"))
