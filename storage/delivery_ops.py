@@ -560,7 +560,7 @@ class _RecordedTries:
         """The tries of `c` not recorded yet (now marked recorded)."""
         fresh = []
         for a in c.attempts:
-            key = (c.job.delivery_id, c.owner, a.number, _utc(a.started_at))
+            key = _try_key(c, a)
             if key not in self._seen:
                 self._seen.add(key)
                 fresh.append(a)
@@ -568,7 +568,12 @@ class _RecordedTries:
 
     def add(self, c: Completion) -> None:
         """Mark the tries of `c`, recorded by this batch, as recorded."""
-        self._seen.update((c.job.delivery_id, c.owner, a.number, _utc(a.started_at)) for a in c.attempts)
+        self._seen.update(_try_key(c, a) for a in c.attempts)
+
+
+def _try_key(c: Completion, a: AttemptRecord) -> tuple[str, str, int, datetime]:
+    """What tells one recorded try from another: delivery, worker, number, start (naive UTC)."""
+    return c.job.delivery_id, c.owner, a.number, _utc(a.started_at)
 
 
 def _log_stale(conn: Connection, stale: Sequence[Completion], closed: Mapping[int, int]) -> None:
