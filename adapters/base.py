@@ -35,7 +35,7 @@ from domain.errors import (
     OutcomeUnknown,
     TransientDeliveryError,
 )
-from adapters.replies import read_reply
+from adapters.replies import Reply, read_reply
 from adapters.wire import WireCapture, capturing
 from domain.messages import OutgoingMessage, Receipt
 from service.delivery_port import (
@@ -403,7 +403,7 @@ REPLY_TO_HEADER = "X-ReplyTo"
 CORRELATION_HEADER = "X-Correlation-ID"
 
 
-def acknowledgment(response: httpx.Response, base_url: str) -> Receipt:
+def acknowledgment(response: Reply, base_url: str) -> Receipt:
     """A 202 Accepted: the agency took the message in charge; its protocol number comes later.
 
     `X-Correlation-ID` names the exchange in the agency's callback (PUSH); `Location`, resolved
@@ -420,7 +420,7 @@ def acknowledgment(response: httpx.Response, base_url: str) -> Receipt:
 async def fetch_late_result(
     http: httpx.AsyncClient, poll_url: str, *, timeout: httpx.Timeout, ctx: ErrorContext, accept: str,
     max_bytes: int,
-) -> httpx.Response | Receipt:
+) -> Reply | Receipt:
     """Poll a status resource once (NONBLOCK_PULL).
 
     Returns:

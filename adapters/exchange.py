@@ -28,7 +28,7 @@ from adapters.base import (
 from adapters.attachments import BlobPart, StreamedBody
 from adapters.contracts import ContractError, ContractSpec
 from adapters.receipts import check_acknowledgment
-from adapters.replies import check_body_size, read_reply
+from adapters.replies import Reply, callback_headers, check_body_size, read_reply
 from domain.errors import AdapterMisconfigured, DeliveryError, MessageRejectedAsInvalid
 from domain.messages import OutgoingMessage, Receipt
 from service.attachments import BlobStore
@@ -125,12 +125,12 @@ class ContractAdapter(AgencyAdapter, LateOutcomeAdapter, Generic[_C, _Op]):
         """
 
     @abstractmethod
-    def _failure(self, exc_or_response: BaseException | httpx.Response,
+    def _failure(self, exc_or_response: BaseException | Reply,
                  ctx: ErrorContext) -> DeliveryError:
         """This protocol's classifier: the delivery error for a failed exchange."""
 
     @abstractmethod
-    def _receipt(self, response: httpx.Response, operation: _Op, message: OutgoingMessage,
+    def _receipt(self, response: Reply, operation: _Op, message: OutgoingMessage,
                  ctx: ErrorContext) -> Receipt:
         """The receipt in a reply (not a 202).
 
@@ -143,7 +143,7 @@ class ContractAdapter(AgencyAdapter, LateOutcomeAdapter, Generic[_C, _Op]):
         """The `Accept` header of a late outcome's result."""
 
     @abstractmethod
-    def _log_reply(self, operation: str, response: httpx.Response, started: float) -> None:
+    def _log_reply(self, operation: str, response: Reply, started: float) -> None:
         """One debug line per reply; `started` is the `time.perf_counter()` of the send."""
 
     # ----- the shared path -----
@@ -182,7 +182,7 @@ class ContractAdapter(AgencyAdapter, LateOutcomeAdapter, Generic[_C, _Op]):
             raise ctx.build(AdapterMisconfigured, str(exc), code="UNKNOWN_OPERATION") from exc
         return operation
 
-    async def _send(self, request: OutgoingRequest, ctx: ErrorContext, operation: str) -> httpx.Response:
+    async def _send(self, request: OutgoingRequest, ctx: ErrorContext, operation: str) -> Reply:
         """Send within the call deadline; transport failures come back classified.
 
         Raises:
@@ -247,10 +247,10 @@ class ContractAdapter(AgencyAdapter, LateOutcomeAdapter, Generic[_C, _Op]):
         ctx = ErrorContext(self.agency, operation)
         check_body_size(body, self._max_reply, ctx)
         message = OutgoingMessage(message_id, "", "", self.agency, operation, {})
-        response = httpx.Response(200, headers={"content-type": content_type}, content=body)
+        response = Reply(200, callback_headers(content_type, body), body, "")
         return self._callback_receipt(response, self._operation(operation, ctx), message, ctx)
 
-    def _callback_receipt(self, response: httpx.Response, operation: _Op,
+    def _callback_receipt(self, response: Reply, operation: _Op,
                           message: OutgoingMessage, ctx: ErrorContext) -> Receipt:
         """The receipt in a callback's body: by default, read as a reply's."""
         return self._receipt(response, operation, message, ctx)

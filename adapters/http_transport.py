@@ -123,6 +123,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         self._closing: aiohttp.ClientSession | None = None  #: for `Connection: close` requests
         self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, URL] = {}
 
     def _open(self, *, closing: bool = False) -> aiohttp.ClientSession:
         """A session, made on first use: aiohttp binds it to the running loop."""
@@ -219,6 +220,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request=request,
         )
 
+    def _url(self, url: str) -> URL:
+        """`url` parsed once: an agency is called at a handful of addresses."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) >= 256:  # bounded all the same (polling URLs vary)
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url, encoded=True)
+        return parsed
+
     async def exchange(self, method: str, url: str, headers: CIMultiDict[str], content: bytes,
                        timeouts: dict[str, float | None], max_bytes: int
                        ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -237,7 +247,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         key = (timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read"))
         timeout = self._timeouts.get(key) or self._timeout(key)
         with _translated(None):
-            async with session.request(method, URL(url, encoded=True), data=content or None, headers=headers,
+            async with session.request(method, self._url(url), data=content or None, headers=headers,
                                        allow_redirects=False, timeout=timeout, auto_decompress=True) as response:
                 declared = response.headers.get("Content-Length", "")
                 encoded = "Content-Encoding" in response.headers
@@ -276,13 +286,27 @@ class AgencyClient(httpx.AsyncClient):
         super().__init__(**kwargs)
         self.direct = direct
         self.deadline = deadline
-        self._urls: dict[str, httpx.URL] = {}
+        self._targets: dict[int, tuple[httpx.URL | str, str]] = {}
+        self._defaults: tuple[list[tuple[bytes, bytes]], CIMultiDict[str]] | None = None
 
-    def url_of(self, target: str) -> httpx.URL:
-        """`target` parsed once: an agency is called at a handful of addresses."""
-        url = self._urls.get(target)
-        if url is None:
-            if len(self._urls) >= 256:  # bounded all the same (polling URLs vary)
-                self._urls.clear()
-            url = self._urls[target] = httpx.URL(target)
-        return url
+    def target_of(self, url: httpx.URL | str) -> str:
+        """The absolute address of `url` (joined to `base_url`, if any), worked out once per
+        URL object: an adapter calls a handful of them, each parsed once. Keyed by identity,
+        since an `httpx.URL` hashes by rendering itself; the entry holds the object, so its
+        id stays its own while cached."""
+        found = self._targets.get(id(url))
+        if found is not None and found[0] is url:
+            return found[1]
+        target = str(self.base_url.join(url)) if self.base_url.host else str(url)
+        if len(self._targets) >= 256:  # bounded all the same (polling URLs vary)
+            self._targets.clear()
+        self._targets[id(url)] = (url, target)
+        return target
+
+    def default_headers(self) -> CIMultiDict[str]:
+        """A fresh copy of the client's own headers, as `headers.items()` gives them; they are
+        read again only when they changed."""
+        raw = self.headers.raw
+        if self._defaults is None or self._defaults[0] != raw:
+            self._defaults = (raw, CIMultiDict(self.headers.items()))
+        return self._defaults[1].copy()

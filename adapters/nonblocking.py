@@ -15,14 +15,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, unquote, urldefrag
 
-import httpx
 import structlog
 import zeep.exceptions as zx
 from lxml import etree
 
 from adapters.base import ErrorContext
 from adapters.receipts import check_acknowledgment
-from adapters.replies import check_body_size
+from adapters.replies import Reply, callback_headers, check_body_size
 from adapters.soap import SoapAgencyAdapter
 from adapters.wsdl import ENVELOPE_NS, parse_reply
 from domain.errors import AdapterMisconfigured, AgencyProtocolError, AgencyRejected
@@ -81,7 +80,7 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
                 f"pattern={self._pattern!r}, endpoint={self._endpoint!r})")
 
     async def _exchange(self, name: str, content: dict[str, Any], ctx: ErrorContext,
-                        soap_headers: dict[str, str], message_id: str | None = None) -> httpx.Response:
+                        soap_headers: dict[str, str], message_id: str | None = None) -> Reply:
         """One call of operation `name` on the shared send path; faults and HTTP failures
         raised as delivery errors. The SOAP headers carry what HTTP headers carry in the
         blocking pattern (`X-ReplyTo`, `X-Correlation-ID`)."""
@@ -175,7 +174,7 @@ class SoapNonBlockingAdapter(SoapAgencyAdapter):
             raise ctx.build(AgencyProtocolError, "the callback is not a SOAP message with a body",
                             code="PROTOCOL")
         if etree.QName(payload).localname == "Fault":
-            response = httpx.Response(500, headers={"content-type": content_type}, content=body)
+            response = Reply(500, callback_headers(content_type, body), body, "")
             raise self._failure(response, ctx)
         return self.contract.receipt.receipt(payload, {}, message_id, ctx, self._overrides)
 

@@ -6,15 +6,22 @@ and a body without one stops being read as soon as it passes the bound (the conn
 then dropped, not reused). The count is of decoded bytes, so a compressed reply cannot
 expand past the bound either. An agency client on aiohttp (`AgencyClient`) takes a direct path
 for plain calls, with the same headers, timeouts, deadline, bound and errors.
+
+Either path hands back a `Reply`: the status, the headers and the body the adapters read, as
+httpx's `Response` showed them, without building an httpx `Request` and `Response` around
+every call (on the direct path they cost more CPU than the rest of it, aiohttp aside).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import codecs
+import email.message
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import httpx
-from multidict import CIMultiDict
 
 from adapters.deadline import CallDeadlineExceeded
 from adapters.http_transport import AgencyClient, AiohttpTransport, BodyTooLarge
@@ -26,10 +33,110 @@ if TYPE_CHECKING:
 
     from adapters.base import ErrorContext
 
-__all__ = ["check_body_size", "read_reply"]
+__all__ = ["Reply", "ReplyHeaders", "callback_headers", "check_body_size", "read_reply", "reply_headers"]
+
+_T = TypeVar("_T")
 
 #: Headers that describe the body as it came over the wire, not as it is kept after decoding.
-_WIRE_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
+_WIRE_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+class ReplyHeaders(Mapping[str, str]):
+    """A reply's headers as httpx's `Headers` reads them: names without case, the values of a
+    repeated name joined with ", ". Looked up in a dict, not by scanning a list."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self._values = values  #: lower-case name → value
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name.lower()]
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str, /) -> str: ...
+    @overload
+    def get(self, name: str, default: _T, /) -> str | _T: ...
+
+    def get(self, name: str, default: Any = None, /) -> Any:
+        return self._values.get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"ReplyHeaders({self._values!r})"
+
+
+def _joined(raw: Iterable[tuple[bytes, bytes]], encoding: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for key, value in raw:
+        name = key.decode(encoding).lower()
+        if name in _WIRE_HEADERS:
+            continue
+        text = value.decode(encoding)
+        values[name] = f"{values[name]}, {text}" if name in values else text
+    return values
+
+
+def reply_headers(raw: list[tuple[bytes, bytes]], body: bytes) -> ReplyHeaders:
+    """The headers of a reply whose (decoded) body is `body`, as httpx's `Response` built from
+    them showed them: the wire's framing headers dropped, the body's own `content-length`
+    added, names and values decoded as ASCII, else UTF-8, else Latin-1, all alike."""
+    for encoding in ("ascii", "utf-8"):
+        try:
+            values = _joined(raw, encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        values = _joined(raw, "iso-8859-1")
+    if body:
+        values["content-length"] = str(len(body))
+    return ReplyHeaders(values)
+
+
+def callback_headers(content_type: str, body: bytes) -> ReplyHeaders:
+    """The headers of a body an agency POSTed to the hub (a callback), read as a reply's.
+
+    Raises:
+        UnicodeEncodeError: a content type that is not ASCII, as httpx refused it.
+    """
+    return reply_headers([(b"content-type", content_type.encode("ascii"))], body)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An agency's reply, read whole within its bound: what the adapters (and zeep's
+    `process_reply`) read of it."""
+
+    status_code: int
+    headers: ReplyHeaders
+    content: bytes
+    #: The address called.
+    url: str
+
+    @property
+    def encoding(self) -> str:
+        """The body's charset, as httpx's `Response.encoding` gives it (default UTF-8)."""
+        message = email.message.Message()
+        message["content-type"] = self.headers.get("content-type", "")
+        charset = message.get_content_charset(failobj=None)
+        if charset:
+            try:
+                codecs.lookup(charset)
+                return charset
+            except LookupError:
+                pass
+        return "utf-8"
 
 
 def _too_large(ctx: ErrorContext, text: str) -> AgencyProtocolError:
@@ -49,7 +156,7 @@ def check_body_size(body: bytes, max_bytes: int, ctx: ErrorContext) -> None:
 async def read_reply(http: httpx.AsyncClient, method: str, url: httpx.URL | str, *,
                      max_bytes: int, ctx: ErrorContext,
                      follow_redirects: bool | UseClientDefault = httpx.USE_CLIENT_DEFAULT,
-                     **kwargs: Any) -> httpx.Response:
+                     **kwargs: Any) -> Reply:
     """Send one request and read its reply, at most `max_bytes` of (decoded) body.
 
     Args:
@@ -61,7 +168,7 @@ async def read_reply(http: httpx.AsyncClient, method: str, url: httpx.URL | str,
         ctx: who the error is about.
 
     Returns:
-        The reply with its body read (and decoded).
+        The reply with its body read (and decoded); its headers without the wire's framing.
 
     Raises:
         AgencyProtocolError: the body is larger than `max_bytes` (code `REPLY_TOO_LARGE`).
@@ -90,9 +197,7 @@ async def read_reply(http: httpx.AsyncClient, method: str, url: httpx.URL | str,
         await response.aclose()
     body = b"".join(chunks)
     record_received(body)
-    headers = [(k, v) for k, v in response.headers.raw if k.lower() not in _WIRE_HEADERS]
-    return httpx.Response(response.status_code, headers=headers, content=body,
-                          request=request, extensions=response.extensions)
+    return Reply(response.status_code, reply_headers(response.headers.raw, body), body, str(request.url))
 
 
 #: What a direct call may carry: anything else (a JSON body, params, files) goes through httpx.
@@ -106,13 +211,13 @@ def _plain(kwargs: dict[str, Any], follow_redirects: bool | UseClientDefault) ->
 
 async def _read_direct(http: AgencyClient, transport: AiohttpTransport, method: str, url: httpx.URL | str, *,
                        max_bytes: int, ctx: ErrorContext, content: bytes = b"", headers: Any = None,
-                       timeout: Any = httpx.USE_CLIENT_DEFAULT) -> httpx.Response:
+                       timeout: Any = httpx.USE_CLIENT_DEFAULT) -> Reply:
     """`read_reply` on aiohttp without httpx's client: the same headers sent (the client's
     defaults, then the call's), the same timeouts, call deadline, size bound and errors."""
-    target = str(http.base_url.join(url)) if http.base_url.host else str(url)
-    sent = CIMultiDict(http.headers.items())
+    target = http.target_of(url)
+    sent = http.default_headers()
     if headers:
-        for name, value in httpx.Headers(headers).items():
+        for name, value in _call_headers(headers):
             sent[name] = value
     timeouts = (http.timeout if timeout is httpx.USE_CLIENT_DEFAULT else httpx.Timeout(timeout)).as_dict()
     record_sent(content)
@@ -127,5 +232,17 @@ async def _read_direct(http: AgencyClient, transport: AiohttpTransport, method: 
             raise
         raise CallDeadlineExceeded(f"no complete reply within the call deadline of {http.deadline} s") from exc
     record_received(body)
-    kept = [(k, v) for k, v in raw if k.lower() not in _WIRE_HEADERS]
-    return httpx.Response(status, headers=kept, content=body, request=httpx.Request(method, http.url_of(target)))
+    return Reply(status, reply_headers(raw, body), body, target)
+
+
+def _call_headers(headers: Any) -> Iterable[tuple[str, str]]:
+    """A call's headers as `httpx.Headers(headers).items()` gives them (lower-case names, the
+    values of a repeated name joined), without building one for a plain dict of ASCII text."""
+    if not isinstance(headers, dict) or not all(
+            type(k) is str and type(v) is str and k.isascii() and v.isascii() for k, v in headers.items()):
+        return httpx.Headers(headers).items()
+    merged: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        merged[key] = f"{merged[key]}, {value}" if key in merged else value
+    return merged.items()

@@ -29,6 +29,7 @@ from domain.errors import (
 )
 from adapters.attachments import form_data_body
 from adapters.exchange import ContractAdapter, OutgoingRequest
+from adapters.replies import Reply
 from adapters.openapi import OpenApiContract, RestOperation
 from domain.messages import OutgoingMessage, Receipt
 from security.modi import body_digest_of_hash
@@ -47,7 +48,7 @@ _Operation = RestOperation
 # ---------------------------------------------------------------------------------------------
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+def _json_object(response: Reply | httpx.Response) -> dict[str, Any] | None:
     try:
         body = orjson.loads(response.content)
     except (orjson.JSONDecodeError, ValueError):
@@ -79,7 +80,7 @@ def _agency_code(body: Mapping[str, Any] | None, fields: tuple[str, ...]) -> str
 
 
 def _classify_response(
-    response: httpx.Response, ctx: ErrorContext, overrides: FaultCodes
+    response: Reply | httpx.Response, ctx: ErrorContext, overrides: FaultCodes
 ) -> DeliveryError:
     status = response.status_code
     body = _json_object(response)
@@ -109,11 +110,11 @@ def _classify_response(
 
 
 def _classify(
-    exc_or_response: BaseException | httpx.Response,
+    exc_or_response: BaseException | Reply | httpx.Response,
     ctx: ErrorContext,
     overrides: FaultCodes,
 ) -> DeliveryError:
-    if isinstance(exc_or_response, httpx.Response):
+    if isinstance(exc_or_response, (Reply, httpx.Response)):
         classified = _classify_response(exc_or_response, ctx, overrides)
         classified.http_status = exc_or_response.status_code
         return classified
@@ -211,7 +212,7 @@ class RestAgencyAdapter(ContractAdapter[OpenApiContract, RestOperation]):
                 f"endpoint={self._endpoint!r})")
 
     def _read_receipt(
-        self, response: httpx.Response, operation: _Operation, message: OutgoingMessage,
+        self, response: Reply, operation: _Operation, message: OutgoingMessage,
         ctx: ErrorContext,
     ) -> Receipt | None:
         """The receipt in a receipt status (201/200 unless the contract says otherwise), or
@@ -267,18 +268,18 @@ class RestAgencyAdapter(ContractAdapter[OpenApiContract, RestOperation]):
             return OutgoingRequest(operation.method, url, b"", headers, self._endpoint + operation.path, stream)
         return OutgoingRequest(operation.method, url, body, headers, self._endpoint + operation.path)
 
-    def _failure(self, exc_or_response: BaseException | httpx.Response,
+    def _failure(self, exc_or_response: BaseException | Reply,
                  ctx: ErrorContext) -> DeliveryError:
         return _classify(exc_or_response, ctx, self._overrides)
 
-    def _log_reply(self, operation: str, response: httpx.Response, started: float) -> None:
+    def _log_reply(self, operation: str, response: Reply, started: float) -> None:
         log.debug("rest_reply_received", agency=self.agency, operation=operation,
                   status=response.status_code)
 
     def _accept(self, operation: _Operation) -> str:
         return "application/json, application/problem+json"
 
-    def _receipt(self, response: httpx.Response, operation: _Operation,
+    def _receipt(self, response: Reply, operation: _Operation,
                  message: OutgoingMessage, ctx: ErrorContext) -> Receipt:
         """The receipt in the reply, else the reply classified as a failure."""
         receipt = self._read_receipt(response, operation, message, ctx)
@@ -286,7 +287,7 @@ class RestAgencyAdapter(ContractAdapter[OpenApiContract, RestOperation]):
             return receipt
         raise self._failure(response, ctx)
 
-    def _callback_receipt(self, response: httpx.Response, operation: _Operation,
+    def _callback_receipt(self, response: Reply, operation: _Operation,
                           message: OutgoingMessage, ctx: ErrorContext) -> Receipt:
         receipt = self._read_receipt(response, operation, message, ctx)
         if receipt is None:  # pragma: no cover - the contract always describes a 200 receipt

@@ -34,6 +34,7 @@ from domain.errors import (
 )
 from adapters.attachments import BlobPart, include, inline_base64_body, mtom_body
 from adapters.exchange import ContractAdapter, OutgoingRequest
+from adapters.replies import Reply
 from adapters.wsdl import ENVELOPE_NS, SoapOperation, WsdlContract, parse_reply
 from domain.messages import OutgoingMessage, Receipt
 from service.attachments import BlobStore
@@ -235,13 +236,13 @@ _SOAP_TABLE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], 
 )
 
 
-def _is_xml(response: httpx.Response) -> bool:
+def _is_xml(response: Reply | httpx.Response) -> bool:
     media_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     return media_type.endswith("/xml") or media_type.endswith("+xml")
 
 
 def _classify_response(
-    response: httpx.Response, ctx: ErrorContext, overrides: FaultCodes
+    response: Reply | httpx.Response, ctx: ErrorContext, overrides: FaultCodes
 ) -> DeliveryError:
     status = response.status_code
     error = classify_status(status, response.headers, ctx)
@@ -257,11 +258,11 @@ def _classify_response(
 
 
 def _classify(
-    exc_or_response: BaseException | httpx.Response,
+    exc_or_response: BaseException | Reply | httpx.Response,
     ctx: ErrorContext,
     overrides: FaultCodes,
 ) -> DeliveryError:
-    if isinstance(exc_or_response, httpx.Response):
+    if isinstance(exc_or_response, (Reply, httpx.Response)):
         classified = _classify_response(exc_or_response, ctx, overrides)
         classified.http_status = exc_or_response.status_code
         return classified
@@ -423,11 +424,11 @@ class SoapAgencyAdapter(ContractAdapter[WsdlContract, SoapOperation]):
             body = inline_base64_body(payload, markers, self._blobs)
         return dataclasses.replace(request, stream=body)
 
-    def _failure(self, exc_or_response: BaseException | httpx.Response,
+    def _failure(self, exc_or_response: BaseException | Reply,
                  ctx: ErrorContext) -> DeliveryError:
         return _classify(exc_or_response, ctx, self._overrides)
 
-    def _log_reply(self, operation: str, response: httpx.Response, started: float) -> None:
+    def _log_reply(self, operation: str, response: Reply, started: float) -> None:
         log.debug("soap_reply_received", agency=self.agency, operation=operation,
                   status=response.status_code,
                   duration_ms=round((time.perf_counter() - started) * 1000, 1))
@@ -435,13 +436,13 @@ class SoapAgencyAdapter(ContractAdapter[WsdlContract, SoapOperation]):
     def _accept(self, operation: SoapOperation) -> str:
         return operation.headers.get("Accept", "text/xml")
 
-    def _raise_for_status(self, response: httpx.Response, ctx: ErrorContext) -> None:
+    def _raise_for_status(self, response: Reply, ctx: ErrorContext) -> None:
         """Raise the statuses whose meaning does not depend on the body (`classify_status`)."""
         status_error = classify_status(response.status_code, response.headers, ctx)
         if status_error is not None:
             raise status_error
 
-    def _read_receipt(self, response: httpx.Response, message: OutgoingMessage,
+    def _read_receipt(self, response: Reply, message: OutgoingMessage,
                       ctx: ErrorContext) -> Receipt:
         """The receipt, read with the contract's receipt mapping from the reply's body."""
         payload = self.contract.payload(response.content)
@@ -450,7 +451,7 @@ class SoapAgencyAdapter(ContractAdapter[WsdlContract, SoapOperation]):
         return self.contract.receipt.receipt(payload, response.headers, message.message_id, ctx,
                                              self._overrides)
 
-    def _receipt_from(self, response: httpx.Response, operation: SoapOperation,
+    def _receipt_from(self, response: Reply, operation: SoapOperation,
                       message: OutgoingMessage, ctx: ErrorContext) -> Receipt:
         try:
             # zeep raises the agency's fault and checks the reply against the contract; the
@@ -463,7 +464,7 @@ class SoapAgencyAdapter(ContractAdapter[WsdlContract, SoapOperation]):
         return self.contract.receipt.receipt(payload, response.headers, message.message_id, ctx,
                                              self._overrides)
 
-    def _receipt(self, response: httpx.Response, operation: SoapOperation,
+    def _receipt(self, response: Reply, operation: SoapOperation,
                  message: OutgoingMessage, ctx: ErrorContext) -> Receipt:
         self._raise_for_status(response, ctx)
         return self._receipt_from(response, operation, message, ctx)

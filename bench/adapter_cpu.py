@@ -14,13 +14,16 @@ the adapter's synchronous steps with the thread's CPU clock:
 - receipt: the reply checked (faults, contract) and the receipt read,
 - rest: everything else, mostly HTTP (httpx), the event loop and the retry wrapper.
 
-Logging runs at `warning` (the worker's `delivery_sent` at info is not counted), and the HTTP
-client is built here like bootstrap's httpx client, so that the "rest" column does not move
-when the hub's HTTP pool does. On a shared machine CPU per delivery still moves with the load
+Logging runs at `warning` (the worker's `delivery_sent` at info is not counted). The HTTP
+client is the worker's (`wiring.agencies.agency_http_client`) with the configured `[http] pool`
+(aiohttp: `read_reply`'s direct path), unless `--pool` names another; `--pool httpx-plain`
+builds a bare httpx client, as this benchmark did before it followed the configuration, so that
+older figures stay comparable. On a shared machine CPU per delivery still moves with the load
 (±20 % between runs): compare two trees with alternating runs, not one run each.
 
     .venv/bin/python bench/adapter_cpu.py --deliveries 400 --concurrency 8 --rounds 3
     .venv/bin/python bench/adapter_cpu.py --agencies inps --deliveries 1000   # one agency
+    .venv/bin/python bench/adapter_cpu.py --pool httpx-plain                  # the former client
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from routing.routes import load_route_table  # noqa: E402
 from schemas.filing import FilingValidator  # noqa: E402
 from schemas.samples import load_sample_filings  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
+from wiring.agencies import agency_http_client  # noqa: E402
 
 #: What a predecessor would hand over (route `after = "cciaa"`): a REA number for INPS/INAIL.
 HANDED_OVER = {"numeroREA": "RM-1234567"}
@@ -112,9 +116,11 @@ def _settings(args: argparse.Namespace, endpoints: dict[str, str], secrets: Path
     return base.model_copy(update=update)
 
 
-def _http_client(conf: Any, size: int) -> httpx.AsyncClient:
-    # The same client as `wiring.agencies.agency_http_client` with `[http] pool = "httpx"`, built here so that a change of
-    # HTTP pool elsewhere does not move this benchmark's "rest" column by itself.
+def _http_client(conf: Any, size: int, http: Any, pool: str) -> httpx.AsyncClient:
+    """The worker's client for the agency, with `pool` ("" for the configured one); "httpx-plain"
+    is a bare httpx client (no call deadline, no direct path), the one this benchmark used to build."""
+    if pool != "httpx-plain":
+        return agency_http_client(conf, size, http.model_copy(update={"pool": pool}) if pool else http)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(conf.read_timeout, connect=conf.connect_timeout),
         limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
@@ -175,7 +181,7 @@ async def _run(args: argparse.Namespace, settings: Any, agencies: list[str]) -> 
     clients, adapters, policies, clocks = [], {}, {}, {}
     for name in agencies:
         conf = settings.agencies[name]
-        client = _http_client(conf, args.concurrency)
+        client = _http_client(conf, args.concurrency, settings.http, args.pool)
         clients.append(client)
         runtime = bootstrap.build_agency_runtime(settings, contracts, name, client, concurrency=args.concurrency,
                                                  public_url="http://127.0.0.1:9")
@@ -231,6 +237,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="the median round is reported")
     parser.add_argument("--warmup", type=int, default=40, help="deliveries per agency, not counted")
     parser.add_argument("--agencies", default="inps,inail,cciaa,runts")
+    parser.add_argument("--pool", choices=("", "aiohttp", "httpx", "httpx-plain"), default="",
+                        help="the agency client's HTTP pool (default: the configured `[http] pool`)")
     parser.add_argument("--external-dir", default="",
                         help="where `external:` contract documents live (default: the settings')")
     args = parser.parse_args()
@@ -245,7 +253,7 @@ def main() -> int:
     finally:
         sims.stop()
     print(f"adapter CPU per delivery, client process only (ms, median of {args.rounds} rounds of "
-          f"{args.deliveries}, concurrency {args.concurrency}; tree {ROOT})")
+          f"{args.deliveries}, concurrency {args.concurrency}, pool {args.pool or settings.http.pool}; tree {ROOT})")
     print(f"{'agency':8} {'ok':>9} {'total':>7} {'build':>7} {'sign':>7} {'receipt':>8} {'rest':>7}")
     for name in agencies:
         rows = results[name]
@@ -257,6 +265,7 @@ def main() -> int:
           "reply check + receipt; rest: HTTP, event loop, retry wrapper")
     print(f"reproduce: .venv/bin/python bench/adapter_cpu.py --deliveries {args.deliveries} "
           f"--concurrency {args.concurrency} --rounds {args.rounds} --agencies {args.agencies}"
+          + (f" --pool {args.pool}" if args.pool else "")
           + (f" --external-dir {args.external_dir}" if args.external_dir else ""))
     return 0
 
