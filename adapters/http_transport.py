@@ -17,6 +17,7 @@ import re
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any
 
 import aiohttp
@@ -239,9 +240,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             BodyTooLarge: the declared or decoded body is larger than `max_bytes`.
             httpx.TransportError: as `handle_async_request` raises them.
         """
-        for name, value in headers.items():
-            if _UNSAFE.search(name.encode("latin-1")) or _UNSAFE.search(value.encode("latin-1")):
-                raise httpx.LocalProtocolError("a header name or value contains CR, LF or NUL")
+        # One search over every name and value (as `handle_async_request` checks them one by one).
+        if _UNSAFE.search("".join(chain.from_iterable(headers.items())).encode("latin-1")):
+            raise httpx.LocalProtocolError("a header name or value contains CR, LF or NUL")
         closing = "close" in headers.get("Connection", "").lower()  # as in handle_async_request
         session = (self._closing or self._open(closing=True)) if closing else (self._session or self._open())
         key = (timeouts.get("pool"), timeouts.get("connect"), timeouts.get("read"))

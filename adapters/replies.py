@@ -238,11 +238,13 @@ async def _read_direct(http: AgencyClient, transport: AiohttpTransport, method: 
 def _call_headers(headers: Any) -> Iterable[tuple[str, str]]:
     """A call's headers as `httpx.Headers(headers).items()` gives them (lower-case names, the
     values of a repeated name joined), without building one for a plain dict of ASCII text."""
-    if not isinstance(headers, dict) or not all(
-            type(k) is str and type(v) is str and k.isascii() and v.isascii() for k, v in headers.items()):
-        return httpx.Headers(headers).items()
-    merged: dict[str, str] = {}
-    for name, value in headers.items():
-        key = name.lower()
-        merged[key] = f"{merged[key]}, {value}" if key in merged else value
-    return merged.items()
+    if isinstance(headers, dict):
+        merged: dict[str, str] = {}
+        for name, value in headers.items():
+            if type(name) is not str or type(value) is not str or not (name.isascii() and value.isascii()):
+                break
+            key = name.lower()
+            merged[key] = f"{merged[key]}, {value}" if key in merged else value
+        else:
+            return merged.items()
+    return httpx.Headers(headers).items()

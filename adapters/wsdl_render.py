@@ -11,6 +11,7 @@ zeep (`render` returns None), so every refusal and its wording stay zeep's.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +116,8 @@ class RequestRenderer:
     """
 
     def __init__(self, binding: Any, operations: Mapping[str, Any]) -> None:
-        self._plans: dict[str, tuple[_Node, ElementMaker]] = {}
+        #: Per operation: the body's plan, and an empty Envelope/Body to copy (cheaper than making one).
+        self._plans: dict[str, tuple[_Node, etree._Element]] = {}
         for name, operation in operations.items():
             message = operation.input
             if (message is None or getattr(message, "_is_body_wrapped", True) or message.body is None
@@ -126,7 +128,8 @@ class RequestRenderer:
                 continue
             env_ns = message.nsmap["soap-env"]
             nsmap = {"soap-env": env_ns, **message.wsdl.types._prefix_map_custom}
-            self._plans[name] = (plan, ElementMaker(namespace=env_ns, nsmap=nsmap))
+            soap = ElementMaker(namespace=env_ns, nsmap=nsmap)
+            self._plans[name] = (plan, soap.Envelope(soap.Body()))
 
     def supports(self, name: str) -> bool:
         """Whether `name`'s requests can be rendered here at all."""
@@ -137,12 +140,10 @@ class RequestRenderer:
         found = self._plans.get(name)
         if found is None:
             return None
-        plan, soap = found
-        envelope = soap.Envelope()
-        body = soap.Body()
-        envelope.append(body)
+        plan, empty = found
+        envelope = copy.deepcopy(empty)
         try:
-            _render_fields(etree.SubElement(body, plan.qname), plan, dict(content))
+            _render_fields(etree.SubElement(envelope[0], plan.qname), plan, dict(content))
         except _NotPlain:
             return None
         return envelope
