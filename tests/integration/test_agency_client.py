@@ -15,7 +15,7 @@ from adapters.deadline import CallDeadlineExceeded
 from adapters.http_transport import AgencyClient
 from adapters.replies import read_reply
 from adapters.wire import capturing
-from config.settings import AgencySettings
+from config.settings import AgencySettings, HttpSettings
 from domain.errors import AdapterMisconfigured, AgencyProtocolError, AgencyUnreachable, OutcomeUnknown
 from tests.integration.test_http_transport import Agency, Request, freed_port, reply, serve  # noqa: F401
 from wiring.agencies import agency_http_client
@@ -66,6 +66,34 @@ async def test_direct_reply_is_decoded_and_bounded_in_decoded_bytes(serve) -> No
         with pytest.raises(AgencyProtocolError) as caught:
             await read_reply(http, "POST", agency.url, content=b"5000", max_bytes=1000, ctx=CTX)
     assert caught.value.code == "REPLY_TOO_LARGE"
+
+
+async def test_direct_and_httpx_paths_give_the_same_reply_as_httpx_showed_it(serve) -> None:
+    """A gzip reply with a repeated header, read by the direct path, by httpx's client on aiohttp
+    and on httpx's own transport: the same status, body and headers, as httpx's `Response` showed
+    them (names without case, a repeated one joined, the wire's framing dropped, the decoded
+    length), the same encoding."""
+    body = b"<r>" + b"x" * 500 + b"</r>"
+
+    async def answer(writer: asyncio.StreamWriter, request: Request) -> bool:
+        writer.write(reply(gzip.compress(body), status=b"201 Created", headers=(
+            b"Content-Type: text/xml; charset=ISO-8859-1\r\nX-Ref: a\r\nContent-Encoding: gzip\r\nx-ref: b\r\n")))
+        return True
+
+    agency = await serve(answer)
+    expected = httpx.Response(201, headers=[(b"Content-Type", b"text/xml; charset=ISO-8859-1"),
+                                            (b"X-Ref", b"a"), (b"x-ref", b"b")], content=body)
+    clients = [agency_client(agency.url), agency_http_client(AgencySettings(endpoint=agency.url),
+                                                             4, HttpSettings(pool="aiohttp")),
+               agency_http_client(AgencySettings(endpoint=agency.url), 4, HttpSettings(pool="httpx"))]
+    clients[1].direct = None  # type: ignore[attr-defined] # the same client, through httpx's seam
+    for http in clients:
+        async with http:
+            got = await read_reply(http, "POST", agency.url + "/soap", content=b"m", max_bytes=4096, ctx=CTX)
+        assert (got.status_code, got.content, got.url) == (201, body, agency.url + "/soap")
+        assert dict(got.headers) == dict(expected.headers.items())
+        assert got.headers.get("X-REF") == "a, b" and got.headers["Content-Length"] == str(len(body))
+        assert "content-encoding" not in got.headers and got.encoding == expected.encoding == "iso-8859-1"
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])
