@@ -22,7 +22,7 @@ import zeep
 import zeep.exceptions as zx
 from lxml import etree
 from zeep import ns as zeep_ns
-from zeep.loader import parse_xml
+from zeep.loader import ImportResolver
 from zeep.wsa import WsAddressingPlugin
 from zeep.wsdl.bindings.soap import Soap12Binding, SoapBinding
 
@@ -252,6 +252,7 @@ class WsdlContract:
         self.body_tag = f"{{{ENVELOPE_NS[self.soap_version]}}}Body"
         self.header_tag = f"{{{ENVELOPE_NS[self.soap_version]}}}Header"
         self._fault_path = f"{self.body_tag}/{{{ENVELOPE_NS[self.soap_version]}}}Fault"
+        self._parsers = threading.local()  #: `_parse`'s parser, one per thread
         self.operations = {name: self._operation(name) for name in self._available()}
         nb = spec.nonblocking
         late = (nb.status_operation, nb.result_operation) if nb is not None else ()
@@ -460,7 +461,7 @@ class WsdlContract:
             return self.payload(content)
         status = response.status_code
         try:
-            doc = parse_xml(content, client.transport, settings=client.settings)
+            doc = self._parse(content)
         except zx.XMLSyntaxError as exc:
             raise zx.TransportError(
                 f"Server returned response ({status}) with invalid XML: {exc}.\n"
@@ -473,6 +474,34 @@ class WsdlContract:
         if not self._reply_fits_schema(operation, doc, body):
             operation.binding_operation.process_reply(doc)  # also refuses another envelope
         return body[0] if body is not None else None
+
+    def _parse(self, content: bytes) -> etree._Element:
+        """A reply parsed as zeep's `loader.parse_xml` parses it (the client's settings: comments
+        removed, no entities, strict, no huge trees, no DTD; zeep's resolver), with a parser made
+        once per thread rather than once per reply (lxml's parsers are not shared by threads).
+
+        Raises:
+            zeep.exceptions.XMLSyntaxError, DTDForbidden, EntitiesForbidden: as `parse_xml`.
+        """
+        settings = self.client.settings
+        parser: etree.XMLParser | None = getattr(self._parsers, "parser", None)
+        if parser is None:
+            parser = etree.XMLParser(remove_comments=True, resolve_entities=False, recover=not settings.strict,
+                                     huge_tree=settings.xml_huge_tree)
+            parser.resolvers.add(ImportResolver(self.client.transport, settings))
+            self._parsers.parser = parser
+        try:
+            root = etree.fromstring(content, parser=parser, base_url=None)
+        except etree.XMLSyntaxError as exc:
+            raise zx.XMLSyntaxError(f"Invalid XML content received ({exc.msg})", content=content) from exc
+        docinfo = root.getroottree().docinfo
+        if docinfo.doctype and settings.forbid_dtd:
+            raise zx.DTDForbidden(docinfo.doctype, docinfo.system_url, docinfo.public_id)
+        if settings.forbid_entities:
+            for dtd in (docinfo.internalDTD, docinfo.externalDTD):
+                for entity in dtd.iterentities() if dtd is not None else ():
+                    raise zx.EntitiesForbidden(entity.name, entity.content)
+        return root
 
     def _reply_fits_schema(self, operation: SoapOperation, doc: etree._Element,
                            body: etree._Element | None) -> bool:

@@ -461,9 +461,9 @@ async def test_the_reply_is_parsed_once_for_the_check_and_the_receipt(monkeypatc
     import adapters.wsdl as wsdl
 
     parses: list[bytes] = []
-    parse_xml = wsdl.parse_xml
-    monkeypatch.setattr(wsdl, "parse_xml", lambda content, *a, **kw: (
-        parses.append(content), parse_xml(content, *a, **kw))[1])
+    parse = wsdl.WsdlContract._parse
+    monkeypatch.setattr(wsdl.WsdlContract, "_parse", lambda self, content: (
+        parses.append(content), parse(self, content))[1])
     monkeypatch.setattr(wsdl.WsdlContract, "payload", lambda *a: pytest.fail("parsed again"))
     reply = httpx.Response(200, content=INAIL_RECEIPT, headers={"content-type": "text/xml"})
     async with _client(_Recorder(reply)) as http:
