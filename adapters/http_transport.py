@@ -287,21 +287,22 @@ class AgencyClient(httpx.AsyncClient):
         super().__init__(**kwargs)
         self.direct = direct
         self.deadline = deadline
-        self._targets: dict[int, tuple[httpx.URL | str, str]] = {}
+        self._targets: dict[int, tuple[httpx.URL | str, httpx.URL, str]] = {}
         self._defaults: tuple[list[tuple[bytes, bytes]], CIMultiDict[str]] | None = None
 
     def target_of(self, url: httpx.URL | str) -> str:
         """The absolute address of `url` (joined to `base_url`, if any), worked out once per
-        URL object: an adapter calls a handful of them, each parsed once. Keyed by identity,
-        since an `httpx.URL` hashes by rendering itself; the entry holds the object, so its
-        id stays its own while cached."""
+        URL object and `base_url`: an adapter calls a handful of them, each parsed once. Keyed
+        by identity, since an `httpx.URL` hashes by rendering itself; the entry holds the object,
+        so its id stays its own while cached."""
+        base = self.base_url
         found = self._targets.get(id(url))
-        if found is not None and found[0] is url:
-            return found[1]
-        target = str(self.base_url.join(url)) if self.base_url.host else str(url)
+        if found is not None and found[0] is url and found[1] is base:
+            return found[2]
+        target = str(base.join(url)) if base.host else str(url)
         if len(self._targets) >= 256:  # bounded all the same (polling URLs vary)
             self._targets.clear()
-        self._targets[id(url)] = (url, target)
+        self._targets[id(url)] = (url, base, target)
         return target
 
     def default_headers(self) -> CIMultiDict[str]:
