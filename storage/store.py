@@ -192,6 +192,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._clock = clock
+        self._skip_locked = engine.dialect.name == "postgresql"
         self._postgresql = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time. Queuing this process's writers on a Python lock
         # hands the database over at once, instead of SQLite's busy handler sleeping in
