@@ -228,6 +228,20 @@ class AmqpChannel:
         finally:
             self._waiters.discard(waiter)
 
+    async def until(self, done: asyncio.Future[None], timeout: float) -> None:
+        """Wait until a callback resolves `done`, the channel closes or `timeout` seconds pass,
+        whichever comes first; the caller looks at its own state to tell which. No task is
+        started (the relay waits for its confirms on every pass)."""
+        if not self.is_open:
+            return
+        self._waiters.add(done)
+        try:
+            await asyncio.wait_for(done, timeout)
+        except (TimeoutError, TransportError):
+            pass
+        finally:
+            self._waiters.discard(done)
+
     def settle(self, tag: int, how: str) -> bool:
         """Ack, requeue (`nack`) or dead-letter (`reject`) one delivery; False if it cannot be."""
         if not self.is_open:

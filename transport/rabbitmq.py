@@ -90,7 +90,7 @@ class RabbitPublisher:
         self._confirmed: list[int] = []
         self._refused: list[int] = []
         self._returned: set[int] = set()
-        self._settled: asyncio.Event | None = None
+        self._settled: asyncio.Future[None] | None = None
 
     async def _ensure(self) -> AmqpChannel:
         if self._channel is not None and self._channel.is_open:
@@ -137,8 +137,8 @@ class RabbitPublisher:
                 self._confirmed.append(job_id)
             else:
                 self._refused.append(job_id)
-        if not self._unconfirmed and self._settled is not None:
-            self._settled.set()
+        if not self._unconfirmed and self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
 
     async def publish(self, jobs: Sequence[OutboxJob]) -> list[int]:
         """Publish `jobs` and return the ids the broker confirmed.
@@ -150,7 +150,7 @@ class RabbitPublisher:
             return []
         channel = await self._ensure()
         self._confirmed, self._refused, self._returned = [], [], set()
-        self._settled = asyncio.Event()
+        self._settled = asyncio.get_running_loop().create_future()
         now = int(time.time())
         try:
             for job in jobs:
@@ -172,7 +172,7 @@ class RabbitPublisher:
             self._unconfirmed.clear()
             raise BrokerUnavailable(f"publish failed: {describe(exc)}") from exc
         if self._unconfirmed:
-            await first(self._settled.wait(), channel.closed.wait(), asyncio.sleep(self._confirm_timeout))
+            await channel.until(self._settled, self._confirm_timeout)
         if self._unconfirmed:
             missing = len(self._unconfirmed)
             self._unconfirmed.clear()

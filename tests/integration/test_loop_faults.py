@@ -278,3 +278,61 @@ def test_the_relay_waits_out_a_store_outage(rabbit_prefix: str) -> None:  # noqa
     retries = [e for e in events if e["event"] == "store_unavailable"]
     assert all(e["log_level"] == "warning" and "database is unavailable" in e["error"] for e in retries)
     assert not [e for e in events if e["log_level"] in ("error", "critical") or "exc_info" in e]
+
+
+def test_the_relay_rides_out_a_store_outage_while_it_runs(rabbit_prefix: str) -> None:  # noqa: F811
+    """PostgreSQL goes away under a running relay (its pooled connections die with it): warnings
+    only, no traceback; jobs committed before and after the outage are all published once back."""
+    from storage.engine import build_engine
+    from storage.migrate import upgrade_to_head
+    from transport.amqp import Topology, amqp_parameters, queue_depths
+    from transport.rabbitmq import RabbitPublisher
+
+    topology = Topology(rabbit_prefix, ("inps",))
+
+    def plan(_reference: str) -> list[PlannedDelivery]:
+        return [PlannedDelivery(uuid.uuid4().hex, uuid.uuid4().hex, "inps", "Op", {})]
+
+    new = NewFiling("durc_request", "test", "09182730581", "Alfa", "FTTMRC85C14H501X",
+                    "legal_representative", b"<filing/>", "b" * 64, datetime.now(timezone.utc))
+    for url in _postgres_schema_url():
+        behind = PostgresBehindProxy(url)
+        engine = build_engine(behind.url)
+        try:
+            upgrade_to_head(engine)
+            store = SqlStore(engine)
+            relay = OutboxRelay(store=store, publisher=RabbitPublisher(
+                amqp_parameters(RABBITMQ_URL, name="test-relay"), topology), backoff_initial=0.05, backoff_max=0.2)
+
+            async def published(count: int, deadline: float) -> None:
+                while relay.published < count:
+                    assert time.monotonic() < deadline, f"{relay.published} of {count} published"
+                    await asyncio.sleep(0.02)
+
+            async def scenario() -> None:
+                stop = asyncio.Event()
+                task = asyncio.create_task(relay.run(stop))
+                try:
+                    for _ in range(3):
+                        await asyncio.to_thread(store.accept_filing, new, plan)
+                    await published(3, time.monotonic() + 20)
+                    behind.begin()
+                    deadline = time.monotonic() + 20
+                    while len([e for e in events if e["event"] == "store_unavailable"]) < 2:
+                        assert time.monotonic() < deadline, "no retries during the outage"
+                        await asyncio.sleep(0.02)
+                    behind.end()
+                    for _ in range(3):
+                        await asyncio.to_thread(store.accept_filing, new, plan)
+                    await published(6, time.monotonic() + 20)
+                finally:
+                    stop.set()
+                    await asyncio.wait_for(task, 20)
+
+            with capture_logs() as events:
+                asyncio.run(scenario())
+        finally:
+            engine.dispose()
+            behind.proxy.close()
+    assert queue_depths(RABBITMQ_URL, topology)["inps"]["ready"] == 6
+    assert not [e for e in events if e["log_level"] in ("error", "critical") or "exc_info" in e]

@@ -24,6 +24,19 @@ def test_a_relay_claims_due_unpublished_jobs_once_until_its_lease_runs_out(store
     assert store.claim_unpublished("relay-c", 10, lease_seconds=5) == []
 
 
+def test_a_pass_marks_the_previous_batch_and_leases_the_next_at_once(store: SqlStore, clock: Clock) -> None:
+    """The confirmed jobs handed back are marked, never leased again, even if their lease ran out."""
+    store.accept_filing(_new(), _planner(["inps", "inail"]))
+    first = store.claim_unpublished("relay", 10, lease_seconds=5)
+    store.accept_filing(_new(), _planner(["runts"]))
+    clock.now += 6  # the confirms came after the lease ran out
+    [second] = store.claim_unpublished("relay", 10, lease_seconds=5, published=[j.job_id for j in first])
+    assert second.agency == "runts"
+    assert store.claim_unpublished("relay", 0, lease_seconds=5, published=[second.job_id]) == []
+    clock.now += 60
+    assert store.claim_unpublished("relay-b", 10, lease_seconds=5) == []
+
+
 def test_a_retry_is_published_only_when_due(store: SqlStore, clock: Clock) -> None:
     """The persisted schedule: the retry row waits in the database until its time."""
     store.accept_filing(_new(), _planner(["inps"]))
