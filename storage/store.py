@@ -30,7 +30,7 @@ from service.ports import (
 )
 from service.relay import OutboxJob
 from storage.anomalies import filing_anomalies
-from storage.audit import append_audit, append_audit_lines
+from storage.audit import append_audit, chain_audit_lines, insert_audit_rows
 from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
 from storage.errors import errors_translated, outages_translated
@@ -39,6 +39,7 @@ from storage.identity import TokenAdmission
 from storage.identity_tables import filing_viewers
 from storage.intake_rows import audit_line, delivery_row, filing_row, outbox_row
 from storage.operations import OperationsStore
+from storage.pipelining import pipelined
 from storage.tables import deliveries, filings, outbox
 
 __all__ = ["SqlStore", "format_reference"]
@@ -110,7 +111,8 @@ _SET_REFERENCE = (
     update(filings).where(filings.c.id == bindparam("b_id")).values(reference=bindparam("b_reference"))
 )
 _INSERT_DELIVERIES = insert(deliveries)
-_INSERT_OUTBOX = insert(outbox)
+# Inline: no implicit RETURNING of the new id, which nobody reads (and a pipeline could not give).
+_INSERT_OUTBOX = insert(outbox).inline()
 _INSERT_VIEWERS = insert(filing_viewers)
 
 #: One filing for the intake's group commit: the filing and its plan (reference → deliveries).
@@ -234,7 +236,11 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         return [o for o in outcomes if o is not None]
 
     def _insert_filings(self, conn: Connection, items: Sequence[_Intake]) -> list[AcceptedFiling]:
-        """Insert new filings with everything they carry: a few statements for all of them."""
+        """Insert new filings with everything they carry: a few statements for all of them.
+
+        Only the filings' INSERT and the audit chain's end are read back; every other write
+        goes in one pipeline (`storage.pipelining`), a single round trip on PostgreSQL.
+        """
         if not items:
             return []
         now = _utcnow()
@@ -242,33 +248,19 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         result = conn.execute(_INSERT_FILINGS, [filing_row(filing, now) for filing, _ in items])
         ids = [row.id for row in result]
         references = [format_reference(filing.received_at.year, fid) for (filing, _), fid in zip(items, ids)]
-        conn.execute(_SET_REFERENCE, [{"b_id": fid, "b_reference": ref} for fid, ref in zip(ids, references)])
         plans = [plan(reference) for (_, plan), reference in zip(items, references)]
-        delivery_rows = [[delivery_row(p, fid, now) for p in planned] for fid, planned in zip(ids, plans)]
-        if any(delivery_rows):
-            conn.execute(_INSERT_DELIVERIES, [row for rows in delivery_rows for row in rows])
-            ready = [outbox_row(p, epoch) for planned in plans for p in planned if not p.after]
-            if ready:
-                conn.execute(_INSERT_OUTBOX, ready)
-            info = {fid: {"reference": ref, "portal": filing.portal}
-                    for (filing, _), fid, ref in zip(items, ids, references)}
-            events = EventLog(conn, info, now, epoch, new_filings=ids)
-            for (filing, _), fid, rows in zip(items, ids, delivery_rows):
-                if rows:
-                    events.add(fid, FILING_ACCEPTED, {
-                        "kind": filing.kind,
-                        "state": FilingState.IN_PROGRESS.value,
-                        "recipients": [recipient_payload(r) for r in rows],
-                    })
-            events.flush()
-        viewers = [{"filing_id": fid, "tax_code": v}
-                   for (filing, _), fid in zip(items, ids) for v in sorted(set(filing.viewers))]
-        if viewers:
-            conn.execute(_INSERT_VIEWERS, viewers)
-        append_audit_lines(conn, [
+        audit_rows = chain_audit_lines(conn, [
             audit_line(filing, reference, planned, now)
             for (filing, _), reference, planned in zip(items, references, plans)
         ])
+        with pipelined(conn):
+            conn.execute(_SET_REFERENCE, [{"b_id": fid, "b_reference": ref} for fid, ref in zip(ids, references)])
+            self._insert_deliveries(conn, items, ids, references, plans, now, epoch)
+            viewers = [{"filing_id": fid, "tax_code": v}
+                       for (filing, _), fid in zip(items, ids) for v in sorted(set(filing.viewers))]
+            if viewers:
+                conn.execute(_INSERT_VIEWERS, viewers)
+            insert_audit_rows(conn, audit_rows)
         return [
             AcceptedFiling(
                 reference=reference,
@@ -278,6 +270,29 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             )
             for reference, planned in zip(references, plans)
         ]
+
+    @staticmethod
+    def _insert_deliveries(conn: Connection, items: Sequence[_Intake], ids: list[int], references: list[str],
+                           plans: list[list[PlannedDelivery]], now: datetime, epoch: float) -> None:
+        """The new filings' deliveries, their ready jobs and their `filing_accepted` events."""
+        delivery_rows = [[delivery_row(p, fid, now) for p in planned] for fid, planned in zip(ids, plans)]
+        if not any(delivery_rows):
+            return
+        conn.execute(_INSERT_DELIVERIES, [row for rows in delivery_rows for row in rows])
+        ready = [outbox_row(p, epoch) for planned in plans for p in planned if not p.after]
+        if ready:
+            conn.execute(_INSERT_OUTBOX, ready)
+        info = {fid: {"reference": ref, "portal": filing.portal}
+                for (filing, _), fid, ref in zip(items, ids, references)}
+        events = EventLog(conn, info, now, epoch, new_filings=ids)
+        for (filing, _), fid, rows in zip(items, ids, delivery_rows):
+            if rows:
+                events.add(fid, FILING_ACCEPTED, {
+                    "kind": filing.kind,
+                    "state": FilingState.IN_PROGRESS.value,
+                    "recipients": [recipient_payload(r) for r in rows],
+                })
+        events.flush()
 
     def _replay(self, conn: Connection, filing: NewFiling) -> AcceptedFiling | None:
         row = conn.execute(

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, event, func, select, text
 
 from routing.plan import PlannedDelivery
-from service.ports import NewFiling, StoreUnavailable, TokenClaim, TokenNotAdmitted
+from service.ports import NewFiling, StoreFailed, StoreUnavailable, TokenClaim, TokenNotAdmitted
 from storage import engine as engine_module
 from storage.audit import verify_audit_chain
 from storage.engine import build_engine
@@ -117,6 +117,36 @@ def test_filings_committed_together_each_get_their_answer_and_the_chain_holds(da
         with engine.connect() as conn:
             subjects = set(conn.execute(select(audit_log.c.subject)).scalars())
         assert subjects == references
+        assert verify_audit_chain(engine).ok
+    finally:
+        engine.dispose()
+
+
+def _clashing_plan(reference: str) -> list[PlannedDelivery]:
+    """Two deliveries with one id: the deliveries' INSERT (sent in the pipelined writes) fails."""
+    return _plan(reference) * 2
+
+
+def test_a_write_failing_after_the_filings_insert_stores_nothing_and_spares_the_others(
+        database_url: str) -> None:
+    """A statement that fails among the writes sent together (on PostgreSQL: one pipeline,
+    its error raised at the end) rolls its group back; alone, the good filing is stored, the
+    bad one gets the store's error, and the connection serves the next filing."""
+    engine = build_engine(database_url)
+    upgrade_to_head(engine)
+    store = SqlStore(engine)
+    try:
+        outcomes = store._commit_intake([(_filing(1, "jti-00000001"), _clashing_plan),
+                                         (_filing(2, "jti-00000002"), _plan)])
+        assert outcomes[0].__class__.__name__ == "IntegrityError"
+        assert outcomes[1].reference.startswith("CRV-2026-")  # type: ignore[union-attr]
+        with pytest.raises(StoreFailed):
+            store.accept_filing(_filing(3, "jti-00000003"), _clashing_plan)
+        assert store.accept_filing(_filing(4, "jti-00000004"), _plan).reference.startswith("CRV-2026-")
+        assert _count(engine, filings) == 2 and _count(engine, seen_tokens) == 2
+        with engine.connect() as conn:
+            assert _count(engine, audit_log) == 2
+            assert len(set(conn.execute(select(audit_log.c.subject)).scalars())) == 2
         assert verify_audit_chain(engine).ok
     finally:
         engine.dispose()
