@@ -8,6 +8,7 @@ committed together keep the audit chain whole. PostgreSQL's pool pings only idle
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -147,6 +148,26 @@ def test_a_write_failing_after_the_filings_insert_stores_nothing_and_spares_the_
         with engine.connect() as conn:
             assert _count(engine, audit_log) == 2
             assert len(set(conn.execute(select(audit_log.c.subject)).scalars())) == 2
+        assert verify_audit_chain(engine).ok
+    finally:
+        engine.dispose()
+
+
+def test_one_idempotency_key_twice_in_a_group_is_stored_once_and_replayed(database_url: str) -> None:
+    """Two requests with one Idempotency-Key committed together: the key's uniqueness fails
+    the group (on PostgreSQL at the pipeline's end); alone, the first is stored and the
+    second answered as its replay."""
+    engine = build_engine(database_url)
+    upgrade_to_head(engine)
+    store = SqlStore(engine)
+    first, second = (replace(_filing(n, f"jti-0000000{n}"), idempotency_key="key-1", request_digest="same")
+                     for n in (1, 2))
+    try:
+        outcomes = store._commit_intake([(first, _plan), (second, _plan)])
+        assert not any(isinstance(o, BaseException) for o in outcomes)
+        assert [o.replayed for o in outcomes] == [False, True]  # type: ignore[union-attr]
+        assert outcomes[0].reference == outcomes[1].reference  # type: ignore[union-attr]
+        assert _count(engine, filings) == 1 and _count(engine, audit_log) == 1
         assert verify_audit_chain(engine).ok
     finally:
         engine.dispose()
