@@ -6,6 +6,7 @@ Parsing, validation and the store run in the thread pool: the event loop only mo
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,8 +18,9 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.admission import SubmissionAdmission
+from api.admission import AdmissionLimits, SubmissionAdmission
 from api.agency_health import agency_health_routes
 from api.attachments import attachment_routes
 from api.auth import Caller, admit_deferred, authenticate, authenticate_sync, refuse_token
@@ -40,6 +42,7 @@ from api.observability import RequestObservation, metrics_routes, request_id_of
 from api.problems import json_response, problem_response, store_unavailable
 from api.readiness import health_routes
 from api.receipts import receipt_routes
+from api.threads import IntakeThreads
 from console import console_mount
 from domain.intake import FilingRefused
 from domain.timestamps import rfc3339
@@ -88,14 +91,17 @@ def _unavailable(request: Request) -> Response:
     return store_unavailable(request, "the filing store is not reachable; nothing was recorded, retry later")
 
 
-async def submit_filing(request: Request) -> Response:
-    """`POST /v1/filings`: a ModI-signed filing, XML or JSON; 202 with its reference."""
+async def submit_filing(request: Request,
+                        in_thread: Callable[..., Awaitable[Response]] = run_in_threadpool) -> Response:
+    """`POST /v1/filings`: a ModI-signed filing, XML or JSON; 202 with its reference.
+
+    `in_thread` runs the blocking part: `FilingSubmissions` passes its own threads."""
     ctx = context_of(request)
     # The body is read first: its Digest is part of the signature (INTEGRITY_REST_01).
     body = await read_bounded(request, ctx.max_body_bytes)
-    # Authentication, parsing and the store are blocking: one hand-off to the thread
-    # pool runs them all, rather than one per step.
-    return await run_in_threadpool(_submit, ctx, request, body)
+    # Authentication, parsing and the store are blocking: one hand-off to a thread runs
+    # them all, rather than one per step.
+    return await in_thread(_submit, ctx, request, body)
 
 
 def _submit(ctx: ApiContext, request: Request, body: bytes | None) -> Response:
@@ -294,6 +300,41 @@ async def _server_error(request: Request, exc: Exception) -> Response:
                             headers={"X-Request-ID": request_id} if request_id else None)
 
 
+#: The intake's threads when no admission bound sizes them (anyio's default thread limit).
+_DEFAULT_THREADS = 40
+
+
+class FilingSubmissions:
+    """Pure ASGI middleware: `POST /v1/filings` straight to `submit_filing`.
+
+    The busiest route skips Starlette's exception middleware, router and endpoint wrapper
+    (three layers of calls and a send wrapper per request); it answers as its route would.
+    An HTTPException gets `_http_error`'s answer, as the exception middleware gives it; any
+    other exception reaches the server-error handler outside, as from the route. Its
+    blocking part runs in `api.threads.IntakeThreads`, one per submission admitted.
+
+    Args:
+        app: the application.
+        limits: the admission bounds; their `max_inflight` sizes the threads (0 or None: 40,
+            anyio's default).
+    """
+
+    def __init__(self, app: ASGIApp, limits: AdmissionLimits | None = None) -> None:
+        self.app = app
+        self._threads = IntakeThreads((limits.max_inflight if limits else 0) or _DEFAULT_THREADS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/v1/filings" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            response = await submit_filing(request, self._threads.run)
+        except HTTPException as exc:
+            response = await _http_error(request, exc)
+        await response(scope, receive, send)
+
+
 def create_app(ctx: ApiContext) -> Starlette:
     """The application: routes, middleware and error handlers over `ctx` (kept on its state)."""
     app = Starlette(
@@ -314,7 +355,8 @@ def create_app(ctx: ApiContext) -> Starlette:
             *console_mount(ctx),
         ],
         middleware=[Middleware(RequestObservation, metrics=ctx.metrics),
-                    Middleware(SubmissionAdmission, limits=ctx.admission)],
+                    Middleware(SubmissionAdmission, limits=ctx.admission),
+                    Middleware(FilingSubmissions, limits=ctx.admission)],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     attach_context(app, ctx)

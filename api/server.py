@@ -5,9 +5,10 @@ uvicorn bounds the idle keep-alive wait (`timeout_keep_alive`), the connections 
 (`h11_max_incomplete_event_size` applies only to a head still incomplete), but not the time a
 client may take to send its headers: a client sending one byte a second (slowloris) keeps a
 connection and a socket forever. `HeaderTimeoutProtocol` arms a timer when a request begins
-(the connection opens, the first byte of the next request on a kept-alive connection arrives,
-or the next request cycle starts with that request's bytes already buffered, pipelined behind
-the one before) and closes the connection with 408 if the head is not complete when it fires;
+and its head is not complete in what was read (the connection opens, the first bytes of the
+next request on a kept-alive connection arrive, or the next request cycle starts with that
+request's bytes already buffered, pipelined behind the one before) and closes the connection
+with 408 if the head is not complete when it fires;
 and it measures every head before h11 parses it, answering 431 beyond `max_header_bytes`; a
 connection beyond `max_connections` is served a 503 problem+json. Both refusals are written
 only when no request is in progress, so after every answer already owed, in order. One head
@@ -91,18 +92,17 @@ class HeaderTimeoutProtocol(H11Protocol):
         # completes, the next request h11 buffered behind it, pipelined (`on_response_complete`
         # starts the next cycle): in both, a request not yet parsed is checked first. IDLE means
         # no request is in progress, so every answer owed was written before a refusal.
-        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
-            if self._header_timer is None:  # its first byte, or its cycle's start if buffered
-                self._arm_header_timer()
-            if self._head_too_large():
-                self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
-                return
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0] and self._head_too_large():
+            self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
+            return
         super().handle_events()
         if self.conn.their_state is not h11.IDLE:  # h11 produced the Request: the head is complete
             self._disarm_header_timer()
         elif self.conn.trailing_data[0] and self._header_timer is None:
-            # A cycle started inside uvicorn's loop (a response sent before its request's body
-            # ended), the next head begun in the same read: its clock starts now.
+            # A head begun but not complete: its first byte came in this read, or its cycle
+            # started with it buffered, or inside uvicorn's loop (a response sent before its
+            # request's body ended). Its clock starts now, microseconds after the bytes came;
+            # a head that arrives whole (the usual case) costs no timer at all.
             self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -122,6 +122,8 @@ class HeaderTimeoutProtocol(H11Protocol):
         # arrives whole in one read, or buffered whole behind a pipelined request, would pass
         # at any size. Measure the buffered head up to its blank line.
         pending = self.conn.trailing_data[0]
+        if len(pending) <= self.max_header_bytes:  # whatever its end, the head fits
+            return False
         ends = [i for i in (pending.find(b"\n\r\n"), pending.find(b"\n\n")) if i >= 0]
         size = min(ends) + 1 if ends else len(pending)
         return size > self.max_header_bytes

@@ -19,7 +19,8 @@ from sqlalchemy import Connection, Engine, insert, select, text
 from domain.audit import GENESIS_HASH, audit_hash, canonical_line
 from storage.tables import audit_log
 
-__all__ = ["AuditLine", "AuditVerification", "append_audit", "append_audit_lines", "verify_audit_chain"]
+__all__ = ["AuditLine", "AuditVerification", "append_audit", "append_audit_lines", "chain_audit_lines",
+           "insert_audit_rows", "verify_audit_chain"]
 
 #: Advisory lock key of the audit chain on PostgreSQL ("CRVA").
 _AUDIT_LOCK = 0x43525641
@@ -28,7 +29,8 @@ _AUDIT_LOCK = 0x43525641
 # statement's cache key on the object, so reusing it skips rebuilding and re-keying it.
 _LOCK_CHAIN = text("SELECT pg_advisory_xact_lock(:key)")
 _LAST_HASH = select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
-_INSERT_LINE = insert(audit_log)
+# Inline: no implicit RETURNING of the new id, which nobody reads (`insert_audit_rows` may be pipelined).
+_INSERT_LINE = insert(audit_log).inline()
 
 
 #: The subject column's width (tables.audit_log).
@@ -95,6 +97,17 @@ def append_audit_lines(conn: Connection, lines: list[AuditLine]) -> list[str]:
     commit); the lines are inserted one after another, so their ids follow the chain.
     Returns their hashes.
     """
+    rows = chain_audit_lines(conn, lines)
+    insert_audit_rows(conn, rows)
+    return [r["hash"] for r in rows]
+
+
+def chain_audit_lines(conn: Connection, lines: list[AuditLine]) -> list[dict[str, Any]]:
+    """Lock the chain and hash `lines` after its last line: the rows for `insert_audit_rows`.
+
+    Apart from the insert so that a caller can send the insert with other writes that need
+    no answer (`storage.pipelining`): the lock, held until commit, keeps the chain's end.
+    """
     if not lines:
         return []
     if conn.dialect.name == "postgresql":
@@ -110,6 +123,13 @@ def append_audit_lines(conn: Connection, lines: list[AuditLine]) -> list[str]:
         rows.append({"at": entry.at, "actor": entry.actor, "action": entry.action, "subject": subject,
                      "outcome": entry.outcome, "detail": detail, "prev_hash": prev, "hash": digest})
         prev = digest
+    return rows
+
+
+def insert_audit_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert rows of `chain_audit_lines`, in the same transaction, in chain order."""
+    if not rows:
+        return
     # The verification walks the chain by id, so lines must be numbered in chain order: the
     # drivers' executemany (psycopg 3's pipeline, sqlite3) runs one INSERT per row, in order;
     # a multi-row INSERT (what SQLAlchemy renders for psycopg2) need not number them so.
@@ -118,7 +138,6 @@ def append_audit_lines(conn: Connection, lines: list[AuditLine]) -> list[str]:
             conn.execute(_INSERT_LINE, row)
     else:
         conn.execute(_INSERT_LINE, rows)
-    return [r["hash"] for r in rows]
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from cli.client import DEMO_OPERATOR, PortalClient, demo_user
+from cli.client import DEMO_OPERATOR, PortalClient, declarant_of, demo_user
 from config.settings import PROJECT_ROOT
 from storage.store import SqlStore
 from tests.support import TEST_PORTAL_KEY, RunningHub, free_port, hub_settings, wait_for
@@ -278,3 +278,30 @@ def test_a_server_error_carries_the_request_id_too(sims, tmp_path) -> None:  # t
     logged = [e for e in events if e["event"] == "request_failed"]
     assert logged and logged[0]["request_id"] == "trace-500"
     assert value(samples, "crocevia_http_requests_total", method="GET", status="500") == 1
+
+
+class _FailingIntake(SqlStore):
+    """The real store, with a bug injected into the intake's commit (a 500 on `POST /v1/filings`)."""
+
+    def accept_filing(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected bug in accept_filing")
+
+
+def test_a_server_error_on_a_submission_carries_the_request_id_too(sims, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`POST /v1/filings` (served past Starlette's router) fails as any route does: a 500 problem
+    with the request id, the `request_failed` line naming it, the 500 counted."""
+    settings = hub_settings(f"sqlite:///{tmp_path / 'db.sqlite'}", {a: sims.soap_endpoint(a) for a in sims.urls})
+    running = RunningHub(settings, with_workers=False)
+    running.hub.store = _FailingIntake(running.hub.engine)
+    document = (EXAMPLES / "durc_request.xml").read_bytes()
+    with capture_logs(processors=[merge_contextvars]) as events:
+        with running as hub, PortalClient(hub.base_url, TEST_PORTAL_KEY) as client:
+            failed = client._send("POST", "/v1/filings", user=demo_user(declarant_of(document)), content=document,
+                                  headers={"Content-Type": "application/xml", "X-Request-ID": "trace-post-500"})
+            samples = scrape(hub.base_url)
+    assert failed.status_code == 500 and failed.headers["x-request-id"] == "trace-post-500"
+    assert failed.headers["content-type"] == "application/problem+json"
+    assert failed.json()["type"] == "urn:crocevia:problem:internal-error"
+    logged = [e for e in events if e["event"] == "request_failed"]
+    assert logged and logged[0]["request_id"] == "trace-post-500"
+    assert value(samples, "crocevia_http_requests_total", method="POST", status="500") == 1

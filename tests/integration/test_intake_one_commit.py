@@ -8,13 +8,14 @@ committed together keep the audit chain whole. PostgreSQL's pool pings only idle
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import Engine, event, func, select, text
 
 from routing.plan import PlannedDelivery
-from service.ports import NewFiling, StoreUnavailable, TokenClaim, TokenNotAdmitted
+from service.ports import NewFiling, StoreFailed, StoreUnavailable, TokenClaim, TokenNotAdmitted
 from storage import engine as engine_module
 from storage.audit import verify_audit_chain
 from storage.engine import build_engine
@@ -117,6 +118,56 @@ def test_filings_committed_together_each_get_their_answer_and_the_chain_holds(da
         with engine.connect() as conn:
             subjects = set(conn.execute(select(audit_log.c.subject)).scalars())
         assert subjects == references
+        assert verify_audit_chain(engine).ok
+    finally:
+        engine.dispose()
+
+
+def _clashing_plan(reference: str) -> list[PlannedDelivery]:
+    """Two deliveries with one id: the deliveries' INSERT (sent in the pipelined writes) fails."""
+    return _plan(reference) * 2
+
+
+def test_a_write_failing_after_the_filings_insert_stores_nothing_and_spares_the_others(
+        database_url: str) -> None:
+    """A statement that fails among the writes sent together (on PostgreSQL: one pipeline,
+    its error raised at the end) rolls its group back; alone, the good filing is stored, the
+    bad one gets the store's error, and the connection serves the next filing."""
+    engine = build_engine(database_url)
+    upgrade_to_head(engine)
+    store = SqlStore(engine)
+    try:
+        outcomes = store._commit_intake([(_filing(1, "jti-00000001"), _clashing_plan),
+                                         (_filing(2, "jti-00000002"), _plan)])
+        assert outcomes[0].__class__.__name__ == "IntegrityError"
+        assert outcomes[1].reference.startswith("CRV-2026-")  # type: ignore[union-attr]
+        with pytest.raises(StoreFailed):
+            store.accept_filing(_filing(3, "jti-00000003"), _clashing_plan)
+        assert store.accept_filing(_filing(4, "jti-00000004"), _plan).reference.startswith("CRV-2026-")
+        assert _count(engine, filings) == 2 and _count(engine, seen_tokens) == 2
+        with engine.connect() as conn:
+            assert _count(engine, audit_log) == 2
+            assert len(set(conn.execute(select(audit_log.c.subject)).scalars())) == 2
+        assert verify_audit_chain(engine).ok
+    finally:
+        engine.dispose()
+
+
+def test_one_idempotency_key_twice_in_a_group_is_stored_once_and_replayed(database_url: str) -> None:
+    """Two requests with one Idempotency-Key committed together: the key's uniqueness fails
+    the group (on PostgreSQL at the pipeline's end); alone, the first is stored and the
+    second answered as its replay."""
+    engine = build_engine(database_url)
+    upgrade_to_head(engine)
+    store = SqlStore(engine)
+    first, second = (replace(_filing(n, f"jti-0000000{n}"), idempotency_key="key-1", request_digest="same")
+                     for n in (1, 2))
+    try:
+        outcomes = store._commit_intake([(first, _plan), (second, _plan)])
+        assert not any(isinstance(o, BaseException) for o in outcomes)
+        assert [o.replayed for o in outcomes] == [False, True]  # type: ignore[union-attr]
+        assert outcomes[0].reference == outcomes[1].reference  # type: ignore[union-attr]
+        assert _count(engine, filings) == 1 and _count(engine, audit_log) == 1
         assert verify_audit_chain(engine).ok
     finally:
         engine.dispose()

@@ -67,3 +67,32 @@ def test_a_batch_that_fails_is_raised_to_its_caller_and_the_next_caller_commits(
         group.submit(1)
     assert group.submit(2) == 2
     assert calls == [1, 2]
+
+
+def test_many_callers_each_get_their_own_result_once_in_batches_of_at_most_the_bound() -> None:
+    """Thirty-two threads submitting in turn: every item committed once, each caller answered
+    with its own result, no batch above `max_batch`, the group free at the end."""
+    batches: list[list[int]] = []
+
+    def commit(items: Sequence[int]) -> list[int | BaseException]:
+        batches.append(list(items))
+        return [i * 2 for i in items]
+
+    group: GroupCommit[int, int] = GroupCommit(commit, max_batch=4)
+    wrong: list[int] = []
+
+    def submit(base: int) -> None:
+        for i in range(base, base + 50):
+            if group.submit(i) != i * 2:
+                wrong.append(i)
+
+    threads = [threading.Thread(target=submit, args=(n * 1000,)) for n in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads) and not wrong
+    committed = [i for batch in batches for i in batch]
+    assert sorted(committed) == sorted(n * 1000 + i for n in range(32) for i in range(50))
+    assert max(len(b) for b in batches) <= 4
+    assert not group._pending and not group._busy
