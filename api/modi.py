@@ -26,7 +26,6 @@ from typing import Any
 import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
-from api.jws import PlainJws, PreparedKey, checked_claims, parse_plain
 from domain.identity import IdentityError, User, level_from_loa, normalise_user_id
 from security.keys import PublicKey
 from security.modi import AUTHORIZATION_HEADER, DIGEST_HEADER, SIGNATURE_HEADER, TRACKING_HEADER, tracking_digest
@@ -129,14 +128,6 @@ REQUIRED_CLAIMS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 })
 
 
-def _prepared(key: PortalKey) -> PreparedKey | None:
-    """The key prepared for its algorithm; None if PyJWT refuses it (each decode then says why)."""
-    try:
-        return PreparedKey.of(key.public_key, key.algorithm)
-    except (jwt.PyJWTError, NotImplementedError, ValueError, TypeError):
-        return None
-
-
 def declared_sha256(headers: Mapping[str, str]) -> str | None:
     """The body's SHA-256 the `Digest` header declares, in lower-case hex; None when absent or
     not 32 bytes of base64."""
@@ -163,8 +154,6 @@ class ModiVerifier:
     def __init__(self, keys: Mapping[str, PortalKey], audience: str, *,
                  max_lifetime: float = 300.0, leeway: float = 30.0) -> None:
         self._keys = dict(keys)
-        self._prepared = {portal: prepared for portal, key in self._keys.items()
-                          if (prepared := _prepared(key)) is not None}
         self.audience = audience
         self._max_lifetime = max_lifetime
         self._leeway = leeway
@@ -193,8 +182,7 @@ class ModiVerifier:
         tokens are verified with the key of the portal the Authorization token named, so a
         claim they lack is named as such, never taken for an unknown portal.
         """
-        plain = parse_plain(token)
-        payload, header = (plain.payload, plain.header) if plain is not None else self._unverified(token)
+        payload, header = self._unverified(token)
         if not header:
             raise ModiRefused("invalid-token", f"{what} is not a compact JWS (header.payload.signature)",
                               portal, token=what)
@@ -214,7 +202,11 @@ class ModiVerifier:
             raise ModiRefused("invalid-token", f"{what} must be signed with {key.algorithm} "
                                                f"(header alg is {header.get('alg')!r})", signer, token=what)
         try:
-            claims = self._verified_claims(token, plain, signer, what)
+            claims = jwt.decode(
+                token, key.public_key, algorithms=[key.algorithm], audience=self.audience,
+                options={"require": list(REQUIRED_CLAIMS[what]), "verify_exp": False, "verify_iat": False,
+                         "verify_nbf": False, "verify_iss": False},
+            )
         except jwt.InvalidSignatureError:
             detail = f"the signature of {what} does not verify"
             if portal is not None and isinstance(iss, str) and iss != portal:
@@ -237,19 +229,6 @@ class ModiVerifier:
             raise _invalid(what, "iss", f"must be {portal!r}, the issuer of the Authorization token", portal)
         self._check_times(claims, what, now, signer)
         return claims
-
-    def _verified_claims(self, token: str, plain: PlainJws | None, signer: str, what: str) -> dict[str, Any]:
-        """The token's claims once its signature verifies with `signer`'s key (parsed once when
-        plain, `api.jws`; else by PyJWT). Raises PyJWT's errors."""
-        prepared = self._prepared.get(signer)
-        if plain is not None and prepared is not None:
-            return checked_claims(plain, prepared, REQUIRED_CLAIMS[what], self.audience)
-        key = self._keys[signer]
-        return jwt.decode(
-            token, key.public_key, algorithms=[key.algorithm], audience=self.audience,
-            options={"require": list(REQUIRED_CLAIMS[what]), "verify_exp": False, "verify_iat": False,
-                     "verify_nbf": False, "verify_iss": False},
-        )
 
     def _check_times(self, claims: Mapping[str, Any], what: str, now: float, portal: str) -> None:
         for name in ("iat", "exp", "nbf"):
