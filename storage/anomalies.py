@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, RowMapping, insert, select, tuple_
+from sqlalchemy import Connection, RowMapping, bindparam, insert, select, tuple_
 
 from domain.timestamps import rfc3339
 from storage.delivery_tables import anomalies
@@ -85,6 +85,17 @@ def keep_anomalies(conn: Connection, items: Sequence[Mapping[str, Any]], now: da
     return rows
 
 
+#: The deliveries holding some (agency, protocol number) pairs, but for some ids, oldest first.
+_NUMBER_HOLDERS = (
+    select(deliveries.c.id, deliveries.c.message_id, deliveries.c.agency, deliveries.c.protocol_number,
+           filings.c.reference)
+    .join(filings, filings.c.id == deliveries.c.filing_id)
+    .where(tuple_(deliveries.c.agency, deliveries.c.protocol_number).in_(bindparam("pairs", expanding=True)),
+           deliveries.c.id.not_in(bindparam("ids", expanding=True)))
+    .order_by(deliveries.c.created_at, deliveries.c.id)
+)
+
+
 def duplicate_number_anomalies(
     conn: Connection, numbered: Sequence[Mapping[str, Any]], references: Mapping[int, str]
 ) -> list[dict[str, Any]]:
@@ -101,13 +112,7 @@ def duplicate_number_anomalies(
         return []
     ids = [r["id"] for r in numbered]
     holders: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in conn.execute(
-        select(deliveries.c.id, deliveries.c.message_id, deliveries.c.agency, deliveries.c.protocol_number,
-               filings.c.reference)
-        .join(filings, filings.c.id == deliveries.c.filing_id)
-        .where(tuple_(deliveries.c.agency, deliveries.c.protocol_number).in_(pairs), deliveries.c.id.not_in(ids))
-        .order_by(deliveries.c.created_at, deliveries.c.id)
-    ):
+    for r in conn.execute(_NUMBER_HOLDERS, {"pairs": pairs, "ids": ids}):
         holders.setdefault((r.agency, r.protocol_number), []).append(
             {"deliveryId": r.id, "messageId": r.message_id, "filingReference": r.reference})
     found: list[dict[str, Any]] = []

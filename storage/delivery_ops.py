@@ -70,19 +70,23 @@ RECIPIENT_CORRECTED = "recipient.corrected"
 RECIPIENT_ANOMALY = "recipient.anomaly"
 
 
+#: The hot path's statements are built once: a statement built per call costs its
+#: construction and its cache key at every call, more than the database's work on a small batch.
+_LOCK_FILINGS = (
+    select(filings.c.id, filings.c.reference, filings.c.portal, filings.c.kind, filings.c.state)
+    .where(filings.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(filings.c.id)
+    .with_for_update()
+)
+
+
 def lock_filings(conn: Connection, filing_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """Lock the filings (PostgreSQL `FOR UPDATE`, in id order; SQLite holds the database) and
     return their id → {reference, portal, kind, state}."""
     ids = sorted(set(filing_ids))
     if not ids:
         return {}
-    rows = conn.execute(
-        select(filings.c.id, filings.c.reference, filings.c.portal, filings.c.kind, filings.c.state)
-        .where(filings.c.id.in_(ids))
-        .order_by(filings.c.id)
-        .with_for_update()
-    ).all()
-    return {r.id: dict(r._mapping) for r in rows}
+    return {r.id: dict(r._mapping) for r in conn.execute(_LOCK_FILINGS, {"ids": ids})}
 
 
 def recipient_payload(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -472,18 +476,21 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     events.flush()
 
 
+_FILING_DELIVERIES = select(
+    deliveries,
+    select(func.max(filing_events.c.seq))
+    .where(filing_events.c.filing_id == deliveries.c.filing_id)
+    .scalar_subquery()
+    .label("last_event_seq"),
+).where(deliveries.c.filing_id.in_(bindparam("ids", expanding=True)))
+
+
 def _filing_deliveries(conn: Connection, filing_ids: Sequence[int]) -> tuple[dict[str, dict[str, Any]], dict[int, int]]:
     """Every delivery of the (locked) filings by id, and each filing's last event number, in
     one read; superseded ones too (a pass for one must see that it was replaced)."""
-    last_seq = (
-        select(func.max(filing_events.c.seq))
-        .where(filing_events.c.filing_id == deliveries.c.filing_id)
-        .scalar_subquery()
-        .label("last_event_seq")
-    )
     rows: dict[str, dict[str, Any]] = {}
     seqs: dict[int, int] = {}
-    for r in conn.execute(select(deliveries, last_seq).where(deliveries.c.filing_id.in_(filing_ids))).mappings():
+    for r in conn.execute(_FILING_DELIVERIES, {"ids": list(filing_ids)}).mappings():
         row = dict(r)
         seqs[row["filing_id"]] = row.pop("last_event_seq") or 0
         rows[row["id"]] = row
@@ -505,15 +512,9 @@ def _own_passes(conn: Connection, completions: Sequence[Completion],
     live = [c for c in completions if not c.stale]
     plain = sorted({c.job.job_id for c in live if c.job.lease_token is None})
     fenced = sorted({(c.job.job_id, c.job.lease_token) for c in live if c.job.lease_token is not None})
-    conditions = []
-    if plain:
-        conditions.append(outbox.c.id.in_(plain))
-    if fenced:
-        conditions.append(tuple_(outbox.c.id, outbox.c.claims).in_(fenced))
     claims = {r.id: r.claims for r in conn.execute(
-        update(outbox).where(or_(*conditions), outbox.c.done_at.is_(None)).values(done_at=epoch)
-        .returning(outbox.c.id, outbox.c.claims)
-    )} if conditions else {}
+        _close_jobs(bool(plain), bool(fenced)), {"plain": plain, "fenced": fenced, "epoch": epoch}
+    )} if plain or fenced else {}
     # Of each closed job, the first pass that held it (its current claim) is the one applied.
     own: list[Completion] = []
     taken: set[int] = set()
@@ -528,6 +529,19 @@ def _own_passes(conn: Connection, completions: Sequence[Completion],
     if stale:
         _log_stale(conn, stale, claims)
     return own, stale + [c for c in completions if c.stale]
+
+
+@lru_cache(maxsize=4)
+def _close_jobs(plain: bool, fenced: bool) -> Update:
+    """`UPDATE outbox SET done_at … RETURNING id, claims` of the open jobs among the `plain`
+    ids and the `fenced` (id, claims) pairs (whichever the flags say the batch has)."""
+    conditions = []
+    if plain:
+        conditions.append(outbox.c.id.in_(bindparam("plain", expanding=True)))
+    if fenced:
+        conditions.append(tuple_(outbox.c.id, outbox.c.claims).in_(bindparam("fenced", expanding=True)))
+    return (update(outbox).where(or_(*conditions), outbox.c.done_at.is_(None)).values(done_at=bindparam("epoch"))
+            .returning(outbox.c.id, outbox.c.claims))
 
 
 def _attempt_rows(delivery_id: str, worker: str, tries: Iterable[AttemptRecord]) -> list[dict[str, Any]]:
