@@ -181,7 +181,7 @@ class EventLog:
             self._rows = []
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)
 def _rows_update(table: Table, columns: tuple[str, ...]) -> Update:
     """`UPDATE table SET columns… WHERE id = …` with a bind parameter per column, to run as an
     executemany (the parameters are prefixed: SET-clause names are reserved)."""
@@ -198,6 +198,14 @@ def _write_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: 
     params = [{"b_id": row["id"], **{f"b_{name}": row[name] for name in columns}} for row in rows]
     if params:
         conn.execute(_rows_update(table, columns), params)
+
+
+#: A batch that moved no filing's state only dates them: one statement, not one per filing.
+_TOUCH_FILINGS = (
+    update(filings)
+    .where(filings.c.id.in_(bindparam("ids", expanding=True)))
+    .values(updated_at=bindparam("now", type_=filings.c.updated_at.type))
+)
 
 
 def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: datetime, events: EventLog,
@@ -219,15 +227,19 @@ def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: d
     states: dict[int, list[str]] = {fid: [] for fid in info}
     for row in rows:
         states[row["filing_id"]].append(row["state"])
-    written = []
+    moved = False
     for filing_id, delivery_states in states.items():
         new = aggregate_filing_state(delivery_states).value
         old = info[filing_id]["state"]
-        written.append({"id": filing_id, "state": new, "updated_at": now})
         if new != old:
+            moved = True
             info[filing_id]["state"] = new
             events.add(filing_id, FILING_STATE_CHANGED, {"state": new, "previousState": old})
-    _write_rows(conn, filings, ("state", "updated_at"), written)
+    if moved:
+        _write_rows(conn, filings, ("state", "updated_at"),
+                    ({"id": filing_id, "state": i["state"], "updated_at": now} for filing_id, i in info.items()))
+    else:
+        conn.execute(_TOUCH_FILINGS, {"ids": list(info), "now": now})
 
 
 def _current(conn: Connection, filing_id: int, agency: str) -> dict[str, Any] | None:
@@ -394,13 +406,22 @@ def close_open_jobs(conn: Connection, delivery_id: str, epoch: float) -> None:
     )
 
 
-#: The delivery columns a worker pass may change, all written for every delivery of a batch
-#: (from the row as read, where the pass left them) so that one executemany fits every row.
-_PASS_COLUMNS = (
-    "state", "last_error", "next_attempt_at", "updated_at", "attempts", "polls", "rounds", "protocol_number",
-    "protocolled_at", "references", "outcome", "outcome_code", "outcome_text", "correlation_id", "poll_url",
-    "acknowledged_at",
-)
+#: The delivery columns a batch may change (all but the key).
+_DELIVERY_COLUMNS = tuple(column.name for column in deliveries.c if column.name != "id")
+
+
+def _write_changed(conn: Connection, before: Mapping[str, Mapping[str, Any]],
+                   after: Mapping[str, Mapping[str, Any]]) -> None:
+    """Write the deliveries of `after` that differ from `before` (the rows as read, which the
+    filings' locks keep so) with one executemany of the columns any of them changed: a column
+    nobody changed is not sent, nor a row without changes."""
+    changed: dict[str, set[str]] = {}
+    for delivery_id, row in after.items():
+        old = before[delivery_id]
+        if row is not old and (names := {name for name in _DELIVERY_COLUMNS if row[name] != old[name]}):
+            changed[delivery_id] = names
+    columns = tuple(name for name in _DELIVERY_COLUMNS if any(name in names for names in changed.values()))
+    _write_rows(conn, deliveries, columns, (after[delivery_id] for delivery_id in changed))
 
 
 def apply_completions(conn: Connection, completions: Sequence[Completion], now: datetime, epoch: float) -> None:
@@ -419,7 +440,7 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     if not own and not any(c.attempts for c in stale):
         return  # every pass was stale and made no call: nothing of theirs is written
     current, last_seqs = _filing_deliveries(conn, list(info))
-    numbers_before = {i: r["protocol_number"] for i, r in current.items()}
+    read = dict(current)
     events = EventLog(conn, info, now, epoch, last_seqs=last_seqs)
     touched: dict[str, dict[str, Any]] = {}
     attempt_rows: list[dict[str, Any]] = []
@@ -457,9 +478,9 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
                              "claims": 0, "created_at": epoch})
     # A number the agency already gave another message is kept, and flagged (read before the
     # batch's own numbers are written, so that the later of two in one batch is the one flagged).
-    numbered = [r for r in touched.values() if r["protocol_number"] and r["protocol_number"] != numbers_before[r["id"]]]
+    numbered = [r for r in touched.values()
+                if r["protocol_number"] and r["protocol_number"] != read[r["id"]]["protocol_number"]]
     duplicates = duplicate_number_anomalies(conn, numbered, {fid: i["reference"] for fid, i in info.items()})
-    _write_rows(conn, deliveries, _PASS_COLUMNS, touched.values())
     if attempt_rows:
         conn.execute(insert(attempts), attempt_rows)
     flag_anomalies(conn, duplicates, touched, now, events)
@@ -468,8 +489,8 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
         deps = _Dependents(conn, (pred["filing_id"] for pred in work), (_S.WAITING.value, _S.HELD.value),
                            current.values())
         job_rows.extend(_settle(deps, work, now, epoch, events))
-        deps.write(conn, _SETTLE_COLUMNS)
         current.update(deps.moved)
+    _write_changed(conn, read, current)
     if job_rows:
         conn.execute(insert(outbox), job_rows)
     refresh_filings(conn, info, now, events, current.values())
