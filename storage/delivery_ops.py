@@ -17,10 +17,26 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import JSON, Connection, Table, Update, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Table,
+    Update,
+    bindparam,
+    false,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    true,
+    tuple_,
+    union_all,
+    update,
+)
 
 from domain.messages import Receipt
 from domain.states import (
@@ -41,6 +57,8 @@ from storage.anomalies import (
     bounded,
     duplicate_number_anomalies,
     keep_anomalies,
+    number_anomalies,
+    number_pairs,
 )
 from storage.delivery_tables import filing_events
 from storage.tables import attempts, deliveries, filings, outbox
@@ -430,8 +448,9 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
 
     The passes are applied in order in memory (two passes of one delivery build on each
     other); then each table gets one statement for the whole batch. Under the filings' locks
-    one read brings every delivery of the batch's filings (and their last event numbers):
-    the passes, the dependents and the filing states are all worked out from it.
+    one read brings every delivery of the batch's filings (and their last event numbers, and
+    the deliveries that already hold the protocol numbers the passes bring): the passes, the
+    dependents, the duplicate numbers and the filing states are all worked out from it.
 
     A pass whose outcome is not applied (stale, or its delivery settled meanwhile) still made
     its calls: its tries are recorded and counted, once, and nothing else of it."""
@@ -439,9 +458,11 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     own, stale = _own_passes(conn, completions, epoch)
     if not own and not any(c.attempts for c in stale):
         return  # every pass was stale and made no call: nothing of theirs is written
-    current, last_seqs = _filing_deliveries(conn, list(info))
-    read = dict(current)
-    events = EventLog(conn, info, now, epoch, last_seqs=last_seqs)
+    # The numbers the passes bring: their holders are read with the deliveries.
+    found = _filing_deliveries(conn, list(info), number_pairs(
+        {"agency": c.job.agency, "protocol_number": c.protocol_number} for c in own))
+    current, read = found.rows, dict(found.rows)
+    events = EventLog(conn, info, now, epoch, last_seqs=found.last_seqs)
     touched: dict[str, dict[str, Any]] = {}
     attempt_rows: list[dict[str, Any]] = []
     job_rows: list[dict[str, Any]] = []
@@ -480,7 +501,7 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     # batch's own numbers are written, so that the later of two in one batch is the one flagged).
     numbered = [r for r in touched.values()
                 if r["protocol_number"] and r["protocol_number"] != read[r["id"]]["protocol_number"]]
-    duplicates = duplicate_number_anomalies(conn, numbered, {fid: i["reference"] for fid, i in info.items()})
+    duplicates = number_anomalies(numbered, found.holders, {fid: i["reference"] for fid, i in info.items()})
     if attempt_rows:
         conn.execute(insert(attempts), attempt_rows)
     flag_anomalies(conn, duplicates, touched, now, events)
@@ -503,19 +524,47 @@ _FILING_DELIVERIES = select(
     .where(filing_events.c.filing_id == deliveries.c.filing_id)
     .scalar_subquery()
     .label("last_event_seq"),
+    false().label("holder"),
+    null().label("reference"),
 ).where(deliveries.c.filing_id.in_(bindparam("ids", expanding=True)))
+#: The same read, and also the deliveries of any filing that hold some (agency, protocol
+#: number) pairs, with their filing's reference: the duplicate-number check's holders, read
+#: with the rest (before the batch writes its numbers) instead of by a statement of its own.
+_WITH_NUMBER_HOLDERS = union_all(
+    _FILING_DELIVERIES,
+    select(deliveries, null(), true(), filings.c.reference)
+    .join(filings, filings.c.id == deliveries.c.filing_id)
+    .where(tuple_(deliveries.c.agency, deliveries.c.protocol_number).in_(bindparam("pairs", expanding=True))),
+)
 
 
-def _filing_deliveries(conn: Connection, filing_ids: Sequence[int]) -> tuple[dict[str, dict[str, Any]], dict[int, int]]:
-    """Every delivery of the (locked) filings by id, and each filing's last event number, in
-    one read; superseded ones too (a pass for one must see that it was replaced)."""
-    rows: dict[str, dict[str, Any]] = {}
-    seqs: dict[int, int] = {}
-    for r in conn.execute(_FILING_DELIVERIES, {"ids": list(filing_ids)}).mappings():
+class _Read(NamedTuple):
+    """What `_filing_deliveries` read."""
+
+    rows: dict[str, dict[str, Any]]  # every delivery of the filings, by id
+    last_seqs: dict[int, int]  # each filing's last event number
+    holders: list[dict[str, Any]]  # the holders of the numbers asked for, oldest first
+
+
+def _filing_deliveries(conn: Connection, filing_ids: Sequence[int], numbers: Sequence[tuple[str, str]]) -> _Read:
+    """Every delivery of the (locked) filings by id, each filing's last event number and the
+    deliveries holding some (agency, protocol number) pairs, in one read; superseded ones too
+    (a pass for one must see that it was replaced)."""
+    read = _Read({}, {}, [])
+    params: dict[str, Any] = {"ids": list(filing_ids)}
+    if numbers:
+        params["pairs"] = list(numbers)
+    for r in conn.execute(_WITH_NUMBER_HOLDERS if numbers else _FILING_DELIVERIES, params).mappings():
         row = dict(r)
-        seqs[row["filing_id"]] = row.pop("last_event_seq") or 0
-        rows[row["id"]] = row
-    return rows, seqs
+        seq, holder = row.pop("last_event_seq"), row.pop("holder")
+        if holder:
+            read.holders.append(row)
+        else:
+            del row["reference"]
+            read.last_seqs[row["filing_id"]] = seq or 0
+            read.rows[row["id"]] = row
+    read.holders.sort(key=lambda h: (h["created_at"], h["id"]))
+    return read
 
 
 def _own_passes(conn: Connection, completions: Sequence[Completion],
