@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Update,
     bindparam,
+    case,
     false,
     func,
     insert,
@@ -218,12 +219,22 @@ def _write_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: 
         conn.execute(_rows_update(table, columns), params)
 
 
-#: A batch that moved no filing's state only dates them: one statement, not one per filing.
-_TOUCH_FILINGS = (
-    update(filings)
-    .where(filings.c.id.in_(bindparam("ids", expanding=True)))
-    .values(updated_at=bindparam("now", type_=filings.c.updated_at.type))
-)
+#: Filings whose states a batch changed, past which `refresh_filings` writes them with an
+#: executemany: one statement of its own for each count up to it.
+_STATES_PER_UPDATE = 16
+
+
+@lru_cache(maxsize=_STATES_PER_UPDATE + 1)
+def _date_filings(moved: int) -> Update:
+    """`UPDATE filings SET updated_at = :now, state = CASE WHEN id = :id_0 THEN :state_0 … ELSE
+    state END WHERE id IN (:ids)`: dates the filings and sets the state of the `moved` ones
+    (no CASE when none moved), in one statement rather than one per filing."""
+    values: dict[str, Any] = {"updated_at": bindparam("now", type_=filings.c.updated_at.type)}
+    if moved:
+        values["state"] = case(*((filings.c.id == bindparam(f"id_{k}", type_=filings.c.id.type),
+                                  bindparam(f"state_{k}", type_=filings.c.state.type)) for k in range(moved)),
+                               else_=filings.c.state)
+    return update(filings).where(filings.c.id.in_(bindparam("ids", expanding=True))).values(values)
 
 
 def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: datetime, events: EventLog,
@@ -245,19 +256,22 @@ def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: d
     states: dict[int, list[str]] = {fid: [] for fid in info}
     for row in rows:
         states[row["filing_id"]].append(row["state"])
-    moved = False
+    moved = []
     for filing_id, delivery_states in states.items():
         new = aggregate_filing_state(delivery_states).value
         old = info[filing_id]["state"]
         if new != old:
-            moved = True
+            moved.append(filing_id)
             info[filing_id]["state"] = new
             events.add(filing_id, FILING_STATE_CHANGED, {"state": new, "previousState": old})
-    if moved:
+    if len(moved) > _STATES_PER_UPDATE:
         _write_rows(conn, filings, ("state", "updated_at"),
                     ({"id": filing_id, "state": i["state"], "updated_at": now} for filing_id, i in info.items()))
-    else:
-        conn.execute(_TOUCH_FILINGS, {"ids": list(info), "now": now})
+        return
+    params: dict[str, Any] = {"ids": list(info), "now": now}
+    for k, filing_id in enumerate(moved):
+        params.update({f"id_{k}": filing_id, f"state_{k}": info[filing_id]["state"]})
+    conn.execute(_date_filings(len(moved)), params)
 
 
 def _current(conn: Connection, filing_id: int, agency: str) -> dict[str, Any] | None:
