@@ -8,12 +8,12 @@ messages of one agency is kept on both deliveries and flagged here on the later 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, RowMapping, insert, select, tuple_
+from sqlalchemy import Connection, RowMapping, bindparam, insert, select, tuple_
 
 from domain.timestamps import rfc3339
 from storage.delivery_tables import anomalies
@@ -29,6 +29,8 @@ __all__ = [
     "filing_anomalies",
     "keep_anomalies",
     "list_anomalies",
+    "number_anomalies",
+    "number_pairs",
 ]
 
 #: A callback gave a protocol number other than the one recorded (or one for a refused message).
@@ -85,6 +87,17 @@ def keep_anomalies(conn: Connection, items: Sequence[Mapping[str, Any]], now: da
     return rows
 
 
+#: The deliveries holding some (agency, protocol number) pairs, but for some ids, oldest first.
+_NUMBER_HOLDERS = (
+    select(deliveries.c.id, deliveries.c.message_id, deliveries.c.agency, deliveries.c.protocol_number,
+           filings.c.reference)
+    .join(filings, filings.c.id == deliveries.c.filing_id)
+    .where(tuple_(deliveries.c.agency, deliveries.c.protocol_number).in_(bindparam("pairs", expanding=True)),
+           deliveries.c.id.not_in(bindparam("ids", expanding=True)))
+    .order_by(deliveries.c.created_at, deliveries.c.id)
+)
+
+
 def duplicate_number_anomalies(
     conn: Connection, numbered: Sequence[Mapping[str, Any]], references: Mapping[int, str]
 ) -> list[dict[str, Any]]:
@@ -96,26 +109,36 @@ def duplicate_number_anomalies(
     id is the same message (a repeat), never a conflict. `references` maps the batch's filing
     ids to their references. One query for the whole batch (index on agency, protocol number).
     """
-    pairs = sorted({(r["agency"], r["protocol_number"]) for r in numbered if r.get("protocol_number")})
+    pairs = number_pairs(numbered)
     if not pairs:
         return []
-    ids = [r["id"] for r in numbered]
-    holders: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in conn.execute(
-        select(deliveries.c.id, deliveries.c.message_id, deliveries.c.agency, deliveries.c.protocol_number,
-               filings.c.reference)
-        .join(filings, filings.c.id == deliveries.c.filing_id)
-        .where(tuple_(deliveries.c.agency, deliveries.c.protocol_number).in_(pairs), deliveries.c.id.not_in(ids))
-        .order_by(deliveries.c.created_at, deliveries.c.id)
-    ):
-        holders.setdefault((r.agency, r.protocol_number), []).append(
-            {"deliveryId": r.id, "messageId": r.message_id, "filingReference": r.reference})
+    holders = [dict(r._mapping) for r in conn.execute(
+        _NUMBER_HOLDERS, {"pairs": pairs, "ids": [r["id"] for r in numbered]})]
+    return number_anomalies(numbered, holders, references)
+
+
+def number_pairs(numbered: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """The (agency, protocol number) pairs of these rows, to look their holders up."""
+    return sorted({(r["agency"], r["protocol_number"]) for r in numbered if r.get("protocol_number")})
+
+
+def number_anomalies(numbered: Sequence[Mapping[str, Any]], holders: Iterable[Mapping[str, Any]],
+                     references: Mapping[int, str]) -> list[dict[str, Any]]:
+    """`duplicate_number_anomalies` given the deliveries (`id`, `message_id`, `agency`,
+    `protocol_number`, `reference` of the filing) that held the numbers before, oldest first;
+    `numbered` ones among them are not holders."""
+    ids = {r["id"] for r in numbered}
+    found_holders: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for h in holders:
+        if h["id"] not in ids:
+            found_holders.setdefault((h["agency"], h["protocol_number"]), []).append(
+                {"deliveryId": h["id"], "messageId": h["message_id"], "filingReference": h["reference"]})
     found: list[dict[str, Any]] = []
     for row in numbered:
         if not row.get("protocol_number"):
             continue
         pair = (row["agency"], row["protocol_number"])
-        others = [h for h in holders.get(pair, []) if h["messageId"] != row["message_id"]]
+        others = [h for h in found_holders.get(pair, []) if h["messageId"] != row["message_id"]]
         if others:
             found.append({
                 "delivery_id": row["id"], "filing_id": row["filing_id"], "agency": row["agency"],
@@ -123,8 +146,8 @@ def duplicate_number_anomalies(
                 "detail": {"protocolNumber": row["protocol_number"], "messageId": row["message_id"],
                            "alsoGivenTo": others[:MAX_OTHERS]},
             })
-        holders.setdefault(pair, []).append({"deliveryId": row["id"], "messageId": row["message_id"],
-                                             "filingReference": references.get(row["filing_id"])})
+        found_holders.setdefault(pair, []).append({"deliveryId": row["id"], "messageId": row["message_id"],
+                                                   "filingReference": references.get(row["filing_id"])})
     return found
 
 

@@ -6,9 +6,10 @@ state. So two workers finishing two recipients of one filing never compute the f
 from stale reads, and the events of one filing get gap-free, ordered sequence numbers.
 
 Since nobody else writes a locked filing's deliveries, a batch reads what it needs once, works
-out every change in memory and writes each kind of row with one statement per table: an
-executemany, which psycopg 3 sends as one pipeline. The cost of a batch then hardly grows with
-the number of statements a per-row write would have needed.
+out every change in memory and writes each kind of row with one statement per table: a
+multi-row INSERT, an executemany of the columns it changed (which psycopg 3 sends as one
+pipeline), one UPDATE of the filings. The cost of a batch then hardly grows with the number of
+statements a per-row write would have needed. The statements are built once, not per batch.
 """
 
 from __future__ import annotations
@@ -17,10 +18,27 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import JSON, Connection, Table, Update, bindparam, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Table,
+    Update,
+    bindparam,
+    case,
+    false,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    true,
+    tuple_,
+    union_all,
+    update,
+)
 
 from domain.messages import Receipt
 from domain.states import (
@@ -41,6 +59,8 @@ from storage.anomalies import (
     bounded,
     duplicate_number_anomalies,
     keep_anomalies,
+    number_anomalies,
+    number_pairs,
 )
 from storage.delivery_tables import filing_events
 from storage.tables import attempts, deliveries, filings, outbox
@@ -70,19 +90,23 @@ RECIPIENT_CORRECTED = "recipient.corrected"
 RECIPIENT_ANOMALY = "recipient.anomaly"
 
 
+#: The hot path's statements are built once: a statement built per call costs its
+#: construction and its cache key at every call, more than the database's work on a small batch.
+_LOCK_FILINGS = (
+    select(filings.c.id, filings.c.reference, filings.c.portal, filings.c.kind, filings.c.state)
+    .where(filings.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(filings.c.id)
+    .with_for_update()
+)
+
+
 def lock_filings(conn: Connection, filing_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """Lock the filings (PostgreSQL `FOR UPDATE`, in id order; SQLite holds the database) and
     return their id → {reference, portal, kind, state}."""
     ids = sorted(set(filing_ids))
     if not ids:
         return {}
-    rows = conn.execute(
-        select(filings.c.id, filings.c.reference, filings.c.portal, filings.c.kind, filings.c.state)
-        .where(filings.c.id.in_(ids))
-        .order_by(filings.c.id)
-        .with_for_update()
-    ).all()
-    return {r.id: dict(r._mapping) for r in rows}
+    return {r.id: dict(r._mapping) for r in conn.execute(_LOCK_FILINGS, {"ids": ids})}
 
 
 def recipient_payload(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,7 +201,7 @@ class EventLog:
             self._rows = []
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=64)
 def _rows_update(table: Table, columns: tuple[str, ...]) -> Update:
     """`UPDATE table SET columns… WHERE id = …` with a bind parameter per column, to run as an
     executemany (the parameters are prefixed: SET-clause names are reserved)."""
@@ -194,6 +218,24 @@ def _write_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: 
     params = [{"b_id": row["id"], **{f"b_{name}": row[name] for name in columns}} for row in rows]
     if params:
         conn.execute(_rows_update(table, columns), params)
+
+
+#: Filings whose states a batch changed, past which `refresh_filings` writes them with an
+#: executemany: one statement of its own for each count up to it.
+_STATES_PER_UPDATE = 16
+
+
+@lru_cache(maxsize=_STATES_PER_UPDATE + 1)
+def _date_filings(moved: int) -> Update:
+    """`UPDATE filings SET updated_at = :now, state = CASE WHEN id = :id_0 THEN :state_0 … ELSE
+    state END WHERE id IN (:ids)`: dates the filings and sets the state of the `moved` ones
+    (no CASE when none moved), in one statement rather than one per filing."""
+    values: dict[str, Any] = {"updated_at": bindparam("now", type_=filings.c.updated_at.type)}
+    if moved:
+        values["state"] = case(*((filings.c.id == bindparam(f"id_{k}", type_=filings.c.id.type),
+                                  bindparam(f"state_{k}", type_=filings.c.state.type)) for k in range(moved)),
+                               else_=filings.c.state)
+    return update(filings).where(filings.c.id.in_(bindparam("ids", expanding=True))).values(values)
 
 
 def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: datetime, events: EventLog,
@@ -215,15 +257,22 @@ def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: d
     states: dict[int, list[str]] = {fid: [] for fid in info}
     for row in rows:
         states[row["filing_id"]].append(row["state"])
-    written = []
+    moved = []
     for filing_id, delivery_states in states.items():
         new = aggregate_filing_state(delivery_states).value
         old = info[filing_id]["state"]
-        written.append({"id": filing_id, "state": new, "updated_at": now})
         if new != old:
+            moved.append(filing_id)
             info[filing_id]["state"] = new
             events.add(filing_id, FILING_STATE_CHANGED, {"state": new, "previousState": old})
-    _write_rows(conn, filings, ("state", "updated_at"), written)
+    if len(moved) > _STATES_PER_UPDATE:
+        _write_rows(conn, filings, ("state", "updated_at"),
+                    ({"id": filing_id, "state": i["state"], "updated_at": now} for filing_id, i in info.items()))
+        return
+    params: dict[str, Any] = {"ids": list(info), "now": now}
+    for k, filing_id in enumerate(moved):
+        params.update({f"id_{k}": filing_id, f"state_{k}": info[filing_id]["state"]})
+    conn.execute(_date_filings(len(moved)), params)
 
 
 def _current(conn: Connection, filing_id: int, agency: str) -> dict[str, Any] | None:
@@ -390,13 +439,22 @@ def close_open_jobs(conn: Connection, delivery_id: str, epoch: float) -> None:
     )
 
 
-#: The delivery columns a worker pass may change, all written for every delivery of a batch
-#: (from the row as read, where the pass left them) so that one executemany fits every row.
-_PASS_COLUMNS = (
-    "state", "last_error", "next_attempt_at", "updated_at", "attempts", "polls", "rounds", "protocol_number",
-    "protocolled_at", "references", "outcome", "outcome_code", "outcome_text", "correlation_id", "poll_url",
-    "acknowledged_at",
-)
+#: The delivery columns a batch may change (all but the key).
+_DELIVERY_COLUMNS = tuple(column.name for column in deliveries.c if column.name != "id")
+
+
+def _write_changed(conn: Connection, before: Mapping[str, Mapping[str, Any]],
+                   after: Mapping[str, Mapping[str, Any]]) -> None:
+    """Write the deliveries of `after` that differ from `before` (the rows as read, which the
+    filings' locks keep so) with one executemany of the columns any of them changed: a column
+    nobody changed is not sent, nor a row without changes."""
+    changed: dict[str, set[str]] = {}
+    for delivery_id, row in after.items():
+        old = before[delivery_id]
+        if row is not old and (names := {name for name in _DELIVERY_COLUMNS if row[name] != old[name]}):
+            changed[delivery_id] = names
+    columns = tuple(name for name in _DELIVERY_COLUMNS if any(name in names for names in changed.values()))
+    _write_rows(conn, deliveries, columns, (after[delivery_id] for delivery_id in changed))
 
 
 def apply_completions(conn: Connection, completions: Sequence[Completion], now: datetime, epoch: float) -> None:
@@ -405,8 +463,9 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
 
     The passes are applied in order in memory (two passes of one delivery build on each
     other); then each table gets one statement for the whole batch. Under the filings' locks
-    one read brings every delivery of the batch's filings (and their last event numbers):
-    the passes, the dependents and the filing states are all worked out from it.
+    one read brings every delivery of the batch's filings (and their last event numbers, and
+    the deliveries that already hold the protocol numbers the passes bring): the passes, the
+    dependents, the duplicate numbers and the filing states are all worked out from it.
 
     A pass whose outcome is not applied (stale, or its delivery settled meanwhile) still made
     its calls: its tries are recorded and counted, once, and nothing else of it."""
@@ -414,9 +473,11 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     own, stale = _own_passes(conn, completions, epoch)
     if not own and not any(c.attempts for c in stale):
         return  # every pass was stale and made no call: nothing of theirs is written
-    current, last_seqs = _filing_deliveries(conn, list(info))
-    numbers_before = {i: r["protocol_number"] for i, r in current.items()}
-    events = EventLog(conn, info, now, epoch, last_seqs=last_seqs)
+    # The numbers the passes bring: their holders are read with the deliveries.
+    found = _filing_deliveries(conn, list(info), number_pairs(
+        {"agency": c.job.agency, "protocol_number": c.protocol_number} for c in own))
+    current, read = found.rows, dict(found.rows)
+    events = EventLog(conn, info, now, epoch, last_seqs=found.last_seqs)
     touched: dict[str, dict[str, Any]] = {}
     attempt_rows: list[dict[str, Any]] = []
     job_rows: list[dict[str, Any]] = []
@@ -453,9 +514,9 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
                              "claims": 0, "created_at": epoch})
     # A number the agency already gave another message is kept, and flagged (read before the
     # batch's own numbers are written, so that the later of two in one batch is the one flagged).
-    numbered = [r for r in touched.values() if r["protocol_number"] and r["protocol_number"] != numbers_before[r["id"]]]
-    duplicates = duplicate_number_anomalies(conn, numbered, {fid: i["reference"] for fid, i in info.items()})
-    _write_rows(conn, deliveries, _PASS_COLUMNS, touched.values())
+    numbered = [r for r in touched.values()
+                if r["protocol_number"] and r["protocol_number"] != read[r["id"]]["protocol_number"]]
+    duplicates = number_anomalies(numbered, found.holders, {fid: i["reference"] for fid, i in info.items()})
     if attempt_rows:
         conn.execute(insert(attempts), attempt_rows)
     flag_anomalies(conn, duplicates, touched, now, events)
@@ -464,30 +525,63 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
         deps = _Dependents(conn, (pred["filing_id"] for pred in work), (_S.WAITING.value, _S.HELD.value),
                            current.values())
         job_rows.extend(_settle(deps, work, now, epoch, events))
-        deps.write(conn, _SETTLE_COLUMNS)
         current.update(deps.moved)
+    _write_changed(conn, read, current)
     if job_rows:
         conn.execute(insert(outbox), job_rows)
     refresh_filings(conn, info, now, events, current.values())
     events.flush()
 
 
-def _filing_deliveries(conn: Connection, filing_ids: Sequence[int]) -> tuple[dict[str, dict[str, Any]], dict[int, int]]:
-    """Every delivery of the (locked) filings by id, and each filing's last event number, in
-    one read; superseded ones too (a pass for one must see that it was replaced)."""
-    last_seq = (
-        select(func.max(filing_events.c.seq))
-        .where(filing_events.c.filing_id == deliveries.c.filing_id)
-        .scalar_subquery()
-        .label("last_event_seq")
-    )
-    rows: dict[str, dict[str, Any]] = {}
-    seqs: dict[int, int] = {}
-    for r in conn.execute(select(deliveries, last_seq).where(deliveries.c.filing_id.in_(filing_ids))).mappings():
-        row = dict(r)
-        seqs[row["filing_id"]] = row.pop("last_event_seq") or 0
-        rows[row["id"]] = row
-    return rows, seqs
+_FILING_DELIVERIES = select(
+    deliveries,
+    select(func.max(filing_events.c.seq))
+    .where(filing_events.c.filing_id == deliveries.c.filing_id)
+    .scalar_subquery()
+    .label("last_event_seq"),
+    false().label("holder"),
+    null().label("reference"),
+).where(deliveries.c.filing_id.in_(bindparam("ids", expanding=True)))
+#: The same read, and also the deliveries of any filing that hold some (agency, protocol
+#: number) pairs, with their filing's reference: the duplicate-number check's holders, read
+#: with the rest (before the batch writes its numbers) instead of by a statement of its own.
+_WITH_NUMBER_HOLDERS = union_all(
+    _FILING_DELIVERIES,
+    select(deliveries, null(), true(), filings.c.reference)
+    .join(filings, filings.c.id == deliveries.c.filing_id)
+    .where(tuple_(deliveries.c.agency, deliveries.c.protocol_number).in_(bindparam("pairs", expanding=True))),
+)
+
+
+class _Read(NamedTuple):
+    """What `_filing_deliveries` read."""
+
+    rows: dict[str, dict[str, Any]]  # every delivery of the filings, by id
+    last_seqs: dict[int, int]  # each filing's last event number
+    holders: list[dict[str, Any]]  # the holders of the numbers asked for, oldest first
+
+
+def _filing_deliveries(conn: Connection, filing_ids: Sequence[int], numbers: Sequence[tuple[str, str]]) -> _Read:
+    """Every delivery of the (locked) filings by id, each filing's last event number and the
+    deliveries holding some (agency, protocol number) pairs, in one read; superseded ones too
+    (a pass for one must see that it was replaced)."""
+    read = _Read({}, {}, [])
+    params: dict[str, Any] = {"ids": list(filing_ids)}
+    if numbers:
+        params["pairs"] = list(numbers)
+    result = conn.execute(_WITH_NUMBER_HOLDERS if numbers else _FILING_DELIVERIES, params)
+    keys = tuple(result.keys())
+    for values in result:
+        row = dict(zip(keys, values))  # a third of dict(RowMapping)'s cost, for every column of every row
+        seq, holder = row.pop("last_event_seq"), row.pop("holder")
+        if holder:
+            read.holders.append(row)
+        else:
+            del row["reference"]
+            read.last_seqs[row["filing_id"]] = seq or 0
+            read.rows[row["id"]] = row
+    read.holders.sort(key=lambda h: (h["created_at"], h["id"]))
+    return read
 
 
 def _own_passes(conn: Connection, completions: Sequence[Completion],
@@ -505,15 +599,9 @@ def _own_passes(conn: Connection, completions: Sequence[Completion],
     live = [c for c in completions if not c.stale]
     plain = sorted({c.job.job_id for c in live if c.job.lease_token is None})
     fenced = sorted({(c.job.job_id, c.job.lease_token) for c in live if c.job.lease_token is not None})
-    conditions = []
-    if plain:
-        conditions.append(outbox.c.id.in_(plain))
-    if fenced:
-        conditions.append(tuple_(outbox.c.id, outbox.c.claims).in_(fenced))
     claims = {r.id: r.claims for r in conn.execute(
-        update(outbox).where(or_(*conditions), outbox.c.done_at.is_(None)).values(done_at=epoch)
-        .returning(outbox.c.id, outbox.c.claims)
-    )} if conditions else {}
+        _close_jobs(bool(plain), bool(fenced)), {"plain": plain, "fenced": fenced, "epoch": epoch}
+    )} if plain or fenced else {}
     # Of each closed job, the first pass that held it (its current claim) is the one applied.
     own: list[Completion] = []
     taken: set[int] = set()
@@ -528,6 +616,19 @@ def _own_passes(conn: Connection, completions: Sequence[Completion],
     if stale:
         _log_stale(conn, stale, claims)
     return own, stale + [c for c in completions if c.stale]
+
+
+@lru_cache(maxsize=4)
+def _close_jobs(plain: bool, fenced: bool) -> Update:
+    """`UPDATE outbox SET done_at … RETURNING id, claims` of the open jobs among the `plain`
+    ids and the `fenced` (id, claims) pairs (whichever the flags say the batch has)."""
+    conditions = []
+    if plain:
+        conditions.append(outbox.c.id.in_(bindparam("plain", expanding=True)))
+    if fenced:
+        conditions.append(tuple_(outbox.c.id, outbox.c.claims).in_(bindparam("fenced", expanding=True)))
+    return (update(outbox).where(or_(*conditions), outbox.c.done_at.is_(None)).values(done_at=bindparam("epoch"))
+            .returning(outbox.c.id, outbox.c.claims))
 
 
 def _attempt_rows(delivery_id: str, worker: str, tries: Iterable[AttemptRecord]) -> list[dict[str, Any]]:
