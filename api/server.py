@@ -11,14 +11,16 @@ request's bytes already buffered, pipelined behind the one before) and closes th
 with 408 if the head is not complete when it fires;
 and it measures every head before h11 parses it, answering 431 beyond `max_header_bytes`; a
 connection beyond `max_connections` is served a 503 problem+json. Both refusals are written
-only when no request is in progress, so after every answer already owed, in order. One head
-escapes the measure: one read whole with the end of a body the app answered without reading
-it (uvicorn parses it within its own loop); h11's bound still applies if it arrives in parts.
+only when no request is in progress, so after every answer already owed, in order. The head
+is measured inside h11's `next_event` (`_MeasuredConnection`), so every path uvicorn takes to
+parse one is covered: a fresh read, a pipelined head, and a head read whole with the end of a
+body the app answered without reading it (uvicorn parses that one within its own loop).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +65,24 @@ _HEAD_TOO_LARGE = _problem_answer(431, "Request Header Fields Too Large", "reque
                                   "the request line and headers are too large")
 
 
+class _MeasuredConnection(h11.Connection):
+    """h11's server side that asks `refuse_head` before parsing a request head; when it refuses
+    (and has answered and closed), h11 reports PAUSED, which ends uvicorn's parsing loop.
+
+    h11 bounds only a head still incomplete (`max_incomplete_event_size`): one buffered whole
+    would pass at any size, whichever uvicorn path parses it.
+    """
+
+    def __init__(self, refuse_head: Callable[[], bool], max_incomplete_event_size: int) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size)
+        self._refuse_head = refuse_head
+
+    def next_event(self) -> Any:
+        if self.their_state is h11.IDLE and self.trailing_data[0] and self._refuse_head():
+            return h11.PAUSED
+        return super().next_event()
+
+
 class HeaderTimeoutProtocol(H11Protocol):
     """uvicorn's h11 protocol with a bound on the time from a request's first byte to its last header."""
 
@@ -76,6 +96,7 @@ class HeaderTimeoutProtocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
+        self.conn = _MeasuredConnection(self._refused_head, self.max_header_bytes)
 
     # uvicorn types its parameter as asyncio.Transport where BaseProtocol says BaseTransport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -90,12 +111,12 @@ class HeaderTimeoutProtocol(H11Protocol):
     def handle_events(self) -> None:
         # uvicorn parses here both what was just read (`data_received`) and, when a response
         # completes, the next request h11 buffered behind it, pipelined (`on_response_complete`
-        # starts the next cycle): in both, a request not yet parsed is checked first. IDLE means
-        # no request is in progress, so every answer owed was written before a refusal.
-        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0] and self._head_too_large():
-            self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
-            return
+        # starts the next cycle). Each head's size is checked by `_MeasuredConnection` as h11
+        # is about to parse it, only while no request is in progress (IDLE), so every answer
+        # owed was written before a refusal; a refusal closes the connection.
         super().handle_events()
+        if self.transport.is_closing():
+            return
         if self.conn.their_state is not h11.IDLE:  # h11 produced the Request: the head is complete
             self._disarm_header_timer()
         elif self.conn.trailing_data[0] and self._header_timer is None:
@@ -116,6 +137,14 @@ class HeaderTimeoutProtocol(H11Protocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+
+    def _refused_head(self) -> bool:
+        """Whether the buffered request head is too large, in which case it is answered 431 and
+        the connection closed (called by h11 before it parses a head)."""
+        if not self._head_too_large():
+            return False
+        self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
+        return True
 
     def _head_too_large(self) -> bool:
         # h11 bounds only a head still incomplete (`max_incomplete_event_size`): one that

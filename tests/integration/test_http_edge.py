@@ -284,3 +284,21 @@ def test_a_head_begun_after_a_body_answered_unread_is_answered_408(tmp_path: Pat
         closed, statuses = _answers_until_closed(sock, 5.0)
         assert closed and time.monotonic() - started < 2.5
         assert statuses == [b"408"]
+
+
+def test_an_oversize_head_read_with_the_end_of_a_body_answered_unread_is_refused(small_hub: RunningHub) -> None:
+    """A request answered before its body was read (404 on an unknown path), then the rest of
+    that body and a whole next head beyond `max_header_bytes` in one write: uvicorn parses that
+    head within its own loop, and it is still answered 431, not served."""
+    with _connect(small_hub.port) as sock:
+        sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\n")
+        answered = b""
+        while not answered.endswith(b"}"):  # the whole 404 problem+json, body not yet sent
+            chunk = sock.recv(4096)
+            assert chunk, f"closed after {answered!r}"
+            answered += chunk
+        assert answered.startswith(b"HTTP/1.1 404 ")
+        sock.sendall(b"abcde" b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 8000 + b"\r\n\r\n")
+        closed, statuses = _answers_until_closed(sock, 5.0)
+        assert closed
+        assert statuses == [b"431"]
