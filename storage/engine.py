@@ -98,9 +98,5 @@ def build_engine(url: str, *, base_dir: Path | None = None, pool_size: int = 10,
     # statement's values, which may be personal data.
     engine = create_engine(parsed, echo=echo, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True,
                            json_serializer=_json_text, json_deserializer=orjson.loads)
-    # An INSERT of many rows goes as one multi-row statement ("insertmanyvalues"), as it does
-    # with RETURNING, rather than as psycopg's pipeline of one statement per row, whose
-    # per-row socket round of send and receive cost more client CPU than the whole statement.
-    engine.dialect.use_insertmanyvalues_wo_returning = True
     _ping_if_idle(engine)
     return engine
