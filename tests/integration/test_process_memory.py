@@ -39,14 +39,22 @@ from config.settings import load_settings
 
 role = sys.argv[1]
 hub = bootstrap.build_hub(load_settings(None), role=role)
+readers = []
 if role == "all":
     import api.app  # what `serve` imports to build the application
+    # The API alone (scaled out): its callback readers, on a client that sends nothing.
+    found, client = bootstrap.outcome_readers(hub, None)
+    readers = sorted(found)
+    try:
+        asyncio.run(client.get("http://127.0.0.1:9/"))
+    except RuntimeError as refused:
+        readers.append(str(refused))
 if role == "worker":
     async def build():
         workers = bootstrap.WorkerSet(hub, None)
         await workers.close()
     asyncio.run(build())
-print(json.dumps({"modules": sorted(sys.modules), "guard": hub.guard is not None,
+print(json.dumps({"modules": sorted(sys.modules), "guard": hub.guard is not None, "readers": readers,
                   "contracts": hub.contracts is not None}))
 hub.dispose()
 """
@@ -159,6 +167,10 @@ def test_the_api_process_builds_everything(tmp_path: Path) -> None:
     assert "xmlschema" not in set(built["modules"])  # type: ignore[call-overload]  # JSON intake loads it
     # ... but not what only a receipt needs: it loads with the first receipt.
     assert not set(built["modules"]) & set(ON_DEMAND_MODULES)  # type: ignore[call-overload]
+    # Its callback readers only parse: their HTTP client is no connection pool (httpcore, ~4 MiB).
+    assert "httpcore" not in set(built["modules"])  # type: ignore[call-overload]
+    assert built["readers"] == ["cciaa", "inail", "inps", "runts",
+                                "the API's outcome readers send nothing: GET http://127.0.0.1:9/"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
