@@ -396,23 +396,12 @@ def outcome_readers(hub: Hub, workers: WorkerSet | None) -> tuple[dict[str, Outc
     if workers is not None:
         return {name: adapter for name, adapter in workers.adapters.items()
                 if isinstance(adapter, LateOutcomeAdapter)}, None
-    client = _client_sending_nothing()
+    from wiring.memory import client_sending_nothing
+
+    client = client_sending_nothing("the API's outcome readers")
     readers: dict[str, OutcomeReader] = {name: configured_adapter(hub.settings, _contracts(hub), name, client)
                                          for name in sorted(hub.routes.agencies)}
     return readers, client
-
-
-def _client_sending_nothing() -> httpx.AsyncClient:
-    """The HTTP client of the API's own callback readers: they only parse what agencies POST, so
-    its transport sends nothing (a send raises) instead of being httpcore's connection pool,
-    which the API process would otherwise import for it alone (~4 MiB, issue 13)."""
-    import httpx
-
-    class SendsNothing(httpx.AsyncBaseTransport):
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            raise RuntimeError(f"the API's outcome readers send nothing: {request.method} {request.url}")
-
-    return httpx.AsyncClient(trust_env=False, transport=SendsNothing())
 
 
 def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Callable[[], None],

@@ -152,6 +152,9 @@ def test_a_worker_loads_the_adapters_but_not_the_api(tmp_path: Path) -> None:
     assert {"adapters.wsdl", "zeep"} <= modules
     assert not modules & set(API_MODULES + HTTP_SERVER_MODULES)
     assert built["guard"] is False and built["contracts"] is True
+    # No portal has a callback address here: the notifier, idle, has no connection pool
+    # (httpcore); the agencies' clients are aiohttp's.
+    assert "httpcore" not in modules
     # The configured agencies each declare their XSD (libxml2 validates): xmlschema, ~11 MiB,
     # loads only for a WSDL that embeds its schemas instead.
     assert "xmlschema" not in modules
