@@ -396,9 +396,9 @@ def outcome_readers(hub: Hub, workers: WorkerSet | None) -> tuple[dict[str, Outc
     if workers is not None:
         return {name: adapter for name, adapter in workers.adapters.items()
                 if isinstance(adapter, LateOutcomeAdapter)}, None
-    import httpx
+    from wiring.memory import client_sending_nothing
 
-    client = httpx.AsyncClient(trust_env=False)
+    client = client_sending_nothing("the API's outcome readers")
     readers: dict[str, OutcomeReader] = {name: configured_adapter(hub.settings, _contracts(hub), name, client)
                                          for name in sorted(hub.routes.agencies)}
     return readers, client

@@ -5,7 +5,8 @@ process (anyio's, SQLAlchemy's callers, pika's) each touch one, and every arena 
 pages resident. Capping the arenas at start bounds that growth (issue 13: <= 120 MiB per process).
 
 Some libraries also import optional packages merely because they are installed (in a development
-environment they are: the test tools bring them), and keep them resident for nothing.
+environment they are: the test tools bring them), and keep them resident for nothing. And a part
+built with an HTTP client it never sends through gets one that loads no connection pool.
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from typing import TYPE_CHECKING
 
-__all__ = ["M_ARENA_MAX", "UNUSED_OPTIONAL_MODULES", "limit_malloc_arenas", "skip_unused_optional_modules"]
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["M_ARENA_MAX", "UNUSED_OPTIONAL_MODULES", "client_sending_nothing", "limit_malloc_arenas",
+           "skip_unused_optional_modules"]
 
 #: mallopt's parameter number for the arena cap (glibc malloc.h).
 M_ARENA_MAX = -8
@@ -61,3 +67,17 @@ def skip_unused_optional_modules() -> list[str]:
     for name in skipped:
         sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not found" marker
     return skipped
+
+
+def client_sending_nothing(owner: str) -> httpx.AsyncClient:
+    """An HTTP client for a part built with one that never sends (the API's own callback readers
+    only parse; a notifier with no portal to call back returns at once): its transport raises
+    if asked to send, instead of being httpcore's connection pool, which would otherwise be
+    imported (with h11, and trio where installed) for that part alone (~4 MiB)."""
+    import httpx
+
+    class SendsNothing(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            raise RuntimeError(f"{owner} send nothing: {request.method} {request.url}")
+
+    return httpx.AsyncClient(trust_env=False, transport=SendsNothing())

@@ -11,6 +11,7 @@ from config.settings import Settings
 from security.secrets import callback_secret
 from service.notifier import EventNotifier, EventStore
 from service.schedule import SchedulePolicy
+from wiring.memory import client_sending_nothing
 
 __all__ = ["build_notifier"]
 
@@ -33,8 +34,9 @@ def build_notifier(settings: Settings, store: EventStore,
         if secret is None:
             raise ValueError(f"portal {portal!r} has a callback_url but no callback_secret(_file)")
         targets[portal] = WebhookTarget(conf.callback_url, secret)
-    client = httpx.AsyncClient(timeout=httpx.Timeout(n.timeout), trust_env=False,
-                               transport=httpx.AsyncHTTPTransport(retries=0))
+    client = (httpx.AsyncClient(timeout=httpx.Timeout(n.timeout), trust_env=False,
+                                transport=httpx.AsyncHTTPTransport(retries=0))
+              if targets else client_sending_nothing("notifications without a portal to call back"))
     notifier = EventNotifier(
         store=store,
         sender=WebhookSender(client, targets),

@@ -1,19 +1,23 @@
 """Issue 13, memory: each process kind builds and imports only what it uses (the modules are
-most of a process's resident memory), and hub.py's services cap glibc's malloc arenas.
+most of a process's resident memory), hub.py's services cap glibc's malloc arenas, and the API
+runs its blocking work on `[api] threads` threads.
 
-Each case runs in a fresh interpreter: what a process imported is only visible there.
+Each import case runs in a fresh interpreter: what a process imported is only visible there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support import RunningHub, hub_settings
 from wiring.memory import UNUSED_OPTIONAL_MODULES, limit_malloc_arenas
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,22 +26,35 @@ ROOT = Path(__file__).resolve().parents[2]
 ADAPTER_MODULES = ("adapters.wsdl", "adapters.factory", "zeep", "xmlschema", "aiohttp")
 #: The API's own modules and what only it needs (callback signatures: signxml).
 API_MODULES = ("api.app", "api.callbacks", "api.ops.auth", "signxml", "jinja2")
+#: The HTTP server: only a process that listens (the API, a metrics listener) loads it.
+HTTP_SERVER_MODULES = ("uvicorn", "starlette", "api.server")
+#: `hub.py`'s command groups by area (portal, operator, drafts ...): no service runs them.
+CLI_AREA_MODULES = ("cli.ops_actions", "cli.portal_actions", "cli.portal_commands", "cli.drafts_commands",
+                    "cli.filings_commands", "cli.retention_commands", "cli.operator_commands", "cli.portal")
 
 _BUILD = """
 import asyncio, json, sys
-import bootstrap, runner
+import bootstrap, hub, runner  # what a service imports: the command line, then its process
 from config.settings import load_settings
 
 role = sys.argv[1]
 hub = bootstrap.build_hub(load_settings(None), role=role)
+readers = []
 if role == "all":
     import api.app  # what `serve` imports to build the application
+    # The API alone (scaled out): its callback readers, on a client that sends nothing.
+    found, client = bootstrap.outcome_readers(hub, None)
+    readers = sorted(found)
+    try:
+        asyncio.run(client.get("http://127.0.0.1:9/"))
+    except RuntimeError as refused:
+        readers.append(str(refused))
 if role == "worker":
     async def build():
         workers = bootstrap.WorkerSet(hub, None)
         await workers.close()
     asyncio.run(build())
-print(json.dumps({"modules": sorted(sys.modules), "guard": hub.guard is not None,
+print(json.dumps({"modules": sorted(sys.modules), "guard": hub.guard is not None, "readers": readers,
                   "contracts": hub.contracts is not None}))
 hub.dispose()
 """
@@ -56,7 +73,7 @@ def _built(role: str, tmp_path: Path) -> dict[str, object]:
 def test_the_relay_loads_neither_the_adapters_nor_the_api(tmp_path: Path) -> None:
     built = _built("relay", tmp_path)
     modules = set(built["modules"])  # type: ignore[call-overload]  # a JSON list of names
-    assert not modules & set(ADAPTER_MODULES + API_MODULES)
+    assert not modules & set(ADAPTER_MODULES + API_MODULES + HTTP_SERVER_MODULES)
     assert built["guard"] is False and built["contracts"] is False
 
 
@@ -71,7 +88,24 @@ def test_the_command_line_alone_loads_no_http_client_nor_signing() -> None:
     clients (httpx, jwt) load only when such a command runs."""
     done = subprocess.run([sys.executable, "-c", "import json, sys, hub; print(json.dumps(sorted(sys.modules)))"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
-    assert not set(json.loads(done.stdout)) & {"httpx", "jwt", "cryptography", "alembic", "structlog"}
+    assert not set(json.loads(done.stdout)) & {"httpx", "jwt", "cryptography", "alembic", "structlog",
+                                               *CLI_AREA_MODULES}
+
+
+def test_the_command_groups_by_area_still_answer_and_list() -> None:
+    """They load when one of their commands is asked for, or when the commands are listed."""
+    from click.testing import CliRunner
+
+    from hub import cli
+
+    listed = CliRunner().invoke(cli, ["--help"])
+    assert listed.exit_code == 0, listed.output
+    assert all(f"  {name} " in listed.output for name in ("drafts", "events", "operators", "retention", "serve"))
+    for command in (["drafts", "--help"], ["events", "--help"], ["lockouts", "--help"]):
+        answered = CliRunner().invoke(cli, command)
+        assert answered.exit_code == 0 and answered.output.startswith(f"Usage: cli {command[0]} "), answered.output
+    unknown = CliRunner().invoke(cli, ["no-such-command"])
+    assert unknown.exit_code == 2 and "No such command 'no-such-command'" in unknown.output
 
 
 _SERVICE = """
@@ -116,8 +150,11 @@ def test_a_worker_loads_the_adapters_but_not_the_api(tmp_path: Path) -> None:
     built = _built("worker", tmp_path)
     modules = set(built["modules"])  # type: ignore[call-overload]  # a JSON list of names
     assert {"adapters.wsdl", "zeep"} <= modules
-    assert not modules & set(API_MODULES)
+    assert not modules & set(API_MODULES + HTTP_SERVER_MODULES)
     assert built["guard"] is False and built["contracts"] is True
+    # No portal has a callback address here: the notifier, idle, has no connection pool
+    # (httpcore); the agencies' clients are aiohttp's.
+    assert "httpcore" not in modules
     # The configured agencies each declare their XSD (libxml2 validates): xmlschema, ~11 MiB,
     # loads only for a WSDL that embeds its schemas instead.
     assert "xmlschema" not in modules
@@ -133,9 +170,29 @@ def test_the_api_process_builds_everything(tmp_path: Path) -> None:
     assert "xmlschema" not in set(built["modules"])  # type: ignore[call-overload]  # JSON intake loads it
     # ... but not what only a receipt needs: it loads with the first receipt.
     assert not set(built["modules"]) & set(ON_DEMAND_MODULES)  # type: ignore[call-overload]
+    # Its callback readers only parse: their HTTP client is no connection pool (httpcore, ~4 MiB).
+    assert "httpcore" not in set(built["modules"])  # type: ignore[call-overload]
+    assert built["readers"] == ["cciaa", "inail", "inps", "runts",
+                                "the API's outcome readers send nothing: GET http://127.0.0.1:9/"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_the_malloc_arena_cap_is_set_and_zero_leaves_the_default() -> None:
     assert limit_malloc_arenas(2) is True
     assert limit_malloc_arenas(0) is False
+
+
+def test_the_api_runs_its_blocking_work_on_the_configured_threads(tmp_path: Path, sims: Any) -> None:
+    """`[api] threads` bounds starlette's thread pool (anyio's limiter of the API's event loop)."""
+    settings = hub_settings(f"sqlite:///{tmp_path / 'crocevia.db'}",
+                            {agency: sims.soap_endpoint(agency) for agency in sims.urls})
+    settings = settings.model_copy(update={"api": settings.api.model_copy(update={"threads": 3})})
+
+    async def tokens() -> float:
+        from anyio.to_thread import current_default_thread_limiter
+
+        return current_default_thread_limiter().total_tokens
+
+    with RunningHub(settings) as running:
+        # The limiter is the event loop's own: ask it in the loop the API serves from.
+        assert asyncio.run_coroutine_threadsafe(tokens(), running._loop).result(10) == 3
