@@ -437,6 +437,7 @@ def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Ca
             identity=hub.identity,
             max_body_bytes=hub.settings.api.max_body_bytes,
             admission=AdmissionLimits(hub.settings.api.max_inflight_submissions, hub.settings.api.max_queue_wait_ms),
+            intake_threads=hub.settings.api.threads,
             on_accepted=on_accepted,
             outcome_readers=readers,
             callbacks=hub.callbacks,

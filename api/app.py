@@ -311,17 +311,19 @@ class FilingSubmissions:
     (three layers of calls and a send wrapper per request); it answers as its route would.
     An HTTPException gets `_http_error`'s answer, as the exception middleware gives it; any
     other exception reaches the server-error handler outside, as from the route. Its
-    blocking part runs in `api.threads.IntakeThreads`, one per submission admitted.
+    blocking part runs in `api.threads.IntakeThreads`.
 
     Args:
         app: the application.
-        limits: the admission bounds; their `max_inflight` sizes the threads (0 or None: 40,
-            anyio's default).
+        limits: the admission bounds; without `threads`, their `max_inflight` sizes the
+            threads (0 or None: 40, anyio's default).
+        threads: the intake's threads (`[api] threads`); admitted filings beyond them wait
+            for one.
     """
 
-    def __init__(self, app: ASGIApp, limits: AdmissionLimits | None = None) -> None:
+    def __init__(self, app: ASGIApp, limits: AdmissionLimits | None = None, threads: int | None = None) -> None:
         self.app = app
-        self._threads = IntakeThreads((limits.max_inflight if limits else 0) or _DEFAULT_THREADS)
+        self._threads = IntakeThreads(threads or (limits.max_inflight if limits else 0) or _DEFAULT_THREADS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/v1/filings" or scope["method"] != "POST":
@@ -356,7 +358,7 @@ def create_app(ctx: ApiContext) -> Starlette:
         ],
         middleware=[Middleware(RequestObservation, metrics=ctx.metrics),
                     Middleware(SubmissionAdmission, limits=ctx.admission),
-                    Middleware(FilingSubmissions, limits=ctx.admission)],
+                    Middleware(FilingSubmissions, limits=ctx.admission, threads=ctx.intake_threads)],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     attach_context(app, ctx)

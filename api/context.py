@@ -85,6 +85,8 @@ class ApiContext:
     identity: IdentityStore  # delegations and the identity audit lines
     max_body_bytes: int = 1_048_576
     admission: AdmissionLimits | None = None  #: bounds on submissions at once (None: unbounded)
+    #: threads the intake's blocking part runs on (`[api] threads`); None: one per submission admitted
+    intake_threads: int | None = None
     on_accepted: Callable[[], None] | None = None  # wakes an in-process worker
     #: agency → reads its late-outcome callbacks
     outcome_readers: Mapping[str, OutcomeReader] = field(default_factory=dict)

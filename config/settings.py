@@ -101,8 +101,8 @@ class ApiSettings(_Section):
     max_inflight_submissions: int = 32
     #: ... and how long one more waits for a slot before it is answered 503 with Retry-After.
     max_queue_wait_ms: int = 200
-    #: Threads the API runs its blocking work on (the intake, reads, the console: starlette's
-    #: thread pool), instead of anyio's 40; admitted filings beyond them wait for one. Each
+    #: Threads the API runs its blocking work on (the intake's own pool; reads and the console
+    #: on starlette's), instead of anyio's 40; admitted filings beyond them wait for one. Each
     #: thread keeps C memory of its own (lxml, libpq, OpenSSL), and with the GIL more threads
     #: than cores mostly wait (issue 13: 8 instead of 32 busy, API peak -4 MiB, same CPU).
     threads: int = Field(default=8, ge=1)

@@ -12,13 +12,19 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import RunningHub, hub_settings
+from cli.client import PortalClient
+from config.settings import PROJECT_ROOT
+from tests.support import TEST_PORTAL_KEY, RunningHub, hub_settings
 from wiring.memory import UNUSED_OPTIONAL_MODULES, limit_malloc_arenas
+
+FILING = (PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples" / "durc_request.xml").read_bytes()
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -196,3 +202,12 @@ def test_the_api_runs_its_blocking_work_on_the_configured_threads(tmp_path: Path
     with RunningHub(settings) as running:
         # The limiter is the event loop's own: ask it in the loop the API serves from.
         assert asyncio.run_coroutine_threadsafe(tokens(), running._loop).result(10) == 3
+        # The intake's own pool is held to the same number, however many filings arrive at once.
+        with ThreadPoolExecutor(max_workers=8) as portals:
+            def submit(_: int) -> int:
+                with PortalClient(running.base_url, TEST_PORTAL_KEY) as client:
+                    return client.submit(FILING).status_code
+
+            assert list(portals.map(submit, range(16))) == [202] * 16
+        intake = [t for t in threading.enumerate() if t.name.startswith("intake")]
+        assert 1 <= len(intake) <= 3
