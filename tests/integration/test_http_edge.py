@@ -267,18 +267,23 @@ def test_a_head_that_never_ends_a_header_is_refused_once_beyond_the_maximum(smal
         assert b"request-head-too-large" in received
 
 
+def _post_answered_unread(sock: socket.socket) -> None:
+    """Send a POST of a 5-byte body to an unknown path, head only, and read its whole 404."""
+    sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\n")
+    answered = b""
+    while not answered.endswith(b"}"):  # the whole 404 problem+json, body not yet sent
+        chunk = sock.recv(4096)
+        assert chunk, f"closed after {answered!r}"
+        answered += chunk
+    assert answered.startswith(b"HTTP/1.1 404 ")
+
+
 def test_a_head_begun_after_a_body_answered_unread_is_answered_408(tmp_path: Path, sims: Any) -> None:
     """A request answered before its body was read (404 on an unknown path), the body then sent
     with the start of a next head that is never finished: closed with 408 within the header
     timeout, not held open (the keep-alive wait does not apply once bytes arrive)."""
     with _hub(tmp_path, sims, header_timeout=1.0, keep_alive_timeout=30.0) as hub, _connect(hub.port) as sock:
-        sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\n")
-        answered = b""
-        while not answered.endswith(b"}"):  # the whole 404 problem+json, body not yet sent
-            chunk = sock.recv(4096)
-            assert chunk, f"closed after {answered!r}"
-            answered += chunk
-        assert answered.startswith(b"HTTP/1.1 404 ")
+        _post_answered_unread(sock)
         sock.sendall(b"abcde" b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a")
         started = time.monotonic()
         closed, statuses = _answers_until_closed(sock, 5.0)
@@ -291,13 +296,7 @@ def test_an_oversize_head_read_with_the_end_of_a_body_answered_unread_is_refused
     that body and a whole next head beyond `max_header_bytes` in one write: uvicorn parses that
     head within its own loop, and it is still answered 431, not served."""
     with _connect(small_hub.port) as sock:
-        sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\n")
-        answered = b""
-        while not answered.endswith(b"}"):  # the whole 404 problem+json, body not yet sent
-            chunk = sock.recv(4096)
-            assert chunk, f"closed after {answered!r}"
-            answered += chunk
-        assert answered.startswith(b"HTTP/1.1 404 ")
+        _post_answered_unread(sock)
         sock.sendall(b"abcde" b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 8000 + b"\r\n\r\n")
         closed, statuses = _answers_until_closed(sock, 5.0)
         assert closed

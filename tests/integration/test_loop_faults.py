@@ -109,6 +109,30 @@ def outage(request: pytest.FixtureRequest, tmp_path) -> Iterator[Outage]:  # typ
             behind.proxy.close()
 
 
+def stores_behind_proxies() -> Iterator[tuple[PostgresBehindProxy, SqlStore]]:
+    """A migrated store on each PostgreSQL test schema, reached through a proxy that can cut it
+    off; its engine and proxy are closed once the caller moves on."""
+    from storage.engine import build_engine
+    from storage.migrate import upgrade_to_head
+
+    for url in _postgres_schema_url():
+        behind = PostgresBehindProxy(url)
+        engine = build_engine(behind.url)
+        try:
+            upgrade_to_head(engine)
+            yield behind, SqlStore(engine)
+        finally:
+            engine.dispose()
+            behind.proxy.close()
+
+
+async def until_retried(events: Sequence[dict[str, Any]], deadline: float) -> None:
+    """Wait until the store outage was retried twice (two `store_unavailable` lines)."""
+    while sum(e["event"] == "store_unavailable" for e in events) < 2:
+        assert time.monotonic() < deadline, "no retries during the outage"
+        await asyncio.sleep(0.02)
+
+
 def _slow(sims: Any, delay_ms: int) -> None:  # type: ignore[no-untyped-def]
     for agency in AGENCIES:
         sims.set_faults(agency, [{"operation": "*", "kind": "latency", "delay_ms": delay_ms}] if delay_ms else [])
@@ -229,110 +253,91 @@ def test_an_outcome_the_store_refuses_is_parked_and_the_rest_of_its_batch_record
     assert not [e for e in events if e["event"] == "store_unavailable"]
 
 
-def test_the_relay_waits_out_a_store_outage(rabbit_prefix: str) -> None:  # noqa: F811
-    """PostgreSQL is away when the relay starts: one warning line per retry, no traceback; once
-    it is back, the committed jobs are published."""
-    from storage.engine import build_engine
-    from storage.migrate import upgrade_to_head
-    from transport.amqp import Topology, amqp_parameters, queue_depths
+def _relay(store: SqlStore, topology: Any) -> OutboxRelay:
+    from transport.amqp import amqp_parameters
     from transport.rabbitmq import RabbitPublisher
 
-    topology = Topology(rabbit_prefix, ("inps",))
-    for url in _postgres_schema_url():
-        behind = PostgresBehindProxy(url)
-        engine = build_engine(behind.url)
-        try:
-            upgrade_to_head(engine)
-            store = SqlStore(engine)
-            new = NewFiling("durc_request", "test", "09182730581", "Alfa", "FTTMRC85C14H501X",
-                            "legal_representative", b"<filing/>", "b" * 64, datetime.now(timezone.utc))
-            for _ in range(3):
-                store.accept_filing(new, lambda ref: [PlannedDelivery(uuid.uuid4().hex, uuid.uuid4().hex,
-                                                                      "inps", "Op", {})])
-            relay = OutboxRelay(store=store, publisher=RabbitPublisher(
-                amqp_parameters(RABBITMQ_URL, name="test-relay"), topology), backoff_initial=0.05, backoff_max=0.2)
+    return OutboxRelay(store=store, publisher=RabbitPublisher(
+        amqp_parameters(RABBITMQ_URL, name="test-relay"), topology), backoff_initial=0.05, backoff_max=0.2)
 
-            async def scenario() -> None:
-                stop = asyncio.Event()
-                behind.begin()
-                task = asyncio.create_task(relay.run(stop))
-                try:
-                    deadline = time.monotonic() + 20
-                    while len([e for e in events if e["event"] == "store_unavailable"]) < 2:
-                        assert time.monotonic() < deadline, "no retries during the outage"
-                        await asyncio.sleep(0.02)
-                    behind.end()
-                    while relay.published < 3:
-                        assert time.monotonic() < deadline + 20, "nothing published after the outage"
-                        await asyncio.sleep(0.02)
-                finally:
-                    stop.set()
-                    await asyncio.wait_for(task, 20)
 
-            with capture_logs() as events:
-                asyncio.run(scenario())
-        finally:
-            engine.dispose()
-            behind.proxy.close()
-    assert queue_depths(RABBITMQ_URL, topology)["inps"]["ready"] == 3
+def _inps_plan(_reference: str) -> list[PlannedDelivery]:
+    return [PlannedDelivery(uuid.uuid4().hex, uuid.uuid4().hex, "inps", "Op", {})]
+
+
+_NEW_FILING = NewFiling("durc_request", "test", "09182730581", "Alfa", "FTTMRC85C14H501X",
+                        "legal_representative", b"<filing/>", "b" * 64, datetime.now(timezone.utc))
+
+
+async def _published(relay: OutboxRelay, count: int, deadline: float) -> None:
+    while relay.published < count:
+        assert time.monotonic() < deadline, f"{relay.published} of {count} published"
+        await asyncio.sleep(0.02)
+
+
+def quiet_retries(events: Sequence[dict[str, Any]]) -> None:
+    """Every retry was one warning line, and nothing was logged as an error or with a traceback."""
     retries = [e for e in events if e["event"] == "store_unavailable"]
     assert all(e["log_level"] == "warning" and "database is unavailable" in e["error"] for e in retries)
     assert not [e for e in events if e["log_level"] in ("error", "critical") or "exc_info" in e]
 
 
+def test_the_relay_waits_out_a_store_outage(rabbit_prefix: str) -> None:  # noqa: F811
+    """PostgreSQL is away when the relay starts: one warning line per retry, no traceback; once
+    it is back, the committed jobs are published."""
+    from transport.amqp import Topology, queue_depths
+
+    topology = Topology(rabbit_prefix, ("inps",))
+    for behind, store in stores_behind_proxies():
+        for _ in range(3):
+            store.accept_filing(_NEW_FILING, _inps_plan)
+        relay = _relay(store, topology)
+
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            behind.begin()
+            task = asyncio.create_task(relay.run(stop))
+            try:
+                await until_retried(events, time.monotonic() + 20)
+                behind.end()
+                await _published(relay, 3, time.monotonic() + 20)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 20)
+
+        with capture_logs() as events:
+            asyncio.run(scenario())
+    assert queue_depths(RABBITMQ_URL, topology)["inps"]["ready"] == 3
+    quiet_retries(events)
+
+
 def test_the_relay_rides_out_a_store_outage_while_it_runs(rabbit_prefix: str) -> None:  # noqa: F811
     """PostgreSQL goes away under a running relay (its pooled connections die with it): warnings
     only, no traceback; jobs committed before and after the outage are all published once back."""
-    from storage.engine import build_engine
-    from storage.migrate import upgrade_to_head
-    from transport.amqp import Topology, amqp_parameters, queue_depths
-    from transport.rabbitmq import RabbitPublisher
+    from transport.amqp import Topology, queue_depths
 
     topology = Topology(rabbit_prefix, ("inps",))
+    for behind, store in stores_behind_proxies():
+        relay = _relay(store, topology)
 
-    def plan(_reference: str) -> list[PlannedDelivery]:
-        return [PlannedDelivery(uuid.uuid4().hex, uuid.uuid4().hex, "inps", "Op", {})]
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(relay.run(stop))
+            try:
+                for _ in range(3):
+                    await asyncio.to_thread(store.accept_filing, _NEW_FILING, _inps_plan)
+                await _published(relay, 3, time.monotonic() + 20)
+                behind.begin()
+                await until_retried(events, time.monotonic() + 20)
+                behind.end()
+                for _ in range(3):
+                    await asyncio.to_thread(store.accept_filing, _NEW_FILING, _inps_plan)
+                await _published(relay, 6, time.monotonic() + 20)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 20)
 
-    new = NewFiling("durc_request", "test", "09182730581", "Alfa", "FTTMRC85C14H501X",
-                    "legal_representative", b"<filing/>", "b" * 64, datetime.now(timezone.utc))
-    for url in _postgres_schema_url():
-        behind = PostgresBehindProxy(url)
-        engine = build_engine(behind.url)
-        try:
-            upgrade_to_head(engine)
-            store = SqlStore(engine)
-            relay = OutboxRelay(store=store, publisher=RabbitPublisher(
-                amqp_parameters(RABBITMQ_URL, name="test-relay"), topology), backoff_initial=0.05, backoff_max=0.2)
-
-            async def published(count: int, deadline: float) -> None:
-                while relay.published < count:
-                    assert time.monotonic() < deadline, f"{relay.published} of {count} published"
-                    await asyncio.sleep(0.02)
-
-            async def scenario() -> None:
-                stop = asyncio.Event()
-                task = asyncio.create_task(relay.run(stop))
-                try:
-                    for _ in range(3):
-                        await asyncio.to_thread(store.accept_filing, new, plan)
-                    await published(3, time.monotonic() + 20)
-                    behind.begin()
-                    deadline = time.monotonic() + 20
-                    while len([e for e in events if e["event"] == "store_unavailable"]) < 2:
-                        assert time.monotonic() < deadline, "no retries during the outage"
-                        await asyncio.sleep(0.02)
-                    behind.end()
-                    for _ in range(3):
-                        await asyncio.to_thread(store.accept_filing, new, plan)
-                    await published(6, time.monotonic() + 20)
-                finally:
-                    stop.set()
-                    await asyncio.wait_for(task, 20)
-
-            with capture_logs() as events:
-                asyncio.run(scenario())
-        finally:
-            engine.dispose()
-            behind.proxy.close()
+        with capture_logs() as events:
+            asyncio.run(scenario())
     assert queue_depths(RABBITMQ_URL, topology)["inps"]["ready"] == 6
-    assert not [e for e in events if e["log_level"] in ("error", "critical") or "exc_info" in e]
+    quiet_retries(events)

@@ -150,37 +150,24 @@ def test_a_bug_in_the_sender_keeps_its_traceback_and_the_event_is_retried(store:
 def test_a_store_outage_is_one_warning_per_retry_and_the_events_go_once_it_is_back() -> None:
     """PostgreSQL is away when the notifier looks for events: one warning line per retry, no
     traceback; once it is back, every event reaches the portal."""
-    from storage.engine import build_engine
-    from storage.migrate import upgrade_to_head
-    from tests.conftest import _postgres_schema_url
-    from tests.integration.test_loop_faults import PostgresBehindProxy
+    from tests.integration.test_loop_faults import quiet_retries, stores_behind_proxies
 
-    for url in _postgres_schema_url():
-        behind = PostgresBehindProxy(url)
-        engine = build_engine(behind.url)
-        try:
-            upgrade_to_head(engine)
-            store = SqlStore(engine)
-            _filing(store)
-            events = _events(store)
-            with _PortalCallbacks(failures=0) as portal, capture_logs() as logs:
-                client = httpx.AsyncClient(trust_env=False)
-                notifier = _notifier(store, Clock(), WebhookSender(client, {"test": WebhookTarget(portal.url, b"s")}))
-                behind.begin()
+    for behind, away in stores_behind_proxies():
+        _filing(away)
+        events = _events(away)
+        with _PortalCallbacks(failures=0) as portal, capture_logs() as logs:
+            client = httpx.AsyncClient(trust_env=False)
+            notifier = _notifier(away, Clock(), WebhookSender(client, {"test": WebhookTarget(portal.url, b"s")}))
+            behind.begin()
 
-                async def scenario() -> None:
-                    try:
-                        await _until(lambda: sum(e["event"] == "store_unavailable" for e in logs) >= 2,
-                                     what="retries during the outage")
-                    finally:
-                        behind.end()
-                    await _until(lambda: len(portal.received) == len(events), what="every event delivered")
-                    await client.aclose()
+            async def scenario() -> None:
+                try:
+                    await _until(lambda: sum(e["event"] == "store_unavailable" for e in logs) >= 2,
+                                 what="retries during the outage")
+                finally:
+                    behind.end()
+                await _until(lambda: len(portal.received) == len(events), what="every event delivered")
+                await client.aclose()
 
-                _run(notifier, scenario)
-        finally:
-            engine.dispose()
-            behind.proxy.close()
-    retries = [e for e in logs if e["event"] == "store_unavailable"]
-    assert all(e["log_level"] == "warning" and "database is unavailable" in e["error"] for e in retries)
-    assert not [e for e in logs if e["log_level"] in ("error", "critical") or "exc_info" in e]
+            _run(notifier, scenario)
+    quiet_retries(logs)
