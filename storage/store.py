@@ -189,6 +189,15 @@ _MARK_AND_LEASE = _lease_statement(
     outbox.c.published_at.is_(None), outbox.c.id != all_(bindparam("b_ids", type_=ARRAY(BigInteger)))
 ).add_cte(_MARK_PUBLISHED_ANY.returning(outbox.c.id).cte("marked"))
 
+# The jobs `b_ids` (a RabbitMQ worker's claim) with their deliveries, whether done or not. Like
+# `_MARK_PUBLISHED_ANY`, PostgreSQL gets the ids as one array: the text stays the same whatever
+# their number, so psycopg converts it once (and prepares it) rather than at every claim.
+_LOAD_JOBS = select(outbox.c.id.label("job_id"), outbox.c.done_at, outbox.c.forced, *_JOB_COLUMNS).select_from(
+    outbox.join(deliveries, deliveries.c.id == outbox.c.delivery_id)
+    .join(filings, filings.c.id == deliveries.c.filing_id)
+)
+_LOAD_JOBS_ANY = _LOAD_JOBS.where(outbox.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger))))
+_LOAD_JOBS_IN = _LOAD_JOBS.where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
 
 #: One filing for the intake's group commit: the filing and its plan (reference → deliveries).
 _Intake = tuple[NewFiling, Callable[[str], list[PlannedDelivery]]]
@@ -534,15 +543,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         if not job_ids:
             return [], set()
         with self._read() as conn:
-            rows = conn.execute(
-                select(outbox.c.id.label("job_id"), outbox.c.done_at, outbox.c.forced, *_JOB_COLUMNS)
-                .select_from(
-                    outbox.join(deliveries, deliveries.c.id == outbox.c.delivery_id).join(
-                        filings, filings.c.id == deliveries.c.filing_id
-                    )
-                )
-                .where(outbox.c.id.in_(list(job_ids)))
-            ).all()
+            rows = conn.execute(_LOAD_JOBS_ANY if self._postgresql else _LOAD_JOBS_IN, {"b_ids": list(job_ids)}).all()
         done = {r.job_id for r in rows if r.done_at is not None}
         jobs = [_claimed_job(r, r.job_id, forced=r.forced) for r in rows if r.done_at is None]
         return jobs, done
