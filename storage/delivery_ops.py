@@ -149,7 +149,7 @@ def lock_filings(conn: Connection, filing_ids: Iterable[int]) -> dict[int, dict[
     ids = sorted(set(filing_ids))
     if not ids:
         return {}
-    return {r.id: dict(r._mapping) for r in conn.execute(_LOCK_FILINGS[_is_postgresql(conn)], {"ids": ids})}
+    return {r.id: dict(r._mapping) for r in conn.execute(_LOCK_FILINGS[_is_postgresql(conn)], {"ids": ids}).all()}
 
 
 def recipient_payload(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -245,22 +245,26 @@ class EventLog:
 
 
 @lru_cache(maxsize=64)
-def _rows_update(table: Table, columns: tuple[str, ...]) -> Update:
+def _rows_update(table: Table, columns: tuple[str, ...], unread: str | None = None) -> Update:
     """`UPDATE table SET columns… WHERE id = …` with a bind parameter per column, to run as an
-    executemany (the parameters are prefixed: SET-clause names are reserved)."""
-    values = {}
+    executemany (the parameters are prefixed: SET-clause names are reserved). The `unread`
+    column (one never NULL) keeps its value where the parameter is NULL: it was not read."""
+    values: dict[str, Any] = {}
     for name in columns:
         # A JSON column read as SQL NULL must be written back as SQL NULL, not as JSON 'null'.
         type_ = JSON(none_as_null=True) if isinstance(table.c[name].type, JSON) else table.c[name].type
         values[name] = bindparam(f"b_{name}", type_=type_)
+        if name == unread:
+            values[name] = func.coalesce(values[name], table.c[name])
     return update(table).where(table.c.id == bindparam("b_id")).values(values)
 
 
-def _write_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: Iterable[Mapping[str, Any]]) -> None:
-    """Write the same columns of many rows (by `id`) with one executemany."""
+def _write_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: Iterable[Mapping[str, Any]],
+                unread: str | None = None) -> None:
+    """Write the same columns of many rows (by `id`) with one executemany (`unread`: see `_rows_update`)."""
     params = [{"b_id": row["id"], **{f"b_{name}": row[name] for name in columns}} for row in rows]
     if params:
-        conn.execute(_rows_update(table, columns), params)
+        conn.execute(_rows_update(table, columns, unread), params)
 
 
 #: Filings whose states a batch changed, past which `refresh_filings` writes them with an
@@ -497,7 +501,8 @@ def _write_changed(conn: Connection, before: Mapping[str, Mapping[str, Any]],
         if row is not old and (names := {name for name in _DELIVERY_COLUMNS if row[name] != old[name]}):
             changed[delivery_id] = names
     columns = tuple(name for name in _DELIVERY_COLUMNS if any(name in names for names in changed.values()))
-    _write_rows(conn, deliveries, columns, (after[delivery_id] for delivery_id in changed))
+    # `_filing_deliveries` reads `content` only where it may be needed: elsewhere it is None, kept.
+    _write_rows(conn, deliveries, columns, (after[delivery_id] for delivery_id in changed), unread="content")
 
 
 def apply_completions(conn: Connection, completions: Sequence[Completion], now: datetime, epoch: float) -> None:
@@ -576,9 +581,17 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     events.flush()
 
 
+#: The deliveries' columns as `_filing_deliveries` reads them: `content` (JSON, the largest)
+#: only of those that wait for another recipient (their hand-off fills it at release) or
+#: correct one (their events name the corrected message); NULL for the others.
+_READ_COLUMNS = [
+    case((or_(deliveries.c.depends_on.is_not(None), deliveries.c.corrects_delivery_id.is_not(None)),
+          column)).label("content") if column.name == "content" else column
+    for column in deliveries.c
+]
 _FILING_DELIVERIES = {
     postgresql: select(
-        deliveries,
+        *_READ_COLUMNS,
         select(func.max(filing_events.c.seq))
         .where(filing_events.c.filing_id == deliveries.c.filing_id)
         .scalar_subquery()
@@ -594,7 +607,7 @@ _FILING_DELIVERIES = {
 _WITH_NUMBER_HOLDERS = {
     postgresql: union_all(
         _FILING_DELIVERIES[postgresql],
-        select(deliveries, null(), true(), filings.c.reference)
+        select(*_READ_COLUMNS, null(), true(), filings.c.reference)
         .join(filings, filings.c.id == deliveries.c.filing_id)
         .where(_pairs_in(deliveries.c.agency, deliveries.c.protocol_number, "pairs", (String, String), postgresql)),
     )
@@ -613,7 +626,7 @@ class _Read(NamedTuple):
 def _filing_deliveries(conn: Connection, filing_ids: Sequence[int], numbers: Sequence[tuple[str, str]]) -> _Read:
     """Every delivery of the (locked) filings by id, each filing's last event number and the
     deliveries holding some (agency, protocol number) pairs, in one read; superseded ones too
-    (a pass for one must see that it was replaced)."""
+    (a pass for one must see that it was replaced). `content` only where needed (`_READ_COLUMNS`)."""
     read = _Read({}, {}, [])
     postgresql = _is_postgresql(conn)
     params: dict[str, Any] = {"ids": list(filing_ids)}
@@ -621,7 +634,7 @@ def _filing_deliveries(conn: Connection, filing_ids: Sequence[int], numbers: Seq
         params.update(_pair_params("pairs", numbers, postgresql))
     result = conn.execute(_WITH_NUMBER_HOLDERS[postgresql] if numbers else _FILING_DELIVERIES[postgresql], params)
     keys = tuple(result.keys())
-    for values in result:
+    for values in result.all():  # fetched at once, not row by row
         row = dict(zip(keys, values))  # a third of dict(RowMapping)'s cost, for every column of every row
         seq, holder = row.pop("last_event_seq"), row.pop("holder")
         if holder:
