@@ -75,7 +75,7 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-#: The delivery columns a worker needs to run a job.
+#: The delivery columns a worker needs to run a job, in the order `_claimed_job` unpacks them.
 _JOB_COLUMNS = (
     deliveries.c.id,
     deliveries.c.filing_id,
@@ -96,26 +96,30 @@ _JOB_COLUMNS = (
 )
 
 
-def _claimed_job(r: Any, job_id: int, handed_out: int = 0, lease_token: int | None = None,
+def _claimed_job(r: Sequence[Any], job_id: int, handed_out: int = 0, lease_token: int | None = None,
                  forced: bool = False) -> ClaimedJob:
+    """The job of `r`, the values of `_JOB_COLUMNS` in order (unpacked: a row's attributes
+    cost more than the rest of the job's making)."""
+    (delivery_id, filing_id, agency, operation, message_id, state, content, rounds, created_at, schedule_origin,
+     correlation_id, poll_url, polls, acknowledged_at, contract_version, reference) = r
     return ClaimedJob(
         job_id=job_id,
-        delivery_id=r.id,
-        filing_id=r.filing_id,
-        filing_reference=r.reference,
-        agency=r.agency,
-        operation=r.operation,
-        message_id=r.message_id,
-        state=r.state,
-        content=r.content,
-        rounds=r.rounds,
+        delivery_id=delivery_id,
+        filing_id=filing_id,
+        filing_reference=reference,
+        agency=agency,
+        operation=operation,
+        message_id=message_id,
+        state=state,
+        content=content,
+        rounds=rounds,
         # The age bound restarts when a portal resends or a predecessor releases the delivery.
-        created_at=r.schedule_origin or r.created_at,
-        correlation_id=r.correlation_id,
-        poll_url=r.poll_url,
-        polls=r.polls,
-        acknowledged_at=r.acknowledged_at,
-        contract_version=r.contract_version,
+        created_at=schedule_origin or created_at,
+        correlation_id=correlation_id,
+        poll_url=poll_url,
+        polls=polls,
+        acknowledged_at=acknowledged_at,
+        contract_version=contract_version,
         handed_out=handed_out,
         lease_token=lease_token,
         forced=bool(forced),
@@ -544,8 +548,13 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             return [], set()
         with self._read() as conn:
             rows = conn.execute(_LOAD_JOBS_ANY if self._postgresql else _LOAD_JOBS_IN, {"b_ids": list(job_ids)}).all()
-        done = {r.job_id for r in rows if r.done_at is not None}
-        jobs = [_claimed_job(r, r.job_id, forced=r.forced) for r in rows if r.done_at is None]
+        done: set[int] = set()
+        jobs: list[ClaimedJob] = []
+        for job_id, done_at, forced, *job in rows:  # the columns of `_LOAD_JOBS`, in order
+            if done_at is None:
+                jobs.append(_claimed_job(job, job_id, forced=forced))
+            else:
+                done.add(job_id)
         return jobs, done
 
     @outages_translated
