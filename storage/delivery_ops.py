@@ -141,6 +141,9 @@ _LOCK_FILINGS = {
     .with_for_update()
     for postgresql in (True, False)
 }
+_INSERT_EVENTS = insert(filing_events)
+_INSERT_ATTEMPTS = insert(attempts)
+_INSERT_JOBS = insert(outbox)
 
 
 def lock_filings(conn: Connection, filing_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -240,7 +243,7 @@ class EventLog:
 
     def flush(self) -> None:
         if self._rows:
-            self._conn.execute(insert(filing_events), self._rows)
+            self._conn.execute(_INSERT_EVENTS, self._rows)
             self._rows = []
 
 
@@ -412,7 +415,7 @@ def settle_dependents(
     jobs = _settle(deps, list(work), now, epoch, events)
     deps.write(conn, _SETTLE_COLUMNS)
     if jobs:
-        conn.execute(insert(outbox), jobs)
+        conn.execute(_INSERT_JOBS, jobs)
 
 
 def _settle(deps: _Dependents, work: list[Any], now: datetime, epoch: float,
@@ -566,7 +569,7 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
                 if r["protocol_number"] and r["protocol_number"] != read[r["id"]]["protocol_number"]]
     duplicates = number_anomalies(numbered, found.holders, {fid: i["reference"] for fid, i in info.items()})
     if attempt_rows:
-        conn.execute(insert(attempts), attempt_rows)
+        conn.execute(_INSERT_ATTEMPTS, attempt_rows)
     flag_anomalies(conn, duplicates, touched, now, events)
     work = [pred for pred in changed if pred["state"] in _SETTLING]
     if work:
@@ -576,7 +579,7 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
         current.update(deps.moved)
     _write_changed(conn, read, current)
     if job_rows:
-        conn.execute(insert(outbox), job_rows)
+        conn.execute(_INSERT_JOBS, job_rows)
     refresh_filings(conn, info, now, events, current.values())
     events.flush()
 
