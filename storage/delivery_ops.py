@@ -22,10 +22,17 @@ from typing import Any, NamedTuple
 
 import structlog
 from sqlalchemy import (
+    ARRAY,
     JSON,
+    BigInteger,
+    ColumnElement,
     Connection,
+    Integer,
+    String,
     Table,
     Update,
+    and_,
+    any_,
     bindparam,
     case,
     false,
@@ -90,14 +97,53 @@ RECIPIENT_CORRECTED = "recipient.corrected"
 RECIPIENT_ANOMALY = "recipient.anomaly"
 
 
+def _in(column: ColumnElement[Any], name: str, item: Any, postgresql: bool) -> ColumnElement[bool]:
+    """`column IN :name`. On PostgreSQL the values are one array parameter (`= ANY`): the
+    statement's text and parameter count stay the same whatever their number, so psycopg
+    converts it once (it caches only queries of at most 4096 characters and 50 parameters)
+    and prepares it after a few runs. SQLite has no arrays: it expands the list."""
+    if postgresql:
+        return column == any_(bindparam(name, type_=ARRAY(item)))
+    return column.in_(bindparam(name, expanding=True))
+
+
+def _pairs_in(first: ColumnElement[Any], second: ColumnElement[Any], name: str, items: tuple[Any, Any],
+              postgresql: bool) -> ColumnElement[bool]:
+    """`(first, second) IN :name`, a list of pairs. On PostgreSQL (see `_in`) two array
+    parameters, `name_a` and `name_b` (`_pair_params` splits the pairs), zipped by `unnest`;
+    `first = ANY (name_a)` lets the planner look the rows up by `first` whatever it guesses
+    of the zipped pairs."""
+    if not postgresql:
+        return tuple_(first, second).in_(bindparam(name, expanding=True))
+    firsts = bindparam(f"{name}_a", type_=ARRAY(items[0]))
+    zipped = func.unnest(firsts, bindparam(f"{name}_b", type_=ARRAY(items[1]))).table_valued("a", "b").render_derived()
+    return and_(first == any_(firsts), tuple_(first, second).in_(select(zipped.c.a, zipped.c.b)))
+
+
+def _pair_params(name: str, pairs: Sequence[tuple[Any, Any]], postgresql: bool) -> dict[str, Any]:
+    """The bind parameters of `_pairs_in(…, name, …)` for `pairs`."""
+    if not postgresql:
+        return {name: list(pairs)}
+    return {f"{name}_a": [a for a, _ in pairs], f"{name}_b": [b for _, b in pairs]}
+
+
+def _is_postgresql(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
 #: The hot path's statements are built once: a statement built per call costs its
 #: construction and its cache key at every call, more than the database's work on a small batch.
-_LOCK_FILINGS = (
-    select(filings.c.id, filings.c.reference, filings.c.portal, filings.c.kind, filings.c.state)
-    .where(filings.c.id.in_(bindparam("ids", expanding=True)))
+#: Each comes in two forms, for PostgreSQL (True) and SQLite (False): see `_in`.
+_LOCK_FILINGS = {
+    postgresql: select(filings.c.id, filings.c.reference, filings.c.portal, filings.c.kind, filings.c.state)
+    .where(_in(filings.c.id, "ids", BigInteger, postgresql))
     .order_by(filings.c.id)
     .with_for_update()
-)
+    for postgresql in (True, False)
+}
+_INSERT_EVENTS = insert(filing_events)
+_INSERT_ATTEMPTS = insert(attempts)
+_INSERT_JOBS = insert(outbox)
 
 
 def lock_filings(conn: Connection, filing_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -106,7 +152,7 @@ def lock_filings(conn: Connection, filing_ids: Iterable[int]) -> dict[int, dict[
     ids = sorted(set(filing_ids))
     if not ids:
         return {}
-    return {r.id: dict(r._mapping) for r in conn.execute(_LOCK_FILINGS, {"ids": ids})}
+    return {r.id: dict(r._mapping) for r in conn.execute(_LOCK_FILINGS[_is_postgresql(conn)], {"ids": ids}).all()}
 
 
 def recipient_payload(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -197,27 +243,31 @@ class EventLog:
 
     def flush(self) -> None:
         if self._rows:
-            self._conn.execute(insert(filing_events), self._rows)
+            self._conn.execute(_INSERT_EVENTS, self._rows)
             self._rows = []
 
 
 @lru_cache(maxsize=64)
-def _rows_update(table: Table, columns: tuple[str, ...]) -> Update:
+def _rows_update(table: Table, columns: tuple[str, ...], unread: str | None = None) -> Update:
     """`UPDATE table SET columns… WHERE id = …` with a bind parameter per column, to run as an
-    executemany (the parameters are prefixed: SET-clause names are reserved)."""
-    values = {}
+    executemany (the parameters are prefixed: SET-clause names are reserved). The `unread`
+    column (one never NULL) keeps its value where the parameter is NULL: it was not read."""
+    values: dict[str, Any] = {}
     for name in columns:
         # A JSON column read as SQL NULL must be written back as SQL NULL, not as JSON 'null'.
         type_ = JSON(none_as_null=True) if isinstance(table.c[name].type, JSON) else table.c[name].type
         values[name] = bindparam(f"b_{name}", type_=type_)
+        if name == unread:
+            values[name] = func.coalesce(values[name], table.c[name])
     return update(table).where(table.c.id == bindparam("b_id")).values(values)
 
 
-def _write_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: Iterable[Mapping[str, Any]]) -> None:
-    """Write the same columns of many rows (by `id`) with one executemany."""
+def _write_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: Iterable[Mapping[str, Any]],
+                unread: str | None = None) -> None:
+    """Write the same columns of many rows (by `id`) with one executemany (`unread`: see `_rows_update`)."""
     params = [{"b_id": row["id"], **{f"b_{name}": row[name] for name in columns}} for row in rows]
     if params:
-        conn.execute(_rows_update(table, columns), params)
+        conn.execute(_rows_update(table, columns, unread), params)
 
 
 #: Filings whose states a batch changed, past which `refresh_filings` writes them with an
@@ -225,8 +275,8 @@ def _write_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: 
 _STATES_PER_UPDATE = 16
 
 
-@lru_cache(maxsize=_STATES_PER_UPDATE + 1)
-def _date_filings(moved: int) -> Update:
+@lru_cache(maxsize=2 * (_STATES_PER_UPDATE + 1))
+def _date_filings(moved: int, postgresql: bool) -> Update:
     """`UPDATE filings SET updated_at = :now, state = CASE WHEN id = :id_0 THEN :state_0 … ELSE
     state END WHERE id IN (:ids)`: dates the filings and sets the state of the `moved` ones
     (no CASE when none moved), in one statement rather than one per filing."""
@@ -235,7 +285,7 @@ def _date_filings(moved: int) -> Update:
         values["state"] = case(*((filings.c.id == bindparam(f"id_{k}", type_=filings.c.id.type),
                                   bindparam(f"state_{k}", type_=filings.c.state.type)) for k in range(moved)),
                                else_=filings.c.state)
-    return update(filings).where(filings.c.id.in_(bindparam("ids", expanding=True))).values(values)
+    return update(filings).where(_in(filings.c.id, "ids", BigInteger, postgresql)).values(values)
 
 
 def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: datetime, events: EventLog,
@@ -272,7 +322,7 @@ def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: d
     params: dict[str, Any] = {"ids": list(info), "now": now}
     for k, filing_id in enumerate(moved):
         params.update({f"id_{k}": filing_id, f"state_{k}": info[filing_id]["state"]})
-    conn.execute(_date_filings(len(moved)), params)
+    conn.execute(_date_filings(len(moved), _is_postgresql(conn)), params)
 
 
 def _current(conn: Connection, filing_id: int, agency: str) -> dict[str, Any] | None:
@@ -365,7 +415,7 @@ def settle_dependents(
     jobs = _settle(deps, list(work), now, epoch, events)
     deps.write(conn, _SETTLE_COLUMNS)
     if jobs:
-        conn.execute(insert(outbox), jobs)
+        conn.execute(_INSERT_JOBS, jobs)
 
 
 def _settle(deps: _Dependents, work: list[Any], now: datetime, epoch: float,
@@ -454,7 +504,8 @@ def _write_changed(conn: Connection, before: Mapping[str, Mapping[str, Any]],
         if row is not old and (names := {name for name in _DELIVERY_COLUMNS if row[name] != old[name]}):
             changed[delivery_id] = names
     columns = tuple(name for name in _DELIVERY_COLUMNS if any(name in names for names in changed.values()))
-    _write_rows(conn, deliveries, columns, (after[delivery_id] for delivery_id in changed))
+    # `_filing_deliveries` reads `content` only where it may be needed: elsewhere it is None, kept.
+    _write_rows(conn, deliveries, columns, (after[delivery_id] for delivery_id in changed), unread="content")
 
 
 def apply_completions(conn: Connection, completions: Sequence[Completion], now: datetime, epoch: float) -> None:
@@ -518,7 +569,7 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
                 if r["protocol_number"] and r["protocol_number"] != read[r["id"]]["protocol_number"]]
     duplicates = number_anomalies(numbered, found.holders, {fid: i["reference"] for fid, i in info.items()})
     if attempt_rows:
-        conn.execute(insert(attempts), attempt_rows)
+        conn.execute(_INSERT_ATTEMPTS, attempt_rows)
     flag_anomalies(conn, duplicates, touched, now, events)
     work = [pred for pred in changed if pred["state"] in _SETTLING]
     if work:
@@ -528,29 +579,43 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
         current.update(deps.moved)
     _write_changed(conn, read, current)
     if job_rows:
-        conn.execute(insert(outbox), job_rows)
+        conn.execute(_INSERT_JOBS, job_rows)
     refresh_filings(conn, info, now, events, current.values())
     events.flush()
 
 
-_FILING_DELIVERIES = select(
-    deliveries,
-    select(func.max(filing_events.c.seq))
-    .where(filing_events.c.filing_id == deliveries.c.filing_id)
-    .scalar_subquery()
-    .label("last_event_seq"),
-    false().label("holder"),
-    null().label("reference"),
-).where(deliveries.c.filing_id.in_(bindparam("ids", expanding=True)))
+#: The deliveries' columns as `_filing_deliveries` reads them: `content` (JSON, the largest)
+#: only of those that wait for another recipient (their hand-off fills it at release) or
+#: correct one (their events name the corrected message); NULL for the others.
+_READ_COLUMNS = [
+    case((or_(deliveries.c.depends_on.is_not(None), deliveries.c.corrects_delivery_id.is_not(None)),
+          column)).label("content") if column.name == "content" else column
+    for column in deliveries.c
+]
+_FILING_DELIVERIES = {
+    postgresql: select(
+        *_READ_COLUMNS,
+        select(func.max(filing_events.c.seq))
+        .where(filing_events.c.filing_id == deliveries.c.filing_id)
+        .scalar_subquery()
+        .label("last_event_seq"),
+        false().label("holder"),
+        null().label("reference"),
+    ).where(_in(deliveries.c.filing_id, "ids", BigInteger, postgresql))
+    for postgresql in (True, False)
+}
 #: The same read, and also the deliveries of any filing that hold some (agency, protocol
 #: number) pairs, with their filing's reference: the duplicate-number check's holders, read
 #: with the rest (before the batch writes its numbers) instead of by a statement of its own.
-_WITH_NUMBER_HOLDERS = union_all(
-    _FILING_DELIVERIES,
-    select(deliveries, null(), true(), filings.c.reference)
-    .join(filings, filings.c.id == deliveries.c.filing_id)
-    .where(tuple_(deliveries.c.agency, deliveries.c.protocol_number).in_(bindparam("pairs", expanding=True))),
-)
+_WITH_NUMBER_HOLDERS = {
+    postgresql: union_all(
+        _FILING_DELIVERIES[postgresql],
+        select(*_READ_COLUMNS, null(), true(), filings.c.reference)
+        .join(filings, filings.c.id == deliveries.c.filing_id)
+        .where(_pairs_in(deliveries.c.agency, deliveries.c.protocol_number, "pairs", (String, String), postgresql)),
+    )
+    for postgresql in (True, False)
+}
 
 
 class _Read(NamedTuple):
@@ -564,14 +629,15 @@ class _Read(NamedTuple):
 def _filing_deliveries(conn: Connection, filing_ids: Sequence[int], numbers: Sequence[tuple[str, str]]) -> _Read:
     """Every delivery of the (locked) filings by id, each filing's last event number and the
     deliveries holding some (agency, protocol number) pairs, in one read; superseded ones too
-    (a pass for one must see that it was replaced)."""
+    (a pass for one must see that it was replaced). `content` only where needed (`_READ_COLUMNS`)."""
     read = _Read({}, {}, [])
+    postgresql = _is_postgresql(conn)
     params: dict[str, Any] = {"ids": list(filing_ids)}
     if numbers:
-        params["pairs"] = list(numbers)
-    result = conn.execute(_WITH_NUMBER_HOLDERS if numbers else _FILING_DELIVERIES, params)
+        params.update(_pair_params("pairs", numbers, postgresql))
+    result = conn.execute(_WITH_NUMBER_HOLDERS[postgresql] if numbers else _FILING_DELIVERIES[postgresql], params)
     keys = tuple(result.keys())
-    for values in result:
+    for values in result.all():  # fetched at once, not row by row
         row = dict(zip(keys, values))  # a third of dict(RowMapping)'s cost, for every column of every row
         seq, holder = row.pop("last_event_seq"), row.pop("holder")
         if holder:
@@ -599,8 +665,10 @@ def _own_passes(conn: Connection, completions: Sequence[Completion],
     live = [c for c in completions if not c.stale]
     plain = sorted({c.job.job_id for c in live if c.job.lease_token is None})
     fenced = sorted({(c.job.job_id, c.job.lease_token) for c in live if c.job.lease_token is not None})
+    postgresql = _is_postgresql(conn)
     claims = {r.id: r.claims for r in conn.execute(
-        _close_jobs(bool(plain), bool(fenced)), {"plain": plain, "fenced": fenced, "epoch": epoch}
+        _close_jobs(bool(plain), bool(fenced), postgresql),
+        {"plain": plain, **_pair_params("fenced", fenced, postgresql), "epoch": epoch},
     )} if plain or fenced else {}
     # Of each closed job, the first pass that held it (its current claim) is the one applied.
     own: list[Completion] = []
@@ -618,15 +686,15 @@ def _own_passes(conn: Connection, completions: Sequence[Completion],
     return own, stale + [c for c in completions if c.stale]
 
 
-@lru_cache(maxsize=4)
-def _close_jobs(plain: bool, fenced: bool) -> Update:
+@lru_cache(maxsize=8)
+def _close_jobs(plain: bool, fenced: bool, postgresql: bool) -> Update:
     """`UPDATE outbox SET done_at … RETURNING id, claims` of the open jobs among the `plain`
     ids and the `fenced` (id, claims) pairs (whichever the flags say the batch has)."""
     conditions = []
     if plain:
-        conditions.append(outbox.c.id.in_(bindparam("plain", expanding=True)))
+        conditions.append(_in(outbox.c.id, "plain", BigInteger, postgresql))
     if fenced:
-        conditions.append(tuple_(outbox.c.id, outbox.c.claims).in_(bindparam("fenced", expanding=True)))
+        conditions.append(_pairs_in(outbox.c.id, outbox.c.claims, "fenced", (BigInteger, Integer), postgresql))
     return (update(outbox).where(or_(*conditions), outbox.c.done_at.is_(None)).values(done_at=bindparam("epoch"))
             .returning(outbox.c.id, outbox.c.claims))
 

@@ -145,6 +145,8 @@ def test_a_mixed_batch_writes_what_one_pass_at_a_time_writes(store: SqlStore) ->
     assert [states[i, "inps"] for i in (0, 1, 2, 7)] == ["pending", "held", "cancelled", "held"]
     assert [states[i, "inail"] for i in (0, 1, 2, 7)] == ["waiting", "held", "cancelled", "held"]
     assert got["deliveries"][0, "inps"]["content"] == {"x": 3, "numeroREA": "R0"}
+    # Written in the same statement as inps's content, the rows whose content was not read keep it.
+    assert [got["deliveries"][i, "cciaa"]["content"] for i in (0, 1, 3)] == [{"x": 1}] * 3
     assert got["deliveries"][0, "cciaa"]["outcome"] is None  # the duplicate rejection changed nothing
     assert got["deliveries"][6, "cciaa"]["state"] == "protocolled"
     assert (got["deliveries"][4, "suap"]["state"], got["deliveries"][4, "suap"]["rounds"]) == ("pending", 0)
