@@ -182,6 +182,39 @@ class ModiVerifier:
         tokens are verified with the key of the portal the Authorization token named, so a
         claim they lack is named as such, never taken for an unknown portal.
         """
+        claims = self._verified(token, portal, what) if portal is not None else None
+        if claims is None:
+            claims = self._checked(token, portal, what)
+        if portal is not None and claims["iss"] != portal:
+            raise _invalid(what, "iss", f"must be {portal!r}, the issuer of the Authorization token", portal)
+        self._check_times(claims, what, now, portal or claims["iss"])
+        return claims
+
+    def _verified(self, token: str, portal: str, what: str) -> dict[str, Any] | None:
+        """The claims of a token that verifies with `portal`'s key, parsed once (None: it does not).
+
+        The same `jwt.decode` as `_checked` makes after its reading of the unverified token: a
+        token it accepts has a header with the portal's algorithm, so that reading would have
+        passed. Any failure goes through `_checked`, which names it.
+        """
+        key = self._keys[portal]
+        try:
+            return self._jwt_decode(token, key, what)
+        except jwt.PyJWTError:
+            return None
+
+    def _jwt_decode(self, token: str, key: PortalKey, what: str) -> dict[str, Any]:
+        """PyJWT's verification of the signature (with `key`'s one algorithm), the audience and
+        the required claims; the times are `_check_times`'s."""
+        claims: dict[str, Any] = jwt.decode(
+            token, key.public_key, algorithms=[key.algorithm], audience=self.audience,
+            options={"require": list(REQUIRED_CLAIMS[what]), "verify_exp": False, "verify_iat": False,
+                     "verify_nbf": False, "verify_iss": False},
+        )
+        return claims
+
+    def _checked(self, token: str, portal: str | None, what: str) -> dict[str, Any]:
+        """Read the unverified token to name the key (and each refusal), then verify it."""
         payload, header = self._unverified(token)
         if not header:
             raise ModiRefused("invalid-token", f"{what} is not a compact JWS (header.payload.signature)",
@@ -202,11 +235,7 @@ class ModiVerifier:
             raise ModiRefused("invalid-token", f"{what} must be signed with {key.algorithm} "
                                                f"(header alg is {header.get('alg')!r})", signer, token=what)
         try:
-            claims = jwt.decode(
-                token, key.public_key, algorithms=[key.algorithm], audience=self.audience,
-                options={"require": list(REQUIRED_CLAIMS[what]), "verify_exp": False, "verify_iat": False,
-                         "verify_nbf": False, "verify_iss": False},
-            )
+            return self._jwt_decode(token, key, what)
         except jwt.InvalidSignatureError:
             detail = f"the signature of {what} does not verify"
             if portal is not None and isinstance(iss, str) and iss != portal:
@@ -225,10 +254,6 @@ class ModiVerifier:
             raise _invalid(what, "jti", "must be a string", signer) from None
         except jwt.PyJWTError as exc:
             raise ModiRefused("invalid-token", f"{what} is invalid: {exc}", signer, token=what) from None
-        if portal is not None and claims["iss"] != portal:
-            raise _invalid(what, "iss", f"must be {portal!r}, the issuer of the Authorization token", portal)
-        self._check_times(claims, what, now, signer)
-        return claims
 
     def _check_times(self, claims: Mapping[str, Any], what: str, now: float, portal: str) -> None:
         for name in ("iat", "exp", "nbf"):

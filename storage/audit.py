@@ -19,8 +19,8 @@ from sqlalchemy import Connection, Engine, insert, select, text
 from domain.audit import GENESIS_HASH, audit_hash, canonical_line
 from storage.tables import audit_log
 
-__all__ = ["AuditLine", "AuditVerification", "append_audit", "append_audit_lines", "chain_audit_lines",
-           "insert_audit_rows", "verify_audit_chain"]
+__all__ = ["CHAIN_END_SQL", "AuditLine", "AuditVerification", "append_audit", "append_audit_lines",
+           "chain_audit_lines", "hash_audit_lines", "insert_audit_rows", "lock_chain", "verify_audit_chain"]
 
 #: Advisory lock key of the audit chain on PostgreSQL ("CRVA").
 _AUDIT_LOCK = 0x43525641
@@ -29,6 +29,9 @@ _AUDIT_LOCK = 0x43525641
 # statement's cache key on the object, so reusing it skips rebuilding and re-keying it.
 _LOCK_CHAIN = text("SELECT pg_advisory_xact_lock(:key)")
 _LAST_HASH = select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
+#: `_LAST_HASH` as SQL text, for a caller that reads the chain's end with other values in one
+#: statement (`storage.store`), after `lock_chain`.
+CHAIN_END_SQL = "SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1"
 # Inline: no implicit RETURNING of the new id, which nobody reads (`insert_audit_rows` may be pipelined).
 _INSERT_LINE = insert(audit_log).inline()
 
@@ -110,9 +113,22 @@ def chain_audit_lines(conn: Connection, lines: list[AuditLine]) -> list[dict[str
     """
     if not lines:
         return []
+    lock_chain(conn)
+    return hash_audit_lines(conn.execute(_LAST_HASH).scalar_one_or_none(), lines)
+
+
+def lock_chain(conn: Connection) -> None:
+    """Take the chain's lock until commit: on PostgreSQL its advisory lock (SQLite's write
+    transaction holds the database already). The chain's end is to be read after it, in
+    another statement: a statement's snapshot is taken when it starts."""
     if conn.dialect.name == "postgresql":
         conn.execute(_LOCK_CHAIN, {"key": _AUDIT_LOCK})
-    prev = conn.execute(_LAST_HASH).scalar_one_or_none() or GENESIS_HASH
+
+
+def hash_audit_lines(last: str | None, lines: list[AuditLine]) -> list[dict[str, Any]]:
+    """The rows of `lines` chained after the hash `last` (None: an empty chain), read under
+    `lock_chain`."""
+    prev = last or GENESIS_HASH
     rows: list[dict[str, Any]] = []
     for entry in lines:
         # What is hashed must be what the database gives back: JSON round-trip the detail.

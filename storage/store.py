@@ -50,7 +50,14 @@ from service.ports import (
 )
 from service.relay import OutboxJob
 from storage.anomalies import filing_anomalies
-from storage.audit import append_audit, chain_audit_lines, insert_audit_rows
+from storage.audit import (
+    CHAIN_END_SQL,
+    append_audit,
+    chain_audit_lines,
+    hash_audit_lines,
+    insert_audit_rows,
+    lock_chain,
+)
 from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
 from storage.errors import errors_translated, outages_translated
@@ -133,7 +140,10 @@ _INSERT_FILINGS = insert(filings).returning(filings.c.id, sort_by_parameter_orde
 # PostgreSQL: the ids drawn from the filings' sequence first, so that each filing is written
 # whole (reference included) with the other writes, in one pipeline. A statement of one
 # parameter is cached by psycopg; a multi-row INSERT (16 per row) was parsed anew each time.
-_NEXT_FILING_IDS = text("SELECT nextval(pg_get_serial_sequence('filings', 'id')) FROM generate_series(1, :n)")
+# Read with the audit chain's end, under its lock: one statement for both.
+_NEXT_FILING_IDS_AND_CHAIN_END = text(
+    f"SELECT nextval(pg_get_serial_sequence('filings', 'id')), ({CHAIN_END_SQL}) FROM generate_series(1, :n)"
+)
 _INSERT_NUMBERED_FILINGS = insert(filings).inline()
 # SET-clause bind names must differ from column names.
 _SET_REFERENCE = (
@@ -338,16 +348,19 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         epoch = self._clock()
         rows = [filing_row(filing, now) for filing, _ in items]
         numbered = self._sequenced
+        chain_end: str | None = None
         if numbered:
-            ids = sorted(conn.execute(_NEXT_FILING_IDS, {"n": len(items)}).scalars())
+            lock_chain(conn)
+            drawn = conn.execute(_NEXT_FILING_IDS_AND_CHAIN_END, {"n": len(items)}).all()
+            ids = sorted(fid for fid, _ in drawn)
+            chain_end = drawn[0][1]
         else:
             ids = [row.id for row in conn.execute(_INSERT_FILINGS, rows)]
         references = [format_reference(filing.received_at.year, fid) for (filing, _), fid in zip(items, ids)]
         plans = [plan(reference) for (_, plan), reference in zip(items, references)]
-        audit_rows = chain_audit_lines(conn, [
-            audit_line(filing, reference, planned, now)
-            for (filing, _), reference, planned in zip(items, references, plans)
-        ])
+        lines = [audit_line(filing, reference, planned, now)
+                 for (filing, _), reference, planned in zip(items, references, plans)]
+        audit_rows = hash_audit_lines(chain_end, lines) if numbered else chain_audit_lines(conn, lines)
         with pipelined(conn):
             if numbered:
                 conn.execute(_INSERT_NUMBERED_FILINGS, [{**row, "id": fid, "reference": ref}

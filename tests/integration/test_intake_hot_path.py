@@ -88,6 +88,36 @@ def test_one_verifier_keeps_refusing_between_good_requests() -> None:
     assert verifier.claimed_portal(jwt.encode({"iss": "nobody"}, "k" * 32, algorithm="HS256")) is None
 
 
+def test_the_portals_other_tokens_are_refused_as_the_authorization_token_is() -> None:
+    """The integrity and tracking tokens, verified with the portal's key in one parse, give the
+    refusals of the reading that names their faults."""
+    verifier = _verifier()
+    wrong_alg = _headers()
+    wrong_alg["agid-jwt-signature"] = _swap_header(wrong_alg["agid-jwt-signature"], b'{"alg":"RS256","typ":"JWT"}')
+    with pytest.raises(ModiRefused) as caught:
+        verifier.verify(wrong_alg, BODY, NOW)
+    assert "Agid-JWT-Signature must be signed with ES256 (header alg is 'RS256')" == caught.value.detail
+    not_jws = _headers()
+    not_jws["agid-jwt-trackingevidence"] = "not.a-token"
+    with pytest.raises(ModiRefused) as caught:
+        verifier.verify(not_jws, BODY, NOW)
+    assert caught.value.slug == "invalid-token" and caught.value.token == "Agid-JWT-TrackingEvidence"
+    assert "is not a compact JWS" in caught.value.detail
+    # Signed with this portal's key but naming the other portal: verified, then refused for `iss`.
+    signer = ModiSigner(issuer="other", private_key=KEY, audience="crocevia", clock=lambda: NOW)
+    renamed = _headers()
+    renamed["agid-jwt-signature"] = signer.headers(body=BODY, content_type="application/xml",
+                                                   user=USER)["Agid-JWT-Signature"]
+    with pytest.raises(ModiRefused) as caught:
+        verifier.verify(renamed, BODY, NOW)
+    assert (caught.value.slug, caught.value.claim, caught.value.verified) == ("signature-claim-invalid", "iss", True)
+    expired = _headers()
+    with pytest.raises(ModiRefused) as caught:
+        verifier.verify(expired, BODY, NOW + 3600)
+    assert caught.value.slug == "token-expired" and caught.value.token == "Authorization"
+    assert verifier.verify(_headers(), BODY, NOW).user == USER
+
+
 def test_admit_refuses_replays_and_lockouts_call_after_call(database_url: str) -> None:
     engine = build_engine(database_url)
     upgrade_to_head(engine)

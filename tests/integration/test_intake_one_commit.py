@@ -123,6 +123,46 @@ def test_filings_committed_together_each_get_their_answer_and_the_chain_holds(da
         engine.dispose()
 
 
+def test_two_stores_filing_and_auditing_at_once_extend_one_chain(database_url: str) -> None:
+    """Two API processes' stores commit groups of filings while other lines are appended: each
+    group reads the chain's end after taking its lock, so no line forks the chain."""
+    engines = [build_engine(database_url), build_engine(database_url)]
+    upgrade_to_head(engines[0])
+    stores = [SqlStore(engine) for engine in engines]
+    errors: list[BaseException] = []
+
+    def file(worker: int) -> None:
+        try:
+            for n in range(10):
+                stores[worker % 2].accept_filing(_filing(n, f"jti-w{worker}-{n:04d}"), _plan)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def audit(worker: int) -> None:
+        try:
+            for n in range(10):
+                stores[worker % 2].audit("portal:portal", "test_line", f"line-{n}", "ok", {"n": n})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = ([threading.Thread(target=file, args=(w,)) for w in range(8)]
+               + [threading.Thread(target=audit, args=(w,)) for w in range(2)])
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors and not any(t.is_alive() for t in threads)
+        assert _count(engines[0], filings) == 80
+        result = verify_audit_chain(engines[0])
+        assert result.ok and result.checked == 100
+        with engines[0].connect() as conn:
+            assert conn.execute(select(func.count(func.distinct(audit_log.c.prev_hash)))).scalar_one() == 100
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
 def _clashing_plan(reference: str) -> list[PlannedDelivery]:
     """Two deliveries with one id: the deliveries' INSERT (sent in the pipelined writes) fails."""
     return _plan(reference) * 2
