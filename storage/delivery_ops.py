@@ -69,6 +69,7 @@ from storage.anomalies import (
     number_anomalies,
     number_pairs,
 )
+from storage.binds import values_in
 from storage.delivery_tables import filing_events
 from storage.tables import attempts, deliveries, filings, outbox
 
@@ -97,20 +98,10 @@ RECIPIENT_CORRECTED = "recipient.corrected"
 RECIPIENT_ANOMALY = "recipient.anomaly"
 
 
-def _in(column: ColumnElement[Any], name: str, item: Any, postgresql: bool) -> ColumnElement[bool]:
-    """`column IN :name`. On PostgreSQL the values are one array parameter (`= ANY`): the
-    statement's text and parameter count stay the same whatever their number, so psycopg
-    converts it once (it caches only queries of at most 4096 characters and 50 parameters)
-    and prepares it after a few runs. SQLite has no arrays: it expands the list."""
-    if postgresql:
-        return column == any_(bindparam(name, type_=ARRAY(item)))
-    return column.in_(bindparam(name, expanding=True))
-
-
 def _pairs_in(first: ColumnElement[Any], second: ColumnElement[Any], name: str, items: tuple[Any, Any],
               postgresql: bool) -> ColumnElement[bool]:
-    """`(first, second) IN :name`, a list of pairs. On PostgreSQL (see `_in`) two array
-    parameters, `name_a` and `name_b` (`_pair_params` splits the pairs), zipped by `unnest`;
+    """`(first, second) IN :name`, a list of pairs. On PostgreSQL (see `storage.binds.values_in`)
+    two array parameters, `name_a` and `name_b` (`_pair_params` splits the pairs), zipped by `unnest`;
     `first = ANY (name_a)` lets the planner look the rows up by `first` whatever it guesses
     of the zipped pairs."""
     if not postgresql:
@@ -133,10 +124,10 @@ def _is_postgresql(conn: Connection) -> bool:
 
 #: The hot path's statements are built once: a statement built per call costs its
 #: construction and its cache key at every call, more than the database's work on a small batch.
-#: Each comes in two forms, for PostgreSQL (True) and SQLite (False): see `_in`.
+#: Each comes in two forms, for PostgreSQL (True) and SQLite (False): see `storage.binds.values_in`.
 _LOCK_FILINGS = {
     postgresql: select(filings.c.id, filings.c.reference, filings.c.portal, filings.c.kind, filings.c.state)
-    .where(_in(filings.c.id, "ids", BigInteger, postgresql))
+    .where(values_in(filings.c.id, "ids", BigInteger, postgresql))
     .order_by(filings.c.id)
     .with_for_update()
     for postgresql in (True, False)
@@ -285,7 +276,7 @@ def _date_filings(moved: int, postgresql: bool) -> Update:
         values["state"] = case(*((filings.c.id == bindparam(f"id_{k}", type_=filings.c.id.type),
                                   bindparam(f"state_{k}", type_=filings.c.state.type)) for k in range(moved)),
                                else_=filings.c.state)
-    return update(filings).where(_in(filings.c.id, "ids", BigInteger, postgresql)).values(values)
+    return update(filings).where(values_in(filings.c.id, "ids", BigInteger, postgresql)).values(values)
 
 
 def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: datetime, events: EventLog,
@@ -601,7 +592,7 @@ _FILING_DELIVERIES = {
         .label("last_event_seq"),
         false().label("holder"),
         null().label("reference"),
-    ).where(_in(deliveries.c.filing_id, "ids", BigInteger, postgresql))
+    ).where(values_in(deliveries.c.filing_id, "ids", BigInteger, postgresql))
     for postgresql in (True, False)
 }
 #: The same read, and also the deliveries of any filing that hold some (agency, protocol
@@ -692,7 +683,7 @@ def _close_jobs(plain: bool, fenced: bool, postgresql: bool) -> Update:
     ids and the `fenced` (id, claims) pairs (whichever the flags say the batch has)."""
     conditions = []
     if plain:
-        conditions.append(_in(outbox.c.id, "plain", BigInteger, postgresql))
+        conditions.append(values_in(outbox.c.id, "plain", BigInteger, postgresql))
     if fenced:
         conditions.append(_pairs_in(outbox.c.id, outbox.c.claims, "fenced", (BigInteger, Integer), postgresql))
     return (update(outbox).where(or_(*conditions), outbox.c.done_at.is_(None)).values(done_at=bindparam("epoch"))

@@ -86,10 +86,10 @@ def _event(row: Any) -> FilingEvent:
 
 
 class DeliverySemanticsStore:
-    """Needs `_write()`, `_read()`, `_clock` and `_skip_locked` from the store it is mixed into."""
+    """Needs `_write()`, `_read()`, `_clock` and `_postgresql` from the store it is mixed into."""
 
     _clock: Callable[[], float]
-    _skip_locked: bool
+    _postgresql: bool
 
     def _write(self) -> AbstractContextManager[Connection]:  # pragma: no cover - provided by SqlStore
         raise NotImplementedError
@@ -318,7 +318,7 @@ class DeliverySemanticsStore:
             .order_by(e.c.next_attempt_at, e.c.seq)
             .limit(limit)
         )
-        if self._skip_locked:
+        if self._postgresql:
             due = due.with_for_update(skip_locked=True)
         with self._write() as conn, conn.begin():
             rows = conn.execute(

@@ -23,7 +23,6 @@ from sqlalchemy import (
     Update,
     all_,
     and_,
-    any_,
     bindparam,
     case,
     func,
@@ -58,6 +57,7 @@ from storage.audit import (
     insert_audit_rows,
     lock_chain,
 )
+from storage.binds import values_in
 from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
 from storage.errors import errors_translated, outages_translated
@@ -187,31 +187,29 @@ def _lease_statement(*conditions: ColumnElement[bool]) -> Update:
 _LEASE_ANY = _lease_statement()
 _LEASE_OF = _lease_statement(outbox.c.agency.in_(bindparam("b_agencies", expanding=True)))
 _LEASE_UNPUBLISHED = _lease_statement(outbox.c.published_at.is_(None))
-# Mark the relay's confirmed jobs (`b_ids`) published at `b_at`. On PostgreSQL the ids are one
-# array parameter, so the statement's text is the same whatever their number (psycopg prepares
-# it after a few runs); SQLite has no arrays and expands the IN list.
+# Mark the relay's confirmed jobs (`b_ids`) published at `b_at` (ids bound by `values_in`).
 _MARK_PUBLISHED = update(outbox).values(published_at=bindparam("b_at", type_=outbox.c.published_at.type),
                                         leased_until=null())
-_MARK_PUBLISHED_ANY = _MARK_PUBLISHED.where(outbox.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger))),
-                                            outbox.c.published_at.is_(None))
-_MARK_PUBLISHED_IN = _MARK_PUBLISHED.where(outbox.c.id.in_(bindparam("b_ids", expanding=True)),
-                                           outbox.c.published_at.is_(None))
+_MARK_PUBLISHED_BY = {  # keyed by "on PostgreSQL?"
+    postgresql: _MARK_PUBLISHED.where(values_in(outbox.c.id, "b_ids", BigInteger, postgresql),
+                                      outbox.c.published_at.is_(None))
+    for postgresql in (True, False)
+}
 # PostgreSQL: mark `b_ids` and lease the next jobs in one statement (the mark as a WITH
 # clause). Both parts see the same snapshot, so the lease leaves out `b_ids`: no row is updated
 # twice by one statement, and a job just marked is never leased again.
 _MARK_AND_LEASE = _lease_statement(
     outbox.c.published_at.is_(None), outbox.c.id != all_(bindparam("b_ids", type_=ARRAY(BigInteger)))
-).add_cte(_MARK_PUBLISHED_ANY.returning(outbox.c.id).cte("marked"))
+).add_cte(_MARK_PUBLISHED_BY[True].returning(outbox.c.id).cte("marked"))
 
-# The jobs `b_ids` (a RabbitMQ worker's claim) with their deliveries, whether done or not. Like
-# `_MARK_PUBLISHED_ANY`, PostgreSQL gets the ids as one array: the text stays the same whatever
-# their number, so psycopg converts it once (and prepares it) rather than at every claim.
+# The jobs `b_ids` (a RabbitMQ worker's claim) with their deliveries, whether done or not; the
+# ids bound as `values_in` binds them, so psycopg converts the text once rather than at every claim.
 _LOAD_JOBS = select(outbox.c.id.label("job_id"), outbox.c.done_at, outbox.c.forced, *_JOB_COLUMNS).select_from(
     outbox.join(deliveries, deliveries.c.id == outbox.c.delivery_id)
     .join(filings, filings.c.id == deliveries.c.filing_id)
 )
-_LOAD_JOBS_ANY = _LOAD_JOBS.where(outbox.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger))))
-_LOAD_JOBS_IN = _LOAD_JOBS.where(outbox.c.id.in_(bindparam("b_ids", expanding=True)))
+_LOAD_JOBS_BY = {postgresql: _LOAD_JOBS.where(values_in(outbox.c.id, "b_ids", BigInteger, postgresql))
+                 for postgresql in (True, False)}
 
 #: One filing for the intake's group commit: the filing and its plan (reference → deliveries).
 _Intake = tuple[NewFiling, Callable[[str], list[PlannedDelivery]]]
@@ -223,10 +221,10 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._clock = clock
-        self._skip_locked = engine.dialect.name == "postgresql"
+        # PostgreSQL: rows other claimers hold are skipped, ids are bound as arrays, new filings
+        # are numbered from their sequence first (`_insert_filings`), single reads and the
+        # relay's pass run in autocommit (`_single_statement`).
         self._postgresql = engine.dialect.name == "postgresql"
-        # PostgreSQL numbers new filings from their sequence before writing them (`_insert_filings`).
-        self._sequenced = engine.dialect.name == "postgresql"
         # SQLite has one writer at a time. Queuing this process's writers on a Python lock
         # hands the database over at once, instead of SQLite's busy handler sleeping in
         # steps of up to 100 ms; other processes still meet the busy handler.
@@ -246,6 +244,11 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
 
     def _read(self) -> Connection:
         return self._engine.connect()
+
+    def _single_statement(self) -> Connection:
+        """A PostgreSQL connection in autocommit, for one statement that reads one snapshot on
+        its own: one round trip instead of three (BEGIN, the statement, COMMIT or ROLLBACK)."""
+        return self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def writer(self) -> AbstractContextManager[Connection]:
         """A connection for one write transaction, queued behind this process's other writers
@@ -347,7 +350,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         now = _utcnow()
         epoch = self._clock()
         rows = [filing_row(filing, now) for filing, _ in items]
-        numbered = self._sequenced
+        numbered = self._postgresql
         chain_end: str | None = None
         if numbered:
             lock_chain(conn)
@@ -529,7 +532,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         """On PostgreSQL one statement on its own, in autocommit: one round trip per relay
         pass instead of four (BEGIN, mark, lease, COMMIT). SQLite runs the two in one transaction."""
         if self._postgresql:
-            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with self._single_statement() as conn:
                 return self._lease_due(conn, _MARK_AND_LEASE, owner, limit, lease_seconds,
                                        b_ids=list(published), b_at=self._clock())
         with self._write() as conn, conn.begin():
@@ -538,8 +541,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             return self._lease_due(conn, _LEASE_UNPUBLISHED, owner, limit, lease_seconds) if limit > 0 else []
 
     def _mark_published(self, conn: Connection, job_ids: Sequence[int]) -> None:
-        mark = _MARK_PUBLISHED_ANY if self._postgresql else _MARK_PUBLISHED_IN
-        conn.execute(mark, {"b_ids": list(job_ids), "b_at": self._clock()})
+        conn.execute(_MARK_PUBLISHED_BY[self._postgresql], {"b_ids": list(job_ids), "b_at": self._clock()})
 
     @outages_translated
     def mark_published(self, job_ids: Sequence[int]) -> None:
@@ -559,14 +561,8 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         """
         if not job_ids:
             return [], set()
-        # One statement reads one snapshot: on PostgreSQL it runs alone, in autocommit, one round
-        # trip instead of three (BEGIN, the read, ROLLBACK), like the relay's `_mark_and_lease`.
-        if self._postgresql:
-            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                rows = conn.execute(_LOAD_JOBS_ANY, {"b_ids": list(job_ids)}).all()
-        else:
-            with self._read() as conn:
-                rows = conn.execute(_LOAD_JOBS_IN, {"b_ids": list(job_ids)}).all()
+        with self._single_statement() if self._postgresql else self._read() as conn:
+            rows = conn.execute(_LOAD_JOBS_BY[self._postgresql], {"b_ids": list(job_ids)}).all()
         done: set[int] = set()
         jobs: list[ClaimedJob] = []
         for job_id, done_at, forced, *job in rows:  # the columns of `_LOAD_JOBS`, in order
