@@ -137,10 +137,15 @@ def serve(ctx: click.Context, host: str | None, port: int | None, with_simulator
             sandbox = start_sandbox(list(sandboxed), ports=sandboxed,
                                     agencies_dir=settings.path(settings.agencies_dir),
                                     external_dir=settings.path(settings.external_dir))
+    from wiring.worker_processes import worker_command
+
     hub = when_store_ready(lambda: build_hub(settings))
+    # `[embedded] worker_processes` > 0: the workers are children reading the same settings file.
+    children = worker_command(ctx.parent.params.get("config_file") if ctx.parent else None)
     try:
         _run_until_signal(lambda stop: run_api_and_workers(
-            hub, stop, host=host or settings.api.host, port=port or settings.api.port, with_workers=not no_workers))
+            hub, stop, host=host or settings.api.host, port=port or settings.api.port, with_workers=not no_workers,
+            worker_command=children))
     finally:
         hub.dispose()
         for handle in (sims, sandbox):
@@ -154,8 +159,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None, with_simulator
               help="Calls in flight per agency (default from config; RabbitMQ prefetch follows it).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve /metrics, /healthz and /readyz on this port (default [metrics] worker_port; 0: off).")
+@click.option("--wake-fd", type=int, default=None, hidden=True,
+              help="A child of `hub.py serve` ([embedded] worker_processes): its API's wake socket.")
 @click.pass_context
-def worker(ctx: click.Context, agencies: tuple[str, ...], concurrency: int | None, metrics_port: int | None) -> None:
+def worker(ctx: click.Context, agencies: tuple[str, ...], concurrency: int | None, metrics_port: int | None,
+           wake_fd: int | None) -> None:
     """Run a delivery worker process until SIGTERM."""
     from bootstrap import build_hub
     from probes import when_store_ready
@@ -165,7 +173,7 @@ def worker(ctx: click.Context, agencies: tuple[str, ...], concurrency: int | Non
     configure_logging(settings.log_level)
     hub = when_store_ready(lambda: build_hub(settings, role="worker"))
     try:
-        _run_until_signal(lambda stop: run_workers(hub, stop, list(agencies) or None, concurrency))
+        _run_until_signal(lambda stop: run_workers(hub, stop, list(agencies) or None, concurrency, wake_fd=wake_fd))
     finally:
         hub.dispose()
 

@@ -8,6 +8,7 @@ waits for `stop`, and drains and closes it in order.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -58,9 +59,13 @@ async def _until_listening(server: uvicorn.Server, task: asyncio.Task[Any], stop
 
 
 async def run_workers(
-    hub: Hub, stop: asyncio.Event, agencies: list[str] | None = None, concurrency: int | None = None
+    hub: Hub, stop: asyncio.Event, agencies: list[str] | None = None, concurrency: int | None = None,
+    *, wake_fd: int | None = None,
 ) -> None:
     """Run one delivery worker until `stop` is set, then drain in-flight deliveries.
+
+    `wake_fd`: a child of `hub.py serve` (`[embedded] worker_processes`): the API wakes it
+    through this socket when filings arrive, and its end closing means the API is gone.
 
     Raises:
         BackgroundTaskDied: the worker, notifier or consumer died (the others were drained).
@@ -68,7 +73,16 @@ async def run_workers(
     supervisor = supervisor_for(hub, stop)
     metrics = HubMetrics()
     workers = WorkerSet(hub, agencies, concurrency, metrics=metrics, supervisor=supervisor)
+    stop_listening = None
     try:
+        if wake_fd is not None:
+            from wiring.worker_processes import listen_for_wakes
+
+            def wake() -> None:
+                workers.worker.notify()
+                workers.notifier.notify()
+
+            stop_listening = listen_for_wakes(wake_fd, wake, stop.set)
         await workers.start(supervisor)
         supervisor.watch("worker", workers.worker.run(stop))
         supervisor.watch("notifier", workers.notifier.run(stop), may_return=True)
@@ -79,6 +93,8 @@ async def run_workers(
         stop.set()
         await supervisor.join()
         await workers.close()
+        if stop_listening is not None:
+            stop_listening()
     supervisor.raise_if_failed()
 
 
@@ -161,33 +177,52 @@ async def run_relay_process(hub: Hub, stop: asyncio.Event) -> None:
 
 async def run_api_and_workers(
     hub: Hub, stop: asyncio.Event, *, host: str, port: int, with_workers: bool = True,
-    started: asyncio.Event | None = None,
+    started: asyncio.Event | None = None, worker_command: Sequence[str] | None = None,
 ) -> None:
     """The API and (optionally) a worker in the same event loop; returns when `stop` is set.
 
     With RabbitMQ, the workers are a relay and a worker in this process (the API never talks
-    to the broker: accepted filings wait in the outbox).
+    to the broker: accepted filings wait in the outbox). Embedded with `[embedded]
+    worker_processes` > 0, the workers are that many child processes (`worker_command`,
+    default `hub.py worker` with the default settings file) instead.
 
     Raises:
-        BackgroundTaskDied: a background task (the API server, worker, notifier, relay or
-            consumer) died; everything else was stopped and drained first.
+        BackgroundTaskDied: a background task (the API server, worker, notifier, relay,
+            consumer or a worker process) died; everything else was stopped and drained first.
     """
     _limit_api_threads(hub.settings.api.threads)
     supervisor = supervisor_for(hub, stop)
     metrics = api_metrics_for(hub)
-    workers = (WorkerSet(hub, None, callbacks_url=public_url(hub.settings, host, port), metrics=metrics,
-                         supervisor=supervisor)
-               if with_workers else None)
+    callbacks_url = public_url(hub.settings, host, port)
+    children = None
+    if with_workers and not uses_rabbitmq(hub.settings) and hub.settings.embedded.worker_processes:
+        from wiring.worker_processes import WorkerProcesses, child_environment
+        from wiring.worker_processes import worker_command as default_command
+
+        children = WorkerProcesses(worker_command or default_command(None), hub.settings.embedded.worker_processes,
+                                   env=child_environment(callbacks_url))
+    workers = (WorkerSet(hub, None, callbacks_url=callbacks_url, metrics=metrics, supervisor=supervisor)
+               if with_workers and children is None else None)
     if workers is not None:
         await workers.start(supervisor)
         if uses_rabbitmq(hub.settings):
             supervisor.watch("relay", run_relay(hub, stop, metrics))
+    if children is not None:
+        try:
+            await children.start(supervisor, stop)
+        except BaseException:  # those started are stopped, then the failure is the caller's
+            stop.set()
+            await supervisor.join()
+            children.close()
+            raise
     loop = asyncio.get_running_loop()
 
     def wake() -> None:
         if workers is not None:
             loop.call_soon_threadsafe(workers.worker.notify)
             loop.call_soon_threadsafe(workers.notifier.notify)
+        if children is not None:
+            children.wake()
 
     readers, readers_client = outcome_readers(hub, workers)
     app = build_api(hub, readers=readers, on_accepted=wake, ready=readiness(hub, supervisor), metrics=metrics)
@@ -214,6 +249,8 @@ async def run_api_and_workers(
             await readers_client.aclose()
         if workers is not None:
             await workers.close()
+        if children is not None:
+            children.close()
     supervisor.raise_if_failed()
     if not server.started and server_task.done():
         raise RuntimeError(f"the API could not listen on {host}:{port}")

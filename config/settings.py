@@ -25,6 +25,7 @@ __all__ = [
     "ApiSettings",
     "AgencyIdentitySettings",
     "CircuitSettings",
+    "EmbeddedSettings",
     "DatabaseSettings",
     "DraftSettings",
     "HttpSettings",
@@ -121,6 +122,15 @@ class TransportSettings(_Section):
     confirm_timeout: float = 30.0
     reconnect_initial: float = 0.2
     reconnect_max: float = 5.0
+
+
+class EmbeddedSettings(_Section):
+    """The embedded hub (`[transport] kind = "embedded"`): `hub.py serve` with its workers."""
+
+    #: Worker processes `hub.py serve` starts on the same database, supervised and stopped with
+    #: it; 0: the worker runs in the API's own process and event loop. One process's work is
+    #: bound by its GIL; children use the other cores (issue 13). RabbitMQ ignores it.
+    worker_processes: int = Field(default=0, ge=0, le=64)
 
 
 class RelaySettings(_Section):
@@ -427,6 +437,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     transport: TransportSettings = Field(default_factory=TransportSettings)
+    embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     agencies: dict[str, AgencySettings] = Field(default_factory=dict)
