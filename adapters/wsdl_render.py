@@ -19,6 +19,7 @@ from typing import Any
 from lxml import etree
 from lxml.builder import ElementMaker
 from zeep.xsd import ComplexType, Element, Sequence
+from zeep.xsd.types.builtins import String
 from zeep.xsd.types.simple import AnySimpleType
 
 __all__ = ["RequestRenderer"]
@@ -32,8 +33,10 @@ class _NotPlain(Exception):
 class _Node:
     """One element of a request: a leaf of a simple type, or a sequence of named children."""
 
-    qname: Any  #: zeep's `etree.QName` for the element (its form already applied)
+    tag: str  #: `{ns}local` of zeep's `etree.QName` for the element (its form already applied)
     xsd_type: Any  #: the simple type (leaves), whose `xmlvalue` writes the text
+    #: A leaf whose `xmlvalue` is xs:string's own: a str is written as it is (`str(value)`).
+    text_as_is: bool
     optional: bool
     multiple: bool
     min_occurs: int
@@ -67,7 +70,9 @@ def _compile(element: Any) -> _Node | None:
         return None
     max_occurs = element.max_occurs
     return _Node(
-        qname=element.qname, xsd_type=xsd_type, optional=element.is_optional,
+        tag=etree.QName(element.qname).text, xsd_type=xsd_type,
+        text_as_is=children is None and type(xsd_type).xmlvalue is String.xmlvalue,
+        optional=element.is_optional,
         multiple=element.accepts_multiple, min_occurs=element.min_occurs,
         max_occurs=None if max_occurs == "unbounded" else int(max_occurs),
         children=children, names=frozenset(name for name, _ in children or ()),
@@ -92,19 +97,25 @@ def _render(parent: etree._Element, node: _Node, value: Any) -> None:
         if not node.multiple or len(value) < node.min_occurs or (
                 node.max_occurs is not None and len(value) > node.max_occurs):
             raise _NotPlain
-        items = value
+        for item in value:
+            _render_one(parent, node, item)
     else:
-        items = [value]
-    for item in items:
-        if item is None or isinstance(item, (list, tuple, set)):
+        _render_one(parent, node, value)
+
+
+def _render_one(parent: etree._Element, node: _Node, item: Any) -> None:
+    if type(item) is str and node.text_as_is:  # the common leaf: what xs:string's xmlvalue returns
+        etree.SubElement(parent, node.tag).text = item
+        return
+    if item is None or isinstance(item, (list, tuple, set)):
+        raise _NotPlain
+    element = etree.SubElement(parent, node.tag)
+    if node.children is None:
+        if isinstance(item, (dict, etree._Element)):
             raise _NotPlain
-        element = etree.SubElement(parent, node.qname)
-        if node.children is None:
-            if isinstance(item, (dict, etree._Element)):
-                raise _NotPlain
-            element.text = node.xsd_type.xmlvalue(item)
-        else:
-            _render_fields(element, node, item)
+        element.text = node.xsd_type.xmlvalue(item)
+    else:
+        _render_fields(element, node, item)
 
 
 class RequestRenderer:
@@ -143,7 +154,7 @@ class RequestRenderer:
         plan, empty = found
         envelope = copy.deepcopy(empty)
         try:
-            _render_fields(etree.SubElement(envelope[0], plan.qname), plan, dict(content))
+            _render_fields(etree.SubElement(envelope[0], plan.tag), plan, dict(content))
         except _NotPlain:
             return None
         return envelope
