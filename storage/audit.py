@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, text
 
 from domain.audit import GENESIS_HASH, audit_hash, canonical_line
+from storage.row_inserts import RowsInsert
 from storage.tables import audit_log
 
 __all__ = ["CHAIN_END_SQL", "AuditLine", "AuditVerification", "append_audit", "append_audit_lines",
@@ -34,6 +35,8 @@ _LAST_HASH = select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
 CHAIN_END_SQL = "SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1"
 # Inline: no implicit RETURNING of the new id, which nobody reads (`insert_audit_rows` may be pipelined).
 _INSERT_LINE = insert(audit_log).inline()
+# Several lines through the driver's executemany on psycopg (`storage.row_inserts`).
+_INSERT_LINES = RowsInsert(audit_log)
 
 
 #: The subject column's width (tables.audit_log).
@@ -147,9 +150,12 @@ def insert_audit_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     # The verification walks the chain by id, so lines must be numbered in chain order: the
-    # drivers' executemany (psycopg 3's pipeline, sqlite3) runs one INSERT per row, in order;
-    # a multi-row INSERT (what SQLAlchemy renders for psycopg2) need not number them so.
-    if conn.dialect.use_insertmanyvalues_wo_returning:
+    # drivers' executemany (psycopg 3's, called directly by `RowsInsert`; sqlite3) runs one
+    # INSERT per row, in order; a multi-row INSERT (what SQLAlchemy renders for psycopg2) need
+    # not number them so.
+    if RowsInsert.by_driver(conn.dialect):
+        _INSERT_LINES(conn, rows)
+    elif conn.dialect.use_insertmanyvalues_wo_returning:
         for row in rows:
             conn.execute(_INSERT_LINE, row)
     else:

@@ -71,6 +71,7 @@ from storage.anomalies import (
 )
 from storage.binds import values_in
 from storage.delivery_tables import filing_events
+from storage.row_inserts import RowsInsert
 from storage.tables import attempts, deliveries, filings, outbox
 
 __all__ = [
@@ -132,7 +133,8 @@ _LOCK_FILINGS = {
     .with_for_update()
     for postgresql in (True, False)
 }
-_INSERT_EVENTS = insert(filing_events)
+# Through the driver's executemany on PostgreSQL (`storage.row_inserts`).
+_INSERT_EVENTS = RowsInsert(filing_events)
 _INSERT_ATTEMPTS = insert(attempts)
 _INSERT_JOBS = insert(outbox)
 
@@ -234,7 +236,7 @@ class EventLog:
 
     def flush(self) -> None:
         if self._rows:
-            self._conn.execute(_INSERT_EVENTS, self._rows)
+            _INSERT_EVENTS(self._conn, self._rows)
             self._rows = []
 
 

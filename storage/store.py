@@ -67,6 +67,7 @@ from storage.identity_tables import filing_viewers
 from storage.intake_rows import audit_line, delivery_row, filing_row, outbox_row
 from storage.operations import OperationsStore
 from storage.pipelining import pipelined
+from storage.row_inserts import RowsInsert
 from storage.tables import deliveries, filings, outbox
 
 __all__ = ["SqlStore", "format_reference"]
@@ -144,15 +145,21 @@ _INSERT_FILINGS = insert(filings).returning(filings.c.id, sort_by_parameter_orde
 _NEXT_FILING_IDS_AND_CHAIN_END = text(
     f"SELECT nextval(pg_get_serial_sequence('filings', 'id')), ({CHAIN_END_SQL}) FROM generate_series(1, :n)"
 )
-_INSERT_NUMBERED_FILINGS = insert(filings).inline()
+_INSERT_NUMBERED_FILINGS = RowsInsert(filings)
 # SET-clause bind names must differ from column names.
 _SET_REFERENCE = (
     update(filings).where(filings.c.id == bindparam("b_id")).values(reference=bindparam("b_reference"))
 )
-_INSERT_DELIVERIES = insert(deliveries)
-# Inline: no implicit RETURNING of the new id, which nobody reads (and a pipeline could not give).
-_INSERT_OUTBOX = insert(outbox).inline()
-_INSERT_VIEWERS = insert(filing_viewers)
+# Through the driver's executemany on PostgreSQL (`storage.row_inserts`).
+_INSERT_DELIVERIES = RowsInsert(deliveries)
+_INSERT_OUTBOX = RowsInsert(outbox)
+_INSERT_VIEWERS = RowsInsert(filing_viewers)
+# An Idempotency-Key's filing and its recipients (`_replay`), looked up for every keyed filing.
+_IDEMPOTENT_FILING = select(filings.c.id, filings.c.reference, filings.c.request_digest).where(
+    filings.c.portal == bindparam("b_portal"), filings.c.idempotency_key == bindparam("b_key"))
+_RECIPIENTS_OF = (select(deliveries.c.agency, deliveries.c.operation)
+                  .where(deliveries.c.filing_id == bindparam("b_filing_id"))
+                  .order_by(deliveries.c.created_at, deliveries.c.agency))
 
 
 def _lease_statement(*conditions: ColumnElement[bool]) -> Update:
@@ -366,8 +373,8 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         audit_rows = hash_audit_lines(chain_end, lines) if numbered else chain_audit_lines(conn, lines)
         with pipelined(conn):
             if numbered:
-                conn.execute(_INSERT_NUMBERED_FILINGS, [{**row, "id": fid, "reference": ref}
-                                                        for row, fid, ref in zip(rows, ids, references)])
+                _INSERT_NUMBERED_FILINGS(conn, [{**row, "id": fid, "reference": ref}
+                                                for row, fid, ref in zip(rows, ids, references)])
             else:
                 conn.execute(_SET_REFERENCE, [{"b_id": fid, "b_reference": ref}
                                               for fid, ref in zip(ids, references)])
@@ -375,7 +382,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             viewers = [{"filing_id": fid, "tax_code": v}
                        for (filing, _), fid in zip(items, ids) for v in sorted(set(filing.viewers))]
             if viewers:
-                conn.execute(_INSERT_VIEWERS, viewers)
+                _INSERT_VIEWERS(conn, viewers)
             insert_audit_rows(conn, audit_rows)
         return [
             AcceptedFiling(
@@ -394,10 +401,10 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         delivery_rows = [[delivery_row(p, fid, now) for p in planned] for fid, planned in zip(ids, plans)]
         if not any(delivery_rows):
             return
-        conn.execute(_INSERT_DELIVERIES, [row for rows in delivery_rows for row in rows])
+        _INSERT_DELIVERIES(conn, [row for rows in delivery_rows for row in rows])
         ready = [outbox_row(p, epoch) for planned in plans for p in planned if not p.after]
         if ready:
-            conn.execute(_INSERT_OUTBOX, ready)
+            _INSERT_OUTBOX(conn, ready)
         info = {fid: {"reference": ref, "portal": filing.portal}
                 for (filing, _), fid, ref in zip(items, ids, references)}
         events = EventLog(conn, info, now, epoch, new_filings=ids)
@@ -411,21 +418,13 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         events.flush()
 
     def _replay(self, conn: Connection, filing: NewFiling) -> AcceptedFiling | None:
-        row = conn.execute(
-            select(filings.c.id, filings.c.reference, filings.c.request_digest).where(
-                filings.c.portal == filing.portal,
-                filings.c.idempotency_key == filing.idempotency_key,
-            )
-        ).first()
+        row = conn.execute(_IDEMPOTENT_FILING, {"b_portal": filing.portal,
+                                                "b_key": filing.idempotency_key}).first()
         if row is None:
             return None
         if row.request_digest != filing.request_digest:
             raise IdempotencyConflict(row.reference)
-        recipients = conn.execute(
-            select(deliveries.c.agency, deliveries.c.operation)
-            .where(deliveries.c.filing_id == row.id)
-            .order_by(deliveries.c.created_at, deliveries.c.agency)
-        ).all()
+        recipients = conn.execute(_RECIPIENTS_OF, {"b_filing_id": row.id}).all()
         return AcceptedFiling(
             reference=row.reference,
             state=FilingState.IN_PROGRESS.value,

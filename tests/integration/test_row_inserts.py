@@ -1,0 +1,116 @@
+"""Rows written in one statement (`storage.row_inserts`) read back as SQLAlchemy's INSERT wrote them.
+
+On PostgreSQL the intake's rows go as one array per column; what a reader sees must not
+change: JSON values and their NULL rule, column defaults, a too-long value refused rather
+than cut, database errors raised as SQLAlchemy's, audit lines numbered in chain order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from storage.audit import AuditLine, append_audit_lines, verify_audit_chain
+from storage.engine import build_engine
+from storage.migrate import upgrade_to_head
+from storage.pipelining import pipelined
+from storage.row_inserts import RowsInsert
+from storage.tables import audit_log, deliveries, filings, outbox
+
+AT = datetime(2026, 5, 1, 12, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = build_engine(database_url)
+    upgrade_to_head(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _filing(n: int, **extra: Any) -> dict[str, Any]:
+    return {"id": n, "reference": f"CRV-2026-{n:06d}", "kind": "durc_request", "portal": "portal",
+            "state": "in_progress", "subject_tax_code": "01234567890", "subject_name": f"Acme {n}",
+            "declarant_tax_code": "CMPNNA80E59D612B", "declarant_role": "legal_representative",
+            "document": b"\x00<filing/>", "digest": f"{n:064x}", "idempotency_key": None,
+            "request_digest": None, "created_at": AT, "updated_at": AT, "filed_by": None,
+            "responsible_tax_code": None, "authorization": None, **extra}
+
+
+def _delivery(n: int, filing_id: int, **extra: Any) -> dict[str, Any]:
+    return {"id": f"d-{n}", "filing_id": filing_id, "agency": "inps", "operation": "durc",
+            "message_id": f"m-{n}", "state": "pending", "content": {"n": n, "text": "è"}, "attempts": 0,
+            "rounds": 0, "polls": 0, "created_at": AT, "updated_at": AT, "depends_on": None,
+            "on_reject": None, "handoff": None, "contract_version": "v1", **extra}
+
+
+def test_rows_read_back_as_sqlalchemy_insert_wrote_them(engine: Engine) -> None:
+    """Same values, JSON `None` stored as SQLAlchemy stores it, the `forced` default filled in."""
+    with engine.begin() as conn:
+        conn.execute(insert(filings), [_filing(1)])
+        RowsInsert(filings)(conn, [_filing(2), _filing(3, authorization={"inps": "self"})])
+        conn.execute(insert(deliveries), [_delivery(1, 1)])
+        RowsInsert(deliveries)(conn, [_delivery(2, 2), _delivery(3, 3, handoff=[{"path": "a"}], depends_on="inps")])
+        RowsInsert(outbox)(conn, [{"delivery_id": "d-2", "agency": "inps", "available_at": 1.5, "claims": 0,
+                                   "created_at": 1.5}])
+    with engine.connect() as conn:
+        got = {r.id: r for r in conn.execute(select(filings))}
+        sent = {r.id: r for r in conn.execute(select(deliveries))}
+        # Whether a JSON None is SQL NULL or JSON null: SQLAlchemy's rule, row by row.
+        null_handoff = {r.id: r.is_null for r in conn.execute(
+            select(deliveries.c.id, deliveries.c.handoff.is_(None).label("is_null")))}
+        job = conn.execute(select(outbox)).one()
+    # Every column as the other filing's, but for what differs between the two rows.
+    differs = {k: v for k, v in _filing(2).items() if v != _filing(1)[k]}
+    assert got[2]._mapping == {**got[1]._mapping, **differs}  # noqa: SLF001 - Row's mapping view
+    assert got[2].document == b"\x00<filing/>"
+    assert got[3].authorization == {"inps": "self"}
+    assert sent["d-2"].content == {"n": 2, "text": "è"} and sent["d-2"].handoff is None
+    assert sent["d-3"].handoff == [{"path": "a"}] and sent["d-3"].depends_on == "inps"
+    assert null_handoff["d-2"] == null_handoff["d-1"]
+    assert job.forced is False and job.available_at == 1.5 and job.published_at is None
+
+
+def test_a_value_too_long_for_its_column_is_refused_not_cut(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite does not bound VARCHAR")
+    engine = build_engine(database_url)
+    upgrade_to_head(engine)
+    try:
+        with pytest.raises(DBAPIError), engine.begin() as conn:
+            RowsInsert(filings)(conn, [_filing(1, subject_tax_code="X" * 17)])
+        with engine.connect() as conn:
+            assert conn.execute(select(filings.c.id)).all() == []
+    finally:
+        engine.dispose()
+
+
+def test_a_duplicate_raises_sqlalchemys_integrity_error_in_and_out_of_a_pipeline(engine: Engine) -> None:
+    with engine.begin() as conn:
+        RowsInsert(filings)(conn, [_filing(1)])
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        RowsInsert(filings)(conn, [_filing(1)])
+    with pytest.raises(IntegrityError), engine.begin() as conn, pipelined(conn):
+        RowsInsert(filings)(conn, [_filing(2), _filing(1)])
+    with engine.connect() as conn:
+        assert [r.id for r in conn.execute(select(filings.c.id))] == [1]
+
+
+def test_audit_lines_appended_together_are_numbered_in_chain_order(engine: Engine) -> None:
+    lines = [AuditLine(at=AT, actor=f"portal:p{i}", action="filing_accepted", subject=f"CRV-{i}",
+                       outcome="accepted", detail={"i": i, "recipients": ["inps"]}) for i in range(40)]
+    with engine.begin() as conn:
+        hashes = append_audit_lines(conn, lines[:1])
+    with engine.begin() as conn:
+        hashes += append_audit_lines(conn, lines[1:])
+    with engine.connect() as conn:
+        stored = [(r.subject, r.hash) for r in conn.execute(select(audit_log).order_by(audit_log.c.id))]
+    assert stored == [(f"CRV-{i}", h) for i, h in enumerate(hashes)]
+    assert verify_audit_chain(engine).ok
