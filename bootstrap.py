@@ -85,6 +85,7 @@ __all__ = [
     "build_adapter",
     "build_agency_runtime",
     "build_api",
+    "close_api",
     "build_hub",
     "checked_routes",
     "load_contracts",
@@ -455,6 +456,13 @@ def build_api(hub: Hub, *, readers: Mapping[str, OutcomeReader], on_accepted: Ca
             attachments=attachment_service(hub),
         )
     )
+
+
+def close_api(app: Starlette) -> None:
+    """End what `build_api`'s application started for itself, once its server has stopped."""
+    from api.app import close_app
+
+    close_app(app)
 
 
 def blob_dir(settings: Settings) -> Path:

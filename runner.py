@@ -18,6 +18,7 @@ from bootstrap import (
     WorkerSet,
     api_metrics_for,
     build_api,
+    close_api,
     outcome_readers,
     public_url,
     readiness,
@@ -245,6 +246,7 @@ async def run_api_and_workers(
         stop.set()
         server.should_exit = True
         await supervisor.join()
+        close_api(app)
         if readers_client is not None:
             await readers_client.aclose()
         if workers is not None:

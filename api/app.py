@@ -5,8 +5,9 @@ Parsing, validation and the store run in the thread pool: the event loop only mo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.admission import AdmissionLimits, SubmissionAdmission
+from api.admission import SubmissionAdmission
 from api.agency_health import agency_health_routes
 from api.attachments import attachment_routes
 from api.auth import Caller, admit_deferred, authenticate, authenticate_sync, refuse_token
@@ -315,15 +316,13 @@ class FilingSubmissions:
 
     Args:
         app: the application.
-        limits: the admission bounds; without `threads`, their `max_inflight` sizes the
-            threads (0 or None: 40, anyio's default).
-        threads: the intake's threads (`[api] threads`); admitted filings beyond them wait
+        threads: the intake's threads (`intake_threads`); admitted filings beyond them wait
             for one.
     """
 
-    def __init__(self, app: ASGIApp, limits: AdmissionLimits | None = None, threads: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, threads: IntakeThreads) -> None:
         self.app = app
-        self._threads = IntakeThreads(threads or (limits.max_inflight if limits else 0) or _DEFAULT_THREADS)
+        self._threads = threads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/v1/filings" or scope["method"] != "POST":
@@ -337,9 +336,30 @@ class FilingSubmissions:
         await response(scope, receive, send)
 
 
+def intake_threads(ctx: ApiContext) -> IntakeThreads:
+    """The intake's threads: `[api] threads`, else the admission's `max_inflight`, else 40
+    (anyio's default)."""
+    limits = ctx.admission
+    return IntakeThreads(ctx.intake_threads or (limits.max_inflight if limits else 0) or _DEFAULT_THREADS)
+
+
 def create_app(ctx: ApiContext) -> Starlette:
-    """The application: routes, middleware and error handlers over `ctx` (kept on its state)."""
+    """The application: routes, middleware and error handlers over `ctx` (kept on its state).
+
+    Its intake threads end with the application's lifespan, or at `close_app` where the
+    server runs without one (`api.server`).
+    """
+    threads = intake_threads(ctx)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            threads.close()
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/v1/filings", submit_filing, methods=["POST"]),
             Route("/v1/filings/{reference}", get_filing, methods=["GET"]),
@@ -358,11 +378,18 @@ def create_app(ctx: ApiContext) -> Starlette:
         ],
         middleware=[Middleware(RequestObservation, metrics=ctx.metrics),
                     Middleware(SubmissionAdmission, limits=ctx.admission),
-                    Middleware(FilingSubmissions, limits=ctx.admission, threads=ctx.intake_threads)],
+                    Middleware(FilingSubmissions, threads=threads)],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     attach_context(app, ctx)
+    app.state.intake_threads = threads
     return app
+
+
+def close_app(app: Starlette) -> None:
+    """End what the application started for itself (its intake threads) once its server has
+    stopped: the server runs without a lifespan."""
+    app.state.intake_threads.close()
 
 
 def _ops_mount(ctx: ApiContext) -> list[Mount]:

@@ -47,3 +47,12 @@ class IntakeThreads:
         if cancelled:
             raise asyncio.CancelledError
         return future.result()
+
+    def close(self) -> None:
+        """End the threads once the calls already handed over are done; later calls fail.
+
+        A service makes one pool for its life, but a process that builds and stops hubs in
+        turn (a test session, an embedding application) would otherwise keep every pool's
+        idle threads until exit.
+        """
+        self._pool.shutdown(wait=True)

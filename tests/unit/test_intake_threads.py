@@ -63,3 +63,25 @@ def test_a_cancelled_caller_waits_for_its_thread_then_is_cancelled() -> None:
         assert finished == [True]
 
     asyncio.run(main())
+
+
+def test_closing_waits_for_the_calls_in_hand_then_ends_the_threads_and_refuses_more() -> None:
+    threads = IntakeThreads(2)
+    started, release = threading.Event(), threading.Event()
+
+    def work() -> threading.Thread:
+        started.set()
+        assert release.wait(10)
+        return threading.current_thread()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(threads.run(work))
+        await asyncio.to_thread(started.wait, 10)
+        release.set()
+        await asyncio.to_thread(threads.close)
+        thread = await task  # handed over before the close: finished
+        assert not thread.is_alive()
+        with pytest.raises(RuntimeError):
+            await threads.run(work)
+
+    asyncio.run(main())
