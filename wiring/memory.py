@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import warnings
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,9 +30,12 @@ M_ARENA_MAX = -8
 #: which loads rich and pygments, ~6 MiB) and rich (structlog's pretty console tracebacks,
 #: ~5 MiB; the hub renders JSON). Each importer falls back when the import fails; neither is a
 #: dependency of the project, only of its test tools, so an installed hub behaves the same.
+#: And charset_normalizer (~2.7 MiB of compiled code): requests loads it to guess the encoding
+#: of a reply's `.text` that declares none, and falls back to UTF-8 without it; requests is only
+#: loaded with zeep here (the hub sends through httpx and aiohttp, and reads bytes).
 #: Not trio: a None in `sys.modules` reads as "imported" to code that only tests the name
 #: (tenacity's async sleep does, and then imports it: every in-pass retry failed).
-UNUSED_OPTIONAL_MODULES = ("httpx._main", "rich")
+UNUSED_OPTIONAL_MODULES = ("httpx._main", "rich", "charset_normalizer")
 
 
 def limit_malloc_arenas(arenas: int) -> bool:
@@ -66,6 +70,9 @@ def skip_unused_optional_modules() -> list[str]:
     skipped = [name for name in UNUSED_OPTIONAL_MODULES if name not in sys.modules]
     for name in skipped:
         sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not found" marker
+    # requests says, once at import, that it found no encoding guesser: known, and harmless here.
+    warnings.filterwarnings("ignore", message="Unable to find acceptable character detection dependency",
+                            module="requests")
     return skipped
 
 
