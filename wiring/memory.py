@@ -2,7 +2,9 @@
 
 glibc gives threads their own malloc arenas (up to 8 per core); the thread pools of a hub
 process (anyio's, SQLAlchemy's callers, pika's) each touch one, and every arena keeps freed
-pages resident. Capping the arenas at start bounds that growth (issue 13: <= 120 MiB per process).
+pages resident. Capping the arenas at start bounds that growth (issue 13: <= 120 MiB per process),
+and trimming the heaps now and then returns the pages freed below live blocks, which glibc
+otherwise keeps for good.
 
 Some libraries also import optional packages merely because they are installed (in a development
 environment they are: the test tools bring them), and keep them resident for nothing. And a part
@@ -14,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
+import time
 import warnings
 from typing import TYPE_CHECKING
 
@@ -21,7 +25,7 @@ if TYPE_CHECKING:
     import httpx
 
 __all__ = ["M_ARENA_MAX", "UNUSED_OPTIONAL_MODULES", "client_sending_nothing", "limit_malloc_arenas",
-           "skip_unused_optional_modules"]
+           "skip_unused_optional_modules", "trim_malloc_every"]
 
 #: mallopt's parameter number for the arena cap (glibc malloc.h).
 M_ARENA_MAX = -8
@@ -59,6 +63,32 @@ def limit_malloc_arenas(arenas: int) -> bool:
         structlog.get_logger("crocevia.memory").warning("malloc_arena_cap_refused", arenas=arenas)
         return False
     return True
+
+
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    return None if name is None else ctypes.CDLL(name)
+
+
+def trim_malloc_every(seconds: float) -> threading.Thread | None:
+    """Hand glibc's free heap pages back to the system every `seconds` (malloc_trim), on a
+    daemon thread for the life of the process; the thread, or None (0 seconds, or not glibc).
+
+    glibc returns only the top of a heap on its own: pages freed below a live block stay
+    resident, and a long-running process's RSS creeps up with them (issue 13's soak).
+    """
+    libc = _glibc() if seconds > 0 else None
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return None
+    def run() -> None:
+        while True:
+            time.sleep(seconds)
+            trim(0)  # ctypes releases the GIL for the call
+
+    thread = threading.Thread(target=run, name="malloc-trim", daemon=True)
+    thread.start()
+    return thread
 
 
 def skip_unused_optional_modules() -> list[str]:

@@ -223,3 +223,72 @@ def test_the_api_runs_its_blocking_work_on_the_configured_threads(tmp_path: Path
             assert list(portals.map(submit, range(16))) == [202] * 16
         intake = {t for t in threading.enumerate() if t.name.startswith("intake")} - before
         assert 1 <= len(intake) <= 3
+
+
+_FREED_BELOW_A_LIVE_BLOCK = """
+import ctypes, ctypes.util, json, sys, time
+from wiring.memory import trim_malloc_every
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+
+def anon_kib() -> int:
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssAnon:"))
+
+blocks = [libc.malloc(4096) for _ in range(8192)]  # 32 MiB in heap-sized blocks (C's, like lxml's)
+for block in blocks:
+    ctypes.memset(block, 1, 4096)
+live = libc.malloc(4096)  # above them: glibc cannot give the freed pages back on its own
+for block in blocks:
+    libc.free(block)
+freed = anon_kib()
+if sys.argv[1] == "trim":
+    trim_malloc_every(0.05)
+deadline = time.monotonic() + 5
+while anon_kib() > freed - 24 * 1024 and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps({"returned_mib": (freed - anon_kib()) / 1024}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_the_trimmer_hands_freed_heap_pages_back_to_the_system() -> None:
+    """C memory freed below a live block stays resident until trimmed (issue 13's soak)."""
+    def returned(mode: str) -> float:
+        done = subprocess.run([sys.executable, "-c", _FREED_BELOW_A_LIVE_BLOCK, mode], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, check=True)
+        return float(json.loads(done.stdout)["returned_mib"])
+
+    assert returned("trim") >= 24
+    assert returned("none") < 8  # what the test builds: without the trimmer, it stays
+
+
+_TRIMMER_THREADS = """
+import json, sys, threading
+from hub import cli
+try:
+    cli([*sys.argv[1:], "--help"], prog_name="hub.py")  # the group's start-up, then the command's help
+except SystemExit:
+    pass
+print(json.dumps(sorted(t.name for t in threading.enumerate() if t.name == "malloc-trim")))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_the_services_trim_as_memory_malloc_trim_seconds_says(tmp_path: Path) -> None:
+    config = tmp_path / "crocevia.toml"
+    shipped = (ROOT / "config" / "crocevia.toml").read_text()
+    assert "malloc_trim_seconds = 10\n" in shipped
+    config.write_text(shipped.replace("malloc_trim_seconds = 10\n", "malloc_trim_seconds = 0\n"))
+
+    def trimmers(*argv: str, **env: str) -> list[str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("MEMORY__")}
+        done = subprocess.run([sys.executable, "-c", _TRIMMER_THREADS, *argv], cwd=ROOT, env={**base, **env},
+                              capture_output=True, text=True, timeout=60, check=True)
+        return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    assert trimmers("worker") == ["malloc-trim"]  # the default: on
+    assert trimmers("relay", MEMORY__MALLOC_TRIM_SECONDS="0") == []
+    assert trimmers("--config", str(config), "serve") == []
+    assert trimmers("--config", str(config), "worker", MEMORY__MALLOC_TRIM_SECONDS="30") == ["malloc-trim"]
+    assert trimmers("check") == []  # not a long-running service
