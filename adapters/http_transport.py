@@ -13,14 +13,16 @@ RemoteProtocolError, ReadError), our fault (LocalProtocolError).
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import ssl
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from itertools import chain
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import httpx
 from multidict import CIMultiDict
 from yarl import URL
@@ -34,8 +36,32 @@ _SKIP_AUTO = ("Content-Type", "User-Agent", "Accept", "Accept-Encoding")
 #: Replies declaring at most this many bytes are read whole before they are handed up.
 _EAGER_BODY = 64 * 1024
 _UNSAFE = re.compile(rb"[\r\n\0]")
-_VERSIONS: dict[aiohttp.HttpVersion | None, bytes] = {aiohttp.HttpVersion11: b"HTTP/1.1",
-                                                     aiohttp.HttpVersion10: b"HTTP/1.0"}
+#: aiohttp's HttpVersion is a (major, minor) named tuple.
+_VERSIONS: dict[tuple[int, int] | None, bytes] = {(1, 1): b"HTTP/1.1", (1, 0): b"HTTP/1.0"}
+
+
+def _loaded_on_first_use(name: str) -> ModuleType:
+    """Module `name`, executed when one of its attributes is first read (importlib's LazyLoader).
+
+    aiohttp is ~7 MiB resident, and only a worker's agency clients send through it: the API
+    builds the same adapters (to read agencies' callbacks) without ever sending (issue 13).
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    import aiohttp
+else:
+    aiohttp = _loaded_on_first_use("aiohttp")
 
 
 class BodyTooLarge(Exception):

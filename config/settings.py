@@ -186,6 +186,10 @@ class MemorySettings(_Section):
     #: services of `hub.py`. glibc's default, 8 per core, gives each thread pool worker its own
     #: arena; their free-but-unreturned pages add tens of MiB of RSS. 0: leave glibc's default.
     malloc_arena_max: int = Field(default=2, ge=0)
+    #: Every this many seconds the services of `hub.py` hand glibc's free heap pages back to the
+    #: system (malloc_trim): freed C memory (lxml, libpq, OpenSSL) otherwise stays resident, and
+    #: under a steady load the kept pages grow (issue 13's soak). Each costs ~0.1 ms. 0: never.
+    malloc_trim_seconds: float = Field(default=10.0, ge=0)
 
 
 class AttachmentSettings(_Section):

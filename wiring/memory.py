@@ -2,7 +2,9 @@
 
 glibc gives threads their own malloc arenas (up to 8 per core); the thread pools of a hub
 process (anyio's, SQLAlchemy's callers, pika's) each touch one, and every arena keeps freed
-pages resident. Capping the arenas at start bounds that growth (issue 13: <= 120 MiB per process).
+pages resident. Capping the arenas at start bounds that growth (issue 13: <= 120 MiB per process),
+and trimming the heaps now and then returns the pages freed below live blocks, which glibc
+otherwise keeps for good.
 
 Some libraries also import optional packages merely because they are installed (in a development
 environment they are: the test tools bring them), and keep them resident for nothing. And a part
@@ -14,13 +16,16 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
+import time
+import warnings
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = ["M_ARENA_MAX", "UNUSED_OPTIONAL_MODULES", "client_sending_nothing", "limit_malloc_arenas",
-           "skip_unused_optional_modules"]
+           "skip_unused_optional_modules", "trim_malloc_every"]
 
 #: mallopt's parameter number for the arena cap (glibc malloc.h).
 M_ARENA_MAX = -8
@@ -29,9 +34,12 @@ M_ARENA_MAX = -8
 #: which loads rich and pygments, ~6 MiB) and rich (structlog's pretty console tracebacks,
 #: ~5 MiB; the hub renders JSON). Each importer falls back when the import fails; neither is a
 #: dependency of the project, only of its test tools, so an installed hub behaves the same.
+#: And charset_normalizer (~2.7 MiB of compiled code): requests loads it to guess the encoding
+#: of a reply's `.text` that declares none, and falls back to UTF-8 without it; requests is only
+#: loaded with zeep here (the hub sends through httpx and aiohttp, and reads bytes).
 #: Not trio: a None in `sys.modules` reads as "imported" to code that only tests the name
 #: (tenacity's async sleep does, and then imports it: every in-pass retry failed).
-UNUSED_OPTIONAL_MODULES = ("httpx._main", "rich")
+UNUSED_OPTIONAL_MODULES = ("httpx._main", "rich", "charset_normalizer")
 
 
 def limit_malloc_arenas(arenas: int) -> bool:
@@ -57,6 +65,32 @@ def limit_malloc_arenas(arenas: int) -> bool:
     return True
 
 
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    return None if name is None else ctypes.CDLL(name)
+
+
+def trim_malloc_every(seconds: float) -> threading.Thread | None:
+    """Hand glibc's free heap pages back to the system every `seconds` (malloc_trim), on a
+    daemon thread for the life of the process; the thread, or None (0 seconds, or not glibc).
+
+    glibc returns only the top of a heap on its own: pages freed below a live block stay
+    resident, and a long-running process's RSS creeps up with them (issue 13's soak).
+    """
+    libc = _glibc() if seconds > 0 else None
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return None
+    def run() -> None:
+        while True:
+            time.sleep(seconds)
+            trim(0)  # ctypes releases the GIL for the call
+
+    thread = threading.Thread(target=run, name="malloc-trim", daemon=True)
+    thread.start()
+    return thread
+
+
 def skip_unused_optional_modules() -> list[str]:
     """Make `UNUSED_OPTIONAL_MODULES` unimportable in this process (None in `sys.modules`, which
     makes an import raise ImportError); the names so marked, leaving any already loaded alone.
@@ -66,6 +100,9 @@ def skip_unused_optional_modules() -> list[str]:
     skipped = [name for name in UNUSED_OPTIONAL_MODULES if name not in sys.modules]
     for name in skipped:
         sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not found" marker
+    # requests says, once at import, that it found no encoding guesser: known, and harmless here.
+    warnings.filterwarnings("ignore", message="Unable to find acceptable character detection dependency",
+                            module="requests")
     return skipped
 
 

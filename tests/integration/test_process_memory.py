@@ -115,10 +115,15 @@ def test_the_command_groups_by_area_still_answer_and_list() -> None:
 
 
 _SERVICE = """
-import json, logging, sys
+import json, logging, sys, warnings
+warnings.simplefilter("error")  # zeep loads requests, which looks for an encoding guesser: none, silently
 from wiring.memory import skip_unused_optional_modules
 skipped = skip_unused_optional_modules()
 import httpx, httpcore
+import requests, zeep
+warnings.resetwarnings()
+reply = requests.models.Response()
+reply._content, reply.encoding = "protocollo n° 42".encode(), None  # a reply declaring no charset
 import structlog
 from config.logging import configure_logging
 configure_logging("info")
@@ -137,8 +142,10 @@ try:
     raise ValueError("boom")
 except ValueError:
     structlog.get_logger("t").exception("failed")
-print(json.dumps({"skipped": skipped, "retried": retried, "loaded": sorted(m for m, module in sys.modules.items()
-                  if module is not None and m.split(".")[0] in ("rich", "pygments"))}))
+print(json.dumps({"skipped": skipped, "retried": retried, "text": reply.text,
+                  "loaded": sorted(m for m, module in sys.modules.items()
+                                   if module is not None and m.split(".")[0] in ("rich", "pygments",
+                                                                                 "charset_normalizer"))}))
 """
 
 
@@ -146,7 +153,9 @@ def test_a_service_goes_without_the_test_tools_optional_packages_and_still_logs_
     done = subprocess.run([sys.executable, "-c", _SERVICE], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result == {"skipped": list(UNUSED_OPTIONAL_MODULES), "retried": "ok", "loaded": []}
+    assert "charset_normalizer" in UNUSED_OPTIONAL_MODULES  # ~2.7 MiB in the API and every worker
+    assert result == {"skipped": list(UNUSED_OPTIONAL_MODULES), "retried": "ok", "text": "protocollo n° 42",
+                      "loaded": []}
     logged = json.loads(done.stderr.strip().splitlines()[-1])
     assert logged["event"] == "failed" and logged["exception"].startswith("Traceback")
     assert logged["exception"].endswith("ValueError: boom")
@@ -176,8 +185,9 @@ def test_the_api_process_builds_everything(tmp_path: Path) -> None:
     assert "xmlschema" not in set(built["modules"])  # type: ignore[call-overload]  # JSON intake loads it
     # ... but not what only a receipt needs: it loads with the first receipt.
     assert not set(built["modules"]) & set(ON_DEMAND_MODULES)  # type: ignore[call-overload]
-    # Its callback readers only parse: their HTTP client is no connection pool (httpcore, ~4 MiB).
-    assert "httpcore" not in set(built["modules"])  # type: ignore[call-overload]
+    # Its callback readers only parse: their HTTP client is no connection pool (httpcore, ~4 MiB),
+    # and the agencies' aiohttp pool (~7 MiB) is never loaded (only named, loaded on first use).
+    assert not set(built["modules"]) & {"httpcore", "aiohttp.client", "aiohttp.connector"}  # type: ignore[call-overload]
     assert built["readers"] == ["cciaa", "inail", "inps", "runts",
                                 "the API's outcome readers send nothing: GET http://127.0.0.1:9/"]
 
@@ -216,3 +226,72 @@ def test_the_api_runs_its_blocking_work_on_the_configured_threads(tmp_path: Path
         assert 1 <= len(intake) <= 3
     # A stopped hub leaves none of its threads behind in a process that goes on.
     assert not [t for t in intake if t.is_alive()]
+
+
+_FREED_BELOW_A_LIVE_BLOCK = """
+import ctypes, ctypes.util, json, sys, time
+from wiring.memory import trim_malloc_every
+
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+
+def anon_kib() -> int:
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssAnon:"))
+
+blocks = [libc.malloc(4096) for _ in range(8192)]  # 32 MiB in heap-sized blocks (C's, like lxml's)
+for block in blocks:
+    ctypes.memset(block, 1, 4096)
+live = libc.malloc(4096)  # above them: glibc cannot give the freed pages back on its own
+for block in blocks:
+    libc.free(block)
+freed = anon_kib()
+if sys.argv[1] == "trim":
+    trim_malloc_every(0.05)
+deadline = time.monotonic() + 5
+while anon_kib() > freed - 24 * 1024 and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps({"returned_mib": (freed - anon_kib()) / 1024}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_the_trimmer_hands_freed_heap_pages_back_to_the_system() -> None:
+    """C memory freed below a live block stays resident until trimmed (issue 13's soak)."""
+    def returned(mode: str) -> float:
+        done = subprocess.run([sys.executable, "-c", _FREED_BELOW_A_LIVE_BLOCK, mode], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, check=True)
+        return float(json.loads(done.stdout)["returned_mib"])
+
+    assert returned("trim") >= 24
+    assert returned("none") < 8  # what the test builds: without the trimmer, it stays
+
+
+_TRIMMER_THREADS = """
+import json, sys, threading
+from hub import cli
+try:
+    cli([*sys.argv[1:], "--help"], prog_name="hub.py")  # the group's start-up, then the command's help
+except SystemExit:
+    pass
+print(json.dumps(sorted(t.name for t in threading.enumerate() if t.name == "malloc-trim")))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_the_services_trim_as_memory_malloc_trim_seconds_says(tmp_path: Path) -> None:
+    config = tmp_path / "crocevia.toml"
+    shipped = (ROOT / "config" / "crocevia.toml").read_text()
+    assert "malloc_trim_seconds = 10\n" in shipped
+    config.write_text(shipped.replace("malloc_trim_seconds = 10\n", "malloc_trim_seconds = 0\n"))
+
+    def trimmers(*argv: str, **env: str) -> list[str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("MEMORY__")}
+        done = subprocess.run([sys.executable, "-c", _TRIMMER_THREADS, *argv], cwd=ROOT, env={**base, **env},
+                              capture_output=True, text=True, timeout=60, check=True)
+        return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    assert trimmers("worker") == ["malloc-trim"]  # the default: on
+    assert trimmers("relay", MEMORY__MALLOC_TRIM_SECONDS="0") == []
+    assert trimmers("--config", str(config), "serve") == []
+    assert trimmers("--config", str(config), "worker", MEMORY__MALLOC_TRIM_SECONDS="30") == ["malloc-trim"]
+    assert trimmers("check") == []  # not a long-running service
