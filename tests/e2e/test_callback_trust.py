@@ -263,7 +263,11 @@ def test_an_agency_that_declares_no_callback_credential_cannot_call_back(hub: Ru
 
 def test_the_simulated_agencys_own_signed_callback_is_recorded(hub: RunningHub, client: PortalClient, sims) -> None:  # type: ignore[no-untyped-def]
     """The simulators sign with the key pair the agency file names: their callback (SOAP,
-    WS-Security) is recorded at the first try, and audited as the agency's."""
+    WS-Security) is never refused as unsigned, is recorded once, and audited as the agency's.
+
+    The simulator calls back 100 ms after taking the message in charge; on a loaded machine
+    the worker may not have committed the acknowledgment by then, and the hub answers 503
+    "not yet" (Retry-After) until it has: the agency's retry is then recorded."""
     sims.set_faults("inail", [{"kind": "async_push", "delay_ms": 100}])
     # A business start goes to Registro Imprese, INPS and INAIL; INAIL calls back.
     document = (EXAMPLES / "business_start.xml").read_bytes()
@@ -271,9 +275,11 @@ def test_the_simulated_agencys_own_signed_callback_is_recorded(hub: RunningHub, 
     wait_for(lambda: _recipient(client, reference, "inail")["state"] == "protocolled", timeout=30,
              what="inail protocolled by its callback")
     effect = next(e for e in sims.ledger("inail")["effects"] if e["filingReference"] == reference)
-    assert [c["status"] for c in effect["callbacks"]] == [200]
+    statuses = [c["status"] for c in effect["callbacks"]]
+    assert statuses[-1] == 200 and set(statuses[:-1]) <= {503}, statuses
     lines = [line for line in _callback_lines(hub) if line.detail["agency"] == "inail"]
-    assert [(line.actor, line.outcome) for line in lines] == [("agency:inail", "recorded")]
+    assert [(line.actor, line.outcome) for line in lines] == (
+        [("agency:inail", "not-yet-acknowledged")] * (len(statuses) - 1) + [("agency:inail", "recorded")])
     assert _recipient(client, reference, "inail")["protocolNumber"] == effect["protocollo"]
 
 
