@@ -37,7 +37,6 @@ from sqlalchemy import (
     case,
     false,
     func,
-    insert,
     null,
     or_,
     select,
@@ -71,7 +70,7 @@ from storage.anomalies import (
 )
 from storage.binds import values_in
 from storage.delivery_tables import filing_events
-from storage.row_inserts import RowsInsert
+from storage.row_inserts import RowsInsert, RowsUpdate
 from storage.tables import attempts, deliveries, filings, outbox
 
 __all__ = [
@@ -135,8 +134,8 @@ _LOCK_FILINGS = {
 }
 # Through the driver's executemany on PostgreSQL (`storage.row_inserts`).
 _INSERT_EVENTS = RowsInsert(filing_events)
-_INSERT_ATTEMPTS = insert(attempts)
-_INSERT_JOBS = insert(outbox)
+_INSERT_ATTEMPTS = RowsInsert(attempts)
+_INSERT_JOBS = RowsInsert(outbox)
 
 
 def lock_filings(conn: Connection, filing_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -255,12 +254,20 @@ def _rows_update(table: Table, columns: tuple[str, ...], unread: str | None = No
     return update(table).where(table.c.id == bindparam("b_id")).values(values)
 
 
+@lru_cache(maxsize=64)
+def _rows_writer(table: Table, columns: tuple[str, ...], unread: str | None = None) -> RowsUpdate:
+    """`_rows_update` run over rows keyed by column name: on PostgreSQL through the driver's
+    executemany (`storage.row_inserts`)."""
+    keys = {"b_id": "id", **{f"b_{name}": name for name in columns}}
+    return RowsUpdate(_rows_update(table, columns, unread), keys)
+
+
 def _write_rows(conn: Connection, table: Table, columns: tuple[str, ...], rows: Iterable[Mapping[str, Any]],
                 unread: str | None = None) -> None:
     """Write the same columns of many rows (by `id`) with one executemany (`unread`: see `_rows_update`)."""
-    params = [{"b_id": row["id"], **{f"b_{name}": row[name] for name in columns}} for row in rows]
-    if params:
-        conn.execute(_rows_update(table, columns, unread), params)
+    rows = list(rows)
+    if rows:
+        _rows_writer(table, columns, unread)(conn, rows)
 
 
 #: Filings whose states a batch changed, past which `refresh_filings` writes them with an
@@ -408,7 +415,7 @@ def settle_dependents(
     jobs = _settle(deps, list(work), now, epoch, events)
     deps.write(conn, _SETTLE_COLUMNS)
     if jobs:
-        conn.execute(_INSERT_JOBS, jobs)
+        _INSERT_JOBS(conn, jobs)
 
 
 def _settle(deps: _Dependents, work: list[Any], now: datetime, epoch: float,
@@ -562,7 +569,7 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
                 if r["protocol_number"] and r["protocol_number"] != read[r["id"]]["protocol_number"]]
     duplicates = number_anomalies(numbered, found.holders, {fid: i["reference"] for fid, i in info.items()})
     if attempt_rows:
-        conn.execute(_INSERT_ATTEMPTS, attempt_rows)
+        _INSERT_ATTEMPTS(conn, attempt_rows)
     flag_anomalies(conn, duplicates, touched, now, events)
     work = [pred for pred in changed if pred["state"] in _SETTLING]
     if work:
@@ -572,7 +579,7 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
         current.update(deps.moved)
     _write_changed(conn, read, current)
     if job_rows:
-        conn.execute(_INSERT_JOBS, job_rows)
+        _INSERT_JOBS(conn, job_rows)
     refresh_filings(conn, info, now, events, current.values())
     events.flush()
 

@@ -220,3 +220,6 @@ def test_a_batch_costs_a_fixed_handful_of_statements(store: SqlStore) -> None:
     large = _statements_of_batch(store, 8)
     assert len(large) == len(small), large
     assert len(large) <= 8, large
+    # Every write counted, those PostgreSQL's driver runs without SQLAlchemy's executemany too.
+    assert {"INSERT attempts", "INSERT outbox", "INSERT filing_events"} <= set(large), large
+    assert large.count("UPDATE SET") == 3, large  # the jobs, the deliveries, the filings

@@ -1,4 +1,5 @@
-"""Rows written in one statement (`storage.row_inserts`) read back as SQLAlchemy's INSERT wrote them.
+"""Rows written through the driver (`storage.row_inserts`) read back as SQLAlchemy's INSERT and
+UPDATE wrote them.
 
 On PostgreSQL the intake's rows go as one array per column; what a reader sees must not
 change: JSON values and their NULL rule, column defaults, a too-long value refused rather
@@ -12,14 +13,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import JSON, Engine, Update, bindparam, event, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from storage.audit import AuditLine, append_audit_lines, verify_audit_chain
 from storage.engine import build_engine
 from storage.migrate import upgrade_to_head
 from storage.pipelining import pipelined
-from storage.row_inserts import RowsInsert
+from storage.row_inserts import RowsInsert, RowsUpdate
 from storage.tables import audit_log, deliveries, filings, outbox
 
 AT = datetime(2026, 5, 1, 12, 30, tzinfo=timezone.utc)
@@ -114,3 +115,83 @@ def test_audit_lines_appended_together_are_numbered_in_chain_order(engine: Engin
         stored = [(r.subject, r.hash) for r in conn.execute(select(audit_log).order_by(audit_log.c.id))]
     assert stored == [(f"CRV-{i}", h) for i, h in enumerate(hashes)]
     assert verify_audit_chain(engine).ok
+
+
+#: An UPDATE as the completions run one per row: JSON None written as SQL NULL, `content` kept
+#: where its parameter is NULL (it was not read).
+_UPDATE: Update = update(deliveries).where(deliveries.c.id == bindparam("b_id")).values(
+    state=bindparam("b_state"),
+    references=bindparam("b_references", type_=JSON(none_as_null=True)),
+    content=func.coalesce(bindparam("b_content", type_=JSON(none_as_null=True)), deliveries.c.content),
+    updated_at=bindparam("b_updated_at", type_=deliveries.c.updated_at.type),
+    attempts=bindparam("b_attempts"),
+)
+_KEYS = {"b_id": "id", "b_state": "state", "b_references": "references", "b_content": "content",
+         "b_updated_at": "updated_at", "b_attempts": "attempts"}
+LATER = datetime(2026, 5, 2, 8, 0, tzinfo=timezone.utc)
+
+
+def _changes(n: int) -> list[dict[str, Any]]:
+    """For deliveries `d-n` and `d-(n+1)`: one numbered (its content not read: kept), one
+    written back without references (SQL NULL) and with a new content."""
+    return [{"id": f"d-{n}", "state": "protocolled", "references": {"numeroREA": "è1"}, "content": None,
+             "updated_at": LATER, "attempts": 2},
+            {"id": f"d-{n + 1}", "state": "retrying", "references": None, "content": {"new": n},
+             "updated_at": LATER, "attempts": 1}]
+
+
+def test_rows_updated_read_back_as_sqlalchemys_update_wrote_them(engine: Engine) -> None:
+    """Same values as SQLAlchemy's executemany writes, JSON None as SQL NULL, an unread content
+    kept, the rows not named untouched."""
+    with engine.begin() as conn:
+        conn.execute(insert(filings), [_filing(1)])
+        conn.execute(insert(deliveries), [_delivery(n, 1, references={"old": n}) for n in range(1, 6)])
+        conn.execute(_UPDATE, [{name: row[key] for name, key in _KEYS.items()} for row in _changes(1)])
+        RowsUpdate(_UPDATE, _KEYS)(conn, _changes(3))
+    with engine.connect() as conn:
+        got = {r.id: r._mapping for r in conn.execute(select(deliveries))}  # noqa: SLF001 - Row's mapping view
+        null_references = {r.id for r in conn.execute(select(deliveries.c.id).where(deliveries.c.references.is_(None)))}
+    for ours, theirs in (("d-3", "d-1"), ("d-4", "d-2")):
+        differs = {"id", "message_id", "content"}
+        assert {k: v for k, v in got[ours].items() if k not in differs} == \
+            {k: v for k, v in got[theirs].items() if k not in differs}
+    assert got["d-3"]["state"] == "protocolled" and got["d-3"]["references"] == {"numeroREA": "è1"}
+    assert got["d-3"]["content"] == {"n": 3, "text": "è"}  # not read: kept
+    assert got["d-4"]["content"] == {"new": 3} and got["d-4"]["attempts"] == 1
+    assert got["d-4"]["updated_at"] == LATER or got["d-4"]["updated_at"] == LATER.replace(tzinfo=None)
+    assert null_references == {"d-2", "d-4"}
+    assert got["d-5"]["state"] == "pending" and got["d-5"]["references"] == {"old": 5}
+
+
+def test_an_update_refused_raises_sqlalchemys_integrity_error_in_and_out_of_a_pipeline(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(filings), [_filing(1)])
+        conn.execute(insert(deliveries), [_delivery(n, 1) for n in range(1, 3)])
+    refused = [*_changes(1)]
+    refused[1] = {**refused[1], "state": None}  # NOT NULL
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        RowsUpdate(_UPDATE, _KEYS)(conn, refused)
+    with pytest.raises(IntegrityError), engine.begin() as conn, pipelined(conn):
+        RowsUpdate(_UPDATE, _KEYS)(conn, refused)
+    with engine.connect() as conn:
+        assert conn.execute(select(deliveries.c.state)).scalars().all() == ["pending", "pending"]
+
+
+def test_rows_sent_to_the_driver_are_seen_by_the_engines_statement_listeners(engine: Engine) -> None:
+    """What counts or logs the statements (a `before_cursor_execute` listener) sees every write."""
+    seen: list[str] = []
+
+    def listen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(" ".join(statement.split()[:2]))
+
+    with engine.begin() as conn:
+        conn.execute(insert(filings), [_filing(1)])
+        conn.execute(insert(deliveries), [_delivery(n, 1) for n in range(1, 3)])
+        event.listen(engine, "before_cursor_execute", listen)
+        try:
+            RowsInsert(outbox)(conn, [{"delivery_id": "d-1", "agency": "inps", "available_at": 1.5, "claims": 0,
+                                       "created_at": 1.5}])
+            RowsUpdate(_UPDATE, _KEYS)(conn, _changes(1))
+        finally:
+            event.remove(engine, "before_cursor_execute", listen)
+    assert seen == ["INSERT INTO", "UPDATE deliveries"]
