@@ -3,14 +3,11 @@ summary use an index (0008), never a full scan of deliveries; cursors are opaque
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import Engine, text
 
-from storage.engine import build_engine
-from storage.migrate import upgrade_to_head
 from service.ops_read import CursorInvalid, SearchFilters, decode_cursor, encode_cursor
 from storage.ops_queries import OpsQueries
 
@@ -27,13 +24,8 @@ _COMMON = {
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = build_engine(database_url)
-    upgrade_to_head(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+def engine(migrated_engine: Engine) -> Engine:
+    return migrated_engine
 
 
 def _plan(engine: Engine, statement: object) -> str:

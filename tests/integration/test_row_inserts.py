@@ -8,7 +8,6 @@ than cut, database errors raised as SQLAlchemy's, audit lines numbered in chain 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,13 +26,8 @@ AT = datetime(2026, 5, 1, 12, 30, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = build_engine(database_url)
-    upgrade_to_head(engine)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+def engine(migrated_engine: Engine) -> Engine:
+    return migrated_engine
 
 
 def _filing(n: int, **extra: Any) -> dict[str, Any]:
