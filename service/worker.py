@@ -150,10 +150,9 @@ class DeliveryWorker:
                     await wait_any(self._slot_freed, stop, timeout=self._max_poll)
                     continue
                 limit = min(self._batch_size, sum(free.values()))
-                # Cleared before the claim: a notify from here on may be for a job it misses.
-                self._wake.clear()
                 jobs = await self._claim(list(free), limit, stop)
                 if not jobs:
+                    self._wake.clear()
                     await wait_any(self._wake, stop, timeout=idle)
                     idle = min(self._max_poll, idle * 2)
                     continue
@@ -163,11 +162,6 @@ class DeliveryWorker:
                     task = asyncio.create_task(self._handle(job))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-                if len(jobs) < limit:
-                    # Fewer than asked: nothing else was due. Claiming again at once would be
-                    # a write transaction that finds nothing (issue 13: a third of the claims
-                    # of a worker process of its own); a notify or the poll brings the next.
-                    await wait_any(self._wake, stop, timeout=idle)
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
