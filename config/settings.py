@@ -188,8 +188,10 @@ class MemorySettings(_Section):
     malloc_arena_max: int = Field(default=2, ge=0)
     #: Every this many seconds the services of `hub.py` hand glibc's free heap pages back to the
     #: system (malloc_trim): freed C memory (lxml, libpq, OpenSSL) otherwise stays resident, and
-    #: under a steady load the kept pages grow (issue 13's soak). Each costs ~0.1 ms. 0: never.
-    malloc_trim_seconds: float = Field(default=10.0, ge=0)
+    #: under a steady load the kept pages grow (issue 13's soak). Off by default: a trim holds
+    #: malloc's locks while it walks the heaps, and at half load on RabbitMQ every 10 s put up to
+    #: a second on the tail (submit → last protocol p95 111 → 179–647 ms). 0: never.
+    malloc_trim_seconds: float = Field(default=0.0, ge=0)
 
 
 class AttachmentSettings(_Section):
