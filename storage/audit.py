@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, text
 
 from domain.audit import GENESIS_HASH, audit_hash, canonical_line
-from storage.row_inserts import RowsInsert
+from storage.row_inserts import RowsInsert, by_driver
 from storage.tables import audit_log
 
 __all__ = ["CHAIN_END_SQL", "AuditLine", "AuditVerification", "append_audit", "append_audit_lines",
@@ -153,7 +153,7 @@ def insert_audit_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     # drivers' executemany (psycopg 3's, called directly by `RowsInsert`; sqlite3) runs one
     # INSERT per row, in order; a multi-row INSERT (what SQLAlchemy renders for psycopg2) need
     # not number them so.
-    if RowsInsert.by_driver(conn.dialect):
+    if by_driver(conn.dialect):
         _INSERT_LINES(conn, rows)
     elif conn.dialect.use_insertmanyvalues_wo_returning:
         for row in rows:

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, Insert, Table, Update, insert
 from sqlalchemy.engine import Dialect
 
-__all__ = ["RowsInsert", "RowsUpdate"]
+__all__ = ["RowsInsert", "RowsUpdate", "by_driver"]
 
 #: A named parameter as SQLAlchemy renders it for a `pyformat` driver (psycopg), `%(name)s`,
 #: or a literal percent sign (`%%`, the same in the positional SQL), matched first.
@@ -41,7 +41,9 @@ _NAMED = re.compile(r"%%|%\((\w+)\)s")
 _Prepared = tuple[str, tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]]
 
 
-def _by_driver(dialect: Dialect) -> bool:
+def by_driver(dialect: Dialect) -> bool:
+    """Whether rows go to the driver directly (PostgreSQL through psycopg), rather than
+    through SQLAlchemy's executemany."""
     return dialect.name == "postgresql" and dialect.driver == "psycopg"
 
 
@@ -77,16 +79,10 @@ class RowsInsert:
         self._prepared: dict[tuple[str, ...], tuple[str, tuple[str, ...], tuple[Any, ...],
                                                     tuple[Callable[[Any], Any] | None, ...]]] = {}
 
-    @staticmethod
-    def by_driver(dialect: Dialect) -> bool:
-        """Whether rows go to the driver directly (PostgreSQL through psycopg), rather than
-        through SQLAlchemy's executemany."""
-        return _by_driver(dialect)
-
     def __call__(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        if not self.by_driver(conn.dialect):
+        if not by_driver(conn.dialect):
             conn.execute(self._insert, list(rows))
             return
         sql, keys, defaults, processors = self._statement(conn.dialect, tuple(rows[0]))
@@ -139,7 +135,7 @@ class RowsUpdate:
         if not rows:
             return
         keys = self._keys
-        if not _by_driver(conn.dialect):
+        if not by_driver(conn.dialect):
             conn.execute(self._statement, [{name: row[key] for name, key in keys.items()} for row in rows])
             return
         sql, order, processors = self._compiled(conn.dialect)

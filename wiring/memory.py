@@ -42,6 +42,13 @@ M_ARENA_MAX = -8
 UNUSED_OPTIONAL_MODULES = ("httpx._main", "rich", "charset_normalizer")
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """The C library, or None where none is found (its malloc may still not be glibc's: the
+    callers look for glibc's functions on it)."""
+    name = ctypes.util.find_library("c")
+    return None if name is None else ctypes.CDLL(name)
+
+
 def limit_malloc_arenas(arenas: int) -> bool:
     """Cap glibc's malloc arenas at `arenas` (0: leave the default); whether the cap was set.
 
@@ -50,11 +57,7 @@ def limit_malloc_arenas(arenas: int) -> bool:
     """
     if arenas <= 0:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    libc = ctypes.CDLL(name)
-    mallopt = getattr(libc, "mallopt", None)
+    mallopt = getattr(_glibc(), "mallopt", None)
     if mallopt is None:
         return False
     if not mallopt(M_ARENA_MAX, arenas):
@@ -63,11 +66,6 @@ def limit_malloc_arenas(arenas: int) -> bool:
         structlog.get_logger("crocevia.memory").warning("malloc_arena_cap_refused", arenas=arenas)
         return False
     return True
-
-
-def _glibc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    return None if name is None else ctypes.CDLL(name)
 
 
 def trim_malloc_every(seconds: float) -> threading.Thread | None:
@@ -81,6 +79,7 @@ def trim_malloc_every(seconds: float) -> threading.Thread | None:
     trim = getattr(libc, "malloc_trim", None)
     if trim is None:
         return None
+
     def run() -> None:
         while True:
             time.sleep(seconds)
