@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+from sqlalchemy import select, update
 
 from service.ports import Completion
 from storage.store import SqlStore
+from storage.tables import outbox
 from tests.integration.test_store import Clock, _new, _planner, clock, store  # noqa: F401 - fixtures
 
 
@@ -34,6 +37,35 @@ def test_a_pass_marks_the_previous_batch_and_leases_the_next_at_once(store: SqlS
     assert second.agency == "runts"
     assert store.claim_unpublished("relay", 0, lease_seconds=5, published=[second.job_id]) == []
     clock.now += 60
+    assert store.claim_unpublished("relay-b", 10, lease_seconds=5) == []
+
+
+def test_marking_jobs_published_never_waits_for_a_worker_closing_one_of_them(store: SqlStore, clock: Clock) -> None:
+    """PostgreSQL: while a worker's transaction holds a job it is closing, the relay's next pass
+    marks the others and leases on at once. It used to wait for that row, while the worker
+    went on to lock another row the mark held: a deadlock that PostgreSQL broke after a
+    second, with every delivery in flight standing still meanwhile."""
+    if store._engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers: there are no row locks to wait for")
+    store.accept_filing(_new(), _planner(["inps", "inail"]))
+    published = store.claim_unpublished("relay", 10, lease_seconds=5)
+    closing, other = published
+    store.accept_filing(_new(digest="b" * 64), _planner(["runts"]))
+    passes: list[list[int]] = []
+    with store._engine.connect() as worker, worker.begin():
+        worker.execute(update(outbox).where(outbox.c.id == closing.job_id).values(done_at=clock.now))
+        relay = threading.Thread(target=lambda: passes.append([j.job_id for j in store.claim_unpublished(
+            "relay", 10, lease_seconds=5, published=[j.job_id for j in published])]))
+        relay.start()
+        relay.join(10)
+        assert not relay.is_alive(), "the relay's pass waited for the worker's transaction"
+    [leased] = passes[0]
+    with store._engine.connect() as conn:
+        marks = dict(conn.execute(select(outbox.c.id, outbox.c.published_at)).all())
+    assert marks[other.job_id] == clock.now and marks[closing.job_id] is None and marks[leased] is None
+    # The job left unmarked was closed by its worker: no relay ever publishes it again.
+    clock.now += 60
+    store.mark_published([leased])
     assert store.claim_unpublished("relay-b", 10, lease_seconds=5) == []
 
 
