@@ -1,6 +1,7 @@
 """The intake and status API (Starlette).
 
-Parsing, validation and the store run in the thread pool: the event loop only moves bytes.
+Parsing, validation and the checks run in the intake's threads; a checked filing's commit is
+awaited on the event loop, batched with the others (`api.commit_batches`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,6 +28,7 @@ from api.agency_health import agency_health_routes
 from api.attachments import attachment_routes
 from api.auth import Caller, admit_deferred, authenticate, authenticate_sync, refuse_token
 from api.bodies import read_bounded
+from api.commit_batches import CommitBatches
 from api.context import ApiContext, attach_context, context_of
 from api.delegations import delegation_routes
 from api.desk import desk_routes
@@ -49,8 +52,9 @@ from domain.intake import FilingRefused
 from domain.timestamps import rfc3339
 from service.attachments import verify_references
 from service.identity import RecipientsNotAuthorized, authorize_filing
-from service.intake import NoRecipients, accept_filing
-from service.ports import FilingView, IdempotencyConflict, NewFiling, StoreError, TokenNotAdmitted
+from service.intake import NoRecipients, plan_filing
+from service.ports import AcceptedFiling, FilingView, IdempotencyConflict, NewFiling, StoreError, TokenNotAdmitted
+from service.store_ports import IntakeItem
 
 __all__ = ["ApiContext", "create_app"]  # ApiContext: re-exported from api.context
 
@@ -92,32 +96,54 @@ def _unavailable(request: Request) -> Response:
     return store_unavailable(request, "the filing store is not reachable; nothing was recorded, retry later")
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A filing that passed every check before the store: what its commit and its answer need."""
+
+    caller: Caller
+    kind: str
+    item: IntakeItem
+    referenced: list[str]  # ids of the attachments it names
+
+
+#: The refusals a commit can give a checked filing (then answered in a thread: they write).
+_COMMIT_REFUSALS = (TokenNotAdmitted, IdempotencyConflict, StoreError)
+
+
 async def submit_filing(request: Request,
-                        in_thread: Callable[..., Awaitable[Response]] = run_in_threadpool) -> Response:
+                        in_thread: Callable[..., Awaitable[Any]] = run_in_threadpool,
+                        commits: CommitBatches[IntakeItem, AcceptedFiling] | None = None) -> Response:
     """`POST /v1/filings`: a ModI-signed filing, XML or JSON; 202 with its reference.
 
-    `in_thread` runs the blocking part: `FilingSubmissions` passes its own threads."""
+    `in_thread` runs the blocking checks (`FilingSubmissions` passes its own threads); the
+    checked filing's commit is awaited in `commits` (the application's own by default), on
+    no thread, batched with the filings checked meanwhile."""
     ctx = context_of(request)
     # The body is read first: its Digest is part of the signature (INTEGRITY_REST_01).
     body = await read_bounded(request, ctx.max_body_bytes)
-    # Authentication, parsing and the store are blocking: one hand-off to a thread runs
+    # Authentication, parsing and the checks are blocking: one hand-off to a thread runs
     # them all, rather than one per step.
-    return await in_thread(_submit, ctx, request, body)
+    checked = await in_thread(_submit, ctx, request, body)
+    if isinstance(checked, Response):
+        return checked
+    structlog.contextvars.bind_contextvars(portal=checked.caller.portal)
+    try:
+        accepted = await (commits or request.app.state.intake_commits).submit(checked.item)
+    except _COMMIT_REFUSALS as refused:
+        return await in_thread(_not_committed, ctx, request, checked, refused)
+    return await _accepted(ctx, checked, accepted, in_thread)
 
 
-def _submit(ctx: ApiContext, request: Request, body: bytes | None) -> Response:
+def _submit(ctx: ApiContext, request: Request, body: bytes | None) -> Response | _Checked:
     # The token's admission (replay and lockout check) is deferred into the accept
     # transaction: one commit per filing. Every other answer admits it on its own first.
     caller = authenticate_sync(ctx.guard, request, body or b"", defer_admission=True)
     if isinstance(caller, Response):
         return caller
-    try:
-        return _submit_verified(ctx, request, caller, body)
-    except TokenNotAdmitted as refused:
-        return refuse_token(ctx.guard, request, caller, refused)
+    return _submit_verified(ctx, request, caller, body)
 
 
-def _submit_verified(ctx: ApiContext, request: Request, caller: Caller, body: bytes | None) -> Response:
+def _submit_verified(ctx: ApiContext, request: Request, caller: Caller, body: bytes | None) -> Response | _Checked:
     portal = caller.portal
     structlog.contextvars.bind_contextvars(portal=portal)  # request_id: api.observability
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -145,7 +171,7 @@ def _submit_verified(ctx: ApiContext, request: Request, caller: Caller, body: by
         return _refuse_sync(ctx, request, caller, 413, "document-too-large", "Content Too Large",
                             f"the filing exceeds {ctx.max_body_bytes} bytes", [])
     try:
-        return _accept(ctx, request, caller, media_type, body, idempotency_key)
+        return _check(ctx, request, caller, media_type, body, idempotency_key)
     except (FilingRefused, RecipientsNotAuthorized) as exc:
         if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
             return denied
@@ -169,8 +195,9 @@ def _refused(ctx: ApiContext, request: Request, caller: Caller,
     return _not_authorized(request, exc)
 
 
-def _accept(ctx: ApiContext, request: Request, caller: Caller, media_type: str, body: bytes,
-            key: str | None) -> Response:
+def _check(ctx: ApiContext, request: Request, caller: Caller, media_type: str, body: bytes,
+           key: str | None) -> Response | _Checked:
+    """Everything before the store: parse, attachments, authority, plan and messages."""
     portal = caller.portal
     if media_type in _JSON_TYPES:
         parsed = ctx.validator.parse_json(body)
@@ -205,29 +232,44 @@ def _accept(ctx: ApiContext, request: Request, caller: Caller, media_type: str, 
         token=caller.claim,
     )
     try:
-        accepted = accept_filing(ctx.store, ctx.routes, parsed.root, new, ctx.message_check)
-    except IdempotencyConflict as conflict:
-        # Rolled back with the filing: the token is admitted on its own.
-        if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
-            return denied
-        return problem_response(
-            422, "idempotency-key-reused", "Unprocessable Content", str(conflict),
-            instance=request.url.path, extra={"reference": conflict.reference},
-        )
+        item = plan_filing(ctx.routes, parsed.root, new, ctx.message_check)
     except NoRecipients as exc:
         if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
             return denied
         return problem_response(422, "no-route", "Unprocessable Content", str(exc), instance=request.url.path)
+    return _Checked(caller=caller, kind=new.kind, item=item, referenced=[r.id for r in referenced])
+
+
+def _not_committed(ctx: ApiContext, request: Request, checked: _Checked, refused: Exception) -> Response:
+    """The answer to a checked filing that its commit refused (blocking: it may write)."""
+    caller = checked.caller
+    if isinstance(refused, TokenNotAdmitted):
+        return refuse_token(ctx.guard, request, caller, refused)
+    if isinstance(refused, IdempotencyConflict):
+        # Rolled back with the filing: the token is admitted on its own.
+        if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
+            return denied
+        return problem_response(
+            422, "idempotency-key-reused", "Unprocessable Content", str(refused),
+            instance=request.url.path, extra={"reference": refused.reference},
+        )
+    log.warning("store_unavailable", exc_info=refused)
+    return _unavailable(request)
+
+
+async def _accepted(ctx: ApiContext, checked: _Checked, accepted: AcceptedFiling,
+                    in_thread: Callable[..., Awaitable[Any]]) -> Response:
+    """The 202 of a committed filing (or of the one an Idempotency-Key replays)."""
     location = f"/v1/filings/{accepted.reference}"
     headers = {"Location": location}
     if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
     else:
-        log.info("filing_accepted", filing_ref=accepted.reference, kind=new.kind,
+        log.info("filing_accepted", filing_ref=accepted.reference, kind=checked.kind,
                  recipients=[r["agency"] for r in accepted.recipients])
         ctx.wake()
-        if referenced and ctx.attachments is not None:
-            _mark_referenced(ctx, [r.id for r in referenced], accepted.reference)
+        if checked.referenced and ctx.attachments is not None:
+            await in_thread(_mark_referenced, ctx, checked.referenced, accepted.reference)
     return json_response(
         {
             "reference": accepted.reference,
@@ -320,9 +362,11 @@ class FilingSubmissions:
             for one.
     """
 
-    def __init__(self, app: ASGIApp, threads: IntakeThreads) -> None:
+    def __init__(self, app: ASGIApp, threads: IntakeThreads,
+                 commits: CommitBatches[IntakeItem, AcceptedFiling]) -> None:
         self.app = app
         self._threads = threads
+        self._commits = commits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/v1/filings" or scope["method"] != "POST":
@@ -330,7 +374,7 @@ class FilingSubmissions:
             return
         request = Request(scope, receive, send)
         try:
-            response = await submit_filing(request, self._threads.run)
+            response = await submit_filing(request, self._threads.run, self._commits)
         except HTTPException as exc:
             response = await _http_error(request, exc)
         await response(scope, receive, send)
@@ -346,17 +390,18 @@ def intake_threads(ctx: ApiContext) -> IntakeThreads:
 def create_app(ctx: ApiContext) -> Starlette:
     """The application: routes, middleware and error handlers over `ctx` (kept on its state).
 
-    Its intake threads end with the application's lifespan, or at `close_app` where the
-    server runs without one (`api.server`).
+    Its intake threads and commit thread end with the application's lifespan, or at `close_app`
+    where the server runs without one (`api.server`).
     """
     threads = intake_threads(ctx)
+    commits: CommitBatches[IntakeItem, AcceptedFiling] = CommitBatches(ctx.store.accept_filings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            threads.close()
+            _close(threads, commits)
 
     app = Starlette(
         lifespan=lifespan,
@@ -378,18 +423,25 @@ def create_app(ctx: ApiContext) -> Starlette:
         ],
         middleware=[Middleware(RequestObservation, metrics=ctx.metrics),
                     Middleware(SubmissionAdmission, limits=ctx.admission),
-                    Middleware(FilingSubmissions, threads=threads)],
+                    Middleware(FilingSubmissions, threads=threads, commits=commits)],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     attach_context(app, ctx)
     app.state.intake_threads = threads
+    app.state.intake_commits = commits
     return app
 
 
 def close_app(app: Starlette) -> None:
-    """End what the application started for itself (its intake threads) once its server has
-    stopped: the server runs without a lifespan."""
-    app.state.intake_threads.close()
+    """End what the application started for itself (its intake threads and its commit thread)
+    once its server has stopped: the server runs without a lifespan."""
+    _close(app.state.intake_threads, app.state.intake_commits)
+
+
+def _close(threads: IntakeThreads, commits: CommitBatches[IntakeItem, AcceptedFiling]) -> None:
+    """The checks' threads, then the commits' thread (once the batches in hand are stored)."""
+    threads.close()
+    commits.close()
 
 
 def _ops_mount(ctx: ApiContext) -> list[Mount]:

@@ -13,9 +13,9 @@ from domain.intake import MessageProblem, RecipientMessagesInvalid
 from routing.plan import FilingFacts, PlannedDelivery, assign_reference, plan_deliveries
 from routing.routes import RouteTable
 from service.ports import AcceptedFiling, NewFiling
-from service.store_ports import FilingIntake
+from service.store_ports import FilingIntake, IntakeItem
 
-__all__ = ["MessageCheck", "NoRecipients", "accept_filing", "check_messages"]
+__all__ = ["MessageCheck", "NoRecipients", "accept_filing", "check_messages", "plan_filing"]
 
 #: The reference a message carries while it is checked, before the store mints the real one
 #: (same shape, so it passes the same header pattern).
@@ -55,16 +55,14 @@ def check_messages(routes: RouteTable, kind: str, planned: list[PlannedDelivery]
         raise RecipientMessagesInvalid(problems)
 
 
-def accept_filing(
-    store: FilingIntake, routes: RouteTable, root: etree._Element, filing: NewFiling,
-    check: MessageCheck | None = None,
-) -> AcceptedFiling:
-    """Plan, check (with `check`) and store one filing.
+def plan_filing(
+    routes: RouteTable, root: etree._Element, filing: NewFiling, check: MessageCheck | None = None,
+) -> IntakeItem:
+    """Plan and check (with `check`) one filing's deliveries: what the store is to accept.
 
     Raises:
         NoRecipients: no route takes it.
-        RecipientMessagesInvalid: a recipient's message would fail its agency's schema;
-            nothing is stored.
+        RecipientMessagesInvalid: a recipient's message would fail its agency's schema.
     """
     if not any(route.applies_to(root) for route in routes.for_kind(filing.kind)):
         raise NoRecipients(f"no agency is configured to receive a filing of kind {filing.kind!r}")
@@ -80,4 +78,18 @@ def accept_filing(
     planned = plan_deliveries(routes, root, facts)
     if check is not None:
         check_messages(routes, filing.kind, planned, check)
-    return store.accept_filing(filing, lambda reference: [assign_reference(p, reference) for p in planned])
+    return filing, lambda reference: [assign_reference(p, reference) for p in planned]
+
+
+def accept_filing(
+    store: FilingIntake, routes: RouteTable, root: etree._Element, filing: NewFiling,
+    check: MessageCheck | None = None,
+) -> AcceptedFiling:
+    """Plan, check (with `check`) and store one filing.
+
+    Raises:
+        NoRecipients: no route takes it.
+        RecipientMessagesInvalid: a recipient's message would fail its agency's schema;
+            nothing is stored.
+    """
+    return store.accept_filing(*plan_filing(routes, root, filing, check))

@@ -39,6 +39,7 @@ __all__ = [
     "DraftStore",
     "FilingIntake",
     "FilingReads",
+    "IntakeItem",
     "JobStore",
     "LateOutcomes",
     "RecipientCorrections",
@@ -51,12 +52,21 @@ __all__ = [
 CorrectionPlan = Callable[[dict[str, Any], dict[str, str]], PlannedDelivery]
 
 
+#: A filing to store and the plan of its deliveries, given the reference the store mints.
+IntakeItem = tuple[NewFiling, Callable[[str], list[PlannedDelivery]]]
+
+
 class FilingIntake(Protocol):
-    """Intake (`service.intake.accept_filing`): one filing and its planned deliveries, at once."""
+    """Intake (`service.intake`): a filing and its planned deliveries, at once."""
 
     def accept_filing(
         self, filing: NewFiling, plan: Callable[[str], list[PlannedDelivery]]
     ) -> AcceptedFiling: ...
+
+    def accept_filings(self, items: Sequence[IntakeItem]) -> list[AcceptedFiling | BaseException]:
+        """Several filings, in one transaction where they can be; per item, in order, what it
+        was accepted as or the error its caller is to raise."""
+        ...
 
 
 class FilingReads(Protocol):

@@ -19,7 +19,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service.ports import StoreFailed, StoreUnavailable
 
-__all__ = ["errors_translated", "is_outage", "outages_translated", "translate_errors", "translate_outages"]
+__all__ = ["errors_translated", "is_outage", "outages_translated", "translate_errors", "translate_outages",
+           "translated"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -86,9 +87,18 @@ def translate_errors() -> Iterator[None]:
     try:
         yield
     except (DBAPIError, PoolTimeout) as exc:
-        if is_outage(exc):
-            raise StoreUnavailable(f"the database is unavailable ({_reason(exc)})") from exc
-        raise StoreFailed(f"the database refused the call ({_reason(exc)})") from exc
+        raise translated(exc) from exc
+
+
+def translated(exc: BaseException) -> BaseException:
+    """`exc` as `translate_errors` would raise it (its cause set), for a failure handed back
+    rather than raised: a batch's outcome per item (`SqlStore.accept_filings`)."""
+    if not isinstance(exc, (DBAPIError, PoolTimeout)):
+        return exc
+    typed = (StoreUnavailable(f"the database is unavailable ({_reason(exc)})") if is_outage(exc)
+             else StoreFailed(f"the database refused the call ({_reason(exc)})"))
+    typed.__cause__ = exc
+    return typed
 
 
 def errors_translated(fn: Callable[P, R]) -> Callable[P, R]:

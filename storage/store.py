@@ -48,6 +48,7 @@ from service.ports import (
     TokenNotAdmitted,
 )
 from service.relay import OutboxJob
+from service.store_ports import IntakeItem
 from storage.anomalies import filing_anomalies
 from storage.audit import (
     CHAIN_END_SQL,
@@ -60,7 +61,7 @@ from storage.audit import (
 from storage.binds import values_in
 from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, recipient_payload
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
-from storage.errors import errors_translated, outages_translated
+from storage.errors import errors_translated, outages_translated, translate_errors, translated
 from storage.group_commit import GroupCommit
 from storage.identity import TokenAdmission
 from storage.identity_tables import filing_viewers
@@ -226,7 +227,7 @@ _LOAD_JOBS_BY = {postgresql: _LOAD_JOBS.where(values_in(outbox.c.id, "b_ids", Bi
                  for postgresql in (True, False)}
 
 #: One filing for the intake's group commit: the filing and its plan (reference → deliveries).
-_Intake = tuple[NewFiling, Callable[[str], list[PlannedDelivery]]]
+_Intake = IntakeItem
 
 
 class SqlStore(DeliverySemanticsStore, OperationsStore):
@@ -286,6 +287,19 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             IdempotencyConflict: the key was used with another body.
         """
         return self._intake.submit((filing, plan))
+
+    def accept_filings(self, items: Sequence[_Intake]) -> list[AcceptedFiling | BaseException]:
+        """Store several filings as `accept_filing` stores one: in one transaction, or each on
+        its own when together fails. The caller batches (`api.commit_batches`, from an event
+        loop), so no thread waits here for a batch to fill.
+
+        Returns:
+            Per item, in order, what it was accepted as, or the error its caller is to raise
+            (`TokenNotAdmitted`, `IdempotencyConflict`, a `StoreError`).
+        """
+        with translate_errors():
+            outcomes = self._commit_intake(items)
+        return [translated(o) if isinstance(o, BaseException) else o for o in outcomes]
 
     def _commit_intake(self, items: Sequence[_Intake]) -> list[AcceptedFiling | BaseException]:
         """One group commit's filings: together, or one by one when together fails."""

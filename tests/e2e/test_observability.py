@@ -283,8 +283,8 @@ def test_a_server_error_carries_the_request_id_too(sims, tmp_path) -> None:  # t
 class _FailingIntake(SqlStore):
     """The real store, with a bug injected into the intake's commit (a 500 on `POST /v1/filings`)."""
 
-    def accept_filing(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("injected bug in accept_filing")
+    def accept_filings(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected bug in accept_filings")
 
 
 def test_a_server_error_on_a_submission_carries_the_request_id_too(sims, tmp_path) -> None:  # type: ignore[no-untyped-def]
