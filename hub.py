@@ -97,13 +97,21 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
         signal.signal(signal.SIGTERM, _exit_before_running)
     settings = load_settings(config_file)
     if ctx.invoked_subcommand in _SERVICES:
-        from wiring.memory import limit_malloc_arenas, skip_unused_optional_modules, trim_malloc_every
+        from wiring.memory import (
+            freeze_heap_after,
+            limit_malloc_arenas,
+            skip_unused_optional_modules,
+            space_young_collections,
+            trim_malloc_every,
+        )
 
         # Before anything imports httpx or structlog: their optional extras are never used here.
         skip_unused_optional_modules()
         # Before any thread starts: each would otherwise take (and keep) an arena of its own.
         limit_malloc_arenas(settings.memory.malloc_arena_max)
         trim_malloc_every(settings.memory.malloc_trim_seconds)
+        space_young_collections(settings.memory.gc_young_threshold)
+        freeze_heap_after(settings.memory.gc_freeze_after)
     ctx.obj = {"settings": settings}
 
 

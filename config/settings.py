@@ -192,6 +192,14 @@ class MemorySettings(_Section):
     #: malloc's locks while it walks the heaps, and at half load on RabbitMQ every 10 s put up to
     #: a second on the tail (submit → last protocol p95 111 → 179–647 ms). 0: never.
     malloc_trim_seconds: float = Field(default=0.0, ge=0)
+    #: New container objects between two collections of the youngest generation (gc's first
+    #: threshold) in the services of `hub.py`; 0: Python's own 700. Fewer collections cost less
+    #: in all, and what they leave uncollected between two is a few MiB at most.
+    gc_young_threshold: int = Field(default=10_000, ge=0)
+    #: Seconds after a service of `hub.py` starts when what it holds is set aside from every
+    #: later collection (`gc.freeze`, after one full collection): modules, settings, compiled
+    #: schemas and contracts are walked by no full collection after that. 0: never.
+    gc_freeze_after: float = Field(default=10.0, ge=0)
 
 
 class AttachmentSettings(_Section):
