@@ -25,6 +25,13 @@ if connection is None:
         context.configure(connection=conn, target_metadata=metadata, render_as_batch=True)
         context.run_migrations()
 else:
-    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+    # Every migration in one transaction, on SQLite as on PostgreSQL (alembic commits SQLite's
+    # after each migration by default). SQLite's DDL is transactional when the driver leaves
+    # BEGIN to us (storage.engine), and the write lock taken at BEGIN IMMEDIATE is then held
+    # to the end: a process starting beside the migrating one waits and finds the schema at
+    # head, never half-migrated (it could take the lock between two migrations and run the next
+    # one too: "table attachments already exists").
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,
+                      transactional_ddl=True)
     with context.begin_transaction():
         context.run_migrations()

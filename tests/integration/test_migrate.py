@@ -40,3 +40,25 @@ def test_the_head_read_from_the_scripts_is_alembics_head() -> None:
 def test_a_fresh_database_is_migrated_and_a_migrated_one_is_checked_without_alembic(database_url: str) -> None:
     assert _start(database_url) == (head_revision(), True)
     assert _start(database_url) == (head_revision(), False)
+
+
+def test_the_whole_upgrade_is_one_transaction_so_no_process_sees_a_half_migrated_database(
+        database_url: str) -> None:
+    """SQLite included: alembic commits after every migration there by default, and a process
+    starting beside the migrating one could take the write lock between two of them, find the
+    schema half-way and run the next migration too ("table attachments already exists")."""
+    from sqlalchemy import event
+
+    from storage.engine import build_engine
+    from storage.migrate import upgrade_to_head
+
+    engine = build_engine(database_url)
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda _conn: commits.append(1))
+    try:
+        upgrade_to_head(engine)
+        assert len(commits) == 1
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == head_revision()
+    finally:
+        engine.dispose()
