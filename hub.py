@@ -146,11 +146,13 @@ def serve(ctx: click.Context, host: str | None, port: int | None, with_simulator
             sandbox = start_sandbox(list(sandboxed), ports=sandboxed,
                                     agencies_dir=settings.path(settings.agencies_dir),
                                     external_dir=settings.path(settings.external_dir))
-    from wiring.worker_processes import worker_command
-
     hub = when_store_ready(lambda: build_hub(settings))
-    # `[embedded] worker_processes` > 0: the workers are children reading the same settings file.
-    children = worker_command(ctx.parent.params.get("config_file") if ctx.parent else None)
+    children = None
+    if settings.embedded.worker_processes:
+        # The workers are children reading the same settings file.
+        from wiring.worker_processes import worker_command
+
+        children = worker_command(ctx.parent.params.get("config_file") if ctx.parent else None)
     try:
         _run_until_signal(lambda stop: run_api_and_workers(
             hub, stop, host=host or settings.api.host, port=port or settings.api.port, with_workers=not no_workers,
