@@ -198,7 +198,13 @@ _LEASE_UNPUBLISHED = _lease_statement(outbox.c.published_at.is_(None))
 # Mark the relay's confirmed jobs (`b_ids`) published at `b_at` (ids bound by `values_in`).
 _MARK_PUBLISHED = update(outbox).values(published_at=bindparam("b_at", type_=outbox.c.published_at.type),
                                         leased_until=null())
-_TO_MARK = (values_in(outbox.c.id, "b_ids", BigInteger, True), outbox.c.published_at.is_(None))
+
+
+def _to_mark(postgresql: bool) -> tuple[ColumnElement[bool], ...]:
+    """The confirmed jobs `b_ids` not marked yet."""
+    return values_in(outbox.c.id, "b_ids", BigInteger, postgresql), outbox.c.published_at.is_(None)
+
+
 _MARK_PUBLISHED_BY = {  # keyed by "on PostgreSQL?"
     # PostgreSQL: only the rows nobody holds. A worker may be recording the outcome of a job
     # the relay has just published, locking its rows in its own order while the mark locks
@@ -207,8 +213,8 @@ _MARK_PUBLISHED_BY = {  # keyed by "on PostgreSQL?"
     # issue 13). A row skipped here is being closed by its worker; should that commit fail,
     # the relay's lease runs out and the job is published again, which delivery tolerates.
     True: _MARK_PUBLISHED.where(outbox.c.id.in_(
-        select(outbox.c.id).where(*_TO_MARK).with_for_update(skip_locked=True).scalar_subquery())),
-    False: _MARK_PUBLISHED.where(values_in(outbox.c.id, "b_ids", BigInteger, False), outbox.c.published_at.is_(None)),
+        select(outbox.c.id).where(*_to_mark(True)).with_for_update(skip_locked=True).scalar_subquery())),
+    False: _MARK_PUBLISHED.where(*_to_mark(False)),
 }
 # PostgreSQL: mark `b_ids` and lease the next jobs in one statement (the mark as a WITH
 # clause). Both parts see the same snapshot, so the lease leaves out `b_ids`: no row is updated
@@ -226,10 +232,6 @@ _LOAD_JOBS = select(outbox.c.id.label("job_id"), outbox.c.done_at, outbox.c.forc
 _LOAD_JOBS_BY = {postgresql: _LOAD_JOBS.where(values_in(outbox.c.id, "b_ids", BigInteger, postgresql))
                  for postgresql in (True, False)}
 
-#: One filing for the intake's group commit: the filing and its plan (reference → deliveries).
-_Intake = IntakeItem
-
-
 class SqlStore(DeliverySemanticsStore, OperationsStore):
     """Implements `service.ports.Store` over one SQLAlchemy engine."""
 
@@ -245,7 +247,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         # steps of up to 100 ms; other processes still meet the busy handler.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
         self._tokens = TokenAdmission(engine.dialect.name)
-        self._intake: GroupCommit[_Intake, AcceptedFiling] = GroupCommit(self._commit_intake)
+        self._intake: GroupCommit[IntakeItem, AcceptedFiling] = GroupCommit(self._commit_intake)
 
     # -- transactions -------------------------------------------------------------------
     @contextmanager
@@ -288,7 +290,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         """
         return self._intake.submit((filing, plan))
 
-    def accept_filings(self, items: Sequence[_Intake]) -> list[AcceptedFiling | BaseException]:
+    def accept_filings(self, items: Sequence[IntakeItem]) -> list[AcceptedFiling | BaseException]:
         """Store several filings as `accept_filing` stores one: in one transaction, or each on
         its own when together fails. The caller batches (`api.commit_batches`, from an event
         loop), so no thread waits here for a batch to fill.
@@ -301,7 +303,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             outcomes = self._commit_intake(items)
         return [translated(o) if isinstance(o, BaseException) else o for o in outcomes]
 
-    def _commit_intake(self, items: Sequence[_Intake]) -> list[AcceptedFiling | BaseException]:
+    def _commit_intake(self, items: Sequence[IntakeItem]) -> list[AcceptedFiling | BaseException]:
         """One group commit's filings: together, or one by one when together fails."""
         if len(items) > 1:
             try:
@@ -348,7 +350,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         if admission.outcome != "ok":
             raise TokenNotAdmitted(admission.outcome, admission.locked_until)
 
-    def _accept_many(self, conn: Connection, items: Sequence[_Intake]) -> list[AcceptedFiling | BaseException]:
+    def _accept_many(self, conn: Connection, items: Sequence[IntakeItem]) -> list[AcceptedFiling | BaseException]:
         """Several filings in the caller's transaction; a refused one writes nothing."""
         outcomes: list[AcceptedFiling | BaseException | None] = [None] * len(items)
         claimed = [i for i, (filing, _) in enumerate(items) if filing.token is not None]
@@ -367,7 +369,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             outcomes[i] = accepted
         return [o for o in outcomes if o is not None]
 
-    def _insert_filings(self, conn: Connection, items: Sequence[_Intake]) -> list[AcceptedFiling]:
+    def _insert_filings(self, conn: Connection, items: Sequence[IntakeItem]) -> list[AcceptedFiling]:
         """Insert new filings with everything they carry: a few statements for all of them.
 
         Only the filings' ids and the audit chain's end are read back; every other write goes
@@ -416,7 +418,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         ]
 
     @staticmethod
-    def _insert_deliveries(conn: Connection, items: Sequence[_Intake], ids: list[int], references: list[str],
+    def _insert_deliveries(conn: Connection, items: Sequence[IntakeItem], ids: list[int], references: list[str],
                            plans: list[list[PlannedDelivery]], now: datetime, epoch: float) -> None:
         """The new filings' deliveries, their ready jobs and their `filing_accepted` events."""
         delivery_rows = [[delivery_row(p, fid, now) for p in planned] for fid, planned in zip(ids, plans)]
