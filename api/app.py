@@ -101,9 +101,12 @@ class _Checked:
     """A filing that passed every check before the store: what its commit and its answer need."""
 
     caller: Caller
-    kind: str
     item: IntakeItem
     referenced: list[str]  # ids of the attachments it names
+
+    @property
+    def kind(self) -> str:
+        return self.item[0].kind
 
 
 #: The refusals a commit can give a checked filing (then answered in a thread: they write).
@@ -237,7 +240,7 @@ def _check(ctx: ApiContext, request: Request, caller: Caller, media_type: str, b
         if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
             return denied
         return problem_response(422, "no-route", "Unprocessable Content", str(exc), instance=request.url.path)
-    return _Checked(caller=caller, kind=new.kind, item=item, referenced=[r.id for r in referenced])
+    return _Checked(caller=caller, item=item, referenced=[r.id for r in referenced])
 
 
 def _not_committed(ctx: ApiContext, request: Request, checked: _Checked, refused: Exception) -> Response:
