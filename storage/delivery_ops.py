@@ -103,7 +103,7 @@ def _pairs_in(first: ColumnElement[Any], second: ColumnElement[Any], name: str, 
     """`(first, second) IN :name`, a list of pairs. On PostgreSQL (see `storage.binds.values_in`)
     two array parameters, `name_a` and `name_b` (`_pair_params` splits the pairs), zipped by `unnest`;
     `first = ANY (name_a)` lets the planner look the rows up by `first` whatever it guesses
-    of the zipped pairs."""
+    of the zipped pairs: `first` must be the selective column, with an index of its own."""
     if not postgresql:
         return tuple_(first, second).in_(bindparam(name, expanding=True))
     firsts = bindparam(f"{name}_a", type_=ARRAY(items[0]))
@@ -612,7 +612,9 @@ _WITH_NUMBER_HOLDERS = {
         _FILING_DELIVERIES[postgresql],
         select(*_READ_COLUMNS, null(), true(), filings.c.reference)
         .join(filings, filings.c.id == deliveries.c.filing_id)
-        .where(_pairs_in(deliveries.c.agency, deliveries.c.protocol_number, "pairs", (String, String), postgresql)),
+        # By number, then agency: looked up by agency, a young table's plan read every
+        # delivery of the agency at every batch (1.8 million rows for 3,500 deliveries).
+        .where(_pairs_in(deliveries.c.protocol_number, deliveries.c.agency, "pairs", (String, String), postgresql)),
     )
     for postgresql in (True, False)
 }
@@ -634,7 +636,7 @@ def _filing_deliveries(conn: Connection, filing_ids: Sequence[int], numbers: Seq
     postgresql = _is_postgresql(conn)
     params: dict[str, Any] = {"ids": list(filing_ids)}
     if numbers:
-        params.update(_pair_params("pairs", numbers, postgresql))
+        params.update(_pair_params("pairs", [(number, agency) for agency, number in numbers], postgresql))
     result = conn.execute(_WITH_NUMBER_HOLDERS[postgresql] if numbers else _FILING_DELIVERIES[postgresql], params)
     keys = tuple(result.keys())
     for values in result.all():  # fetched at once, not row by row
