@@ -23,7 +23,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,46 +35,10 @@ from simulators.launcher import start_simulators  # noqa: E402
 from measure import free_port as _free_port, proc_stats as _proc_stats  # noqa: E402
 from measure import report_deliveries, report_targets, settled_filings  # noqa: E402
 from measure import wait_healthy as _wait_healthy  # noqa: E402
+from portal_load import PortalLoad  # noqa: E402
 from measure import BenchPortal  # noqa: E402
 
 PORTAL = BenchPortal()
-
-
-async def _submit_all(base: str, n: int, concurrency: int, rate: float = 0.0,
-                      ) -> tuple[float, float, int, list[float]]:
-    """Submit `n` filings with at most `concurrency` in flight; `rate` > 0 paces them (open loop).
-    Returns the start, the end, the refusals and each accepted request's time (ms)."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    refused = 0
-    took: list[float] = []
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60, trust_env=False,
-                                 headers={"Content-Type": "application/xml"}) as client:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(n):
-            queue.put_nowait(i)
-
-        async def one() -> None:
-            nonlocal refused
-            while not queue.empty():
-                i = queue.get_nowait()
-                if rate:
-                    await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-                doc, signed = PORTAL.filing(i)
-                sent = time.perf_counter()
-                try:
-                    r = await client.post("/v1/filings", content=doc, headers=signed)
-                except httpx.TransportError as exc:  # a shared, overloaded machine: count it, go on
-                    print(f"filing {i}: {type(exc).__name__}", file=sys.stderr)
-                    refused += 1
-                    continue
-                if r.status_code != 202:
-                    refused += 1
-                else:
-                    took.append((time.perf_counter() - sent) * 1000)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(concurrency)))
-        return start, time.perf_counter(), refused, took
 
 
 def _children(pid: int) -> list[int]:
@@ -138,7 +101,8 @@ def main() -> int:
         api_cpu0 = _proc_stats(hub.pid)[0]
         cpu0 = api_cpu0 + sum(_proc_stats(pid)[0] for pid in children)
         t0_wall = datetime.now(timezone.utc)
-        start, end, refused, took = asyncio.run(_submit_all(base, args.filings, args.concurrency, args.rate))
+        submitted = asyncio.run(PortalLoad(base, args.concurrency, PORTAL).run(args.filings, args.rate))
+        start, end, refused, took = submitted.start, submitted.end, sum(submitted.refused.values()), submitted.took_ms
         engine = create_engine(db_url)
         open_q = text("SELECT count(*) FROM deliveries WHERE state NOT IN ('protocolled','rejected','undeliverable')")
         deadline = time.monotonic() + args.timeout

@@ -28,48 +28,32 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from portal_load import PortalLoad  # noqa: E402
 from measure import BenchPortal, free_port, fresh_schema, percentile, proc_stats, wait_healthy  # noqa: E402
 
 PORTAL = BenchPortal()
 
 
 
+class _Presigned:
+    """Every filing signed before the clock starts: the client shares the cores with the API."""
+
+    def __init__(self, n: int) -> None:
+        self._signed = [PORTAL.filing(i) for i in range(n)]
+
+    def filing(self, i: int) -> tuple[bytes, dict[str, str]]:
+        return self._signed[i]
+
+
 async def _submit_all(base: str, n: int, concurrency: int) -> tuple[float, list[float], Counter[int | str]]:
     """Submit `n` filings with at most `concurrency` in flight; wall seconds, latencies (ms), refusals."""
-    # Sign everything before the clock starts: the client shares the cores with the API.
-    filings = [PORTAL.filing(i) for i in range(n)]  # signed before the clock starts
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    refused: Counter[int | str] = Counter()
-    latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120, trust_env=False,
-                                 headers={"Content-Type": "application/xml"}) as client:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(n):
-            queue.put_nowait(i)
-
-        async def one() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
-                t0 = time.perf_counter()
-                try:
-                    r = await client.post("/v1/filings", content=filings[i][0], headers=filings[i][1])
-                except httpx.TransportError as exc:
-                    refused[type(exc).__name__] += 1
-                    continue
-                if r.status_code == 202:
-                    latencies.append((time.perf_counter() - t0) * 1000)
-                else:
-                    refused[r.status_code] += 1
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(concurrency)))
-        return time.perf_counter() - start, latencies, refused
+    submitted = await PortalLoad(base, concurrency, _Presigned(n)).run(n)
+    return submitted.end - submitted.start, submitted.took_ms, submitted.refused
 
 
 def _warm_up(base: str, n: int) -> None:

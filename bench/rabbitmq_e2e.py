@@ -25,11 +25,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,43 +42,9 @@ from measure import free_port as _free_port, proc_stats as _proc_stats  # noqa: 
 from measure import add_backend_arguments, drop_bench_backends, fresh_schema, report_deliveries, report_targets, settled_filings, stop_processes, timestamp  # noqa: E402
 from measure import wait_healthy as _wait_healthy  # noqa: E402
 from measure import BenchPortal  # noqa: E402
+from portal_load import PortalLoad  # noqa: E402
 
 PORTAL = BenchPortal()
-
-
-async def _submit_all(base: str, n: int, concurrency: int, rate: float,
-                      ) -> tuple[float, float, Counter[int | str], list[float]]:
-    """Submit `n` filings with at most `concurrency` in flight; `rate` > 0 paces them (open loop).
-    Returns the start, the end, the refusals and each accepted request's time (ms)."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    refused: Counter[int | str] = Counter()
-    took: list[float] = []
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60, trust_env=False,
-                                 headers={"Content-Type": "application/xml"}) as client:
-        queue: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(n):
-            queue.put_nowait(i)
-
-        async def one() -> None:
-            while not queue.empty():
-                i = queue.get_nowait()
-                if rate:
-                    await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-                doc, signed = PORTAL.filing(i)
-                sent = time.perf_counter()
-                try:
-                    r = await client.post("/v1/filings", content=doc, headers=signed)
-                except httpx.TransportError as exc:
-                    refused[type(exc).__name__] += 1
-                    continue
-                if r.status_code != 202:
-                    refused[r.status_code] += 1
-                else:
-                    took.append((time.perf_counter() - sent) * 1000)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(concurrency)))
-        return start, time.perf_counter(), refused, took
 
 
 def main() -> int:
@@ -95,6 +59,8 @@ def main() -> int:
     parser.add_argument("--backlog", action="store_true",
                         help="accept every filing first, then start the workers: measures their drain rate")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp",
+                        help="the portal's HTTP client (its own CPU is reported apart from the hub's)")
     args = parser.parse_args()
     args.rabbitmq_url, *more_urls = args.rabbitmq_url.split(",")
 
@@ -135,7 +101,11 @@ def main() -> int:
         cpu0 = {name: _proc_stats(p.pid)[0] for name, p in procs.items()}
         sims_cpu0, _ = _proc_stats(sims.process.pid)
         t0_wall = datetime.now(timezone.utc)
-        start_t, end_t, refused, took = asyncio.run(_submit_all(base, args.filings, args.concurrency, args.rate))
+        portal_cpu0 = time.process_time()
+        load = PortalLoad(base, args.concurrency, PORTAL, client=args.client)
+        submitted = asyncio.run(load.run(args.filings, args.rate))
+        portal_cpu = time.process_time() - portal_cpu0
+        refused, took = submitted.refused, submitted.took_ms
         engine = create_engine(db_url)
         if args.backlog:
             # Every job waits in RabbitMQ first; then the workers start and drain the backlog.
@@ -164,7 +134,7 @@ def main() -> int:
               f"offered rate {args.rate or 'max'}, agency latency {args.agency_latency_ms} ms, "
               f"{args.workers} worker process(es) x {args.worker_concurrency} per agency")
         figures = report_deliveries(
-            rows, states, filings=n, accepted_seconds=end_t - start_t, first=first, submit_ms=took,
+            rows, states, filings=n, accepted_seconds=submitted.end - submitted.start, first=first, submit_ms=took,
             note=("  (--backlog: rates are the workers' drain, first to last delivery; latencies include the wait)"
                   if args.backlog else None))
         deliveries = figures.deliveries
@@ -175,6 +145,8 @@ def main() -> int:
             print(f"  {name:<10} CPU {used:7.1f} s = {used / max(1, deliveries) * 1000:5.2f} ms per delivery   "
                   f"peak memory {peak / 2**20:5.0f} MiB")
         print(f"  {'simulators':<10} CPU {sims_cpu1 - sims_cpu0:7.1f} s   peak memory {sims_peak / 2**20:5.0f} MiB")
+        print(f"  {'portal':<10} CPU {portal_cpu:7.1f} s = {portal_cpu / max(1, n) * 1000:5.2f} ms per filing "
+              f"(this script, {args.client}: the load, not the hub)")
         print(f"  hub CPU per delivery {hub_cpu / max(1, deliveries) * 1000:.2f} ms (API + relay + workers); "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes included)")
         targets = [(f"deliveries/s (RabbitMQ + PostgreSQL, {args.workers} workers)", figures.deliveries_per_s, "/s",
@@ -189,7 +161,8 @@ def main() -> int:
               f"--concurrency {args.concurrency} --worker-concurrency {args.worker_concurrency}"
               + (f" --rate {args.rate:g}" if args.rate else "")
               + (f" --agency-latency-ms {args.agency_latency_ms}" if args.agency_latency_ms else "")
-              + (" --backlog" if args.backlog else ""))
+              + (" --backlog" if args.backlog else "")
+              + (f" --client {args.client}" if args.client != "aiohttp" else ""))
         return 0
     finally:
         stop_processes(procs.values())

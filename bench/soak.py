@@ -31,17 +31,15 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from simulators.launcher import start_simulators  # noqa: E402
 
+from portal_load import PortalLoad  # noqa: E402
 from measure import BenchPortal, add_backend_arguments, drop_bench_backends, free_port, fresh_schema, proc_stats, rss_bytes, stop_processes, wait_healthy  # noqa: E402
 
 PORTAL = BenchPortal()
@@ -84,45 +82,6 @@ class Sampler(threading.Thread):
                     pass
             if self.halt.wait(self.period):  # the period between samples, not synchronisation
                 return
-
-
-class Portal:
-    """Submits the four filing kinds, ModI-signed, with at most `concurrency` in flight."""
-
-    def __init__(self, base: str, concurrency: int) -> None:
-        self.base, self.concurrency = base, concurrency
-        self.accepted = 0
-        #: Refusals by status code or transport error.
-        self.refused: Counter[int | str] = Counter()
-
-    async def run(self, n: int | None, rate: float, until: float | None = None) -> float:
-        """Submit `n` filings (or until monotonic time `until`), paced at `rate`/s if > 0:
-        the seconds it took."""
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(base_url=self.base, limits=limits, timeout=60, trust_env=False,
-                                     headers={"Content-Type": "application/xml"}) as client:
-            counter = iter(range(n if n is not None else 2**62))
-            start = time.perf_counter()
-
-            async def one() -> None:
-                for i in counter:
-                    if rate:
-                        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))  # pacing
-                    if until is not None and time.monotonic() >= until:
-                        return
-                    doc, signed = PORTAL.filing(i)
-                    try:
-                        r = await client.post("/v1/filings", content=doc, headers=signed)
-                    except httpx.TransportError as exc:
-                        self.refused[type(exc).__name__] += 1
-                        continue
-                    if r.status_code == 202:
-                        self.accepted += 1
-                    else:
-                        self.refused[r.status_code] += 1
-
-            await asyncio.gather(*(one() for _ in range(self.concurrency)))
-            return time.perf_counter() - start
 
 
 def report(sampler: Sampler, peaks: dict[str, int], minutes: float, out: Callable[[str], None] = print) -> bool:
@@ -201,15 +160,15 @@ def main() -> int:
         print("RSS after start-up (MiB): " + ", ".join(f"{n} {m:.1f}" for n, m in started.items()))
         rate = args.rate
         if not rate:
-            probe = Portal(base, args.concurrency)
-            seconds = asyncio.run(probe.run(args.probe_filings, 0.0))
+            probe = asyncio.run(PortalLoad(base, args.concurrency, PORTAL).run(args.probe_filings))
+            seconds = probe.end - probe.start
             rate = max(1.0, probe.accepted / seconds / 2)
             print(f"probe: {probe.accepted} accepted in {seconds:.1f} s: maximum {probe.accepted / seconds:.1f}"
                   f" filings/s; soaking at half, {rate:.1f} filings/s")
         sampler = Sampler({name: p.pid for name, p in procs.items()}, args.sample_seconds)
         sampler.start()
-        portal = Portal(base, args.concurrency)
-        asyncio.run(portal.run(None, rate, until=time.monotonic() + args.minutes * 60))
+        portal = asyncio.run(PortalLoad(base, args.concurrency, PORTAL).run(
+            None, rate, until=time.monotonic() + args.minutes * 60))
         sampler.halt.set()
         sampler.join()
         peaks = {name: proc_stats(p.pid)[1] for name, p in procs.items() if p.poll() is None}
