@@ -9,12 +9,16 @@ import sys
 from collections.abc import Awaitable, Callable
 from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cli.context import settings_of as _settings
 from config.logging import configure_logging
 from config.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from bootstrap import Hub
 
 
 #: Exit status of a service whose background task died (EX_SOFTWARE): the orchestrator restarts it.
@@ -36,6 +40,17 @@ def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     except BackgroundTaskDied as died:  # logged with its traceback where it died
         click.echo(str(died), err=True)
         sys.exit(EXIT_TASK_DIED)
+
+
+def _service_hub(build: Callable[[], Hub]) -> Hub:
+    """A service's hub, built once the store answers; its start-up garbage is collected
+    before it takes any work, so no request waits for that collection."""
+    from probes import when_store_ready
+    from wiring.memory import collect_start_up_garbage
+
+    hub = when_store_ready(build)
+    collect_start_up_garbage()
+    return hub
 
 
 #: Long-running commands: a SIGTERM stops them cleanly (exit 0) at any moment.
@@ -127,7 +142,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None, with_simulator
           with_workers: bool) -> None:
     """Serve the intake and status API (embedded: with a worker; RabbitMQ: the API only)."""
     from bootstrap import build_hub
-    from probes import when_store_ready
     from runner import run_api_and_workers
 
     settings = _settings(ctx)
@@ -146,7 +160,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, with_simulator
             sandbox = start_sandbox(list(sandboxed), ports=sandboxed,
                                     agencies_dir=settings.path(settings.agencies_dir),
                                     external_dir=settings.path(settings.external_dir))
-    hub = when_store_ready(lambda: build_hub(settings))
+    hub = _service_hub(lambda: build_hub(settings))
     children = None
     if settings.embedded.worker_processes:
         # The workers are children reading the same settings file.
@@ -177,12 +191,11 @@ def worker(ctx: click.Context, agencies: tuple[str, ...], concurrency: int | Non
            wake_fd: int | None) -> None:
     """Run a delivery worker process until SIGTERM."""
     from bootstrap import build_hub
-    from probes import when_store_ready
     from runner import run_workers
 
     settings = _with_metrics_port(_settings(ctx), "worker_port", metrics_port)
     configure_logging(settings.log_level)
-    hub = when_store_ready(lambda: build_hub(settings, role="worker"))
+    hub = _service_hub(lambda: build_hub(settings, role="worker"))
     try:
         _run_until_signal(lambda stop: run_workers(hub, stop, list(agencies) or None, concurrency, wake_fd=wake_fd))
     finally:
@@ -196,12 +209,11 @@ def worker(ctx: click.Context, agencies: tuple[str, ...], concurrency: int | Non
 def relay(ctx: click.Context, metrics_port: int | None) -> None:
     """Publish committed outbox rows to RabbitMQ when due (also the retry scheduler), until SIGTERM."""
     from bootstrap import build_hub
-    from probes import when_store_ready
     from runner import run_relay_process
 
     settings = _with_metrics_port(_settings(ctx), "relay_port", metrics_port)
     configure_logging(settings.log_level)
-    hub = when_store_ready(lambda: build_hub(settings, role="relay"))
+    hub = _service_hub(lambda: build_hub(settings, role="relay"))
     try:
         _run_until_signal(lambda stop: run_relay_process(hub, stop))
     finally:
