@@ -1,11 +1,12 @@
 """The bench portal's load: signed filings submitted over HTTP, a bounded number in flight,
-optionally paced (open loop). Every benchmark that drives the intake submits through it.
+optionally paced (open loop). The throughput, intake-CPU and soak benchmarks submit through it
+(`bench/intake_overload.py` keeps its own client: it records each refusal and its Retry-After).
 
 The load generator shares the machine's two cores with the hub, so its own cost per request is
 kept low: aiohttp's client, one connection per request in flight. httpx's pool, which these
 benchmarks used before, looked at every pooled connection at every request (32 connections: 90 %
-of the generator's time, most of a core at full load); `bench/rabbitmq_e2e.py` reports both
-clients' CPU per filing side by side with `--client httpx`.
+of the generator's time, most of a core at full load). `bench/rabbitmq_e2e.py` reports the
+generator's CPU per filing; its `--client httpx` runs the former client, to compare.
 """
 
 from __future__ import annotations
