@@ -140,7 +140,9 @@ def test_a_killed_api_leaves_no_worker_process_behind(serve: _Serve) -> None:
     serve.proc.send_signal(signal.SIGKILL)
     serve.proc.wait(10)
     wait_for(lambda: not any(_alive(pid) for pid in children), timeout=30, what="the orphaned workers to stop")
-    assert len(serve.events("api_process_gone")) == 2
+    # The log's tail names how the children ended if one did not see the API go (seen once in
+    # a full suite run, not reproduced since: 0 of 2 events, both children gone).
+    assert len(serve.events("api_process_gone")) == 2, serve.log.read_text(errors="replace")[-4000:]
 
 
 def _index_of(serve: _Serve, pid: int) -> int:
