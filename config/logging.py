@@ -93,6 +93,9 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per event, the line and its newline together: processes sharing the stream
+        # (`hub.py serve`'s worker children) interleave only whole lines. print() wrote the
+        # newline apart, and with an unbuffered stream two children's events became one line.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
