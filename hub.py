@@ -44,17 +44,22 @@ def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
 
 def _service_hub(build: Callable[[], Hub]) -> Hub:
     """A service's hub, built once the store answers; its start-up garbage is collected
-    before it takes any work, so no request waits for that collection."""
+    before it takes any work, so no request waits for that collection, and what it holds is
+    frozen `[memory] gc_freeze_after` seconds later (after the collection, however long the
+    store took to answer)."""
     from probes import when_store_ready
-    from wiring.memory import collect_start_up_garbage
+    from wiring.memory import collect_start_up_garbage, freeze_heap_after
 
     hub = when_store_ready(build)
     collect_start_up_garbage()
+    freeze_heap_after(hub.settings.memory.gc_freeze_after)
     return hub
 
 
 #: Long-running commands: a SIGTERM stops them cleanly (exit 0) at any moment.
 _SERVICES = {"serve", "worker", "relay", "simulators", "sandbox"}
+#: The services built on a hub: their heap is frozen once the hub is built (`_service_hub`).
+_HUB_SERVICES = {"serve", "worker", "relay"}
 
 
 def _echo(text: str, err: bool) -> None:
@@ -126,7 +131,8 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
         limit_malloc_arenas(settings.memory.malloc_arena_max)
         trim_malloc_every(settings.memory.malloc_trim_seconds)
         space_young_collections(settings.memory.gc_young_threshold)
-        freeze_heap_after(settings.memory.gc_freeze_after)
+        if ctx.invoked_subcommand not in _HUB_SERVICES:
+            freeze_heap_after(settings.memory.gc_freeze_after)
     ctx.obj = {"settings": settings}
 
 

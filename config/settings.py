@@ -196,10 +196,10 @@ class MemorySettings(_Section):
     #: threshold) in the services of `hub.py`; 0: Python's own 700. Fewer collections cost less
     #: in all, and what they leave uncollected between two is a few MiB at most.
     gc_young_threshold: int = Field(default=10_000, ge=0)
-    #: Seconds after a service of `hub.py` starts when what it holds is set aside from every
-    #: later collection (`gc.freeze`): modules, settings, compiled schemas and contracts are
-    #: walked by no full collection after that. The full collection before it runs once the
-    #: service is built, before it takes work (`hub.py`, `_service_hub`). 0: never.
+    #: Seconds after a service of `hub.py` is built (its store answered, its start-up garbage
+    #: collected before it takes work: `hub.py`, `_service_hub`) when what it holds is set
+    #: aside from every later collection (`gc.freeze`): modules, settings, compiled schemas and
+    #: contracts are walked by no full collection after that. 0: never.
     gc_freeze_after: float = Field(default=10.0, ge=0)
 
 
