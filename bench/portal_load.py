@@ -52,11 +52,9 @@ class PortalLoad:
             raise ValueError(f"unknown client {client!r}")
         self.base, self.concurrency, self.portal, self.client = base.rstrip("/"), concurrency, portal, client
 
-    async def run(self, n: int | None, rate: float = 0.0, until: float | None = None,
-                  into: Submitted | None = None) -> Submitted:
-        """Submit `n` filings (or until monotonic time `until`), paced at `rate`/s if > 0.
-        `into` gathers the figures as they come (a caller may read them while it runs)."""
-        out = into or Submitted()
+    async def run(self, n: int | None, rate: float = 0.0, until: float | None = None) -> Submitted:
+        """Submit `n` filings (or until monotonic time `until`), paced at `rate`/s if > 0."""
+        out = Submitted()
         post = self._aiohttp_post if self.client == "aiohttp" else self._httpx_post
         counter = iter(range(n if n is not None else 2**62))
         async with self._session() as session:
