@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
 from sqlalchemy import func, select
 
+from config.logging import configure_logging
 from config.settings import PortalSettings, Settings, load_settings
 from security.keys import generate_private_key, public_pem
 from security.modi import ModiSigner
@@ -169,3 +172,32 @@ def wait_for(condition: Callable[[], Any], *, timeout: float = 20.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+#: The pika loggers `configure_logging` sets (levels, one-line filters), put back by `process_logging`.
+_PIKA_LOGGERS = ("pika", "pika.adapters.utils.connection_workflow", "pika.adapters.utils.io_services_utils",
+                 "pika.adapters.base_connection", "pika.adapters.blocking_connection")
+
+
+@contextlib.contextmanager
+def process_logging(stream: TextIO) -> Iterator[TextIO]:
+    """A hub process's logging (`configure_logging` at info) written to `stream`; the test
+    runner's own logging is put back afterwards."""
+    import structlog
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    pika = {name: (logging.getLogger(name).level, logging.getLogger(name).filters[:]) for name in _PIKA_LOGGERS}
+    configure_logging("info", stream)
+    # A process caches each module's logger on first use; here that would keep this test's
+    # processors (and stream) in the modules' loggers for every later test's capture_logs().
+    structlog.configure(cache_logger_on_first_use=False)
+    try:
+        yield stream
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for name, (level, filters) in pika.items():
+            logging.getLogger(name).setLevel(level)
+            logging.getLogger(name).filters[:] = filters
+        structlog.reset_defaults()

@@ -6,21 +6,18 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from cli.client import PortalClient
-from config.logging import configure_logging
 from config.settings import PROJECT_ROOT
 from tests.integration.rabbit_harness import RABBITMQ_URL, rabbit_prefix  # noqa: F401 - fixture
-from tests.support import TEST_PORTAL_KEY, RunningHub, free_port, hub_settings
+from tests.support import TEST_PORTAL_KEY, RunningHub, free_port, hub_settings, process_logging
 from tests.tcp_proxy import TcpProxy
 from transport.amqp import Topology, amqp_parameters
 from transport.rabbitmq import RabbitJobSource
@@ -32,25 +29,9 @@ EXAMPLES = PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples"
 def process_log() -> Iterator[io.StringIO]:
     """The logging of a hub process (`configure_logging`) written to a buffer; the test
     runner's own logging is put back afterwards."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    pika_loggers = {name: (logging.getLogger(name).level, logging.getLogger(name).filters[:])
-                    for name in ("pika", "pika.adapters.utils.connection_workflow",
-                                 "pika.adapters.utils.io_services_utils", "pika.adapters.base_connection",
-                                 "pika.adapters.blocking_connection")}
     stream = io.StringIO()
-    configure_logging("info", stream)
-    # A process caches each module's logger on first use; here that would keep this test's
-    # processors (and stream) in the modules' loggers for every later test's capture_logs().
-    structlog.configure(cache_logger_on_first_use=False)
-    try:
+    with process_logging(stream):
         yield stream
-    finally:
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
-        for name, (level, filters) in pika_loggers.items():
-            logging.getLogger(name).setLevel(level)
-            logging.getLogger(name).filters[:] = filters
-        structlog.reset_defaults()
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, Any]]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
-from config.logging import configure_logging
+from tests.support import process_logging
 
 
 class _Recording(io.StringIO):
@@ -33,25 +32,10 @@ class _Recording(io.StringIO):
 
 @pytest.fixture
 def stream() -> Iterator[_Recording]:
-    """A hub process's logging (`configure_logging`) into a recording stream; the test runner's
-    own logging is put back afterwards (as `tests/integration/test_fault_logging.py` does)."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    pika = {name: (logging.getLogger(name).level, logging.getLogger(name).filters[:])
-            for name in ("pika", "pika.adapters.utils.connection_workflow", "pika.adapters.utils.io_services_utils",
-                         "pika.adapters.base_connection", "pika.adapters.blocking_connection")}
+    """A hub process's logging into a recording stream, the test runner's put back after."""
     recording = _Recording()
-    configure_logging("info", recording)
-    structlog.configure(cache_logger_on_first_use=False)  # no module keeps this test's stream
-    try:
+    with process_logging(recording):
         yield recording
-    finally:
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        for name, (level, filters) in pika.items():
-            logging.getLogger(name).setLevel(level)
-            logging.getLogger(name).filters[:] = filters
-        structlog.reset_defaults()
 
 
 def test_each_event_is_one_whole_line_in_one_write(stream: _Recording) -> None:
