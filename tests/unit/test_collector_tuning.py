@@ -72,3 +72,23 @@ def test_the_freeze_walks_only_the_young_generations_the_old_one_was_collected_a
     finally:
         gc.callbacks.remove(record)
     assert generations and max(generations) <= 1, generations
+
+
+def test_a_hub_service_freezes_what_its_hub_holds_once_built(collector: None) -> None:
+    """`hub.py`'s services time the freeze from the hub's build, not from the process's start:
+    however long the store took to answer, what the hub holds is frozen (after the collection)."""
+    from types import SimpleNamespace
+
+    from hub import _service_hub
+    from tests.support import wait_for
+
+    class Held:
+        def __init__(self) -> None:
+            self.me = self
+
+    memory = SimpleNamespace(gc_freeze_after=0.01)
+    built = _service_hub(lambda: SimpleNamespace(settings=SimpleNamespace(memory=memory),
+                                                 held=[Held() for _ in range(50)]))
+    wait_for(lambda: not [o for o in gc.get_objects() if isinstance(o, Held)], timeout=10,
+             what="the hub's objects to be frozen")
+    assert len(built.held) == 50
