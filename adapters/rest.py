@@ -9,7 +9,6 @@ import httpx
 import jsonschema
 import orjson
 import structlog
-from jsonschema.exceptions import best_match
 
 from adapters.base import (
     REPLY_TO_HEADER,
@@ -226,7 +225,7 @@ class RestAgencyAdapter(ContractAdapter[OpenApiContract, RestOperation]):
         elif status not in operation.receipt_statuses:
             return None
         body = _json_object(response) if validator is not None or response.content else {}
-        error = (best_match(validator.iter_errors(body))
+        error = (validator.error(body)
                  if body is not None and validator is not None else None)
         if body is None or error is not None:
             if status == 409:

@@ -17,7 +17,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from jsonschema import Draft4Validator
 from jsonschema.exceptions import best_match
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.contracts import ContractSpec
+from adapters.json_check import SchemaCheck
 from adapters.openapi import OpenApiContract, RestOperation, load_openapi_contract
 from simulators.control import control_routes
 from simulators.desk import AgencyDesk, InvalidMessageError, Submission
@@ -271,7 +271,7 @@ class RestSandbox:
         item = self.contract.document["paths"][operation.path][operation.method.lower()]
         return item["responses"][str(status)]["content"]["application/json"]["schema"]
 
-    def _fill(self, body: Any, effect: Effect, validator: Draft4Validator) -> None:
+    def _fill(self, body: Any, effect: Effect, validator: SchemaCheck) -> None:
         receipt = self.spec.receipt
         seq = _sequence(effect.protocol_number)
 
