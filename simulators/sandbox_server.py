@@ -83,7 +83,7 @@ async def run_sandboxes(catalog: AgencyCatalog, ports: Mapping[str, int], host: 
             port = by_ref.get((agency, version), by_ref.get((agency, None)))
             servers[ref] = _Server(uvicorn.Config(app, host=host, port=port or 0, access_log=False,
                                                   log_level="warning", lifespan="off",
-                                                  timeout_graceful_shutdown=2))
+                                                  timeout_graceful_shutdown=2, http="httptools"))
 
         await serve_until_signal(servers, desks, host, "sandbox")
 
