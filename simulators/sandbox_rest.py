@@ -17,7 +17,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
-from jsonschema.exceptions import best_match
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -220,7 +219,7 @@ class RestSandbox:
 
             def check() -> Submission:
                 assert operation.request is not None
-                error = best_match(operation.request.iter_errors(data))
+                error = operation.request.error(data)
                 if error is not None:
                     where = "/".join(str(p) for p in error.absolute_path) or "(body)"
                     raise InvalidMessageError("SCHEMA", f"{where}: {error.message}"[:_MAX_ERROR])
@@ -262,7 +261,7 @@ class RestSandbox:
         except InstanceError as exc:
             return _problem(500, "Sandbox", f"sandbox: {exc}")
         self._fill(body, effect, validator)
-        problem = best_match(validator.iter_errors(body))
+        problem = validator.error(body)
         if problem is not None:
             return _problem(500, "Sandbox", f"sandbox reply invalid: {problem.message}")
         return Response(orjson.dumps(body), status_code=status, media_type="application/json")
