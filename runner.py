@@ -40,7 +40,7 @@ log = structlog.get_logger("crocevia.bootstrap")
 def _uvicorn_server(hub: Hub, app: Any, *, host: str, port: int, max_connections: int) -> uvicorn.Server:
     """A uvicorn server for `app` on `host:port`, with the `[api]` limits but its own connection cap.
 
-    uvicorn, h11 and starlette load here, not with this module: a worker or relay without a
+    uvicorn, httptools and starlette load here, not with this module: a worker or relay without a
     metrics listener never serves HTTP (~2 MiB of modules, issue 13)."""
     import uvicorn
 

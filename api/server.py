@@ -1,44 +1,44 @@
-"""The HTTP server's own limits: uvicorn (h11) configured from `[api]`, plus a header read timeout.
+"""The HTTP server's own limits: uvicorn's httptools protocol configured from `[api]`, bounded.
 
-uvicorn bounds the idle keep-alive wait (`timeout_keep_alive`), the connections it serves
-(`limit_concurrency`, answered in text/plain) and, partly, the size of a request head
-(`h11_max_incomplete_event_size` applies only to a head still incomplete), but not the time a
-client may take to send its headers: a client sending one byte a second (slowloris) keeps a
-connection and a socket forever. `HeaderTimeoutProtocol` arms a timer when a request begins
-and its head is not complete in what was read (the connection opens, the first bytes of the
-next request on a kept-alive connection arrive, or the next request cycle starts with that
-request's bytes already buffered, pipelined behind the one before) and closes the connection
-with 408 if the head is not complete when it fires;
-and it measures every head before h11 parses it, answering 431 beyond `max_header_bytes`; a
-connection beyond `max_connections` is served a 503 problem+json. Both refusals are written
-only when no request is in progress, so after every answer already owed, in order. The head
-is measured inside h11's `next_event` (`_MeasuredConnection`), so every path uvicorn takes to
-parse one is covered: a fresh read, a pipelined head, and a head read whole with the end of a
-body the app answered without reading it (uvicorn parses that one within its own loop).
+uvicorn bounds the idle keep-alive wait (`timeout_keep_alive`) and the connections it serves
+(`limit_concurrency`, answered in text/plain), but neither the time a client may take to send
+its headers (a client sending one byte a second, slowloris, keeps a connection and a socket
+forever) nor, on httptools, the size of a request head. `BoundedHttpProtocol` adds both, and
+answers a connection beyond `max_connections` and a request the parser cannot read with
+problem+json.
+
+httptools (llhttp) parses eagerly: everything read is parsed at once, requests pipelined behind
+one in progress included, which uvicorn queues. A refusal (408, 431, 400) is therefore never
+written when it is found but when every answer already owed has been written, in order; the
+parser stops at the refused head, so nothing behind it is served. The head's clock starts at
+the connection's opening, or when the first bytes of a head are read while no answer is owed
+(or when the last answer owed is written, for a head begun meanwhile); a head that arrives
+whole, the usual case, costs no timer at all.
+
+h11 served the API until the seventh round of issue 13: its parsing took ~8 % of the API's CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import h11
+import httptools
 import orjson
 import structlog
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.problems import PROBLEM_TYPE_BASE
 
-__all__ = ["HeaderTimeoutProtocol", "ServerLimits", "server_config"]
+__all__ = ["BoundedHttpProtocol", "ServerLimits", "server_config"]
 
 log = structlog.get_logger("crocevia.api")
 
 
 def _problem_answer(status: int, reason: str, slug: str, detail: str) -> bytes:
-    """A whole RFC 9457 answer that closes the connection, written outside h11 between requests."""
+    """A whole RFC 9457 answer that closes the connection, written outside any request's cycle."""
     body = orjson.dumps({"type": PROBLEM_TYPE_BASE + slug, "title": reason, "status": status, "detail": detail})
     return (b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\nconnection: close\r\n"
             b"content-length: %d\r\n\r\n%s" % (status, reason.encode(), len(body), body))
@@ -47,9 +47,19 @@ def _problem_answer(status: int, reason: str, slug: str, detail: str) -> bytes:
 #: Sent before closing a connection whose request head did not arrive in time (RFC 9110 §15.5.9).
 _REQUEST_TIMEOUT = _problem_answer(408, "Request Timeout", "request-head-timeout",
                                    "the request line and headers did not arrive in time")
+#: Sent before closing a connection whose request head is too large (RFC 6585 §5).
+_HEAD_TOO_LARGE = _problem_answer(431, "Request Header Fields Too Large", "request-head-too-large",
+                                  "the request line and headers are too large")
+#: Sent before closing a connection whose bytes are not an HTTP/1.1 request (RFC 9112).
+_MALFORMED = _problem_answer(400, "Bad Request", "malformed-request",
+                             "the request is not well-formed HTTP/1.1")
 #: The body of the answer to a request on a connection beyond `max_connections`.
 _OVER_CAPACITY = orjson.dumps({"type": PROBLEM_TYPE_BASE + "server-busy", "title": "Service Unavailable",
                                "status": 503, "detail": "too many connections are open; try again shortly"})
+#: A head's bytes beside its fields: the request line's spaces and version, each header's
+#: colon, space and line end, the blank line.
+_REQUEST_LINE_EXTRA = len(b"  HTTP/1.1\r\n\r\n")
+_HEADER_EXTRA = len(b": \r\n")
 
 
 async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
@@ -60,31 +70,12 @@ async def _over_capacity(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": _OVER_CAPACITY})
 
 
-#: Sent before closing a connection whose request head is too large (RFC 6585 §5).
-_HEAD_TOO_LARGE = _problem_answer(431, "Request Header Fields Too Large", "request-head-too-large",
-                                  "the request line and headers are too large")
+class _Refused(Exception):
+    """Raised from a parser callback to stop httptools at a refused head."""
 
 
-class _MeasuredConnection(h11.Connection):
-    """h11's server side that asks `refuse_head` before parsing a request head; when it refuses
-    (and has answered and closed), h11 reports PAUSED, which ends uvicorn's parsing loop.
-
-    h11 bounds only a head still incomplete (`max_incomplete_event_size`): one buffered whole
-    would pass at any size, whichever uvicorn path parses it.
-    """
-
-    def __init__(self, refuse_head: Callable[[], bool], max_incomplete_event_size: int) -> None:
-        super().__init__(h11.SERVER, max_incomplete_event_size)
-        self._refuse_head = refuse_head
-
-    def next_event(self) -> Any:
-        if self.their_state is h11.IDLE and self.trailing_data[0] and self._refuse_head():
-            return h11.PAUSED
-        return super().next_event()
-
-
-class HeaderTimeoutProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a bound on the time from a request's first byte to its last header."""
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with bounds on a request head's time and size, refusals in order."""
 
     #: Seconds a client has to send a request's whole head (set by `server_config`).
     header_timeout: float = 10.0
@@ -96,7 +87,10 @@ class HeaderTimeoutProtocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
-        self.conn = _MeasuredConnection(self._refused_head, self.max_header_bytes)
+        self._head_open = False  # a request head has begun and is not complete
+        self._head_size = 0  # the open head's request target and whole headers, as parsed
+        self._head_read = 0  # bytes read for the open head (those of the read it began in, as parsed)
+        self._refusal: bytes | None = None  # written, then the connection closed, once nothing is owed
 
     # uvicorn types its parameter as asyncio.Transport where BaseProtocol says BaseTransport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -108,27 +102,74 @@ class HeaderTimeoutProtocol(H11Protocol):
             self.app = _over_capacity
         self._arm_header_timer()
 
-    def handle_events(self) -> None:
-        # uvicorn parses here both what was just read (`data_received`) and, when a response
-        # completes, the next request h11 buffered behind it, pipelined (`on_response_complete`
-        # starts the next cycle). Each head's size is checked by `_MeasuredConnection` as h11
-        # is about to parse it, only while no request is in progress (IDLE), so every answer
-        # owed was written before a refusal; a refusal closes the connection.
-        super().handle_events()
-        if self.transport.is_closing():
-            return
-        if self.conn.their_state is not h11.IDLE:  # h11 produced the Request: the head is complete
-            self._disarm_header_timer()
-        elif self.conn.trailing_data[0] and self._header_timer is None:
-            # A head begun but not complete: its first byte came in this read, or its cycle
-            # started with it buffered, or inside uvicorn's loop (a response sent before its
-            # request's body ended). Its clock starts now, microseconds after the bytes came;
-            # a head that arrives whole (the usual case) costs no timer at all.
-            self._arm_header_timer()
-
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:  # the parser stopped at a refused head: nothing more is read
+            return
+        self._unset_keepalive_if_required()
+        open_before = self._head_open
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No protocol upgrade is offered (`ws="none"`): the request was served as plain HTTP.
+            log.info("http_upgrade_ignored")
+        except httptools.HttpParserError as exc:
+            if self._refusal is None:  # the parser's own refusal, not one raised from a callback here
+                self._refuse(_MALFORMED, "request_malformed", reason=str(exc))
+            return
+        if not self._head_open:
+            return
+        # A head still incomplete: its size is what was read of it, bounded before it is buffered
+        # further. A read it began in may also hold the end of the request before; there its
+        # share is known only as parsed (fields whole so far), every later read counts whole.
+        self._head_read = self._head_read + len(data) if open_before else self._head_size
+        if max(self._head_read, self._head_size) > self.max_header_bytes:
+            self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
+        elif self._header_timer is None and not self._owes_answers():
+            self._arm_header_timer()
+
+    # Parser callbacks: each head's size is counted as it is parsed.
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_open, self._head_size, self._head_read = True, 0, 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + _HEADER_EXTRA
+        self._bound_head()
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._head_open = False
+        self._disarm_header_timer()
+        self._head_size += len(self.parser.get_method()) + _REQUEST_LINE_EXTRA
+        self._bound_head()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # starts the next pipelined request, if any
+        if self.transport.is_closing() or self._owes_answers():
+            return
+        if self._refusal is not None:
+            self._write_refusal()
+        elif self._head_open and self._header_timer is None:
+            self._arm_header_timer()  # a head begun while an answer was owed: its clock starts now
+
+    def _owes_answers(self) -> bool:
+        # `cycle` is the request parsed last; those before it were answered first, in order.
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def _bound_head(self) -> None:
+        """Refuse the head being parsed if it is beyond the bound, stopping the parser there."""
+        if self._head_size > self.max_header_bytes:
+            self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
+            raise _Refused
 
     def _arm_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self.header_timeout, self._header_timed_out)
@@ -138,36 +179,24 @@ class HeaderTimeoutProtocol(H11Protocol):
             self._header_timer.cancel()
             self._header_timer = None
 
-    def _refused_head(self) -> bool:
-        """Whether the buffered request head is too large, in which case it is answered 431 and
-        the connection closed (called by h11 before it parses a head)."""
-        if not self._head_too_large():
-            return False
-        self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
-        return True
-
-    def _head_too_large(self) -> bool:
-        # h11 bounds only a head still incomplete (`max_incomplete_event_size`): one that
-        # arrives whole in one read, or buffered whole behind a pipelined request, would pass
-        # at any size. Measure the buffered head up to its blank line.
-        pending = self.conn.trailing_data[0]
-        if len(pending) <= self.max_header_bytes:  # whatever its end, the head fits
-            return False
-        ends = [i for i in (pending.find(b"\n\r\n"), pending.find(b"\n\n")) if i >= 0]
-        size = min(ends) + 1 if ends else len(pending)
-        return size > self.max_header_bytes
-
     def _header_timed_out(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
-            return
-        self._refuse(_REQUEST_TIMEOUT, "request_head_timed_out", timeout_s=self.header_timeout)
+        if not self.transport.is_closing():
+            self._refuse(_REQUEST_TIMEOUT, "request_head_timed_out", timeout_s=self.header_timeout)
 
     def _refuse(self, answer: bytes, event: str, **fields: Any) -> None:
-        """Answer while no request is in progress (so not through h11) and close the connection."""
+        """Refuse the connection's next request: answered once every answer owed is written."""
         self._disarm_header_timer()
         log.info(event, **fields)
-        self.transport.write(answer)
+        self._refusal = answer
+        if self._owes_answers():
+            self.flow.pause_reading()
+        else:
+            self._write_refusal()
+
+    def _write_refusal(self) -> None:
+        assert self._refusal is not None
+        self.transport.write(self._refusal)
         self.transport.close()
 
 
@@ -183,15 +212,14 @@ class ServerLimits:
 
 def server_config(app: Any, *, host: str, port: int, limits: ServerLimits) -> uvicorn.Config:
     """uvicorn's configuration for the API: loopback-or-configured address, our logging, the limits."""
-    protocol = type("ConfiguredHeaderTimeoutProtocol", (HeaderTimeoutProtocol,),
+    protocol = type("ConfiguredBoundedHttpProtocol", (BoundedHttpProtocol,),
                     {"header_timeout": limits.header_timeout, "max_header_bytes": limits.max_header_bytes,
                      "max_connections": limits.max_connections})
     return uvicorn.Config(
         app, host=host, port=port, access_log=False, log_config=None, lifespan="off",
-        http=protocol,
+        http=protocol, ws="none",
         timeout_keep_alive=limits.keep_alive_timeout,  # type: ignore[arg-type] # call_later takes a float
-        # The connection limit is `HeaderTimeoutProtocol`'s (a problem+json 503); uvicorn's
+        # The connection limit is `BoundedHttpProtocol`'s (a problem+json 503); uvicorn's
         # own stays as a backstop on requests in progress, above it.
         limit_concurrency=2 * limits.max_connections + 1,
-        h11_max_incomplete_event_size=limits.max_header_bytes,
     )

@@ -67,7 +67,7 @@ class OpsServer:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                                     lifespan="off", http="h11"))  # as the API serves
+                                                     lifespan="off", http="httptools"))  # as the API serves
         self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve()), daemon=True)
 
     def __enter__(self) -> OpsServer:

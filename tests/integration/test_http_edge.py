@@ -301,3 +301,44 @@ def test_an_oversize_head_read_with_the_end_of_a_body_answered_unread_is_refused
         closed, statuses = _answers_until_closed(sock, 5.0)
         assert closed
         assert statuses == [b"431"]
+
+
+def test_a_malformed_request_pipelined_behind_two_is_answered_400_after_both(small_hub: RunningHub) -> None:
+    """Bytes that are not HTTP, pipelined behind two requests in one write, are answered 400
+    problem+json after both answers, in order (the parser reads all three at once), and the
+    connection is closed."""
+    with _connect(small_hub.port) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 2 + b"NOT HTTP AT ALL\r\n\r\n")
+        closed, received = _closed_within(sock, 5.0)
+        assert closed
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", received) == [b"200", b"200", b"400"]
+        refusal = received[received.index(b"HTTP/1.1 400 "):]
+        assert b"application/problem+json" in refusal and b"urn:crocevia:problem:malformed-request" in refusal
+
+
+def test_a_connection_that_sends_nothing_is_answered_408(tmp_path: Path, sims: Any) -> None:
+    """The header timeout runs from the connection's opening: a client that connects and never
+    sends a byte is answered 408 and closed, not held until it leaves."""
+    with _hub(tmp_path, sims, header_timeout=1.0, keep_alive_timeout=30.0) as hub, _connect(hub.port) as sock:
+        started = time.monotonic()
+        closed, statuses = _answers_until_closed(sock, 5.0)
+        assert closed and time.monotonic() - started < 2.5
+        assert statuses == [b"408"]
+
+
+def test_heads_within_the_maximum_are_served_however_they_are_split(small_hub: RunningHub) -> None:
+    """A head sent a few bytes at a time, and a head begun in the same write as the end of a
+    body larger than `max_header_bytes`, are each served: only the head's own bytes count."""
+    with _connect(small_hub.port) as sock:
+        head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 3000 + b"\r\n\r\n"
+        for i in range(0, len(head), 100):
+            sock.sendall(head[i:i + 100])
+        sock.sendall(b"POST /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 8000\r\n\r\n" + b"b" * 8000
+                     + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        sock.sendall(b"X-Pad: " + b"c" * 3000 + b"\r\n\r\n")
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 3 or not received.endswith(b'{"status":"ok"}'):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {received!r}"
+            received += chunk
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", received) == [b"200", b"404", b"200"]
