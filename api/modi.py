@@ -27,6 +27,7 @@ import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
 from domain.identity import IdentityError, User, level_from_loa, normalise_user_id
+from security.jwt_reader import JWT_READER
 from security.keys import PublicKey
 from security.modi import AUTHORIZATION_HEADER, DIGEST_HEADER, SIGNATURE_HEADER, TRACKING_HEADER, tracking_digest
 
@@ -169,7 +170,7 @@ class ModiVerifier:
         if not token:
             return {}, {}
         try:
-            decoded = jwt.decode_complete(token, options={"verify_signature": False})
+            decoded = JWT_READER.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError:
             return {}, {}
         payload, header = decoded["payload"], decoded["header"]
@@ -206,7 +207,7 @@ class ModiVerifier:
     def _jwt_decode(self, token: str, key: PortalKey, what: str) -> dict[str, Any]:
         """PyJWT's verification of the signature (with `key`'s one algorithm), the audience and
         the required claims; the times are `_check_times`'s."""
-        claims: dict[str, Any] = jwt.decode(
+        claims: dict[str, Any] = JWT_READER.decode(
             token, key.public_key, algorithms=[key.algorithm], audience=self.audience,
             options={"require": list(REQUIRED_CLAIMS[what]), "verify_exp": False, "verify_iat": False,
                      "verify_nbf": False, "verify_iss": False},
