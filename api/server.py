@@ -117,8 +117,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             # No protocol upgrade is offered (`ws="none"`): the request was served as plain HTTP.
             log.info("http_upgrade_ignored")
         except httptools.HttpParserError as exc:
-            if self._refusal is None:  # the parser's own refusal, not one raised from a callback here
-                self._refuse(_MALFORMED, "request_malformed", reason=str(exc))
+            if self._refusal is None:  # not a refusal raised from a callback here
+                # A callback's own failure (uvicorn's code, not the client's bytes) keeps its cause.
+                cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else None
+                self._refuse(_MALFORMED, "request_malformed", reason=str(exc), exc_info=cause)
             return
         if not self._head_open:
             return
@@ -127,7 +129,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # share is known only as parsed (fields whole so far), every later read counts whole.
         self._head_read = self._head_read + len(data) if open_before else self._head_size
         if max(self._head_read, self._head_size) > self.max_header_bytes:
-            self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
+            self._refuse_head()
         elif self._header_timer is None and not self._owes_answers():
             self._arm_header_timer()
 
@@ -168,8 +170,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def _bound_head(self) -> None:
         """Refuse the head being parsed if it is beyond the bound, stopping the parser there."""
         if self._head_size > self.max_header_bytes:
-            self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
+            self._refuse_head()
             raise _Refused
+
+    def _refuse_head(self) -> None:
+        self._refuse(_HEAD_TOO_LARGE, "request_head_too_large", limit_bytes=self.max_header_bytes)
 
     def _arm_header_timer(self) -> None:
         self._header_timer = self.loop.call_later(self.header_timeout, self._header_timed_out)
