@@ -120,10 +120,15 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
         from wiring.memory import (
             freeze_heap_after,
             limit_malloc_arenas,
+            run_optimized,
             skip_unused_optional_modules,
             space_young_collections,
             trim_malloc_every,
         )
+
+        if ctx.invoked_subcommand in settings.memory.optimized_bytecode and _started_as_program() \
+                and "--help" not in sys.argv[1:]:
+            run_optimized()  # returns only under -OO (a command's help is its docstring: kept)
 
         # Before anything imports httpx or structlog: their optional extras are never used here.
         skip_unused_optional_modules()
@@ -134,6 +139,13 @@ def cli(ctx: click.Context, config_file: str | None) -> None:
         if ctx.invoked_subcommand not in _HUB_SERVICES:
             freeze_heap_after(settings.memory.gc_freeze_after)
     ctx.obj = {"settings": settings}
+
+
+def _started_as_program() -> bool:
+    """Whether this file is the program Python runs (`python hub.py ...`), not a module
+    imported by another (a test invoking the commands in its own process)."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is not None and Path(main_file).resolve() == Path(__file__).resolve()
 
 
 @cli.command()

@@ -179,6 +179,10 @@ class SupervisionSettings(_Section):
     stall_after: float = 60.0
 
 
+#: The long-running services of `hub.py` built on a hub.
+HubService = Literal["serve", "worker", "relay"]
+
+
 class MemorySettings(_Section):
     """How a long-running process keeps its resident memory bounded (issue 13: <= 120 MiB)."""
 
@@ -201,6 +205,13 @@ class MemorySettings(_Section):
     #: aside from every later collection (`gc.freeze`): modules, settings, compiled schemas and
     #: contracts are walked by no full collection after that. 0: never.
     gc_freeze_after: float = Field(default=10.0, ge=0)
+    #: The services of `hub.py` that run on Python's optimized bytecode (`python -OO`): such a
+    #: service, started without it, replaces itself at once by the same command with it (same
+    #: pid, same open descriptors). No docstring is loaded: ~5 MiB of a worker's ~122 MiB
+    #: peak (issue 13: <= 120). No `assert` statement runs either: the hub's only narrow types,
+    #: and the libraries' check their own callers. Not `serve` by default: FastAPI takes the
+    #: routes' descriptions in the API's OpenAPI document from their docstrings. []: none.
+    optimized_bytecode: list[HubService] = Field(default_factory=lambda: list[HubService](("worker", "relay")))
 
 
 class AttachmentSettings(_Section):

@@ -21,8 +21,8 @@ import pytest
 
 from cli.client import PortalClient
 from config.settings import PROJECT_ROOT
-from tests.support import TEST_PORTAL_KEY, RunningHub, hub_settings
-from wiring.memory import UNUSED_OPTIONAL_MODULES, limit_malloc_arenas
+from tests.support import TEST_PORTAL_KEY, RunningHub, hub_settings, wait_for
+from wiring.memory import UNUSED_OPTIONAL_MODULES, limit_malloc_arenas, optimized_command
 
 FILING = (PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples" / "durc_request.xml").read_bytes()
 
@@ -297,3 +297,71 @@ def test_the_services_trim_as_memory_malloc_trim_seconds_says(tmp_path: Path) ->
     assert trimmers("--config", str(config), "serve") == ["malloc-trim"]
     assert trimmers("--config", str(config), "worker", MEMORY__MALLOC_TRIM_SECONDS="0") == []
     assert trimmers("--config", str(config), "check") == []  # not a long-running service
+
+
+def _command_line(pid: int) -> list[str]:
+    return (Path(f"/proc/{pid}") / "cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def _started_service(tmp_path: Path, command: str, **env: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """`python hub.py COMMAND` on SQLite, running until it is told to stop; its log file."""
+    log = tmp_path / f"{command}.log"
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("AGENCIES__", "DATABASE__", "MEMORY__", "TRANSPORT__", "PYTHONOPTIMIZE"))}
+    clean.update({"DATABASE__URL": f"sqlite:///{tmp_path / 'crocevia.db'}", "LOG_LEVEL": "info", **env})
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "hub.py"), command, "--metrics-port", "0"], env=clean,
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def _stopped(proc: subprocess.Popen[bytes]) -> int:
+    proc.terminate()
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/PID/cmdline")
+def test_a_worker_runs_on_optimized_bytecode_as_the_same_process_and_stops_cleanly(tmp_path: Path) -> None:
+    """`[memory] optimized_bytecode` names the worker by default: started as `python hub.py
+    worker`, it is soon the same process under `python -OO` (no docstrings: ~5 MiB), and works
+    and stops as before."""
+    proc, log = _started_service(tmp_path, "worker")
+    try:
+        wait_for(lambda: "-OO" in _command_line(proc.pid), timeout=30, what="the worker to run under -OO")
+        assert _command_line(proc.pid)[2:] == [str(ROOT / "hub.py"), "worker", "--metrics-port", "0"]
+        wait_for(lambda: '"worker_started"' in log.read_text(errors="replace"), timeout=60,
+                 what="the worker to start")
+        assert proc.poll() is None
+    finally:
+        code = _stopped(proc)
+    assert code == 0, log.read_text()[-3000:]
+    assert '"worker_stopped"' in log.read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/PID/cmdline")
+def test_a_service_left_out_of_optimized_bytecode_keeps_its_docstrings(tmp_path: Path) -> None:
+    proc, log = _started_service(tmp_path, "worker", MEMORY__OPTIMIZED_BYTECODE="[]")
+    try:
+        wait_for(lambda: '"worker_started"' in log.read_text(errors="replace"), timeout=60,
+                 what="the worker to start")
+        assert "-OO" not in _command_line(proc.pid)
+    finally:
+        assert _stopped(proc) == 0, log.read_text()[-3000:]
+
+
+def test_a_services_help_is_its_docstring_under_optimized_bytecode_too() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "hub.py"), "worker", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert "Run a delivery worker process until SIGTERM." in done.stdout
+
+
+def test_the_optimized_command_is_the_same_command_under_dash_oo() -> None:
+    argv = ["python3", "-X", "importtime", "hub.py", "--config", "c.toml", "worker"]
+    assert optimized_command(argv, 0) == [sys.executable, "-OO", "-X", "importtime", "hub.py", "--config", "c.toml",
+                                          "worker"]
+    assert optimized_command(argv, 1) is not None  # -O keeps the docstrings
+    assert optimized_command(argv, 2) is None  # already without them: run on
