@@ -192,10 +192,10 @@ class MemorySettings(_Section):
     malloc_arena_max: int = Field(default=2, ge=0)
     #: Every this many seconds the services of `hub.py` hand glibc's free heap pages back to the
     #: system (malloc_trim): freed C memory (lxml, libpq, OpenSSL) otherwise stays resident, and
-    #: under a steady load the kept pages grow (issue 13's soak). Off by default: a trim holds
-    #: malloc's locks while it walks the heaps, and at half load on RabbitMQ every 10 s put up to
-    #: a second on the tail (submit → last protocol p95 111 → 179–647 ms). 0: never.
-    malloc_trim_seconds: float = Field(default=0.0, ge=0)
+    #: under a steady load the kept pages grow (issue 13's soak: a worker 0.7-0.9 MiB a minute
+    #: without, ~0.2 with). A trim holds malloc's locks while it walks the heaps: 0.1-0.2 ms in a
+    #: worker at half load (at most 6 ms), one taking 50 ms or more is logged. 0: never.
+    malloc_trim_seconds: float = Field(default=10.0, ge=0)
     #: New container objects between two collections of the youngest generation (gc's first
     #: threshold) in the services of `hub.py`; 0: Python's own 700. Fewer collections cost less
     #: in all, and what they leave uncollected between two is a few MiB at most.

@@ -38,12 +38,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["M_ARENA_MAX", "UNUSED_OPTIONAL_MODULES", "WITHOUT_DOCSTRINGS", "client_sending_nothing",
+__all__ = ["M_ARENA_MAX", "SLOW_TRIM_SECONDS", "UNUSED_OPTIONAL_MODULES", "WITHOUT_DOCSTRINGS", "client_sending_nothing",
            "collect_start_up_garbage", "freeze_heap_after", "limit_malloc_arenas", "optimized_command", "run_optimized",
            "skip_unused_optional_modules", "space_young_collections", "trim_malloc_every"]
 
 #: mallopt's parameter number for the arena cap (glibc malloc.h).
 M_ARENA_MAX = -8
+
+#: A trim that holds malloc's locks this long is logged (they take 0.1-0.2 ms in a worker).
+SLOW_TRIM_SECONDS = 0.05
 
 #: Python's optimization level that loads no docstrings (`-OO`; `sys.flags.optimize`).
 WITHOUT_DOCSTRINGS = 2
@@ -101,7 +104,13 @@ def trim_malloc_every(seconds: float) -> threading.Thread | None:
     def run() -> None:
         while True:
             time.sleep(seconds)
+            started = time.perf_counter()
             trim(0)  # ctypes releases the GIL for the call
+            took = time.perf_counter() - started
+            if took >= SLOW_TRIM_SECONDS:  # every other thread's malloc waited this long
+                import structlog  # only on this rare path
+
+                structlog.get_logger("crocevia.memory").warning("malloc_trim_slow", ms=round(took * 1000, 1))
 
     thread = threading.Thread(target=run, name="malloc-trim", daemon=True)
     thread.start()

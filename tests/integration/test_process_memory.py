@@ -283,8 +283,8 @@ print(json.dumps(sorted(t.name for t in threading.enumerate() if t.name == "mall
 def test_the_services_trim_as_memory_malloc_trim_seconds_says(tmp_path: Path) -> None:
     config = tmp_path / "crocevia.toml"
     shipped = (ROOT / "config" / "crocevia.toml").read_text()
-    assert "malloc_trim_seconds = 0\n" in shipped
-    config.write_text(shipped.replace("malloc_trim_seconds = 0\n", "malloc_trim_seconds = 10\n"))
+    assert "malloc_trim_seconds = 10\n" in shipped
+    config.write_text(shipped.replace("malloc_trim_seconds = 10\n", "malloc_trim_seconds = 0\n"))
 
     def trimmers(*argv: str, **env: str) -> list[str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("MEMORY__")}
@@ -292,11 +292,11 @@ def test_the_services_trim_as_memory_malloc_trim_seconds_says(tmp_path: Path) ->
                               capture_output=True, text=True, timeout=60, check=True)
         return list(json.loads(done.stdout.strip().splitlines()[-1]))
 
-    assert trimmers("worker") == []  # the default: off (it costs latency's tail)
-    assert trimmers("relay", MEMORY__MALLOC_TRIM_SECONDS="5") == ["malloc-trim"]
-    assert trimmers("--config", str(config), "serve") == ["malloc-trim"]
-    assert trimmers("--config", str(config), "worker", MEMORY__MALLOC_TRIM_SECONDS="0") == []
-    assert trimmers("--config", str(config), "check") == []  # not a long-running service
+    assert trimmers("worker") == ["malloc-trim"]  # the default: every 10 s
+    assert trimmers("relay", MEMORY__MALLOC_TRIM_SECONDS="0") == []
+    assert trimmers("--config", str(config), "serve") == []
+    assert trimmers("--config", str(config), "worker", MEMORY__MALLOC_TRIM_SECONDS="5") == ["malloc-trim"]
+    assert trimmers("check") == []  # not a long-running service
 
 
 def _command_line(pid: int) -> list[str]:
@@ -365,3 +365,24 @@ def test_the_optimized_command_is_the_same_command_under_dash_oo() -> None:
                                           "worker"]
     assert optimized_command(argv, 1) is not None  # -O keeps the docstrings
     assert optimized_command(argv, 2) is None  # already without them: run on
+
+
+_SLOW_TRIM = """
+import time
+from config.logging import configure_logging
+from wiring import memory
+
+configure_logging("info")
+memory.SLOW_TRIM_SECONDS = 0.0  # every trim counts as slow: each is logged
+memory.trim_malloc_every(0.02)
+time.sleep(0.3)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_a_slow_trim_is_logged_with_how_long_it_held_malloc() -> None:
+    done = subprocess.run([sys.executable, "-c", _SLOW_TRIM], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=True)
+    logged = [json.loads(line) for line in (done.stdout + done.stderr).splitlines() if line.startswith("{")]
+    slow = [e for e in logged if e.get("event") == "malloc_trim_slow"]
+    assert slow and all(isinstance(e["ms"], float) and e["ms"] >= 0 for e in slow)
