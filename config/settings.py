@@ -208,9 +208,10 @@ class MemorySettings(_Section):
     #: The services of `hub.py` that run on Python's optimized bytecode (`python -OO`): such a
     #: service, started without it, replaces itself at once by the same command with it (same
     #: pid, same open descriptors). No docstring is loaded: ~5 MiB of a worker's ~122 MiB
-    #: peak (issue 13: <= 120). No `assert` statement runs either: the hub's only narrow types,
-    #: and the libraries' check their own callers. Not `serve` by default: FastAPI takes the
-    #: routes' descriptions in the API's OpenAPI document from their docstrings. []: none.
+    #: peak (issue 13: <= 120). No `assert` statement runs either: the hub's narrow types or
+    #: catch its own misuse (none checks input), and the libraries' check their own callers.
+    #: Not `serve` by default: FastAPI takes the routes' descriptions in the API's OpenAPI
+    #: document from their docstrings. []: none.
     optimized_bytecode: list[HubService] = Field(default_factory=lambda: list[HubService](("worker", "relay")))
 
 

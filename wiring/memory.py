@@ -38,9 +38,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["M_ARENA_MAX", "SLOW_TRIM_SECONDS", "UNUSED_OPTIONAL_MODULES", "WITHOUT_DOCSTRINGS", "client_sending_nothing",
-           "collect_start_up_garbage", "freeze_heap_after", "limit_malloc_arenas", "optimized_command", "run_optimized",
-           "skip_unused_optional_modules", "space_young_collections", "trim_malloc_every"]
+__all__ = ["M_ARENA_MAX", "SLOW_TRIM_SECONDS", "UNUSED_OPTIONAL_MODULES", "WITHOUT_DOCSTRINGS",
+           "client_sending_nothing", "collect_start_up_garbage", "freeze_heap_after", "limit_malloc_arenas",
+           "optimized_command", "run_optimized", "skip_unused_optional_modules", "space_young_collections",
+           "trim_malloc_every"]
 
 #: mallopt's parameter number for the arena cap (glibc malloc.h).
 M_ARENA_MAX = -8
