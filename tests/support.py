@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy import func, select
 
 from config.logging import configure_logging
-from config.settings import PortalSettings, Settings, load_settings
+from config.settings import PROJECT_ROOT, PortalSettings, Settings, load_settings
 from security.keys import generate_private_key, public_pem
 from security.modi import ModiSigner
 
@@ -160,6 +164,24 @@ class RunningHub:
     def count(self, table: Any) -> int:
         with self.hub.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(table)).scalar_one()
+
+
+#: Settings a test's `hub.py` process takes from the test, never from the environment it runs in
+#: (nor Python's optimization level, which `[memory] optimized_bytecode` decides).
+_HUB_PROCESS_OWN = ("AGENCIES__", "DATABASE__", "WORKER__", "API__", "SUPERVISION__", "TRANSPORT__", "MEMORY__",
+                    "PYTHONOPTIMIZE")
+
+
+def hub_process(tmp_path: Path, command: list[str], **env: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """`python hub.py COMMAND` on SQLite in `tmp_path`, logging at info into `tmp_path/hub.log`
+    (returned with the process); `env` adds to or overrides its settings."""
+    log = tmp_path / "hub.log"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_HUB_PROCESS_OWN)}
+    clean.update({"DATABASE__URL": f"sqlite:///{tmp_path / 'crocevia.db'}", "LOG_LEVEL": "info", **env})
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "hub.py"), *command], env=clean,
+                                cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    return proc, log
 
 
 def wait_for(condition: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:

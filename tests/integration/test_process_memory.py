@@ -21,7 +21,7 @@ import pytest
 
 from cli.client import PortalClient
 from config.settings import PROJECT_ROOT
-from tests.support import TEST_PORTAL_KEY, RunningHub, hub_settings, wait_for
+from tests.support import TEST_PORTAL_KEY, RunningHub, hub_process, hub_settings, wait_for
 from wiring.memory import UNUSED_OPTIONAL_MODULES, limit_malloc_arenas, optimized_command
 
 FILING = (PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples" / "durc_request.xml").read_bytes()
@@ -303,18 +303,6 @@ def _command_line(pid: int) -> list[str]:
     return (Path(f"/proc/{pid}") / "cmdline").read_bytes().decode().split("\0")[:-1]
 
 
-def _started_service(tmp_path: Path, command: str, **env: str) -> tuple[subprocess.Popen[bytes], Path]:
-    """`python hub.py COMMAND` on SQLite, running until it is told to stop; its log file."""
-    log = tmp_path / f"{command}.log"
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("AGENCIES__", "DATABASE__", "MEMORY__", "TRANSPORT__", "PYTHONOPTIMIZE"))}
-    clean.update({"DATABASE__URL": f"sqlite:///{tmp_path / 'crocevia.db'}", "LOG_LEVEL": "info", **env})
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "hub.py"), command, "--metrics-port", "0"], env=clean,
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    return proc, log
-
-
 def _stopped(proc: subprocess.Popen[bytes]) -> int:
     proc.terminate()
     try:
@@ -329,7 +317,7 @@ def test_a_worker_runs_on_optimized_bytecode_as_the_same_process_and_stops_clean
     """`[memory] optimized_bytecode` names the worker by default: started as `python hub.py
     worker`, it is soon the same process under `python -OO` (no docstrings: ~5 MiB), and works
     and stops as before."""
-    proc, log = _started_service(tmp_path, "worker")
+    proc, log = hub_process(tmp_path, ["worker", "--metrics-port", "0"])
     try:
         wait_for(lambda: "-OO" in _command_line(proc.pid), timeout=30, what="the worker to run under -OO")
         assert _command_line(proc.pid)[2:] == [str(ROOT / "hub.py"), "worker", "--metrics-port", "0"]
@@ -344,7 +332,7 @@ def test_a_worker_runs_on_optimized_bytecode_as_the_same_process_and_stops_clean
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/PID/cmdline")
 def test_a_service_left_out_of_optimized_bytecode_keeps_its_docstrings(tmp_path: Path) -> None:
-    proc, log = _started_service(tmp_path, "worker", MEMORY__OPTIMIZED_BYTECODE="[]")
+    proc, log = hub_process(tmp_path, ["worker", "--metrics-port", "0"], MEMORY__OPTIMIZED_BYTECODE="[]")
     try:
         wait_for(lambda: '"worker_started"' in log.read_text(errors="replace"), timeout=60,
                  what="the worker to start")

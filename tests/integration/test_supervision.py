@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,25 +14,13 @@ import httpx
 import pytest
 
 from bootstrap import build_hub, readiness
-from config.settings import PROJECT_ROOT
 from service.supervisor import Supervisor
 from tests.conftest import _postgres_schema_url
-from tests.support import RunningHub, free_port, hub_settings, wait_for
+from tests.support import RunningHub, free_port, hub_process, hub_settings, wait_for
 from tests.tcp_proxy import TcpProxy
 
 #: hub.py's exit status when a background task died.
 EXIT_TASK_DIED = 70
-
-
-def _hub_process(tmp_path: Path, command: list[str], **env: str) -> tuple[subprocess.Popen[bytes], Path]:
-    log = tmp_path / "hub.log"
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("AGENCIES__", "DATABASE__", "WORKER__", "API__", "SUPERVISION__", "TRANSPORT__"))}
-    clean.update({"DATABASE__URL": f"sqlite:///{tmp_path / 'crocevia.db'}", "LOG_LEVEL": "info", **env})
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "hub.py"), *command], env=clean,
-                                cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
-    return proc, log
 
 
 def _events(log: Path) -> list[dict]:
@@ -61,7 +47,7 @@ def test_a_dead_background_task_ends_the_process_non_zero_with_its_traceback(
     """A background task that raises (fault injected by the test-only setting) is logged with
     its traceback, the rest drains, and the process exits 70 instead of running on."""
     port = free_port()
-    proc, log = _hub_process(tmp_path, [*command, *(["--port", str(port)] if command == ["serve"] else [])],
+    proc, log = hub_process(tmp_path, [*command, *(["--port", str(port)] if command == ["serve"] else [])],
                              SUPERVISION__FAIL_TASK_FOR_TESTS=task, **env)
     try:
         code = proc.wait(timeout=60)
