@@ -4,11 +4,17 @@ each cut to a bound, for operators to read in a filing's history.
 `read_reply` (every call to an agency goes through it) records into the capture that
 `deliver_with_retries` opens around each try; outside a capture nothing is kept. A context
 variable carries it, so the adapters' signatures do not change.
+
+The variable holds the capture through a slot emptied when the try ends: asyncio gives every
+callback it registers a copy of the current context, and a connection opened during a try
+keeps its reading callback, with that copy, for as long as it is kept alive. Without the
+slot each kept-alive connection would keep the first try's bodies (2-4 KiB; a worker keeps
+hundreds of connections while agencies are slow, issue 13).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -34,29 +40,30 @@ class WireCapture:
         return text + _MARK.format(size=len(body)) if len(body) > self.limit else text
 
 
-_current: ContextVar[WireCapture | None] = ContextVar("crocevia_wire_capture", default=None)
+#: The open try's capture, in a one-item list emptied when the try ends (see the module's docstring).
+_current: ContextVar[Sequence[WireCapture]] = ContextVar("crocevia_wire_capture", default=())
 
 
 @contextmanager
 def capturing(limit: int = KEEP_WIRE_BYTES) -> Iterator[WireCapture]:
     """Keep what the calls made inside the block send and receive."""
     capture = WireCapture(limit)
-    token = _current.set(capture)
+    slot = [capture]
+    token = _current.set(slot)
     try:
         yield capture
     finally:
+        slot.clear()  # contexts copied inside the block outlive it: they keep an empty slot
         _current.reset(token)
 
 
 def record_sent(body: bytes) -> None:
     """The body of a request about to be sent (a new request forgets the previous reply)."""
-    capture = _current.get()
-    if capture is not None:
+    for capture in _current.get():
         capture.sent, capture.received = capture._cut(body), None
 
 
 def record_received(body: bytes) -> None:
     """The (decoded) body of the reply, read within its size bound."""
-    capture = _current.get()
-    if capture is not None:
+    for capture in _current.get():
         capture.received = capture._cut(body)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
+import gc
+import weakref
+
 from adapters.wire import capturing, record_received, record_sent
 
 
@@ -24,3 +28,21 @@ def test_nothing_is_kept_outside_a_try() -> None:
         pass
     record_received(b"outside")
     assert (wire.sent, wire.received) == (None, None)
+
+
+def test_a_context_copied_during_a_try_keeps_nothing_of_it_once_it_ends() -> None:
+    """asyncio gives each callback it registers a copy of the current context; a connection
+    opened during a try keeps its reading callback, and that copy, while it is kept alive. The
+    copy must not keep the try's bodies (a worker keeps hundreds of connections) nor write into
+    a try that has ended."""
+    with capturing() as wire:
+        record_sent(b"<envelope/>")
+        kept_by_a_connection = contextvars.copy_context()
+        record_received(b"<receipt/>")
+    kept_by_a_connection.run(record_received, b"<a later reply/>")
+    assert (wire.sent, wire.received) == ("<envelope/>", "<receipt/>")
+    ended = weakref.ref(wire)
+    del wire
+    gc.collect()
+    assert ended() is None, "the copied context still holds the ended try's capture"
+    assert len(kept_by_a_connection) >= 1  # the copy itself lives on, as a connection's would
