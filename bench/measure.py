@@ -23,7 +23,7 @@ from security.keys import generate_private_key, public_pem
 from security.modi import ModiSigner
 
 __all__ = ["BenchPortal", "DeliveryFigures", "drop_bench_backends", "free_port", "percentile", "proc_stats",
-           "add_backend_arguments", "fresh_schema", "report_deliveries", "rss_bytes", "report_targets", "settled_filings", "stop_processes", "timestamp", "wait_healthy"]
+           "add_backend_arguments", "fresh_schema", "report_deliveries", "rss_bytes", "rss_parts", "report_targets", "settled_filings", "stop_processes", "timestamp", "wait_healthy"]
 
 #: The benchmarks' mix: one filing of each of the four original kinds, in turn.
 MIX = ("business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml")
@@ -70,10 +70,20 @@ def proc_stats(pid: int) -> tuple[float, int]:
 
 def rss_bytes(pid: int) -> int:
     """Current resident memory of a live process (VmRSS, bytes)."""
+    return rss_parts(pid)["VmRSS"]
+
+
+def rss_parts(pid: int) -> dict[str, int]:
+    """A live process's resident memory (bytes), whole and by kind: VmRSS, RssAnon (its heaps:
+    what it allocated), RssFile (pages of mapped files: the interpreter's and libraries' code,
+    faulted in as first used), RssShmem."""
+    wanted = ("VmRSS:", "RssAnon:", "RssFile:", "RssShmem:")
+    parts = dict.fromkeys((name[:-1] for name in wanted), 0)
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+        if line.startswith(wanted):
+            name, kib = line.split()[:2]
+            parts[name[:-1]] = int(kib) * 1024
+    return parts
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser, *, rabbitmq_help: str | None = None) -> None:

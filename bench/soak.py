@@ -8,7 +8,9 @@ is given it first measures a short maximum (`--probe-filings` unpaced) and offer
 Then it submits at that rate for `--minutes`, reads every process's VmRSS each
 `--sample-seconds`, and prints per process: peak (VmHWM), the median RSS of the first and the
 last minute, and the least-squares slope of RSS over time in MiB/min (over the whole run, and
-after the first minute, which holds the warm-up), each beside its target.
+after the first minute, which holds the warm-up), each beside its target; then the slopes after
+warm-up of its two parts, anonymous memory (the heaps) and file-backed pages (library code paged
+in as first used), which tell what grows.
 
     .venv/bin/python bench/soak.py --minutes 3
     .venv/bin/python bench/soak.py --embedded --minutes 10 --rate 20
@@ -40,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from simulators.launcher import start_simulators  # noqa: E402
 
 from portal_load import PortalLoad  # noqa: E402
-from measure import BenchPortal, add_backend_arguments, drop_bench_backends, free_port, fresh_schema, proc_stats, rss_bytes, stop_processes, wait_healthy  # noqa: E402
+from measure import BenchPortal, add_backend_arguments, drop_bench_backends, free_port, fresh_schema, proc_stats, rss_bytes, rss_parts, stop_processes, wait_healthy  # noqa: E402
 
 PORTAL = BenchPortal()
 AGENCIES = ("cciaa", "inail", "inps", "runts")
@@ -63,12 +65,16 @@ def slope(points: list[tuple[float, float]]) -> float:
 
 
 class Sampler(threading.Thread):
-    """Reads each process's RSS every `period` seconds until stopped: (minutes since start, MiB)."""
+    """Reads each process's RSS every `period` seconds until stopped: (minutes since start, MiB),
+    the whole in `samples` and its anonymous and file-backed parts in `anon` and `files` (which
+    of them grows: the heaps, or library code paged in as first used)."""
 
     def __init__(self, pids: dict[str, int], period: float) -> None:
         super().__init__(daemon=True)
         self.pids, self.period = pids, period
         self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+        self.anon: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+        self.files: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
         self.halt = threading.Event()
         self.t0 = time.monotonic()
 
@@ -77,9 +83,12 @@ class Sampler(threading.Thread):
             now = (time.monotonic() - self.t0) / 60
             for name, pid in self.pids.items():
                 try:
-                    self.samples[name].append((now, rss_bytes(pid) / 2**20))
+                    parts = rss_parts(pid)
                 except FileNotFoundError:  # the process died: the report says so
-                    pass
+                    continue
+                self.samples[name].append((now, parts["VmRSS"] / 2**20))
+                self.anon[name].append((now, parts["RssAnon"] / 2**20))
+                self.files[name].append((now, parts["RssFile"] / 2**20))
             if self.halt.wait(self.period):  # the period between samples, not synchronisation
                 return
 
@@ -89,7 +98,7 @@ def report(sampler: Sampler, peaks: dict[str, int], minutes: float, out: Callabl
     ok = True
     out(f"{'process':<10} {'peak MiB':>9} {'first-min':>10} {'last-min':>9} {'slope/min':>10} "
         f"{'slope>1min':>11}   targets: peak <= {PEAK_TARGET_MIB:.0f} MiB, "
-        f"slope after warm-up <= {SLOPE_TARGET_MIB_PER_MIN} MiB/min")
+        f"slope after warm-up <= {SLOPE_TARGET_MIB_PER_MIN} MiB/min;   of which anon / file")
     for name, points in sampler.samples.items():
         if not points:
             out(f"{name:<10} no samples (the process died?)")
@@ -103,8 +112,10 @@ def report(sampler: Sampler, peaks: dict[str, int], minutes: float, out: Callabl
         whole, settled = slope(points), slope(after)
         met = peak <= PEAK_TARGET_MIB and settled <= SLOPE_TARGET_MIB_PER_MIN
         ok &= met
+        anon = slope([(t, mib) for t, mib in sampler.anon[name] if t > 1.0])
+        files = slope([(t, mib) for t, mib in sampler.files[name] if t > 1.0])
         out(f"{name:<10} {peak:9.1f} {statistics.median(first):10.1f} {statistics.median(last):9.1f} "
-            f"{whole:10.3f} {settled:11.3f}   {'ok' if met else 'MISSED'}")
+            f"{whole:10.3f} {settled:11.3f}   {'ok' if met else 'MISSED':<6}   {anon:.3f} / {files:.3f}")
     return ok
 
 
@@ -178,9 +189,11 @@ def main() -> int:
         ok = report(sampler, peaks, args.minutes)
         if args.samples_csv:
             with open(args.samples_csv, "w") as f:
-                f.write("process,minute,rss_mib\n")
+                f.write("process,minute,rss_mib,anon_mib,file_mib\n")
                 for name, points in sampler.samples.items():
-                    f.writelines(f"{name},{t:.4f},{mib:.2f}\n" for t, mib in points)
+                    rows = zip(points, sampler.anon[name], sampler.files[name], strict=True)
+                    f.writelines(f"{name},{t:.4f},{mib:.2f},{anon:.2f},{files:.2f}\n"
+                                 for (t, mib), (_, anon), (_, files) in rows)
         print(f"reproduce: .venv/bin/python bench/soak.py --minutes {args.minutes:g} --rate {rate:.1f}"
               + (" --embedded" if args.embedded else f" --workers {args.workers}"))
         return 0 if ok else 1
