@@ -171,13 +171,18 @@ async def _deliver_all(adapter: Any, messages: list[OutgoingMessage], policy: An
     return done, failures
 
 
-async def _run(args: argparse.Namespace, settings: Any, agencies: list[str]) -> dict[str, list[dict]]:
+def contracts_routes_samples(settings: Any) -> tuple[Any, Any, list[Any]]:
+    """The agency contracts, the checked route table and the sample filings, as `bootstrap` loads them."""
     validator = FilingValidator(max_bytes=settings.api.max_body_bytes, max_depth=settings.api.max_depth,
                                 validators=settings.api.schema_validators)
     contracts = bootstrap.load_contracts(settings)
     routes = load_route_table(settings.path(settings.routes_file), settings.path(settings.mappings_dir))
     routes = bootstrap.checked_routes(settings, routes, contracts, validator)
-    samples = load_sample_filings(settings.path(settings.samples_dir), validator)
+    return contracts, routes, load_sample_filings(settings.path(settings.samples_dir), validator)
+
+
+async def _run(args: argparse.Namespace, settings: Any, agencies: list[str]) -> dict[str, list[dict]]:
+    contracts, routes, samples = contracts_routes_samples(settings)
     clients, adapters, policies, clocks = [], {}, {}, {}
     for name in agencies:
         conf = settings.agencies[name]

@@ -49,12 +49,9 @@ import aiohttp  # noqa: E402
 import bootstrap  # noqa: E402
 from adapters.base import deliver_with_retries  # noqa: E402
 from config.logging import configure_logging  # noqa: E402
-from routing.routes import load_route_table  # noqa: E402
-from schemas.filing import FilingValidator  # noqa: E402
-from schemas.samples import load_sample_filings  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
 
-from adapter_cpu import _http_client, _messages, _settings  # noqa: E402
+from adapter_cpu import _http_client, _messages, _settings, contracts_routes_samples  # noqa: E402
 
 WARM_UP = 20
 #: A loopback HTTP/1.1 server that answers every request on a kept-alive connection after the
@@ -122,12 +119,7 @@ async def measure(calls: int, latency: float, call: Callable[[int], Awaitable[An
 
 
 async def hub_client(args: argparse.Namespace, settings: Any, sims: Any) -> tuple[float, float]:
-    validator = FilingValidator(max_bytes=settings.api.max_body_bytes, max_depth=settings.api.max_depth,
-                                validators=settings.api.schema_validators)
-    contracts = bootstrap.load_contracts(settings)
-    routes = load_route_table(settings.path(settings.routes_file), settings.path(settings.mappings_dir))
-    routes = bootstrap.checked_routes(settings, routes, contracts, validator)
-    samples = load_sample_filings(settings.path(settings.samples_dir), validator)
+    contracts, routes, samples = contracts_routes_samples(settings)
     conf = settings.agencies[args.agency]
     client = _http_client(conf, args.calls, settings.http, "")
     runtime = bootstrap.build_agency_runtime(settings, contracts, args.agency, client, concurrency=args.calls,
