@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 
 __all__ = ["KEEP_WIRE_BYTES", "WireCapture", "capturing", "record_received", "record_sent"]
 
@@ -27,13 +26,30 @@ KEEP_WIRE_BYTES = 32_768
 _MARK = "\n… [cut: {size} bytes in all]"
 
 
-@dataclass
 class WireCapture:
-    """The last request body sent and reply body received within one try (text, bounded)."""
+    """The last request body sent and reply body received within one try (text, bounded).
 
-    limit: int = KEEP_WIRE_BYTES
-    sent: str | None = None
-    received: str | None = None
+    The bodies are kept as the bytes given, which the call holds anyway while it is in flight,
+    and turned into text when read (once the try has ended): no second copy of each envelope
+    for every call waiting on an agency.
+    """
+
+    __slots__ = ("__weakref__", "_received", "_sent", "limit")
+
+    def __init__(self, limit: int = KEEP_WIRE_BYTES) -> None:
+        self.limit = limit
+        self._sent: bytes | None = None
+        self._received: bytes | None = None
+
+    @property
+    def sent(self) -> str | None:
+        """The request body last sent, cut to the bound; None if nothing was sent."""
+        return None if self._sent is None else self._cut(self._sent)
+
+    @property
+    def received(self) -> str | None:
+        """The reply body to that request, cut to the bound; None if none was read."""
+        return None if self._received is None else self._cut(self._received)
 
     def _cut(self, body: bytes) -> str:
         text = body[: self.limit].decode("utf-8", errors="replace")
@@ -60,10 +76,10 @@ def capturing(limit: int = KEEP_WIRE_BYTES) -> Iterator[WireCapture]:
 def record_sent(body: bytes) -> None:
     """The body of a request about to be sent (a new request forgets the previous reply)."""
     for capture in _current.get():
-        capture.sent, capture.received = capture._cut(body), None
+        capture._sent, capture._received = bytes(body), None  # the same object when it is bytes
 
 
 def record_received(body: bytes) -> None:
-    """The (decoded) body of the reply, read within its size bound."""
+    """The body of the reply, read within its size bound."""
     for capture in _current.get():
-        capture.received = capture._cut(body)
+        capture._received = bytes(body)
