@@ -34,6 +34,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
+import os
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,7 @@ from config.logging import configure_logging  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
 
 from adapter_cpu import _http_client, _messages, _settings, contracts_routes_samples  # noqa: E402
+from measure import rss_parts  # noqa: E402
 
 WARM_UP = 20
 #: A loopback HTTP/1.1 server that answers every request on a kept-alive connection after the
@@ -90,10 +92,7 @@ def heap_mib() -> float:
     trim = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
     if trim is not None:
         trim(0)
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no RssAnon in /proc/self/status (Linux only)")
+    return rss_parts(os.getpid())["RssAnon"] / 2**20
 
 
 async def measure(calls: int, latency: float, call: Callable[[int], Awaitable[Any]]) -> tuple[float, float]:
