@@ -4,6 +4,7 @@ reuse, limits and failures, each read as the adapters classify it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -585,10 +586,30 @@ async def test_https_with_the_agency_certificate_trusted(serve, tmp_path: Path) 
         assert (await http.post(agency.url, content=b"a")).content == b"echo:a"
         assert (await http.post(agency.url, content=b"b")).content == b"echo:b"
     assert agency.accepted == 1
-    async with client() as http:  # the default context (certifi) does not know this certificate
+    async with client() as http:  # the system's trust store does not know this certificate
         with pytest.raises(httpx.ConnectError) as caught:
             await http.post(agency.url, content=b"c")
     assert isinstance(classify_httpx_error(caught.value, CTX), AdapterMisconfigured)
+
+
+def _tls_contexts() -> int:
+    gc.collect()
+    return sum(isinstance(thing, ssl.SSLContext) for thing in gc.get_objects())
+
+
+async def test_agency_sessions_share_one_trust_store(serve) -> None:
+    """Each agency has a transport of its own; opening their sessions loads no trust store per agency
+    (~0.8 MiB of a worker each): they verify with the system's, loaded once per process."""
+    import aiohttp  # noqa: F401  (its own contexts, made when it is imported, are the process's)
+
+    agency = await serve()
+    before = _tls_contexts()
+    clients = [client() for _ in range(4)]
+    for http in clients:
+        assert (await http.post(agency.url, content=b"a")).content == b"echo:a"
+    assert _tls_contexts() == before
+    for http in clients:
+        await http.aclose()
 
 
 def test_bootstrap_gives_agency_clients_the_configured_transport() -> None:
