@@ -10,7 +10,8 @@ Then it submits at that rate for `--minutes`, reads every process's VmRSS each
 last minute, and the least-squares slope of RSS over time in MiB/min (over the whole run, and
 after the first minute, which holds the warm-up), each beside its target; then the slopes after
 warm-up of its two parts, anonymous memory (the heaps) and file-backed pages (library code paged
-in as first used), which tell what grows.
+in as first used), which tell what grows. A soak longer than ten minutes also prints the slope
+of each ten-minute window: growth that stops shows as slopes falling window after window.
 
     .venv/bin/python bench/soak.py --minutes 3
     .venv/bin/python bench/soak.py --embedded --minutes 10 --rate 20
@@ -34,6 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import NamedTuple
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +52,10 @@ AGENCIES = ("cciaa", "inail", "inps", "runts")
 PEAK_TARGET_MIB = 120.0
 #: "No growth": after warm-up, a slope this small adds under 5 MiB an hour-ish soak would notice.
 SLOPE_TARGET_MIB_PER_MIN = 0.1
+#: The first minute holds the warm-up (what loads on first use); the settled slope starts after it.
+WARM_UP_MINUTES = 1.0
+#: A soak longer than this also reports its slope window by window.
+WINDOW_MINUTES = 10.0
 
 
 def slope(points: list[tuple[float, float]]) -> float:
@@ -64,17 +70,23 @@ def slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / sxx
 
 
+class Sample(NamedTuple):
+    """One reading of a process: minutes since the sampling started, and its RSS in MiB, whole and
+    in its anonymous (the heaps) and file-backed (library code paged in as first used) parts."""
+
+    minute: float
+    rss: float
+    anon: float
+    files: float
+
+
 class Sampler(threading.Thread):
-    """Reads each process's RSS every `period` seconds until stopped: (minutes since start, MiB),
-    the whole in `samples` and its anonymous and file-backed parts in `anon` and `files` (which
-    of them grows: the heaps, or library code paged in as first used)."""
+    """Reads each process's RSS every `period` seconds until stopped, into `samples`."""
 
     def __init__(self, pids: dict[str, int], period: float) -> None:
         super().__init__(daemon=True)
         self.pids, self.period = pids, period
-        self.samples: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
-        self.anon: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
-        self.files: dict[str, list[tuple[float, float]]] = {name: [] for name in pids}
+        self.samples: dict[str, list[Sample]] = {name: [] for name in pids}
         self.halt = threading.Event()
         self.t0 = time.monotonic()
 
@@ -86,11 +98,16 @@ class Sampler(threading.Thread):
                     parts = rss_parts(pid)
                 except FileNotFoundError:  # the process died: the report says so
                     continue
-                self.samples[name].append((now, parts["VmRSS"] / 2**20))
-                self.anon[name].append((now, parts["RssAnon"] / 2**20))
-                self.files[name].append((now, parts["RssFile"] / 2**20))
+                self.samples[name].append(Sample(now, parts["VmRSS"] / 2**20, parts["RssAnon"] / 2**20,
+                                                 parts["RssFile"] / 2**20))
             if self.halt.wait(self.period):  # the period between samples, not synchronisation
                 return
+
+
+def series(samples: list[Sample], part: str, after: float = 0.0,
+           before: float = float("inf")) -> list[tuple[float, float]]:
+    """(minute, MiB) of one part (`rss`, `anon` or `files`) of the samples taken in [after, before)."""
+    return [(s.minute, getattr(s, part)) for s in samples if after <= s.minute < before]
 
 
 def report(sampler: Sampler, peaks: dict[str, int], minutes: float, out: Callable[[str], None] = print) -> bool:
@@ -99,23 +116,31 @@ def report(sampler: Sampler, peaks: dict[str, int], minutes: float, out: Callabl
     out(f"{'process':<10} {'peak MiB':>9} {'first-min':>10} {'last-min':>9} {'slope/min':>10} "
         f"{'slope>1min':>11}   targets: peak <= {PEAK_TARGET_MIB:.0f} MiB, "
         f"slope after warm-up <= {SLOPE_TARGET_MIB_PER_MIN} MiB/min;   of which anon / file")
-    for name, points in sampler.samples.items():
-        if not points:
+    for name, samples in sampler.samples.items():
+        if not samples:
             out(f"{name:<10} no samples (the process died?)")
             ok = False
             continue
+        points = series(samples, "rss")
         end = points[-1][0]
         first = [mib for t, mib in points if t <= 1.0] or [points[0][1]]
         last = [mib for t, mib in points if t >= end - 1.0]
-        after = [(t, mib) for t, mib in points if t > 1.0]
         peak = peaks.get(name, 0) / 2**20 or max(mib for _, mib in points)
-        whole, settled = slope(points), slope(after)
+        whole, settled = slope(points), slope(series(samples, "rss", after=WARM_UP_MINUTES))
         met = peak <= PEAK_TARGET_MIB and settled <= SLOPE_TARGET_MIB_PER_MIN
         ok &= met
-        anon = slope([(t, mib) for t, mib in sampler.anon[name] if t > 1.0])
-        files = slope([(t, mib) for t, mib in sampler.files[name] if t > 1.0])
+        anon = slope(series(samples, "anon", after=WARM_UP_MINUTES))
+        files = slope(series(samples, "files", after=WARM_UP_MINUTES))
         out(f"{name:<10} {peak:9.1f} {statistics.median(first):10.1f} {statistics.median(last):9.1f} "
             f"{whole:10.3f} {settled:11.3f}   {'ok' if met else 'MISSED':<6}   {anon:.3f} / {files:.3f}")
+    if minutes > WINDOW_MINUTES:
+        # Growth that stops shows as a falling slope window after window.
+        starts = range(0, int(minutes), int(WINDOW_MINUTES))
+        out(f"slope by {WINDOW_MINUTES:g}-minute window (MiB/min): "
+            + ", ".join(f"[{start}, {min(start + WINDOW_MINUTES, minutes):g})" for start in starts))
+        for name, samples in sampler.samples.items():
+            windows = (slope(series(samples, "rss", after=start, before=start + WINDOW_MINUTES)) for start in starts)
+            out(f"{name:<10} " + ", ".join(f"{value:.3f}" for value in windows))
     return ok
 
 
@@ -190,10 +215,8 @@ def main() -> int:
         if args.samples_csv:
             with open(args.samples_csv, "w") as f:
                 f.write("process,minute,rss_mib,anon_mib,file_mib\n")
-                for name, points in sampler.samples.items():
-                    rows = zip(points, sampler.anon[name], sampler.files[name], strict=True)
-                    f.writelines(f"{name},{t:.4f},{mib:.2f},{anon:.2f},{files:.2f}\n"
-                                 for (t, mib), (_, anon), (_, files) in rows)
+                for name, samples in sampler.samples.items():
+                    f.writelines(f"{name},{s.minute:.4f},{s.rss:.2f},{s.anon:.2f},{s.files:.2f}\n" for s in samples)
         print(f"reproduce: .venv/bin/python bench/soak.py --minutes {args.minutes:g} --rate {rate:.1f}"
               + (" --embedded" if args.embedded else f" --workers {args.workers}"))
         return 0 if ok else 1
