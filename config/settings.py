@@ -404,7 +404,10 @@ class NotificationSettings(_Section):
     initial_delay: float = 1.0
     max_delay: float = 300.0
     jitter: float = 0.2
+    #: Seconds for each step of a callback (connect, the wait for a free connection, the gap
+    #: between two bytes of the answer), and for the whole callback, answer included.
     timeout: float = 10.0
+    call_deadline: float = Field(default=20.0, gt=0)
     concurrency: int = 16
     lease_seconds: float = 60.0
     poll_interval: float = 0.05
@@ -415,11 +418,11 @@ class NotificationSettings(_Section):
 
 
 class HttpSettings(_Section):
-    """How the agency clients speak HTTP (the notifier keeps httpx's own transport)."""
+    """How the hub's outgoing clients speak HTTP: its calls to agencies and to portals' callbacks."""
 
     #: "aiohttp": aiohttp's client behind httpx's seam (`adapters/http_transport.py`), the
     #: cheaper per call on `bench/http_clients.py`; "httpx": httpx's own transport (a switch
-    #: back). Either is bounded by the agency's concurrency.
+    #: back). Either is bounded by the agency's (or the notifier's) concurrency.
     pool: Literal["aiohttp", "httpx"] = "aiohttp"
     #: The largest agency reply read ("aiohttp" only); a larger one is a protocol error.
     max_body_bytes: int = 16 * 1024 * 1024

@@ -23,8 +23,8 @@ from service.maintenance import MaintenanceCalendar, MaintenanceWindow
 from service.schedule import LateOutcomePolicy, SchedulePolicy
 from wiring.identity import agency_signer
 
-__all__ = ["agency_http_client", "agency_transport", "build_adapter", "build_agency_runtime", "calendar",
-           "configured_adapter"]
+__all__ = ["agency_http_client", "build_adapter", "build_agency_runtime", "calendar", "configured_adapter",
+           "outgoing_transport"]
 
 
 def build_adapter(contracts: ContractSet, name: str, *, endpoint: str, http: httpx.AsyncClient,
@@ -88,8 +88,9 @@ def calendar(conf: AgencySettings) -> MaintenanceCalendar:
     return MaintenanceCalendar(MaintenanceWindow.parse(w.days, w.start, w.end, w.tz) for w in conf.maintenance)
 
 
-def agency_transport(http: HttpSettings, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    """The agency clients' transport, as `[http] pool` says, bounded by the client's `limits`."""
+def outgoing_transport(http: HttpSettings, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    """The transport of a client the hub calls out with (an agency's, the portals' callbacks'),
+    as `[http] pool` says, bounded by the client's `limits`."""
     if http.pool == "aiohttp":
         return AiohttpTransport(limits=limits, max_body=http.max_body_bytes)
     # An AsyncClient given a transport passes its own `limits` nowhere: they go here, or httpcore
@@ -102,7 +103,7 @@ def agency_http_client(conf: AgencySettings, concurrency: int | None = None,
     """The agency's own client: its timeouts, a pool as large as its concurrency, its deadline."""
     size = concurrency or conf.concurrency
     limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    inner = agency_transport(http or HttpSettings(), limits)
+    inner = outgoing_transport(http or HttpSettings(), limits)
     return AgencyClient(
         direct=inner if isinstance(inner, AiohttpTransport) else None,
         deadline=conf.call_deadline,

@@ -6,14 +6,27 @@ from collections.abc import Callable
 
 import httpx
 
+from adapters.deadline import DeadlineTransport
 from adapters.webhook import WebhookSender, WebhookTarget
 from config.settings import Settings
 from security.secrets import callback_secret
 from service.notifier import EventNotifier, EventStore
 from service.schedule import SchedulePolicy
+from wiring.agencies import outgoing_transport
 from wiring.memory import client_sending_nothing
 
-__all__ = ["build_notifier"]
+__all__ = ["build_notifier", "callback_client"]
+
+
+def callback_client(settings: Settings) -> httpx.AsyncClient:
+    """The client that POSTs to the portals' callback addresses: the transport the agencies'
+    clients have (`[http] pool`; aiohttp's by default, already loaded in a worker with its one
+    trust store, where httpx's own would load httpcore, h11 and a store of its own, ~4 MiB),
+    as many connections as the notifier's concurrency, each callback ended at its deadline."""
+    n = settings.notifications
+    limits = httpx.Limits(max_connections=n.concurrency, max_keepalive_connections=n.concurrency)
+    return httpx.AsyncClient(timeout=httpx.Timeout(n.timeout), limits=limits, trust_env=False,
+                             transport=DeadlineTransport(outgoing_transport(settings.http, limits), n.call_deadline))
 
 
 def build_notifier(settings: Settings, store: EventStore,
@@ -34,9 +47,8 @@ def build_notifier(settings: Settings, store: EventStore,
         if secret is None:
             raise ValueError(f"portal {portal!r} has a callback_url but no callback_secret(_file)")
         targets[portal] = WebhookTarget(conf.callback_url, secret)
-    client = (httpx.AsyncClient(timeout=httpx.Timeout(n.timeout), trust_env=False,
-                                transport=httpx.AsyncHTTPTransport(retries=0))
-              if targets else client_sending_nothing("notifications without a portal to call back"))
+    client = callback_client(settings) if targets else client_sending_nothing(
+        "notifications without a portal to call back")
     notifier = EventNotifier(
         store=store,
         sender=WebhookSender(client, targets),

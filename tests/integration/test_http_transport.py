@@ -615,12 +615,12 @@ async def test_agency_sessions_share_one_trust_store(serve) -> None:
 def test_bootstrap_gives_agency_clients_the_configured_transport() -> None:
     """`[http] pool` picks the agency clients' transport, aiohttp's by default, each with the limits."""
     from config.settings import HttpSettings
-    from wiring.agencies import agency_transport
+    from wiring.agencies import outgoing_transport
 
     limits = httpx.Limits(max_connections=3, max_keepalive_connections=3)
-    default = agency_transport(HttpSettings(), limits)
+    default = outgoing_transport(HttpSettings(), limits)
     assert isinstance(default, AiohttpTransport) and default.limits is limits
-    assert isinstance(agency_transport(HttpSettings(pool="httpx"), limits), httpx.AsyncHTTPTransport)
+    assert isinstance(outgoing_transport(HttpSettings(pool="httpx"), limits), httpx.AsyncHTTPTransport)
 
 
 async def test_httpx_transport_keeps_the_configured_limits(serve) -> None:
@@ -648,3 +648,46 @@ async def test_httpx_transport_keeps_the_configured_limits(serve) -> None:
         gate.set()
         assert [(await c).status_code for c in calls] == [200] * 5
     assert agency.max_open == 2
+
+
+async def test_portal_callbacks_go_through_the_agencies_transport_bounded_and_ended_at_their_deadline(
+        serve) -> None:
+    """The notifier's client speaks through `[http] pool` (aiohttp's by default, which a worker has
+    loaded already), opens no more connections than the notifier's concurrency, and a callback the
+    portal does not answer ends at the notifier's deadline as a failure the notifier retries."""
+    from adapters.webhook import WebhookFailed, WebhookSender, WebhookTarget
+    from config.settings import NotificationSettings, load_settings
+    from wiring.notifications import callback_client
+
+    gate = asyncio.Event()
+
+    async def held(writer: asyncio.StreamWriter, request: Request) -> bool:
+        await gate.wait()
+        writer.write(reply(status=b"204 No Content", body=b""))
+        return True
+
+    def client_for(call_deadline: float) -> httpx.AsyncClient:
+        notifications = NotificationSettings(concurrency=2, timeout=5.0, call_deadline=call_deadline)
+        return callback_client(load_settings(None).model_copy(update={"notifications": notifications}))
+
+    portal = await serve(held)
+    async with client_for(10.0) as http:
+        assert isinstance(http._transport.inner, AiohttpTransport)  # type: ignore[attr-defined]
+        sender = WebhookSender(http, {"acme": WebhookTarget(portal.url, b"s" * 32)})
+        calls = [asyncio.create_task(sender.send("acme", f"event-{n}", b"{}")) for n in range(4)]
+        await portal.wait_until(lambda: portal.accepted == 2)
+        gate.set()
+        assert await asyncio.gather(*calls) == [None] * 4
+    assert portal.max_open == 2
+
+    silent = await serve(_never_answers)
+    async with client_for(0.3) as http:
+        sender = WebhookSender(http, {"acme": WebhookTarget(silent.url, b"s" * 32)})
+        with pytest.raises(WebhookFailed, match="CallDeadlineExceeded"):
+            await sender.send("acme", "event-late", b"{}")
+
+
+async def _never_answers(writer: asyncio.StreamWriter, request: Request) -> bool:
+    """A portal that reads the callback and never answers it."""
+    await asyncio.Event().wait()
+    return False
