@@ -404,9 +404,10 @@ class NotificationSettings(_Section):
     initial_delay: float = 1.0
     max_delay: float = 300.0
     jitter: float = 0.2
-    #: Seconds for each step of a callback (connect, the wait for a free connection, the gap
-    #: between two bytes of the answer), and for the whole callback, answer included.
+    #: Seconds for each step of a callback: connect, the wait for a free connection, the gap
+    #: between two bytes of the answer.
     timeout: float = 10.0
+    #: Seconds for the whole callback, answer included (aiohttp has no write timeout).
     call_deadline: float = Field(default=20.0, gt=0)
     concurrency: int = 16
     lease_seconds: float = 60.0
