@@ -31,10 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import ctypes.util
-import gc
-import os
 import subprocess
 import sys
 import tempfile
@@ -53,7 +49,7 @@ from config.logging import configure_logging  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
 
 from adapter_cpu import _http_client, _messages, _settings, contracts_routes_samples  # noqa: E402
-from measure import rss_parts  # noqa: E402
+from measure import heap_mib  # noqa: E402
 
 WARM_UP = 20
 #: A loopback HTTP/1.1 server that answers every request on a kept-alive connection after the
@@ -84,15 +80,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def heap_mib() -> float:
-    """This process's anonymous resident memory (RssAnon) after a collection and a trim."""
-    gc.collect()
-    trim = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-    return rss_parts(os.getpid())["RssAnon"] / 2**20
 
 
 async def measure(calls: int, latency: float, call: Callable[[int], Awaitable[Any]]) -> tuple[float, float]:

@@ -4,6 +4,9 @@ process CPU and peak memory, percentiles. The caller puts the project root on sy
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
+import gc
 import os
 import socket
 import statistics
@@ -84,6 +87,16 @@ def rss_parts(pid: int) -> dict[str, int]:
             name, kib = line.split()[:2]
             parts[name[:-1]] = int(kib) * 1024
     return parts
+
+
+def heap_mib() -> float:
+    """This process's anonymous resident memory (RssAnon, MiB) after a collection and a trim:
+    what its heaps hold, without the pages freed by then."""
+    gc.collect()
+    trim = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+    return rss_parts(os.getpid())["RssAnon"] / 2**20
 
 
 def add_backend_arguments(parser: argparse.ArgumentParser, *, rabbitmq_help: str | None = None) -> None:
