@@ -48,6 +48,11 @@ filing_events = Table(
     UniqueConstraint("filing_id", "seq", name="uq_filing_events_filing_id_seq"),
     Index("ix_filing_events_pending", "delivered_at", "portal", "next_attempt_at"),
 )
+# The notifier's claim asks, of each due event, whether an earlier one of its filing is still
+# open: one probe of this index each. Without it the planner may answer from the pending index
+# instead, reading every open event per candidate: quadratic in the backlog (0013).
+Index("ix_filing_events_open", filing_events.c.filing_id, filing_events.c.seq,
+      postgresql_where=filing_events.c.delivered_at.is_(None), sqlite_where=filing_events.c.delivered_at.is_(None))
 
 # The circuit breaker of each agency as the last worker to change it saw it.
 agency_status = Table(
