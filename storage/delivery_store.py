@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Float, Integer, String, Update, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.messages import Receipt
@@ -26,6 +26,7 @@ from service.ports import (
 )
 from storage.anomalies import list_anomalies
 from storage.audit import append_audit
+from storage.binds import values_in
 from storage.delivery_ops import (
     RECIPIENT_CORRECTED,
     EventLog,
@@ -48,6 +49,43 @@ __all__ = ["NEVER", "DeliverySemanticsStore", "delivery_view"]
 _S = DeliveryState
 #: `filing_events.next_attempt_at` of an event the notifier gave up on: never due again.
 NEVER = float("inf")
+
+
+def _claim_events_statement(postgresql: bool) -> Update:
+    """The notifier's claim: lease up to `b_limit` due events of `b_portals`, of each filing
+    only its earliest open one. Built once (per dialect): built per claim, its construction
+    cost more than the claim's own work on a short batch."""
+    e, p = filing_events, filing_events.alias("earlier")
+    now = bindparam("b_now", type_=Float)
+    earlier_open = (
+        select(p.c.id)
+        .where(p.c.filing_id == e.c.filing_id, p.c.seq < e.c.seq, p.c.delivered_at.is_(None),
+               p.c.next_attempt_at < NEVER)  # one given up holds nothing back
+        .exists()
+    )
+    due = (
+        select(e.c.id)
+        .where(
+            e.c.delivered_at.is_(None),
+            values_in(e.c.portal, "b_portals", String, postgresql),
+            e.c.next_attempt_at <= now,
+            or_(e.c.leased_until.is_(None), e.c.leased_until < now),
+            ~earlier_open,
+        )
+        .order_by(e.c.next_attempt_at, e.c.seq)
+        .limit(bindparam("b_limit", type_=Integer))
+    )
+    if postgresql:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        update(e)
+        .where(e.c.id.in_(due.scalar_subquery()))
+        .values(lease_owner=bindparam("b_owner"), leased_until=bindparam("b_until", type_=Float))
+        .returning(*e.c)
+    )
+
+
+_CLAIM_EVENTS = {postgresql: _claim_events_statement(postgresql) for postgresql in (True, False)}
 
 
 def _utcnow() -> datetime:
@@ -299,34 +337,10 @@ class DeliverySemanticsStore:
         if limit <= 0 or not portals:
             return []
         now = self._clock()
-        e, p = filing_events, filing_events.alias("earlier")
-        earlier_open = (
-            select(p.c.id)
-            .where(p.c.filing_id == e.c.filing_id, p.c.seq < e.c.seq, p.c.delivered_at.is_(None),
-                   p.c.next_attempt_at < NEVER)  # one given up holds nothing back
-            .exists()
-        )
-        due = (
-            select(e.c.id)
-            .where(
-                e.c.delivered_at.is_(None),
-                e.c.portal.in_(list(portals)),
-                e.c.next_attempt_at <= now,
-                or_(e.c.leased_until.is_(None), e.c.leased_until < now),
-                ~earlier_open,
-            )
-            .order_by(e.c.next_attempt_at, e.c.seq)
-            .limit(limit)
-        )
-        if self._postgresql:
-            due = due.with_for_update(skip_locked=True)
         with self._write() as conn, conn.begin():
-            rows = conn.execute(
-                update(e)
-                .where(e.c.id.in_(due.scalar_subquery()))
-                .values(lease_owner=owner, leased_until=now + lease_seconds)
-                .returning(*e.c)
-            ).all()
+            rows = conn.execute(_CLAIM_EVENTS[self._postgresql], {
+                "b_portals": list(portals), "b_now": now, "b_limit": limit,
+                "b_owner": owner, "b_until": now + lease_seconds}).all()
         return sorted((_event(r) for r in rows), key=lambda ev: (ev.filing_id, ev.seq))
 
     @outages_translated
