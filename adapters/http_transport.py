@@ -1,11 +1,12 @@
-"""The agency clients' HTTP/1.1 transport: aiohttp's client behind httpx's transport seam.
+"""The hub's outgoing HTTP/1.1 transport: aiohttp's client behind httpx's transport seam.
 
-The adapters speak to agencies through an `httpx.AsyncClient` (`adapters/replies.read_reply`);
-this transport hands each request to an `aiohttp.ClientSession` instead of httpcore. On
-`bench/http_clients.py` aiohttp costs a third to a half of the CPU per call of the hand-written
-pool it replaces (issue 13) and httpcore several times more; httpx's client around it costs more
-than aiohttp itself, so `AgencyClient` lets `read_reply` send plain calls through `exchange`
-without it. aiohttp's failures are translated here, once, into httpx's exception tree
+The adapters speak to agencies, and the notifier to the portals' callback addresses, through an
+`httpx.AsyncClient` (`adapters/replies.read_reply`, `adapters/webhook`); this transport hands
+each request to an `aiohttp.ClientSession` instead of httpcore. On `bench/http_clients.py`
+aiohttp costs a third to a half of the CPU per call of the hand-written pool it replaces
+(issue 13) and httpcore several times more; httpx's client around it costs more than aiohttp
+itself, so an `OutgoingClient` sends plain calls through `exchange` without it
+(`OutgoingClient.exchange_direct`). aiohttp's failures are translated here, once, into httpx's exception tree
 (in the manner of httpx's `map_httpcore_exceptions`), so `classify_httpx_error` reads them as it
 reads httpx's own: nothing sent (ConnectError/ConnectTimeout), maybe received (ReadTimeout,
 RemoteProtocolError, ReadError), our fault (LocalProtocolError).
@@ -13,11 +14,12 @@ RemoteProtocolError, ReadError), our fault (LocalProtocolError).
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 import ssl
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import chain
 from types import ModuleType
@@ -27,7 +29,9 @@ import httpx
 from multidict import CIMultiDict
 from yarl import URL
 
-__all__ = ["DEFAULT_MAX_BODY", "AgencyClient", "AiohttpTransport", "BodyTooLarge"]
+from adapters.deadline import CallDeadlineExceeded
+
+__all__ = ["DEFAULT_MAX_BODY", "AiohttpTransport", "BodyTooLarge", "OutgoingClient"]
 
 #: Largest response body accepted by default: agency receipts are a few KiB.
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -65,7 +69,16 @@ else:
 
 
 class BodyTooLarge(Exception):
-    """A reply body passed the caller's bound while being read (`AiohttpTransport.exchange`)."""
+    """A reply body passed the caller's bound while being read (`AiohttpTransport.exchange`).
+
+    Args:
+        status: the reply's status code, already read (a caller that wants only the status
+            has it all the same).
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @contextmanager
@@ -282,14 +295,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 encoded = "Content-Encoding" in response.headers
                 if not encoded and declared.isdigit() and int(declared) > max_bytes:
                     response.close()
-                    raise BodyTooLarge(f"reply of {declared} bytes announced, more than {max_bytes}")
+                    raise BodyTooLarge(f"reply of {declared} bytes announced, more than {max_bytes}",
+                                       response.status)
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.content.iter_any():
                     size += len(chunk)
                     if size > max_bytes:
                         response.close()  # bytes left on the connection: never pooled again
-                        raise BodyTooLarge(f"reply larger than {max_bytes} bytes")
+                        raise BodyTooLarge(f"reply larger than {max_bytes} bytes", response.status)
                     chunks.append(chunk)
                 return response.status, list(response.raw_headers), b"".join(chunks)
 
@@ -302,13 +316,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 await session.close()
 
 
-class AgencyClient(httpx.AsyncClient):
-    """An agency's httpx client that may also hand plain calls to aiohttp directly.
+class OutgoingClient(httpx.AsyncClient):
+    """An httpx client (an agency's, or the portals' callbacks') that may also hand plain calls
+    to aiohttp directly.
 
-    `read_reply` sends a call with only a body, headers and a timeout through `direct`, within
-    `deadline`, skipping httpx's client (request building, cookies, redirects), which costs more
-    CPU per call than aiohttp itself (`bench/http_clients.py`, `direct`). Anything else, and
-    every other use of the client, goes through httpx as usual, on the same transport.
+    `exchange_direct` sends a call with only a body, headers and the client's timeouts through
+    `direct`, within `deadline`, skipping httpx's client (request building, cookies, redirects),
+    which costs more CPU per call than aiohttp itself (`bench/http_clients.py`, `direct`);
+    `read_reply` and the webhook sender take it when `direct` is set. Anything else, and every
+    other use of the client, goes through httpx as usual, on the same transport.
     """
 
     def __init__(self, *, direct: AiohttpTransport | None, deadline: float, **kwargs: Any) -> None:
@@ -340,3 +356,32 @@ class AgencyClient(httpx.AsyncClient):
         if self._defaults is None or self._defaults[0] != raw:
             self._defaults = (raw, CIMultiDict(self.headers.items()))
         return self._defaults[1].copy()
+
+    async def exchange_direct(self, method: str, url: httpx.URL | str, content: bytes,
+                              headers: Iterable[tuple[str, str]], timeouts: dict[str, float | None],
+                              max_bytes: int) -> tuple[str, int, list[tuple[bytes, bytes]], bytes]:
+        """One call on `direct`: the client's own headers then `headers` (names as httpx would
+        send them), `timeouts` (`httpx.Timeout.as_dict()`), ended at the call deadline.
+
+        Returns:
+            The absolute address called, the status, the raw reply headers and the body.
+
+        Raises:
+            BodyTooLarge: the declared or decoded body is larger than `max_bytes`.
+            CallDeadlineExceeded: no complete reply within `deadline`.
+            httpx.TransportError: as `AiohttpTransport.exchange` raises them.
+        """
+        assert self.direct is not None
+        target = self.target_of(url)
+        sent = self.default_headers()
+        for name, value in headers:
+            sent[name] = value
+        scope = asyncio.timeout(self.deadline)
+        try:
+            async with scope:
+                status, raw, body = await self.direct.exchange(method, target, sent, content, timeouts, max_bytes)
+        except TimeoutError as exc:
+            if not scope.expired():
+                raise
+            raise CallDeadlineExceeded(f"no complete reply within the call deadline of {self.deadline} s") from exc
+        return target, status, raw, body

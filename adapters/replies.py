@@ -4,7 +4,7 @@ The adapters stream the reply and stop at the contract's `max_reply_bytes`
 (`ReceiptLimits`): a declared Content-Length beyond it is refused before the body is read,
 and a body without one stops being read as soon as it passes the bound (the connection is
 then dropped, not reused). The count is of decoded bytes, so a compressed reply cannot
-expand past the bound either. An agency client on aiohttp (`AgencyClient`) takes a direct path
+expand past the bound either. An agency client on aiohttp (an `OutgoingClient`) takes a direct path
 for plain calls, with the same headers, timeouts, deadline, bound and errors.
 
 Either path hands back a `Reply`: the status, the headers and the body the adapters read, as
@@ -14,7 +14,6 @@ every call (on the direct path they cost more CPU than the rest of it, aiohttp a
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import email.message
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,8 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import httpx
 
-from adapters.deadline import CallDeadlineExceeded
-from adapters.http_transport import AgencyClient, AiohttpTransport, BodyTooLarge
+from adapters.http_transport import BodyTooLarge, OutgoingClient
 from adapters.wire import record_received, record_sent
 from domain.errors import AgencyProtocolError
 
@@ -174,8 +172,8 @@ async def read_reply(http: httpx.AsyncClient, method: str, url: httpx.URL | str,
         AgencyProtocolError: the body is larger than `max_bytes` (code `REPLY_TOO_LARGE`).
         httpx.HTTPError: as `httpx.AsyncClient.send` and reading the body raise them.
     """
-    if isinstance(http, AgencyClient) and http.direct is not None and _plain(kwargs, follow_redirects):
-        return await _read_direct(http, http.direct, method, url, max_bytes=max_bytes, ctx=ctx, **kwargs)
+    if isinstance(http, OutgoingClient) and http.direct is not None and _plain(kwargs, follow_redirects):
+        return await _read_direct(http, method, url, max_bytes=max_bytes, ctx=ctx, **kwargs)
     request = http.build_request(method, url, **kwargs)
     try:
         record_sent(request.content)
@@ -209,28 +207,18 @@ def _plain(kwargs: dict[str, Any], follow_redirects: bool | UseClientDefault) ->
         follow_redirects is httpx.USE_CLIENT_DEFAULT or follow_redirects is False)
 
 
-async def _read_direct(http: AgencyClient, transport: AiohttpTransport, method: str, url: httpx.URL | str, *,
+async def _read_direct(http: OutgoingClient, method: str, url: httpx.URL | str, *,
                        max_bytes: int, ctx: ErrorContext, content: bytes = b"", headers: Any = None,
                        timeout: Any = httpx.USE_CLIENT_DEFAULT) -> Reply:
     """`read_reply` on aiohttp without httpx's client: the same headers sent (the client's
     defaults, then the call's), the same timeouts, call deadline, size bound and errors."""
-    target = http.target_of(url)
-    sent = http.default_headers()
-    if headers:
-        for name, value in _call_headers(headers):
-            sent[name] = value
     timeouts = (http.timeout if timeout is httpx.USE_CLIENT_DEFAULT else httpx.Timeout(timeout)).as_dict()
     record_sent(content)
-    scope = asyncio.timeout(http.deadline)
     try:
-        async with scope:
-            status, raw, body = await transport.exchange(method, target, sent, content, timeouts, max_bytes)
+        target, status, raw, body = await http.exchange_direct(
+            method, url, content, _call_headers(headers) if headers else (), timeouts, max_bytes)
     except BodyTooLarge as exc:
         raise _too_large(ctx, str(exc)) from exc
-    except TimeoutError as exc:
-        if not scope.expired():
-            raise
-        raise CallDeadlineExceeded(f"no complete reply within the call deadline of {http.deadline} s") from exc
     record_received(body)
     return Reply(status, reply_headers(raw, body), body, target)
 

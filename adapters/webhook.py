@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 
 from adapters.base import parse_retry_after
+from adapters.http_transport import BodyTooLarge, OutgoingClient
 from domain.errors import NotificationFailed
 
 __all__ = [
@@ -111,11 +112,34 @@ class WebhookSender:
             SIGNATURE_HEADER: sign_body(target.secret, body, self._clock()),
             "User-Agent": "crocevia-notifier/1",
         }
+        http = self._http
+        if isinstance(http, OutgoingClient) and http.direct is not None:
+            status, retry_after = await self._post_direct(http, target.url, headers, body)
+        else:
+            status, retry_after = await self._post(target.url, headers, body)
+        if not 200 <= status < 300:
+            raise WebhookFailed(f"HTTP {status}", retry_after=parse_retry_after(retry_after))
+
+    async def _post_direct(self, http: OutgoingClient, url: str, headers: dict[str, str],
+                           body: bytes) -> tuple[int, str | None]:
+        """The POST on aiohttp without httpx's client around it (the agencies' direct path):
+        the status and any Retry-After; an answer past the bound is cut, its status kept."""
+        try:
+            _, status, raw, _ = await http.exchange_direct("POST", url, body, headers.items(),
+                                                           http.timeout.as_dict(), MAX_ANSWER_BYTES)
+        except BodyTooLarge as exc:
+            return exc.status, None
+        except httpx.HTTPError as exc:
+            raise WebhookFailed(f"{type(exc).__name__}: {exc}") from exc
+        retry_after = next((v.decode("latin-1") for k, v in raw if k.lower() == b"retry-after"), None)
+        return status, retry_after
+
+    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, str | None]:
+        """The POST through httpx's client: the status and any Retry-After."""
         try:
             # Only the status matters: the portal's body is drained up to a small bound (a
             # short one keeps the connection reusable) and never kept, whatever its size.
-            async with self._http.stream("POST", target.url, content=body,
-                                         headers=headers) as response:
+            async with self._http.stream("POST", url, content=body, headers=headers) as response:
                 drained = 0
                 async for chunk in response.aiter_raw():
                     drained += len(chunk)
@@ -123,6 +147,4 @@ class WebhookSender:
                         break
         except httpx.HTTPError as exc:
             raise WebhookFailed(f"{type(exc).__name__}: {exc}") from exc
-        if not 200 <= response.status_code < 300:
-            raise WebhookFailed(f"HTTP {response.status_code}",
-                                retry_after=parse_retry_after(response.headers.get("retry-after")))
+        return response.status_code, response.headers.get("retry-after")

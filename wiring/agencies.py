@@ -13,7 +13,7 @@ import httpx
 
 from adapters.deadline import DeadlineTransport
 from adapters.factory import ContractSet, VersionedAdapter, build_agency_adapter
-from adapters.http_transport import AgencyClient, AiohttpTransport
+from adapters.http_transport import OutgoingClient, AiohttpTransport
 from config.settings import AgencySettings, HttpSettings, Settings
 from service.agency_runtime import AgencyRuntime
 from service.attachments import BlobStore
@@ -104,7 +104,7 @@ def agency_http_client(conf: AgencySettings, concurrency: int | None = None,
     size = concurrency or conf.concurrency
     limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
     inner = outgoing_transport(http or HttpSettings(), limits)
-    return AgencyClient(
+    return OutgoingClient(
         direct=inner if isinstance(inner, AiohttpTransport) else None,
         deadline=conf.call_deadline,
         timeout=httpx.Timeout(conf.read_timeout, connect=conf.connect_timeout),

@@ -12,7 +12,7 @@ import pytest
 
 from adapters.base import ErrorContext, classify_httpx_error
 from adapters.deadline import CallDeadlineExceeded
-from adapters.http_transport import AgencyClient
+from adapters.http_transport import OutgoingClient
 from adapters.replies import read_reply
 from adapters.wire import capturing
 from config.settings import AgencySettings, HttpSettings
@@ -33,7 +33,7 @@ def anyio_backend() -> str:
 
 def agency_client(url: str, **conf: object) -> httpx.AsyncClient:
     client = agency_http_client(AgencySettings(endpoint=url, **conf), 4)  # type: ignore[arg-type]
-    assert isinstance(client, AgencyClient) and client.direct is not None  # the direct path applies
+    assert isinstance(client, OutgoingClient) and client.direct is not None  # the direct path applies
     return client
 
 

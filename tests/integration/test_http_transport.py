@@ -651,10 +651,11 @@ async def test_httpx_transport_keeps_the_configured_limits(serve) -> None:
 
 
 async def test_portal_callbacks_go_through_the_agencies_transport_bounded_and_ended_at_their_deadline(
-        serve) -> None:
+        serve, monkeypatch: pytest.MonkeyPatch) -> None:
     """The notifier's client speaks through `[http] pool` (aiohttp's by default, which a worker has
-    loaded already), opens no more connections than the notifier's concurrency, and a callback the
-    portal does not answer ends at the notifier's deadline as a failure the notifier retries."""
+    loaded already) on the agencies' direct path, without httpx's client around each call; it
+    opens no more connections than the notifier's concurrency, and a callback the portal does
+    not answer ends at the notifier's deadline as a failure the notifier retries."""
     from adapters.webhook import WebhookFailed, WebhookSender, WebhookTarget
     from config.settings import NotificationSettings, load_settings
     from wiring.notifications import callback_client
@@ -670,6 +671,10 @@ async def test_portal_callbacks_go_through_the_agencies_transport_bounded_and_en
         notifications = NotificationSettings(concurrency=2, timeout=5.0, call_deadline=call_deadline)
         return callback_client(load_settings(None).model_copy(update={"notifications": notifications}))
 
+    async def through_httpx(*_args: object, **_kwargs: object) -> httpx.Response:
+        raise AssertionError("a callback went through httpx's client")
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", through_httpx)
     portal = await serve(held)
     async with client_for(10.0) as http:
         assert isinstance(http._transport.inner, AiohttpTransport)  # type: ignore[attr-defined]
