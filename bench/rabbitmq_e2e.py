@@ -7,11 +7,18 @@ mix of the four filing kinds over HTTP with bounded concurrency (optionally pace
 every delivery is settled, and prints filings/s accepted and delivered, deliveries/s, latency
 percentiles from submit to last protocol number, and each process's CPU and peak memory.
 
+With `--callbacks` the bench portal has a callback address, as portals usually do: the
+workers' notifiers push every filing event to `bench/callback_sink.py` (a process of its own,
+which verifies each signature), the run ends when every event is taken, and the figures
+include what the notifiers cost; the callbacks' own figures follow (events per filing, their
+rate, from an event's writing to the portal's receipt).
+
 It uses a fresh schema in the PostgreSQL database and a fresh queue prefix on the broker, and
 removes both at the end.
 
     .venv/bin/python bench/rabbitmq_e2e.py --workers 1 --filings 2000
     .venv/bin/python bench/rabbitmq_e2e.py --workers 4 --filings 2000 --agency-latency-ms 500
+    .venv/bin/python bench/rabbitmq_e2e.py --workers 2 --filings 4000 --callbacks
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from measure import add_backend_arguments, drop_bench_backends, fresh_schema, re
 from measure import wait_healthy as _wait_healthy  # noqa: E402
 from measure import BenchPortal  # noqa: E402
 from portal_load import PortalLoad  # noqa: E402
+from callback_sink import CallbackSinkProcess  # noqa: E402
 
 PORTAL = BenchPortal()
 
@@ -61,6 +69,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--client", choices=("aiohttp", "httpx"), default="aiohttp",
                         help="the portal's HTTP client (its own CPU is reported apart from the hub's)")
+    parser.add_argument("--callbacks", action="store_true",
+                        help="the bench portal has a callback address: every filing event is pushed to it")
     args = parser.parse_args()
     args.rabbitmq_url, *more_urls = args.rabbitmq_url.split(",")
 
@@ -69,6 +79,7 @@ def main() -> int:
     logdir = Path(tempfile.mkdtemp(prefix="crocevia-bench-"))
     sims = start_simulators()
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    sink = CallbackSinkProcess(logdir) if args.callbacks else None
     try:
         if args.agency_latency_ms:
             for agency in sims.urls:
@@ -80,6 +91,8 @@ def main() -> int:
                     "TRANSPORT__KIND": "rabbitmq", "TRANSPORT__URL": args.rabbitmq_url, "TRANSPORT__PREFIX": prefix,
                     "TRANSPORT__URLS": json.dumps(more_urls),
                     **PORTAL.env()})
+        if sink is not None:
+            env.update(sink.portal_env("BENCH"))
         for agency in sims.urls:
             env[f"AGENCIES__{agency.upper()}__ENDPOINT"] = sims.soap_endpoint(agency)
         subprocess.run([sys.executable, str(ROOT / "hub.py"), "migrate"], env=env, cwd=ROOT, check=True,
@@ -121,6 +134,8 @@ def main() -> int:
         with engine.connect() as conn:
             while conn.execute(open_q).scalar_one() and time.monotonic() < deadline:
                 time.sleep(0.05)
+        if sink is not None:  # and every event of those filings taken by the portal
+            sink.wait_all_taken(engine, deadline)
         stats = {name: _proc_stats(p.pid) for name, p in procs.items()}
         with engine.connect() as conn:
             first = t0_wall.timestamp()
@@ -145,6 +160,9 @@ def main() -> int:
             print(f"  {name:<10} CPU {used:7.1f} s = {used / max(1, deliveries) * 1000:5.2f} ms per delivery   "
                   f"peak memory {peak / 2**20:5.0f} MiB")
         print(f"  {'simulators':<10} CPU {sims_cpu1 - sims_cpu0:7.1f} s   peak memory {sims_peak / 2**20:5.0f} MiB")
+        if sink is not None:
+            sink_cpu = sink.stop()
+            print(f"  {'callbacks':<10} CPU {sink_cpu:7.1f} s   (the portal's callback address: the load, not the hub)")
         print(f"  {'portal':<10} CPU {portal_cpu:7.1f} s = {portal_cpu / max(1, n) * 1000:5.2f} ms per filing "
               f"(this script, {args.client}: the load, not the hub)")
         print(f"  hub CPU per delivery {hub_cpu / max(1, deliveries) * 1000:.2f} ms (API + relay + workers); "
@@ -157,15 +175,20 @@ def main() -> int:
             targets += [("submit p99 (at half the sustained load)", figures.submit_p99_ms or 0.0, "ms", 50, False),
                         ("submit→last protocol p95 (at half the load)", figures.e2e_p95_ms, "ms", 250, False)]
         report_targets(targets)
+        if sink is not None:
+            sink.report(filings=n, since=t0_wall.timestamp())
         print(f"reproduce: .venv/bin/python bench/rabbitmq_e2e.py --workers {args.workers} --filings {n} "
               f"--concurrency {args.concurrency} --worker-concurrency {args.worker_concurrency}"
               + (f" --rate {args.rate:g}" if args.rate else "")
               + (f" --agency-latency-ms {args.agency_latency_ms}" if args.agency_latency_ms else "")
               + (" --backlog" if args.backlog else "")
+              + (" --callbacks" if args.callbacks else "")
               + (f" --client {args.client}" if args.client != "aiohttp" else ""))
         return 0
     finally:
         stop_processes(procs.values())
+        if sink is not None:
+            sink.stop()
         sims.stop()
         drop_bench_backends(admin, schema, args.rabbitmq_url, prefix, AGENCIES)
 

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""The bench portal's callback address: a portal that verifies and records every event pushed to it.
+
+The end-to-end benchmarks start it as a process of its own (its CPU is the portal's, not the
+hub's) when asked for callbacks, and point the bench portal's `callback_url` here. It does
+what a portal does with a callback: checks the signature (`adapters.webhook.verify_signature`,
+the function a portal is given), reads the event, answers 204. It records, per event, its id,
+filing reference, sequence and when it was written and received; on SIGTERM it writes them to
+`--out` (JSON) and exits. A forged signature is answered 401 and counted.
+
+    .venv/bin/python bench/callback_sink.py --port 8765 --secret-file S --out events.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from sqlalchemy import Engine, text
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adapters.webhook import SIGNATURE_HEADER, verify_signature  # noqa: E402
+from measure import free_port, percentile, proc_stats  # noqa: E402
+
+#: One received event: id, filing reference, sequence, written at, received at (epoch seconds).
+Received = tuple[str, str, int, float, float]
+
+
+class CallbackSink:
+    """Verifies and records the events POSTed to `/callbacks`."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+        self.received: list[Received] = []
+        self.forged = 0
+
+    async def callback(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if not verify_signature(self._secret, request.headers.get(SIGNATURE_HEADER), body):
+            self.forged += 1
+            return web.Response(status=401)
+        event = orjson.loads(body)
+        written = datetime.fromisoformat(event["createdAt"]).timestamp()
+        self.received.append((event["id"], event["reference"], event["sequence"], written, time.time()))
+        return web.Response(status=204)
+
+    def summary(self) -> dict[str, object]:
+        return {"received": self.received, "forged": self.forged}
+
+
+async def serve(port: int, sink: CallbackSink) -> None:
+    app = web.Application()
+    app.router.add_post("/callbacks", sink.callback)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    await runner.cleanup()
+
+
+class CallbackSinkProcess:
+    """The sink as a benchmark drives it: started at once in its own process on a free loopback
+    port, with a secret made for the run (in a file of `workdir`, not on a command line)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._secret = secrets.token_urlsafe(32)
+        secret_file = workdir / "callback-secret"
+        secret_file.touch(mode=0o600)
+        secret_file.write_text(self._secret)
+        self._out = workdir / "callbacks.json"
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}/callbacks"
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, "--port", str(port), "--secret-file", str(secret_file), "--out", str(self._out)],
+            stdout=subprocess.PIPE)
+        assert self._process.stdout is not None
+        if self._process.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the callback sink did not start")
+        self._cpu = 0.0
+        self._taken_in_store = 0
+        self._summary: dict[str, object] | None = None
+
+    def portal_env(self, portal: str) -> dict[str, str]:
+        """The hub's settings that give `portal` this callback address and secret."""
+        return {f"PORTALS__{portal}__CALLBACK_URL": self.url, f"PORTALS__{portal}__CALLBACK_SECRET": self._secret}
+
+    def wait_all_taken(self, engine: Engine, deadline: float) -> None:
+        """Wait (until `deadline`, monotonic) until the store has no event left to push."""
+        waiting = text("SELECT count(*) FROM filing_events WHERE delivered_at IS NULL")
+        with engine.connect() as conn:
+            while conn.execute(waiting).scalar_one() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self._taken_in_store = conn.execute(
+                text("SELECT count(*) FROM filing_events WHERE delivered_at IS NOT NULL")).scalar_one()
+
+    def stop(self) -> float:
+        """Stop the sink (once) and read what it received; its CPU seconds."""
+        if self._summary is None:
+            if self._process.poll() is None:
+                self._cpu = proc_stats(self._process.pid)[0]
+                self._process.terminate()
+            self._process.wait(30)
+            self._summary = (orjson.loads(self._out.read_bytes()) if self._out.exists()
+                             else {"received": [], "forged": 0})
+        return self._cpu
+
+    def report(self, *, filings: int, since: float) -> None:
+        """Print what the portal saw: events per filing, their rate, their lag, and any repeat,
+        forgery or event out of its filing's order."""
+        self.stop()
+        assert self._summary is not None
+        received: list[Received] = [tuple(r) for r in self._summary["received"]]  # type: ignore[misc, union-attr]
+        ids = {r[0] for r in received}
+        by_filing: dict[str, list[Received]] = defaultdict(list)
+        for r in received:
+            by_filing[r[1]].append(r)
+        out_of_order = sum(1 for events in by_filing.values()
+                           if [e[2] for e in sorted(events, key=lambda e: e[4])] != sorted(e[2] for e in events))
+        lags = [(r[4] - r[3]) * 1000 for r in received]
+        last = max((r[4] for r in received), default=since)
+        print(f"callbacks                    {len(ids)} events taken by the portal ({len(ids) / max(1, filings):.2f} "
+              f"per filing; the store counts {self._taken_in_store} delivered), {len(received) - len(ids)} repeats, "
+              f"{self._summary['forged']} forged, {out_of_order} filings out of order")
+        if lags:
+            print(f"callbacks/s                  {len(ids) / max(1e-9, last - since):8.1f}")
+            print(f"latency event→portal         p50 {statistics.median(lags):.0f} ms  "
+                  f"p95 {percentile(lags, 95):.0f} ms  p99 {percentile(lags, 99):.0f} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--secret-file", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    sink = CallbackSink(args.secret_file.read_bytes().strip())
+    asyncio.run(serve(args.port, sink))
+    args.out.write_bytes(orjson.dumps(sink.summary()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
