@@ -5,6 +5,12 @@ only moves them. It leases the earliest undelivered event of each filing, POSTs 
 records the answer: delivered, or retried later with backoff. A later event of a filing is
 never pushed while an earlier one is undelivered; every retry carries the same event id.
 
+Up to `concurrency` callbacks are in flight, as a window that slides: when half of it is free,
+the answers in hand are recorded and as many events claimed as there are free places. A
+portal that is slow to answer one callback holds that place only; in batches that waited for
+their slowest callback, a portal answering one callback in fifty a second late took a fifth of
+the callbacks it took otherwise (`bench/rabbitmq_e2e.py --callbacks --callback-slow 50:1000`).
+
 Past the horizon (`max_age_seconds` after the event was written) an event is given up: it
 is not pushed again and no longer holds back the filing's later events; the portal still
 reads it from the feed. What the sender raises by contract (`NotificationFailed`: the portal
@@ -27,7 +33,7 @@ import structlog
 from domain.errors import NotificationFailed
 from service.ports import EventSendResult, FilingEvent
 from service.schedule import SchedulePolicy
-from service.waiting import Backoff, store_retry, wait_any
+from service.waiting import Backoff, store_retry
 
 __all__ = ["EventNotifier", "EventSender", "EventStore"]
 
@@ -75,6 +81,8 @@ class EventNotifier:
         self._horizon = max_age_seconds
         self._store_backoff = Backoff(_INITIAL_STORE_BACKOFF, _MAX_STORE_BACKOFF)
         self._concurrency = concurrency
+        #: Claim again once this many places of the window are free (half of it).
+        self._refill = max(1, concurrency // 2)
         self._lease = lease_seconds
         self._poll = poll_interval
         self._max_poll = max_poll_interval
@@ -92,32 +100,81 @@ class EventNotifier:
             log.info("notifier_idle", reason="no portal has a callback address")
             return
         log.info("notifier_started", owner=self.owner, portals=portals)
+        pushing: set[asyncio.Task[EventSendResult]] = set()
+        answered: list[EventSendResult] = []  #: pushes ended, not yet recorded
+        answered_since = 0.0  #: when the oldest of them ended (monotonic)
         idle = self._poll
-        while not stop.is_set():
-            try:
-                events = await asyncio.to_thread(self._store.claim_events, self.owner, portals,
-                                                 self._concurrency, self._lease)
-            except Exception as exc:
-                await store_retry(log, exc, self._store_backoff, stop, action="events_claim_failed",
-                                  failed="events_claim_failed")
-                continue
-            self._store_backoff.reset()
-            if not events:
-                self._wake.clear()
-                await wait_any(self._wake, stop, timeout=idle)
-                idle = min(self._max_poll, idle * 2)
-                continue
-            idle = self._poll
-            results = await asyncio.gather(*(self._push(e) for e in events))
-            try:
-                await asyncio.to_thread(self._store.finish_events, results)
-            except Exception as exc:
-                # The leases run out and the events go again: the portal sees a repeat, by id.
-                await store_retry(log, exc, self._store_backoff, stop, action="events_finish_failed",
-                                  failed="events_finish_failed", count=len(results))
-                continue
-            self.delivered += sum(r.delivered for r in results)
+        claim_at = 0.0  #: after a claim that found nothing, the next one waits until then (monotonic)
+        try:
+            while not stop.is_set():
+                if self._wake.is_set():
+                    self._wake.clear()
+                    claim_at = 0.0
+                if len(pushing) <= self._concurrency - self._refill and time.monotonic() >= claim_at:
+                    # Recorded first: a filing's next event is due only once this one is delivered.
+                    answered = await self._record(answered, stop)
+                    events = await self._claim(portals, self._concurrency - len(pushing), stop)
+                    if events:
+                        idle = self._poll
+                        pushing.update(asyncio.create_task(self._push(e)) for e in events)
+                    elif events is not None:
+                        claim_at = time.monotonic() + idle
+                        idle = min(self._max_poll, idle * 2)
+                if answered and (not pushing or time.monotonic() - answered_since >= self._poll):
+                    answered = await self._record(answered, stop)
+                timeout = self._poll if pushing or answered else max(0.0, claim_at - time.monotonic())
+                ended = await self._progress(pushing, stop, timeout)
+                if ended:
+                    if not answered:
+                        answered_since = time.monotonic()
+                    pushing -= ended
+                    answered.extend(task.result() for task in ended)
+        except asyncio.CancelledError:
+            for task in pushing:
+                task.cancel()  # their leases run out and the events go again: a repeat, by id
+            raise
+        # Stopping: the callbacks in flight end (each within the client's deadline) and are recorded.
+        if pushing:
+            ended, _ = await asyncio.wait(pushing)
+            answered.extend(task.result() for task in ended)
+        await self._record(answered, None)
         log.info("notifier_stopped", owner=self.owner, delivered=self.delivered)
+
+    async def _claim(self, portals: list[str], limit: int, stop: asyncio.Event) -> list[FilingEvent] | None:
+        """Lease up to `limit` due events; None when the store failed (after waiting it out a while)."""
+        try:
+            events = await asyncio.to_thread(self._store.claim_events, self.owner, portals, limit, self._lease)
+        except Exception as exc:
+            await store_retry(log, exc, self._store_backoff, stop, action="events_claim_failed",
+                              failed="events_claim_failed")
+            return None
+        self._store_backoff.reset()
+        return events
+
+    async def _record(self, results: list[EventSendResult], stop: asyncio.Event | None) -> list[EventSendResult]:
+        """Record the pushes' answers; what is left to record (nothing: a failed write is not
+        retried, the leases run out and the events go again, a repeat the portal sees by id)."""
+        if not results:
+            return results
+        try:
+            await asyncio.to_thread(self._store.finish_events, results)
+        except Exception as exc:
+            await store_retry(log, exc, self._store_backoff, stop, action="events_finish_failed",
+                              failed="events_finish_failed", count=len(results))
+            return []
+        self.delivered += sum(r.delivered for r in results)
+        return []
+
+    async def _progress(self, pushing: set[asyncio.Task[EventSendResult]], stop: asyncio.Event,
+                        timeout: float) -> set[asyncio.Task[EventSendResult]]:
+        """Wait until a push ends, a wake or the stop comes, or `timeout`; the pushes ended."""
+        waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())}
+        try:
+            await asyncio.wait(pushing | waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return {task for task in pushing if task.done()}
 
     async def _push(self, event: FilingEvent) -> EventSendResult:
         body = orjson.dumps(event.to_json())
