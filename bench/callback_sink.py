@@ -6,7 +6,8 @@ hub's) when asked for callbacks, and point the bench portal's `callback_url` her
 what a portal does with a callback: checks the signature (`adapters.webhook.verify_signature`,
 the function a portal is given), reads the event, answers 204. It records, per event, its id,
 filing reference, sequence and when it was written and received; on SIGTERM it writes them to
-`--out` (JSON) and exits. A forged signature is answered 401 and counted.
+`--out` (JSON) and exits. A forged signature is answered 401 and counted. `--slow-every N
+--slow-ms MS` makes it a portal with a tail: every Nth callback is answered MS late.
 
     .venv/bin/python bench/callback_sink.py --port 8765 --secret-file S --out events.json
 """
@@ -42,13 +43,19 @@ Received = tuple[str, str, int, float, float]
 class CallbackSink:
     """Verifies and records the events POSTed to `/callbacks`."""
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, slow_every: int = 0, slow_ms: int = 0) -> None:
         self._secret = secret
+        self._slow_every = slow_every
+        self._slow = slow_ms / 1000
+        self._calls = 0
         self.received: list[Received] = []
         self.forged = 0
 
     async def callback(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self._calls += 1
+        if self._slow_every and self._calls % self._slow_every == 0:
+            await asyncio.sleep(self._slow)
         if not verify_signature(self._secret, request.headers.get(SIGNATURE_HEADER), body):
             self.forged += 1
             return web.Response(status=401)
@@ -78,7 +85,7 @@ class CallbackSinkProcess:
     """The sink as a benchmark drives it: started at once in its own process on a free loopback
     port, with a secret made for the run (in a file of `workdir`, not on a command line)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, slow_every: int = 0, slow_ms: int = 0) -> None:
         self._secret = secrets.token_urlsafe(32)
         secret_file = workdir / "callback-secret"
         secret_file.touch(mode=0o600)
@@ -87,7 +94,8 @@ class CallbackSinkProcess:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}/callbacks"
         self._process = subprocess.Popen(
-            [sys.executable, __file__, "--port", str(port), "--secret-file", str(secret_file), "--out", str(self._out)],
+            [sys.executable, __file__, "--port", str(port), "--secret-file", str(secret_file), "--out", str(self._out),
+             "--slow-every", str(slow_every), "--slow-ms", str(slow_ms)],
             stdout=subprocess.PIPE)
         assert self._process.stdout is not None
         if self._process.stdout.readline().strip() != b"ready":
@@ -148,8 +156,10 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--secret-file", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--slow-every", type=int, default=0, help="answer every Nth callback late (0: none)")
+    parser.add_argument("--slow-ms", type=int, default=0, help="how late")
     args = parser.parse_args()
-    sink = CallbackSink(args.secret_file.read_bytes().strip())
+    sink = CallbackSink(args.secret_file.read_bytes().strip(), args.slow_every, args.slow_ms)
     asyncio.run(serve(args.port, sink))
     args.out.write_bytes(orjson.dumps(sink.summary()))
     return 0

@@ -71,6 +71,8 @@ def main() -> int:
                         help="the portal's HTTP client (its own CPU is reported apart from the hub's)")
     parser.add_argument("--callbacks", action="store_true",
                         help="the bench portal has a callback address: every filing event is pushed to it")
+    parser.add_argument("--callback-slow", default="", metavar="EVERY:MS",
+                        help="with --callbacks: the portal answers every EVERYth callback MS late (a tail)")
     args = parser.parse_args()
     args.rabbitmq_url, *more_urls = args.rabbitmq_url.split(",")
 
@@ -79,7 +81,9 @@ def main() -> int:
     logdir = Path(tempfile.mkdtemp(prefix="crocevia-bench-"))
     sims = start_simulators()
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    sink = CallbackSinkProcess(logdir) if args.callbacks else None
+    slow_every, _, slow_ms = args.callback_slow.partition(":")
+    sink = (CallbackSinkProcess(logdir, slow_every=int(slow_every or 0), slow_ms=int(slow_ms or 0))
+            if args.callbacks else None)
     try:
         if args.agency_latency_ms:
             for agency in sims.urls:
@@ -183,6 +187,7 @@ def main() -> int:
               + (f" --agency-latency-ms {args.agency_latency_ms}" if args.agency_latency_ms else "")
               + (" --backlog" if args.backlog else "")
               + (" --callbacks" if args.callbacks else "")
+              + (f" --callback-slow {args.callback_slow}" if args.callbacks and args.callback_slow else "")
               + (f" --client {args.client}" if args.client != "aiohttp" else ""))
         return 0
     finally:
