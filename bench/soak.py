@@ -12,8 +12,12 @@ after the first minute, which holds the warm-up), each beside its target; then t
 warm-up of its two parts, anonymous memory (the heaps) and file-backed pages (library code paged
 in as first used), which tell what grows. A soak longer than ten minutes also prints the slope
 of each ten-minute window: growth that stops shows as slopes falling window after window.
+With `--callbacks` the bench portal has a callback address, as portals usually do: the
+workers' notifiers push every event to `bench/callback_sink.py` throughout, and what the portal
+received is reported at the end (as `rabbitmq_e2e.py --callbacks` does).
 
     .venv/bin/python bench/soak.py --minutes 3
+    .venv/bin/python bench/soak.py --minutes 10 --rate 80 --callbacks
     .venv/bin/python bench/soak.py --embedded --minutes 10 --rate 20
     .venv/bin/python bench/soak.py --minutes 10 --samples-csv /tmp/soak.csv
 
@@ -38,12 +42,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from sqlalchemy import create_engine
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from simulators.launcher import start_simulators  # noqa: E402
 
 from portal_load import PortalLoad  # noqa: E402
+from callback_sink import CallbackSinkProcess  # noqa: E402
 from measure import BenchPortal, add_backend_arguments, drop_bench_backends, free_port, fresh_schema, proc_stats, rss_bytes, rss_parts, stop_processes, wait_healthy  # noqa: E402
 
 PORTAL = BenchPortal()
@@ -154,6 +161,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (RabbitMQ)")
     parser.add_argument("--embedded", action="store_true", help="one `hub.py serve` on SQLite, no broker")
     parser.add_argument("--samples-csv", default=None, help="also write every sample here")
+    parser.add_argument("--callbacks", action="store_true",
+                        help="the bench portal has a callback address (bench/callback_sink.py): the notifiers run too")
     add_backend_arguments(parser)
     args = parser.parse_args()
 
@@ -173,6 +182,9 @@ def main() -> int:
                     "TRANSPORT__PREFIX": prefix, "TRANSPORT__URLS": json.dumps([])})
     sims = start_simulators()
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    sink = CallbackSinkProcess(workdir) if args.callbacks else None
+    if sink is not None:
+        env.update(sink.portal_env("BENCH"))
     try:
         for agency in sims.urls:
             env[f"AGENCIES__{agency.upper()}__ENDPOINT"] = sims.soap_endpoint(agency)
@@ -203,6 +215,7 @@ def main() -> int:
                   f" filings/s; soaking at half, {rate:.1f} filings/s")
         sampler = Sampler({name: p.pid for name, p in procs.items()}, args.sample_seconds)
         sampler.start()
+        load_started = time.time()
         portal = asyncio.run(PortalLoad(base, args.concurrency, PORTAL).run(
             None, rate, until=time.monotonic() + args.minutes * 60))
         sampler.halt.set()
@@ -212,16 +225,24 @@ def main() -> int:
               f"{sum(portal.refused.values())} refused {dict(portal.refused)}; {'embedded' if args.embedded else f'RabbitMQ, {args.workers} workers'}; "
               f"RSS sampled every {args.sample_seconds:g} s")
         ok = report(sampler, peaks, args.minutes)
+        if sink is not None:  # what the portal received: every event, once, in order, and how late
+            engine = create_engine(env["DATABASE__URL"])
+            sink.wait_all_taken(engine, time.monotonic() + 120)
+            engine.dispose()
+            sink.report(filings=portal.accepted, since=load_started)
         if args.samples_csv:
             with open(args.samples_csv, "w") as f:
                 f.write("process,minute,rss_mib,anon_mib,file_mib\n")
                 for name, samples in sampler.samples.items():
                     f.writelines(f"{name},{s.minute:.4f},{s.rss:.2f},{s.anon:.2f},{s.files:.2f}\n" for s in samples)
         print(f"reproduce: .venv/bin/python bench/soak.py --minutes {args.minutes:g} --rate {rate:.1f}"
-              + (" --embedded" if args.embedded else f" --workers {args.workers}"))
+              + (" --embedded" if args.embedded else f" --workers {args.workers}")
+              + (" --callbacks" if args.callbacks else ""))
         return 0 if ok else 1
     finally:
         stop_processes(procs.values())
+        if sink is not None:
+            sink.stop()
         sims.stop()
         if admin is not None:
             drop_bench_backends(admin, schema, args.rabbitmq_url, prefix, AGENCIES)

@@ -8,8 +8,8 @@ never pushed while an earlier one is undelivered; every retry carries the same e
 Up to `concurrency` callbacks are in flight, as a window that slides: when half of it is free,
 the answers in hand are recorded and as many events claimed as there are free places. A
 portal that is slow to answer one callback holds that place only; in batches that waited for
-their slowest callback, a portal answering one callback in fifty a second late took a fifth of
-the callbacks it took otherwise (`bench/rabbitmq_e2e.py --callbacks --callback-slow 50:1000`).
+their slowest callback, a portal answering one callback in fifty a second late took under a
+quarter of the callbacks it took otherwise (`bench/rabbitmq_e2e.py --callbacks --callback-slow 50:1000`).
 
 Past the horizon (`max_age_seconds` after the event was written) an event is given up: it
 is not pushed again and no longer holds back the filing's later events; the portal still
@@ -88,6 +88,7 @@ class EventNotifier:
         self._max_poll = max_poll_interval
         self._clock = clock
         self._wake = asyncio.Event()
+        self._turn = 0  #: which portal's events a claim takes first (they take turns)
         self.delivered = 0
 
     def notify(self) -> None:
@@ -112,7 +113,8 @@ class EventNotifier:
                     claim_at = 0.0
                 if len(pushing) <= self._concurrency - self._refill and time.monotonic() >= claim_at:
                     # Recorded first: a filing's next event is due only once this one is delivered.
-                    answered = await self._record(answered, stop)
+                    await self._record(answered, stop)
+                    answered = []
                     events = await self._claim(portals, self._concurrency - len(pushing), stop)
                     if events:
                         idle = self._poll
@@ -121,7 +123,8 @@ class EventNotifier:
                         claim_at = time.monotonic() + idle
                         idle = min(self._max_poll, idle * 2)
                 if answered and (not pushing or time.monotonic() - answered_since >= self._poll):
-                    answered = await self._record(answered, stop)
+                    await self._record(answered, stop)
+                    answered = []
                 timeout = self._poll if pushing or answered else max(0.0, claim_at - time.monotonic())
                 ended = await self._progress(pushing, stop, timeout)
                 if ended:
@@ -141,9 +144,12 @@ class EventNotifier:
         log.info("notifier_stopped", owner=self.owner, delivered=self.delivered)
 
     async def _claim(self, portals: list[str], limit: int, stop: asyncio.Event) -> list[FilingEvent] | None:
-        """Lease up to `limit` due events; None when the store failed (after waiting it out a while)."""
+        """Lease up to `limit` due events, the portals taking turns at being served first; None
+        when the store failed (after waiting it out a while)."""
+        self._turn = (self._turn + 1) % len(portals)
+        in_turn = portals[self._turn:] + portals[:self._turn]
         try:
-            events = await asyncio.to_thread(self._store.claim_events, self.owner, portals, limit, self._lease)
+            events = await asyncio.to_thread(self._store.claim_events, self.owner, in_turn, limit, self._lease)
         except Exception as exc:
             await store_retry(log, exc, self._store_backoff, stop, action="events_claim_failed",
                               failed="events_claim_failed")
@@ -151,19 +157,18 @@ class EventNotifier:
         self._store_backoff.reset()
         return events
 
-    async def _record(self, results: list[EventSendResult], stop: asyncio.Event | None) -> list[EventSendResult]:
-        """Record the pushes' answers; what is left to record (nothing: a failed write is not
-        retried, the leases run out and the events go again, a repeat the portal sees by id)."""
+    async def _record(self, results: list[EventSendResult], stop: asyncio.Event | None) -> None:
+        """Record the pushes' answers. A failed write is not retried: the leases run out and the
+        events go again, a repeat the portal recognises by id."""
         if not results:
-            return results
+            return
         try:
             await asyncio.to_thread(self._store.finish_events, results)
         except Exception as exc:
             await store_retry(log, exc, self._store_backoff, stop, action="events_finish_failed",
                               failed="events_finish_failed", count=len(results))
-            return []
+            return
         self.delivered += sum(r.delivered for r in results)
-        return []
 
     async def _progress(self, pushing: set[asyncio.Task[EventSendResult]], stop: asyncio.Event,
                         timeout: float) -> set[asyncio.Task[EventSendResult]]:

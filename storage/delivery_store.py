@@ -26,7 +26,6 @@ from service.ports import (
 )
 from storage.anomalies import list_anomalies
 from storage.audit import append_audit
-from storage.binds import values_in
 from storage.delivery_ops import (
     RECIPIENT_CORRECTED,
     EventLog,
@@ -52,9 +51,11 @@ NEVER = float("inf")
 
 
 def _claim_events_statement(postgresql: bool) -> Update:
-    """The notifier's claim: lease up to `b_limit` due events of `b_portals`, of each filing
-    only its earliest open one. Built once (per dialect): built per claim, its construction
-    cost more than the claim's own work on a short batch."""
+    """The notifier's claim: lease up to `b_limit` due events of portal `b_portal`, of each
+    filing only its earliest open one, the longest due first. One portal a statement: with the
+    portal fixed, `ix_filing_events_due` gives the events in the order they fall due and the
+    claim stops at its limit, whatever the backlog. Built once (per dialect): built per claim,
+    its construction cost more than the claim's own work on a short batch."""
     e, p = filing_events, filing_events.alias("earlier")
     now = bindparam("b_now", type_=Float)
     earlier_open = (
@@ -67,12 +68,12 @@ def _claim_events_statement(postgresql: bool) -> Update:
         select(e.c.id)
         .where(
             e.c.delivered_at.is_(None),
-            values_in(e.c.portal, "b_portals", String, postgresql),
+            e.c.portal == bindparam("b_portal", type_=String),
             e.c.next_attempt_at <= now,
             or_(e.c.leased_until.is_(None), e.c.leased_until < now),
             ~earlier_open,
         )
-        .order_by(e.c.next_attempt_at, e.c.seq)
+        .order_by(e.c.next_attempt_at)  # the index's order; one event a filing, so no tie to break
         .limit(bindparam("b_limit", type_=Integer))
     )
     if postgresql:
@@ -333,14 +334,19 @@ class DeliverySemanticsStore:
     @outages_translated
     def claim_events(self, owner: str, portals: Sequence[str], limit: int, lease_seconds: float) -> list[FilingEvent]:
         """Lease due events to push: of each filing only the earliest undelivered one, so a
-        portal never receives an event before an earlier one of the same filing."""
+        portal never receives an event before an earlier one of the same filing. The portals are
+        served in the order given, each up to what the limit leaves (the caller rotates them)."""
         if limit <= 0 or not portals:
             return []
         now = self._clock()
+        claim = _CLAIM_EVENTS[self._postgresql]
+        rows: list[Any] = []
         with self._write() as conn, conn.begin():
-            rows = conn.execute(_CLAIM_EVENTS[self._postgresql], {
-                "b_portals": list(portals), "b_now": now, "b_limit": limit,
-                "b_owner": owner, "b_until": now + lease_seconds}).all()
+            for portal in portals:  # in the caller's order, until the limit is reached
+                rows += conn.execute(claim, {"b_portal": portal, "b_now": now, "b_limit": limit - len(rows),
+                                             "b_owner": owner, "b_until": now + lease_seconds}).all()
+                if len(rows) >= limit:
+                    break
         return sorted((_event(r) for r in rows), key=lambda ev: (ev.filing_id, ev.seq))
 
     @outages_translated

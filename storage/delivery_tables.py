@@ -48,11 +48,16 @@ filing_events = Table(
     UniqueConstraint("filing_id", "seq", name="uq_filing_events_filing_id_seq"),
     Index("ix_filing_events_pending", "delivered_at", "portal", "next_attempt_at"),
 )
-# The notifier's claim asks, of each due event, whether an earlier one of its filing is still
-# open: one probe of this index each. Without it the planner may answer from the pending index
-# instead, reading every open event per candidate: quadratic in the backlog (0013).
+# The notifier's claim (0013) reads a portal's undelivered events in the order they fall due,
+# from `ix_filing_events_due`, and stops at its limit; of each it asks whether an earlier event of
+# its filing is still open, one probe of `ix_filing_events_open`. Without them the planner read
+# every open event per candidate (quadratic in the backlog), then every due one per claim (linear:
+# a notifier that fell behind fell further behind, its claims slower as the backlog grew).
+_UNDELIVERED = filing_events.c.delivered_at.is_(None)
 Index("ix_filing_events_open", filing_events.c.filing_id, filing_events.c.seq,
-      postgresql_where=filing_events.c.delivered_at.is_(None), sqlite_where=filing_events.c.delivered_at.is_(None))
+      postgresql_where=_UNDELIVERED, sqlite_where=_UNDELIVERED)
+Index("ix_filing_events_due", filing_events.c.portal, filing_events.c.next_attempt_at,
+      postgresql_where=_UNDELIVERED, sqlite_where=_UNDELIVERED)
 
 # The circuit breaker of each agency as the last worker to change it saw it.
 agency_status = Table(

@@ -3,6 +3,7 @@ resume, late outcomes, ordered events under concurrent completions, per-filing e
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from datetime import datetime, timezone
@@ -169,6 +170,18 @@ def test_only_the_earliest_undelivered_event_of_a_filing_is_claimed(store: SqlSt
     store.finish_events([EventSendResult(again[0].id, "n2", True)])
     assert [e.seq for e in store.claim_events("n2", ["test"], 10, 60)] == [2]
     assert store.claim_events("n3", ["other"], 10, 60) == []
+
+
+def test_a_claim_serves_several_portals_in_the_order_given_within_its_limit(store: SqlStore) -> None:
+    """One portal at a time (each read in the order its events fall due): the first named is
+    served first, the next gets what the limit leaves, a limit reached stops the claim."""
+    for portal in ("test", "other", "test"):
+        store.accept_filing(dataclasses.replace(_new(), portal=portal), _planner())
+    first = store.claim_events("n1", ["other", "test"], 1, 60)
+    assert [e.portal for e in first] == ["other"]
+    rest = store.claim_events("n1", ["other", "test"], 10, 60)
+    assert [e.portal for e in rest] == ["test", "test"]  # other's one event is leased already
+    assert store.claim_events("n2", ["test", "other"], 10, 60) == []
 
 
 def test_pushes_of_several_filings_are_recorded_in_one_batch(store: SqlStore) -> None:
