@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Connection, Float, Integer, String, Update, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Float, Integer, String, Update, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.messages import Receipt
@@ -56,13 +56,16 @@ def _claim_events_statement(postgresql: bool) -> Update:
     portal fixed, `ix_filing_events_due` gives the events in the order they fall due and the
     claim stops at its limit, whatever the backlog. Built once (per dialect): built per claim,
     its construction cost more than the claim's own work on a short batch."""
-    e, p = filing_events, filing_events.alias("earlier")
+    e, o = filing_events, filing_events.alias("open_events")
     now = bindparam("b_now", type_=Float)
-    earlier_open = (
-        select(p.c.id)
-        .where(p.c.filing_id == e.c.filing_id, p.c.seq < e.c.seq, p.c.delivered_at.is_(None),
-               p.c.next_attempt_at < NEVER)  # one given up holds nothing back
-        .exists()
+    # The filing's earliest event neither delivered nor given up (one given up holds nothing
+    # back): a correlated scalar subquery, which PostgreSQL runs per candidate as one probe of
+    # `ix_filing_events_open`. As NOT EXISTS it was planned as an anti-join that, on statistics
+    # taken while few events waited, scanned every open event per candidate.
+    head_seq = (
+        select(func.min(o.c.seq))
+        .where(o.c.filing_id == e.c.filing_id, o.c.delivered_at.is_(None), o.c.next_attempt_at < NEVER)
+        .scalar_subquery()
     )
     due = (
         select(e.c.id)
@@ -71,7 +74,7 @@ def _claim_events_statement(postgresql: bool) -> Update:
             e.c.portal == bindparam("b_portal", type_=String),
             e.c.next_attempt_at <= now,
             or_(e.c.leased_until.is_(None), e.c.leased_until < now),
-            ~earlier_open,
+            e.c.seq == head_seq,
         )
         .order_by(e.c.next_attempt_at)  # the index's order; one event a filing, so no tie to break
         .limit(bindparam("b_limit", type_=Integer))
