@@ -24,7 +24,7 @@ from service.schedule import LateOutcomePolicy, SchedulePolicy
 from wiring.identity import agency_signer
 
 __all__ = ["agency_http_client", "build_adapter", "build_agency_runtime", "calendar", "configured_adapter",
-           "outgoing_transport"]
+           "outgoing_client", "outgoing_transport"]
 
 
 def build_adapter(contracts: ContractSet, name: str, *, endpoint: str, http: httpx.AsyncClient,
@@ -98,18 +98,24 @@ def outgoing_transport(http: HttpSettings, limits: httpx.Limits) -> httpx.AsyncB
     return httpx.AsyncHTTPTransport(limits=limits, retries=0, http2=False)
 
 
+def outgoing_client(http: HttpSettings, size: int, timeout: httpx.Timeout, deadline: float) -> OutgoingClient:
+    """A client the hub calls out with: `size` connections on the transport of `[http] pool`,
+    each call ended at `deadline` whichever transport speaks HTTP, and on aiohttp the direct
+    path that skips httpx's client for plain calls."""
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+    inner = outgoing_transport(http, limits)
+    return OutgoingClient(
+        direct=inner if isinstance(inner, AiohttpTransport) else None,
+        deadline=deadline,
+        timeout=timeout,
+        limits=limits,
+        transport=DeadlineTransport(inner, deadline),
+        trust_env=False,
+    )
+
+
 def agency_http_client(conf: AgencySettings, concurrency: int | None = None,
                        http: HttpSettings | None = None) -> httpx.AsyncClient:
     """The agency's own client: its timeouts, a pool as large as its concurrency, its deadline."""
-    size = concurrency or conf.concurrency
-    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-    inner = outgoing_transport(http or HttpSettings(), limits)
-    return OutgoingClient(
-        direct=inner if isinstance(inner, AiohttpTransport) else None,
-        deadline=conf.call_deadline,
-        timeout=httpx.Timeout(conf.read_timeout, connect=conf.connect_timeout),
-        limits=limits,
-        # The whole call ends at the agency's deadline, whichever transport speaks HTTP.
-        transport=DeadlineTransport(inner, conf.call_deadline),
-        trust_env=False,
-    )
+    return outgoing_client(http or HttpSettings(), concurrency or conf.concurrency,
+                           httpx.Timeout(conf.read_timeout, connect=conf.connect_timeout), conf.call_deadline)

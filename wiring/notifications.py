@@ -6,14 +6,12 @@ from collections.abc import Callable
 
 import httpx
 
-from adapters.deadline import DeadlineTransport
-from adapters.http_transport import AiohttpTransport, OutgoingClient
 from adapters.webhook import WebhookSender, WebhookTarget
 from config.settings import Settings
 from security.secrets import callback_secret
 from service.notifier import EventNotifier, EventStore
 from service.schedule import SchedulePolicy
-from wiring.agencies import outgoing_transport
+from wiring.agencies import outgoing_client
 from wiring.memory import client_sending_nothing
 
 __all__ = ["build_notifier", "callback_client"]
@@ -27,16 +25,7 @@ def callback_client(settings: Settings) -> httpx.AsyncClient:
     sending it through httpx), as many connections as the notifier's concurrency, each callback
     ended at its deadline."""
     n = settings.notifications
-    limits = httpx.Limits(max_connections=n.concurrency, max_keepalive_connections=n.concurrency)
-    inner = outgoing_transport(settings.http, limits)
-    return OutgoingClient(
-        direct=inner if isinstance(inner, AiohttpTransport) else None,
-        deadline=n.call_deadline,
-        timeout=httpx.Timeout(n.timeout),
-        limits=limits,
-        trust_env=False,
-        transport=DeadlineTransport(inner, n.call_deadline),
-    )
+    return outgoing_client(settings.http, n.concurrency, httpx.Timeout(n.timeout), n.call_deadline)
 
 
 def build_notifier(settings: Settings, store: EventStore,
