@@ -78,6 +78,8 @@ class WebhookFailed(NotificationFailed):
 class WebhookTarget:
     url: str
     secret: bytes
+    #: The most callbacks in flight to this portal at once (per notifier).
+    concurrency: int = 32
 
 
 class WebhookSender:
@@ -96,8 +98,9 @@ class WebhookSender:
         self._clock = clock
 
     @property
-    def portals(self) -> list[str]:
-        return sorted(self._targets)
+    def portals(self) -> dict[str, int]:
+        """Each portal, and the most callbacks in flight to it at once."""
+        return {portal: target.concurrency for portal, target in sorted(self._targets.items())}
 
     async def send(self, portal: str, event_id: str, body: bytes) -> None:
         """Deliver one event; returns when the portal answered 2xx.

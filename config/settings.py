@@ -374,6 +374,10 @@ class PortalSettings(_Section):
     #: The HMAC-SHA256 secret of the callbacks' signature; or a file, generated on first run.
     callback_secret: SecretStr | None = None
     callback_secret_file: str | None = None
+    #: The most callbacks in flight to this portal at once, per worker: what its callback
+    #: address can take. A portal that holds its callbacks fills this share, not the notifier's
+    #: window, and the other portals' events keep going.
+    callback_concurrency: int = Field(default=32, ge=1)
 
 
 class OperatorSettings(_Section):
@@ -409,7 +413,11 @@ class NotificationSettings(_Section):
     timeout: float = 10.0
     #: Seconds for the whole callback, answer included (aiohttp has no write timeout).
     call_deadline: float = Field(default=20.0, gt=0)
-    concurrency: int = 16
+    #: The most callbacks in flight per worker, to every portal together (its connections). A
+    #: filing's events go one at a time, each after the last is recorded, so the window must
+    #: cover the events written per second times that round trip: at 16, on a busy 2-core
+    #: machine, the portal fell tens of seconds behind (docs/performance.md, twelfth round).
+    concurrency: int = Field(default=64, ge=1)
     lease_seconds: float = 60.0
     poll_interval: float = 0.05
     max_poll_interval: float = 0.5

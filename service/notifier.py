@@ -10,6 +10,9 @@ the answers in hand are recorded and as many events claimed as there are free pl
 portal that is slow to answer one callback holds that place only; in batches that waited for
 their slowest callback, a portal answering one callback in fifty a second late took under a
 quarter of the callbacks it took otherwise (`bench/rabbitmq_e2e.py --callbacks --callback-slow 50:1000`).
+Each portal also has a share of the window of its own (the most callbacks in flight to it, the
+sender says how many): a portal that holds its callbacks fills its share, not the window, and
+the other portals' events keep going.
 
 Past the horizon (`max_age_seconds` after the event was written) an event is given up: it
 is not pushed again and no longer holds back the filing's later events; the portal still
@@ -23,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -41,7 +45,7 @@ log = structlog.get_logger("crocevia.notifier")
 
 
 class EventStore(Protocol):
-    def claim_events(self, owner: str, portals: Sequence[str], limit: int,
+    def claim_events(self, owner: str, portals: Mapping[str, int], limit: int,
                      lease_seconds: float) -> list[FilingEvent]: ...
 
     def finish_events(self, results: Sequence[EventSendResult]) -> None: ...
@@ -52,7 +56,8 @@ class EventSender(Protocol):
     acceptance (it may carry `retry_after`, the portal's wish)."""
 
     @property
-    def portals(self) -> list[str]: ...
+    def portals(self) -> Mapping[str, int]:
+        """Each portal with a callback address, and the most callbacks in flight to it at once."""
 
     async def send(self, portal: str, event_id: str, body: bytes) -> None: ...
 
@@ -81,8 +86,6 @@ class EventNotifier:
         self._horizon = max_age_seconds
         self._store_backoff = Backoff(_INITIAL_STORE_BACKOFF, _MAX_STORE_BACKOFF)
         self._concurrency = concurrency
-        #: Claim again once this many places of the window are free (half of it).
-        self._refill = max(1, concurrency // 2)
         self._lease = lease_seconds
         self._poll = poll_interval
         self._max_poll = max_poll_interval
@@ -96,12 +99,17 @@ class EventNotifier:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        portals = self._sender.portals
-        if not portals:
+        shares = dict(self._sender.portals)
+        if not shares:
             log.info("notifier_idle", reason="no portal has a callback address")
             return
-        log.info("notifier_started", owner=self.owner, portals=portals)
-        pushing: set[asyncio.Task[EventSendResult]] = set()
+        log.info("notifier_started", owner=self.owner, portals=sorted(shares))
+        portals = sorted(shares)
+        # Claim again once half of the window that one portal can fill is free: claims in
+        # batches, and a portal holding its whole share does not keep the others waiting.
+        refill = max(1, min(self._concurrency, max(shares.values())) // 2)
+        pushing: dict[asyncio.Task[EventSendResult], str] = {}  #: push → its portal
+        busy: Counter[str] = Counter()  #: callbacks in flight per portal
         answered: list[EventSendResult] = []  #: pushes ended, not yet recorded
         answered_since = 0.0  #: when the oldest of them ended (monotonic)
         idle = self._poll
@@ -111,14 +119,18 @@ class EventNotifier:
                 if self._wake.is_set():
                     self._wake.clear()
                     claim_at = 0.0
-                if len(pushing) <= self._concurrency - self._refill and time.monotonic() >= claim_at:
+                free = self._concurrency - len(pushing)
+                room = {p: shares[p] - busy[p] for p in portals if busy[p] < shares[p]}
+                if min(free, sum(room.values())) >= refill and time.monotonic() >= claim_at:
                     # Recorded first: a filing's next event is due only once this one is delivered.
                     await self._record(answered, stop)
                     answered = []
-                    events = await self._claim(portals, self._concurrency - len(pushing), stop)
+                    events = await self._claim(portals, room, free, stop)
                     if events:
                         idle = self._poll
-                        pushing.update(asyncio.create_task(self._push(e)) for e in events)
+                        for event in events:
+                            pushing[asyncio.create_task(self._push(event))] = event.portal
+                            busy[event.portal] += 1
                     elif events is not None:
                         claim_at = time.monotonic() + idle
                         idle = min(self._max_poll, idle * 2)
@@ -126,28 +138,30 @@ class EventNotifier:
                     await self._record(answered, stop)
                     answered = []
                 timeout = self._poll if pushing or answered else max(0.0, claim_at - time.monotonic())
-                ended = await self._progress(pushing, stop, timeout)
+                ended = await self._progress(set(pushing), stop, timeout)
                 if ended:
                     if not answered:
                         answered_since = time.monotonic()
-                    pushing -= ended
-                    answered.extend(task.result() for task in ended)
+                    for task in ended:
+                        busy[pushing.pop(task)] -= 1
+                        answered.append(task.result())
         except asyncio.CancelledError:
             for task in pushing:
                 task.cancel()  # their leases run out and the events go again: a repeat, by id
             raise
         # Stopping: the callbacks in flight end (each within the client's deadline) and are recorded.
         if pushing:
-            ended, _ = await asyncio.wait(pushing)
+            ended, _ = await asyncio.wait(set(pushing))
             answered.extend(task.result() for task in ended)
         await self._record(answered, None)
         log.info("notifier_stopped", owner=self.owner, delivered=self.delivered)
 
-    async def _claim(self, portals: list[str], limit: int, stop: asyncio.Event) -> list[FilingEvent] | None:
-        """Lease up to `limit` due events, the portals taking turns at being served first; None
-        when the store failed (after waiting it out a while)."""
+    async def _claim(self, portals: list[str], room: Mapping[str, int], limit: int,
+                     stop: asyncio.Event) -> list[FilingEvent] | None:
+        """Lease up to `limit` due events, each portal up to its `room`, the portals taking turns
+        at being served first; None when the store failed (after waiting it out a while)."""
         self._turn = (self._turn + 1) % len(portals)
-        in_turn = portals[self._turn:] + portals[:self._turn]
+        in_turn = {p: room[p] for p in portals[self._turn:] + portals[:self._turn] if p in room}
         try:
             events = await asyncio.to_thread(self._store.claim_events, self.owner, in_turn, limit, self._lease)
         except Exception as exc:

@@ -335,18 +335,23 @@ class DeliverySemanticsStore:
         return [_event(r) for r in rows]
 
     @outages_translated
-    def claim_events(self, owner: str, portals: Sequence[str], limit: int, lease_seconds: float) -> list[FilingEvent]:
+    def claim_events(self, owner: str, portals: Mapping[str, int], limit: int,
+                     lease_seconds: float) -> list[FilingEvent]:
         """Lease due events to push: of each filing only the earliest undelivered one, so a
         portal never receives an event before an earlier one of the same filing. The portals are
-        served in the order given, each up to what the limit leaves (the caller rotates them)."""
+        served in the order given (the caller rotates them), each up to its own share and to
+        what the limit leaves."""
         if limit <= 0 or not portals:
             return []
         now = self._clock()
         claim = _CLAIM_EVENTS[self._postgresql]
         rows: list[Any] = []
         with self._write() as conn, conn.begin():
-            for portal in portals:  # in the caller's order, until the limit is reached
-                rows += conn.execute(claim, {"b_portal": portal, "b_now": now, "b_limit": limit - len(rows),
+            for portal, share in portals.items():  # in the caller's order, until the limit is reached
+                if share <= 0:
+                    continue
+                rows += conn.execute(claim, {"b_portal": portal, "b_now": now,
+                                             "b_limit": min(share, limit - len(rows)),
                                              "b_owner": owner, "b_until": now + lease_seconds}).all()
                 if len(rows) >= limit:
                     break

@@ -45,7 +45,7 @@ def build_notifier(settings: Settings, store: EventStore,
         secret = callback_secret(inline, file)
         if secret is None:
             raise ValueError(f"portal {portal!r} has a callback_url but no callback_secret(_file)")
-        targets[portal] = WebhookTarget(conf.callback_url, secret)
+        targets[portal] = WebhookTarget(conf.callback_url, secret, conf.callback_concurrency)
     client = callback_client(settings) if targets else client_sending_nothing(
         "notifications without a portal to call back")
     notifier = EventNotifier(

@@ -161,27 +161,31 @@ def test_only_the_earliest_undelivered_event_of_a_filing_is_claimed(store: SqlSt
     """Event 2 waits while event 1 is leased or failed; once 1 is delivered, 2 goes."""
     store.accept_filing(_new(), _planner())
     _complete(store, "cciaa", "protocolled", protocol_number="P1", references={"numeroREA": "RM-1"})
-    first = store.claim_events("n1", ["test"], 10, 60)
+    first = store.claim_events("n1", {"test": 10}, 10, 60)
     assert [e.seq for e in first] == [1]
-    assert store.claim_events("n2", ["test"], 10, 60) == []  # 1 is leased: nothing after it
+    assert store.claim_events("n2", {"test": 10}, 10, 60) == []  # 1 is leased: nothing after it
     store.finish_events([EventSendResult(first[0].id, "n1", False, next_attempt_at=store._clock(), error="500")])
-    again = store.claim_events("n2", ["test"], 10, 60)
+    again = store.claim_events("n2", {"test": 10}, 10, 60)
     assert [(e.id, e.seq, e.attempts) for e in again] == [(first[0].id, 1, 1)]
     store.finish_events([EventSendResult(again[0].id, "n2", True)])
-    assert [e.seq for e in store.claim_events("n2", ["test"], 10, 60)] == [2]
-    assert store.claim_events("n3", ["other"], 10, 60) == []
+    assert [e.seq for e in store.claim_events("n2", {"test": 10}, 10, 60)] == [2]
+    assert store.claim_events("n3", {"other": 10}, 10, 60) == []
 
 
-def test_a_claim_serves_several_portals_in_the_order_given_within_its_limit(store: SqlStore) -> None:
+def test_a_claim_serves_several_portals_in_the_order_given_each_within_its_share_and_the_limit(
+        store: SqlStore) -> None:
     """One portal at a time (each read in the order its events fall due): the first named is
-    served first, the next gets what the limit leaves, a limit reached stops the claim."""
-    for portal in ("test", "other", "test"):
+    served first, each up to its own share (a portal with no room gets nothing), the next gets
+    what the limit leaves, a limit reached stops the claim."""
+    for portal in ("test", "other", "test", "test"):
         store.accept_filing(dataclasses.replace(_new(), portal=portal), _planner())
-    first = store.claim_events("n1", ["other", "test"], 1, 60)
+    first = store.claim_events("n1", {"other": 5, "test": 5}, 1, 60)
     assert [e.portal for e in first] == ["other"]
-    rest = store.claim_events("n1", ["other", "test"], 10, 60)
-    assert [e.portal for e in rest] == ["test", "test"]  # other's one event is leased already
-    assert store.claim_events("n2", ["test", "other"], 10, 60) == []
+    shared = store.claim_events("n1", {"other": 5, "test": 2}, 10, 60)
+    assert [e.portal for e in shared] == ["test", "test"]  # its share, though the limit leaves more
+    assert store.claim_events("n1", {"test": 0, "other": 5}, 10, 60) == []  # other's one event is leased
+    rest = store.claim_events("n2", {"test": 5, "other": 5}, 10, 60)
+    assert [e.portal for e in rest] == ["test"]
 
 
 def test_pushes_of_several_filings_are_recorded_in_one_batch(store: SqlStore) -> None:
@@ -190,7 +194,7 @@ def test_pushes_of_several_filings_are_recorded_in_one_batch(store: SqlStore) ->
     later = store._clock() + 30  # noqa: SLF001 - the store's manual clock
     for _ in range(3):
         store.accept_filing(_new(), _planner())
-    claimed = store.claim_events("n1", ["test"], 10, 60)
+    claimed = store.claim_events("n1", {"test": 10}, 10, 60)
     assert len(claimed) == 3
     ok, failed, lost = claimed
     store.finish_events([

@@ -49,9 +49,9 @@ class _BuggySender(WebhookSender):
         await super().send(portal, event_id, body)
 
 
-def _filing(store: SqlStore) -> int:
+def _filing(store: SqlStore, portal: str = "test") -> int:
     """A filing whose only recipient is protocolled: several events (accepted, state changes)."""
-    new = NewFiling("durc_request", "test", "09182730581", "Alfa", "FTTMRC85C14H501X", "legal_representative",
+    new = NewFiling("durc_request", portal, "09182730581", "Alfa", "FTTMRC85C14H501X", "legal_representative",
                     b"<filing/>", "b" * 64, datetime.now(timezone.utc))
     store.accept_filing(new, lambda ref: [PlannedDelivery(uuid.uuid4().hex, uuid.uuid4().hex, "inps", "Op", {})])
     [job] = store.claim_jobs("w", ["inps"], 10, 60)
@@ -116,7 +116,7 @@ def test_an_event_the_portal_keeps_refusing_is_given_up_at_the_horizon(store: Sq
     assert [i for _, i in _sent(portal)[2:]] == [e.id for e in later]  # never the given-up one again
     rows = {r.id: r for r in _events(store)}
     assert rows[first.id].delivered_at is None and rows[first.id].last_error.startswith("gave up after 2 attempts")
-    assert store.claim_events("n", ["test"], 10, 60) == []  # not due, ever
+    assert store.claim_events("n", {"test": 10}, 10, 60) == []  # not due, ever
     assert [e["event"] for e in logs if e["log_level"] != "info"] == ["event_push_failed", "event_push_abandoned"]
     assert not [e for e in logs if "exc_info" in e]
 
