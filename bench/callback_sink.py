@@ -7,7 +7,9 @@ what a portal does with a callback: checks the signature (`adapters.webhook.veri
 the function a portal is given), reads the event, answers 204. It records, per event, its id,
 filing reference, sequence and when it was written and received; on SIGTERM it writes them to
 `--out` (JSON) and exits. A forged signature is answered 401 and counted. `--slow-every N
---slow-ms MS` makes it a portal with a tail: every Nth callback is answered MS late.
+--slow-ms MS` makes it a portal with a tail: every Nth callback is answered MS late. While a
+benchmark runs, `EventBacklog` reads the store once a second: the most events seen waiting, and
+the oldest one's age (printed with the callbacks' figures).
 
     .venv/bin/python bench/callback_sink.py --port 8765 --secret-file S --out events.json
 """
@@ -21,14 +23,15 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
 from aiohttp import web
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -81,6 +84,42 @@ async def serve(port: int, sink: CallbackSink) -> None:
     await runner.cleanup()
 
 
+class EventBacklog(threading.Thread):
+    """Reads, once a `period`, how many events wait in the store to be pushed and how old the
+    oldest is: a notifier falling behind shows while the run lasts (the twelfth round's lag was
+    found this way), not only in the latencies at its end."""
+
+    def __init__(self, database_url: str, period: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self._url, self._period = database_url, period
+        self.halt = threading.Event()
+        self.most = (0, 0.0)  #: the most events seen waiting, and at which minute of the run
+        self.oldest = 0.0  #: the oldest waiting event's greatest age seen, in seconds
+        self._t0 = time.monotonic()
+
+    def run(self) -> None:
+        waiting = text("SELECT count(*), min(created_at) FROM filing_events WHERE delivered_at IS NULL")
+        engine = create_engine(self._url)
+        try:
+            with engine.connect() as conn:
+                while True:
+                    count, created = conn.execute(waiting).one()
+                    conn.rollback()  # a fresh snapshot each time (SQLite's reads keep theirs)
+                    if count > self.most[0]:
+                        self.most = (count, (time.monotonic() - self._t0) / 60)
+                    if created is not None:
+                        created = created if created.tzinfo else created.replace(tzinfo=timezone.utc)
+                        self.oldest = max(self.oldest, time.time() - created.timestamp())
+                    if self.halt.wait(self._period):  # the period between readings, not synchronisation
+                        return
+        finally:
+            engine.dispose()
+
+    def summary(self) -> str:
+        return (f"events waiting (read every {self._period:g} s)  most {self.most[0]} (minute {self.most[1]:.1f}), "
+                f"the oldest at most {self.oldest:.1f} s old")
+
+
 class CallbackSinkProcess:
     """The sink as a benchmark drives it: started at once in its own process on a free loopback
     port, with a secret made for the run (in a file of `workdir`, not on a command line)."""
@@ -103,6 +142,12 @@ class CallbackSinkProcess:
         self._cpu = 0.0
         self._taken_in_store = 0
         self._summary: dict[str, object] | None = None
+        self._backlog: EventBacklog | None = None
+
+    def watch_backlog(self, database_url: str) -> None:
+        """From now on, read the events waiting in the store once a second (`report` prints it)."""
+        self._backlog = EventBacklog(database_url)
+        self._backlog.start()
 
     def portal_env(self, portal: str) -> dict[str, str]:
         """The hub's settings that give `portal` this callback address and secret."""
@@ -119,6 +164,9 @@ class CallbackSinkProcess:
 
     def stop(self) -> float:
         """Stop the sink (once) and read what it received; its CPU seconds."""
+        if self._backlog is not None:
+            self._backlog.halt.set()
+            self._backlog.join(10)
         if self._summary is None:
             if self._process.poll() is None:
                 self._cpu = proc_stats(self._process.pid)[0]
@@ -133,6 +181,8 @@ class CallbackSinkProcess:
         forgery or event out of its filing's order."""
         self.stop()
         assert self._summary is not None
+        if self._backlog is not None:
+            print(self._backlog.summary())
         received: list[Received] = [tuple(r) for r in self._summary["received"]]  # type: ignore[misc, union-attr]
         ids = {r[0] for r in received}
         by_filing: dict[str, list[Received]] = defaultdict(list)

@@ -119,6 +119,8 @@ def main() -> int:
         sims_cpu0, _ = _proc_stats(sims.process.pid)
         t0_wall = datetime.now(timezone.utc)
         portal_cpu0 = time.process_time()
+        if sink is not None:
+            sink.watch_backlog(db_url)
         load = PortalLoad(base, args.concurrency, PORTAL, client=args.client)
         submitted = asyncio.run(load.run(args.filings, args.rate))
         portal_cpu = time.process_time() - portal_cpu0

@@ -215,6 +215,8 @@ def main() -> int:
                   f" filings/s; soaking at half, {rate:.1f} filings/s")
         sampler = Sampler({name: p.pid for name, p in procs.items()}, args.sample_seconds)
         sampler.start()
+        if sink is not None:
+            sink.watch_backlog(env["DATABASE__URL"])
         load_started = time.time()
         portal = asyncio.run(PortalLoad(base, args.concurrency, PORTAL).run(
             None, rate, until=time.monotonic() + args.minutes * 60))

@@ -72,7 +72,7 @@ class EventNotifier:
         sender: EventSender,
         backoff: SchedulePolicy,
         max_age_seconds: float = 86_400.0,
-        concurrency: int = 16,
+        concurrency: int = 64,
         lease_seconds: float = 60.0,
         poll_interval: float = 0.05,
         max_poll_interval: float = 0.5,
