@@ -103,8 +103,8 @@ class EventNotifier:
         if not shares:
             log.info("notifier_idle", reason="no portal has a callback address")
             return
-        log.info("notifier_started", owner=self.owner, portals=sorted(shares))
         portals = sorted(shares)
+        log.info("notifier_started", owner=self.owner, portals=portals)
         # Claim again once half of the window that one portal can fill is free: claims in
         # batches, and a portal holding its whole share does not keep the others waiting.
         refill = max(1, min(self._concurrency, max(shares.values())) // 2)
