@@ -138,12 +138,22 @@ def types_schema(wsdl: Path) -> xmlschema.XMLSchemaBase:
 
 
 class _LxmlSchema:
-    """Pre-send validation with a declared XSD (fast: libxml2)."""
+    """Pre-send validation with a declared XSD (fast: libxml2).
+
+    A valid message is told by one compiled schema that threads share without a lock (lxml
+    gives each call its own libxml2 context; a valid document leaves the shared error log
+    empty). An invalid one is validated again, under a lock, by a second copy compiled the
+    first time one is needed, whose error log only that lock's holder reads. Under one lock
+    for every call, the intake's threads checking their filings' messages queued for each
+    agency's schema (issue 13).
+    """
 
     def __init__(self, xsd: Path) -> None:
+        self._xsd = xsd
         document = etree.parse(str(xsd), hardened_parser())
         self._schema = etree.XMLSchema(document)
-        self._lock = threading.Lock()  # the error log lives on the instance
+        self._lock = threading.Lock()  # the reporting copy's error log lives on the instance
+        self._reporting: etree.XMLSchema | None = None
         root = document.getroot()
         tns = root.get("targetNamespace")
         #: The global elements the document itself declares (`{ns}local`), not its imports'.
@@ -153,10 +163,14 @@ class _LxmlSchema:
         )
 
     def error(self, element: etree._Element) -> str | None:
+        if self._schema.validate(element):
+            return None
         with self._lock:
-            if self._schema.validate(element):
+            if self._reporting is None:
+                self._reporting = etree.XMLSchema(etree.parse(str(self._xsd), hardened_parser()))
+            if self._reporting.validate(element):  # not expected: the shared copy said otherwise
                 return None
-            last = self._schema.error_log.last_error
+            last = self._reporting.error_log.last_error
             return f"line {last.line}: {last.message}" if last is not None else "invalid"
 
 

@@ -80,10 +80,10 @@ class ApiSettings(_Section):
     port: int = 8080
     max_body_bytes: int = 1_048_576
     max_depth: int = 32
-    #: Compiled copies of the filing XSD the intake's threads share (each ~260 KiB of C memory);
-    #: a validation waits while all are in use. About the cores a process can use is enough:
-    #: lxml validates without the GIL, the rest of a filing's work holds it.
-    schema_validators: int = Field(default=4, ge=1)
+    #: Compiled copies of the filing XSD that report an invalid filing's errors (each ~260 KiB
+    #: of C memory), lent to one thread at a time: an invalid filing waits while all are in use.
+    #: A valid filing needs none of them: one more copy, shared by every thread, tells it.
+    schema_validators: int = Field(default=2, ge=1)
     #: Where agencies reach the hub's callbacks (`X-ReplyTo` = `<public_url>/v1/callbacks/<agency>`);
     #: default `http://<host>:<port>`.
     public_url: str | None = None

@@ -13,10 +13,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, mo
 
 from domain.identity import IdentityError, parse_min_level
 from routing.mapping import (
-    FILING_NAMESPACES,
     FieldMap,
     Handoff,
     MappingError,
+    ThreadXPath,
     compile_field_map,
     validation_problems,
 )
@@ -36,7 +36,7 @@ class Route:
     mapping_name: str
     field_map: FieldMap
     condition_text: str | None
-    condition: etree.XPath | None
+    condition: ThreadXPath | None
     after: str | None = None  # the agency whose outcome this delivery waits for
     on_reject: str = "hold"  # hold | cancel, when that agency rejects
     handoffs: tuple[Handoff, ...] = ()
@@ -194,7 +194,7 @@ def load_route_table(routes_file: Path, mappings_dir: Path) -> RouteTable:
         condition = None
         if entry.when:
             try:
-                condition = etree.XPath(f"boolean({entry.when})", namespaces=FILING_NAMESPACES)
+                condition = ThreadXPath(f"boolean({entry.when})")
             except etree.XPathSyntaxError as exc:
                 raise MappingError(f"{where}: invalid condition {entry.when!r}: {exc}") from exc
         agency, contract_version = entry.target

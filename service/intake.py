@@ -64,8 +64,6 @@ def plan_filing(
         NoRecipients: no route takes it.
         RecipientMessagesInvalid: a recipient's message would fail its agency's schema.
     """
-    if not any(route.applies_to(root) for route in routes.for_kind(filing.kind)):
-        raise NoRecipients(f"no agency is configured to receive a filing of kind {filing.kind!r}")
     facts = FilingFacts(
         reference=PLANNING_REFERENCE,
         kind=filing.kind,
@@ -76,6 +74,8 @@ def plan_filing(
     )
     # Planned once, before the store's transaction: the messages checked are the ones stored.
     planned = plan_deliveries(routes, root, facts)
+    if not planned:  # no route of its kind, or none whose condition holds
+        raise NoRecipients(f"no agency is configured to receive a filing of kind {filing.kind!r}")
     if check is not None:
         check_messages(routes, filing.kind, planned, check)
     return filing, lambda reference: [assign_reference(p, reference) for p in planned]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -87,3 +88,24 @@ def test_an_unknown_agency_is_not_a_message_problem_and_is_not_kept(setup: tuple
     fresh = MessageChecker(checker._contracts)
     assert fresh.problem("nowhere", None, p.operation, p.content) is None
     assert fresh._loaded == {}
+
+
+def test_threads_checking_at_once_each_get_their_own_messages_problem(
+        setup: tuple[MessageChecker, dict[str, Any]]) -> None:
+    """The intake's threads check messages against one agency's schema at once, valid and not
+    mixed: each gets its own message's answer (an invalid one's error is read under a lock,
+    from a copy of the schema whose log only that reader fills)."""
+    checker, planned = setup
+    p = planned["cciaa"]
+    messages = [p.content, {**p.content, "pec": "not an address"},
+                {k: v for k, v in p.content.items() if k != "dataInizioAttivita"}]
+
+    def answer(content: dict[str, Any]) -> tuple[str | None, str] | None:
+        problem = checker.problem(p.agency, p.contract_version, p.operation, content)
+        return None if problem is None else (problem.field, problem.detail)
+
+    alone = [answer(m) for m in messages]
+    assert alone[0] is None and alone[1] is not None and alone[2] is not None and alone[1] != alone[2]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = list(pool.map(answer, messages * 100))
+    assert together == alone * 100
