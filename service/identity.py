@@ -7,7 +7,7 @@ The rules are the domain's (`domain.delegation`); this module loads the records 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,7 +31,7 @@ from domain.identity import IdentityError, User, normalise_user_id
 from domain.lockout import Lockout, LockoutPolicy
 from domain.taxcode import tax_code_error
 from domain.timestamps import rfc3339
-from routing.routes import RouteTable
+from routing.routes import Route, RouteTable
 
 __all__ = [
     "Admission",
@@ -132,17 +132,17 @@ def filing_parties(root: etree._Element) -> FilingParties:
 
 
 def authorize_filing(identity: IdentityStore, routes: RouteTable, kind: str, root: etree._Element,
-                     user: User, at: datetime) -> FilingAuthorization:
-    """Check that `user` may file this filing at every recipient its routes choose.
+                     user: User, at: datetime, applicable: Sequence[Route] | None = None) -> FilingAuthorization:
+    """Check that `user` may file this filing at every recipient its routes choose
+    (`applicable`, when the caller has worked them out: `RouteTable.applicable`).
 
     Raises:
         RecipientsNotAuthorized: naming every recipient refused, and why.
     """
     parties = filing_parties(root)
     min_levels: dict[str, int] = {}
-    for route in routes.for_kind(kind):
-        if route.applies_to(root):
-            min_levels[route.agency] = max(min_levels.get(route.agency, 1), route.min_level)
+    for route in routes.applicable(kind, root) if applicable is None else applicable:
+        min_levels[route.agency] = max(min_levels.get(route.agency, 1), route.min_level)
     grants = (
         []
         if user.tax_code == parties.legal_representative_tax_code
