@@ -210,9 +210,8 @@ def _check(ctx: ApiContext, request: Request, caller: Caller, media_type: str, b
     # Attachments named by id must be this user's uploads, with the hashes the filing declares.
     referenced = verify_references(ctx.attachments.store if ctx.attachments else None, parsed.root,
                                    portal, caller.user.tax_code)
-    applicable = ctx.routes.applicable(parsed.kind, parsed.root)  # each route's condition, once
     granted = authorize_filing(ctx.identity, ctx.routes, parsed.kind, parsed.root, caller.user,
-                               ctx.guard.now(), applicable)
+                               ctx.guard.now())
     new = NewFiling(
         kind=parsed.kind,
         portal=portal,
@@ -236,7 +235,7 @@ def _check(ctx: ApiContext, request: Request, caller: Caller, media_type: str, b
         token=caller.claim,
     )
     try:
-        item = plan_filing(ctx.routes, parsed.root, new, ctx.message_check, applicable)
+        item = plan_filing(ctx.routes, parsed.root, new, ctx.message_check)
     except NoRecipients as exc:
         if (denied := admit_deferred(ctx.guard, request, caller)) is not None:
             return denied

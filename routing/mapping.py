@@ -206,8 +206,8 @@ class _Walked:
 
     def apply(self, node: etree._Element) -> Any:
         element = self.xpath.first(node)
-        text = None if element is None or element.text is None else element.text.strip()
-        return self.convert(text) if self.convert is not None else text
+        value = None if element is None else _text_of([element])
+        return self.convert(value) if self.convert is not None else value
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from lxml import etree
@@ -129,8 +129,7 @@ def fill_handoffs(
 
 
 def plan_deliveries(
-    table: RouteTable, filing_root: etree._Element, facts: FilingFacts,
-    applicable: Sequence[Route] | None = None,
+    table: RouteTable, filing_root: etree._Element, facts: FilingFacts
 ) -> list[PlannedDelivery]:
     """Every route of the filing's kind whose condition holds gives one delivery.
 
@@ -138,11 +137,8 @@ def plan_deliveries(
     redeliveries send the same id so the agency can drop a duplicate. A delivery that waits
     for another recipient gets its id here too: its hand-off fields are filled into the stored
     message when it is released, before it is ever sent, so the id still names one content.
-
-    `applicable`: the table's routes that apply to this filing, when the caller has them
-    (`RouteTable.applicable`).
     """
-    routes = table.applicable(facts.kind, filing_root) if applicable is None else applicable
+    routes = table.applicable(facts.kind, filing_root)
     planned_agencies = {r.agency for r in routes}
     # A route waits for its `after` agency only when that agency receives this filing too.
     return [_planned(r, filing_root, facts, waits=r.after in planned_agencies) for r in routes]

@@ -62,8 +62,7 @@ class RouteTable:
         return self.routes_by_kind.get(kind, ())
 
     def applicable(self, kind: str, filing_root: etree._Element) -> tuple[Route, ...]:
-        """The routes of `kind` whose condition holds for this filing: worked out once per
-        filing and handed to each step that needs them (each condition is an XPath call)."""
+        """The routes of `kind` whose condition holds for this filing."""
         return tuple(r for r in self.for_kind(kind) if r.applies_to(filing_root))
 
     @property

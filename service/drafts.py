@@ -292,7 +292,7 @@ class DraftDesk:
             return DraftCheck(violations, [{"code": "no-kind", "location": "/f:filing",
                                             "detail": "the draft names no filing kind yet"}] if root is not None
                               else [], [])
-        routes = [r for r in self._routes.for_kind(kind) if r.applies_to(root)]
+        routes = self._routes.applicable(kind, root)
         if not routes:
             return DraftCheck(violations, [{"code": "no-route", "location": "/f:filing",
                                             "detail": f"no agency receives a filing of kind {kind!r}"}], [])

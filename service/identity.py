@@ -7,7 +7,7 @@ The rules are the domain's (`domain.delegation`); this module loads the records 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,7 +31,7 @@ from domain.identity import IdentityError, User, normalise_user_id
 from domain.lockout import Lockout, LockoutPolicy
 from domain.taxcode import tax_code_error
 from domain.timestamps import rfc3339
-from routing.routes import Route, RouteTable
+from routing.routes import RouteTable
 
 __all__ = [
     "Admission",
@@ -132,16 +132,15 @@ def filing_parties(root: etree._Element) -> FilingParties:
 
 
 def authorize_filing(identity: IdentityStore, routes: RouteTable, kind: str, root: etree._Element,
-                     user: User, at: datetime, applicable: Sequence[Route] | None = None) -> FilingAuthorization:
-    """Check that `user` may file this filing at every recipient its routes choose
-    (`applicable`, when the caller has worked them out: `RouteTable.applicable`).
+                     user: User, at: datetime) -> FilingAuthorization:
+    """Check that `user` may file this filing at every recipient its routes choose.
 
     Raises:
         RecipientsNotAuthorized: naming every recipient refused, and why.
     """
     parties = filing_parties(root)
     min_levels: dict[str, int] = {}
-    for route in routes.applicable(kind, root) if applicable is None else applicable:
+    for route in routes.applicable(kind, root):
         min_levels[route.agency] = max(min_levels.get(route.agency, 1), route.min_level)
     grants = (
         []

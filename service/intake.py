@@ -3,7 +3,7 @@ agency's schema, and store everything in one transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -11,7 +11,7 @@ from lxml import etree
 
 from domain.intake import MessageProblem, RecipientMessagesInvalid
 from routing.plan import FilingFacts, PlannedDelivery, assign_reference, plan_deliveries
-from routing.routes import Route, RouteTable
+from routing.routes import RouteTable
 from service.ports import AcceptedFiling, NewFiling
 from service.store_ports import FilingIntake, IntakeItem
 
@@ -57,12 +57,8 @@ def check_messages(routes: RouteTable, kind: str, planned: list[PlannedDelivery]
 
 def plan_filing(
     routes: RouteTable, root: etree._Element, filing: NewFiling, check: MessageCheck | None = None,
-    applicable: Sequence[Route] | None = None,
 ) -> IntakeItem:
     """Plan and check (with `check`) one filing's deliveries: what the store is to accept.
-
-    `applicable`: the routes that apply to it, when the caller has worked them out
-    (`RouteTable.applicable`).
 
     Raises:
         NoRecipients: no route takes it.
@@ -77,7 +73,7 @@ def plan_filing(
         received_at=filing.received_at,
     )
     # Planned once, before the store's transaction: the messages checked are the ones stored.
-    planned = plan_deliveries(routes, root, facts, applicable)
+    planned = plan_deliveries(routes, root, facts)
     if not planned:  # no route of its kind, or none whose condition holds
         raise NoRecipients(f"no agency is configured to receive a filing of kind {filing.kind!r}")
     if check is not None:
