@@ -25,8 +25,10 @@ from cli.client import declarant_of, demo_user
 from security.keys import generate_private_key, public_pem
 from security.modi import ModiSigner
 
-__all__ = ["BenchPortal", "DeliveryFigures", "drop_bench_backends", "free_port", "percentile", "proc_stats",
-           "add_backend_arguments", "fresh_schema", "report_deliveries", "rss_bytes", "rss_parts", "report_targets", "settled_filings", "stop_processes", "timestamp", "wait_healthy"]
+__all__ = ["BenchPortal", "DeliveryFigures", "add_backend_arguments", "drop_bench_backends", "free_port",
+           "fresh_schema", "percentile", "proc_stats", "report_deliveries", "report_table_writes",
+           "report_targets", "rss_bytes", "rss_parts", "server_cpu", "settled_filings", "stop_processes",
+           "timestamp", "wait_healthy"]
 
 #: The benchmarks' mix: one filing of each of the four original kinds, in turn.
 MIX = ("business_start.xml", "runts_registration.xml", "durc_request.xml", "responsibility_declaration.xml")
@@ -69,6 +71,36 @@ def proc_stats(pid: int) -> tuple[float, int]:
         if line.startswith("VmHWM:"):
             hwm = int(line.split()[1]) * 1024
     return cpu, hwm
+
+
+#: The servers an end-to-end benchmark loads besides the hub, by their processes' names
+#: (/proc/PID/comm): PostgreSQL's postmaster and backends, RabbitMQ's Erlang VM and helpers.
+SERVER_PROCESSES = {"postgresql": ("postgres",), "rabbitmq": ("beam.smp", "erl_child_setup", "epmd")}
+
+
+def server_cpu() -> dict[str, float]:
+    """CPU seconds (user+system) the local servers' processes have spent so far, by server.
+
+    A process's reaped children count too: a PostgreSQL backend that ended is in its
+    postmaster's figure. Servers with no process on this machine are left out. Everything a
+    server does is counted, the benchmark's own reads included: read it only on a machine
+    where nothing else uses the servers.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    names = {name: server for server, names in SERVER_PROCESSES.items() for name in names}
+    spent: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            server = names.get((entry / "comm").read_text().strip())
+            if server is None:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+        spent[server] = spent.get(server, 0.0) + sum(int(f) for f in fields[11:15]) / ticks
+    return spent
 
 
 def rss_bytes(pid: int) -> int:
@@ -194,6 +226,40 @@ def report_targets(figures: Sequence[tuple[str, float, str, float, bool]]) -> No
         met = value >= target if higher else value <= target
         sign = "≥" if higher else "≤"
         print(f"  {what:<44} {value:9.1f} {unit:<5} target {sign} {target:g} {unit:<5} {'met' if met else 'NOT met'}")
+
+
+_TABLE_WRITES = text(
+    "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables"
+    " WHERE schemaname = :schema AND n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY relname")
+
+
+def report_table_writes(admin: Engine, schema: str, deliveries: int, *, settle: float = 5.0) -> None:
+    """Print the rows each table of `schema` took per delivery: inserted, updated (with the
+    share PostgreSQL could update in place, HOT, touching no index) and deleted.
+
+    Call it once the hub's processes have stopped: a backend reports its counts when it ends
+    (and only from time to time while it lives). They are read until two reads agree.
+    """
+    deadline = time.monotonic() + settle
+    with admin.connect() as conn:
+        rows = conn.execute(_TABLE_WRITES, {"schema": schema}).all()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            conn.rollback()  # a new snapshot of the statistics
+            again = conn.execute(_TABLE_WRITES, {"schema": schema}).all()
+            if again == rows:
+                break
+            rows = again
+    per = 1 / max(1, deliveries)
+    print("rows written per delivery (PostgreSQL's table statistics, read once the hub stopped):")
+    totals = [0, 0, 0, 0]
+    for name, inserted, updated, hot, deleted in rows:
+        totals = [t + v for t, v in zip(totals, (inserted, updated, hot, deleted), strict=True)]
+        print(f"  {name:<16} inserted {inserted * per:5.2f}  updated {updated * per:5.2f} "
+              f"(in place {hot / max(1, updated):4.0%})  deleted {deleted * per:5.2f}")
+    inserted, updated, hot, deleted = totals
+    print(f"  {'all tables':<16} inserted {inserted * per:5.2f}  updated {updated * per:5.2f} "
+          f"(in place {hot / max(1, updated):4.0%})  deleted {deleted * per:5.2f}")
 
 
 def fresh_schema(database_url: str) -> tuple[Engine, str, str]:

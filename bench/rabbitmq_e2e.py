@@ -46,7 +46,10 @@ AGENCIES = ("cciaa", "inail", "inps", "runts")
 
 
 from measure import free_port as _free_port, proc_stats as _proc_stats  # noqa: E402
-from measure import add_backend_arguments, drop_bench_backends, fresh_schema, report_deliveries, report_targets, settled_filings, stop_processes, timestamp  # noqa: E402
+from measure import (  # noqa: E402
+    add_backend_arguments, drop_bench_backends, fresh_schema, report_deliveries, report_table_writes, report_targets,
+    server_cpu, settled_filings, stop_processes, timestamp,
+)
 from measure import wait_healthy as _wait_healthy  # noqa: E402
 from measure import BenchPortal  # noqa: E402
 from portal_load import PortalLoad  # noqa: E402
@@ -117,6 +120,7 @@ def main() -> int:
         time.sleep(2)  # let relay and workers connect and declare (not measured)
         cpu0 = {name: _proc_stats(p.pid)[0] for name, p in procs.items()}
         sims_cpu0, _ = _proc_stats(sims.process.pid)
+        servers0 = server_cpu()
         t0_wall = datetime.now(timezone.utc)
         portal_cpu0 = time.process_time()
         if sink is not None:
@@ -143,6 +147,7 @@ def main() -> int:
         if sink is not None:  # and every event of those filings taken by the portal
             sink.wait_all_taken(engine, deadline)
         stats = {name: _proc_stats(p.pid) for name, p in procs.items()}
+        servers = {name: spent - servers0.get(name, 0.0) for name, spent in server_cpu().items()}
         with engine.connect() as conn:
             first = t0_wall.timestamp()
             if args.backlog:  # the drain: from the first completed delivery to the last
@@ -166,6 +171,10 @@ def main() -> int:
             print(f"  {name:<10} CPU {used:7.1f} s = {used / max(1, deliveries) * 1000:5.2f} ms per delivery   "
                   f"peak memory {peak / 2**20:5.0f} MiB")
         print(f"  {'simulators':<10} CPU {sims_cpu1 - sims_cpu0:7.1f} s   peak memory {sims_peak / 2**20:5.0f} MiB")
+        for name, used in servers.items():
+            print(f"  {name:<10} CPU {used:7.1f} s = {used / max(1, deliveries) * 1000:5.2f} ms per delivery "
+                  f"(the server's processes on this machine)")
+        sink_cpu = 0.0
         if sink is not None:
             sink_cpu = sink.stop()
             print(f"  {'callbacks':<10} CPU {sink_cpu:7.1f} s   (the portal's callback address: the load, not the hub)")
@@ -173,6 +182,11 @@ def main() -> int:
               f"(this script, {args.client}: the load, not the hub)")
         print(f"  hub CPU per delivery {hub_cpu / max(1, deliveries) * 1000:.2f} ms (API + relay + workers); "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other processes included)")
+        everything = hub_cpu + sum(servers.values()) + (sims_cpu1 - sims_cpu0) + portal_cpu + sink_cpu
+        machine = everything / max(1, deliveries)
+        cores = os.cpu_count() or 1
+        print(f"  machine CPU per delivery {machine * 1000:.2f} ms (all of the above): {cores} cores allow at most "
+              f"{cores / machine if machine else 0:.0f} deliveries/s; 600/s needs {cores / 600 * 1000:.2f} ms")
         targets = [(f"deliveries/s (RabbitMQ + PostgreSQL, {args.workers} workers)", figures.deliveries_per_s, "/s",
                     600, True),
                    ("hub CPU per delivery", hub_cpu / max(1, deliveries) * 1000, "ms", 2, False),
@@ -183,6 +197,8 @@ def main() -> int:
         report_targets(targets)
         if sink is not None:
             sink.report(filings=n, since=t0_wall.timestamp())
+        stop_processes(procs.values())
+        report_table_writes(admin, schema, deliveries)
         print(f"reproduce: .venv/bin/python bench/rabbitmq_e2e.py --workers {args.workers} --filings {n} "
               f"--concurrency {args.concurrency} --worker-concurrency {args.worker_concurrency}"
               + (f" --rate {args.rate:g}" if args.rate else "")
