@@ -23,14 +23,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import server_of  # noqa: E402
+
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _group(comm: str, cmdline: str) -> str:
-    if comm.startswith("postgres"):
-        return "postgresql"
-    if comm.startswith(("beam", "erl_child", "epmd")):
-        return "rabbitmq"
+    server = server_of(comm)
+    if server is not None:
+        return server
     if "hub.py" in cmdline:
         words = cmdline.split("hub.py", 1)[1].split()
         return f"hub {words[0]}" if words else "hub"

@@ -27,7 +27,7 @@ from security.modi import ModiSigner
 
 __all__ = ["BenchPortal", "DeliveryFigures", "add_backend_arguments", "drop_bench_backends", "free_port",
            "fresh_schema", "percentile", "proc_stats", "report_deliveries", "report_table_writes",
-           "report_targets", "rss_bytes", "rss_parts", "server_cpu", "settled_filings", "stop_processes",
+           "report_targets", "rss_bytes", "rss_parts", "server_cpu", "server_of", "settled_filings", "stop_processes",
            "timestamp", "wait_healthy"]
 
 #: The benchmarks' mix: one filing of each of the four original kinds, in turn.
@@ -73,9 +73,14 @@ def proc_stats(pid: int) -> tuple[float, int]:
     return cpu, hwm
 
 
-#: The servers an end-to-end benchmark loads besides the hub, by their processes' names
-#: (/proc/PID/comm): PostgreSQL's postmaster and backends, RabbitMQ's Erlang VM and helpers.
-SERVER_PROCESSES = {"postgresql": ("postgres",), "rabbitmq": ("beam.smp", "erl_child_setup", "epmd")}
+#: The servers an end-to-end benchmark loads besides the hub, by the start of their processes'
+#: names (/proc/PID/comm): PostgreSQL's postmaster and backends, RabbitMQ's Erlang VM and helpers.
+_SERVER_PROCESSES = (("postgres", "postgresql"), ("beam", "rabbitmq"), ("erl_child", "rabbitmq"), ("epmd", "rabbitmq"))
+
+
+def server_of(comm: str) -> str | None:
+    """The server ("postgresql", "rabbitmq") a process of this name belongs to, if any."""
+    return next((server for prefix, server in _SERVER_PROCESSES if comm.startswith(prefix)), None)
 
 
 def server_cpu() -> dict[str, float]:
@@ -87,13 +92,12 @@ def server_cpu() -> dict[str, float]:
     where nothing else uses the servers.
     """
     ticks = os.sysconf("SC_CLK_TCK")
-    names = {name: server for server, names in SERVER_PROCESSES.items() for name in names}
     spent: dict[str, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            server = names.get((entry / "comm").read_text().strip())
+            server = server_of((entry / "comm").read_text().strip())
             if server is None:
                 continue
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
