@@ -150,6 +150,7 @@ def build_hub(
         base_dir=settings.path("."),
         pool_size=settings.database.pool_size,
         echo=settings.database.echo,
+        generic_plans=role == "worker" and settings.database.worker_generic_plans,
     )
     if migrate:
         upgrade_to_head(engine)

@@ -71,8 +71,34 @@ def _json_text(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def build_engine(url: str, *, base_dir: Path | None = None, pool_size: int = 10, echo: bool = False) -> Engine:
-    """Relative SQLite paths are taken from `base_dir`; the file's folder is created."""
+def _plan_once_per_connection(engine: Engine) -> None:
+    """Every new connection plans a prepared statement once, not at each execution.
+
+    psycopg prepares a statement run often; PostgreSQL then plans it again at every execution
+    whenever a plan for the values at hand looks cheaper than one for any values. For a
+    lookup by a list of keys (`id = ANY($1)`, the worker's reads) it always does: a generic
+    plan is costed for ten keys, a custom one for the one or few given. Set on the session,
+    committed: the pool's rollbacks keep it.
+    """
+
+    def connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SET plan_cache_mode = force_generic_plan")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()
+
+    event.listen(engine, "connect", connect)
+
+
+def build_engine(url: str, *, base_dir: Path | None = None, pool_size: int = 10, echo: bool = False,
+                 generic_plans: bool = False) -> Engine:
+    """Relative SQLite paths are taken from `base_dir`; the file's folder is created.
+
+    `generic_plans`: on PostgreSQL, each connection plans a prepared statement once
+    (`_plan_once_per_connection`), for a process whose statements all look rows up by key.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
@@ -99,4 +125,6 @@ def build_engine(url: str, *, base_dir: Path | None = None, pool_size: int = 10,
     engine = create_engine(parsed, echo=echo, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True,
                            json_serializer=_json_text, json_deserializer=orjson.loads)
     _ping_if_idle(engine)
+    if generic_plans and parsed.get_backend_name() == "postgresql":
+        _plan_once_per_connection(engine)
     return engine
