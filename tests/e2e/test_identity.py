@@ -433,8 +433,11 @@ def test_deleting_an_audit_line_is_found_at_the_next_one(hub: RunningHub, clock:
         anna.status(reference)
         anna.status(reference)
     engine = hub.hub.engine
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         ids = conn.execute(select(audit_log.c.id).order_by(audit_log.c.id)).scalars().all()
+    # A transaction of its own, writing first: on SQLite one that read first could not take
+    # the write lock while the hub's worker holds it (refused at once, not waited for).
+    with engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_log WHERE id = :id"), {"id": ids[1]})
     result = verify_audit_chain(engine)
     assert (result.ok, result.broken_id) == (False, ids[2])
