@@ -74,8 +74,8 @@ class DatabaseSettings(_Section):
     pool_size: int = 10
     echo: bool = False
     #: PostgreSQL: a worker process (`hub.py worker`) plans each of its prepared statements once
-    #: per connection (`plan_cache_mode = force_generic_plan`). Its reads look rows up by lists
-    #: of keys, which PostgreSQL otherwise plans again at every execution: about an eighth of the
+    #: per connection (`plan_cache_mode = force_generic_plan`). Its delivery reads look rows up by
+    #: lists of keys, which PostgreSQL otherwise plans again at every execution: about an eighth of the
     #: server's CPU per delivery at half load (docs/performance.md, fourteenth round). False:
     #: PostgreSQL chooses, statement by statement.
     worker_generic_plans: bool = True
