@@ -5,7 +5,10 @@ Every part is its own OS process: the API (`hub.py serve`), one relay (`hub.py r
 workers (`hub.py worker`), the four agency simulators; this script is the portal. It submits a
 mix of the four filing kinds over HTTP with bounded concurrency (optionally paced), waits until
 every delivery is settled, and prints filings/s accepted and delivered, deliveries/s, latency
-percentiles from submit to last protocol number, and each process's CPU and peak memory.
+percentiles from submit to last protocol number, and each process's CPU and peak memory. Over
+the same window it reads what PostgreSQL's and RabbitMQ's processes on this machine spent, and
+so the whole machine's CPU per delivery (with the rate two cores allow at that cost); once the
+hub has stopped, the rows each table took per delivery, from PostgreSQL's statistics.
 
 With `--callbacks` the bench portal has a callback address, as portals usually do: the
 workers' notifiers push every filing event to `bench/callback_sink.py` (a process of its own,
