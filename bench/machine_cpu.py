@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import server_of  # noqa: E402
+from measure import proc_stat, server_of  # noqa: E402
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -49,12 +49,10 @@ def _sample() -> dict[int, tuple[str, float]]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            comm, fields = proc_stat(entry.name)
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
         own = (int(fields[11]) + int(fields[12])) / _TICK
         group = _group(comm, cmdline)
         if group == "postgresql" and fields[1] == "1":  # the postmaster: add its reaped children

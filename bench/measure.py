@@ -26,7 +26,7 @@ from security.keys import generate_private_key, public_pem
 from security.modi import ModiSigner
 
 __all__ = ["BenchPortal", "DeliveryFigures", "add_backend_arguments", "drop_bench_backends", "free_port",
-           "fresh_schema", "percentile", "proc_stats", "report_deliveries", "report_table_writes",
+           "fresh_schema", "percentile", "proc_stat", "proc_stats", "report_deliveries", "report_table_writes",
            "report_targets", "rss_bytes", "rss_parts", "server_cpu", "server_of", "settled_filings", "stop_processes",
            "timestamp", "wait_healthy"]
 
@@ -61,10 +61,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def proc_stat(pid: int | str) -> tuple[str, list[str]]:
+    """A process's name and the fields of /proc/PID/stat after it (field 11 is utime, 13
+    cutime). The name is read between the parentheses: it may hold spaces or parentheses.
+
+    Raises:
+        OSError: the process has ended, or is not ours to read.
+    """
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+
+
 def proc_stats(pid: int) -> tuple[float, int]:
     """CPU seconds (user+system) and peak resident memory (bytes) of a live process."""
     ticks = os.sysconf("SC_CLK_TCK")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    _, fields = proc_stat(pid)
     cpu = (int(fields[11]) + int(fields[12])) / ticks
     hwm = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -97,11 +108,11 @@ def server_cpu() -> dict[str, float]:
         if not entry.name.isdigit():
             continue
         try:
-            server = server_of((entry / "comm").read_text().strip())
-            if server is None:
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            comm, fields = proc_stat(entry.name)
         except OSError:  # ended meanwhile, or not ours to read
+            continue
+        server = server_of(comm)
+        if server is None:
             continue
         spent[server] = spent.get(server, 0.0) + sum(int(f) for f in fields[11:15]) / ticks
     return spent
