@@ -100,6 +100,7 @@ __all__ = [
     "blob_dir",
     "supervisor_for",
     "uses_rabbitmq",
+    "worker_options",
 ]
 
 
@@ -270,7 +271,8 @@ def public_url(settings: Settings, host: str | None = None, port: int | None = N
     return f"http://{host or settings.api.host}:{port or settings.api.port}"
 
 
-def _worker_options(settings: Settings) -> WorkerOptions:
+def worker_options(settings: Settings) -> WorkerOptions:
+    """How a worker process claims, commits and reports, from `[worker]` (and the transport)."""
     from service.agency_runtime import WorkerOptions
 
     w = settings.worker
@@ -279,6 +281,7 @@ def _worker_options(settings: Settings) -> WorkerOptions:
         # The broker dead-letters after `delivery_limit` returns; decide before it does.
         max_handouts = min(max_handouts, settings.transport.delivery_limit - 1)
     return WorkerOptions(batch_size=w.batch_size, commit_batch=w.commit_batch, commit_attempts=w.commit_attempts,
+                         commit_gather=w.commit_gather_interval,
                          poll_interval=w.poll_interval, max_poll_interval=w.max_poll_interval,
                          max_handouts=max(1, max_handouts), pause_hold=w.pause_hold_seconds,
                          report_interval=settings.metrics.circuit_report_interval)
@@ -322,7 +325,7 @@ class WorkerSet:
             source=source,
             agencies=self.agencies,
             deliver=deliver_with_retries,
-            options=_worker_options(s),
+            options=worker_options(s),
             clock=hub.delivery_clock,
             poll=poll_once,
             report_circuit=lambda agency, snapshot, owner: asyncio.to_thread(

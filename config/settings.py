@@ -146,6 +146,11 @@ class RelaySettings(_Section):
     lease_seconds: float = 15.0
     poll_interval: float = 0.02
     max_poll_interval: float = 0.2
+    #: After a pass shorter than a batch, seconds to wait before claiming again, so that the
+    #: next pass carries more jobs: each pass costs a statement and a confirm round trip
+    #: whatever its size, and its jobs reach each worker as one claim (one store read) and
+    #: come back in fewer commits. Adds up to this much to a job's wait at light load.
+    gather_interval: float = Field(default=0.05, ge=0)
     #: Fault injection for tests only: seconds to wait between the broker's confirm and the mark.
     hold_before_mark: float = 0.0
 
@@ -165,6 +170,9 @@ class WorkerSettings(_Section):
     #: tried this many times, then split; the outcome that still cannot be recorded parks its
     #: delivery as undeliverable (`COMMIT_FAILED`). An outage is retried until it ends.
     commit_attempts: int = 3
+    #: While calls are still in flight, seconds a short batch of outcomes waits for theirs
+    #: before its commit (a commit costs about the same for one outcome as for dozens).
+    commit_gather_interval: float = Field(default=0.01, ge=0)
     #: How often a worker re-reads which agencies operators paused (seconds): a pause holds
     #: in every worker process within this time.
     pause_check_interval: float = 1.0

@@ -51,6 +51,10 @@ class WorkerOptions:
     commit_batch: int = 64
     #: Tries of a failing commit (not an outage) before the batch is split.
     commit_attempts: int = 3
+    #: While calls are still in flight, seconds a short batch of outcomes waits for theirs
+    #: before its commit: a commit costs about the same for one outcome as for dozens (see
+    #: `storage.delivery_ops`). 0: each batch is committed as soon as it is taken.
+    commit_gather: float = 0.01
     #: First and longest wait between claims when nothing is due (doubling while idle).
     poll_interval: float = 0.05
     max_poll_interval: float = 0.5

@@ -95,7 +95,7 @@ class OutboxRelay:
         backoff_initial: float = 0.2,
         backoff_max: float = 5.0,
         hold_before_mark: float = 0.0,
-        gather: float = 0.02,
+        gather: float = 0.05,
         owner: str | None = None,
     ) -> None:
         self.owner = owner or f"relay-{uuid.uuid4().hex[:12]}"
@@ -109,9 +109,10 @@ class OutboxRelay:
         self._backoff_max = backoff_max
         self._hold = hold_before_mark
         #: After a pass shorter than a batch, wait this long before claiming again: each pass
-        #: costs two transactions and a confirm round trip whatever its size, so letting the
-        #: next batch gather shares that cost among more jobs (and more jobs per worker load).
-        self._gather = gather
+        #: costs a store round trip and a confirm round trip whatever its size, so letting the
+        #: next batch gather shares that cost among more jobs, and downstream each worker
+        #: claims (one store read) and commits more jobs at a time.
+        self.gather = gather
         self.published = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -141,8 +142,8 @@ class OutboxRelay:
                     await sleep_unless(stop, self._hold)
                 short, pending = len(pending) < self._batch, []
                 backoff.reset()
-                if short and self._gather:
-                    await sleep_unless(stop, self._gather)
+                if short and self.gather:
+                    await sleep_unless(stop, self.gather)
             except BrokerUnavailable as exc:
                 log.warning("broker_unavailable", owner=self.owner, error=str(exc),
                             unconfirmed=len(pending), retry_in=round(backoff.wait, 2))

@@ -84,7 +84,6 @@ class DeliveryWorker:
         pauses: PauseBoard | None = None,
         metrics: HubMetrics | None = None,
         heartbeat: Callable[[], None] | None = None,
-        commit_gather: float = 0.01,
     ) -> None:
         opts = options or WorkerOptions()
         self.owner = owner or f"worker-{uuid.uuid4().hex[:12]}"
@@ -108,9 +107,7 @@ class DeliveryWorker:
         self._batch_size = opts.batch_size
         self._commit_batch = opts.commit_batch
         self._commit_attempts = max(1, opts.commit_attempts)
-        #: While calls are still in flight, a short batch waits this long for their outcomes:
-        #: a commit costs about the same for one outcome as for dozens (see `storage.delivery_ops`).
-        self._commit_gather = commit_gather
+        self._commit_gather = opts.commit_gather
         self._claim_backoff = Backoff(_STORE_BACKOFF_INITIAL, _STORE_BACKOFF_MAX)
         self._poll = opts.poll_interval
         self._max_poll = opts.max_poll_interval

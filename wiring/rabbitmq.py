@@ -93,4 +93,5 @@ def build_relay(settings: Settings, store: RelayStore, agencies: Iterable[str]) 
         backoff_initial=t.reconnect_initial,
         backoff_max=t.reconnect_max,
         hold_before_mark=r.hold_before_mark,
+        gather=r.gather_interval,
     )

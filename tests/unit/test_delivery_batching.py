@@ -10,12 +10,16 @@ from datetime import datetime, timezone
 
 from structlog.testing import capture_logs
 
+from bootstrap import worker_options
+from config.settings import load_settings
+
 from domain.messages import OutgoingMessage, Receipt
 from service.delivery_port import AgencyAdapter, DeliveryResult, RetryPolicy
 from service.ports import ClaimedJob, Completion
 from service.relay import OutboxJob, OutboxRelay
 from service.schedule import SchedulePolicy
 from service.worker import AgencyRuntime, DeliveryWorker, WorkerOptions
+from wiring.rabbitmq import build_relay
 
 
 class _Store:
@@ -87,6 +91,15 @@ def test_the_relay_marks_a_batch_in_the_transaction_of_the_next_claim() -> None:
     assert store.marked_apart == [3000, 3001]
 
 
+def test_the_configured_gathers_reach_the_relay_and_the_workers() -> None:
+    """`[relay] gather_interval` and `[worker] commit_gather_interval` are what the relay and
+    the workers built from the settings wait (operators trade a little latency for batches)."""
+    settings = load_settings(transport={"kind": "rabbitmq"}, relay={"gather_interval": 0.3},
+                             worker={"commit_gather_interval": 0.2})
+    assert build_relay(settings, _Store(per_claim=0, stop_after=1), ["inps"]).gather == 0.3
+    assert worker_options(settings).commit_gather == 0.2
+
+
 def _job(job_id: int) -> ClaimedJob:
     return ClaimedJob(job_id, f"{job_id:032d}", 1, "CRV-2026-000001", "inps", "RichiestaDurc", "m" * 32, "pending",
                       {}, 0, datetime.now(timezone.utc))
@@ -123,8 +136,8 @@ def _worker_batches(gather: float) -> list[int]:
     inps = AgencyRuntime(name="inps", adapter=object(), retry=RetryPolicy(),  # type: ignore[arg-type]  # passed to _deliver only
                          schedule=SchedulePolicy(), concurrency=4)
     source = _Source()
-    worker = DeliveryWorker(source=source, agencies={"inps": inps}, deliver=_deliver, commit_gather=gather,
-                            options=WorkerOptions(poll_interval=0.01, max_poll_interval=0.02))
+    worker = DeliveryWorker(source=source, agencies={"inps": inps}, deliver=_deliver,
+                            options=WorkerOptions(poll_interval=0.01, max_poll_interval=0.02, commit_gather=gather))
 
     async def scenario() -> None:
         stop = asyncio.Event()
