@@ -46,13 +46,14 @@ filing_events = Table(
     Column("delivered_at", Float),
     Column("last_error", Text),
     UniqueConstraint("filing_id", "seq", name="uq_filing_events_filing_id_seq"),
-    Index("ix_filing_events_pending", "delivered_at", "portal", "next_attempt_at"),
 )
 # The notifier's claim (0013) reads a portal's undelivered events in the order they fall due,
 # from `ix_filing_events_due`, and stops at its limit; of each it asks whether an earlier event of
 # its filing is still open, one probe of `ix_filing_events_open`. Without them the planner read
 # every open event per candidate (quadratic in the backlog), then every due one per claim (linear:
 # a notifier that fell behind fell further behind, its claims slower as the backlog grew).
+# The operators' backlog gauge reads `ix_filing_events_due` too; 0014 dropped the older
+# `ix_filing_events_pending`, which no query read any more and which held every event.
 _UNDELIVERED = filing_events.c.delivered_at.is_(None)
 Index("ix_filing_events_open", filing_events.c.filing_id, filing_events.c.seq,
       postgresql_where=_UNDELIVERED, sqlite_where=_UNDELIVERED)

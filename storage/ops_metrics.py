@@ -12,14 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from sqlalchemy import Engine, and_, case, func, select
+from sqlalchemy import Engine, Select, and_, case, func, select
 
 from service.metrics import BACKLOG_STATES, OPEN_STATES
 from storage.delivery_store import NEVER
 from storage.delivery_tables import agency_status, filing_events
 from storage.tables import attempts, deliveries, outbox
 
-__all__ = ["AgencyAnswers", "StoreGauges", "read_agency_answers", "read_store_gauges"]
+__all__ = ["AgencyAnswers", "StoreGauges", "read_agency_answers", "read_store_gauges", "waiting_events"]
 
 #: The latest attempts the health feed looks at, at most (newest first, then the hour bound).
 MAX_RECENT_ATTEMPTS = 20_000
@@ -38,6 +38,18 @@ class StoreGauges:
     notifier_backlog: dict[str, int]  #: portal → events not yet pushed to its callback
     notifier_oldest_age: dict[str, float]
     circuits: list[tuple[str, str, float | None]] = field(default_factory=list)  #: agency, state, updated epoch
+
+
+def waiting_events(portals: Sequence[str]) -> Select[str, int, datetime]:
+    """Per portal, its events the notifier has still to push and the oldest one's time: read
+    from `ix_filing_events_due`, which holds undelivered events only."""
+    e = filing_events
+    return (
+        select(e.c.portal, func.count(), func.min(e.c.created_at))
+        # Given up (past the notifier's horizon: next try NEVER) is not a backlog any more.
+        .where(e.c.delivered_at.is_(None), e.c.portal.in_(list(portals)), e.c.next_attempt_at < NEVER)
+        .group_by(e.c.portal)
+    )
 
 
 def read_store_gauges(engine: Engine, now: float, wall_now: float | None = None,
@@ -86,17 +98,11 @@ def read_store_gauges(engine: Engine, now: float, wall_now: float | None = None,
         ).one()
         backlog: dict[str, int] = {}
         oldest_event: dict[str, float] = {}
-        pending = conn.execute(
-            select(filing_events.c.portal, func.count(), func.min(filing_events.c.created_at))
-            # Given up (past the notifier's horizon: next try NEVER) is not a backlog any more.
-            .where(filing_events.c.delivered_at.is_(None), filing_events.c.portal.in_(list(pushed_portals)),
-                   filing_events.c.next_attempt_at < NEVER)
-            .group_by(filing_events.c.portal)
-        ).all() if pushed_portals else []
-        for r in pending:
-            backlog[r[0]] = int(r[1])
-            if r[2] is not None:
-                oldest_event[r[0]] = max(0.0, (wall - _aware(r[2])).total_seconds())
+        pending = conn.execute(waiting_events(pushed_portals)).all() if pushed_portals else []
+        for portal, waiting, oldest in pending:
+            backlog[portal] = int(waiting)
+            if oldest is not None:
+                oldest_event[portal] = max(0.0, (wall - _aware(oldest)).total_seconds())
         circuits = [(r.agency, r.circuit, _aware(r.updated_at).timestamp() if r.updated_at else None)
                     for r in conn.execute(select(agency_status)).all()]
     return StoreGauges(

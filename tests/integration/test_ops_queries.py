@@ -38,6 +38,19 @@ def _plan(engine: Engine, statement: object) -> str:
         return "\n".join(r[-1] for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
 
 
+def _plan_bound(engine: Engine, statement: object) -> str:
+    """`_plan` for a statement whose values cannot be written as SQL literals (infinity): they
+    are sent as parameters, as the store sends them."""
+    compiled = statement.compile(engine, compile_kwargs={"render_postcompile": True})  # type: ignore[attr-defined]
+    positions = compiled.positiontup
+    params = tuple(compiled.params[name] for name in positions) if positions else compiled.params
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SET enable_seqscan = off"))
+            return "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + str(compiled), params))
+        return "\n".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), params))
+
+
 def _full_scan_of_deliveries(plan: str) -> bool:
     """SQLite: any SCAN of deliveries (even in an index's order) reads them all. PostgreSQL: a
     sequential scan, or an index scan with no condition (walking an index for its order)."""
@@ -70,6 +83,18 @@ def test_the_summary_counts_use_an_index(engine: Engine) -> None:
              .where(deliveries.c.state.in_(["pending", "retrying"])).group_by(deliveries.c.agency, deliveries.c.state))
     plan = _plan(engine, query)
     assert not _full_scan_of_deliveries(plan), plan
+
+
+def test_the_notifiers_backlog_gauge_reads_the_undelivered_events_index(engine: Engine) -> None:
+    """The per-portal count of events waiting to be pushed reads an index of undelivered events
+    only (`ix_filing_events_due`, or on an empty table `ix_filing_events_open`), not every event
+    ever written: 0014 dropped the index that held them all, which no other query read."""
+    from storage.ops_metrics import waiting_events
+
+    plan = _plan_bound(engine, waiting_events(["test", "other"]))
+    assert "ix_filing_events_due" in plan or "ix_filing_events_open" in plan, plan
+    assert "Seq Scan on filing_events" not in plan and "SCAN filing_events" not in plan.replace(
+        "SCAN filing_events USING", ""), plan
 
 
 def test_an_empty_store_reads_empty(engine: Engine) -> None:
