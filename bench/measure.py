@@ -102,8 +102,9 @@ def server_cpu() -> dict[str, float]:
     server does is counted, the benchmark's own reads included: read it only on a machine
     where nothing else uses the servers.
     """
-    ticks = os.sysconf("SC_CLK_TCK")
-    spent: dict[str, float] = {}
+    # Clock ticks summed as integers, divided once: the same ticks read in another order (the
+    # processes come and go) give the same seconds, not a float that differs in its last bit.
+    spent: dict[str, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -114,8 +115,9 @@ def server_cpu() -> dict[str, float]:
         server = server_of(comm)
         if server is None:
             continue
-        spent[server] = spent.get(server, 0.0) + sum(int(f) for f in fields[11:15]) / ticks
-    return spent
+        spent[server] = spent.get(server, 0) + sum(int(f) for f in fields[11:15])
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {server: total / ticks for server, total in spent.items()}
 
 
 def rss_bytes(pid: int) -> int:
