@@ -29,23 +29,14 @@ def engine(migrated_engine: Engine) -> Engine:
 
 
 def _plan(engine: Engine, statement: object) -> str:
-    sql = str(statement.compile(engine, compile_kwargs={"literal_binds": True}))  # type: ignore[attr-defined]
-    with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            # An empty table is cheapest to scan: forbid it, so a scan shows that no index fits.
-            conn.execute(text("SET enable_seqscan = off"))
-            return "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + sql)))
-        return "\n".join(r[-1] for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
-
-
-def _plan_bound(engine: Engine, statement: object) -> str:
-    """`_plan` for a statement whose values cannot be written as SQL literals (infinity): they
-    are sent as parameters, as the store sends them."""
+    """EXPLAIN of `statement` with its values sent as parameters, as the store sends them (some,
+    such as infinity, cannot be written as SQL literals)."""
     compiled = statement.compile(engine, compile_kwargs={"render_postcompile": True})  # type: ignore[attr-defined]
     positions = compiled.positiontup
     params = tuple(compiled.params[name] for name in positions) if positions else compiled.params
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
+            # An empty table is cheapest to scan: forbid it, so a scan shows that no index fits.
             conn.execute(text("SET enable_seqscan = off"))
             return "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + str(compiled), params))
         return "\n".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), params))
@@ -91,7 +82,7 @@ def test_the_notifiers_backlog_gauge_reads_the_undelivered_events_index(engine: 
     ever written: 0014 dropped the index that held them all, which no other query read."""
     from storage.ops_metrics import waiting_events
 
-    plan = _plan_bound(engine, waiting_events(["test", "other"]))
+    plan = _plan(engine, waiting_events(["test", "other"]))
     assert "ix_filing_events_due" in plan or "ix_filing_events_open" in plan, plan
     assert "Seq Scan on filing_events" not in plan and "SCAN filing_events" not in plan.replace(
         "SCAN filing_events USING", ""), plan
