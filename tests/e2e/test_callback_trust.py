@@ -22,7 +22,6 @@ import pytest
 from lxml import etree
 from sqlalchemy import select
 
-from adapters.contracts import default_catalog
 from cli.client import PortalClient
 from config.settings import PROJECT_ROOT
 from security.callbacks import CallbackSigner, load_callback_keys
@@ -33,6 +32,7 @@ from simulators.ledger import Effect
 from simulators.soap import receipt_response
 from storage.tables import audit_log, deliveries
 from tests.support import AUDIENCE, TEST_PORTAL_KEY, RunningHub, hub_settings, wait_for
+from tests.external import repository_catalog
 
 EXAMPLES = PROJECT_ROOT / "schemas" / "filing" / "v1" / "examples"
 DURC = (EXAMPLES / "durc_request.xml").read_bytes()
@@ -41,7 +41,7 @@ RUNTS = (EXAMPLES / "runts_registration.xml").read_bytes().replace(
     b"<socialEnterprise>true</socialEnterprise>", b"<socialEnterprise>false</socialEnterprise>").replace(
     b"<section>impresa_sociale</section>", b"<section>aps</section>")
 #: The agencies' own callback signers: the key pairs their agency files name.
-_CATALOG = default_catalog()
+_CATALOG = repository_catalog()
 
 
 def _agency_keys(agency: str) -> tuple[Any, Any]:

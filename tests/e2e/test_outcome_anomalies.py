@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import orjson
 
-from adapters.contracts import default_catalog
 from cli.client import PortalClient
 from security.callbacks import CallbackSigner, load_callback_keys
 from tests.e2e.test_delivery_semantics import (  # noqa: F401 - fixtures: make_hub, client_for
@@ -27,8 +26,9 @@ from tests.e2e.test_delivery_semantics import (  # noqa: F401 - fixtures: make_h
     make_hub,
 )
 from tests.support import AUDIENCE
+from tests.external import repository_catalog
 
-_CATALOG = default_catalog()
+_CATALOG = repository_catalog()
 
 
 def _signer(agency: str) -> CallbackSigner:

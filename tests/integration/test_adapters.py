@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from adapters.base import RetryPolicy, deliver_with_retries
-from adapters.contracts import default_catalog
 from adapters.factory import ContractSet
 from bootstrap import build_adapter
 from domain.errors import (
@@ -22,6 +21,7 @@ from domain.errors import (
     OutcomeUnknown,
 )
 from domain.messages import OutgoingMessage
+from tests.external import repository_catalog
 
 AGENCIES = ["inps", "inail", "cciaa", "runts"]
 NO_WAIT = RetryPolicy.without_waits(attempts=3)
@@ -134,7 +134,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _adapter(sims: Any, agency: str, http: httpx.AsyncClient, **overrides: str) -> Any:
-    return build_adapter(ContractSet(default_catalog()), agency, endpoint=_endpoint(sims, agency), http=http,
+    return build_adapter(ContractSet(repository_catalog()), agency, endpoint=_endpoint(sims, agency), http=http,
                          fault_overrides=overrides)
 
 

@@ -30,7 +30,7 @@ from domain.errors import (
 )
 from domain.messages import OutgoingMessage
 from tests.agency_server import Recorded, Reply, agency_server
-from tests.external import require_external
+from tests.external import EXTERNAL_DIR, require_external
 from tests.integration.test_adapters import build_message
 
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
@@ -104,7 +104,7 @@ def _adapter(tmp_path: Path, text: str, name: str, endpoint: str, http: httpx.As
     directory.mkdir(exist_ok=True)
     (directory / f"{name}.toml").write_text(text)
     catalog = load_agency_catalog(directory, project_root=PROJECT_ROOT,
-                                  external_dir=PROJECT_ROOT.parent / "shared" / "external")
+                                  external_dir=EXTERNAL_DIR)
     return build_contract_adapter(catalog.contract(name), endpoint=endpoint, http=http,
                                   fault_overrides=overrides)
 

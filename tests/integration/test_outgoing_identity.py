@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.contracts import default_catalog
 from adapters.factory import ContractSet
 from api.modi import ModiVerifier, PortalKey
 from bootstrap import build_adapter
@@ -20,6 +19,7 @@ from security.keys import ensure_self_signed_certificate, generate_private_key
 from security.modi import ModiSigner
 from security.wssecurity import WsSecurityPlugin, verify_envelope
 from tests.integration.test_adapters import _endpoint, build_message
+from tests.external import repository_catalog
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ async def _deliver(sims: Any, agency: str, signer: Any) -> httpx.Request:
         sent.append(request)
 
     async with httpx.AsyncClient(timeout=5.0, event_hooks={"request": [keep]}, trust_env=False) as http:
-        adapter = build_adapter(ContractSet(default_catalog()), agency, endpoint=_endpoint(sims, agency), http=http,
+        adapter = build_adapter(ContractSet(repository_catalog()), agency, endpoint=_endpoint(sims, agency), http=http,
                                 fault_overrides={}, signer=signer)
         receipt = await adapter.deliver(build_message(agency))
     assert receipt.protocol_number

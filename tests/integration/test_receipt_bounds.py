@@ -20,7 +20,7 @@ import pytest
 from lxml import etree
 
 from service.delivery_port import AgencyAdapter
-from adapters.contracts import default_catalog, load_agency_catalog
+from adapters.contracts import load_agency_catalog
 from adapters.factory import ContractSet, build_contract_adapter
 from bootstrap import build_adapter
 from config.settings import PROJECT_ROOT
@@ -28,6 +28,7 @@ from domain.errors import AgencyProtocolError
 from domain.messages import OutgoingMessage
 from tests.agency_server import Recorded, Reply, agency_server
 from tests.integration.test_adapters import build_message
+from tests.external import EXTERNAL_DIR, repository_catalog
 
 INAIL_NS = "urn:crocevia:agency:inail:v1"
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -80,11 +81,11 @@ async def _deliver_inail(answer: Callable[[Recorded], Reply], http: httpx.AsyncC
                          agencies_dir: Path | None = None) -> Any:
     with agency_server(answer, "/soap") as agency:
         if agencies_dir is None:
-            adapter: AgencyAdapter = build_adapter(ContractSet(default_catalog()), "inail", endpoint=agency.url,
+            adapter: AgencyAdapter = build_adapter(ContractSet(repository_catalog()), "inail", endpoint=agency.url,
                                                    http=http)
         else:
             catalog = load_agency_catalog(agencies_dir, project_root=PROJECT_ROOT,
-                                          external_dir=PROJECT_ROOT.parent / "shared" / "external")
+                                          external_dir=EXTERNAL_DIR)
             adapter = build_contract_adapter(catalog.contract("inail"), endpoint=agency.url, http=http)
         return await adapter.deliver(build_message("inail"))
 
@@ -189,7 +190,7 @@ def _runts_body(message_id: str, references: int, protocol: str = "RUNTS-2026-00
 async def test_an_oversized_callback_is_refused_by_the_same_reader(http: httpx.AsyncClient,
                                                                    references: int, code: str) -> None:
     """A late outcome POSTed to the hub (NONBLOCK_PUSH) meets the same bounds as a reply."""
-    adapter = build_adapter(ContractSet(default_catalog()), "runts", endpoint="http://127.0.0.1:9", http=http)
+    adapter = build_adapter(ContractSet(repository_catalog()), "runts", endpoint="http://127.0.0.1:9", http=http)
     message: OutgoingMessage = build_message("runts")
     ok = adapter.read_result("IscrizioneEnte", "application/json",
                              _runts_body(message.message_id, 1), message.message_id)
@@ -208,7 +209,7 @@ async def test_a_rest_receipt_with_too_many_references_is_a_protocol_error(http:
         return Reply(201, _runts_body(request.headers["idempotency-key"], 500))
 
     with agency_server(answer) as agency:
-        adapter = build_adapter(ContractSet(default_catalog()), "runts", endpoint=agency.url, http=http)
+        adapter = build_adapter(ContractSet(repository_catalog()), "runts", endpoint=agency.url, http=http)
         with pytest.raises(AgencyProtocolError) as caught:
             await adapter.deliver(build_message("runts"))
     assert caught.value.code == "TOO_MANY_REFERENCES"

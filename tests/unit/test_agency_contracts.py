@@ -20,6 +20,7 @@ from domain.errors import (
 )
 from routing.routes import MappingError, load_route_table
 from simulators.instances import from_pattern, path_steps
+from tests.external import EXTERNAL_DIR
 
 CTX = ErrorContext("inps_isee", "ConsultazioneSogliaIndicatore", "dlv-1")
 ISEE = "http://inps.it/ConsultazioneISEE"
@@ -33,7 +34,7 @@ def _catalog(tmp_path: Path, text: str, name: str = "acme.toml"):  # type: ignor
 def test_the_repository_declares_every_builtin_agency() -> None:
     """The four built-in agencies are data too: one file each, version v1 current."""
     catalog = load_agency_catalog(PROJECT_ROOT / "config" / "agencies", project_root=PROJECT_ROOT,
-                                  external_dir=PROJECT_ROOT.parent / "shared" / "external")
+                                  external_dir=EXTERNAL_DIR)
     for name, kind in {"inps": "soap", "inail": "soap", "cciaa": "soap", "runts": "rest"}.items():
         spec = catalog.contract(name)
         assert (spec.version, spec.kind, spec.envelope) == ("v1", kind, True)
@@ -88,7 +89,7 @@ def test_a_route_names_its_contract_version(tmp_path: Path) -> None:
 
 def _isee_reader() -> XmlReceiptReader:
     catalog = load_agency_catalog(PROJECT_ROOT / "config" / "agencies", project_root=PROJECT_ROOT,
-                                  external_dir=PROJECT_ROOT.parent / "shared" / "external")
+                                  external_dir=EXTERNAL_DIR)
     spec = catalog.contract("inps_isee")
     return XmlReceiptReader(spec.receipt, spec)
 
@@ -118,7 +119,7 @@ def test_a_business_status_in_a_200_reply_is_classified() -> None:
 def test_a_json_receipt_reads_paths_headers_and_the_hubs_own_id() -> None:
     """Dotted paths, a references object, an echo check; `own` stands in for a bodiless reply."""
     catalog = load_agency_catalog(PROJECT_ROOT / "config" / "agencies", project_root=PROJECT_ROOT,
-                                  external_dir=PROJECT_ROOT.parent / "shared" / "external")
+                                  external_dir=EXTERNAL_DIR)
     runts = JsonReceiptReader(catalog.contract("runts").receipt)
     body = {"messageId": "m1", "protocollo": "RUNTS-2026-0000001", "dataProtocollo": "2026-01-01T00:00:00Z",
             "esito": "ACQUISITA", "riferimenti": {"numeroRepertorio": "0000001"}}
@@ -217,6 +218,6 @@ def test_an_agency_file_declares_its_callback_credential(tmp_path: Path) -> None
 def test_the_shipped_push_agencies_declare_a_callback_credential() -> None:
     """The agencies that call back today (the four simulated ones, AgID PUSH) say how they sign."""
     catalog = load_agency_catalog(PROJECT_ROOT / "config" / "agencies", project_root=PROJECT_ROOT,
-                                  external_dir=PROJECT_ROOT.parent / "shared" / "external")
+                                  external_dir=EXTERNAL_DIR)
     profiles = {name: a.callback.profile for name, a in catalog.agencies.items() if a.callback is not None}
     assert profiles == {"inps": "wss", "inail": "wss", "cciaa": "wss", "runts": "modi", "agid_push": "wss"}

@@ -10,7 +10,6 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.contracts import default_catalog
 from adapters.factory import ContractSet
 from adapters.rest import classify_http
 from bootstrap import build_adapter
@@ -25,6 +24,7 @@ from domain.errors import (
     OutcomeUnknown,
 )
 from domain.messages import OutgoingMessage
+from tests.external import repository_catalog
 
 ENDPOINT = "http://127.0.0.1:9"
 MESSAGE_ID = "fedcba9876543210fedcba9876543210"
@@ -33,7 +33,7 @@ TAX_CODE = "RSSMRA80A01H501U"
 
 def build_runts_adapter(**kwargs):  # type: ignore[no-untyped-def]
     """RUNTS's adapter, from its declaration in config/agencies/runts.toml."""
-    return build_adapter(ContractSet(default_catalog()), "runts", **kwargs)
+    return build_adapter(ContractSet(repository_catalog()), "runts", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +246,7 @@ async def test_adapter_logs_no_payload_or_tax_code() -> None:
 def _runts_contract():  # type: ignore[no-untyped-def]
     from adapters.openapi import load_openapi_contract
 
-    return load_openapi_contract(default_catalog().contract("runts", "v1"))
+    return load_openapi_contract(repository_catalog().contract("runts", "v1"))
 
 
 def _variants(value: Any) -> list[Any]:

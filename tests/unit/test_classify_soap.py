@@ -11,7 +11,6 @@ import requests
 import zeep.exceptions as zx
 from urllib3.exceptions import NewConnectionError
 
-from adapters.contracts import default_catalog
 from adapters.factory import ContractSet
 from adapters.soap import classify_soap
 from bootstrap import build_adapter
@@ -26,6 +25,7 @@ from domain.errors import (
     OutcomeUnknown,
 )
 from domain.messages import OutgoingMessage
+from tests.external import repository_catalog
 
 FAULTS = Path(__file__).resolve().parent.parent / "data" / "faults"
 ENDPOINT = "http://127.0.0.1:9/soap"
@@ -34,12 +34,12 @@ MESSAGE_ID = "0123456789abcdef0123456789abcdef"
 
 def build_inail_adapter(**kwargs):  # type: ignore[no-untyped-def]
     """INAIL's adapter, from its declaration in config/agencies/inail.toml."""
-    return build_adapter(ContractSet(default_catalog()), "inail", **kwargs)
+    return build_adapter(ContractSet(repository_catalog()), "inail", **kwargs)
 
 
 def build_inps_adapter(**kwargs):  # type: ignore[no-untyped-def]
     """INPS's adapter, from its declaration in config/agencies/inps.toml."""
-    return build_adapter(ContractSet(default_catalog()), "inps", **kwargs)
+    return build_adapter(ContractSet(repository_catalog()), "inps", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -446,7 +446,7 @@ def test_contract_is_loaded_once_and_checked() -> None:
     from adapters.contracts import ContractError
     from adapters.wsdl import load_wsdl_contract
 
-    spec = default_catalog().contract("inps", "v1")
+    spec = repository_catalog().contract("inps", "v1")
     assert load_wsdl_contract(spec) is load_wsdl_contract(spec)
     with pytest.raises(ContractError, match="SOAP 1.2"):
         load_wsdl_contract(replace(spec, soap_version="1.1"))
@@ -514,7 +514,7 @@ def test_the_envelope_is_the_one_zeep_create_message_builds() -> None:
     from adapters.wsdl import load_wsdl_contract
 
     for agency, message in (("inail", inail_message()), ("inps", inps_durc_message())):
-        contract = load_wsdl_contract(default_catalog().contract(agency, "v1"))
+        contract = load_wsdl_contract(repository_catalog().contract(agency, "v1"))
         built = contract.build(message.operation, message.content, ErrorContext())
         expected = contract.client.create_message(contract._service, message.operation,
                                                   **message.content)

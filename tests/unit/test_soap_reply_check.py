@@ -13,6 +13,7 @@ import zeep.exceptions as zx
 
 from adapters.contracts import load_agency_catalog
 from adapters.wsdl import WsdlContract, load_wsdl_contract
+from tests.external import EXTERNAL_DIR
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +37,7 @@ _REPLY = """<?xml version="1.0" encoding="utf-8"?>
 @pytest.fixture(scope="module")
 def cciaa() -> WsdlContract:
     catalog = load_agency_catalog(PROJECT_ROOT / "config" / "agencies", project_root=PROJECT_ROOT,
-                                  external_dir=PROJECT_ROOT.parent / "shared" / "external")
+                                  external_dir=EXTERNAL_DIR)
     return load_wsdl_contract(catalog.contract("cciaa"))
 
 
