@@ -7,11 +7,16 @@ with C in flight over HTTP (the mix of `schemas/filing/v1/examples/*.xml` that
 bench/rabbitmq_e2e.py uses), waits for every answer, and prints accepted filings/s, the API
 process's CPU per filing (user+system from /proc), and p50/p99 intake latency.
 
-The machine's cores are shared with this client: quote CPU per filing, not wall time.
+The machine's cores are shared with this client: quote CPU per filing, not wall time. CPU time
+still moves ±10–20 % between runs here; `--instructions` runs the API under valgrind's
+callgrind instead and prints the instructions it ran per filing (`bench/callgrind.py`), which
+repeat within ~1 %: the figure to compare two trees by when a change is worth a few percent.
+Under callgrind the API runs ~50 times slower, so its CPU, rate and latency are not printed.
 
     .venv/bin/python bench/intake_cpu.py --filings 1500 --concurrency 16
     .venv/bin/python bench/intake_cpu.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
     .venv/bin/python bench/intake_cpu.py --hub-root /tmp/before   # another checkout's hub.py
+    .venv/bin/python bench/intake_cpu.py --instructions --filings 300 --concurrency 4
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from portal_load import PortalLoad  # noqa: E402
+from callgrind import callgrind_command, counted_instructions, counting  # noqa: E402
 from measure import BenchPortal, free_port, fresh_schema, percentile, proc_stats, wait_healthy  # noqa: E402
 
 PORTAL = BenchPortal()
@@ -71,7 +77,11 @@ def main() -> int:
     parser.add_argument("--hub-root", default=str(ROOT), help="the checkout whose hub.py is served")
     parser.add_argument("--profile", default=None,
                         help="write a py-spy --gil raw profile of the API process to this file")
+    parser.add_argument("--instructions", action="store_true",
+                        help="run the API under valgrind's callgrind and print the instructions per filing")
     args = parser.parse_args()
+    if args.instructions and args.profile:
+        parser.error("--instructions and --profile measure the API each its own way: give one")
 
     hub_root = Path(args.hub_root).resolve()
     workdir = Path(tempfile.mkdtemp(prefix="crocevia-intake-"))
@@ -88,12 +98,15 @@ def main() -> int:
     port = free_port()
     log_path = workdir / "api.log"
     spy = None
+    command = [sys.executable, str(hub_root / "hub.py"), "serve", "--no-workers", "--port", str(port)]
+    counts = workdir / "callgrind.out"
+    if args.instructions:
+        command = callgrind_command(command, counts)
     with log_path.open("wb") as log:
-        api = subprocess.Popen([sys.executable, str(hub_root / "hub.py"), "serve", "--no-workers",
-                                "--port", str(port)], env=env, cwd=hub_root, stdout=log, stderr=subprocess.STDOUT)
+        api = subprocess.Popen(command, env=env, cwd=hub_root, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_healthy(base, [api], logs=log_path)
+        wait_healthy(base, [api], logs=log_path, timeout=600 if args.instructions else 60)
         _warm_up(base, args.warmup)
         if args.profile:
             py_spy = shutil.which("py-spy")
@@ -104,7 +117,11 @@ def main() -> int:
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
         cpu0, _ = proc_stats(api.pid)
-        wall, latencies, refused = asyncio.run(_submit_all(base, args.filings, args.concurrency))
+        if args.instructions:
+            with counting(api.pid):
+                wall, latencies, refused = asyncio.run(_submit_all(base, args.filings, args.concurrency))
+        else:
+            wall, latencies, refused = asyncio.run(_submit_all(base, args.filings, args.concurrency))
         cpu1, peak = proc_stats(api.pid)
     finally:
         if spy is not None:
@@ -112,7 +129,7 @@ def main() -> int:
             spy.wait(30)
         api.terminate()
         try:
-            api.wait(15)
+            api.wait(300 if args.instructions else 15)  # callgrind writes its counts as the API ends
         except subprocess.TimeoutExpired:
             api.kill()
         if admin is not None:
@@ -127,7 +144,11 @@ def main() -> int:
     print(f"filings             {args.filings} submitted, {accepted} accepted, concurrency {args.concurrency}")
     if refused:
         print(f"refused             {dict(refused)} (log: {log_path})")
-    if accepted:
+    if accepted and args.instructions:
+        instructions = counted_instructions(counts)
+        print(f"api instructions    {instructions / accepted / 1e6:.3f} M per accepted filing "
+              f"(valgrind callgrind, {instructions / 1e9:.2f} G in all; CPU, rate and latency not measured)")
+    elif accepted:
         print(f"accepted filings/s  {accepted / wall:.1f} (wall {wall:.1f} s, shared cores)")
         print(f"api CPU             {cpu1 - cpu0:.2f} s = {(cpu1 - cpu0) * 1000 / accepted:.2f} ms per accepted filing")
         print(f"intake latency      p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms")
