@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -27,7 +28,7 @@ import jwt
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 
 from domain.identity import IdentityError, User, level_from_loa, normalise_user_id
-from security.jwt_reader import JWT_READER
+from security.jwt_reader import JWT_READER, decode_segment
 from security.keys import PublicKey
 from security.modi import AUTHORIZATION_HEADER, DIGEST_HEADER, SIGNATURE_HEADER, TRACKING_HEADER, tracking_digest
 
@@ -160,8 +161,17 @@ class ModiVerifier:
         self._leeway = leeway
 
     def claimed_portal(self, token: str | None) -> str | None:
-        """The registered portal an unverified token claims to come from, if any."""
-        iss = self._unverified(token)[0].get("iss")
+        """The registered portal an unverified token claims to come from (its payload's `iss`),
+        if any: read from the payload segment alone, to pick the key that must then verify it."""
+        parts = (token or "").split(".")
+        if len(parts) != 3:
+            return None
+        try:
+            # PyJWT's own segment check and JSON parser: the same reading as its decode's.
+            payload = json.loads(decode_segment(parts[1].encode(), "payload"))
+        except (jwt.DecodeError, ValueError, UnicodeError):
+            return None
+        iss = payload.get("iss") if isinstance(payload, dict) else None
         return iss if isinstance(iss, str) and iss in self._keys else None
 
     @staticmethod
@@ -183,8 +193,11 @@ class ModiVerifier:
         tokens are verified with the key of the portal the Authorization token named, so a
         claim they lack is named as such, never taken for an unknown portal.
         """
-        claims = self._verified(token, portal, what) if portal is not None else None
-        if claims is None:
+        # The Authorization token names its portal itself: its key is tried first, as the other
+        # tokens try the key of the portal it named, and every failure is named by `_checked`.
+        signer = portal if portal is not None else self.claimed_portal(token)
+        claims = self._verified(token, signer, what) if signer is not None else None
+        if claims is None or (portal is None and claims["iss"] != signer):
             claims = self._checked(token, portal, what)
         if portal is not None and claims["iss"] != portal:
             raise _invalid(what, "iss", f"must be {portal!r}, the issuer of the Authorization token", portal)

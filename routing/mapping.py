@@ -15,7 +15,6 @@ functions) are evaluated by a compiled copy per thread (`ThreadXPath`): no lock 
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping
@@ -23,13 +22,14 @@ from typing import Any, Callable, Literal, Mapping
 from lxml import etree
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from schemas.child_paths import CHILD_STEPS, FILING_NAMESPACES, ChildPath
+
 __all__ = ["ChildPath", "FieldMap", "Handoff", "MappingError", "ThreadXPath", "compile_field_map",
            "validation_problems"]
 
-FILING_NAMESPACES = {"f": "urn:crocevia:filing:v1"}
-
-#: A path of child steps in the filing's namespace, nothing else (no predicate, axis or function).
-_CHILD_STEPS = re.compile(r"f:[A-Za-z_][\w.-]*(?:/f:[A-Za-z_][\w.-]*)*")
+#: Which paths are walked (`ChildPath`) rather than evaluated by libxml2: a name of its own,
+#: so that a test can send every path to XPath.
+_CHILD_STEPS = CHILD_STEPS
 
 _Converter = Callable[[Any], Any]
 
@@ -148,53 +148,6 @@ class ThreadXPath:
         except AttributeError:
             xpath = self._copies.xpath = self._compile()
         return xpath(node)
-
-
-class ChildPath:
-    """A path of child steps evaluated as XPath would: the matching elements in document order.
-
-    Args:
-        path: `f:name/f:name/...`, each step a child element in the filing's namespace.
-    """
-
-    __slots__ = ("path", "_tags")
-
-    def __init__(self, path: str) -> None:
-        if not _CHILD_STEPS.fullmatch(path):
-            raise ValueError(f"not a path of child steps: {path!r}")
-        self.path = path
-        namespace = FILING_NAMESPACES["f"]
-        self._tags = tuple(f"{{{namespace}}}{step[2:]}" for step in path.split("/"))
-
-    def __call__(self, node: etree._Element) -> list[etree._Element]:
-        found: list[etree._Element] = []
-        self._collect(node, 0, found)
-        return found
-
-    def first(self, node: etree._Element) -> etree._Element | None:
-        """The first matching element in document order (a depth-first walk stops at it)."""
-        tags = self._tags
-        last = len(tags) - 1
-        if last == 0:
-            return next(node.iterchildren(tags[0]), None)
-        return self._first(node, 0, last)
-
-    def _first(self, node: etree._Element, depth: int, last: int) -> etree._Element | None:
-        for child in node.iterchildren(self._tags[depth]):
-            if depth == last:
-                return child
-            found = self._first(child, depth + 1, last)
-            if found is not None:
-                return found
-        return None
-
-    def _collect(self, node: etree._Element, depth: int, found: list[etree._Element]) -> None:
-        children = node.iterchildren(self._tags[depth])
-        if depth == len(self._tags) - 1:
-            found.extend(children)
-            return
-        for child in children:
-            self._collect(child, depth + 1, found)
 
 
 @dataclass(frozen=True, slots=True)

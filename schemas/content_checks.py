@@ -24,6 +24,7 @@ from datetime import date, timedelta
 from lxml import etree
 
 from domain.intake import Violation
+from schemas.child_paths import child_path
 from domain.taxcode import (
     birth_date_from_tax_code,
     compute_check_character,
@@ -98,7 +99,7 @@ class _Findings:
 
 
 def _find(parent: etree._Element, path: str) -> etree._Element | None:
-    return parent.find(path, NSMAP)
+    return child_path(path).first(parent)
 
 
 def _text(parent: etree._Element, path: str) -> str | None:
@@ -254,7 +255,7 @@ def _check_people(found: _Findings, root: etree._Element, today: date) -> None:
 def _check_employees(found: _Findings, root: etree._Element, today: date) -> None:
     start = _date_of(_find(root, "f:subject/f:activityStartDate"))
     first_seen: dict[str, int] = {}
-    for index, employee in enumerate(root.iterfind("f:employees/f:employee", NSMAP), start=1):
+    for index, employee in enumerate(child_path("f:employees/f:employee")(root), start=1):
         code_element = _valid_code(found, employee, "f:taxCode")
         if code_element is not None:
             code = code_element.text or ""
@@ -286,7 +287,7 @@ def _check_employees(found: _Findings, root: etree._Element, today: date) -> Non
 
 def _check_attachments(found: _Findings, root: etree._Element, _today: date) -> None:
     first_seen: dict[str, int] = {}
-    for index, attachment in enumerate(root.iterfind("f:attachments/f:attachment", NSMAP), 1):
+    for index, attachment in enumerate(child_path("f:attachments/f:attachment")(root), 1):
         name_element = _find(attachment, "f:name")
         if name_element is None:
             continue
@@ -327,7 +328,7 @@ def _check_kind_blocks(found: _Findings, root: etree._Element, today: date) -> N
             found.add("social_enterprise_section", section,
                       "A social enterprise is registered in section impresa_sociale.")
     start = _find(root, "f:businessStart/f:registrationSection")
-    if start is not None and _text(root, "f:subject/f:legalForm") == "IS" and _text(start, ".") != "speciale":
+    if start is not None and _text(root, "f:subject/f:legalForm") == "IS" and (start.text or "") != "speciale":
         found.add("social_enterprise_section", start,
                   "A social enterprise (legal form IS) is registered in the special section.")
 

@@ -63,6 +63,7 @@ from domain.intake import (
     Violation,
 )
 from schemas.content_checks import FILING_NS, NSMAP, check_content
+from schemas.child_paths import child_text
 from schemas.json_locations import escape_token, json_pointer, json_terms
 from schemas.schema_errors import (
     CONTENT_MODEL,
@@ -377,19 +378,16 @@ def _summarise(root: etree._Element, digest: str) -> ParsedFiling:
         if isinstance(child.tag, str) and etree.QName(child).localname in FILING_KINDS
     )
 
-    def text(path: str) -> str:
-        return (root.findtext(path, default="", namespaces=NSMAP) or "").strip()
-
     return ParsedFiling(
         root=root,
         # Exclusive C14N 1.0 in libxml2 gives C14N 2.0's bytes for a whole document (namespaces
         # declared where used, no comments) at a twentieth of lxml's c14n2 cost.
         xml=etree.tostring(root, method="c14n", exclusive=True, with_comments=False),
         kind=kind,
-        subject_tax_code=text("f:subject/f:taxCode"),
-        subject_name=text("f:subject/f:name"),
-        declarant_tax_code=text("f:declarant/f:taxCode"),
-        declarant_role=text("f:declarant/f:role"),
+        subject_tax_code=child_text(root, "f:subject/f:taxCode"),
+        subject_name=child_text(root, "f:subject/f:name"),
+        declarant_tax_code=child_text(root, "f:declarant/f:taxCode"),
+        declarant_role=child_text(root, "f:declarant/f:role"),
         digest=digest,
     )
 

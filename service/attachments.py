@@ -17,6 +17,7 @@ from typing import BinaryIO, Protocol
 from lxml import etree
 
 from domain.intake import FilingRefused, Violation
+from schemas.child_paths import child_path, child_text
 
 __all__ = [
     "AttachmentLimits",
@@ -202,18 +203,15 @@ class AttachmentsRefused(FilingRefused):
     status = 422
 
 
-#: The filing's namespace (the `f:` prefix of its paths).
-_FILING_NS = {"f": "urn:crocevia:filing:v1"}
 
 
 def references_in(root: etree._Element) -> list[AttachmentReference]:
     """The filing's attachments that name an uploaded attachment by id."""
     found: list[AttachmentReference] = []
-    for index, node in enumerate(root.iterfind("f:attachments/f:attachment", _FILING_NS), 1):
-        attachment_id = node.findtext("f:attachmentId", namespaces=_FILING_NS)
-        if attachment_id:
-            found.append(AttachmentReference(index, attachment_id.strip(),
-                                             (node.findtext("f:sha256", namespaces=_FILING_NS) or "").strip()))
+    for index, node in enumerate(child_path("f:attachments/f:attachment")(root), 1):
+        named = child_path("f:attachmentId").first(node)
+        if named is not None and named.text:
+            found.append(AttachmentReference(index, named.text.strip(), child_text(node, "f:sha256")))
     return found
 
 

@@ -32,6 +32,7 @@ from domain.lockout import Lockout, LockoutPolicy
 from domain.taxcode import tax_code_error
 from domain.timestamps import rfc3339
 from routing.routes import RouteTable
+from schemas.child_paths import child_text
 
 __all__ = [
     "Admission",
@@ -46,8 +47,6 @@ __all__ = [
     "list_delegations",
     "revoke_delegation",
 ]
-
-_F = {"f": "urn:crocevia:filing:v1"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +120,10 @@ class FilingAuthorization:
 
 
 def filing_parties(root: etree._Element) -> FilingParties:
-    def text(path: str) -> str:
-        return (root.findtext(path, default="", namespaces=_F) or "").strip()
-
     return FilingParties(
-        subject_tax_code=text("f:subject/f:taxCode"),
-        legal_representative_tax_code=text("f:legalRepresentative/f:taxCode"),
-        declarant_tax_code=text("f:declarant/f:taxCode"),
+        subject_tax_code=child_text(root, "f:subject/f:taxCode"),
+        legal_representative_tax_code=child_text(root, "f:legalRepresentative/f:taxCode"),
+        declarant_tax_code=child_text(root, "f:declarant/f:taxCode"),
     )
 
 
