@@ -19,11 +19,15 @@ client is the worker's (`wiring.agencies.agency_http_client`) with the configure
 (aiohttp: `read_reply`'s direct path), unless `--pool` names another; `--pool httpx-plain`
 builds a bare httpx client, as this benchmark did before it followed the configuration, so that
 older figures stay comparable. On a shared machine CPU per delivery still moves with the load
-(±20 % between runs): compare two trees with alternating runs, not one run each.
+(±20 % between runs): compare two trees with alternating runs, not one run each, or count
+instructions: `--instructions` runs this benchmark again under valgrind's callgrind (the
+simulators natively) and prints the instructions each delivery took, a figure that repeats
+(`bench/callgrind.py`); the run is ~50 times slower, so use fewer deliveries.
 
     .venv/bin/python bench/adapter_cpu.py --deliveries 400 --concurrency 8 --rounds 3
     .venv/bin/python bench/adapter_cpu.py --agencies inps --deliveries 1000   # one agency
     .venv/bin/python bench/adapter_cpu.py --pool httpx-plain                  # the former client
+    .venv/bin/python bench/adapter_cpu.py --instructions --deliveries 100 --rounds 3
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +50,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import bootstrap  # noqa: E402
 from adapters.base import deliver_with_retries  # noqa: E402
@@ -56,6 +63,7 @@ from schemas.filing import FilingValidator  # noqa: E402
 from schemas.samples import load_sample_filings  # noqa: E402
 from simulators.launcher import start_simulators  # noqa: E402
 from wiring.agencies import agency_http_client  # noqa: E402
+from callgrind import OUT_VARIABLE, callgrind_command, counting, instructions_since_last  # noqa: E402
 
 #: What a predecessor would hand over (route `after = "cciaa"`): a REA number for INPS/INAIL.
 HANDED_OVER = {"numeroREA": "RM-1234567"}
@@ -194,6 +202,7 @@ async def _run(args: argparse.Namespace, settings: Any, agencies: list[str]) -> 
         clocks[name] = _Clock()
         _instrument(adapters[name], clocks[name])
     results: dict[str, list[dict]] = defaultdict(list)
+    counts = Path(os.environ[OUT_VARIABLE]) if OUT_VARIABLE in os.environ else None  # under callgrind
     try:
         for name in agencies:  # warm-up: contracts, caches, connections
             policy = policies[name]
@@ -206,8 +215,11 @@ async def _run(args: argparse.Namespace, settings: Any, agencies: list[str]) -> 
                 clock = clocks[name]
                 clock.spent.clear()
                 cpu0 = time.process_time()
-                done, failures = await _deliver_all(adapters[name], messages, policy,
-                                                    args.concurrency)
+                if counts is None:
+                    done, failures = await _deliver_all(adapters[name], messages, policy, args.concurrency)
+                else:
+                    with counting(os.getpid()):
+                        done, failures = await _deliver_all(adapters[name], messages, policy, args.concurrency)
                 cpu = time.process_time() - cpu0
                 if failures:
                     print(f"{name}: {len(failures)} failed, e.g. {failures[0]}", file=sys.stderr)
@@ -216,6 +228,8 @@ async def _run(args: argparse.Namespace, settings: Any, agencies: list[str]) -> 
                 row.update({step: clock.spent[step] / n * 1000 for step in STEPS})
                 row["build"] -= row["sign"] if "egress" in _signed_by(adapters[name]) else 0.0
                 row["rest"] = row["total"] - row["build"] - row["sign"] - row["receipt"]
+                if counts is not None:
+                    row["instructions"] = instructions_since_last(counts) / n
                 results[name].append(row)
     finally:
         for adapter in adapters.values():
@@ -246,7 +260,13 @@ def main() -> int:
                         help="the agency client's HTTP pool (default: the configured `[http] pool`)")
     parser.add_argument("--external-dir", default="",
                         help="where `external:` contract documents live (default: the settings')")
+    parser.add_argument("--instructions", action="store_true",
+                        help="run again under valgrind's callgrind and print the instructions per delivery")
     args = parser.parse_args()
+    if args.instructions and OUT_VARIABLE not in os.environ:
+        counts = Path(tempfile.mkdtemp(prefix="crocevia-adapter-instructions-")) / "callgrind.out"
+        command = callgrind_command([sys.executable, *sys.orig_argv[1:]], counts, trace_children=False)
+        return subprocess.run(command, env={**os.environ, OUT_VARIABLE: str(counts)}, check=False).returncode
     agencies = [a for a in args.agencies.split(",") if a]
     configure_logging("warning")
     sims = start_simulators()
@@ -257,6 +277,11 @@ def main() -> int:
         results = asyncio.run(_run(args, settings, agencies))
     finally:
         sims.stop()
+    if args.instructions:
+        print(f"adapter instructions per delivery, client process only (millions, valgrind callgrind, median of "
+              f"{args.rounds} rounds of {args.deliveries}, concurrency {args.concurrency}; tree {ROOT})")
+        for name in agencies:
+            print(f"{name:8} {statistics.median(r['instructions'] for r in results[name]) / 1e6:8.3f} M")
     print(f"adapter CPU per delivery, client process only (ms, median of {args.rounds} rounds of "
           f"{args.deliveries}, concurrency {args.concurrency}, pool {args.pool or settings.http.pool}; tree {ROOT})")
     print(f"{'agency':8} {'ok':>9} {'total':>7} {'build':>7} {'sign':>7} {'receipt':>8} {'rest':>7}")
@@ -271,7 +296,8 @@ def main() -> int:
     print(f"reproduce: .venv/bin/python bench/adapter_cpu.py --deliveries {args.deliveries} "
           f"--concurrency {args.concurrency} --rounds {args.rounds} --agencies {args.agencies}"
           + (f" --pool {args.pool}" if args.pool else "")
-          + (f" --external-dir {args.external_dir}" if args.external_dir else ""))
+          + (f" --external-dir {args.external_dir}" if args.external_dir else "")
+          + (" --instructions" if args.instructions else ""))
     return 0
 
 
