@@ -37,6 +37,7 @@ from adapters.exchange import ContractAdapter, OutgoingRequest
 from adapters.replies import Reply
 from adapters.wsdl import ENVELOPE_NS, SoapOperation, WsdlContract, parse_reply
 from domain.messages import OutgoingMessage, Receipt
+from schemas.xml_names import local_name, namespace_of
 from service.attachments import BlobStore
 
 __all__ = [
@@ -72,7 +73,7 @@ def _local(name: object) -> str:
 
 def _local_tag(element: Any) -> str:
     tag = element.tag
-    return etree.QName(tag).localname if isinstance(tag, str) else ""
+    return local_name(tag) if isinstance(tag, str) else ""
 
 
 def _detail_code(detail: Any, fields: tuple[str, ...]) -> str:
@@ -102,7 +103,7 @@ def _read_fault(content: bytes) -> zx.Fault | None:
     root = parse_reply(content)
     if root is None:
         return None
-    namespace = etree.QName(root).namespace
+    namespace = namespace_of(root.tag) if isinstance(root.tag, str) else None
     version = {v: k for k, v in _ENV_NS.items()}.get(namespace) if namespace else None
     if version is None:
         return None
@@ -398,13 +399,13 @@ class SoapAgencyAdapter(ContractAdapter[WsdlContract, SoapOperation]):
                                                   "declare form = \"mtom\" for a signing profile",
                             code="ATTACHMENT_FORM")
         envelope = self.contract.build(message.operation, message.content, ctx, None, address=self._endpoint)
-        listed = [el for el in envelope.iter() if isinstance(el.tag, str) and etree.QName(el).localname == spec.element]
+        listed = [el for el in envelope.iter() if isinstance(el.tag, str) and local_name(el.tag) == spec.element]
         if len(listed) != len(parts):
             raise ctx.build(AdapterMisconfigured, f"the envelope holds {len(listed)} {spec.element} elements "
                                                   f"for {len(parts)} attachments", code="ATTACHMENT_ELEMENT")
         markers: list[tuple[bytes, BlobPart]] = []
         for element, part in zip(listed, parts):
-            namespace = etree.QName(element).namespace
+            namespace = namespace_of(element.tag) if isinstance(element.tag, str) else None
             content = etree.SubElement(element, f"{{{namespace}}}{spec.content}" if namespace else spec.content)
             if spec.form == "mtom":
                 include(content, part)

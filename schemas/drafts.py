@@ -14,6 +14,7 @@ from lxml import etree
 from domain.intake import SchemaViolation, Violation
 from schemas.content_checks import FILING_NS, NSMAP, check_content
 from schemas.filing import _JSON_EXPANSION, FILING_KINDS, FilingValidator, _load_json
+from schemas.xml_names import local_name
 from schemas.xml_safety import parse_untrusted_xml
 
 __all__ = ["DraftInspection", "draft_as_json", "draft_as_xml", "inspect_draft"]
@@ -39,8 +40,8 @@ class DraftInspection:
 
 def _kind(root: etree._Element) -> str | None:
     for child in root:
-        if isinstance(child.tag, str) and etree.QName(child).localname in FILING_KINDS:
-            return FILING_KINDS[etree.QName(child).localname]
+        if isinstance(child.tag, str) and local_name(child.tag) in FILING_KINDS:
+            return FILING_KINDS[local_name(child.tag)]
     return None
 
 

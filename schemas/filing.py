@@ -64,6 +64,7 @@ from domain.intake import (
 )
 from schemas.content_checks import FILING_NS, NSMAP, check_content
 from schemas.child_paths import child_text
+from schemas.xml_names import local_name
 from schemas.json_locations import escape_token, json_pointer, json_terms
 from schemas.schema_errors import (
     CONTENT_MODEL,
@@ -373,9 +374,9 @@ class FilingValidator:
 def _summarise(root: etree._Element, digest: str) -> ParsedFiling:
     """The accepted filing with the fields routing and storage read first."""
     kind = next(
-        FILING_KINDS[etree.QName(child).localname]
+        FILING_KINDS[local_name(child.tag)]
         for child in root
-        if isinstance(child.tag, str) and etree.QName(child).localname in FILING_KINDS
+        if isinstance(child.tag, str) and local_name(child.tag) in FILING_KINDS
     )
 
     return ParsedFiling(

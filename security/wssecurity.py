@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
 from zeep import Plugin
 
+from schemas.xml_names import namespace_of
 from security.keys import PrivateKey, PublicKey, sign_sha256
 
 __all__ = ["WsSecurityError", "WsSecurityPlugin", "sign_envelope", "verify_envelope"]
@@ -91,7 +92,7 @@ def _verify(key: PublicKey, method: str, signature: bytes, data: bytes) -> None:
 
 
 def _envelope_ns(envelope: etree._Element) -> str:
-    namespace = etree.QName(envelope).namespace
+    namespace = namespace_of(envelope.tag) if isinstance(envelope.tag, str) else None
     if namespace not in (SOAP11, SOAP12):
         raise WsSecurityError("not a SOAP envelope")
     return namespace
