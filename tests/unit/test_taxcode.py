@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain.taxcode import (
     birth_date_from_tax_code,
@@ -148,3 +150,31 @@ def test_birth_date_is_none_for_codes_without_one() -> None:
     """Numeric codes and malformed personal codes have no birth date."""
     assert birth_date_from_tax_code("09182730581", TODAY) is None
     assert birth_date_from_tax_code("FTTMRC85F14H501X", TODAY) is None
+
+
+# The decree's tables written out again, character by character, to hold the checks' lookup
+# tables and their one-expression shape test to the definition.
+_DECREE_ODD = dict(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", (1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3,
+                                                       6, 8, 12, 14, 16, 10, 22, 25, 24, 23)))
+_DECREE_ODD.update({digit: _DECREE_ODD[letter] for digit, letter in zip("0123456789", "ABCDEFGHIJ")})
+_DECREE_EVEN = {**{c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ")}, **{d: int(d) for d in "0123456789"}}
+_LETTERS_AT = (0, 1, 2, 3, 4, 5, 8, 11)
+_DIGITS_AT = (6, 7, 9, 10, 12, 13, 14)
+
+
+@given(st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=15, max_size=15))
+def test_the_check_character_is_the_decrees(first15: str) -> None:
+    total = sum(_DECREE_ODD[c] if i % 2 == 0 else _DECREE_EVEN[c] for i, c in enumerate(first15))
+    assert compute_check_character(first15) == chr(ord("A") + total % 26)
+
+
+@given(st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZLMNPQRSTUVabz-٣ ", min_size=16, max_size=16))
+def test_the_first_character_out_of_place_is_the_one_named(code: str) -> None:
+    """What the shape test lets through is what the walk would; what it stops, the walk names."""
+    misplaced = next((p for p in range(16) if (p in _LETTERS_AT and not "A" <= code[p] <= "Z")
+                      or (p in _DIGITS_AT and not (code[p].isdigit() or code[p] in "LMNPQRSTUV"))), None)
+    reason = personal_tax_code_error(code) if code.isascii() and code.isalnum() and code == code.upper() else None
+    if misplaced is not None and reason is not None:
+        assert reason.startswith(f"character {misplaced + 1} must be"), (code, reason)
+    elif reason is not None:
+        assert not reason.startswith("character "), (code, reason)
