@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import os
 import statistics
@@ -215,11 +216,8 @@ async def _run(args: argparse.Namespace, settings: Any, agencies: list[str]) -> 
                 clock = clocks[name]
                 clock.spent.clear()
                 cpu0 = time.process_time()
-                if counts is None:
+                with counting(os.getpid()) if counts is not None else contextlib.nullcontext():
                     done, failures = await _deliver_all(adapters[name], messages, policy, args.concurrency)
-                else:
-                    with counting(os.getpid()):
-                        done, failures = await _deliver_all(adapters[name], messages, policy, args.concurrency)
                 cpu = time.process_time() - cpu0
                 if failures:
                     print(f"{name}: {len(failures)} failed, e.g. {failures[0]}", file=sys.stderr)

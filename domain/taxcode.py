@@ -52,11 +52,14 @@ def _char_index(char: str) -> int:
 _ODD_VALUE_OF = {c: _ODD_VALUES[_char_index(c)] for c in string.digits + string.ascii_uppercase}
 _EVEN_VALUE_OF = {c: _char_index(c) for c in string.digits + string.ascii_uppercase}
 
-#: What `_misplaced_character` accepts, as one expression (the check character is not its
-#: business): a code that matches needs no walk; one that does not is walked, to name the
-#: first character out of place.
-_PERSONAL_SHAPE = re.compile(
-    "[A-Z]{6}[0-9%(o)s]{2}[A-Z][0-9%(o)s]{2}[A-Z][0-9%(o)s]{3}[\\s\\S]" % {"o": OMOCODIA_LETTERS})
+#: What `_misplaced_character` accepts, as one expression made from the same positions (the
+#: check character is not its business): a code that matches needs no walk; one that does not
+#: is walked, to name the first character out of place.
+_PERSONAL_SHAPE = re.compile("".join(
+    "[A-Z]" if position in _LETTER_POSITIONS
+    else f"[0-9{OMOCODIA_LETTERS}]" if position in _DIGIT_POSITIONS
+    else "[\\s\\S]"
+    for position in range(16)))
 
 
 def compute_check_character(first15: str) -> str:
@@ -69,7 +72,7 @@ def compute_check_character(first15: str) -> str:
     except KeyError:  # not in the tables: a digit of another script counts as its value
         if not all(c.isdigit() or "A" <= c <= "Z" for c in first15):
             raise ValueError("expected 15 upper-case letters or digits") from None
-        total = sum(_ODD_VALUES[_char_index(c)] if i % 2 == 0 else _char_index(c) for i, c in enumerate(first15))
+        return compute_check_character("".join(str(int(c)) if c.isdigit() else c for c in first15))
     return chr(ord("A") + total % 26)
 
 

@@ -4,7 +4,7 @@
 `iterchildren(tag)` finds what lxml's `find(path, namespaces)` or an XPath would, for a third
 of `find`'s cost (lxml parses the path and its prefixes again on every call) and without the
 lock a compiled `etree.XPath` takes. The field mappings (`routing.mapping`), the content
-checks and the filing's summary read the filing this way.
+checks, the filing's summary, its parties and its attachment references read the filing this way.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from lxml import etree
 
 __all__ = ["CHILD_STEPS", "FILING_NAMESPACES", "ChildPath", "child_path", "child_text"]
 
+#: The filing's prefix: every walked path names its steps `f:`.
 FILING_NAMESPACES = {"f": "urn:crocevia:filing:v1"}
 
 #: A path of child steps in the filing's namespace, nothing else (no predicate, axis or function).

@@ -24,7 +24,7 @@ from datetime import date, timedelta
 from lxml import etree
 
 from domain.intake import Violation
-from schemas.child_paths import child_path
+from schemas.child_paths import FILING_NAMESPACES, child_path
 from domain.taxcode import (
     birth_date_from_tax_code,
     compute_check_character,
@@ -41,11 +41,11 @@ __all__ = [
     "location_of",
 ]
 
-#: Namespace of the unified filing, version 1.
-FILING_NS = "urn:crocevia:filing:v1"
+#: Prefix map used in every location and XPath query (the walked paths' own).
+NSMAP = FILING_NAMESPACES
 
-#: Prefix map used in every location and XPath query.
-NSMAP = {"f": FILING_NS}
+#: Namespace of the unified filing, version 1.
+FILING_NS = NSMAP["f"]
 
 #: Elements that may repeat: their locations always carry an index, even when there is one.
 REPEATED_ELEMENTS = frozenset({"ateco", "employee", "attachment"})

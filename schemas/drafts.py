@@ -13,8 +13,7 @@ from lxml import etree
 
 from domain.intake import SchemaViolation, Violation
 from schemas.content_checks import FILING_NS, NSMAP, check_content
-from schemas.filing import _JSON_EXPANSION, FILING_KINDS, FilingValidator, _load_json
-from schemas.xml_names import local_name
+from schemas.filing import _JSON_EXPANSION, FILING_KINDS, FilingValidator, _load_json, kind_of
 from schemas.xml_safety import parse_untrusted_xml
 
 __all__ = ["DraftInspection", "draft_as_json", "draft_as_xml", "inspect_draft"]
@@ -36,13 +35,6 @@ class DraftInspection:
         if self.root is None:
             return ""
         return (self.root.findtext(path, default="", namespaces=NSMAP) or "").strip()
-
-
-def _kind(root: etree._Element) -> str | None:
-    for child in root:
-        if isinstance(child.tag, str) and local_name(child.tag) in FILING_KINDS:
-            return FILING_KINDS[local_name(child.tag)]
-    return None
 
 
 def inspect_draft(validator: FilingValidator, data: bytes, media_type: str, *, today: date) -> DraftInspection:
@@ -70,7 +62,7 @@ def inspect_draft(validator: FilingValidator, data: bytes, media_type: str, *, t
         warnings = check_content(root, today=today)
     if media_type == JSON_TYPE:  # lines point into XML generated here, which the sender never saw
         warnings = [replace(v, line=None) for v in warnings]
-    return DraftInspection(_kind(root), root, warnings)
+    return DraftInspection(kind_of(root), root, warnings)
 
 
 def draft_as_json(validator: FilingValidator, data: bytes, media_type: str) -> bytes:

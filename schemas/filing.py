@@ -88,6 +88,7 @@ __all__ = [
     "NSMAP",
     "FilingValidator",
     "ParsedFiling",
+    "kind_of",
 ]
 
 #: The filing schema, version 1.
@@ -371,13 +372,20 @@ class FilingValidator:
 # -- helpers -------------------------------------------------------------------------------
 
 
+def kind_of(root: etree._Element) -> str | None:
+    """The filing's kind, named by its kind block (the first child whose name is one); None
+    when it has none (a draft may not, yet)."""
+    for child in root:
+        if isinstance(child.tag, str) and (kind := FILING_KINDS.get(local_name(child.tag))) is not None:
+            return kind
+    return None
+
+
 def _summarise(root: etree._Element, digest: str) -> ParsedFiling:
     """The accepted filing with the fields routing and storage read first."""
-    kind = next(
-        FILING_KINDS[local_name(child.tag)]
-        for child in root
-        if isinstance(child.tag, str) and local_name(child.tag) in FILING_KINDS
-    )
+    kind = kind_of(root)
+    if kind is None:  # unreachable after the schema check, which requires a kind block
+        raise ValueError("the filing has no kind block")
 
     return ParsedFiling(
         root=root,

@@ -203,8 +203,6 @@ class AttachmentsRefused(FilingRefused):
     status = 422
 
 
-
-
 def references_in(root: etree._Element) -> list[AttachmentReference]:
     """The filing's attachments that name an uploaded attachment by id."""
     found: list[AttachmentReference] = []
