@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any
 
 import orjson
 from lxml import etree
 
 from domain.intake import SchemaViolation, Violation
-from schemas.content_checks import FILING_NS, NSMAP, check_content
+from schemas.content_checks import FILING_NS, check_content
 from schemas.filing import _JSON_EXPANSION, FILING_KINDS, FilingValidator, _load_json, kind_of
+from schemas.child_paths import child_text
 from schemas.xml_safety import parse_untrusted_xml
 
 __all__ = ["DraftInspection", "draft_as_json", "draft_as_xml", "inspect_draft"]
@@ -34,7 +34,7 @@ class DraftInspection:
         """A field of the document ("" when absent or when there is no tree)."""
         if self.root is None:
             return ""
-        return (self.root.findtext(path, default="", namespaces=NSMAP) or "").strip()
+        return child_text(self.root, path)
 
 
 def inspect_draft(validator: FilingValidator, data: bytes, media_type: str, *, today: date) -> DraftInspection:

@@ -24,6 +24,7 @@ from domain.identity import User
 from domain.intake import FilingRefused, Violation
 from routing.plan import FilingFacts, plan_deliveries
 from routing.routes import RouteTable
+from schemas.child_paths import child_text
 from schemas.drafts import DraftInspection, inspect_draft
 from schemas.filing import FilingValidator
 from service.identity import AuditEntry, IdentityStore, RecipientsNotAuthorized, authorize_filing
@@ -302,8 +303,8 @@ class DraftDesk:
         except RecipientsNotAuthorized as exc:
             refused = {r.agency: tuple(x.detail for x in r.reasons) for r in exc.refusals}
         facts = FilingFacts(reference=PLANNING_REFERENCE, kind=kind, portal=caller.portal,
-                            declarant_tax_code=_text(root, "f:declarant/f:taxCode"),
-                            declarant_role=_text(root, "f:declarant/f:role"), received_at=now)
+                            declarant_tax_code=child_text(root, "f:declarant/f:taxCode"),
+                            declarant_role=child_text(root, "f:declarant/f:role"), received_at=now)
         general: list[dict[str, str]] = []
         try:
             planned = plan_deliveries(self._routes, root, facts)
@@ -366,8 +367,6 @@ class DraftDesk:
         return self.drafts.purge_expired_drafts(now, self.policy.purge_batch)
 
 
-def _text(root: Any, path: str) -> str:
-    return (root.findtext(path, default="", namespaces={"f": "urn:crocevia:filing:v1"}) or "").strip()
 
 
 def etag(draft: Draft) -> str:
