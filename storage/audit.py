@@ -20,11 +20,11 @@ from domain.audit import GENESIS_HASH, audit_hash, canonical_line
 from storage.row_inserts import RowsInsert, by_driver
 from storage.tables import audit_log
 
-__all__ = ["CHAIN_END_SQL", "AuditLine", "AuditVerification", "append_audit", "append_audit_lines",
+__all__ = ["AUDIT_LOCK_KEY", "CHAIN_END_SQL", "AuditLine", "AuditVerification", "append_audit", "append_audit_lines",
            "chain_audit_lines", "hash_audit_lines", "insert_audit_rows", "lock_chain", "verify_audit_chain"]
 
 #: Advisory lock key of the audit chain on PostgreSQL ("CRVA").
-_AUDIT_LOCK = 0x43525641
+AUDIT_LOCK_KEY = 0x43525641
 
 # Built once: every append runs the same three statements, and SQLAlchemy memoizes a
 # statement's cache key on the object, so reusing it skips rebuilding and re-keying it.
@@ -70,7 +70,7 @@ def append_audit(
         detail: JSON-able facts an auditor needs.
     """
     if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK_CHAIN, {"key": _AUDIT_LOCK})
+        conn.execute(_LOCK_CHAIN, {"key": AUDIT_LOCK_KEY})
     at = at or datetime.now(timezone.utc)
     subject = storable_subject(subject)
     # What is hashed must be what the database gives back: JSON round-trip the detail.
@@ -125,7 +125,7 @@ def lock_chain(conn: Connection) -> None:
     transaction holds the database already). The chain's end is to be read after it, in
     another statement: a statement's snapshot is taken when it starts."""
     if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK_CHAIN, {"key": _AUDIT_LOCK})
+        conn.execute(_LOCK_CHAIN, {"key": AUDIT_LOCK_KEY})
 
 
 def hash_audit_lines(last: str | None, lines: list[AuditLine]) -> list[dict[str, Any]]:

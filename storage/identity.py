@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any, overload
@@ -19,10 +19,11 @@ from storage.audit import append_audit
 from storage.errors import errors_translated
 from storage.identity_tables import auth_failures, delegations, seen_tokens
 
-__all__ = ["SqlIdentityStore", "TokenAdmission"]
+__all__ = ["SqlIdentityStore", "TokenAdmission", "judge_claims"]
 
 #: Expired token ids are purged at most this often (seconds).
 _PURGE_INTERVAL = 60.0
+_ADMITTED = Admission("ok")
 
 
 @overload
@@ -48,6 +49,30 @@ def _delegation(row: Any) -> Delegation:
         revoked_at=_aware(row.revoked_at),
         parent_id=row.parent_id,
     )
+
+
+def judge_claims(claims: Sequence[TokenClaim], failures: Mapping[str, FailureState]
+                 ) -> tuple[list[Admission], dict[tuple[str, str], int]]:
+    """What `claims` are to be told, if every token id still to be remembered is new.
+
+    Each claim is judged as if admitted alone, in order: a locked-out caller is `locked`; a
+    token id twice in `claims` is wanted once (its first claim, `ok` here) and `replayed`
+    after. The caller remembers the wanted ids, (issuer, jti) → index in `claims`, and turns
+    to `replayed` each one that was seen before.
+
+    Args:
+        failures: the failure state of each caller that has one.
+    """
+    admissions: list[Admission] = [Admission("replayed")] * len(claims)
+    wanted: dict[tuple[str, str], int] = {}
+    for i, claim in enumerate(claims):
+        until = locked_until(failures.get(claim.caller), claim.now)
+        if until is not None:
+            admissions[i] = Admission("locked", until)
+        elif (claim.issuer, claim.jti) not in wanted:
+            wanted[(claim.issuer, claim.jti)] = i
+            admissions[i] = _ADMITTED
+    return admissions, wanted
 
 
 class TokenAdmission:
@@ -83,18 +108,9 @@ class TokenAdmission:
         """
         if not claims:
             return []
-        rows = {r.caller: r for r in conn.execute(
+        failures = {r.caller: FailureState(r.failures, r.last_failure_at, r.locked_until) for r in conn.execute(
             self._failures_of_many, {"callers": sorted({c.caller for c in claims})})}
-        admissions: list[Admission] = [Admission("replayed")] * len(claims)
-        wanted: dict[tuple[str, str], int] = {}
-        for i, claim in enumerate(claims):
-            row = rows.get(claim.caller)
-            state = FailureState(row.failures, row.last_failure_at, row.locked_until) if row else None
-            until = locked_until(state, claim.now)
-            if until is not None:
-                admissions[i] = Admission("locked", until)
-            elif (claim.issuer, claim.jti) not in wanted:
-                wanted[(claim.issuer, claim.jti)] = i
+        admissions, wanted = judge_claims(claims, failures)
         if not wanted:
             return admissions
         # ON CONFLICT DO NOTHING returns only the rows it inserted: the others were seen.
@@ -104,10 +120,10 @@ class TokenAdmission:
         ])}
         cleared: set[str] = set()
         for key, i in wanted.items():
-            if key in inserted:
-                admissions[i] = Admission("ok")
-                if claims[i].caller in rows:
-                    cleared.add(claims[i].caller)
+            if key not in inserted:
+                admissions[i] = Admission("replayed")
+            elif claims[i].caller in failures:
+                cleared.add(claims[i].caller)
         if cleared:
             conn.execute(self._clear_many, {"callers": sorted(cleared)})
         if inserted:

@@ -5,17 +5,23 @@ rows, and waits for the server's answer to a Sync before returning. Writes that 
 answer back (the intake's deliveries, outbox, events, viewers and audit lines) can share one
 pipeline: each executemany rides it, and one Sync at its end waits for them all. A statement
 that fails is then raised at that Sync, translated here as SQLAlchemy would have.
+
+A statement whose rows are wanted can ride a pipeline too (`queued`): it is sent on a driver
+cursor of its own, and its rows are read from that cursor once the pipeline has ended. The
+intake's group commit reads all it must know before writing this way, in one round trip
+(`storage.intake_reads`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["pipelined"]
+__all__ = ["announce", "pipelined", "queued"]
 
 
 @contextmanager
@@ -42,3 +48,27 @@ def pipelined(conn: Connection) -> Iterator[None]:
             conn.invalidate(exc)
         raise DBAPIError.instance(None, None, exc, dbapi.Error, connection_invalidated=invalidated,
                                   dialect=conn.dialect) from exc
+
+
+def announce(conn: Connection, sql: str, params: Any, many: bool) -> tuple[str, Any]:
+    """Show a statement sent to the driver directly to the engine's `before_cursor_execute`
+    listeners (those that count or log statements), as SQLAlchemy would; returns the
+    statement and parameters they give back."""
+    if conn._has_events or conn.engine._has_events:  # noqa: SLF001 - as SQLAlchemy tests it
+        for listener in conn.dispatch.before_cursor_execute:
+            sql, params = listener(conn, None, sql, params, None, many)
+    return sql, params
+
+
+def queued(conn: Connection, sql: str, params: Sequence[Any]) -> Any:
+    """`sql` (the driver's own paramstyle) sent on a new cursor of the connection's driver:
+    inside `pipelined`, its rows are on the returned cursor once the block has ended.
+
+    The caller closes the cursor. Errors are raised by the block's end (`pipelined`).
+    """
+    sql, params = announce(conn, sql, params, False)
+    driver = conn.connection.driver_connection
+    assert driver is not None  # a checked-out connection
+    cursor = driver.cursor()
+    cursor.execute(sql, params)
+    return cursor

@@ -32,6 +32,8 @@ from typing import Any
 from sqlalchemy import Connection, Insert, Table, Update, insert
 from sqlalchemy.engine import Dialect
 
+from storage.pipelining import announce
+
 __all__ = ["RowsInsert", "RowsUpdate", "by_driver"]
 
 #: A named parameter as SQLAlchemy renders it for a `pyformat` driver (psycopg), `%(name)s`,
@@ -50,9 +52,7 @@ def by_driver(dialect: Dialect) -> bool:
 def _driver_executemany(conn: Connection, sql: str, params: list[tuple[Any, ...]]) -> None:
     """`sql` run once per tuple of `params` by psycopg's executemany on the connection's
     driver connection (in `storage.pipelining`'s pipeline when there is one)."""
-    if conn._has_events or conn.engine._has_events:  # noqa: SLF001 - as SQLAlchemy tests it
-        for listener in conn.dispatch.before_cursor_execute:
-            sql, params = listener(conn, None, sql, params, None, True)
+    sql, params = announce(conn, sql, params, True)
     driver = conn.connection.driver_connection
     assert driver is not None  # a checked-out connection
     cursor = driver.cursor()

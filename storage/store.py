@@ -63,12 +63,13 @@ from storage.delivery_ops import FILING_ACCEPTED, EventLog, apply_completions, r
 from storage.delivery_store import DeliverySemanticsStore, delivery_view
 from storage.errors import errors_translated, outages_translated, translate_errors, translated
 from storage.group_commit import GroupCommit
-from storage.identity import TokenAdmission
+from storage.identity import TokenAdmission, judge_claims
 from storage.identity_tables import filing_viewers
+from storage.intake_reads import commit, forget_failures, read_intake_facts, remember_tokens
 from storage.intake_rows import audit_line, delivery_row, filing_row, outbox_row
 from storage.operations import OperationsStore
 from storage.pipelining import pipelined
-from storage.row_inserts import RowsInsert
+from storage.row_inserts import RowsInsert, by_driver
 from storage.tables import deliveries, filings, outbox
 
 __all__ = ["SqlStore", "format_reference"]
@@ -247,6 +248,8 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         # steps of up to 100 ms; other processes still meet the busy handler.
         self._write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
         self._tokens = TokenAdmission(engine.dialect.name)
+        # psycopg's pipeline: the intake's group commit in two round trips (`_accept_pipelined`).
+        self._pipelined_intake = by_driver(engine.dialect)
         self._intake: GroupCommit[IntakeItem, AcceptedFiling] = GroupCommit(self._commit_intake)
 
     # -- transactions -------------------------------------------------------------------
@@ -305,6 +308,14 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
 
     def _commit_intake(self, items: Sequence[IntakeItem]) -> list[AcceptedFiling | BaseException]:
         """One group commit's filings: together, or one by one when together fails."""
+        if self._pipelined_intake:
+            try:
+                with self._write() as conn, conn.begin():
+                    return self._accept_pipelined(conn, items)
+            except DBAPIError:
+                # Rolled back: a token id was seen, an Idempotency-Key raced, or the database
+                # failed. Alone, each filing gets its own answer (`replayed`, a replay, an error).
+                return [self._accept_alone(filing, plan) for filing, plan in items]
         if len(items) > 1:
             try:
                 with self._write() as conn, conn.begin():
@@ -314,6 +325,50 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
                 # filing gets its own answer (a replay, or its own error).
                 pass
         return [self._accept_alone(filing, plan) for filing, plan in items]
+
+    def _accept_pipelined(self, conn: Connection, items: Sequence[IntakeItem]) -> list[AcceptedFiling | BaseException]:
+        """`_accept_many` in two round trips (PostgreSQL through psycopg): what the group must
+        know (`storage.intake_reads`), then the token ids, every write and the commit.
+
+        The token ids are bet to be new, as nearly all are: each filing is judged before it is
+        known whether they were. A seen one fails the writes with a unique violation.
+
+        Raises:
+            DBAPIError: a statement failed (a token id was seen before, an Idempotency-Key
+                raced, the database failed); nothing was committed.
+        """
+        claimed = [(i, token) for i, (filing, _) in enumerate(items) if (token := filing.token) is not None]
+        keyed = [(filing.portal, filing.idempotency_key) for filing, _ in items if filing.idempotency_key is not None]
+        facts = read_intake_facts(conn, sorted({t.caller for _, t in claimed}), keyed, len(items))
+        claims = [t for _, t in claimed]
+        admissions, wanted = judge_claims(claims, facts.failures)
+        outcomes: list[AcceptedFiling | BaseException | None] = [None] * len(items)
+        for (i, _), admission in zip(claimed, admissions, strict=True):
+            if admission.outcome != "ok":
+                outcomes[i] = TokenNotAdmitted(admission.outcome, admission.locked_until)
+        for i, (filing, _) in enumerate(items):
+            if outcomes[i] is None and filing.idempotency_key is not None:
+                earlier = facts.earlier.get((filing.portal, filing.idempotency_key))
+                if earlier is not None:
+                    outcomes[i] = (IdempotencyConflict(earlier.reference)
+                                   if earlier.request_digest != filing.request_digest
+                                   else self._replayed(conn, earlier.id, earlier.reference))
+        fresh = [i for i in range(len(items)) if outcomes[i] is None]
+        if wanted:
+            self._tokens.purge_if_due(conn, max(c.now for c in claims))
+        with pipelined(conn):
+            if wanted:
+                remember_tokens(conn, [(issuer, jti, claims[i].keep_until) for (issuer, jti), i in wanted.items()])
+            cleared = sorted({claims[i].caller for i in wanted.values() if claims[i].caller in facts.failures})
+            if cleared:
+                forget_failures(conn, cleared)
+            if fresh:
+                accepted = self._write_filings(conn, [items[i] for i in fresh], facts.ids[:len(fresh)],
+                                               facts.chain_end, _utcnow())
+                for i, answer in zip(fresh, accepted, strict=True):
+                    outcomes[i] = answer
+            commit(conn)
+        return [o for o in outcomes if o is not None]
 
     def _accept_alone(self, filing: NewFiling,
                       plan: Callable[[str], list[PlannedDelivery]]) -> AcceptedFiling | BaseException:
@@ -378,35 +433,39 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         if not items:
             return []
         now = _utcnow()
-        epoch = self._clock()
-        rows = [filing_row(filing, now) for filing, _ in items]
-        numbered = self._postgresql
-        chain_end: str | None = None
-        if numbered:
+        if self._postgresql:
             lock_chain(conn)
             drawn = conn.execute(_NEXT_FILING_IDS_AND_CHAIN_END, {"n": len(items)}).all()
-            ids = sorted(fid for fid, _ in drawn)
-            chain_end = drawn[0][1]
-        else:
-            ids = [row.id for row in conn.execute(_INSERT_FILINGS, rows)]
+            with pipelined(conn):
+                return self._write_filings(conn, items, sorted(fid for fid, _ in drawn), drawn[0][1], now)
+        rows = [filing_row(filing, now) for filing, _ in items]
+        ids = [row.id for row in conn.execute(_INSERT_FILINGS, rows)]
+        return self._write_filings(conn, items, ids, None, now, inserted=True)
+
+    def _write_filings(self, conn: Connection, items: Sequence[IntakeItem], ids: list[int], chain_end: str | None,
+                       now: datetime, inserted: bool = False) -> list[AcceptedFiling]:
+        """Write the filings numbered `ids` with everything they carry, their audit lines
+        chained after `chain_end`; with `inserted` (SQLite), their rows are in and get their
+        references, and the chain's end is read here. Only writes: on PostgreSQL the caller
+        runs them in its pipeline."""
+        epoch = self._clock()
         references = [format_reference(filing.received_at.year, fid) for (filing, _), fid in zip(items, ids)]
         plans = [plan(reference) for (_, plan), reference in zip(items, references)]
         lines = [audit_line(filing, reference, planned, now)
                  for (filing, _), reference, planned in zip(items, references, plans)]
-        audit_rows = hash_audit_lines(chain_end, lines) if numbered else chain_audit_lines(conn, lines)
-        with pipelined(conn):
-            if numbered:
-                _INSERT_NUMBERED_FILINGS(conn, [{**row, "id": fid, "reference": ref}
-                                                for row, fid, ref in zip(rows, ids, references)])
-            else:
-                conn.execute(_SET_REFERENCE, [{"b_id": fid, "b_reference": ref}
-                                              for fid, ref in zip(ids, references)])
-            self._insert_deliveries(conn, items, ids, references, plans, now, epoch)
-            viewers = [{"filing_id": fid, "tax_code": v}
-                       for (filing, _), fid in zip(items, ids) for v in sorted(set(filing.viewers))]
-            if viewers:
-                _INSERT_VIEWERS(conn, viewers)
-            insert_audit_rows(conn, audit_rows)
+        if inserted:
+            conn.execute(_SET_REFERENCE, [{"b_id": fid, "b_reference": ref} for fid, ref in zip(ids, references)])
+            audit_rows = chain_audit_lines(conn, lines)
+        else:
+            _INSERT_NUMBERED_FILINGS(conn, [{**filing_row(filing, now), "id": fid, "reference": ref}
+                                            for (filing, _), fid, ref in zip(items, ids, references)])
+            audit_rows = hash_audit_lines(chain_end, lines)
+        self._insert_deliveries(conn, items, ids, references, plans, now, epoch)
+        viewers = [{"filing_id": fid, "tax_code": v}
+                   for (filing, _), fid in zip(items, ids) for v in sorted(set(filing.viewers))]
+        if viewers:
+            _INSERT_VIEWERS(conn, viewers)
+        insert_audit_rows(conn, audit_rows)
         return [
             AcceptedFiling(
                 reference=reference,
@@ -447,9 +506,14 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
             return None
         if row.request_digest != filing.request_digest:
             raise IdempotencyConflict(row.reference)
-        recipients = conn.execute(_RECIPIENTS_OF, {"b_filing_id": row.id}).all()
+        return self._replayed(conn, row.id, row.reference)
+
+    @staticmethod
+    def _replayed(conn: Connection, filing_id: int, reference: str) -> AcceptedFiling:
+        """The answer given again for the filing an Idempotency-Key was first used for."""
+        recipients = conn.execute(_RECIPIENTS_OF, {"b_filing_id": filing_id}).all()
         return AcceptedFiling(
-            reference=row.reference,
+            reference=reference,
             state=FilingState.IN_PROGRESS.value,
             recipients=[{"agency": r.agency, "operation": r.operation} for r in recipients],
             replayed=True,

@@ -15,7 +15,14 @@ import pytest
 from sqlalchemy import Engine, event, func, select, text
 
 from routing.plan import PlannedDelivery
-from service.ports import NewFiling, StoreFailed, StoreUnavailable, TokenClaim, TokenNotAdmitted
+from service.ports import (
+    IdempotencyConflict,
+    NewFiling,
+    StoreFailed,
+    StoreUnavailable,
+    TokenClaim,
+    TokenNotAdmitted,
+)
 from storage import engine as engine_module
 from storage.audit import verify_audit_chain
 from storage.engine import build_engine
@@ -208,6 +215,51 @@ def test_one_idempotency_key_twice_in_a_group_is_stored_once_and_replayed(databa
         assert [o.replayed for o in outcomes] == [False, True]  # type: ignore[union-attr]
         assert outcomes[0].reference == outcomes[1].reference  # type: ignore[union-attr]
         assert _count(engine, filings) == 1 and _count(engine, audit_log) == 1
+        assert verify_audit_chain(engine).ok
+    finally:
+        engine.dispose()
+
+
+def test_a_group_gives_each_filing_its_own_answer_whatever_the_others_are(database_url: str) -> None:
+    """One group commit holding a token id seen before, a locked-out caller, a key's replay, a
+    key reused with another body, a caller whose failures are to clear and two new filings:
+    each is answered as it would be alone, only the new ones are stored, and the chain holds.
+    (On PostgreSQL the group is first written on the bet that every token id is new; the seen
+    one fails that bet, and the group is stored filing by filing.)"""
+    engine = build_engine(database_url)
+    upgrade_to_head(engine)
+    store = SqlStore(engine)
+    locked, failing = "portal:portal/user:LOCKED", "portal:portal/user:FAILING"
+    try:
+        keyed = replace(_filing(1, "jti-00000001"), idempotency_key="key-1", request_digest="first")
+        first = store.accept_filing(keyed, _plan)
+        store.accept_filing(_filing(2, "jti-00000002"), _plan)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO auth_failures (caller, failures, last_failure_at, locked_until) "
+                              "VALUES (:c, 10, :t, :u), (:f, 2, :t, NULL)"),
+                         {"c": locked, "f": failing, "t": NOW - 1, "u": NOW + 300})
+        group = [
+            (_filing(3, "jti-00000002"), _plan),  # seen before
+            (_filing(4, "jti-00000004", locked), _plan),
+            (replace(_filing(5, "jti-00000005"), idempotency_key="key-1", request_digest="first"), _plan),
+            (replace(_filing(6, "jti-00000006"), idempotency_key="key-1", request_digest="other"), _plan),
+            (_filing(7, "jti-00000007", failing), _plan),
+            (_filing(8, "jti-00000008"), _plan),
+        ]
+        outcomes = store._commit_intake(group)
+        assert [getattr(o, "outcome", None) for o in outcomes[:2]] == ["replayed", "locked"]
+        replay = outcomes[2]
+        assert getattr(replay, "replayed", False) and getattr(replay, "reference", "") == first.reference
+        assert isinstance(outcomes[3], IdempotencyConflict) and outcomes[3].reference == first.reference
+        new = [getattr(o, "reference", None) for o in outcomes[4:]]
+        assert all(r and r.startswith("CRV-2026-") for r in new) and len(set(new)) == 2
+        assert _count(engine, filings) == 4 and _count(engine, audit_log) == 4
+        with engine.connect() as conn:
+            tokens = set(conn.execute(select(seen_tokens.c.jti)).scalars())
+            callers = set(conn.execute(text("SELECT caller FROM auth_failures")).scalars())
+        # The locked caller's token was not used; the key's replay was answered now.
+        assert tokens >= {f"jti-0000000{n}" for n in (1, 2, 5, 7, 8)} and "jti-00000004" not in tokens
+        assert callers == {locked}  # an admitted caller's failures are cleared
         assert verify_audit_chain(engine).ok
     finally:
         engine.dispose()
