@@ -97,6 +97,8 @@ class TokenAdmission:
         self._remember_many = (
             insert_for(seen_tokens).on_conflict_do_nothing().returning(seen_tokens.c.issuer, seen_tokens.c.jti)
         )
+        self._forget_token = delete(seen_tokens).where(seen_tokens.c.issuer == bindparam("b_issuer"),
+                                                       seen_tokens.c.jti == bindparam("b_jti"))
         self._clear_many = delete(auth_failures).where(
             auth_failures.c.caller.in_(bindparam("callers", expanding=True)))
 
@@ -129,6 +131,11 @@ class TokenAdmission:
         if inserted:
             self.purge_if_due(conn, max(c.now for c in claims))
         return admissions
+
+    def forget(self, conn: Connection, claims: Sequence[TokenClaim]) -> None:
+        """Forget token ids this transaction admitted, as if their requests were rolled back."""
+        if claims:
+            conn.execute(self._forget_token, [{"b_issuer": c.issuer, "b_jti": c.jti} for c in claims])
 
     def admit(self, conn: Connection, claim: TokenClaim) -> Admission:
         """`ok` (the id is now remembered until `claim.keep_until`), `locked` or `replayed`.

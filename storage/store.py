@@ -65,10 +65,10 @@ from storage.errors import errors_translated, outages_translated, translate_erro
 from storage.group_commit import GroupCommit
 from storage.identity import TokenAdmission, judge_claims
 from storage.identity_tables import filing_viewers
-from storage.intake_reads import commit, forget_failures, read_intake_facts, remember_tokens
+from storage.intake_reads import forget_failures, read_intake_facts, remember_tokens
 from storage.intake_rows import audit_line, delivery_row, filing_row, outbox_row
 from storage.operations import OperationsStore
-from storage.pipelining import pipelined
+from storage.pipelining import pipelined, queue_commit
 from storage.row_inserts import RowsInsert, by_driver
 from storage.tables import deliveries, filings, outbox
 
@@ -354,6 +354,9 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
                                    if earlier.request_digest != filing.request_digest
                                    else self._replayed(conn, earlier.id, earlier.reference))
         fresh = [i for i in range(len(items)) if outcomes[i] is None]
+        # A key's conflict is answered as if rolled back: its token is not remembered (the
+        # API admits it on its own).
+        wanted = {key: i for key, i in wanted.items() if not isinstance(outcomes[claimed[i][0]], IdempotencyConflict)}
         if wanted:
             self._tokens.purge_if_due(conn, max(c.now for c in claims))
         with pipelined(conn):
@@ -367,7 +370,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
                                                facts.chain_end, _utcnow())
                 for i, answer in zip(fresh, accepted, strict=True):
                     outcomes[i] = answer
-            commit(conn)
+            queue_commit(conn)
         return [o for o in outcomes if o is not None]
 
     def _accept_alone(self, filing: NewFiling,
@@ -419,6 +422,10 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
                     outcomes[i] = self._replay(conn, filing)
                 except IdempotencyConflict as conflict:
                     outcomes[i] = conflict
+        # A key's conflict is answered as if rolled back: its token, admitted above, is
+        # forgotten again (the API admits it on its own).
+        self._tokens.forget(conn, [token for i, (filing, _) in enumerate(items)
+                                   if isinstance(outcomes[i], IdempotencyConflict) and (token := filing.token)])
         fresh = [i for i in range(len(items)) if outcomes[i] is None]
         for i, accepted in zip(fresh, self._insert_filings(conn, [items[i] for i in fresh]), strict=True):
             outcomes[i] = accepted
@@ -665,7 +672,7 @@ class SqlStore(DeliverySemanticsStore, OperationsStore):
         if not completions:
             return
         with self._write() as conn, conn.begin():
-            apply_completions(conn, completions, _utcnow(), self._clock())
+            apply_completions(conn, completions, _utcnow(), self._clock(), commit=True)
 
     # -- audit and operations ----------------------------------------------------------------
     @errors_translated
