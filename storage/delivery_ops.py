@@ -70,7 +70,8 @@ from storage.anomalies import (
 )
 from storage.binds import values_in
 from storage.delivery_tables import filing_events
-from storage.row_inserts import RowsInsert, RowsUpdate
+from storage.pipelining import pipelined, queue_commit
+from storage.row_inserts import RowsInsert, RowsUpdate, by_driver
 from storage.tables import attempts, deliveries, filings, outbox
 
 __all__ = [
@@ -322,7 +323,17 @@ def refresh_filings(conn: Connection, info: Mapping[int, dict[str, Any]], now: d
     params: dict[str, Any] = {"ids": list(info), "now": now}
     for k, filing_id in enumerate(moved):
         params.update({f"id_{k}": filing_id, f"state_{k}": info[filing_id]["state"]})
-    conn.execute(_date_filings(len(moved), _is_postgresql(conn)), params)
+    if by_driver(conn.dialect):  # through the driver: it may ride a pipeline (`apply_completions`)
+        _filings_dater(len(moved))(conn, [params])
+    else:
+        conn.execute(_date_filings(len(moved), False), params)
+
+
+@lru_cache(maxsize=_STATES_PER_UPDATE + 1)
+def _filings_dater(moved: int) -> RowsUpdate:
+    """`_date_filings` for PostgreSQL, run by the driver (its parameters are the row's keys)."""
+    names = ["ids", "now", *(f"{name}_{k}" for k in range(moved) for name in ("id", "state"))]
+    return RowsUpdate(_date_filings(moved, True), {name: name for name in names})
 
 
 def _current(conn: Connection, filing_id: int, agency: str) -> dict[str, Any] | None:
@@ -508,9 +519,11 @@ def _write_changed(conn: Connection, before: Mapping[str, Mapping[str, Any]],
     _write_rows(conn, deliveries, columns, (after[delivery_id] for delivery_id in changed), unread="content")
 
 
-def apply_completions(conn: Connection, completions: Sequence[Completion], now: datetime, epoch: float) -> None:
+def apply_completions(conn: Connection, completions: Sequence[Completion], now: datetime, epoch: float,
+                      *, commit: bool = False) -> None:
     """Record a batch of worker passes: delivery rows, attempts, next jobs, dependents,
-    events and filing states, all in the caller's transaction.
+    events and filing states, all in the caller's transaction; with `commit`, the writes end
+    it (on PostgreSQL the commit rides their round trip: `storage.pipelining.queue_commit`).
 
     The passes are applied in order in memory (two passes of one delivery build on each
     other); then each table gets one statement for the whole batch. Under the filings' locks
@@ -519,7 +532,9 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     dependents, the duplicate numbers and the filing states are all worked out from it.
 
     A pass whose outcome is not applied (stale, or its delivery settled meanwhile) still made
-    its calls: its tries are recorded and counted, once, and nothing else of it."""
+    its calls: its tries are recorded and counted, once, and nothing else of it.
+
+    Everything is read first; the writes then go in one pipeline (one round trip on PostgreSQL)."""
     info = lock_filings(conn, (c.job.filing_id for c in completions))
     own, stale = _own_passes(conn, completions, epoch)
     if not own and not any(c.attempts for c in stale):
@@ -568,20 +583,23 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     numbered = [r for r in touched.values()
                 if r["protocol_number"] and r["protocol_number"] != read[r["id"]]["protocol_number"]]
     duplicates = number_anomalies(numbered, found.holders, {fid: i["reference"] for fid, i in info.items()})
-    if attempt_rows:
-        _INSERT_ATTEMPTS(conn, attempt_rows)
-    flag_anomalies(conn, duplicates, touched, now, events)
+    flag_anomalies(conn, duplicates, touched, now, events)  # reads which were kept already: before the writes
     work = [pred for pred in changed if pred["state"] in _SETTLING]
     if work:
         deps = _Dependents(conn, (pred["filing_id"] for pred in work), (_S.WAITING.value, _S.HELD.value),
                            current.values())
         job_rows.extend(_settle(deps, work, now, epoch, events))
         current.update(deps.moved)
-    _write_changed(conn, read, current)
-    if job_rows:
-        _INSERT_JOBS(conn, job_rows)
-    refresh_filings(conn, info, now, events, current.values())
-    events.flush()
+    with pipelined(conn):
+        if attempt_rows:
+            _INSERT_ATTEMPTS(conn, attempt_rows)
+        _write_changed(conn, read, current)
+        if job_rows:
+            _INSERT_JOBS(conn, job_rows)
+        refresh_filings(conn, info, now, events, current.values())
+        events.flush()
+        if commit:
+            queue_commit(conn)
 
 
 #: The deliveries' columns as `_filing_deliveries` reads them: `content` (JSON, the largest)

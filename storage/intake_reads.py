@@ -8,7 +8,7 @@ one psycopg pipeline (`storage.pipelining.queued`) and are answered together; th
 runs them in order, so the chain's end is read after its lock is taken.
 
 The token ids are then remembered in the pipeline that writes the filings (`remember_tokens`),
-on the bet that they are new, and the commit rides that pipeline too (`commit`): a seen id
+on the bet that they are new, and the commit rides that pipeline too (`storage.pipelining.queue_commit`): a seen id
 fails the whole group (a unique violation), which is then stored filing by filing, the careful
 way (`storage.store`).
 """
@@ -25,7 +25,7 @@ from domain.lockout import FailureState
 from storage.audit import AUDIT_LOCK_KEY, CHAIN_END_SQL
 from storage.pipelining import pipelined, queued
 
-__all__ = ["EarlierFiling", "IntakeFacts", "commit", "forget_failures", "read_intake_facts", "remember_tokens"]
+__all__ = ["EarlierFiling", "IntakeFacts", "forget_failures", "read_intake_facts", "remember_tokens"]
 
 _LOCK_CHAIN = "SELECT pg_advisory_xact_lock(%s)"
 _FAILURES = "SELECT caller, failures, last_failure_at, locked_until FROM auth_failures WHERE caller = ANY(%s)"
@@ -96,16 +96,6 @@ def remember_tokens(conn: Connection, tokens: Sequence[tuple[str, str, float]]) 
     is new: one seen before fails the block (a unique violation), and the whole group with it."""
     columns = list(zip(*tokens, strict=True))
     queued(conn, _REMEMBER, tuple(list(c) for c in columns)).close()
-
-
-def commit(conn: Connection) -> None:
-    """End the transaction inside `pipelined`, so that the commit rides the writes' round trip.
-
-    A statement that fails before it leaves the transaction aborted, and the block's end
-    raises as for any failed statement. SQLAlchemy's own commit then finds the transaction
-    ended: psycopg sends nothing when the server reports it idle.
-    """
-    queued(conn, "COMMIT", ()).close()
 
 
 def forget_failures(conn: Connection, callers: Sequence[str]) -> None:

@@ -9,7 +9,8 @@ that fails is then raised at that Sync, translated here as SQLAlchemy would have
 A statement whose rows are wanted can ride a pipeline too (`queued`): it is sent on a driver
 cursor of its own, and its rows are read from that cursor once the pipeline has ended. The
 intake's group commit reads all it must know before writing this way, in one round trip
-(`storage.intake_reads`).
+(`storage.intake_reads`). And the commit can ride the writes' pipeline (`queue_commit`), so
+that a transaction's writes and its end cost one round trip.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["announce", "pipelined", "queued"]
+__all__ = ["announce", "pipelined", "queue_commit", "queued"]
 
 
 @contextmanager
@@ -72,3 +73,15 @@ def queued(conn: Connection, sql: str, params: Sequence[Any]) -> Any:
     cursor = driver.cursor()
     cursor.execute(sql, params)
     return cursor
+
+
+def queue_commit(conn: Connection) -> None:
+    """End the transaction inside `pipelined`, so that the commit rides the writes' round trip.
+
+    A statement that fails before it leaves the transaction aborted (the COMMIT then does
+    nothing), and the block's end raises as for any failed statement. SQLAlchemy's own commit
+    afterwards finds the transaction ended: psycopg sends nothing when the server reports it
+    idle. Elsewhere (not psycopg) it does nothing: SQLAlchemy's commit ends the transaction.
+    """
+    if conn.dialect.driver == "psycopg":
+        queued(conn, "COMMIT", ()).close()
