@@ -6,13 +6,15 @@ whose body is a tree of plain sequences of elements (no choice, group, wildcard 
 attribute), rendering the content dict directly, with zeep's own element names and zeep's own
 `xmlvalue` for each leaf, yields the same envelope, byte for byte. Anything else — a type
 outside that shape, an unknown or missing field, a value that is not a plain one — is left to
-zeep (`render` returns None), so every refusal and its wording stay zeep's.
+zeep (`render` returns None), so every refusal and its wording stay zeep's. The elements of each
+shape of a request (which optional elements, how many of a list) are made once, as zeep makes
+them, and copied for every request of that shape; only the texts are written each time.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,11 @@ from zeep.xsd.types.builtins import String
 from zeep.xsd.types.simple import AnySimpleType
 
 __all__ = ["RequestRenderer"]
+
+
+#: Shapes kept per operation (optional fields and list lengths make a few dozen in practice);
+#: past it they are all dropped and learnt again, whatever the portals send.
+_TEMPLATES_KEPT = 64
 
 
 class _NotPlain(Exception):
@@ -79,43 +86,75 @@ def _compile(element: Any) -> _Node | None:
     )
 
 
-def _render_fields(parent: etree._Element, node: _Node, value: Any) -> None:
+def _collect_fields(node: _Node, value: Any, texts: list[str | None], shape: list[int]) -> None:
+    """Check `value` against `node`'s children, noting each child's count and each element's text."""
     if type(value) is not dict or not value.keys() <= node.names:
         raise _NotPlain
     assert node.children is not None
     for name, child in node.children:
         item = value.get(name)
         if item is None:
-            if child.optional:
-                continue  # zeep skips an optional element without a value
-            raise _NotPlain  # zeep: "Missing element"
-        _render(parent, child, item)
+            if not child.optional:
+                raise _NotPlain  # zeep: "Missing element"
+            shape.append(0)  # zeep skips an optional element without a value
+        elif isinstance(item, list):
+            if not child.multiple or len(item) < child.min_occurs or (
+                    child.max_occurs is not None and len(item) > child.max_occurs):
+                raise _NotPlain
+            shape.append(len(item))
+            for one in item:
+                _collect_one(child, one, texts, shape)
+        else:
+            shape.append(1)
+            _collect_one(child, item, texts, shape)
 
 
-def _render(parent: etree._Element, node: _Node, value: Any) -> None:
-    if isinstance(value, list):
-        if not node.multiple or len(value) < node.min_occurs or (
-                node.max_occurs is not None and len(value) > node.max_occurs):
-            raise _NotPlain
-        for item in value:
-            _render_one(parent, node, item)
-    else:
-        _render_one(parent, node, value)
-
-
-def _render_one(parent: etree._Element, node: _Node, item: Any) -> None:
+def _collect_one(node: _Node, item: Any, texts: list[str | None], shape: list[int]) -> None:
     if type(item) is str and node.text_as_is:  # the common leaf: what xs:string's xmlvalue returns
-        etree.SubElement(parent, node.tag).text = item
+        texts.append(item)
         return
     if item is None or isinstance(item, (list, tuple, set)):
         raise _NotPlain
-    element = etree.SubElement(parent, node.tag)
     if node.children is None:
         if isinstance(item, (dict, etree._Element)):
             raise _NotPlain
-        element.text = node.xsd_type.xmlvalue(item)
+        texts.append(node.xsd_type.xmlvalue(item))
     else:
-        _render_fields(element, node, item)
+        texts.append(None)
+        _collect_fields(node, item, texts, shape)
+
+
+def _build(parent: etree._Element, node: _Node, counts: Iterator[int]) -> None:
+    """The empty elements under `parent`: each child as many times as the next of `counts` says."""
+    assert node.children is not None
+    for _, child in node.children:
+        for _ in range(next(counts)):
+            element = etree.SubElement(parent, child.tag)
+            if child.children is not None:
+                _build(element, child, counts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Operation:
+    """What one operation's requests are rendered from."""
+
+    plan: _Node
+    empty: etree._Element  #: an Envelope/Body with nothing in it
+    #: Per shape (each child's count, in walk order): the envelope with its elements and no
+    #: texts. Copying one (libxml2 copies the tree in C) costs a quarter of making its elements
+    #: one by one: lxml checks each new tag name, which in CPython raises and discards a TypeError.
+    templates: dict[tuple[int, ...], etree._Element]
+
+    def template(self, shape: tuple[int, ...]) -> etree._Element:
+        """The empty envelope of this shape, built once with zeep's element calls (so the same prefixes)."""
+        found = self.templates.get(shape)
+        if found is None:
+            found = copy.deepcopy(self.empty)
+            _build(etree.SubElement(found[0], self.plan.tag), self.plan, iter(shape))
+            if len(self.templates) >= _TEMPLATES_KEPT:
+                self.templates.clear()  # one call: safe while other threads read or add
+            self.templates[shape] = found
+        return found
 
 
 class RequestRenderer:
@@ -127,8 +166,7 @@ class RequestRenderer:
     """
 
     def __init__(self, binding: Any, operations: Mapping[str, Any]) -> None:
-        #: Per operation: the body's plan, and an empty Envelope/Body to copy (cheaper than making one).
-        self._plans: dict[str, tuple[_Node, etree._Element]] = {}
+        self._plans: dict[str, _Operation] = {}
         for name, operation in operations.items():
             message = operation.input
             if (message is None or getattr(message, "_is_body_wrapped", True) or message.body is None
@@ -140,7 +178,7 @@ class RequestRenderer:
             env_ns = message.nsmap["soap-env"]
             nsmap = {"soap-env": env_ns, **message.wsdl.types._prefix_map_custom}
             soap = ElementMaker(namespace=env_ns, nsmap=nsmap)
-            self._plans[name] = (plan, soap.Envelope(soap.Body()))
+            self._plans[name] = _Operation(plan, soap.Envelope(soap.Body()), {})
 
     def supports(self, name: str) -> bool:
         """Whether `name`'s requests can be rendered here at all."""
@@ -148,13 +186,18 @@ class RequestRenderer:
 
     def render(self, name: str, content: Mapping[str, Any]) -> etree._Element | None:
         """The envelope zeep would build for `content`, or None when zeep must build it."""
-        found = self._plans.get(name)
-        if found is None:
+        operation = self._plans.get(name)
+        if operation is None:
             return None
-        plan, empty = found
-        envelope = copy.deepcopy(empty)
+        texts: list[str | None] = [None]  # the request element's own: none
+        shape: list[int] = []
         try:
-            _render_fields(etree.SubElement(envelope[0], plan.tag), plan, dict(content))
+            _collect_fields(operation.plan, dict(content), texts, shape)
         except _NotPlain:
             return None
+        envelope = copy.deepcopy(operation.template(tuple(shape)))
+        # The elements in document order are the walk's: each leaf gets its text.
+        for element, text in zip(envelope[0][0].iter(), texts, strict=True):
+            if text is not None:
+                element.text = text
         return envelope

@@ -78,3 +78,37 @@ def test_a_rendered_message_the_schema_refuses_is_refused_as_before(
     contract, operation, content = next(p for p in planned if p[0].spec.agency == "cciaa")
     with pytest.raises(MessageRejectedAsInvalid, match="pec"):
         contract.build(operation, {**content, "pec": "not an address"}, ErrorContext("cciaa", operation))
+
+
+def _shapes(content: dict[str, Any]) -> list[dict[str, Any]]:
+    """`content` with another text (an empty one), and in other shapes: each field (also one
+    level down) left out, each list cut to its first item or given twice its items."""
+    variants = [{**content, "messageHeader": {**content["messageHeader"], "messageId": ""}}]
+    for key, value in content.items():
+        variants.append({k: v for k, v in content.items() if k != key})
+        if isinstance(value, dict):
+            variants.extend({**content, key: {k: v for k, v in value.items() if k != inner}} for inner in value)
+        if isinstance(value, list):
+            variants.extend([{**content, key: value[:1]}, {**content, key: value * 2}])
+    return variants
+
+
+def test_each_shape_and_each_repeat_is_zeeps_envelope(planned: list[tuple[WsdlContract, str, Any]]) -> None:
+    """Other shapes of the same request (optional fields left out, lists of other lengths), one
+    after another and again, each come out as zeep's bytes; an envelope already handed out
+    stays as it was."""
+    shapes: set[tuple[str, str, tuple[str, ...]]] = set()
+    for contract, operation, content in planned:
+        renderer = contract._renderer  # noqa: SLF001 - the part under test
+        first = renderer.render(operation, content)
+        assert first is not None
+        first_bytes = etree.tostring(first)
+        for variant in [*_shapes(content), content, *_shapes(content)]:
+            rendered = renderer.render(operation, variant)
+            if rendered is None:
+                continue  # a required field left out, or too many items: zeep's to refuse
+            shapes.add((contract.spec.agency, operation, tuple(str(e.tag) for e in rendered.iter())))
+            assert etree.tostring(rendered, encoding="utf-8", xml_declaration=True) == _zeep(
+                contract, operation, variant), (contract.spec.agency, operation, variant)
+        assert etree.tostring(first) == first_bytes
+    assert len(shapes) >= 3 * len({(c.spec.agency, o) for c, o, _ in planned})  # other shapes were tried
