@@ -118,7 +118,10 @@ def _collect_one(node: _Node, item: Any, texts: list[str | None], shape: list[in
     if node.children is None:
         if isinstance(item, (dict, etree._Element)):
             raise _NotPlain
-        texts.append(node.xsd_type.xmlvalue(item))
+        try:
+            texts.append(node.xsd_type.xmlvalue(item))
+        except (ValueError, TypeError) as exc:  # a value its type cannot write: zeep refuses it, in its words
+            raise _NotPlain from exc
     else:
         texts.append(None)
         _collect_fields(node, item, texts, shape)
@@ -197,7 +200,10 @@ class RequestRenderer:
             return None
         envelope = copy.deepcopy(operation.template(tuple(shape)))
         # The elements in document order are the walk's: each leaf gets its text.
-        for element, text in zip(envelope[0][0].iter(), texts, strict=True):
-            if text is not None:
-                element.text = text
+        try:
+            for element, text in zip(envelope[0][0].iter(), texts, strict=True):
+                if text is not None:
+                    element.text = text
+        except ValueError:
+            return None  # a text XML cannot carry (a control character): zeep refuses it, in its words
         return envelope

@@ -80,6 +80,17 @@ def test_a_rendered_message_the_schema_refuses_is_refused_as_before(
         contract.build(operation, {**content, "pec": "not an address"}, ErrorContext("cciaa", operation))
 
 
+def test_a_text_xml_cannot_carry_is_refused_as_a_message_problem(
+        planned: list[tuple[WsdlContract, str, Any]]) -> None:
+    """A control character (which a JSON filing can carry, an XML one cannot): the renderer
+    declines, and the build refuses the message as zeep does, not with lxml's bare ValueError."""
+    contract, operation, content = next(p for p in planned if p[0].spec.agency == "cciaa")
+    bad = {**content, "messageHeader": {**content["messageHeader"], "messageId": "id\x01"}}
+    assert contract._renderer.render(operation, bad) is None  # noqa: SLF001
+    with pytest.raises(MessageRejectedAsInvalid, match="XML compatible"):
+        contract.build(operation, bad, ErrorContext("cciaa", operation))
+
+
 def _shapes(content: dict[str, Any]) -> list[dict[str, Any]]:
     """`content` with another text (an empty one), and in other shapes: each field (also one
     level down) left out, each list cut to its first item or given twice its items."""
