@@ -15,6 +15,7 @@ way (`storage.store`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,15 +29,29 @@ from storage.pipelining import pipelined, queued
 __all__ = ["EarlierFiling", "IntakeFacts", "forget_failures", "read_intake_facts", "remember_tokens"]
 
 _LOCK_CHAIN = "SELECT pg_advisory_xact_lock(%s)"
-_FAILURES = "SELECT caller, failures, last_failure_at, locked_until FROM auth_failures WHERE caller = ANY(%s)"
-# The pairs are matched here: both columns' lists keep the (portal, idempotency_key) index usable.
-_EARLIER = ("SELECT id, reference, request_digest, portal, idempotency_key FROM filings"
-            " WHERE portal = ANY(%s) AND idempotency_key = ANY(%s)")
 _NEW_IDS_AND_CHAIN_END = (f"SELECT nextval(pg_get_serial_sequence('filings', 'id')), ({CHAIN_END_SQL})"
                           " FROM generate_series(1, %s)")
-_REMEMBER = ("INSERT INTO seen_tokens (issuer, jti, expires_at)"
-             " SELECT * FROM unnest(%s::varchar[], %s::varchar[], %s::float8[])")
-_FORGET_FAILURES = "DELETE FROM auth_failures WHERE caller = ANY(%s)"
+
+# The values are listed one parameter each, not as arrays: psycopg dumps an array element by
+# element in Python, a scalar in C. A statement's text then depends on the count; a group
+# has a few callers and tokens, so psycopg's caches and prepared statements keep up.
+
+
+@functools.lru_cache(maxsize=128)
+def _values(rows: int, width: int) -> str:
+    """`(%s, …), (%s, …)`: `rows` rows of `width` parameters."""
+    row = "(" + ", ".join(["%s"] * width) + ")"
+    return ", ".join([row] * rows)
+
+
+def _failures(callers: int) -> str:
+    return ("SELECT caller, failures, last_failure_at, locked_until FROM auth_failures"
+            f" WHERE caller IN {_values(1, callers)}")
+
+
+def _earlier(keys: int) -> str:
+    return ("SELECT id, reference, request_digest, portal, idempotency_key FROM filings"
+            f" WHERE (portal, idempotency_key) IN ({_values(keys, 2)})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,19 +85,17 @@ def read_intake_facts(conn: Connection, callers: Sequence[str], keys: Sequence[t
     try:
         with pipelined(conn):
             cursors.append(queued(conn, _LOCK_CHAIN, (AUDIT_LOCK_KEY,)))
-            failures = queued(conn, _FAILURES, (list(callers),)) if callers else None
-            earlier = (queued(conn, _EARLIER, (sorted({p for p, _ in keys}), sorted({k for _, k in keys})))
-                       if keys else None)
+            failures = queued(conn, _failures(len(callers)), callers) if callers else None
+            pairs = sorted(set(keys))
+            earlier = queued(conn, _earlier(len(pairs)), [v for pair in pairs for v in pair]) if pairs else None
             drawn = queued(conn, _NEW_IDS_AND_CHAIN_END, (count,))
             cursors += [c for c in (failures, earlier, drawn) if c is not None]
         rows = drawn.fetchall()
-        wanted = set(keys)
         return IntakeFacts(
             failures={caller: FailureState(n, last, until)
                       for caller, n, last, until in (failures.fetchall() if failures else ())},
             earlier={(portal, key): EarlierFiling(fid, reference, digest)
-                     for fid, reference, digest, portal, key in (earlier.fetchall() if earlier else ())
-                     if (portal, key) in wanted},
+                     for fid, reference, digest, portal, key in (earlier.fetchall() if earlier else ())},
             ids=sorted(fid for fid, _ in rows),
             chain_end=rows[0][1] if rows else None,
         )
@@ -94,10 +107,10 @@ def read_intake_facts(conn: Connection, callers: Sequence[str], keys: Sequence[t
 def remember_tokens(conn: Connection, tokens: Sequence[tuple[str, str, float]]) -> None:
     """Remember (issuer, jti, expires_at) token ids, inside `pipelined`, on the bet that each
     is new: one seen before fails the block (a unique violation), and the whole group with it."""
-    columns = list(zip(*tokens, strict=True))
-    queued(conn, _REMEMBER, tuple(list(c) for c in columns)).close()
+    queued(conn, f"INSERT INTO seen_tokens (issuer, jti, expires_at) VALUES {_values(len(tokens), 3)}",
+           [v for token in tokens for v in token]).close()
 
 
 def forget_failures(conn: Connection, callers: Sequence[str]) -> None:
     """Clear the callers' failure counts (they were admitted), inside `pipelined`."""
-    queued(conn, _FORGET_FAILURES, (list(callers),)).close()
+    queued(conn, f"DELETE FROM auth_failures WHERE caller IN {_values(1, len(callers))}", callers).close()
