@@ -70,7 +70,7 @@ from storage.anomalies import (
 )
 from storage.binds import values_in
 from storage.delivery_tables import filing_events
-from storage.pipelining import pipelined, queue_commit
+from storage.pipelining import DriverStatement, pipelined, queue_commit
 from storage.row_inserts import RowsInsert, RowsUpdate, by_driver
 from storage.tables import attempts, deliveries, filings, outbox
 
@@ -133,6 +133,8 @@ _LOCK_FILINGS = {
     .with_for_update()
     for postgresql in (True, False)
 }
+_LOCKED_COLUMNS = tuple(column.name for column in _LOCK_FILINGS[True].selected_columns)
+_LOCK_FILINGS_BY_DRIVER = DriverStatement(_LOCK_FILINGS[True])  # rides a pipeline (`_lock_and_close`)
 # Through the driver's executemany on PostgreSQL (`storage.row_inserts`).
 _INSERT_EVENTS = RowsInsert(filing_events)
 _INSERT_ATTEMPTS = RowsInsert(attempts)
@@ -535,8 +537,8 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     its calls: its tries are recorded and counted, once, and nothing else of it.
 
     Everything is read first; the writes then go in one pipeline (one round trip on PostgreSQL)."""
-    info = lock_filings(conn, (c.job.filing_id for c in completions))
-    own, stale = _own_passes(conn, completions, epoch)
+    info, claims = _lock_and_close(conn, completions, epoch)
+    own, stale = _own_passes(conn, completions, claims)
     if not own and not any(c.attempts for c in stale):
         return  # every pass was stale and made no call: nothing of theirs is written
     # The numbers the passes bring: their holders are read with the deliveries.
@@ -670,10 +672,41 @@ def _filing_deliveries(conn: Connection, filing_ids: Sequence[int], numbers: Seq
     return read
 
 
+def _lock_and_close(conn: Connection, completions: Sequence[Completion],
+                    epoch: float) -> tuple[dict[int, dict[str, Any]], dict[int, int]]:
+    """Lock the batch's filings (`lock_filings`), then close the open jobs its live passes
+    hold: the filings' id → {reference, portal, kind, state}, and each closed job's claim count.
+    One UPDATE … RETURNING both checks and closes the jobs. On PostgreSQL through psycopg both
+    statements ride one pipeline with the transaction's BEGIN: one round trip, not three."""
+    ids = sorted({c.job.filing_id for c in completions})
+    live = [c for c in completions if not c.stale]
+    plain = sorted({c.job.job_id for c in live if c.job.lease_token is None})
+    fenced = sorted({(c.job.job_id, c.job.lease_token) for c in live if c.job.lease_token is not None})
+    postgresql = _is_postgresql(conn)
+    params = {"plain": plain, **_pair_params("fenced", fenced, postgresql), "epoch": epoch}
+    if not by_driver(conn.dialect):
+        claims = {r.id: r.claims for r in conn.execute(_close_jobs(bool(plain), bool(fenced), postgresql), params)
+                  } if plain or fenced else {}
+        return lock_filings(conn, ids), claims
+    cursors: list[Any] = []
+    try:
+        with pipelined(conn):
+            if ids:
+                cursors.append(_LOCK_FILINGS_BY_DRIVER.send(conn, {"ids": ids}))
+            if plain or fenced:
+                cursors.append(_closing_by_driver(bool(plain), bool(fenced)).send(conn, params))
+        locked = cursors.pop(0).fetchall() if ids else []
+        closed = cursors[0].fetchall() if plain or fenced else []
+    finally:
+        for cursor in cursors:
+            cursor.close()
+    return {row[0]: dict(zip(_LOCKED_COLUMNS, row, strict=True)) for row in locked}, dict(closed)
+
+
 def _own_passes(conn: Connection, completions: Sequence[Completion],
-                epoch: float) -> tuple[list[Completion], list[Completion]]:
-    """Close the jobs of the passes that still hold them; return those passes and the stale
-    ones (logged). One UPDATE … RETURNING both checks and closes.
+                claims: Mapping[int, int]) -> tuple[list[Completion], list[Completion]]:
+    """The passes whose jobs this batch closed (`claims`: each closed job's claim count), and
+    the stale ones (logged).
 
     A pass is stale when its job was closed already (another pass of it committed first, or
     came earlier in this batch), when the transport found it so (`Completion.stale`: its
@@ -683,13 +716,6 @@ def _own_passes(conn: Connection, completions: Sequence[Completion],
     take them.
     """
     live = [c for c in completions if not c.stale]
-    plain = sorted({c.job.job_id for c in live if c.job.lease_token is None})
-    fenced = sorted({(c.job.job_id, c.job.lease_token) for c in live if c.job.lease_token is not None})
-    postgresql = _is_postgresql(conn)
-    claims = {r.id: r.claims for r in conn.execute(
-        _close_jobs(bool(plain), bool(fenced), postgresql),
-        {"plain": plain, **_pair_params("fenced", fenced, postgresql), "epoch": epoch},
-    )} if plain or fenced else {}
     # Of each closed job, the first pass that held it (its current claim) is the one applied.
     own: list[Completion] = []
     taken: set[int] = set()
@@ -704,6 +730,12 @@ def _own_passes(conn: Connection, completions: Sequence[Completion],
     if stale:
         _log_stale(conn, stale, claims)
     return own, stale + [c for c in completions if c.stale]
+
+
+@lru_cache(maxsize=4)
+def _closing_by_driver(plain: bool, fenced: bool) -> DriverStatement:
+    """`_close_jobs` on PostgreSQL, sent by the driver (`_lock_and_close`)."""
+    return DriverStatement(_close_jobs(plain, fenced, True))
 
 
 @lru_cache(maxsize=8)

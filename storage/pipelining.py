@@ -15,14 +15,17 @@ that a transaction's writes and its end cost one round trip.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
-__all__ = ["announce", "pipelined", "queue_commit", "queued"]
+__all__ = ["DriverStatement", "announce", "pipelined", "queue_commit", "queued"]
 
 
 @contextmanager
@@ -61,7 +64,7 @@ def announce(conn: Connection, sql: str, params: Any, many: bool) -> tuple[str, 
     return sql, params
 
 
-def queued(conn: Connection, sql: str, params: Sequence[Any]) -> Any:
+def queued(conn: Connection, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> Any:
     """`sql` (the driver's own paramstyle) sent on a new cursor of the connection's driver:
     inside `pipelined`, its rows are on the returned cursor once the block has ended.
 
@@ -85,3 +88,32 @@ def queue_commit(conn: Connection) -> None:
     """
     if conn.dialect.driver == "psycopg":
         queued(conn, "COMMIT", ()).close()
+
+
+class DriverStatement:
+    """An SQLAlchemy statement whose rows are read straight from the driver, so that it can
+    ride `pipelined` (PostgreSQL through psycopg): compiled once per dialect, its parameters
+    processed by their types as SQLAlchemy would, its rows plain tuples in the order of its
+    columns. Only for columns whose values the driver gives as SQLAlchemy would (numbers, text,
+    timestamps): no result processing is done.
+    """
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self._statement = statement
+        # The dialect last compiled for, with what it gave (one attribute: threads share it).
+        self._prepared: tuple[Dialect | None, Any, dict[str, Any]] = (None, None, {})
+
+    def send(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        """Send the statement (inside `pipelined`: its rows are on the returned cursor once the
+        block has ended; elsewhere at once). The caller closes the cursor."""
+        known, compiled, processors = self._prepared
+        if known is not conn.dialect:
+            compiled = cast(SQLCompiler, self._statement.compile(dialect=conn.dialect))
+            if conn.dialect.paramstyle != "pyformat" or compiled.literal_execute_params or compiled.post_compile_params:
+                raise TypeError(f"not a statement the driver can take as it is: {compiled.string}")
+            processors = {name: p for name, bind in compiled.binds.items()
+                          if (p := bind.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)) is not None}
+            self._prepared = (conn.dialect, compiled, processors)
+        values = {name: processors[name](value) if name in processors else value
+                  for name, value in compiled.construct_params(params).items()}
+        return queued(conn, compiled.string, values)

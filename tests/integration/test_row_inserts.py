@@ -12,14 +12,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import JSON, Engine, Update, bindparam, event, func, insert, select, update
+from sqlalchemy import JSON, BigInteger, Engine, Update, bindparam, event, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from storage.audit import AuditLine, append_audit_lines, verify_audit_chain
 from storage.engine import build_engine
 from storage.migrate import upgrade_to_head
-from storage.pipelining import pipelined
-from storage.row_inserts import RowsInsert, RowsUpdate
+from storage.binds import values_in
+from storage.pipelining import DriverStatement, pipelined
+from storage.row_inserts import RowsInsert, RowsUpdate, by_driver
 from storage.tables import audit_log, deliveries, filings, outbox
 
 AT = datetime(2026, 5, 1, 12, 30, tzinfo=timezone.utc)
@@ -189,3 +190,34 @@ def test_rows_sent_to_the_driver_are_seen_by_the_engines_statement_listeners(eng
         finally:
             event.remove(engine, "before_cursor_execute", listen)
     assert seen == ["INSERT INTO", "UPDATE deliveries"]
+
+
+def test_a_statement_sent_by_the_driver_in_a_pipeline_reads_what_sqlalchemy_reads(engine: Engine) -> None:
+    """`DriverStatement` (PostgreSQL): a SELECT with an array of ids, a timestamp and a literal,
+    and an UPDATE … RETURNING that writes a JSON value as its type does, both riding one
+    pipeline with the transaction's BEGIN, give SQLAlchemy's rows, and the UPDATE is made."""
+    if not by_driver(engine.dialect):
+        pytest.skip("only PostgreSQL through psycopg sends statements by the driver")
+    with engine.begin() as conn:
+        RowsInsert(filings)(conn, [_filing(n, authorization={"inps": f"self-{n}"}) for n in (1, 2, 3)])
+    chosen = (select(filings.c.id, filings.c.reference, filings.c.state)
+              .where(values_in(filings.c.id, "ids", BigInteger, True),
+                     filings.c.created_at == bindparam("at", type_=filings.c.created_at.type),
+                     filings.c.kind == "durc_request")
+              .order_by(filings.c.id))
+    moved = (update(filings).where(filings.c.id == bindparam("b_id"))
+             .values(state=bindparam("b_state"), authorization=bindparam("b_auth", type_=filings.c.authorization.type))
+             .returning(filings.c.id, filings.c.state))
+    params = {"ids": [1, 3, 9], "at": AT}
+    with engine.connect() as conn:
+        expected = [tuple(r) for r in conn.execute(chosen, params)]
+    with engine.begin() as conn:
+        with pipelined(conn):
+            selected = DriverStatement(chosen).send(conn, params)
+            updated = DriverStatement(moved).send(conn, {"b_id": 3, "b_state": "protocolled", "b_auth": {"inps": "è"}})
+        assert selected.fetchall() == expected == [(1, "CRV-2026-000001", "in_progress"),
+                                                   (3, "CRV-2026-000003", "in_progress")]
+        assert updated.fetchall() == [(3, "protocolled")]
+    with engine.connect() as conn:
+        row = conn.execute(select(filings.c.state, filings.c.authorization).where(filings.c.id == 3)).one()
+    assert tuple(row) == ("protocolled", {"inps": "è"})
