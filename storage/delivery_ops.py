@@ -134,7 +134,7 @@ _LOCK_FILINGS = {
     for postgresql in (True, False)
 }
 _LOCKED_COLUMNS = tuple(column.name for column in _LOCK_FILINGS[True].selected_columns)
-_LOCK_FILINGS_BY_DRIVER = DriverStatement(_LOCK_FILINGS[True])  # rides a pipeline (`_lock_and_close`)
+_LOCK_FILINGS_BY_DRIVER = DriverStatement(_LOCK_FILINGS[True])  # rides a pipeline (`_read_batch`)
 # Through the driver's executemany on PostgreSQL (`storage.row_inserts`).
 _INSERT_EVENTS = RowsInsert(filing_events)
 _INSERT_ATTEMPTS = RowsInsert(attempts)
@@ -537,13 +537,10 @@ def apply_completions(conn: Connection, completions: Sequence[Completion], now: 
     its calls: its tries are recorded and counted, once, and nothing else of it.
 
     Everything is read first; the writes then go in one pipeline (one round trip on PostgreSQL)."""
-    info, claims = _lock_and_close(conn, completions, epoch)
+    info, claims, found = _read_batch(conn, completions, epoch)
     own, stale = _own_passes(conn, completions, claims)
     if not own and not any(c.attempts for c in stale):
         return  # every pass was stale and made no call: nothing of theirs is written
-    # The numbers the passes bring: their holders are read with the deliveries.
-    found = _filing_deliveries(conn, list(info), number_pairs(
-        {"agency": c.job.agency, "protocol_number": c.protocol_number} for c in own))
     current, read = found.rows, dict(found.rows)
     events = EventLog(conn, info, now, epoch, last_seqs=found.last_seqs)
     touched: dict[str, dict[str, Any]] = {}
@@ -648,18 +645,23 @@ class _Read(NamedTuple):
     holders: list[dict[str, Any]]  # the holders of the numbers asked for, oldest first
 
 
-def _filing_deliveries(conn: Connection, filing_ids: Sequence[int], numbers: Sequence[tuple[str, str]]) -> _Read:
-    """Every delivery of the (locked) filings by id, each filing's last event number and the
-    deliveries holding some (agency, protocol number) pairs, in one read; superseded ones too
-    (a pass for one must see that it was replaced). `content` only where needed (`_READ_COLUMNS`)."""
-    read = _Read({}, {}, [])
+def _deliveries_read(conn: Connection, filing_ids: Sequence[int],
+                     numbers: Sequence[tuple[str, str]]) -> tuple[Any, dict[str, Any]]:
+    """The statement and parameters of the read `_filing_deliveries` sorts."""
     postgresql = _is_postgresql(conn)
     params: dict[str, Any] = {"ids": list(filing_ids)}
     if numbers:
         params.update(_pair_params("pairs", [(number, agency) for agency, number in numbers], postgresql))
-    result = conn.execute(_WITH_NUMBER_HOLDERS[postgresql] if numbers else _FILING_DELIVERIES[postgresql], params)
-    keys = tuple(result.keys())
-    for values in result.all():  # fetched at once, not row by row
+    return (_WITH_NUMBER_HOLDERS if numbers else _FILING_DELIVERIES)[postgresql], params
+
+
+def _filing_deliveries(keys: Sequence[str], rows: Iterable[Sequence[Any]]) -> _Read:
+    """Every delivery of the (locked) filings by id, each filing's last event number and the
+    deliveries holding some (agency, protocol number) pairs, from one read (`_deliveries_read`,
+    whose columns are `keys`); superseded ones too (a pass for one must see that it was
+    replaced). `content` only where needed (`_READ_COLUMNS`)."""
+    read = _Read({}, {}, [])
+    for values in rows:
         row = dict(zip(keys, values))  # a third of dict(RowMapping)'s cost, for every column of every row
         seq, holder = row.pop("last_event_seq"), row.pop("holder")
         if holder:
@@ -672,35 +674,45 @@ def _filing_deliveries(conn: Connection, filing_ids: Sequence[int], numbers: Seq
     return read
 
 
-def _lock_and_close(conn: Connection, completions: Sequence[Completion],
-                    epoch: float) -> tuple[dict[int, dict[str, Any]], dict[int, int]]:
-    """Lock the batch's filings (`lock_filings`), then close the open jobs its live passes
-    hold: the filings' id → {reference, portal, kind, state}, and each closed job's claim count.
-    One UPDATE … RETURNING both checks and closes the jobs. On PostgreSQL through psycopg both
-    statements ride one pipeline with the transaction's BEGIN: one round trip, not three."""
+def _read_batch(conn: Connection, completions: Sequence[Completion],
+                epoch: float) -> tuple[dict[int, dict[str, Any]], dict[int, int], _Read]:
+    """Lock the batch's filings (`lock_filings`), close the open jobs its live passes hold,
+    then read the filings' deliveries with the holders of the numbers the passes bring
+    (`_filing_deliveries`; a stale pass's numbers too: their holders are simply not asked
+    for). Returns the filings' id → {reference, portal, kind, state}, each closed job's claim
+    count, and the read.
+
+    One UPDATE … RETURNING both checks and closes the jobs. On PostgreSQL through psycopg the
+    three statements ride one pipeline with the transaction's BEGIN: one round trip, not four
+    (the server still runs them in order, so the read sees what the locks keep)."""
     ids = sorted({c.job.filing_id for c in completions})
     live = [c for c in completions if not c.stale]
     plain = sorted({c.job.job_id for c in live if c.job.lease_token is None})
     fenced = sorted({(c.job.job_id, c.job.lease_token) for c in live if c.job.lease_token is not None})
     postgresql = _is_postgresql(conn)
     params = {"plain": plain, **_pair_params("fenced", fenced, postgresql), "epoch": epoch}
+    reading, read_params = _deliveries_read(conn, ids, number_pairs(
+        {"agency": c.job.agency, "protocol_number": c.protocol_number} for c in live))
     if not by_driver(conn.dialect):
+        info = lock_filings(conn, ids)
         claims = {r.id: r.claims for r in conn.execute(_close_jobs(bool(plain), bool(fenced), postgresql), params)
                   } if plain or fenced else {}
-        return lock_filings(conn, ids), claims
-    cursors: list[Any] = []
+        result = conn.execute(reading, read_params)
+        return info, claims, _filing_deliveries(tuple(result.keys()), result.all())
+    cursors: dict[str, Any] = {}
     try:
         with pipelined(conn):
-            if ids:
-                cursors.append(_LOCK_FILINGS_BY_DRIVER.send(conn, {"ids": ids}))
+            cursors["locked"] = _LOCK_FILINGS_BY_DRIVER.send(conn, {"ids": ids})
             if plain or fenced:
-                cursors.append(_closing_by_driver(bool(plain), bool(fenced)).send(conn, params))
-        locked = cursors.pop(0).fetchall() if ids else []
-        closed = cursors[0].fetchall() if plain or fenced else []
+                cursors["closed"] = _closing_by_driver(bool(plain), bool(fenced)).send(conn, params)
+            cursors["read"] = _by_driver(reading).send(conn, read_params)
+        info = {row[0]: dict(zip(_LOCKED_COLUMNS, row, strict=True)) for row in cursors["locked"].fetchall()}
+        claims = dict(cursors["closed"].fetchall()) if "closed" in cursors else {}
+        keys = tuple(column.name for column in cursors["read"].description)
+        return info, claims, _filing_deliveries(keys, cursors["read"].fetchall())
     finally:
-        for cursor in cursors:
+        for cursor in cursors.values():
             cursor.close()
-    return {row[0]: dict(zip(_LOCKED_COLUMNS, row, strict=True)) for row in locked}, dict(closed)
 
 
 def _own_passes(conn: Connection, completions: Sequence[Completion],
@@ -734,8 +746,14 @@ def _own_passes(conn: Connection, completions: Sequence[Completion],
 
 @lru_cache(maxsize=4)
 def _closing_by_driver(plain: bool, fenced: bool) -> DriverStatement:
-    """`_close_jobs` on PostgreSQL, sent by the driver (`_lock_and_close`)."""
+    """`_close_jobs` on PostgreSQL, sent by the driver (`_read_batch`)."""
     return DriverStatement(_close_jobs(plain, fenced, True))
+
+
+@lru_cache(maxsize=4)
+def _by_driver(statement: Any) -> DriverStatement:
+    """A statement built once (`_FILING_DELIVERIES`, `_WITH_NUMBER_HOLDERS`), sent by the driver."""
+    return DriverStatement(statement)
 
 
 @lru_cache(maxsize=8)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, event, insert
 
-from storage.delivery_ops import _filing_deliveries
+from storage.delivery_ops import _deliveries_read
 from storage.tables import deliveries, filings
 
 FILINGS = 3_000
@@ -81,6 +81,6 @@ def test_the_number_holders_are_looked_up_by_number_not_read_per_agency(young_en
     one nobody holds, reads a handful of deliveries, not the agency's 3,000."""
     with young_engine.connect() as conn, conn.begin():
         plans = _explained(conn)
-        _filing_deliveries(conn, [FILINGS], [("inps", "INPS-0001500"), ("inps", "INPS-9999999")])
+        conn.execute(*_deliveries_read(conn, [FILINGS], [("inps", "INPS-0001500"), ("inps", "INPS-9999999")]))
     [plan] = plans
     assert _rows_read(plan, "deliveries") <= 10, json.dumps(plan, indent=1)
