@@ -8,9 +8,9 @@ one psycopg pipeline (`storage.pipelining.queued`) and are answered together; th
 runs them in order, so the chain's end is read after its lock is taken.
 
 The token ids are then remembered in the pipeline that writes the filings (`remember_tokens`),
-on the bet that they are new, and the commit rides that pipeline too (`storage.pipelining.queue_commit`): a seen id
-fails the whole group (a unique violation), which is then stored filing by filing, the careful
-way (`storage.store`).
+on the bet that they are new, and the commit rides that pipeline too
+(`storage.pipelining.queue_commit`): a seen id fails the whole group (a unique violation),
+which is then stored filing by filing, the careful way (`storage.store`).
 """
 
 from __future__ import annotations
@@ -81,27 +81,29 @@ def read_intake_facts(conn: Connection, callers: Sequence[str], keys: Sequence[t
     Raises:
         DBAPIError: a statement failed (the transaction is to roll back).
     """
-    cursors: list[Any] = []
+    cursors: dict[str, Any] = {}
+    pairs = sorted(set(keys))
     try:
         with pipelined(conn):
-            cursors.append(queued(conn, _LOCK_CHAIN, (AUDIT_LOCK_KEY,)))
-            failures = queued(conn, _failures(len(callers)), callers) if callers else None
-            pairs = sorted(set(keys))
-            earlier = queued(conn, _earlier(len(pairs)), [v for pair in pairs for v in pair]) if pairs else None
-            drawn = queued(conn, _NEW_IDS_AND_CHAIN_END, (count,))
-            cursors += [c for c in (failures, earlier, drawn) if c is not None]
-        rows = drawn.fetchall()
-        return IntakeFacts(
-            failures={caller: FailureState(n, last, until)
-                      for caller, n, last, until in (failures.fetchall() if failures else ())},
-            earlier={(portal, key): EarlierFiling(fid, reference, digest)
-                     for fid, reference, digest, portal, key in (earlier.fetchall() if earlier else ())},
-            ids=sorted(fid for fid, _ in rows),
-            chain_end=rows[0][1] if rows else None,
-        )
+            cursors["lock"] = queued(conn, _LOCK_CHAIN, (AUDIT_LOCK_KEY,))
+            if callers:
+                cursors["failures"] = queued(conn, _failures(len(callers)), callers)
+            if pairs:
+                cursors["earlier"] = queued(conn, _earlier(len(pairs)), [v for pair in pairs for v in pair])
+            cursors["drawn"] = queued(conn, _NEW_IDS_AND_CHAIN_END, (count,))
+        drawn = cursors["drawn"].fetchall()
+        failures = cursors["failures"].fetchall() if "failures" in cursors else []
+        earlier = cursors["earlier"].fetchall() if "earlier" in cursors else []
     finally:
-        for cursor in cursors:
+        for cursor in cursors.values():
             cursor.close()
+    return IntakeFacts(
+        failures={caller: FailureState(n, last, until) for caller, n, last, until in failures},
+        earlier={(portal, key): EarlierFiling(fid, reference, digest)
+                 for fid, reference, digest, portal, key in earlier},
+        ids=sorted(fid for fid, _ in drawn),
+        chain_end=drawn[0][1] if drawn else None,
+    )
 
 
 def remember_tokens(conn: Connection, tokens: Sequence[tuple[str, str, float]]) -> None:
